@@ -1,0 +1,1 @@
+//! Real Linux epoll (work in progress).

@@ -1,0 +1,31 @@
+//! # netpoll
+//!
+//! A deterministic simulation and test framework for event loops.
+//!
+//! Event loops lose wakeups: an edge-triggered handler stops before `EAGAIN`, a oneshot fd is
+//! never re-armed, a deadline fires in the same instant as readiness. This crate is the seam that
+//! makes such bugs findable by seed: event loops are written against the [`Poller`] trait, which
+//! has two implementations in the same build:
+//!
+//! - `netpoll-realnet`: real Linux epoll and sockets, through `libc`;
+//! - `netpoll-sim`: a seeded simulated kernel with a virtual clock, identical on every run.
+//!
+//! ## Map
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | [`poller`] | the [`Poller`] trait (start here: its doc comment is the contract) and [`EpollEvent`] |
+//! | [`sys`] | Linux's numbers: [`Events`] bits, flags, errno values |
+//!
+//! See `ARCHITECTURE.md` at the repository root for how the crates fit together.
+//!
+//! ## Not modelled
+//!
+//! This crate holds no kernel: what each implementation models, and what it leaves out, is
+//! written in its own crate docs.
+
+pub mod poller;
+pub mod sys;
+
+pub use poller::{EpollEvent, Fd, NoKernel, Poller};
+pub use sys::Events;
