@@ -44,6 +44,7 @@ pub mod config;
 mod kernel;
 pub mod rng;
 mod slab;
+pub mod trace;
 
 use std::cell::RefCell;
 use std::io;
@@ -54,13 +55,16 @@ use netpoll::sys::{err, errno::*, Events};
 use netpoll::{EpollEvent, Fd, Poller};
 
 pub use config::SimConfig;
+pub use kernel::epoll::Stranded;
 pub use kernel::Stats;
 use kernel::{Kernel, Kind};
+use trace::{Op, Record, Tracer};
 
 /// The simulated kernel. Single-threaded (`!Sync`); cheap to create.
 #[derive(Debug)]
 pub struct Sim {
     k: RefCell<Kernel>,
+    trace: RefCell<Tracer>,
 }
 
 impl Sim {
@@ -73,6 +77,7 @@ impl Sim {
     pub fn with_config(seed: u64, cfg: SimConfig) -> Sim {
         Sim {
             k: RefCell::new(Kernel::new(seed, cfg)),
+            trace: RefCell::new(Tracer::default()),
         }
     }
 
@@ -117,11 +122,87 @@ impl Sim {
         self.k.borrow().files.len()
     }
 
-    fn call(&self) -> std::cell::RefMut<'_, Kernel> {
+    /// The registrations of epoll instance `epfd` that are ready for their interest while
+    /// nothing is queued to report them: the lost-wakeup condition, meaningful when the event
+    /// loop is about to sleep.
+    ///
+    /// # Errors
+    /// `EBADF`, or `EINVAL` if `epfd` is not an epoll instance.
+    pub fn stranded(&self, epfd: Fd) -> io::Result<Vec<Stranded>> {
+        self.k.borrow_mut().stranded(epfd)
+    }
+
+    /// Starts (or stops, discarding it) recording every call in full.
+    pub fn set_trace(&self, on: bool) {
+        self.trace.borrow_mut().set_full(on);
+    }
+
+    /// The full trace recorded since [`set_trace`](Sim::set_trace), emptied.
+    pub fn take_trace(&self) -> Vec<Record> {
+        self.trace.borrow_mut().take_full()
+    }
+
+    /// The most recent calls (up to [`trace::HISTORY_LEN`]) that concern `fd` (as the fd or,
+    /// for `epoll_ctl`, as its target), oldest first.
+    pub fn history(&self, fd: Fd) -> Vec<Record> {
+        self.trace
+            .borrow()
+            .recent()
+            .filter(|r| {
+                r.fd == fd || (r.op == Op::EpollCtl && r.arg & 0xffff_ffff == i64::from(fd))
+            })
+            .copied()
+            .collect()
+    }
+
+    /// (calls made, a hash of every call and result so far): equal for two runs of one seed.
+    pub fn fingerprint(&self) -> (u64, u64) {
+        self.trace.borrow().fingerprint()
+    }
+
+    /// Runs `f` on the kernel and records the call.
+    fn call<T>(
+        &self,
+        op: Op,
+        fd: Fd,
+        arg: i64,
+        f: impl FnOnce(&mut Kernel) -> io::Result<T>,
+        val: impl FnOnce(&T) -> i64,
+    ) -> io::Result<T> {
         let mut k = self.k.borrow_mut();
         k.stats.syscalls += 1;
-        k
+        let r = f(&mut k);
+        let at_ns = k.now_ns;
+        drop(k);
+        let ret = match &r {
+            Ok(v) => Ok(val(v)),
+            Err(e) => Err(e.raw_os_error().unwrap_or(0)),
+        };
+        self.trace.borrow_mut().record(Record {
+            at_ns,
+            op,
+            fd,
+            arg,
+            ret,
+        });
+        r
     }
+}
+
+fn unit(_: &()) -> i64 {
+    0
+}
+
+fn count(n: &usize) -> i64 {
+    *n as i64
+}
+
+fn new_fd(fd: &Fd) -> i64 {
+    i64::from(*fd)
+}
+
+fn pair(fds: &[Fd; 2]) -> i64 {
+    (i64::from(fds[0]) << 32) | i64::from(fds[1])
 }
 
 fn is_eagain(r: &io::Result<usize>) -> bool {
@@ -158,11 +239,24 @@ impl Poller for Sim {
     }
 
     fn epoll_create1(&self, flags: i32) -> io::Result<Fd> {
-        self.call().epoll_create1(flags)
+        self.call(
+            Op::EpollCreate,
+            -1,
+            flags.into(),
+            |k| k.epoll_create1(flags),
+            new_fd,
+        )
     }
 
     fn epoll_ctl(&self, epfd: Fd, op: i32, fd: Fd, event: Option<EpollEvent>) -> io::Result<()> {
-        self.call().epoll_ctl(epfd, op, fd, event)
+        let arg = (i64::from(op) << 32) | i64::from(fd as u32);
+        self.call(
+            Op::EpollCtl,
+            epfd,
+            arg,
+            |k| k.epoll_ctl(epfd, op, fd, event),
+            unit,
+        )
     }
 
     fn epoll_wait(
@@ -171,127 +265,197 @@ impl Poller for Sim {
         events: &mut [EpollEvent],
         timeout_ms: i32,
     ) -> io::Result<usize> {
-        self.call().epoll_wait(epfd, events, timeout_ms)
+        let arg = timeout_ms.into();
+        self.call(
+            Op::EpollWait,
+            epfd,
+            arg,
+            |k| k.epoll_wait(epfd, events, timeout_ms),
+            count,
+        )
     }
 
     fn socketpair(&self, flags: i32) -> io::Result<[Fd; 2]> {
-        self.call().socketpair(flags)
+        self.call(
+            Op::Socketpair,
+            -1,
+            flags.into(),
+            |k| k.socketpair(flags),
+            pair,
+        )
     }
 
     fn pipe2(&self, flags: i32) -> io::Result<[Fd; 2]> {
-        self.call().pipe2(flags)
+        self.call(Op::Pipe, -1, flags.into(), |k| k.pipe2(flags), pair)
     }
 
     fn eventfd(&self, initval: u32, flags: i32) -> io::Result<Fd> {
-        self.call().eventfd(initval, flags)
+        self.call(
+            Op::EventFd,
+            -1,
+            initval.into(),
+            |k| k.eventfd(initval, flags),
+            new_fd,
+        )
     }
 
     fn tcp_socket(&self, flags: i32) -> io::Result<Fd> {
-        self.call().tcp_socket(flags)
+        self.call(
+            Op::Socket,
+            -1,
+            flags.into(),
+            |k| k.tcp_socket(flags),
+            new_fd,
+        )
     }
 
     fn bind(&self, fd: Fd, addr: SocketAddrV4) -> io::Result<()> {
-        self.call().bind(fd, addr)
+        let arg = addr.port().into();
+        self.call(Op::Bind, fd, arg, |k| k.bind(fd, addr), unit)
     }
 
     fn listen(&self, fd: Fd, backlog: i32) -> io::Result<()> {
-        self.call().listen(fd, backlog)
+        self.call(
+            Op::Listen,
+            fd,
+            backlog.into(),
+            |k| k.listen(fd, backlog),
+            unit,
+        )
     }
 
     fn connect(&self, fd: Fd, addr: SocketAddrV4) -> io::Result<()> {
-        self.call().connect(fd, addr)
+        let arg = addr.port().into();
+        self.call(Op::Connect, fd, arg, |k| k.connect(fd, addr), unit)
     }
 
     fn accept4(&self, fd: Fd, flags: i32) -> io::Result<(Fd, SocketAddrV4)> {
-        self.call().accept4(fd, flags)
+        self.call(
+            Op::Accept,
+            fd,
+            flags.into(),
+            |k| k.accept4(fd, flags),
+            |r| r.0.into(),
+        )
     }
 
     fn local_addr(&self, fd: Fd) -> io::Result<SocketAddrV4> {
-        self.call().local_addr(fd)
+        self.call(
+            Op::LocalAddr,
+            fd,
+            0,
+            |k| k.local_addr(fd),
+            |a| a.port().into(),
+        )
     }
 
     fn peer_addr(&self, fd: Fd) -> io::Result<SocketAddrV4> {
-        self.call().peer_addr(fd)
+        self.call(
+            Op::PeerAddr,
+            fd,
+            0,
+            |k| k.peer_addr(fd),
+            |a| a.port().into(),
+        )
     }
 
     fn take_socket_error(&self, fd: Fd) -> io::Result<i32> {
-        let mut k = self.call();
-        let f = k.file_of(fd)?;
-        match &mut k.files[f].kind {
-            Kind::Unix(u) => Ok(u.take_error()),
-            Kind::Tcp(_) => Ok(k.tcp_take_error(f)),
-            _ => Err(err(ENOTSOCK)),
-        }
+        let f = |k: &mut Kernel| {
+            let f = k.file_of(fd)?;
+            match &mut k.files[f].kind {
+                Kind::Unix(u) => Ok(u.take_error()),
+                Kind::Tcp(_) => Ok(k.tcp_take_error(f)),
+                _ => Err(err(ENOTSOCK)),
+            }
+        };
+        self.call(Op::TakeError, fd, 0, f, |e| (*e).into())
     }
 
     fn set_linger(&self, fd: Fd, linger_secs: Option<u32>) -> io::Result<()> {
-        let mut k = self.call();
-        let f = k.file_of(fd)?;
-        match &k.files[f].kind {
-            Kind::Unix(_) => Ok(()),
-            Kind::Tcp(_) => {
-                k.tcp_set_linger(f, linger_secs);
-                Ok(())
+        let f = |k: &mut Kernel| {
+            let f = k.file_of(fd)?;
+            match &k.files[f].kind {
+                Kind::Unix(_) => Ok(()),
+                Kind::Tcp(_) => {
+                    k.tcp_set_linger(f, linger_secs);
+                    Ok(())
+                }
+                _ => Err(err(ENOTSOCK)),
             }
-            _ => Err(err(ENOTSOCK)),
-        }
+        };
+        let arg = linger_secs.map_or(-1, i64::from);
+        self.call(Op::SetLinger, fd, arg, f, unit)
     }
 
     fn read(&self, fd: Fd, buf: &mut [u8]) -> io::Result<usize> {
-        let mut k = self.call();
-        let f = k.file_of(fd)?;
-        loop {
-            let r = k.read_once(f, buf);
-            if !is_eagain(&r) || k.files[f].nonblock {
-                return r;
+        let len = buf.len() as i64;
+        let f = |k: &mut Kernel| {
+            let f = k.file_of(fd)?;
+            loop {
+                let r = k.read_once(f, buf);
+                if !is_eagain(&r) || k.files[f].nonblock {
+                    return r;
+                }
+                k.block("read", fd)?;
             }
-            k.block("read", fd)?;
-        }
+        };
+        self.call(Op::Read, fd, len, f, count)
     }
 
     fn write(&self, fd: Fd, buf: &[u8]) -> io::Result<usize> {
-        let mut k = self.call();
-        let f = k.file_of(fd)?;
-        let mut done = 0;
-        loop {
-            let r = k.write_once(f, &buf[done..]);
-            let nonblock = k.files[f].nonblock;
-            match r {
-                Ok(n) => {
-                    done += n;
-                    // A blocking write returns when all is written; an eventfd write is whole.
-                    if nonblock || done >= buf.len() || matches!(k.files[f].kind, Kind::EventFd(_))
-                    {
-                        return Ok(done);
+        let f = |k: &mut Kernel| {
+            let f = k.file_of(fd)?;
+            let mut done = 0;
+            loop {
+                let r = k.write_once(f, &buf[done..]);
+                let nonblock = k.files[f].nonblock;
+                match r {
+                    Ok(n) => {
+                        done += n;
+                        // A blocking write returns when all is written; an eventfd write is whole.
+                        let whole = matches!(k.files[f].kind, Kind::EventFd(_));
+                        if nonblock || done >= buf.len() || whole {
+                            return Ok(done);
+                        }
                     }
+                    Err(e) if e.raw_os_error() == Some(EAGAIN) && !nonblock => {}
+                    Err(e) => return if done > 0 { Ok(done) } else { Err(e) },
                 }
-                Err(e) if e.raw_os_error() == Some(EAGAIN) && !nonblock => {}
-                Err(e) => return if done > 0 { Ok(done) } else { Err(e) },
+                k.block("write", fd)?;
             }
-            k.block("write", fd)?;
-        }
+        };
+        self.call(Op::Write, fd, buf.len() as i64, f, count)
     }
 
     fn shutdown(&self, fd: Fd, how: i32) -> io::Result<()> {
-        let mut k = self.call();
-        let f = k.file_of(fd)?;
-        match k.files[f].kind {
-            Kind::Unix(_) => k.unix_shutdown(f, how),
-            Kind::Tcp(_) => k.tcp_shutdown(f, how),
-            _ => Err(err(ENOTSOCK)),
-        }
+        let f = |k: &mut Kernel| {
+            let f = k.file_of(fd)?;
+            match k.files[f].kind {
+                Kind::Unix(_) => k.unix_shutdown(f, how),
+                Kind::Tcp(_) => k.tcp_shutdown(f, how),
+                _ => Err(err(ENOTSOCK)),
+            }
+        };
+        self.call(Op::Shutdown, fd, how.into(), f, unit)
     }
 
     fn close(&self, fd: Fd) -> io::Result<()> {
-        self.call().close(fd)
+        self.call(Op::Close, fd, 0, |k| k.close(fd), unit)
     }
 
     fn dup(&self, fd: Fd) -> io::Result<Fd> {
-        self.call().dup(fd)
+        self.call(Op::Dup, fd, 0, |k| k.dup(fd), new_fd)
     }
 
     fn set_nonblocking(&self, fd: Fd, nonblocking: bool) -> io::Result<()> {
-        self.call().set_nonblocking(fd, nonblocking)
+        let arg = nonblocking.into();
+        self.call(
+            Op::SetNonblocking,
+            fd,
+            arg,
+            |k| k.set_nonblocking(fd, nonblocking),
+            unit,
+        )
     }
 
     fn now(&self) -> Duration {

@@ -176,3 +176,61 @@ fn blocking_read_on_tcp_waits_in_virtual_time() {
         std::io::ErrorKind::Deadlock
     );
 }
+
+#[test]
+fn an_undrained_edge_triggered_fd_is_stranded_and_a_drained_one_is_not() {
+    let p = Sim::new(2);
+    let [a, b] = p.socketpair(SOCK_NONBLOCK).unwrap();
+    let [c, d] = p.socketpair(SOCK_NONBLOCK).unwrap();
+    let ep = p.epoll_create1(0).unwrap();
+    p.epoll_ctl(
+        ep,
+        EPOLL_CTL_ADD,
+        b,
+        Some(EpollEvent::new(Events::IN | Events::ET, 1)),
+    )
+    .unwrap();
+    p.epoll_ctl(
+        ep,
+        EPOLL_CTL_ADD,
+        d,
+        Some(EpollEvent::new(Events::IN | Events::ONESHOT, 2)),
+    )
+    .unwrap();
+    p.write(a, b"abcd").unwrap();
+    p.write(c, b"abcd").unwrap();
+    assert_eq!(wait(&p, ep, 0).len(), 2);
+    let mut buf = [0u8; 2];
+    p.read(b, &mut buf).unwrap(); // stops before EAGAIN: the classic bug
+    let s = p.stranded(ep).unwrap();
+    assert_eq!(s.len(), 2, "{s:?}");
+    assert_eq!((s[0].data, s[0].disarmed), (1, false));
+    assert_eq!((s[1].data, s[1].disarmed), (2, true));
+    p.read(b, &mut buf).unwrap();
+    p.epoll_ctl(
+        ep,
+        EPOLL_CTL_MOD,
+        d,
+        Some(EpollEvent::new(Events::IN | Events::ONESHOT, 2)),
+    )
+    .unwrap();
+    assert_eq!(p.stranded(ep).unwrap(), vec![]);
+    assert!(p
+        .history(b)
+        .iter()
+        .any(|r| r.op == netpoll_sim::trace::Op::Read));
+}
+
+#[test]
+fn the_fingerprint_is_a_function_of_the_seed() {
+    let run = |seed| {
+        tcp_echo_trace(seed);
+        let p = Sim::new(seed);
+        let [a, b] = p.socketpair(0).unwrap();
+        p.write(a, b"x").unwrap();
+        let mut buf = [0u8; 1];
+        p.read(b, &mut buf).unwrap();
+        p.fingerprint()
+    };
+    assert_eq!(run(11), run(11));
+}

@@ -79,6 +79,8 @@ pub(crate) struct EpItem {
     /// Interest (always with `ERR | HUP`) and mode bits; only mode bits once a oneshot fired.
     pub(crate) events: Events,
     pub(crate) data: u64,
+    /// The interest last set by `ADD`/`MOD` (kept when a oneshot item is disarmed).
+    interest: Events,
     /// On the ready list.
     linked: bool,
     ticket: u32,
@@ -94,7 +96,53 @@ impl EpItem {
     }
 }
 
+/// A registration whose file is ready for its interest while nothing is queued to report it:
+/// at quiescence, a wakeup the event loop will never see.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stranded {
+    /// The fd number the registration was made under.
+    pub fd: Fd,
+    /// The registration's user data.
+    pub data: u64,
+    /// The interest and mode bits of the last `ADD`/`MOD`.
+    pub interest: Events,
+    /// What the file is ready for, within that interest.
+    pub ready: Events,
+    /// A oneshot registration that fired and was never re-armed.
+    pub disarmed: bool,
+}
+
 impl Kernel {
+    /// The registrations of `epfd` that are [`Stranded`].
+    pub(crate) fn stranded(&mut self, epfd: Fd) -> io::Result<Vec<Stranded>> {
+        let ep = self.file_of(epfd)?;
+        let items: Vec<ItemId> = match &self.files[ep].kind {
+            Kind::Epoll(e) => e.items.values().copied().collect(),
+            _ => return Err(err(EINVAL)),
+        };
+        let mut out = Vec::new();
+        for it in items {
+            let (file, linked, interest, armed, fd, data) = {
+                let i = &self.items[it];
+                (i.file, i.linked, i.interest, i.armed(), i.fd, i.data)
+            };
+            if linked && armed {
+                continue;
+            }
+            let ready = self.poll_file(file, 1) & interest.readiness();
+            if !ready.is_empty() {
+                out.push(Stranded {
+                    fd,
+                    data,
+                    interest,
+                    ready,
+                    disarmed: !armed,
+                });
+            }
+        }
+        Ok(out)
+    }
+
     fn epoll_mut(&mut self, ep: FileId) -> &mut Epoll {
         match &mut self.files[ep].kind {
             Kind::Epoll(e) => e,
@@ -269,6 +317,7 @@ impl Kernel {
             fd,
             events,
             data,
+            interest: events,
             linked: false,
             ticket: 0,
         });
@@ -287,6 +336,7 @@ impl Kernel {
     fn ep_modify(&mut self, it: ItemId, events: Events, data: u64) {
         let item = &mut self.items[it];
         item.events = events;
+        item.interest = events;
         item.data = data;
         let ep = item.ep;
         if !self.ep_item_poll(it, 1).is_empty() && self.link(it) {

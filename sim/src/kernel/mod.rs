@@ -20,7 +20,7 @@
 //! callers. Everything iterates in a fixed order (vectors, slabs, `BTreeMap`), so one seed is one
 //! run.
 
-pub(crate) mod epoll;
+pub mod epoll;
 pub(crate) mod eventfd;
 pub(crate) mod pipe;
 pub(crate) mod tcp;
