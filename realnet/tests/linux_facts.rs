@@ -1,0 +1,447 @@
+//! Probes of what Linux really does, in the corner cases the simulated kernel must copy.
+//!
+//! Each test asserts what was observed on the development machine (kernel 6.18, x86_64,
+//! default sysctls: `net.core.wmem_default = 212992`, `tcp_wmem = 4096 16384 4194304`,
+//! `tcp_rmem = 4096 131072 33554432`). `LINUX_FACTS.md` lists the facts with their tests.
+//! Loopback only; no sleeps: waiting for TCP delivery is an `epoll_wait` with a timeout.
+
+use std::fs::File;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::fd::AsRawFd;
+
+use netpoll::sys::{errno, *};
+use netpoll::{EpollEvent, Events, Fd, Poller};
+use netpoll_realnet::RealNet;
+
+const LOOPBACK: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0);
+const NB: i32 = SOCK_NONBLOCK;
+/// How long to wait for something that should happen (TCP delivery on loopback).
+const SOON_MS: i32 = 2000;
+/// How long to wait for something that should *not* happen, on TCP.
+const NEVER_MS: i32 = 100;
+
+const IN: Events = Events::IN;
+const OUT: Events = Events::OUT;
+const ERR: Events = Events::ERR;
+const HUP: Events = Events::HUP;
+const RDHUP: Events = Events::RDHUP;
+const ET: Events = Events::ET;
+const ALL: Events = Events::IN.union(Events::OUT).union(Events::RDHUP);
+
+fn errno_of<T: std::fmt::Debug>(r: std::io::Result<T>) -> i32 {
+    r.expect_err("expected an error").raw_os_error().unwrap()
+}
+
+fn ev(events: Events, data: u64) -> Option<EpollEvent> {
+    Some(EpollEvent::new(events, data))
+}
+
+/// All events one `epoll_wait(maxevents = 16)` returns.
+fn wait(p: &RealNet, ep: Fd, timeout_ms: i32) -> Vec<EpollEvent> {
+    let mut evs = [EpollEvent::EMPTY; 16];
+    let n = p.epoll_wait(ep, &mut evs, timeout_ms).unwrap();
+    evs[..n].to_vec()
+}
+
+/// What a fresh level-triggered registration of `fd` for `interest` reports within
+/// `timeout_ms` (`NONE` if nothing).
+fn wait_mask(p: &RealNet, fd: Fd, interest: Events, timeout_ms: i32) -> Events {
+    let ep = p.epoll_create1(0).unwrap();
+    p.epoll_ctl(ep, EPOLL_CTL_ADD, fd, ev(interest, 0)).unwrap();
+    let got = wait(p, ep, timeout_ms);
+    p.close(ep).unwrap();
+    got.first().map_or(Events::NONE, |e| e.events)
+}
+
+/// The readiness of `fd` right now, as a level-triggered registration for `interest` sees it.
+fn mask(p: &RealNet, fd: Fd, interest: Events) -> Events {
+    wait_mask(p, fd, interest, 0)
+}
+
+/// Writes `chunk`-byte writes into `fd` until `EAGAIN`; returns the bytes taken.
+fn fill(p: &RealNet, fd: Fd, chunk: usize) -> usize {
+    let buf = vec![0x55u8; chunk];
+    let mut total = 0;
+    loop {
+        match p.write(fd, &buf) {
+            Ok(n) => total += n,
+            Err(e) if e.raw_os_error() == Some(errno::EAGAIN) => return total,
+            Err(e) => panic!("write: {e}"),
+        }
+    }
+}
+
+/// Reads `fd` until `EAGAIN` or EOF; returns the bytes read.
+fn drain(p: &RealNet, fd: Fd) -> usize {
+    let mut buf = vec![0u8; 65536];
+    let mut total = 0;
+    loop {
+        match p.read(fd, &mut buf) {
+            Ok(0) => return total,
+            Ok(n) => total += n,
+            Err(e) if e.raw_os_error() == Some(errno::EAGAIN) => return total,
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+}
+
+fn sockopt_int(fd: Fd, level: i32, name: i32) -> i32 {
+    let mut v: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `v` is a live `c_int` and `len` is its size.
+    let res = unsafe { libc::getsockopt(fd, level, name, (&raw mut v).cast(), &mut len) };
+    assert_eq!(res, 0, "getsockopt");
+    v
+}
+
+/// A connected loopback TCP pair `(client, server)`, both non-blocking, plus the listener.
+fn tcp_pair(p: &RealNet) -> (Fd, Fd, Fd) {
+    let l = p.tcp_socket(NB).unwrap();
+    p.bind(l, LOOPBACK).unwrap();
+    p.listen(l, 8).unwrap();
+    let addr = p.local_addr(l).unwrap();
+    let c = p.tcp_socket(NB).unwrap();
+    let _ = p.connect(c, addr);
+    assert!(wait_mask(p, l, IN, SOON_MS).contains(IN), "no connection queued");
+    let (s, _) = p.accept4(l, NB).unwrap();
+    assert!(wait_mask(p, c, OUT, SOON_MS).contains(OUT), "client not connected");
+    (c, s, l)
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. Edge-triggered: does every write wake, even with data unread?
+
+/// Registers `rd` for `IN | ET`, writes twice into `wr` without reading: how many events?
+fn et_events_per_write(p: &RealNet, rd: Fd, wr: Fd, msg: &[u8], timeout_ms: i32) -> [usize; 3] {
+    let ep = p.epoll_create1(0).unwrap();
+    p.epoll_ctl(ep, EPOLL_CTL_ADD, rd, ev(IN | ET, 1)).unwrap();
+    let before = wait(p, ep, 0).len();
+    p.write(wr, msg).unwrap();
+    let first = wait(p, ep, SOON_MS).len();
+    p.write(wr, msg).unwrap();
+    let second = wait(p, ep, timeout_ms).len();
+    // And with no new write, nothing more.
+    assert_eq!(wait(p, ep, 0).len(), 0);
+    p.close(ep).unwrap();
+    [before, first, second]
+}
+
+#[test]
+fn f1_et_every_write_wakes_socketpair() {
+    let p = RealNet::new();
+    let [a, b] = p.socketpair(NB).unwrap();
+    assert_eq!(et_events_per_write(&p, b, a, b"x", 0), [0, 1, 1]);
+}
+
+#[test]
+fn f1_et_every_write_wakes_pipe() {
+    let p = RealNet::new();
+    let [r, w] = p.pipe2(O_NONBLOCK).unwrap();
+    assert_eq!(et_events_per_write(&p, r, w, b"x", 0), [0, 1, 1]);
+}
+
+#[test]
+fn f1_et_every_write_wakes_eventfd() {
+    let p = RealNet::new();
+    let e = p.eventfd(0, EFD_NONBLOCK).unwrap();
+    assert_eq!(
+        et_events_per_write(&p, e, e, &1u64.to_ne_bytes(), 0),
+        [0, 1, 1]
+    );
+}
+
+#[test]
+fn f1_et_every_write_wakes_tcp() {
+    let p = RealNet::new();
+    let (c, s, _l) = tcp_pair(&p);
+    assert_eq!(et_events_per_write(&p, s, c, b"x", SOON_MS), [0, 1, 1]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. Write space: capacities, and when EPOLLOUT comes back.
+
+/// Fills `wr` with `chunk`-byte writes (registered `OUT | ET` first), then reads `rd` `step`
+/// bytes at a time. Returns (bytes written, bytes read when the ET `OUT` event came, bytes read
+/// when the level `OUT` mask came back).
+fn out_threshold(p: &RealNet, wr: Fd, rd: Fd, chunk: usize, step: usize, tcp: bool) -> [usize; 3] {
+    let ep = p.epoll_create1(0).unwrap();
+    p.epoll_ctl(ep, EPOLL_CTL_ADD, wr, ev(OUT | ET, 1)).unwrap();
+    assert_eq!(wait(p, ep, 0).len(), 1, "ADD reports a writable fd at once");
+    let written = fill(p, wr, chunk);
+    // On TCP loopback, more room may appear while segments move to the peer: refill.
+    let mut written = written;
+    if tcp {
+        while !wait(p, ep, NEVER_MS).is_empty() {
+            written += fill(p, wr, chunk);
+        }
+    }
+    assert_eq!(wait(p, ep, 0).len(), 0, "no OUT while full");
+    assert!(!mask(p, wr, OUT).contains(OUT));
+    let mut buf = vec![0u8; step];
+    let mut read = 0;
+    let (mut et_at, mut lt_at) = (None, None);
+    while read < written && (et_at.is_none() || lt_at.is_none()) {
+        match p.read(rd, &mut buf) {
+            Ok(n) => read += n,
+            Err(e) if e.raw_os_error() == Some(errno::EAGAIN) => {
+                assert!(tcp, "EAGAIN on a local socket with data");
+                assert!(!wait_mask(p, rd, IN, SOON_MS).is_empty());
+                continue;
+            }
+            Err(e) => panic!("{e}"),
+        }
+        if et_at.is_none() && !wait(p, ep, 0).is_empty() {
+            et_at = Some(read);
+        }
+        if lt_at.is_none() && mask(p, wr, OUT).contains(OUT) {
+            lt_at = Some(read);
+        }
+    }
+    p.close(ep).unwrap();
+    [written, et_at.unwrap_or(usize::MAX), lt_at.unwrap_or(usize::MAX)]
+}
+
+#[test]
+fn f2_socketpair_write_space() {
+    let p = RealNet::new();
+    let [a, b] = p.socketpair(NB).unwrap();
+    assert_eq!(sockopt_int(a, libc::SOL_SOCKET, libc::SO_SNDBUF), 212_992);
+    assert_eq!(sockopt_int(b, libc::SOL_SOCKET, libc::SO_RCVBUF), 212_992);
+    // [written until EAGAIN, bytes read when ET OUT came, bytes read when LT OUT came back].
+    // Big writes are cut into skbs of 36544 bytes: 6 fit. OUT returns when one is left.
+    assert_eq!(out_threshold(&p, a, b, 1 << 20, 1, false), [219_264, 182_720, 182_720]);
+    let [a, b] = p.socketpair(NB).unwrap();
+    assert_eq!(out_threshold(&p, a, b, 1 << 20, 4096, false), [219_264, 184_320, 184_320]);
+    // 1-byte writes: one skb each, charged 768 bytes: 278 fit; OUT when 69 are left.
+    let [a, b] = p.socketpair(NB).unwrap();
+    assert_eq!(out_threshold(&p, a, b, 1, 1, false), [278, 209, 209]);
+    // 1000-byte writes: charged 2304 each: 93 fit; OUT when 23 are left.
+    let [a, b] = p.socketpair(NB).unwrap();
+    assert_eq!(out_threshold(&p, a, b, 1000, 1, false), [93_000, 70_000, 70_000]);
+}
+
+#[test]
+fn f2_pipe_write_space() {
+    let p = RealNet::new();
+    for (chunk, expect) in [
+        (1 << 20, [65_536, 4096, 4096]),
+        (1, [65_536, 4096, 4096]),
+        (100, [64_000, 4000, 4000]),
+        (5000, [54_096, 4096, 4096]),
+    ] {
+        let [r, w] = p.pipe2(O_NONBLOCK).unwrap();
+        assert_eq!(out_threshold(&p, w, r, chunk, 1, false), expect, "chunk {chunk}");
+    }
+}
+
+#[test]
+fn f2_tcp_write_space() {
+    let p = RealNet::new();
+    let (c, s, _l) = tcp_pair(&p);
+    let sndbuf = sockopt_int(c, libc::SOL_SOCKET, libc::SO_SNDBUF);
+    assert_eq!(sockopt_int(s, libc::SOL_SOCKET, libc::SO_RCVBUF), 131_072);
+    let [written, et_at, lt_at] = out_threshold(&p, c, s, 1 << 20, 1024, true);
+    let sndbuf2 = sockopt_int(c, libc::SOL_SOCKET, libc::SO_SNDBUF);
+    eprintln!("tcp: SO_SNDBUF {sndbuf} -> {sndbuf2}; written {written}, OUT after {et_at}/{lt_at}");
+    // Observed: SO_SNDBUF 3939840 -> 4194304, 3919467 written, OUT after reading 1148901.
+    assert!(sndbuf > 1 << 20 && sndbuf2 <= 4_194_304);
+    assert!(written > 3_000_000 && written < 5_000_000);
+    assert_eq!(et_at, lt_at);
+    assert!(et_at > written / 8 && et_at < written / 2);
+}
+
+/// After the first ET `OUT` event from a full writer, does each further freeing read wake again?
+/// Returns the ET events seen after each of `reads` further reads of `step` bytes.
+fn out_rewakes(p: &RealNet, wr: Fd, rd: Fd, chunk: usize, step: usize, reads: usize) -> Vec<usize> {
+    let ep = p.epoll_create1(0).unwrap();
+    p.epoll_ctl(ep, EPOLL_CTL_ADD, wr, ev(OUT | ET, 1)).unwrap();
+    wait(p, ep, 0);
+    fill(p, wr, chunk);
+    let mut buf = vec![0u8; step];
+    while wait(p, ep, 0).is_empty() {
+        p.read(rd, &mut buf).unwrap();
+    }
+    let mut seen = Vec::new();
+    for _ in 0..reads {
+        p.read(rd, &mut buf).unwrap();
+        seen.push(wait(p, ep, 0).len());
+    }
+    p.close(ep).unwrap();
+    seen
+}
+
+#[test]
+fn f2_et_out_rewakes() {
+    let p = RealNet::new();
+    // Socketpair: every skb freed while writable wakes again.
+    let [a, b] = p.socketpair(NB).unwrap();
+    assert_eq!(out_rewakes(&p, a, b, 1, 1, 5), [1, 1, 1, 1, 1]);
+    let [a, b] = p.socketpair(NB).unwrap();
+    assert_eq!(
+        out_rewakes(&p, a, b, 1 << 20, 4096, 9),
+        [0, 0, 0, 0, 0, 0, 0, 0, 1]
+    );
+    // Pipe: only the full -> not full transition wakes.
+    let [r, w] = p.pipe2(O_NONBLOCK).unwrap();
+    assert_eq!(out_rewakes(&p, w, r, 1 << 20, 4096, 5), [0; 5]);
+    let [r, w] = p.pipe2(O_NONBLOCK).unwrap();
+    assert_eq!(out_rewakes(&p, w, r, 1 << 20, 1, 5), [0; 5]);
+    // A write by the writer itself does not wake its OUT | ET; the peer consuming it does.
+    let [a, b] = p.socketpair(NB).unwrap();
+    let ep = p.epoll_create1(0).unwrap();
+    p.epoll_ctl(ep, EPOLL_CTL_ADD, a, ev(OUT | ET, 1)).unwrap();
+    let w0 = wait(&p, ep, 0).len();
+    p.write(a, b"x").unwrap();
+    let w1 = wait(&p, ep, 0).len();
+    let mut one = [0u8; 1];
+    p.read(b, &mut one).unwrap();
+    let w2 = wait(&p, ep, 0).len();
+    assert_eq!([w0, w1, w2], [1, 0, 1]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. Event masks, registered level-triggered for IN | OUT | RDHUP.
+
+#[test]
+fn f3_masks_socketpair() {
+    let p = RealNet::new();
+    let [a, b] = p.socketpair(NB).unwrap();
+    assert_eq!(mask(&p, b, ALL), OUT);
+    p.write(a, b"x").unwrap();
+    assert_eq!(mask(&p, b, ALL), IN | OUT);
+    // Only the bits asked for (plus ERR | HUP) are reported: *NORM only when asked.
+    let norm = Events::RDNORM | Events::WRNORM;
+    assert_eq!(mask(&p, b, ALL | norm), IN | OUT | norm);
+    p.shutdown(a, SHUT_WR).unwrap();
+    assert_eq!(mask(&p, b, ALL), IN | OUT | RDHUP);
+    assert_eq!(mask(&p, a, ALL), OUT, "the half-closed writer");
+    p.close(a).unwrap();
+    assert_eq!(mask(&p, b, ALL), IN | OUT | RDHUP | HUP);
+    assert_eq!(mask(&p, b, Events::NONE), HUP);
+    drain(&p, b);
+    assert_eq!(mask(&p, b, ALL), IN | OUT | RDHUP | HUP, "EOF stays readable");
+    assert_eq!(errno_of(p.write(b, b"x")), errno::EPIPE);
+
+    let [a, b] = p.socketpair(NB).unwrap();
+    p.shutdown(b, SHUT_RDWR).unwrap();
+    assert_eq!(mask(&p, b, ALL), IN | OUT | RDHUP | HUP);
+    assert_eq!(mask(&p, a, ALL), IN | OUT | RDHUP | HUP, "and its peer");
+    let [a, b] = p.socketpair(NB).unwrap();
+    p.shutdown(b, SHUT_RD).unwrap();
+    assert_eq!(mask(&p, b, ALL), IN | OUT | RDHUP);
+    assert_eq!(mask(&p, a, ALL), OUT);
+    let [a, b] = p.socketpair(NB).unwrap();
+    p.shutdown(b, SHUT_WR).unwrap();
+    assert_eq!(mask(&p, b, ALL), OUT);
+    assert_eq!(mask(&p, a, ALL), IN | OUT | RDHUP);
+}
+
+#[test]
+fn f3_masks_pipe() {
+    let p = RealNet::new();
+    let [r, w] = p.pipe2(O_NONBLOCK).unwrap();
+    assert_eq!(mask(&p, r, ALL), Events::NONE);
+    assert_eq!(mask(&p, w, ALL), OUT);
+    p.write(w, b"x").unwrap();
+    assert_eq!(mask(&p, r, ALL), IN);
+    p.close(w).unwrap();
+    assert_eq!(mask(&p, r, ALL), IN | HUP);
+    drain(&p, r);
+    assert_eq!(mask(&p, r, ALL), HUP, "EOF on a pipe is HUP without IN");
+    let [r, w] = p.pipe2(O_NONBLOCK).unwrap();
+    p.close(r).unwrap();
+    assert_eq!(mask(&p, w, ALL), OUT | ERR);
+    assert_eq!(mask(&p, w, Events::NONE), ERR);
+    assert_eq!(errno_of(p.write(w, b"x")), errno::EPIPE);
+}
+
+fn res<T>(r: std::io::Result<T>) -> Result<T, i32> {
+    r.map_err(|e| e.raw_os_error().unwrap())
+}
+
+#[test]
+fn f3_masks_tcp() {
+    let p = RealNet::new();
+    let mut buf = [0u8; 16];
+    // A fresh, unconnected TCP socket reports OUT | HUP; a listener with nothing queued, nothing.
+    let fresh = p.tcp_socket(NB).unwrap();
+    assert_eq!(mask(&p, fresh, ALL), OUT | HUP);
+    let (c, s, l) = tcp_pair(&p);
+    assert_eq!(mask(&p, l, ALL), Events::NONE);
+    assert_eq!(mask(&p, s, ALL), OUT);
+    p.write(c, b"x").unwrap();
+    assert_eq!(wait_mask(&p, s, IN, SOON_MS), IN);
+    assert_eq!(mask(&p, s, ALL), IN | OUT);
+    drain(&p, s);
+    // Local SHUT_WR: still just OUT; the peer sees IN | OUT | RDHUP.
+    p.shutdown(s, SHUT_WR).unwrap();
+    assert_eq!(mask(&p, s, ALL), OUT);
+    assert_eq!(wait_mask(&p, c, RDHUP, SOON_MS), RDHUP);
+    assert_eq!(mask(&p, c, ALL), IN | OUT | RDHUP);
+    assert_eq!(p.read(c, &mut buf).unwrap(), 0);
+    assert_eq!(errno_of(p.write(s, b"x")), errno::EPIPE);
+
+    // Peer close (FIN): IN | OUT | RDHUP, no HUP. Writing then draws a RST from the closed peer:
+    // ERR | HUP, and the pending error is EPIPE (a reset in CLOSE_WAIT), not ECONNRESET.
+    let (c, s, _l) = tcp_pair(&p);
+    p.close(c).unwrap();
+    assert_eq!(wait_mask(&p, s, RDHUP, SOON_MS), RDHUP);
+    assert_eq!(mask(&p, s, ALL), IN | OUT | RDHUP);
+    assert_eq!(p.write(s, b"x").unwrap(), 1, "the first write after FIN succeeds");
+    assert_eq!(wait_mask(&p, s, Events::NONE, SOON_MS), ERR | HUP);
+    assert_eq!(mask(&p, s, ALL), IN | OUT | ERR | HUP | RDHUP);
+    assert_eq!(res(p.write(s, b"x")), Err(errno::EPIPE));
+    assert_eq!(res(p.read(s, &mut buf)), Ok(0));
+
+    // Peer reset (SO_LINGER 0 + close): IN | OUT | ERR | HUP | RDHUP; read ECONNRESET once, then 0;
+    // writes EPIPE after that.
+    let (c, s, _l) = tcp_pair(&p);
+    p.set_linger(c, Some(0)).unwrap();
+    p.close(c).unwrap();
+    assert_eq!(wait_mask(&p, s, Events::NONE, SOON_MS), ERR | HUP);
+    assert_eq!(mask(&p, s, ALL), IN | OUT | ERR | HUP | RDHUP);
+    assert_eq!(res(p.read(s, &mut buf)), Err(errno::ECONNRESET));
+    assert_eq!(mask(&p, s, ALL), IN | OUT | HUP | RDHUP, "ERR goes with the error");
+    assert_eq!(res(p.read(s, &mut buf)), Ok(0));
+    assert_eq!(res(p.write(s, b"x")), Err(errno::EPIPE));
+    assert_eq!(res(p.write(s, b"x")), Err(errno::EPIPE));
+    // The pending error goes to whichever call comes first: a write...
+    let (c, s, _l) = tcp_pair(&p);
+    p.set_linger(c, Some(0)).unwrap();
+    p.close(c).unwrap();
+    wait_mask(&p, s, Events::NONE, SOON_MS);
+    assert_eq!(res(p.write(s, b"x")), Err(errno::ECONNRESET));
+    assert_eq!(res(p.write(s, b"x")), Err(errno::EPIPE));
+    assert_eq!(res(p.read(s, &mut buf)), Ok(0));
+    // ... or SO_ERROR, after which reads see plain EOF. Data received before the reset stays
+    // readable.
+    let (c, s, _l) = tcp_pair(&p);
+    p.write(c, b"unread").unwrap();
+    assert_eq!(wait_mask(&p, s, IN, SOON_MS), IN);
+    p.set_linger(c, Some(0)).unwrap();
+    p.close(c).unwrap();
+    wait_mask(&p, s, Events::NONE, SOON_MS);
+    assert_eq!(p.take_socket_error(s).unwrap(), errno::ECONNRESET);
+    assert_eq!(p.take_socket_error(s).unwrap(), 0);
+    assert_eq!(mask(&p, s, ALL), IN | OUT | HUP | RDHUP);
+    assert_eq!(res(p.read(s, &mut buf)), Ok(6), "unread data survives the reset");
+    assert_eq!(res(p.read(s, &mut buf)), Ok(0));
+    // Without SO_ERROR: the data first, then ECONNRESET, then EOF.
+    let (c, s, _l) = tcp_pair(&p);
+    p.write(c, b"unread").unwrap();
+    assert_eq!(wait_mask(&p, s, IN, SOON_MS), IN);
+    p.set_linger(c, Some(0)).unwrap();
+    p.close(c).unwrap();
+    wait_mask(&p, s, Events::NONE, SOON_MS);
+    assert_eq!(res(p.read(s, &mut buf)), Ok(6));
+    assert_eq!(res(p.read(s, &mut buf)), Err(errno::ECONNRESET));
+    assert_eq!(res(p.read(s, &mut buf)), Ok(0));
+
+    // Own SHUT_RDWR and SHUT_RD.
+    let (_c, s, _l) = tcp_pair(&p);
+    p.shutdown(s, SHUT_RDWR).unwrap();
+    assert_eq!(mask(&p, s, ALL), IN | OUT | HUP | RDHUP);
+    let (_c, s, _l) = tcp_pair(&p);
+    p.shutdown(s, SHUT_RD).unwrap();
+    assert_eq!(mask(&p, s, ALL), IN | OUT | RDHUP);
+}
