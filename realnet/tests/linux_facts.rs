@@ -445,3 +445,232 @@ fn f3_masks_tcp() {
     p.shutdown(s, SHUT_RD).unwrap();
     assert_eq!(mask(&p, s, ALL), IN | OUT | RDHUP);
 }
+
+// ---------------------------------------------------------------------------------------------
+// 4. Non-blocking connect on loopback, refused connects, the accept backlog.
+
+#[test]
+fn f4_connect_loopback() {
+    let p = RealNet::new();
+    let mut buf = [0u8; 4];
+    let l = p.tcp_socket(NB).unwrap();
+    p.bind(l, LOOPBACK).unwrap();
+    p.listen(l, 8).unwrap();
+    let addr = p.local_addr(l).unwrap();
+    // EINPROGRESS even on loopback; connect again once done: Ok (once), then EISCONN.
+    let c = p.tcp_socket(NB).unwrap();
+    assert_eq!(res(p.connect(c, addr)), Err(errno::EINPROGRESS));
+    assert_eq!(wait_mask(&p, c, OUT, SOON_MS), OUT);
+    assert_eq!(res(p.connect(c, addr)), Ok(()));
+    assert_eq!(res(p.connect(c, addr)), Err(errno::EISCONN));
+    assert_eq!(p.take_socket_error(c).unwrap(), 0);
+
+    // Refused (a port bound but not listening): EINPROGRESS, then ERR | HUP and SO_ERROR.
+    let closed = p.tcp_socket(NB).unwrap();
+    p.bind(closed, LOOPBACK).unwrap();
+    let caddr = p.local_addr(closed).unwrap();
+    let c = p.tcp_socket(NB).unwrap();
+    assert_eq!(res(p.connect(c, caddr)), Err(errno::EINPROGRESS));
+    assert_eq!(wait_mask(&p, c, Events::NONE, SOON_MS), ERR | HUP);
+    assert_eq!(mask(&p, c, ALL), IN | OUT | ERR | HUP | RDHUP);
+    assert_eq!(p.take_socket_error(c).unwrap(), errno::ECONNREFUSED);
+    assert_eq!(mask(&p, c, ALL), IN | OUT | HUP | RDHUP);
+    assert_eq!(res(p.connect(c, caddr)), Err(errno::ECONNABORTED), "connect after SO_ERROR");
+    // Connect again before taking SO_ERROR: the pending ECONNREFUSED.
+    let c = p.tcp_socket(NB).unwrap();
+    let _ = p.connect(c, caddr);
+    wait_mask(&p, c, Events::NONE, SOON_MS);
+    assert_eq!(res(p.connect(c, caddr)), Err(errno::ECONNREFUSED));
+    assert_eq!(res(p.read(c, &mut buf)), Err(errno::ENOTCONN));
+    // Blocking: ECONNREFUSED straight away.
+    let c = p.tcp_socket(0).unwrap();
+    assert_eq!(res(p.connect(c, caddr)), Err(errno::ECONNREFUSED));
+
+    // An unconnected TCP socket: read ENOTCONN, write EPIPE (not ENOTCONN).
+    let c = p.tcp_socket(NB).unwrap();
+    assert_eq!(res(p.read(c, &mut buf)), Err(errno::ENOTCONN));
+    assert_eq!(res(p.write(c, b"x")), Err(errno::EPIPE));
+    assert_eq!(res(p.peer_addr(c)), Err(errno::ENOTCONN));
+    assert_eq!(res(p.shutdown(c, SHUT_WR)), Err(errno::ENOTCONN));
+    assert_eq!(res(p.accept4(c, 0)).map(drop), Err(errno::EINVAL), "accept, not listening");
+    // A listener: read ENOTCONN (not EINVAL), write EPIPE, connect EISCONN.
+    assert_eq!(res(p.read(l, &mut buf)), Err(errno::ENOTCONN));
+    assert_eq!(res(p.write(l, b"x")), Err(errno::EPIPE));
+    assert_eq!(res(p.connect(l, addr)), Err(errno::EISCONN));
+}
+
+#[test]
+fn f4_backlog() {
+    let p = RealNet::new();
+    for backlog in [0, 1, 2, 4] {
+        let l = p.tcp_socket(NB).unwrap();
+        p.bind(l, LOOPBACK).unwrap();
+        p.listen(l, backlog).unwrap();
+        let addr = p.local_addr(l).unwrap();
+        let ep = p.epoll_create1(0).unwrap();
+        let n = backlog as usize + 4;
+        let mut clients = Vec::new();
+        for i in 0..n {
+            let c = p.tcp_socket(NB).unwrap();
+            let _ = p.connect(c, addr);
+            p.epoll_ctl(ep, EPOLL_CTL_ADD, c, ev(OUT | ET, i as u64)).unwrap();
+            clients.push(c);
+        }
+        let mut done = std::collections::BTreeSet::new();
+        loop {
+            let got = wait(&p, ep, 300);
+            if got.is_empty() {
+                break;
+            }
+            done.extend(got.iter().map(|e| e.data));
+        }
+        let mut accepted = 0;
+        while p.accept4(l, NB).is_ok() {
+            accepted += 1;
+        }
+        // backlog + 1 connections complete, the first ones; the rest stay in SYN_SENT (mask
+        // NONE: their SYN was dropped, the retry comes after 1 s).
+        let expect: std::collections::BTreeSet<u64> = (0..=backlog as u64).collect();
+        assert_eq!(done, expect, "backlog {backlog}");
+        assert_eq!(accepted, backlog + 1);
+        for (i, &c) in clients.iter().enumerate() {
+            let want = if i <= backlog as usize { OUT } else { Events::NONE };
+            assert_eq!(mask(&p, c, ALL), want, "backlog {backlog}, client {i}");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. Order of ready events, and maxevents truncation.
+
+/// `n` socketpairs; returns the read ends.
+fn readers(p: &RealNet, n: usize) -> Vec<(Fd, Fd)> {
+    (0..n)
+        .map(|_| {
+            let [a, b] = p.socketpair(NB).unwrap();
+            (a, b)
+        })
+        .collect()
+}
+
+fn wait_max(p: &RealNet, ep: Fd, max: usize) -> Vec<u64> {
+    let mut evs = vec![EpollEvent::EMPTY; max];
+    let n = p.epoll_wait(ep, &mut evs, 0).unwrap();
+    evs[..n].iter().map(|e| e.data).collect()
+}
+
+#[test]
+fn f5_order_and_truncation() {
+    let p = RealNet::new();
+    // A, B, C registered in that order (data 0, 1, 2), ready in order A, B, C.
+    let pairs = readers(&p, 3);
+    let ep = p.epoll_create1(0).unwrap();
+    for (i, &(_, b)) in pairs.iter().enumerate() {
+        p.epoll_ctl(ep, EPOLL_CTL_ADD, b, ev(IN, i as u64)).unwrap();
+    }
+    for &(a, _) in &pairs {
+        p.write(a, b"x").unwrap();
+    }
+    // Round robin: what was reported goes to the back, what did not fit stays in front.
+    let calls: Vec<_> = (0..4).map(|_| wait_max(&p, ep, 2)).collect();
+    assert_eq!(calls, [[0, 1], [2, 0], [1, 2], [0, 1]]);
+    // Ready in order C, B, A.
+    let pairs = readers(&p, 3);
+    let ep = p.epoll_create1(0).unwrap();
+    for (i, &(_, b)) in pairs.iter().enumerate() {
+        p.epoll_ctl(ep, EPOLL_CTL_ADD, b, ev(IN, i as u64)).unwrap();
+    }
+    for &(a, _) in pairs.iter().rev() {
+        p.write(a, b"x").unwrap();
+    }
+    // Readiness order, not registration order.
+    let calls: Vec<_> = (0..4).map(|_| wait_max(&p, ep, 2)).collect();
+    assert_eq!(calls, [[2, 1], [0, 2], [1, 0], [2, 1]]);
+    let full: Vec<_> = (0..2).map(|_| wait_max(&p, ep, 8)).collect();
+    assert_eq!(full, [[0, 2, 1], [0, 2, 1]], "a full report keeps its order");
+    // Already ready when added: ADD order.
+    let pairs = readers(&p, 3);
+    for &(a, _) in pairs.iter().rev() {
+        p.write(a, b"x").unwrap();
+    }
+    let ep = p.epoll_create1(0).unwrap();
+    for (i, &(_, b)) in pairs.iter().enumerate() {
+        p.epoll_ctl(ep, EPOLL_CTL_ADD, b, ev(IN, i as u64)).unwrap();
+    }
+    let calls: Vec<_> = (0..3).map(|_| wait_max(&p, ep, 2)).collect();
+    assert_eq!(calls, [[0, 1], [2, 0], [1, 2]], "ready at ADD: queued in ADD order");
+    // ET: same data twice into A while B, C wait.
+    let pairs = readers(&p, 3);
+    let ep = p.epoll_create1(0).unwrap();
+    for (i, &(_, b)) in pairs.iter().enumerate() {
+        p.epoll_ctl(ep, EPOLL_CTL_ADD, b, ev(IN | ET, i as u64)).unwrap();
+    }
+    for &(a, _) in &pairs {
+        p.write(a, b"x").unwrap();
+    }
+    let first = wait_max(&p, ep, 1);
+    p.write(pairs[0].0, b"x").unwrap();
+    let rest: Vec<_> = (0..3).map(|_| wait_max(&p, ep, 1)).collect();
+    // A reported ET registration leaves the list; its next wakeup queues it at the back.
+    assert_eq!(first, [0]);
+    assert_eq!(rest, [[1], [2], [0]]);
+    // Mixed: a reported LT fd that becomes ready again (new write) while others queued.
+    let pairs = readers(&p, 3);
+    let ep = p.epoll_create1(0).unwrap();
+    for (i, &(_, b)) in pairs.iter().enumerate() {
+        p.epoll_ctl(ep, EPOLL_CTL_ADD, b, ev(IN, i as u64)).unwrap();
+    }
+    for &(a, _) in &pairs {
+        p.write(a, b"x").unwrap();
+    }
+    let first = wait_max(&p, ep, 1);
+    let mut buf = [0u8; 4];
+    p.read(pairs[0].1, &mut buf).unwrap();
+    let after_drain: Vec<_> = (0..3).map(|_| wait_max(&p, ep, 1)).collect();
+    // A (re-queued at the back) is found not ready when its turn comes: dropped silently,
+    // and the call goes on to the next one (B).
+    assert_eq!(first, [0]);
+    assert_eq!(after_drain, [[1], [2], [1]]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. dup and close of a registered fd.
+
+#[test]
+fn f6_dup_close() {
+    let p = RealNet::new();
+    let [a, b] = p.socketpair(NB).unwrap();
+    let ep = p.epoll_create1(0).unwrap();
+    p.epoll_ctl(ep, EPOLL_CTL_ADD, b, ev(IN, 5)).unwrap();
+    let d = p.dup(b).unwrap();
+    p.close(b).unwrap();
+    p.write(a, b"x").unwrap();
+    let got = wait(&p, ep, 0);
+    let del_closed = res(p.epoll_ctl(ep, EPOLL_CTL_DEL, b, None));
+    let del_dup = res(p.epoll_ctl(ep, EPOLL_CTL_DEL, d, None));
+    let mod_dup = res(p.epoll_ctl(ep, EPOLL_CTL_MOD, d, ev(IN, 6)));
+    let add_dup = res(p.epoll_ctl(ep, EPOLL_CTL_ADD, d, ev(IN, 7)));
+    let both = wait(&p, ep, 0);
+    // Events keep coming, with the old data; the closed number is EBADF, the dup is not
+    // registered (the key is (file, fd number)): ENOENT, and ADD of the dup makes a second
+    // registration of the same file, reported separately.
+    assert_eq!(got, [EpollEvent::new(IN, 5)]);
+    assert_eq!(del_closed, Err(errno::EBADF));
+    assert_eq!(del_dup, Err(errno::ENOENT));
+    assert_eq!(mod_dup, Err(errno::ENOENT));
+    assert_eq!(add_dup, Ok(()));
+    assert_eq!(both, [EpollEvent::new(IN, 5), EpollEvent::new(IN, 7)]);
+    // The number b reused by a new file: a new registration.
+    let [x, y] = p.socketpair(NB).unwrap();
+    assert_eq!(x, b, "lowest free number");
+    let add_new = res(p.epoll_ctl(ep, EPOLL_CTL_ADD, x, ev(IN, 8)));
+    p.write(y, b"x").unwrap();
+    let evs = wait(&p, ep, 0);
+    assert_eq!(add_new, Ok(()), "a new file under a number still registered (old file)");
+    let data: Vec<_> = evs.iter().map(|e| e.data).collect();
+    assert_eq!(data, [5, 7, 8]);
+    // Closing the last fd removes the registration.
+    p.close(d).unwrap();
+    let evs = wait(&p, ep, 0);
+    assert_eq!(evs, [EpollEvent::new(IN, 8)]);
+}
