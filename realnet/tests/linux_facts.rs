@@ -674,3 +674,166 @@ fn f6_dup_close() {
     let evs = wait(&p, ep, 0);
     assert_eq!(evs, [EpollEvent::new(IN, 8)]);
 }
+
+// ---------------------------------------------------------------------------------------------
+// 7. epoll_ctl / epoll_wait errno matrix.
+
+#[test]
+fn f7_epoll_errno_matrix() {
+    use Events as E;
+    let p = RealNet::new();
+    let ep = p.epoll_create1(0).unwrap();
+    let [a, b] = p.socketpair(NB).unwrap();
+    let ctl = |op, fd, e: Option<EpollEvent>| res(p.epoll_ctl(ep, op, fd, e));
+    assert_eq!(ctl(EPOLL_CTL_ADD, a, ev(IN, 0)), Ok(()));
+    assert_eq!(ctl(EPOLL_CTL_ADD, a, ev(IN, 0)), Err(errno::EEXIST));
+    assert_eq!(ctl(EPOLL_CTL_MOD, b, ev(IN, 0)), Err(errno::ENOENT));
+    assert_eq!(ctl(EPOLL_CTL_DEL, b, None), Err(errno::ENOENT));
+    assert_eq!(res(p.epoll_ctl(b, EPOLL_CTL_ADD, a, ev(IN, 0))), Err(errno::EINVAL), "epfd not epoll");
+    assert_eq!(ctl(EPOLL_CTL_ADD, ep, ev(IN, 0)), Err(errno::EINVAL), "fd == epfd");
+    assert_eq!(ctl(7, b, ev(IN, 0)), Err(errno::EINVAL), "bad op");
+    assert_eq!(ctl(0, b, ev(IN, 0)), Err(errno::EINVAL), "op 0");
+    assert_eq!(res(p.epoll_ctl(-1, EPOLL_CTL_ADD, a, ev(IN, 0))), Err(errno::EBADF));
+    assert_eq!(ctl(EPOLL_CTL_ADD, 9999, ev(IN, 0)), Err(errno::EBADF));
+    // EXCLUSIVE: ADD only, and only with IN/OUT/ERR/HUP/WAKEUP/ET.
+    assert_eq!(ctl(EPOLL_CTL_MOD, a, ev(IN | E::EXCLUSIVE, 0)), Err(errno::EINVAL));
+    assert_eq!(ctl(EPOLL_CTL_ADD, b, ev(IN | E::EXCLUSIVE | E::ONESHOT, 0)), Err(errno::EINVAL));
+    assert_eq!(ctl(EPOLL_CTL_ADD, b, ev(IN | E::EXCLUSIVE | RDHUP, 0)), Err(errno::EINVAL));
+    let ok = IN | OUT | ERR | HUP | E::EXCLUSIVE | ET | E::WAKEUP;
+    assert_eq!(ctl(EPOLL_CTL_ADD, b, ev(ok, 0)), Ok(()));
+    assert_eq!(ctl(EPOLL_CTL_MOD, b, ev(IN, 0)), Err(errno::EINVAL), "MOD of an EXCLUSIVE one");
+    assert_eq!(ctl(EPOLL_CTL_DEL, b, None), Ok(()));
+    // Files without poll support: EPERM.
+    let null = File::open("/dev/null").unwrap();
+    assert_eq!(ctl(EPOLL_CTL_ADD, null.as_raw_fd(), ev(IN, 0)), Err(errno::EPERM));
+    let path = std::env::temp_dir().join(format!("netpoll-facts-{}", std::process::id()));
+    let tmp = File::create(&path).unwrap();
+    let r = ctl(EPOLL_CTL_ADD, tmp.as_raw_fd(), ev(IN, 0));
+    drop(tmp);
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(r, Err(errno::EPERM), "regular file");
+    // NULL event: EFAULT for ADD and MOD, fine for DEL.
+    assert_eq!(ctl(EPOLL_CTL_ADD, b, None), Err(errno::EFAULT));
+    assert_eq!(ctl(EPOLL_CTL_MOD, a, None), Err(errno::EFAULT));
+    assert_eq!(ctl(EPOLL_CTL_DEL, a, None), Ok(()));
+    // epoll_wait and epoll_create1.
+    let one = &mut [EpollEvent::EMPTY];
+    assert_eq!(res(p.epoll_wait(ep, &mut [], 0)), Err(errno::EINVAL), "maxevents 0");
+    assert_eq!(res(p.epoll_wait(a, one, 0)), Err(errno::EINVAL), "not epoll");
+    assert_eq!(res(p.epoll_wait(9999, one, 0)), Err(errno::EBADF));
+    assert_eq!(res(p.epoll_create1(1)), Err(errno::EINVAL));
+    // Nesting: a cycle is ELOOP; EXCLUSIVE on an epoll target is EINVAL.
+    let e1 = p.epoll_create1(0).unwrap();
+    let e2 = p.epoll_create1(0).unwrap();
+    p.epoll_ctl(e1, EPOLL_CTL_ADD, e2, ev(IN, 0)).unwrap();
+    assert_eq!(res(p.epoll_ctl(e2, EPOLL_CTL_ADD, e1, ev(IN, 0))), Err(errno::ELOOP));
+    assert_eq!(
+        res(p.epoll_ctl(e2, EPOLL_CTL_ADD, ep, ev(IN | E::EXCLUSIVE, 0))),
+        Err(errno::EINVAL)
+    );
+    // Depth: a chain of 5 epoll instances (4 epoll-in-epoll links) is allowed, a 6th is ELOOP,
+    // whether it is added on top or under the bottom, and whatever the bottom one watches.
+    for with_socket in [true, false] {
+        let mut chain = vec![p.epoll_create1(0).unwrap()];
+        if with_socket {
+            p.epoll_ctl(chain[0], EPOLL_CTL_ADD, a, ev(IN, 0)).unwrap();
+        }
+        for _ in 0..4 {
+            let outer = p.epoll_create1(0).unwrap();
+            p.epoll_ctl(outer, EPOLL_CTL_ADD, *chain.last().unwrap(), ev(IN, 0)).unwrap();
+            chain.push(outer);
+        }
+        let top = p.epoll_create1(0).unwrap();
+        assert_eq!(res(p.epoll_ctl(top, EPOLL_CTL_ADD, chain[4], ev(IN, 0))), Err(errno::ELOOP));
+        let bottom = p.epoll_create1(0).unwrap();
+        assert_eq!(res(p.epoll_ctl(chain[0], EPOLL_CTL_ADD, bottom, ev(IN, 0))), Err(errno::ELOOP));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 8. eventfd.
+
+#[test]
+fn f8_eventfd() {
+    let p = RealNet::new();
+    let e = p.eventfd(0, EFD_NONBLOCK).unwrap();
+    let mut b8 = [0u8; 8];
+    let mut b4 = [0u8; 4];
+    assert_eq!(mask(&p, e, ALL), OUT);
+    assert_eq!(res(p.read(e, &mut b8)), Err(errno::EAGAIN));
+    assert_eq!(res(p.read(e, &mut b4)), Err(errno::EINVAL), "4-byte read");
+    assert_eq!(res(p.write(e, &[1, 0, 0, 0])), Err(errno::EINVAL), "4-byte write");
+    assert_eq!(res(p.write(e, &[0u8; 16])), Err(errno::EINVAL), "16-byte write: exactly 8");
+    assert_eq!(res(p.write(e, &u64::MAX.to_ne_bytes())), Err(errno::EINVAL));
+    assert_eq!(res(p.write(e, &0u64.to_ne_bytes())), Ok(8), "adding 0 is fine");
+    assert_eq!(mask(&p, e, ALL), OUT, "and does not make it readable");
+    // The counter's maximum is u64::MAX - 1: there it is IN without OUT; more is EAGAIN.
+    p.write(e, &(u64::MAX - 2).to_ne_bytes()).unwrap();
+    assert_eq!(mask(&p, e, ALL), IN | OUT);
+    assert_eq!(res(p.write(e, &1u64.to_ne_bytes())), Ok(8));
+    assert_eq!(mask(&p, e, ALL), IN);
+    assert_eq!(res(p.write(e, &1u64.to_ne_bytes())), Err(errno::EAGAIN));
+    assert_eq!(res(p.write(e, &0u64.to_ne_bytes())), Ok(8));
+    assert_eq!(res(p.read(e, &mut [0u8; 16])), Ok(8), "reads take 8 bytes or more");
+    assert_eq!(mask(&p, e, ALL), OUT);
+    // Semaphore: each read takes 1.
+    let s = p.eventfd(3, EFD_SEMAPHORE | EFD_NONBLOCK).unwrap();
+    let got: Vec<_> = (0..4)
+        .map(|_| res(p.read(s, &mut b8)).map(|_| u64::from_ne_bytes(b8)))
+        .collect();
+    assert_eq!(got, [Ok(1), Ok(1), Ok(1), Err(errno::EAGAIN)]);
+    assert_eq!(res(p.eventfd(0, 0x10)), Err(errno::EINVAL));
+    // ET IN | OUT: a read is a wakeup too (OUT, the counter went down).
+    let e = p.eventfd(5, EFD_NONBLOCK).unwrap();
+    let ep = p.epoll_create1(0).unwrap();
+    p.epoll_ctl(ep, EPOLL_CTL_ADD, e, ev(IN | OUT | ET, 0)).unwrap();
+    assert_eq!(wait(&p, ep, 0), [EpollEvent::new(IN | OUT, 0)]);
+    p.read(e, &mut b8).unwrap();
+    assert_eq!(wait(&p, ep, 0), [EpollEvent::new(OUT, 0)]);
+    assert_eq!(wait(&p, ep, 0), []);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 10. Oneshot.
+
+#[test]
+fn f10_oneshot() {
+    let p = RealNet::new();
+    let [a, b] = p.socketpair(NB).unwrap();
+    let ep = p.epoll_create1(0).unwrap();
+    let os = Events::ONESHOT;
+    p.epoll_ctl(ep, EPOLL_CTL_ADD, b, ev(IN | os, 1)).unwrap();
+    assert_eq!(wait(&p, ep, 0), []);
+    p.write(a, b"x").unwrap();
+    assert_eq!(wait(&p, ep, 0), [EpollEvent::new(IN, 1)]);
+    // Disarmed: new data, no event.
+    p.write(a, b"x").unwrap();
+    assert_eq!(wait(&p, ep, 0), []);
+    // MOD re-arms and re-checks at once (new data word reported).
+    p.epoll_ctl(ep, EPOLL_CTL_MOD, b, ev(IN | os, 2)).unwrap();
+    assert_eq!(wait(&p, ep, 0), [EpollEvent::new(IN, 2)]);
+    assert_eq!(wait(&p, ep, 0), []);
+    // Armed with nothing pending: the next change is reported.
+    drain(&p, b);
+    p.epoll_ctl(ep, EPOLL_CTL_MOD, b, ev(IN | os, 3)).unwrap();
+    assert_eq!(wait(&p, ep, 0), []);
+    p.close(a).unwrap();
+    assert_eq!(wait(&p, ep, 0), [EpollEvent::new(IN | HUP, 3)]);
+    // A disarmed registration still exists: ADD is EEXIST. MOD with interest 0 still reports
+    // HUP (always reported).
+    assert_eq!(res(p.epoll_ctl(ep, EPOLL_CTL_ADD, b, ev(IN, 4))), Err(errno::EEXIST));
+    p.epoll_ctl(ep, EPOLL_CTL_MOD, b, ev(Events::NONE, 5)).unwrap();
+    assert_eq!(wait(&p, ep, 0), [EpollEvent::new(HUP, 5)]);
+
+    // ONESHOT | ET: the same, MOD re-arms and reports pending data at once.
+    let [a, b] = p.socketpair(NB).unwrap();
+    let ep = p.epoll_create1(0).unwrap();
+    p.epoll_ctl(ep, EPOLL_CTL_ADD, b, ev(IN | ET | os, 9)).unwrap();
+    p.write(a, b"x").unwrap();
+    assert_eq!(wait(&p, ep, 0), [EpollEvent::new(IN, 9)]);
+    p.write(a, b"x").unwrap();
+    assert_eq!(wait(&p, ep, 0), []);
+    p.epoll_ctl(ep, EPOLL_CTL_MOD, b, ev(IN | ET | os, 9)).unwrap();
+    assert_eq!(wait(&p, ep, 0), [EpollEvent::new(IN, 9)]);
+    assert_eq!(wait(&p, ep, 0), []);
+}
