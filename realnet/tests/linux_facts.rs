@@ -102,9 +102,15 @@ fn tcp_pair(p: &RealNet) -> (Fd, Fd, Fd) {
     let addr = p.local_addr(l).unwrap();
     let c = p.tcp_socket(NB).unwrap();
     let _ = p.connect(c, addr);
-    assert!(wait_mask(p, l, IN, SOON_MS).contains(IN), "no connection queued");
+    assert!(
+        wait_mask(p, l, IN, SOON_MS).contains(IN),
+        "no connection queued"
+    );
     let (s, _) = p.accept4(l, NB).unwrap();
-    assert!(wait_mask(p, c, OUT, SOON_MS).contains(OUT), "client not connected");
+    assert!(
+        wait_mask(p, c, OUT, SOON_MS).contains(OUT),
+        "client not connected"
+    );
     (c, s, l)
 }
 
@@ -198,7 +204,11 @@ fn out_threshold(p: &RealNet, wr: Fd, rd: Fd, chunk: usize, step: usize, tcp: bo
         }
     }
     p.close(ep).unwrap();
-    [written, et_at.unwrap_or(usize::MAX), lt_at.unwrap_or(usize::MAX)]
+    [
+        written,
+        et_at.unwrap_or(usize::MAX),
+        lt_at.unwrap_or(usize::MAX),
+    ]
 }
 
 #[test]
@@ -209,15 +219,24 @@ fn f2_socketpair_write_space() {
     assert_eq!(sockopt_int(b, libc::SOL_SOCKET, libc::SO_RCVBUF), 212_992);
     // [written until EAGAIN, bytes read when ET OUT came, bytes read when LT OUT came back].
     // Big writes are cut into skbs of 36544 bytes: 6 fit. OUT returns when one is left.
-    assert_eq!(out_threshold(&p, a, b, 1 << 20, 1, false), [219_264, 182_720, 182_720]);
+    assert_eq!(
+        out_threshold(&p, a, b, 1 << 20, 1, false),
+        [219_264, 182_720, 182_720]
+    );
     let [a, b] = p.socketpair(NB).unwrap();
-    assert_eq!(out_threshold(&p, a, b, 1 << 20, 4096, false), [219_264, 184_320, 184_320]);
+    assert_eq!(
+        out_threshold(&p, a, b, 1 << 20, 4096, false),
+        [219_264, 184_320, 184_320]
+    );
     // 1-byte writes: one skb each, charged 768 bytes: 278 fit; OUT when 69 are left.
     let [a, b] = p.socketpair(NB).unwrap();
     assert_eq!(out_threshold(&p, a, b, 1, 1, false), [278, 209, 209]);
     // 1000-byte writes: charged 2304 each: 93 fit; OUT when 23 are left.
     let [a, b] = p.socketpair(NB).unwrap();
-    assert_eq!(out_threshold(&p, a, b, 1000, 1, false), [93_000, 70_000, 70_000]);
+    assert_eq!(
+        out_threshold(&p, a, b, 1000, 1, false),
+        [93_000, 70_000, 70_000]
+    );
 }
 
 #[test]
@@ -230,7 +249,11 @@ fn f2_pipe_write_space() {
         (5000, [54_096, 4096, 4096]),
     ] {
         let [r, w] = p.pipe2(O_NONBLOCK).unwrap();
-        assert_eq!(out_threshold(&p, w, r, chunk, 1, false), expect, "chunk {chunk}");
+        assert_eq!(
+            out_threshold(&p, w, r, chunk, 1, false),
+            expect,
+            "chunk {chunk}"
+        );
     }
 }
 
@@ -319,7 +342,11 @@ fn f3_masks_socketpair() {
     assert_eq!(mask(&p, b, ALL), IN | OUT | RDHUP | HUP);
     assert_eq!(mask(&p, b, Events::NONE), HUP);
     drain(&p, b);
-    assert_eq!(mask(&p, b, ALL), IN | OUT | RDHUP | HUP, "EOF stays readable");
+    assert_eq!(
+        mask(&p, b, ALL),
+        IN | OUT | RDHUP | HUP,
+        "EOF stays readable"
+    );
     assert_eq!(errno_of(p.write(b, b"x")), errno::EPIPE);
 
     let [a, b] = p.socketpair(NB).unwrap();
@@ -387,7 +414,11 @@ fn f3_masks_tcp() {
     p.close(c).unwrap();
     assert_eq!(wait_mask(&p, s, RDHUP, SOON_MS), RDHUP);
     assert_eq!(mask(&p, s, ALL), IN | OUT | RDHUP);
-    assert_eq!(p.write(s, b"x").unwrap(), 1, "the first write after FIN succeeds");
+    assert_eq!(
+        p.write(s, b"x").unwrap(),
+        1,
+        "the first write after FIN succeeds"
+    );
     assert_eq!(wait_mask(&p, s, Events::NONE, SOON_MS), ERR | HUP);
     assert_eq!(mask(&p, s, ALL), IN | OUT | ERR | HUP | RDHUP);
     assert_eq!(res(p.write(s, b"x")), Err(errno::EPIPE));
@@ -401,7 +432,11 @@ fn f3_masks_tcp() {
     assert_eq!(wait_mask(&p, s, Events::NONE, SOON_MS), ERR | HUP);
     assert_eq!(mask(&p, s, ALL), IN | OUT | ERR | HUP | RDHUP);
     assert_eq!(res(p.read(s, &mut buf)), Err(errno::ECONNRESET));
-    assert_eq!(mask(&p, s, ALL), IN | OUT | HUP | RDHUP, "ERR goes with the error");
+    assert_eq!(
+        mask(&p, s, ALL),
+        IN | OUT | HUP | RDHUP,
+        "ERR goes with the error"
+    );
     assert_eq!(res(p.read(s, &mut buf)), Ok(0));
     assert_eq!(res(p.write(s, b"x")), Err(errno::EPIPE));
     assert_eq!(res(p.write(s, b"x")), Err(errno::EPIPE));
@@ -424,7 +459,11 @@ fn f3_masks_tcp() {
     assert_eq!(p.take_socket_error(s).unwrap(), errno::ECONNRESET);
     assert_eq!(p.take_socket_error(s).unwrap(), 0);
     assert_eq!(mask(&p, s, ALL), IN | OUT | HUP | RDHUP);
-    assert_eq!(res(p.read(s, &mut buf)), Ok(6), "unread data survives the reset");
+    assert_eq!(
+        res(p.read(s, &mut buf)),
+        Ok(6),
+        "unread data survives the reset"
+    );
     assert_eq!(res(p.read(s, &mut buf)), Ok(0));
     // Without SO_ERROR: the data first, then ECONNRESET, then EOF.
     let (c, s, _l) = tcp_pair(&p);
@@ -475,7 +514,11 @@ fn f4_connect_loopback() {
     assert_eq!(mask(&p, c, ALL), IN | OUT | ERR | HUP | RDHUP);
     assert_eq!(p.take_socket_error(c).unwrap(), errno::ECONNREFUSED);
     assert_eq!(mask(&p, c, ALL), IN | OUT | HUP | RDHUP);
-    assert_eq!(res(p.connect(c, caddr)), Err(errno::ECONNABORTED), "connect after SO_ERROR");
+    assert_eq!(
+        res(p.connect(c, caddr)),
+        Err(errno::ECONNABORTED),
+        "connect after SO_ERROR"
+    );
     // Connect again before taking SO_ERROR: the pending ECONNREFUSED.
     let c = p.tcp_socket(NB).unwrap();
     let _ = p.connect(c, caddr);
@@ -492,7 +535,11 @@ fn f4_connect_loopback() {
     assert_eq!(res(p.write(c, b"x")), Err(errno::EPIPE));
     assert_eq!(res(p.peer_addr(c)), Err(errno::ENOTCONN));
     assert_eq!(res(p.shutdown(c, SHUT_WR)), Err(errno::ENOTCONN));
-    assert_eq!(res(p.accept4(c, 0)).map(drop), Err(errno::EINVAL), "accept, not listening");
+    assert_eq!(
+        res(p.accept4(c, 0)).map(drop),
+        Err(errno::EINVAL),
+        "accept, not listening"
+    );
     // A listener: read ENOTCONN (not EINVAL), write EPIPE, connect EISCONN.
     assert_eq!(res(p.read(l, &mut buf)), Err(errno::ENOTCONN));
     assert_eq!(res(p.write(l, b"x")), Err(errno::EPIPE));
@@ -513,7 +560,8 @@ fn f4_backlog() {
         for i in 0..n {
             let c = p.tcp_socket(NB).unwrap();
             let _ = p.connect(c, addr);
-            p.epoll_ctl(ep, EPOLL_CTL_ADD, c, ev(OUT | ET, i as u64)).unwrap();
+            p.epoll_ctl(ep, EPOLL_CTL_ADD, c, ev(OUT | ET, i as u64))
+                .unwrap();
             clients.push(c);
         }
         let mut done = std::collections::BTreeSet::new();
@@ -534,7 +582,11 @@ fn f4_backlog() {
         assert_eq!(done, expect, "backlog {backlog}");
         assert_eq!(accepted, backlog + 1);
         for (i, &c) in clients.iter().enumerate() {
-            let want = if i <= backlog as usize { OUT } else { Events::NONE };
+            let want = if i <= backlog as usize {
+                OUT
+            } else {
+                Events::NONE
+            };
             assert_eq!(mask(&p, c, ALL), want, "backlog {backlog}, client {i}");
         }
     }
@@ -587,7 +639,11 @@ fn f5_order_and_truncation() {
     let calls: Vec<_> = (0..4).map(|_| wait_max(&p, ep, 2)).collect();
     assert_eq!(calls, [[2, 1], [0, 2], [1, 0], [2, 1]]);
     let full: Vec<_> = (0..2).map(|_| wait_max(&p, ep, 8)).collect();
-    assert_eq!(full, [[0, 2, 1], [0, 2, 1]], "a full report keeps its order");
+    assert_eq!(
+        full,
+        [[0, 2, 1], [0, 2, 1]],
+        "a full report keeps its order"
+    );
     // Already ready when added: ADD order.
     let pairs = readers(&p, 3);
     for &(a, _) in pairs.iter().rev() {
@@ -598,12 +654,17 @@ fn f5_order_and_truncation() {
         p.epoll_ctl(ep, EPOLL_CTL_ADD, b, ev(IN, i as u64)).unwrap();
     }
     let calls: Vec<_> = (0..3).map(|_| wait_max(&p, ep, 2)).collect();
-    assert_eq!(calls, [[0, 1], [2, 0], [1, 2]], "ready at ADD: queued in ADD order");
+    assert_eq!(
+        calls,
+        [[0, 1], [2, 0], [1, 2]],
+        "ready at ADD: queued in ADD order"
+    );
     // ET: same data twice into A while B, C wait.
     let pairs = readers(&p, 3);
     let ep = p.epoll_create1(0).unwrap();
     for (i, &(_, b)) in pairs.iter().enumerate() {
-        p.epoll_ctl(ep, EPOLL_CTL_ADD, b, ev(IN | ET, i as u64)).unwrap();
+        p.epoll_ctl(ep, EPOLL_CTL_ADD, b, ev(IN | ET, i as u64))
+            .unwrap();
     }
     for &(a, _) in &pairs {
         p.write(a, b"x").unwrap();
@@ -666,7 +727,11 @@ fn f6_dup_close() {
     let add_new = res(p.epoll_ctl(ep, EPOLL_CTL_ADD, x, ev(IN, 8)));
     p.write(y, b"x").unwrap();
     let evs = wait(&p, ep, 0);
-    assert_eq!(add_new, Ok(()), "a new file under a number still registered (old file)");
+    assert_eq!(
+        add_new,
+        Ok(()),
+        "a new file under a number still registered (old file)"
+    );
     let data: Vec<_> = evs.iter().map(|e| e.data).collect();
     assert_eq!(data, [5, 7, 8]);
     // Closing the last fd removes the registration.
@@ -689,23 +754,50 @@ fn f7_epoll_errno_matrix() {
     assert_eq!(ctl(EPOLL_CTL_ADD, a, ev(IN, 0)), Err(errno::EEXIST));
     assert_eq!(ctl(EPOLL_CTL_MOD, b, ev(IN, 0)), Err(errno::ENOENT));
     assert_eq!(ctl(EPOLL_CTL_DEL, b, None), Err(errno::ENOENT));
-    assert_eq!(res(p.epoll_ctl(b, EPOLL_CTL_ADD, a, ev(IN, 0))), Err(errno::EINVAL), "epfd not epoll");
-    assert_eq!(ctl(EPOLL_CTL_ADD, ep, ev(IN, 0)), Err(errno::EINVAL), "fd == epfd");
+    assert_eq!(
+        res(p.epoll_ctl(b, EPOLL_CTL_ADD, a, ev(IN, 0))),
+        Err(errno::EINVAL),
+        "epfd not epoll"
+    );
+    assert_eq!(
+        ctl(EPOLL_CTL_ADD, ep, ev(IN, 0)),
+        Err(errno::EINVAL),
+        "fd == epfd"
+    );
     assert_eq!(ctl(7, b, ev(IN, 0)), Err(errno::EINVAL), "bad op");
     assert_eq!(ctl(0, b, ev(IN, 0)), Err(errno::EINVAL), "op 0");
-    assert_eq!(res(p.epoll_ctl(-1, EPOLL_CTL_ADD, a, ev(IN, 0))), Err(errno::EBADF));
+    assert_eq!(
+        res(p.epoll_ctl(-1, EPOLL_CTL_ADD, a, ev(IN, 0))),
+        Err(errno::EBADF)
+    );
     assert_eq!(ctl(EPOLL_CTL_ADD, 9999, ev(IN, 0)), Err(errno::EBADF));
     // EXCLUSIVE: ADD only, and only with IN/OUT/ERR/HUP/WAKEUP/ET.
-    assert_eq!(ctl(EPOLL_CTL_MOD, a, ev(IN | E::EXCLUSIVE, 0)), Err(errno::EINVAL));
-    assert_eq!(ctl(EPOLL_CTL_ADD, b, ev(IN | E::EXCLUSIVE | E::ONESHOT, 0)), Err(errno::EINVAL));
-    assert_eq!(ctl(EPOLL_CTL_ADD, b, ev(IN | E::EXCLUSIVE | RDHUP, 0)), Err(errno::EINVAL));
+    assert_eq!(
+        ctl(EPOLL_CTL_MOD, a, ev(IN | E::EXCLUSIVE, 0)),
+        Err(errno::EINVAL)
+    );
+    assert_eq!(
+        ctl(EPOLL_CTL_ADD, b, ev(IN | E::EXCLUSIVE | E::ONESHOT, 0)),
+        Err(errno::EINVAL)
+    );
+    assert_eq!(
+        ctl(EPOLL_CTL_ADD, b, ev(IN | E::EXCLUSIVE | RDHUP, 0)),
+        Err(errno::EINVAL)
+    );
     let ok = IN | OUT | ERR | HUP | E::EXCLUSIVE | ET | E::WAKEUP;
     assert_eq!(ctl(EPOLL_CTL_ADD, b, ev(ok, 0)), Ok(()));
-    assert_eq!(ctl(EPOLL_CTL_MOD, b, ev(IN, 0)), Err(errno::EINVAL), "MOD of an EXCLUSIVE one");
+    assert_eq!(
+        ctl(EPOLL_CTL_MOD, b, ev(IN, 0)),
+        Err(errno::EINVAL),
+        "MOD of an EXCLUSIVE one"
+    );
     assert_eq!(ctl(EPOLL_CTL_DEL, b, None), Ok(()));
     // Files without poll support: EPERM.
     let null = File::open("/dev/null").unwrap();
-    assert_eq!(ctl(EPOLL_CTL_ADD, null.as_raw_fd(), ev(IN, 0)), Err(errno::EPERM));
+    assert_eq!(
+        ctl(EPOLL_CTL_ADD, null.as_raw_fd(), ev(IN, 0)),
+        Err(errno::EPERM)
+    );
     let path = std::env::temp_dir().join(format!("netpoll-facts-{}", std::process::id()));
     let tmp = File::create(&path).unwrap();
     let r = ctl(EPOLL_CTL_ADD, tmp.as_raw_fd(), ev(IN, 0));
@@ -718,15 +810,26 @@ fn f7_epoll_errno_matrix() {
     assert_eq!(ctl(EPOLL_CTL_DEL, a, None), Ok(()));
     // epoll_wait and epoll_create1.
     let one = &mut [EpollEvent::EMPTY];
-    assert_eq!(res(p.epoll_wait(ep, &mut [], 0)), Err(errno::EINVAL), "maxevents 0");
-    assert_eq!(res(p.epoll_wait(a, one, 0)), Err(errno::EINVAL), "not epoll");
+    assert_eq!(
+        res(p.epoll_wait(ep, &mut [], 0)),
+        Err(errno::EINVAL),
+        "maxevents 0"
+    );
+    assert_eq!(
+        res(p.epoll_wait(a, one, 0)),
+        Err(errno::EINVAL),
+        "not epoll"
+    );
     assert_eq!(res(p.epoll_wait(9999, one, 0)), Err(errno::EBADF));
     assert_eq!(res(p.epoll_create1(1)), Err(errno::EINVAL));
     // Nesting: a cycle is ELOOP; EXCLUSIVE on an epoll target is EINVAL.
     let e1 = p.epoll_create1(0).unwrap();
     let e2 = p.epoll_create1(0).unwrap();
     p.epoll_ctl(e1, EPOLL_CTL_ADD, e2, ev(IN, 0)).unwrap();
-    assert_eq!(res(p.epoll_ctl(e2, EPOLL_CTL_ADD, e1, ev(IN, 0))), Err(errno::ELOOP));
+    assert_eq!(
+        res(p.epoll_ctl(e2, EPOLL_CTL_ADD, e1, ev(IN, 0))),
+        Err(errno::ELOOP)
+    );
     assert_eq!(
         res(p.epoll_ctl(e2, EPOLL_CTL_ADD, ep, ev(IN | E::EXCLUSIVE, 0))),
         Err(errno::EINVAL)
@@ -740,13 +843,20 @@ fn f7_epoll_errno_matrix() {
         }
         for _ in 0..4 {
             let outer = p.epoll_create1(0).unwrap();
-            p.epoll_ctl(outer, EPOLL_CTL_ADD, *chain.last().unwrap(), ev(IN, 0)).unwrap();
+            p.epoll_ctl(outer, EPOLL_CTL_ADD, *chain.last().unwrap(), ev(IN, 0))
+                .unwrap();
             chain.push(outer);
         }
         let top = p.epoll_create1(0).unwrap();
-        assert_eq!(res(p.epoll_ctl(top, EPOLL_CTL_ADD, chain[4], ev(IN, 0))), Err(errno::ELOOP));
+        assert_eq!(
+            res(p.epoll_ctl(top, EPOLL_CTL_ADD, chain[4], ev(IN, 0))),
+            Err(errno::ELOOP)
+        );
         let bottom = p.epoll_create1(0).unwrap();
-        assert_eq!(res(p.epoll_ctl(chain[0], EPOLL_CTL_ADD, bottom, ev(IN, 0))), Err(errno::ELOOP));
+        assert_eq!(
+            res(p.epoll_ctl(chain[0], EPOLL_CTL_ADD, bottom, ev(IN, 0))),
+            Err(errno::ELOOP)
+        );
     }
 }
 
@@ -762,10 +872,22 @@ fn f8_eventfd() {
     assert_eq!(mask(&p, e, ALL), OUT);
     assert_eq!(res(p.read(e, &mut b8)), Err(errno::EAGAIN));
     assert_eq!(res(p.read(e, &mut b4)), Err(errno::EINVAL), "4-byte read");
-    assert_eq!(res(p.write(e, &[1, 0, 0, 0])), Err(errno::EINVAL), "4-byte write");
-    assert_eq!(res(p.write(e, &[0u8; 16])), Err(errno::EINVAL), "16-byte write: exactly 8");
+    assert_eq!(
+        res(p.write(e, &[1, 0, 0, 0])),
+        Err(errno::EINVAL),
+        "4-byte write"
+    );
+    assert_eq!(
+        res(p.write(e, &[0u8; 16])),
+        Err(errno::EINVAL),
+        "16-byte write: exactly 8"
+    );
     assert_eq!(res(p.write(e, &u64::MAX.to_ne_bytes())), Err(errno::EINVAL));
-    assert_eq!(res(p.write(e, &0u64.to_ne_bytes())), Ok(8), "adding 0 is fine");
+    assert_eq!(
+        res(p.write(e, &0u64.to_ne_bytes())),
+        Ok(8),
+        "adding 0 is fine"
+    );
     assert_eq!(mask(&p, e, ALL), OUT, "and does not make it readable");
     // The counter's maximum is u64::MAX - 1: there it is IN without OUT; more is EAGAIN.
     p.write(e, &(u64::MAX - 2).to_ne_bytes()).unwrap();
@@ -774,7 +896,11 @@ fn f8_eventfd() {
     assert_eq!(mask(&p, e, ALL), IN);
     assert_eq!(res(p.write(e, &1u64.to_ne_bytes())), Err(errno::EAGAIN));
     assert_eq!(res(p.write(e, &0u64.to_ne_bytes())), Ok(8));
-    assert_eq!(res(p.read(e, &mut [0u8; 16])), Ok(8), "reads take 8 bytes or more");
+    assert_eq!(
+        res(p.read(e, &mut [0u8; 16])),
+        Ok(8),
+        "reads take 8 bytes or more"
+    );
     assert_eq!(mask(&p, e, ALL), OUT);
     // Semaphore: each read takes 1.
     let s = p.eventfd(3, EFD_SEMAPHORE | EFD_NONBLOCK).unwrap();
@@ -786,7 +912,8 @@ fn f8_eventfd() {
     // ET IN | OUT: a read is a wakeup too (OUT, the counter went down).
     let e = p.eventfd(5, EFD_NONBLOCK).unwrap();
     let ep = p.epoll_create1(0).unwrap();
-    p.epoll_ctl(ep, EPOLL_CTL_ADD, e, ev(IN | OUT | ET, 0)).unwrap();
+    p.epoll_ctl(ep, EPOLL_CTL_ADD, e, ev(IN | OUT | ET, 0))
+        .unwrap();
     assert_eq!(wait(&p, ep, 0), [EpollEvent::new(IN | OUT, 0)]);
     p.read(e, &mut b8).unwrap();
     assert_eq!(wait(&p, ep, 0), [EpollEvent::new(OUT, 0)]);
@@ -821,19 +948,229 @@ fn f10_oneshot() {
     assert_eq!(wait(&p, ep, 0), [EpollEvent::new(IN | HUP, 3)]);
     // A disarmed registration still exists: ADD is EEXIST. MOD with interest 0 still reports
     // HUP (always reported).
-    assert_eq!(res(p.epoll_ctl(ep, EPOLL_CTL_ADD, b, ev(IN, 4))), Err(errno::EEXIST));
-    p.epoll_ctl(ep, EPOLL_CTL_MOD, b, ev(Events::NONE, 5)).unwrap();
+    assert_eq!(
+        res(p.epoll_ctl(ep, EPOLL_CTL_ADD, b, ev(IN, 4))),
+        Err(errno::EEXIST)
+    );
+    p.epoll_ctl(ep, EPOLL_CTL_MOD, b, ev(Events::NONE, 5))
+        .unwrap();
     assert_eq!(wait(&p, ep, 0), [EpollEvent::new(HUP, 5)]);
 
     // ONESHOT | ET: the same, MOD re-arms and reports pending data at once.
     let [a, b] = p.socketpair(NB).unwrap();
     let ep = p.epoll_create1(0).unwrap();
-    p.epoll_ctl(ep, EPOLL_CTL_ADD, b, ev(IN | ET | os, 9)).unwrap();
+    p.epoll_ctl(ep, EPOLL_CTL_ADD, b, ev(IN | ET | os, 9))
+        .unwrap();
     p.write(a, b"x").unwrap();
     assert_eq!(wait(&p, ep, 0), [EpollEvent::new(IN, 9)]);
     p.write(a, b"x").unwrap();
     assert_eq!(wait(&p, ep, 0), []);
-    p.epoll_ctl(ep, EPOLL_CTL_MOD, b, ev(IN | ET | os, 9)).unwrap();
+    p.epoll_ctl(ep, EPOLL_CTL_MOD, b, ev(IN | ET | os, 9))
+        .unwrap();
     assert_eq!(wait(&p, ep, 0), [EpollEvent::new(IN, 9)]);
     assert_eq!(wait(&p, ep, 0), []);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 9. Errors of read / write / shutdown and friends.
+
+#[test]
+fn f9_close_with_unread_data_resets() {
+    let p = RealNet::new();
+    let mut buf = [0u8; 8];
+    // Socketpair, peer closed with data it never read: the survivor gets ERR, read ECONNRESET
+    // once then 0; write EPIPE (and writes do not consume the error: SO_ERROR still says 104).
+    let [a, b] = p.socketpair(NB).unwrap();
+    p.write(a, b"unread").unwrap();
+    p.close(b).unwrap();
+    assert_eq!(mask(&p, a, ALL), IN | OUT | ERR | HUP | RDHUP);
+    assert_eq!(res(p.read(a, &mut buf)), Err(errno::ECONNRESET));
+    assert_eq!(res(p.read(a, &mut buf)), Ok(0));
+    assert_eq!(res(p.write(a, b"x")), Err(errno::EPIPE));
+    let [a, b] = p.socketpair(NB).unwrap();
+    p.write(a, b"unread").unwrap();
+    p.close(b).unwrap();
+    assert_eq!(res(p.write(a, b"x")), Err(errno::EPIPE));
+    assert_eq!(res(p.write(a, b"x")), Err(errno::EPIPE));
+    assert_eq!(res(p.take_socket_error(a)), Ok(errno::ECONNRESET));
+    // Clean close: read 0, write EPIPE (even of 0 bytes), no error pending.
+    let [a, b] = p.socketpair(NB).unwrap();
+    p.close(b).unwrap();
+    assert_eq!(res(p.read(a, &mut buf)), Ok(0));
+    assert_eq!(res(p.write(a, b"x")), Err(errno::EPIPE));
+    assert_eq!(res(p.write(a, b"")), Err(errno::EPIPE));
+    assert_eq!(res(p.take_socket_error(a)), Ok(0));
+    // TCP: close with unread data sends a RST, not a FIN.
+    let (c, s, _l) = tcp_pair(&p);
+    p.write(c, b"unread").unwrap();
+    assert_eq!(wait_mask(&p, s, IN, SOON_MS), IN);
+    p.close(s).unwrap();
+    assert_eq!(wait_mask(&p, c, Events::NONE, SOON_MS), ERR | HUP);
+    assert_eq!(mask(&p, c, ALL), IN | OUT | ERR | HUP | RDHUP);
+    assert_eq!(res(p.read(c, &mut buf)), Err(errno::ECONNRESET));
+    assert_eq!(res(p.read(c, &mut buf)), Ok(0));
+}
+
+#[test]
+fn f9_errno_misc() {
+    let p = RealNet::new();
+    let mut buf = [0u8; 8];
+    let [a, b] = p.socketpair(NB).unwrap();
+    let [r, w] = p.pipe2(O_NONBLOCK).unwrap();
+    let ep = p.epoll_create1(0).unwrap();
+    assert_eq!(
+        res(p.read(a, &mut [])),
+        Ok(0),
+        "0-byte read, nothing buffered: 0, not EAGAIN"
+    );
+    assert_eq!(res(p.read(r, &mut [])), Ok(0));
+    assert_eq!(res(p.write(a, b"")), Ok(0));
+    assert_eq!(res(p.write(w, b"")), Ok(0));
+    assert_eq!(res(p.write(r, b"x")), Err(errno::EBADF), "pipe read end");
+    assert_eq!(
+        res(p.read(w, &mut buf)),
+        Err(errno::EBADF),
+        "pipe write end"
+    );
+    assert_eq!(res(p.read(ep, &mut buf)), Err(errno::EINVAL));
+    assert_eq!(res(p.write(ep, b"x")), Err(errno::EINVAL));
+    assert_eq!(res(p.shutdown(r, SHUT_WR)), Err(errno::ENOTSOCK));
+    assert_eq!(res(p.shutdown(a, 3)), Err(errno::EINVAL));
+    assert_eq!(res(p.shutdown(b, SHUT_WR)), Ok(()));
+    assert_eq!(res(p.shutdown(b, SHUT_WR)), Ok(()), "twice is fine");
+    // Socket calls on a pipe: ENOTSOCK.
+    assert_eq!(res(p.take_socket_error(r)), Err(errno::ENOTSOCK));
+    assert_eq!(res(p.set_linger(r, None)), Err(errno::ENOTSOCK));
+    assert_eq!(res(p.local_addr(r)), Err(errno::ENOTSOCK));
+    assert_eq!(res(p.accept4(r, 0)).map(drop), Err(errno::ENOTSOCK));
+    assert_eq!(res(p.listen(r, 1)), Err(errno::ENOTSOCK));
+    assert_eq!(res(p.bind(r, LOOPBACK)), Err(errno::ENOTSOCK));
+    assert_eq!(res(p.connect(r, LOOPBACK)), Err(errno::ENOTSOCK));
+    // TCP calls on a unix socketpair end.
+    assert_eq!(res(p.accept4(a, 0)).map(drop), Err(errno::EINVAL));
+    assert_eq!(res(p.listen(a, 1)), Err(errno::EINVAL));
+    assert_eq!(res(p.bind(a, LOOPBACK)), Err(errno::EINVAL));
+    // Closed descriptors.
+    p.close(w).unwrap();
+    assert_eq!(res(p.close(w)), Err(errno::EBADF));
+    assert_eq!(res(p.dup(w)), Err(errno::EBADF));
+    assert_eq!(res(p.set_nonblocking(w, true)), Err(errno::EBADF));
+    // bind / listen.
+    let t = p.tcp_socket(NB).unwrap();
+    assert_eq!(
+        p.local_addr(t).unwrap(),
+        SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)
+    );
+    p.bind(t, LOOPBACK).unwrap();
+    let port = p.local_addr(t).unwrap();
+    let t2 = p.tcp_socket(NB).unwrap();
+    assert_eq!(res(p.bind(t, LOOPBACK)), Err(errno::EINVAL), "bound twice");
+    assert_eq!(res(p.bind(t2, port)), Err(errno::EADDRINUSE));
+    let far = SocketAddrV4::new(Ipv4Addr::new(1, 2, 3, 4), 0);
+    assert_eq!(res(p.bind(t2, far)), Err(errno::EADDRNOTAVAIL));
+    let t3 = p.tcp_socket(NB).unwrap();
+    assert_eq!(
+        res(p.listen(t3, 1)),
+        Ok(()),
+        "listen binds an unbound socket"
+    );
+    let auto = p.local_addr(t3).unwrap();
+    assert_eq!(*auto.ip(), Ipv4Addr::UNSPECIFIED);
+    assert_ne!(auto.port(), 0);
+    assert_eq!(
+        res(p.accept4(t3, 1)).map(drop),
+        Err(errno::EINVAL),
+        "accept4 bad flags"
+    );
+    // Flags are OR-ed into the socket type: 1 | SOCK_STREAM is still SOCK_STREAM.
+    assert!(p.socketpair(1).is_ok() && p.tcp_socket(1).is_ok());
+    assert_eq!(res(p.socketpair(0x100)).map(drop), Err(errno::EINVAL));
+    assert_eq!(res(p.tcp_socket(0x100)), Err(errno::EINVAL));
+    // connect to 0.0.0.0:port means this host.
+    let t4 = p.tcp_socket(NB).unwrap();
+    let any = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, auto.port());
+    assert_eq!(res(p.connect(t4, any)), Err(errno::EINPROGRESS));
+    assert_eq!(wait_mask(&p, t4, OUT, SOON_MS), OUT);
+    // O_NONBLOCK belongs to the open file: set through a dup, seen through the original.
+    let [x, _y] = p.socketpair(0).unwrap();
+    let d = p.dup(x).unwrap();
+    p.set_nonblocking(d, true).unwrap();
+    assert_eq!(res(p.read(x, &mut buf)), Err(errno::EAGAIN));
+}
+
+// ---------------------------------------------------------------------------------------------
+// 11. Other things worth knowing.
+
+#[test]
+fn f11_nested_epoll() {
+    let p = RealNet::new();
+    let [a, b] = p.socketpair(NB).unwrap();
+    let inner = p.epoll_create1(0).unwrap();
+    p.epoll_ctl(inner, EPOLL_CTL_ADD, b, ev(IN, 1)).unwrap();
+    let outer = p.epoll_create1(0).unwrap();
+    p.epoll_ctl(outer, EPOLL_CTL_ADD, inner, ev(IN | OUT | ET, 2))
+        .unwrap();
+    assert_eq!(wait(&p, outer, 0), []);
+    // An epoll fd is readable (IN, never OUT) while it has ready events; every wakeup of a
+    // watched file wakes the outer ET registration again, even if the inner was not drained.
+    p.write(a, b"x").unwrap();
+    assert_eq!(wait(&p, outer, 0), [EpollEvent::new(IN, 2)]);
+    p.write(a, b"x").unwrap();
+    assert_eq!(wait(&p, outer, 0), [EpollEvent::new(IN, 2)]);
+    assert_eq!(mask(&p, inner, ALL), IN);
+    assert_eq!(wait(&p, inner, 0), [EpollEvent::new(IN, 1)]);
+}
+
+#[test]
+fn f11_misc() {
+    let p = RealNet::new();
+    // Timeouts are at least what was asked (1 ms took ~1.07 ms, 10 ms ~10-15 ms).
+    let ep = p.epoll_create1(0).unwrap();
+    for ms in [1, 10] {
+        let t0 = p.now();
+        assert_eq!(wait(&p, ep, ms), []);
+        let took = p.now() - t0;
+        assert!(
+            took >= std::time::Duration::from_millis(ms as u64),
+            "{ms} ms took {took:?}"
+        );
+    }
+    // Closing a registered, ready fd (its only descriptor) removes its pending event.
+    let [a, b] = p.socketpair(NB).unwrap();
+    let ep = p.epoll_create1(0).unwrap();
+    p.epoll_ctl(ep, EPOLL_CTL_ADD, b, ev(IN, 1)).unwrap();
+    p.write(a, b"x").unwrap();
+    p.close(b).unwrap();
+    assert_eq!(wait(&p, ep, 0), []);
+    // ET: MOD while still ready reports again (MOD re-checks).
+    let [a, b] = p.socketpair(NB).unwrap();
+    let ep = p.epoll_create1(0).unwrap();
+    p.epoll_ctl(ep, EPOLL_CTL_ADD, b, ev(IN | ET, 1)).unwrap();
+    p.write(a, b"x").unwrap();
+    assert_eq!(wait(&p, ep, 0).len(), 1);
+    assert_eq!(wait(&p, ep, 0).len(), 0);
+    p.epoll_ctl(ep, EPOLL_CTL_MOD, b, ev(IN | ET, 1)).unwrap();
+    assert_eq!(wait(&p, ep, 0).len(), 1);
+    // TCP half-close: after SHUT_WR the client still reads what the server sends.
+    let (c, s, _l) = tcp_pair(&p);
+    p.shutdown(c, SHUT_WR).unwrap();
+    wait_mask(&p, s, RDHUP, SOON_MS);
+    p.write(s, b"after").unwrap();
+    assert_eq!(wait_mask(&p, c, IN, SOON_MS), IN);
+    let mut buf = [0u8; 8];
+    assert_eq!(res(p.read(c, &mut buf)), Ok(5));
+    // accept4 without SOCK_NONBLOCK from a non-blocking listener: the new socket blocks (no
+    // inheritance); the peer address is the client's local address.
+    let l = p.tcp_socket(NB).unwrap();
+    p.bind(l, LOOPBACK).unwrap();
+    p.listen(l, 4).unwrap();
+    let c = p.tcp_socket(NB).unwrap();
+    let _ = p.connect(c, p.local_addr(l).unwrap());
+    assert_eq!(wait_mask(&p, l, ALL, SOON_MS), IN);
+    let (s, peer) = p.accept4(l, 0).unwrap();
+    // SAFETY: fcntl(F_GETFL) on an integer touches no memory.
+    let fl = unsafe { libc::fcntl(s, libc::F_GETFL) };
+    assert_eq!(fl & libc::O_NONBLOCK, 0);
+    assert_eq!(peer, p.local_addr(c).unwrap());
+    assert_eq!(mask(&p, l, ALL), Events::NONE, "listener with empty queue");
 }
