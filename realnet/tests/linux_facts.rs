@@ -28,6 +28,15 @@ const RDHUP: Events = Events::RDHUP;
 const ET: Events = Events::ET;
 const ALL: Events = Events::IN.union(Events::OUT).union(Events::RDHUP);
 
+/// Tests here hold this lock for their whole run: some facts are about descriptor numbers
+/// (lowest free, reuse after close), which threads running other tests would disturb.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn errno_of<T: std::fmt::Debug>(r: std::io::Result<T>) -> i32 {
     r.expect_err("expected an error").raw_os_error().unwrap()
 }
@@ -134,6 +143,7 @@ fn et_events_per_write(p: &RealNet, rd: Fd, wr: Fd, msg: &[u8], timeout_ms: i32)
 
 #[test]
 fn f1_et_every_write_wakes_socketpair() {
+    let _serial = serial();
     let p = RealNet::new();
     let [a, b] = p.socketpair(NB).unwrap();
     assert_eq!(et_events_per_write(&p, b, a, b"x", 0), [0, 1, 1]);
@@ -141,6 +151,7 @@ fn f1_et_every_write_wakes_socketpair() {
 
 #[test]
 fn f1_et_every_write_wakes_pipe() {
+    let _serial = serial();
     let p = RealNet::new();
     let [r, w] = p.pipe2(O_NONBLOCK).unwrap();
     assert_eq!(et_events_per_write(&p, r, w, b"x", 0), [0, 1, 1]);
@@ -148,6 +159,7 @@ fn f1_et_every_write_wakes_pipe() {
 
 #[test]
 fn f1_et_every_write_wakes_eventfd() {
+    let _serial = serial();
     let p = RealNet::new();
     let e = p.eventfd(0, EFD_NONBLOCK).unwrap();
     assert_eq!(
@@ -158,6 +170,7 @@ fn f1_et_every_write_wakes_eventfd() {
 
 #[test]
 fn f1_et_every_write_wakes_tcp() {
+    let _serial = serial();
     let p = RealNet::new();
     let (c, s, _l) = tcp_pair(&p);
     assert_eq!(et_events_per_write(&p, s, c, b"x", SOON_MS), [0, 1, 1]);
@@ -213,6 +226,7 @@ fn out_threshold(p: &RealNet, wr: Fd, rd: Fd, chunk: usize, step: usize, tcp: bo
 
 #[test]
 fn f2_socketpair_write_space() {
+    let _serial = serial();
     let p = RealNet::new();
     let [a, b] = p.socketpair(NB).unwrap();
     assert_eq!(sockopt_int(a, libc::SOL_SOCKET, libc::SO_SNDBUF), 212_992);
@@ -241,6 +255,7 @@ fn f2_socketpair_write_space() {
 
 #[test]
 fn f2_pipe_write_space() {
+    let _serial = serial();
     let p = RealNet::new();
     for (chunk, expect) in [
         (1 << 20, [65_536, 4096, 4096]),
@@ -259,6 +274,7 @@ fn f2_pipe_write_space() {
 
 #[test]
 fn f2_tcp_write_space() {
+    let _serial = serial();
     let p = RealNet::new();
     let (c, s, _l) = tcp_pair(&p);
     let sndbuf = sockopt_int(c, libc::SOL_SOCKET, libc::SO_SNDBUF);
@@ -295,6 +311,7 @@ fn out_rewakes(p: &RealNet, wr: Fd, rd: Fd, chunk: usize, step: usize, reads: us
 
 #[test]
 fn f2_et_out_rewakes() {
+    let _serial = serial();
     let p = RealNet::new();
     // Socketpair: every skb freed while writable wakes again.
     let [a, b] = p.socketpair(NB).unwrap();
@@ -327,6 +344,7 @@ fn f2_et_out_rewakes() {
 
 #[test]
 fn f3_masks_socketpair() {
+    let _serial = serial();
     let p = RealNet::new();
     let [a, b] = p.socketpair(NB).unwrap();
     assert_eq!(mask(&p, b, ALL), OUT);
@@ -365,6 +383,7 @@ fn f3_masks_socketpair() {
 
 #[test]
 fn f3_masks_pipe() {
+    let _serial = serial();
     let p = RealNet::new();
     let [r, w] = p.pipe2(O_NONBLOCK).unwrap();
     assert_eq!(mask(&p, r, ALL), Events::NONE);
@@ -388,6 +407,7 @@ fn res<T>(r: std::io::Result<T>) -> Result<T, i32> {
 
 #[test]
 fn f3_masks_tcp() {
+    let _serial = serial();
     let p = RealNet::new();
     let mut buf = [0u8; 16];
     // A fresh, unconnected TCP socket reports OUT | HUP; a listener with nothing queued, nothing.
@@ -490,6 +510,7 @@ fn f3_masks_tcp() {
 
 #[test]
 fn f4_connect_loopback() {
+    let _serial = serial();
     let p = RealNet::new();
     let mut buf = [0u8; 4];
     let l = p.tcp_socket(NB).unwrap();
@@ -548,6 +569,7 @@ fn f4_connect_loopback() {
 
 #[test]
 fn f4_backlog() {
+    let _serial = serial();
     let p = RealNet::new();
     for backlog in [0, 1, 2, 4] {
         let l = p.tcp_socket(NB).unwrap();
@@ -613,6 +635,7 @@ fn wait_max(p: &RealNet, ep: Fd, max: usize) -> Vec<u64> {
 
 #[test]
 fn f5_order_and_truncation() {
+    let _serial = serial();
     let p = RealNet::new();
     // A, B, C registered in that order (data 0, 1, 2), ready in order A, B, C.
     let pairs = readers(&p, 3);
@@ -699,6 +722,7 @@ fn f5_order_and_truncation() {
 
 #[test]
 fn f6_dup_close() {
+    let _serial = serial();
     let p = RealNet::new();
     let [a, b] = p.socketpair(NB).unwrap();
     let ep = p.epoll_create1(0).unwrap();
@@ -721,7 +745,7 @@ fn f6_dup_close() {
     assert_eq!(mod_dup, Err(errno::ENOENT));
     assert_eq!(add_dup, Ok(()));
     assert_eq!(both, [EpollEvent::new(IN, 5), EpollEvent::new(IN, 7)]);
-    // The number b reused by a new file: a new registration.
+    // The number b reused by a new file (lowest free): a new registration.
     let [x, y] = p.socketpair(NB).unwrap();
     assert_eq!(x, b, "lowest free number");
     let add_new = res(p.epoll_ctl(ep, EPOLL_CTL_ADD, x, ev(IN, 8)));
@@ -745,6 +769,7 @@ fn f6_dup_close() {
 
 #[test]
 fn f7_epoll_errno_matrix() {
+    let _serial = serial();
     use Events as E;
     let p = RealNet::new();
     let ep = p.epoll_create1(0).unwrap();
@@ -865,6 +890,7 @@ fn f7_epoll_errno_matrix() {
 
 #[test]
 fn f8_eventfd() {
+    let _serial = serial();
     let p = RealNet::new();
     let e = p.eventfd(0, EFD_NONBLOCK).unwrap();
     let mut b8 = [0u8; 8];
@@ -925,6 +951,7 @@ fn f8_eventfd() {
 
 #[test]
 fn f10_oneshot() {
+    let _serial = serial();
     let p = RealNet::new();
     let [a, b] = p.socketpair(NB).unwrap();
     let ep = p.epoll_create1(0).unwrap();
@@ -976,6 +1003,7 @@ fn f10_oneshot() {
 
 #[test]
 fn f9_close_with_unread_data_resets() {
+    let _serial = serial();
     let p = RealNet::new();
     let mut buf = [0u8; 8];
     // Socketpair, peer closed with data it never read: the survivor gets ERR, read ECONNRESET
@@ -1013,6 +1041,7 @@ fn f9_close_with_unread_data_resets() {
 
 #[test]
 fn f9_errno_misc() {
+    let _serial = serial();
     let p = RealNet::new();
     let mut buf = [0u8; 8];
     let [a, b] = p.socketpair(NB).unwrap();
@@ -1103,6 +1132,7 @@ fn f9_errno_misc() {
 
 #[test]
 fn f11_nested_epoll() {
+    let _serial = serial();
     let p = RealNet::new();
     let [a, b] = p.socketpair(NB).unwrap();
     let inner = p.epoll_create1(0).unwrap();
@@ -1123,6 +1153,7 @@ fn f11_nested_epoll() {
 
 #[test]
 fn f11_misc() {
+    let _serial = serial();
     let p = RealNet::new();
     // Timeouts are at least what was asked (1 ms took ~1.07 ms, 10 ms ~10-15 ms).
     let ep = p.epoll_create1(0).unwrap();
