@@ -1205,3 +1205,64 @@ fn f11_misc() {
     assert_eq!(peer, p.local_addr(c).unwrap());
     assert_eq!(mask(&p, l, ALL), Events::NONE, "listener with empty queue");
 }
+
+#[test]
+fn f11_et_connections_and_hangups() {
+    let _serial = serial();
+    let p = RealNet::new();
+    // A listener registered IN | ET: one event per queued connection, even if none is accepted.
+    let l = p.tcp_socket(NB).unwrap();
+    p.bind(l, LOOPBACK).unwrap();
+    p.listen(l, 8).unwrap();
+    let addr = p.local_addr(l).unwrap();
+    let ep = p.epoll_create1(0).unwrap();
+    p.epoll_ctl(ep, EPOLL_CTL_ADD, l, ev(IN | ET, 1)).unwrap();
+    let c1 = p.tcp_socket(NB).unwrap();
+    let _ = p.connect(c1, addr);
+    let first = wait(&p, ep, SOON_MS).len();
+    let c2 = p.tcp_socket(NB).unwrap();
+    let _ = p.connect(c2, addr);
+    let second = wait(&p, ep, SOON_MS).len();
+    assert_eq!([first, second], [1, 1], "one event per queued connection");
+    // A connecting client registered OUT | ET: how many events by the time it is connected?
+    let ep2 = p.epoll_create1(0).unwrap();
+    let c3 = p.tcp_socket(NB).unwrap();
+    p.epoll_ctl(ep2, EPOLL_CTL_ADD, c3, ev(IN | OUT | RDHUP | ET, 3))
+        .unwrap();
+    let before = wait(&p, ep2, 0);
+    let _ = p.connect(c3, addr);
+    let got = wait(&p, ep2, SOON_MS);
+    let more = wait(&p, ep2, NEVER_MS);
+    // Registering a socket before connect: ADD reports OUT | HUP (TCP_CLOSE) at once!
+    assert_eq!(before, [EpollEvent::new(OUT | HUP, 3)]);
+    assert_eq!(got, [EpollEvent::new(OUT, 3)]);
+    assert_eq!(more, []);
+    // Pipe ET: the writer's close is a wakeup (HUP), once.
+    let [r, w] = p.pipe2(O_NONBLOCK).unwrap();
+    let ep3 = p.epoll_create1(0).unwrap();
+    p.epoll_ctl(ep3, EPOLL_CTL_ADD, r, ev(IN | ET, 4)).unwrap();
+    p.write(w, b"x").unwrap();
+    let a1 = wait(&p, ep3, 0);
+    p.close(w).unwrap();
+    let a2 = wait(&p, ep3, 0);
+    let a3 = wait(&p, ep3, 0);
+    // An ET event carries the whole current mask, not just what changed.
+    assert_eq!(a1, [EpollEvent::new(IN, 4)]);
+    assert_eq!(a2, [EpollEvent::new(IN | HUP, 4)]);
+    assert_eq!(a3, []);
+    // Socketpair ET with RDHUP: peer shutdown, then peer close.
+    let [a, b] = p.socketpair(NB).unwrap();
+    let ep4 = p.epoll_create1(0).unwrap();
+    p.epoll_ctl(ep4, EPOLL_CTL_ADD, b, ev(IN | OUT | RDHUP | ET, 5))
+        .unwrap();
+    let s0 = wait(&p, ep4, 0);
+    p.shutdown(a, SHUT_WR).unwrap();
+    let s1 = wait(&p, ep4, 0);
+    p.close(a).unwrap();
+    let s2 = wait(&p, ep4, 0);
+    let s3 = wait(&p, ep4, 0);
+    assert_eq!(s0, [EpollEvent::new(OUT, 5)]);
+    assert_eq!(s1, [EpollEvent::new(IN | OUT | RDHUP, 5)]);
+    assert_eq!(s2, [EpollEvent::new(IN | OUT | HUP | RDHUP, 5)]);
+    assert_eq!(s3, []);
+}
