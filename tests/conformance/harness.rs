@@ -249,10 +249,12 @@ pub fn fill<P: Poller>(p: &P, fd: Fd) -> usize {
 
 /// Waits on a scratch epoll instance until `fd` reports every bit of `mask` (or `ERR`/`HUP`),
 /// for up to `timeout_ms` of the poller's clock. Never sleeps: this blocks in `epoll_wait` on an
-/// edge-triggered registration, so each wakeup is a state change. Returns the last events seen.
+/// edge-triggered registration, so each wakeup is a state change. Returns the last events seen,
+/// for the interest `mask | IN | OUT | RDHUP`.
 pub fn wait_for<P: Poller>(p: &P, fd: Fd, mask: Events, timeout_ms: u64) -> Events {
     let ep = p.epoll_create1(EPOLL_CLOEXEC).expect("wait_for: epoll_create1");
-    p.epoll_ctl(ep, EPOLL_CTL_ADD, fd, Some(EpollEvent::new(mask | Events::ET, 0)))
+    let interest = mask | Events::IN | Events::OUT | Events::RDHUP | Events::ET;
+    p.epoll_ctl(ep, EPOLL_CTL_ADD, fd, Some(EpollEvent::new(interest, 0)))
         .expect("wait_for: epoll_ctl");
     let deadline = p.now() + Duration::from_millis(timeout_ms);
     let mut last = Events::NONE;

@@ -1,1 +1,288 @@
-//! TODO
+//! TCP over loopback: listeners, non-blocking connect, accept order, hang-ups and resets.
+//!
+//! Real TCP is asynchronous even on loopback: every observation here waits (in `epoll_wait`, never
+//! a sleep) for the state it checks, and `connect`'s immediate result is normalised (`Ok` or
+//! `EINPROGRESS` are the same outcome).
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+use netpoll::sys::errno::*;
+use netpoll::sys::*;
+use netpoll::{Events, Fd, Poller};
+
+use crate::harness::*;
+
+const T: i32 = 10_000;
+const ALL: Events = IN.union(OUT).union(RDHUP);
+const LOCALHOST: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 1);
+
+/// `connect`'s immediate result, normalised: `"started"` for `Ok` and `EINPROGRESS`.
+fn connect<P: Poller>(p: &P, fd: Fd, addr: SocketAddrV4) -> String {
+    match val(&p.connect(fd, addr)) {
+        Ok(()) | Err(EINPROGRESS) => "started".to_string(),
+        Err(e) => errno_name(e),
+    }
+}
+
+pub fn tcp_listener_readable_when_pending<P: Poller>(p: &P, log: &mut Log) {
+    let l = tcp_listener(p);
+    let addr = p.local_addr(l).unwrap();
+    let ep = epoll(p);
+    log.ok("ADD listener IN|OUT", ctl(p, ep, EPOLL_CTL_ADD, l, IN | OUT, 1));
+    expect_no_events(p, log, "idle listener: nothing, not even OUT", ep);
+    log.err("accept empty", p.accept4(l, SOCK_NONBLOCK), EAGAIN);
+    let c = log.ok("client", p.tcp_socket(SOCK_NONBLOCK));
+    log.expect("connect", connect(p, c, addr), "started".to_string());
+    expect_events(p, log, "pending connection", ep, T, &[(1, IN)]);
+    expect_events(p, log, "LT: still pending", ep, 0, &[(1, IN)]);
+    let (s, peer) = log.ok("accept", p.accept4(l, SOCK_NONBLOCK));
+    log.check("peer is the client", Some(peer) == p.local_addr(c).ok());
+    log.check("server's peer_addr", p.peer_addr(s).ok() == Some(peer));
+    log.check("server's local_addr is the listener's", p.local_addr(s).ok() == Some(addr));
+    log.err("accept again", p.accept4(l, SOCK_NONBLOCK), EAGAIN);
+    expect_no_events(p, log, "queue empty", ep);
+    close_all(p, &[ep, l, c, s]);
+}
+
+pub fn tcp_accept_order_and_et_listener<P: Poller>(p: &P, log: &mut Log) {
+    let l = tcp_listener(p);
+    let addr = p.local_addr(l).unwrap();
+    let ep = epoll(p);
+    log.ok("ADD listener IN|ET", ctl(p, ep, EPOLL_CTL_ADD, l, IN | ET, 1));
+    let mut clients = Vec::new();
+    for i in 0..3 {
+        let c = log.ok("client", p.tcp_socket(SOCK_NONBLOCK));
+        log.expect("connect", connect(p, c, addr), "started".to_string());
+        expect_events(p, log, &format!("client {i} queued: a new edge"), ep, T, &[(1, IN)]);
+        clients.push(c);
+    }
+    for (i, &c) in clients.iter().enumerate() {
+        let (s, peer) = log.ok("accept", p.accept4(l, SOCK_NONBLOCK));
+        log.check(&format!("accepted in order: client {i}"), Some(peer) == p.local_addr(c).ok());
+        p.close(s).unwrap();
+    }
+    log.err("accept empty", p.accept4(l, SOCK_NONBLOCK), EAGAIN);
+    close_all(p, &clients);
+    close_all(p, &[ep, l]);
+}
+
+pub fn tcp_nonblocking_connect<P: Poller>(p: &P, log: &mut Log) {
+    let l = tcp_listener(p);
+    let addr = p.local_addr(l).unwrap();
+    let c = log.ok("client", p.tcp_socket(SOCK_NONBLOCK));
+    let ep = epoll(p);
+    log.ok("ADD client IN|OUT|RDHUP|ET", ctl(p, ep, EPOLL_CTL_ADD, c, ALL | ET, 1));
+    expect_events(p, log, "fresh socket: OUT|HUP", ep, 0, &[(1, OUT | HUP)]);
+    let first = val(&p.connect(c, addr));
+    log.check("connect: Ok or EINPROGRESS", first == Ok(()) || first == Err(EINPROGRESS));
+    expect_events(p, log, "connected: OUT exactly", ep, T, &[(1, OUT)]);
+    log.expect("SO_ERROR", val(&p.take_socket_error(c)), Ok(0));
+    log.check("peer_addr is the listener", p.peer_addr(c).ok() == Some(addr));
+    let local = p.local_addr(c).unwrap();
+    log.check("auto-bound to loopback, port != 0", *local.ip() == LOCALHOST && local.port() != 0);
+    // The first connect after an EINPROGRESS one reports its success; after that, EISCONN.
+    let again = val(&p.connect(c, addr));
+    log.check("connect again: Ok or EISCONN", again == Ok(()) || again == Err(EISCONN));
+    log.err("and again", p.connect(c, addr), EISCONN);
+    let (s, _) = log.ok("accept", p.accept4(l, SOCK_NONBLOCK));
+    close_all(p, &[ep, l, c, s]);
+}
+
+pub fn tcp_connect_refused<P: Poller>(p: &P, log: &mut Log) {
+    // A port with no listener: bind one (never listen) and keep it bound, so nobody else takes it.
+    let hold = log.ok("placeholder", p.tcp_socket(SOCK_NONBLOCK));
+    log.ok("bind", p.bind(hold, SocketAddrV4::new(LOCALHOST, 0)));
+    let addr = p.local_addr(hold).unwrap();
+    let c = log.ok("client", p.tcp_socket(SOCK_NONBLOCK));
+    let ep = epoll(p);
+    log.ok("ADD client IN|OUT|RDHUP", ctl(p, ep, EPOLL_CTL_ADD, c, ALL, 1));
+    let r = connect(p, c, addr);
+    log.check("connect started or refused at once", r == "started" || r == "ECONNREFUSED");
+    let refused = IN | OUT | ERR | HUP | RDHUP;
+    expect_events(p, log, "refused", ep, T, &[(1, refused)]);
+    let so = val(&p.take_socket_error(c));
+    log.check(
+        "SO_ERROR is ECONNREFUSED (0 if connect returned it)",
+        so == Ok(ECONNREFUSED) || (so == Ok(0) && r == "ECONNREFUSED"),
+    );
+    log.expect("SO_ERROR cleared", val(&p.take_socket_error(c)), Ok(0));
+    expect_events(p, log, "ERR gone with SO_ERROR", ep, 0, &[(1, IN | OUT | HUP | RDHUP)]);
+    close_all(p, &[ep, c, hold]);
+}
+
+pub fn tcp_fresh_and_listener_sockets<P: Poller>(p: &P, log: &mut Log) {
+    let t = log.ok("fresh", p.tcp_socket(SOCK_NONBLOCK));
+    log.expect("fresh mask", poll_now(p, t, ALL), OUT | HUP);
+    let mut buf = [0u8; 8];
+    log.err("read fresh", p.read(t, &mut buf), ENOTCONN);
+    log.err("write fresh", p.write(t, b"x"), EPIPE);
+    log.err("peer_addr fresh", p.peer_addr(t), ENOTCONN);
+    log.expect("SO_ERROR fresh", val(&p.take_socket_error(t)), Ok(0));
+    log.err("accept on unlistened", p.accept4(t, SOCK_NONBLOCK), EINVAL);
+    let l = tcp_listener(p);
+    log.expect("listener mask", poll_now(p, l, ALL), Events::NONE);
+    log.err("read listener", p.read(l, &mut buf), ENOTCONN);
+    log.err("write listener", p.write(l, b"x"), EPIPE);
+    log.err("peer_addr listener", p.peer_addr(l), ENOTCONN);
+    log.err("bind again", p.bind(l, SocketAddrV4::new(LOCALHOST, 0)), EINVAL);
+    let addr = p.local_addr(l).unwrap();
+    log.err("bind to a port in use", p.bind(t, addr), EADDRINUSE);
+    let [r, w] = log.ok("pipe", p.pipe2(O_NONBLOCK));
+    log.err("accept on a pipe", p.accept4(r, SOCK_NONBLOCK), ENOTSOCK);
+    log.err("bind a pipe", p.bind(r, addr), ENOTSOCK);
+    log.err("SO_ERROR of a pipe", p.take_socket_error(r), ENOTSOCK);
+    close_all(p, &[t, l, r, w]);
+}
+
+pub fn tcp_peer_close<P: Poller>(p: &P, log: &mut Log) {
+    let (l, c, s) = tcp_pair(p);
+    let ep = epoll(p);
+    log.ok("ADD client", ctl(p, ep, EPOLL_CTL_ADD, c, ALL, 1));
+    expect_events(p, log, "writable", ep, 0, &[(1, OUT)]);
+    log.ok("server closes", p.close(s));
+    expect_events(p, log, "FIN", ep, T, &[(1, IN | OUT | RDHUP)]);
+    let mut buf = [0u8; 8];
+    log.count("read EOF", p.read(c, &mut buf), Ok(0));
+    log.count("write into the closed peer is accepted", p.write(c, b"x"), Ok(1));
+    let ev = wait_for(p, c, ERR, T as u64);
+    log.expect("the peer's RST", ev, IN | OUT | ERR | HUP | RDHUP);
+    log.expect("SO_ERROR after RST in CLOSE_WAIT", val(&p.take_socket_error(c)), Ok(EPIPE));
+    log.err("write", p.write(c, b"x"), EPIPE);
+    log.count("read", p.read(c, &mut buf), Ok(0));
+    close_all(p, &[ep, l, c]);
+}
+
+pub fn tcp_shutdown_wr<P: Poller>(p: &P, log: &mut Log) {
+    let (l, c, s) = tcp_pair(p);
+    let ep = epoll(p);
+    log.ok("ADD server", ctl(p, ep, EPOLL_CTL_ADD, s, ALL, 2));
+    log.count("client writes", p.write(c, b"bye"), Ok(3));
+    log.ok("client SHUT_WR", p.shutdown(c, SHUT_WR));
+    let ev = wait_for(p, s, IN | RDHUP, T as u64);
+    log.expect("server sees data + FIN", ev, IN | OUT | RDHUP);
+    let mut buf = [0u8; 8];
+    log.count("server reads", p.read(s, &mut buf), Ok(3));
+    log.count("then EOF", p.read(s, &mut buf), Ok(0));
+    log.expect("client's own mask", poll_now(p, c, ALL), OUT);
+    log.err("client writes after SHUT_WR", p.write(c, b"x"), EPIPE);
+    log.count("server can still write", p.write(s, b"ok"), Ok(2));
+    wait_for(p, c, IN, T as u64);
+    log.count("client reads", p.read(c, &mut buf), Ok(2));
+    log.ok("server SHUT_WR too", p.shutdown(s, SHUT_WR));
+    let ev = wait_for(p, c, HUP, T as u64);
+    log.expect("both directions closed: HUP", ev, IN | OUT | HUP | RDHUP);
+    log.count("client EOF", p.read(c, &mut buf), Ok(0));
+    close_all(p, &[ep, l, c, s]);
+}
+
+pub fn tcp_reset_by_linger0<P: Poller>(p: &P, log: &mut Log) {
+    let (l, c, s) = tcp_pair(p);
+    let ep = epoll(p);
+    log.ok("ADD server", ctl(p, ep, EPOLL_CTL_ADD, s, ALL, 2));
+    log.ok("SO_LINGER 0", p.set_linger(c, Some(0)));
+    log.ok("client closes: RST", p.close(c));
+    expect_events(p, log, "reset", ep, T, &[(2, IN | OUT | ERR | HUP | RDHUP)]);
+    let mut buf = [0u8; 8];
+    log.err("read", p.read(s, &mut buf), ECONNRESET);
+    log.count("read again: EOF", p.read(s, &mut buf), Ok(0));
+    log.expect("SO_ERROR consumed by the read", val(&p.take_socket_error(s)), Ok(0));
+    log.err("write", p.write(s, b"x"), EPIPE);
+    expect_events(p, log, "after the error", ep, 0, &[(2, IN | OUT | HUP | RDHUP)]);
+    close_all(p, &[ep, l, s]);
+}
+
+pub fn tcp_reset_write_first<P: Poller>(p: &P, log: &mut Log) {
+    let (l, c, s) = tcp_pair(p);
+    log.ok("SO_LINGER 0", p.set_linger(c, Some(0)));
+    log.ok("client closes: RST", p.close(c));
+    let ev = wait_for(p, s, ERR, T as u64);
+    log.expect("reset", ev, IN | OUT | ERR | HUP | RDHUP);
+    log.err("write takes the error", p.write(s, b"x"), ECONNRESET);
+    log.err("write again", p.write(s, b"x"), EPIPE);
+    let mut buf = [0u8; 8];
+    log.count("read: EOF", p.read(s, &mut buf), Ok(0));
+    close_all(p, &[l, s]);
+}
+
+pub fn tcp_close_with_unread_resets<P: Poller>(p: &P, log: &mut Log) {
+    let (l, c, s) = tcp_pair(p);
+    log.count("client writes", p.write(c, b"unread"), Ok(6));
+    let ev = wait_for(p, s, IN, T as u64);
+    log.expect("server readable", ev, IN | OUT);
+    log.ok("server closes without reading", p.close(s));
+    let ev = wait_for(p, c, ERR, T as u64);
+    log.expect("client reset", ev, IN | OUT | ERR | HUP | RDHUP);
+    let mut buf = [0u8; 8];
+    log.err("read", p.read(c, &mut buf), ECONNRESET);
+    close_all(p, &[l, c]);
+}
+
+pub fn tcp_listener_close_resets_pending<P: Poller>(p: &P, log: &mut Log) {
+    let l = tcp_listener(p);
+    let addr = p.local_addr(l).unwrap();
+    let c = log.ok("client", p.tcp_socket(SOCK_NONBLOCK));
+    log.expect("connect", connect(p, c, addr), "started".to_string());
+    let ev = wait_for(p, l, IN, T as u64);
+    log.expect("queued", ev, IN);
+    let ev = wait_for(p, c, OUT, T as u64);
+    log.expect("client established", ev, OUT);
+    log.ok("close the listener, connection unaccepted", p.close(l));
+    let ev = wait_for(p, c, ERR, T as u64);
+    log.expect("client reset", ev, IN | OUT | ERR | HUP | RDHUP);
+    log.expect("SO_ERROR", val(&p.take_socket_error(c)), Ok(ECONNRESET));
+    close_all(p, &[c]);
+}
+
+pub fn tcp_shutdown_rd_local<P: Poller>(p: &P, log: &mut Log) {
+    let (l, c, s) = tcp_pair(p);
+    log.ok("client SHUT_RD", p.shutdown(c, SHUT_RD));
+    log.expect("client's mask", poll_now(p, c, ALL), IN | OUT | RDHUP);
+    let mut buf = [0u8; 8];
+    log.count("client read: EOF", p.read(c, &mut buf), Ok(0));
+    log.count("client can still write", p.write(c, b"hi"), Ok(2));
+    wait_for(p, s, IN, T as u64);
+    log.count("server reads", p.read(s, &mut buf), Ok(2));
+    close_all(p, &[l, c, s]);
+}
+
+/// `EPOLLOUT` comes back (ET: as an edge) once the reader drains a full connection.
+pub fn tcp_epollout_after_full<P: Poller>(p: &P, log: &mut Log) {
+    let (l, c, s) = tcp_pair(p);
+    let ep = epoll(p);
+    log.ok("ADD client OUT|ET", ctl(p, ep, EPOLL_CTL_ADD, c, OUT | ET, 1));
+    expect_events(p, log, "writable", ep, 0, &[(1, OUT)]);
+    let n = fill(p, c);
+    log.check("filled to EAGAIN", n > 0);
+    log.err("write when full", p.write(c, b"x"), EAGAIN);
+    let mut read = 0;
+    let mut got = Events::NONE;
+    for _ in 0..10_000 {
+        read += drain(p, s);
+        if let Ok(evs) = wait(p, ep, 4, 0) {
+            if let Some(e) = evs.first() {
+                got = e.1;
+                break;
+            }
+        }
+        wait_for(p, s, IN, 100);
+    }
+    log.expect("OUT edge after the reader drained", got, OUT);
+    log.check("reader got bytes", read > 0);
+    close_all(p, &[ep, l, c, s]);
+}
+
+crate::cases! {
+    tcp_listener_readable_when_pending,
+    tcp_accept_order_and_et_listener,
+    tcp_nonblocking_connect,
+    tcp_connect_refused,
+    tcp_fresh_and_listener_sockets,
+    tcp_peer_close,
+    tcp_shutdown_wr,
+    tcp_reset_by_linger0,
+    tcp_reset_write_first,
+    tcp_close_with_unread_resets,
+    tcp_listener_close_resets_pending,
+    tcp_shutdown_rd_local,
+    tcp_epollout_after_full,
+}
