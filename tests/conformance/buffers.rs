@@ -1,1 +1,103 @@
-//! TODO
+//! Full buffers and stream reads. Capacities differ between kernels: only behaviours are
+//! compared (EAGAIN reached, OUT comes back after the reader drains), never byte counts of
+//! capacity.
+
+use netpoll::sys::errno::*;
+use netpoll::sys::*;
+use netpoll::{Fd, Poller};
+
+use crate::harness::*;
+
+fn out_after_full<P: Poller>(p: &P, log: &mut Log, w: Fd, r: Fd, et: bool) {
+    let ep = epoll(p);
+    let mode = if et { OUT | ET } else { OUT };
+    log.ok("ADD writer OUT", ctl(p, ep, EPOLL_CTL_ADD, w, mode, 1));
+    expect_events(p, log, "writable", ep, 0, &[(1, OUT)]);
+    let n = fill(p, w);
+    log.check("filled to EAGAIN", n > 0);
+    log.err("write when full", p.write(w, b"x"), EAGAIN);
+    expect_no_events(p, log, "full: no OUT", ep);
+    log.check("reader drains all", drain(p, r) == n);
+    expect_events(p, log, "OUT after the drain", ep, 0, &[(1, OUT)]);
+    log.count("write", p.write(w, b"x"), Ok(1));
+    close_all(p, &[ep]);
+}
+
+pub fn out_after_full_socketpair_lt<P: Poller>(p: &P, log: &mut Log) {
+    let [a, b] = log.ok("socketpair", p.socketpair(SOCK_NONBLOCK));
+    out_after_full(p, log, a, b, false);
+    close_all(p, &[a, b]);
+}
+
+pub fn out_after_full_socketpair_et<P: Poller>(p: &P, log: &mut Log) {
+    let [a, b] = log.ok("socketpair", p.socketpair(SOCK_NONBLOCK));
+    out_after_full(p, log, a, b, true);
+    close_all(p, &[a, b]);
+}
+
+pub fn out_after_full_pipe_lt<P: Poller>(p: &P, log: &mut Log) {
+    let [r, w] = log.ok("pipe2", p.pipe2(O_NONBLOCK));
+    out_after_full(p, log, w, r, false);
+    close_all(p, &[r, w]);
+}
+
+pub fn out_after_full_pipe_et<P: Poller>(p: &P, log: &mut Log) {
+    let [r, w] = log.ok("pipe2", p.pipe2(O_NONBLOCK));
+    out_after_full(p, log, w, r, true);
+    close_all(p, &[r, w]);
+}
+
+fn stream_reads<P: Poller>(p: &P, log: &mut Log, w: Fd, r: Fd) {
+    let mut buf = [0u8; 64];
+    log.count("write 10", p.write(w, b"0123456789"), Ok(10));
+    log.count("short read", p.read(r, &mut buf[..4]), Ok(4));
+    log.expect("bytes", &buf[..4], b"0123".as_slice());
+    log.count("write 3", p.write(w, b"abc"), Ok(3));
+    log.count("write 200", p.write(w, &[7u8; 200]), Ok(200));
+    let mut big = [0u8; 1024];
+    log.count("one read takes all that is buffered", p.read(r, &mut big), Ok(209));
+    log.expect("in order", &big[..9], b"456789abc".as_slice());
+    log.count("empty", p.read(r, &mut buf), Err(EAGAIN));
+    log.count("write nothing", p.write(w, &[]), Ok(0));
+    log.count("still empty", p.read(r, &mut buf), Err(EAGAIN));
+}
+
+pub fn stream_reads_socketpair<P: Poller>(p: &P, log: &mut Log) {
+    let [a, b] = log.ok("socketpair", p.socketpair(SOCK_NONBLOCK));
+    stream_reads(p, log, a, b);
+    let mut buf = [0u8; 1];
+    log.count("zero-length read, nothing buffered", p.read(b, &mut buf[..0]), Ok(0));
+    close_all(p, &[a, b]);
+}
+
+pub fn stream_reads_pipe<P: Poller>(p: &P, log: &mut Log) {
+    let [r, w] = log.ok("pipe2", p.pipe2(O_NONBLOCK));
+    stream_reads(p, log, w, r);
+    let mut buf = [0u8; 1];
+    log.count("zero-length read, nothing buffered", p.read(r, &mut buf[..0]), Ok(0));
+    close_all(p, &[r, w]);
+}
+
+/// A write to a nearly full buffer is short, not EAGAIN (both arms: one short write happens).
+pub fn partial_write_when_nearly_full<P: Poller>(p: &P, log: &mut Log) {
+    let [r, w] = log.ok("pipe2", p.pipe2(O_NONBLOCK));
+    let n = fill(p, w);
+    let mut buf = vec![0u8; 4096];
+    let got = p.read(r, &mut buf).unwrap_or(0);
+    log.check("freed some room", got > 0 && got <= n);
+    let big = vec![1u8; got + 65536];
+    let wrote = p.write(w, &big);
+    log.check("a big write is short", matches!(wrote, Ok(k) if k > 0 && k < big.len()));
+    log.err("then EAGAIN", p.write(w, b"x"), EAGAIN);
+    close_all(p, &[r, w]);
+}
+
+crate::cases! {
+    out_after_full_socketpair_lt,
+    out_after_full_socketpair_et,
+    out_after_full_pipe_lt,
+    out_after_full_pipe_et,
+    stream_reads_socketpair,
+    stream_reads_pipe,
+    partial_write_when_nearly_full,
+}

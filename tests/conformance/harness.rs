@@ -380,17 +380,19 @@ fn render(name: &str, r: &ArmResult) -> String {
 /// or the two logs differ.
 pub fn run(name: &str, fds: Fds, real_case: fn(&Real, &mut Log), sim_case: fn(&Sim, &mut Log)) {
     let seed = seed();
-    let real = match fds {
+    // The sim arm holds the guard too: cheap, and right for a stand-in that uses real fds.
+    let guard = |f: &dyn Fn() -> ArmResult| match fds {
         Fds::Shared => {
             let _guard = FD_TABLE.read().unwrap_or_else(|e| e.into_inner());
-            run_arm(new_real(), "real", real_case)
+            f()
         }
         Fds::Exclusive => {
             let _guard = FD_TABLE.write().unwrap_or_else(|e| e.into_inner());
-            run_arm(new_real(), "real", real_case)
+            f()
         }
     };
-    let sim = run_arm(new_sim(seed), "sim", sim_case);
+    let real = guard(&|| run_arm(new_real(), "real", real_case));
+    let sim = guard(&|| run_arm(new_sim(seed), "sim", sim_case));
 
     let short = name.rsplit("::").next().unwrap_or(name);
     let mut report = String::new();
