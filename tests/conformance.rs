@@ -5,23 +5,19 @@
 //! Run one case: `cargo test --test conformance <name>`; replay the sim arm with another seed:
 //! `NETPOLL_SEED=<n> cargo test --test conformance <name>`.
 
-#[path = "support/standin.rs"]
-mod standin;
-
 /// The two kernels under test.
 mod arms {
     /// The real kernel.
-    pub type Real = crate::standin::StandIn;
+    pub type Real = netpoll_realnet::RealNet;
     /// The simulated kernel.
-    pub type Sim = crate::standin::StandIn;
+    pub type Sim = netpoll_sim::Sim;
 
     pub fn new_real() -> Real {
-        crate::standin::StandIn::new()
+        netpoll_realnet::RealNet::new()
     }
 
     pub fn new_sim(seed: u64) -> Sim {
-        let _ = seed;
-        crate::standin::StandIn::new()
+        netpoll_sim::Sim::new(seed)
     }
 }
 

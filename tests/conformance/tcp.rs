@@ -84,6 +84,7 @@ pub fn tcp_nonblocking_connect<P: Poller>(p: &P, log: &mut Log) {
     let again = val(&p.connect(c, addr));
     log.check("connect again: Ok or EISCONN", again == Ok(()) || again == Err(EISCONN));
     log.err("and again", p.connect(c, addr), EISCONN);
+    log.expect("listener", wait_for(p, l, IN, T as u64), IN);
     let (s, _) = log.ok("accept", p.accept4(l, SOCK_NONBLOCK));
     close_all(p, &[ep, l, c, s]);
 }
@@ -140,7 +141,9 @@ pub fn tcp_peer_close<P: Poller>(p: &P, log: &mut Log) {
     log.ok("ADD client", ctl(p, ep, EPOLL_CTL_ADD, c, ALL, 1));
     expect_events(p, log, "writable", ep, 0, &[(1, OUT)]);
     log.ok("server closes", p.close(s));
-    expect_events(p, log, "FIN", ep, T, &[(1, IN | OUT | RDHUP)]);
+    let ev = wait_for(p, c, IN | RDHUP, T as u64);
+    log.expect("FIN", ev, IN | OUT | RDHUP);
+    expect_events(p, log, "FIN, LT", ep, 0, &[(1, IN | OUT | RDHUP)]);
     let mut buf = [0u8; 8];
     log.count("read EOF", p.read(c, &mut buf), Ok(0));
     log.count("write into the closed peer is accepted", p.write(c, b"x"), Ok(1));
@@ -181,7 +184,9 @@ pub fn tcp_reset_by_linger0<P: Poller>(p: &P, log: &mut Log) {
     log.ok("ADD server", ctl(p, ep, EPOLL_CTL_ADD, s, ALL, 2));
     log.ok("SO_LINGER 0", p.set_linger(c, Some(0)));
     log.ok("client closes: RST", p.close(c));
-    expect_events(p, log, "reset", ep, T, &[(2, IN | OUT | ERR | HUP | RDHUP)]);
+    let ev = wait_for(p, s, ERR, T as u64);
+    log.expect("reset", ev, IN | OUT | ERR | HUP | RDHUP);
+    expect_events(p, log, "reset, LT", ep, 0, &[(2, IN | OUT | ERR | HUP | RDHUP)]);
     let mut buf = [0u8; 8];
     log.err("read", p.read(s, &mut buf), ECONNRESET);
     log.count("read again: EOF", p.read(s, &mut buf), Ok(0));
