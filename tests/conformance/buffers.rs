@@ -92,6 +92,48 @@ pub fn partial_write_when_nearly_full<P: Poller>(p: &P, log: &mut Log) {
     close_all(p, &[r, w]);
 }
 
+
+/// A pipe is writable when a page slot is free: reading one byte of a full pipe frees none.
+pub fn pipe_out_needs_a_free_page<P: Poller>(p: &P, log: &mut Log) {
+    let [r, w] = log.ok("pipe2", p.pipe2(O_NONBLOCK));
+    let ep = epoll(p);
+    log.ok("ADD w OUT", ctl(p, ep, EPOLL_CTL_ADD, w, OUT, 1));
+    let n = fill(p, w);
+    log.check("filled", n >= 4096);
+    let mut buf = vec![0u8; 4096];
+    log.count("read 1 byte", p.read(r, &mut buf[..1]), Ok(1));
+    expect_no_events(p, log, "no page freed: still full", ep);
+    log.err("write 1 byte", p.write(w, b"x"), EAGAIN);
+    log.count("read the rest of the first page", p.read(r, &mut buf[..4095]), Ok(4095));
+    expect_events(p, log, "a page is free", ep, 0, &[(1, OUT)]);
+    log.count("write 1 byte", p.write(w, b"x"), Ok(1));
+    close_all(p, &[ep, r, w]);
+}
+
+/// A unix socket is writable again only when most of its send buffer is free (Linux: queued
+/// bytes at most a quarter of `SO_SNDBUF`), not as soon as the reader takes a little.
+pub fn socketpair_out_hysteresis<P: Poller>(p: &P, log: &mut Log) {
+    let [a, b] = log.ok("socketpair", p.socketpair(SOCK_NONBLOCK));
+    let ep = epoll(p);
+    log.ok("ADD a OUT", ctl(p, ep, EPOLL_CTL_ADD, a, OUT, 1));
+    let buf = [1u8; 4096];
+    let mut n = 0;
+    while let Ok(k) = p.write(a, &buf) {
+        n += k;
+    }
+    log.check("filled with 4 KiB writes", n > 0);
+    let mut rbuf = vec![0u8; n];
+    log.count("read one write's worth", p.read(b, &mut rbuf[..4096]), Ok(4096));
+    expect_no_events(p, log, "a little room is not OUT", ep);
+    let half = (n / 2) / 4096 * 4096;
+    let got = p.read(b, &mut rbuf[..half - 4096]).unwrap_or(0);
+    log.check("read up to half", got == half - 4096);
+    expect_no_events(p, log, "half free is not OUT", ep);
+    log.check("read the rest", drain(p, b) == n - half);
+    expect_events(p, log, "empty: OUT", ep, 0, &[(1, OUT)]);
+    close_all(p, &[ep, a, b]);
+}
+
 crate::cases! {
     out_after_full_socketpair_lt,
     out_after_full_socketpair_et,
@@ -100,4 +142,6 @@ crate::cases! {
     stream_reads_socketpair,
     stream_reads_pipe,
     partial_write_when_nearly_full,
+    pipe_out_needs_a_free_page,
+    socketpair_out_hysteresis,
 }

@@ -175,6 +175,16 @@ pub fn constructor_bad_flags<P: Poller>(p: &P, log: &mut Log) {
     close_all(p, &[ep, ep0, e, a, b, r, w]);
 }
 
+/// Recent Linux (observed on 6.18) looks the descriptor up before checking `maxevents`: a bad fd
+/// with an empty buffer is `EBADF`, an epoll fd with an empty buffer `EINVAL`.
+pub fn wait_checks_fd_before_maxevents<P: Poller>(p: &P, log: &mut Log) {
+    let ep = epoll(p);
+    let mut none: [EpollEvent; 0] = [];
+    log.err("bad fd, empty buffer", p.epoll_wait(BAD_FD, &mut none, 0), EBADF);
+    log.err("epoll fd, empty buffer", p.epoll_wait(ep, &mut none, 0), EINVAL);
+    close_all(p, &[ep]);
+}
+
 crate::cases! {
     ctl_eexist_enoent,
     ctl_ebadf,
@@ -187,4 +197,5 @@ crate::cases! {
     ctl_flag_check_before_eexist,
     wait_errors,
     constructor_bad_flags,
+    wait_checks_fd_before_maxevents,
 }

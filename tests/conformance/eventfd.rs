@@ -120,6 +120,18 @@ pub fn eventfd_not_a_socket<P: Poller>(p: &P, log: &mut Log) {
     close_all(p, &[e]);
 }
 
+/// Recent Linux (observed on 6.18; older kernels took the first 8 bytes) refuses an eventfd
+/// write of any size but 8.
+pub fn eventfd_write_exactly_8_bytes<P: Poller>(p: &P, log: &mut Log) {
+    let e = log.ok("eventfd(0)", p.eventfd(0, EFD_NONBLOCK));
+    let mut w = [0u8; 16];
+    w[..8].copy_from_slice(&2u64.to_ne_bytes());
+    log.err("write 16 bytes", p.write(e, &w), EINVAL);
+    log.err("write 9 bytes", p.write(e, &w[..9]), EINVAL);
+    log.expect("nothing counted", read_u64(p, e), Err(EAGAIN));
+    close_all(p, &[e]);
+}
+
 crate::cases! {
     eventfd_counter,
     eventfd_semaphore,
@@ -128,4 +140,5 @@ crate::cases! {
     eventfd_et_edges,
     eventfd_blocking_with_value,
     eventfd_not_a_socket,
+    eventfd_write_exactly_8_bytes,
 }

@@ -276,6 +276,127 @@ pub fn tcp_epollout_after_full<P: Poller>(p: &P, log: &mut Log) {
     close_all(p, &[ep, l, c, s]);
 }
 
+/// The accept queue holds `backlog + 1` connections; a further client's SYN is dropped, so it
+/// stays connecting until the queue has room and its SYN is retransmitted (about 1 s).
+pub fn tcp_backlog_full_client_waits<P: Poller>(p: &P, log: &mut Log) {
+    let l = log.ok("socket", p.tcp_socket(SOCK_NONBLOCK));
+    log.ok("bind", p.bind(l, SocketAddrV4::new(LOCALHOST, 0)));
+    log.ok("listen(0)", p.listen(l, 0));
+    let addr = p.local_addr(l).unwrap();
+    let c1 = log.ok("client 1", p.tcp_socket(SOCK_NONBLOCK));
+    log.expect("connect 1", connect(p, c1, addr), "started".to_string());
+    log.expect("client 1 connected", wait_for(p, c1, OUT, T as u64), OUT);
+    log.expect("queued", wait_for(p, l, IN, T as u64), IN);
+    let c2 = log.ok("client 2", p.tcp_socket(SOCK_NONBLOCK));
+    log.expect("connect 2", connect(p, c2, addr), "started".to_string());
+    log.expect("client 2 not connected within 300 ms", wait_for(p, c2, OUT, 300), NONE);
+    let (s1, peer) = log.ok("accept 1", p.accept4(l, SOCK_NONBLOCK));
+    log.check("client 1 first", Some(peer) == p.local_addr(c1).ok());
+    log.expect("client 2 connects after the retransmission", wait_for(p, c2, OUT, T as u64), OUT);
+    log.expect("SO_ERROR", val(&p.take_socket_error(c2)), Ok(0));
+    log.expect("queued", wait_for(p, l, IN, T as u64), IN);
+    let (s2, peer) = log.ok("accept 2", p.accept4(l, SOCK_NONBLOCK));
+    log.check("client 2", Some(peer) == p.local_addr(c2).ok());
+    close_all(p, &[l, c1, c2, s1, s2]);
+}
+
+pub fn tcp_blocking_calls<P: Poller>(p: &P, log: &mut Log) {
+    let l = log.ok("blocking listener", p.tcp_socket(0));
+    log.ok("bind", p.bind(l, SocketAddrV4::new(LOCALHOST, 0)));
+    log.ok("listen", p.listen(l, 8));
+    let addr = p.local_addr(l).unwrap();
+    let c = log.ok("blocking client", p.tcp_socket(0));
+    log.ok("blocking connect", p.connect(c, addr));
+    let (s, _) = log.ok("blocking accept", p.accept4(l, 0));
+    log.count("write", p.write(c, b"hello"), Ok(5));
+    let mut buf = [0u8; 16];
+    log.count("blocking read waits for the data", p.read(s, &mut buf), Ok(5));
+    log.ok("client closes", p.close(c));
+    log.count("blocking read sees EOF", p.read(s, &mut buf), Ok(0));
+    let hold = log.ok("placeholder", p.tcp_socket(0));
+    log.ok("bind", p.bind(hold, SocketAddrV4::new(LOCALHOST, 0)));
+    let closed = p.local_addr(hold).unwrap();
+    let c2 = log.ok("blocking client 2", p.tcp_socket(0));
+    log.err("blocking connect to no listener", p.connect(c2, closed), ECONNREFUSED);
+    log.expect("SO_ERROR consumed", val(&p.take_socket_error(c2)), Ok(0));
+    close_all(p, &[l, s, hold, c2]);
+}
+
+pub fn tcp_data_before_accept<P: Poller>(p: &P, log: &mut Log) {
+    let l = tcp_listener(p);
+    let addr = p.local_addr(l).unwrap();
+    let c = log.ok("client", p.tcp_socket(SOCK_NONBLOCK));
+    log.expect("connect", connect(p, c, addr), "started".to_string());
+    log.expect("connected", wait_for(p, c, OUT, T as u64), OUT);
+    log.count("write before accept", p.write(c, b"early"), Ok(5));
+    log.ok("client SHUT_WR", p.shutdown(c, SHUT_WR));
+    log.expect("queued", wait_for(p, l, IN, T as u64), IN);
+    let (s, _) = log.ok("accept", p.accept4(l, SOCK_NONBLOCK));
+    let ev = wait_for(p, s, IN | RDHUP, T as u64);
+    log.expect("accepted socket: data and FIN", ev, IN | OUT | RDHUP);
+    let ep = epoll(p);
+    log.ok("ADD IN|ET after the fact", ctl(p, ep, EPOLL_CTL_ADD, s, IN | ET, 3));
+    expect_events(p, log, "ADD reports it", ep, 0, &[(3, IN)]);
+    let mut buf = [0u8; 16];
+    log.count("read", p.read(s, &mut buf), Ok(5));
+    log.count("EOF", p.read(s, &mut buf), Ok(0));
+    close_all(p, &[ep, l, c, s]);
+}
+
+pub fn tcp_listen_and_connect_rules<P: Poller>(p: &P, log: &mut Log) {
+    let t = log.ok("socket", p.tcp_socket(SOCK_NONBLOCK));
+    log.ok("listen unbound: auto-binds", p.listen(t, 4));
+    let addr = p.local_addr(t).unwrap();
+    log.check("bound to a port", addr.port() != 0);
+    log.err("connect a listener", p.connect(t, addr), EISCONN);
+    log.err("accept4 bad flags", p.accept4(t, 1), EINVAL);
+    log.err("tcp_socket bad flags", p.tcp_socket(0x10), EINVAL);
+    let (l, c, s) = tcp_pair(p);
+    log.err("listen on a connected socket", p.listen(c, 4), EINVAL);
+    log.err("bind a connected socket", p.bind(c, SocketAddrV4::new(LOCALHOST, 0)), EINVAL);
+    close_all(p, &[t, l, c, s]);
+}
+
+/// `shutdown(SHUT_RD)` on a listener stops it listening (the trick that wakes a blocked
+/// `accept`); `SHUT_WR` alone does nothing.
+pub fn tcp_shutdown_listener<P: Poller>(p: &P, log: &mut Log) {
+    let l = tcp_listener(p);
+    log.ok("SHUT_WR a listener", p.shutdown(l, SHUT_WR));
+    log.expect("still a listener", poll_now(p, l, ALL), NONE);
+    log.err("accept", p.accept4(l, SOCK_NONBLOCK), EAGAIN);
+    let ep = epoll(p);
+    log.ok("ADD IN|OUT|RDHUP", ctl(p, ep, EPOLL_CTL_ADD, l, ALL, 1));
+    log.ok("SHUT_RD a listener", p.shutdown(l, SHUT_RD));
+    expect_events(p, log, "closed", ep, 0, &[(1, OUT | HUP)]);
+    log.err("accept", p.accept4(l, SOCK_NONBLOCK), EINVAL);
+    close_all(p, &[ep, l]);
+}
+
+/// What one write accepted arrives whole at the reader, however it was segmented.
+pub fn tcp_large_write_arrives_whole<P: Poller>(p: &P, log: &mut Log) {
+    let (l, c, s) = tcp_pair(p);
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let sent = p.write(c, &data).unwrap_or(0);
+    log.check("write took something", sent > 0);
+    log.ok("SHUT_WR", p.shutdown(c, SHUT_WR));
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    loop {
+        match p.read(s, &mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.raw_os_error() == Some(EAGAIN) => {
+                if wait_for(p, s, IN, T as u64).is_empty() {
+                    break;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    log.check("received exactly what was accepted, in order", got[..] == data[..sent]);
+    close_all(p, &[l, c, s]);
+}
+
 crate::cases! {
     tcp_listener_readable_when_pending,
     tcp_accept_order_and_et_listener,
@@ -290,4 +411,10 @@ crate::cases! {
     tcp_listener_close_resets_pending,
     tcp_shutdown_rd_local,
     tcp_epollout_after_full,
+    tcp_backlog_full_client_waits,
+    tcp_blocking_calls,
+    tcp_data_before_accept,
+    tcp_listen_and_connect_rules,
+    tcp_shutdown_listener,
+    tcp_large_write_arrives_whole,
 }
