@@ -95,6 +95,40 @@ pub fn two_epolls_one_file<P: Poller>(p: &P, log: &mut Log) {
     close_all(p, &[ep1, ep2, a, b]);
 }
 
+/// An interest of `ET` alone (or `PRI`) still reports hang-ups, once per edge.
+pub fn no_direction_interest<P: Poller>(p: &P, log: &mut Log) {
+    let [a, b] = log.ok("socketpair", p.socketpair(SOCK_NONBLOCK));
+    let ep = epoll(p);
+    log.ok("ADD b ET", ctl(p, ep, EPOLL_CTL_ADD, b, ET, 1));
+    log.ok("ADD a PRI|WAKEUP", ctl(p, ep, EPOLL_CTL_ADD, a, netpoll::Events::PRI | netpoll::Events::WAKEUP, 2));
+    log.count("write", p.write(a, b"x"), Ok(1));
+    expect_no_events(p, log, "nothing asked", ep);
+    log.ok("shutdown a RDWR", p.shutdown(a, SHUT_RDWR));
+    let got = wait(p, ep, 8, 0).map(|mut v| {
+        v.sort();
+        v
+    });
+    log.expect("HUP for both, masked to what was asked", got, Ok(vec![(1, HUP), (2, HUP)]));
+    let got = wait(p, ep, 8, 0);
+    log.expect("b is ET: once; a is LT", got, Ok(vec![(2, HUP)]));
+    close_all(p, &[ep, a, b]);
+}
+
+/// `MOD` from LT to ET on a ready file: reported once more, then not again.
+pub fn mod_lt_to_et<P: Poller>(p: &P, log: &mut Log) {
+    let e = log.ok("eventfd(1)", p.eventfd(1, EFD_NONBLOCK));
+    let ep = epoll(p);
+    log.ok("ADD LT", ctl(p, ep, EPOLL_CTL_ADD, e, IN, 1));
+    expect_events(p, log, "LT", ep, 0, &[(1, IN)]);
+    log.ok("MOD ET", ctl(p, ep, EPOLL_CTL_MOD, e, IN | ET, 2));
+    expect_events(p, log, "once", ep, 0, &[(2, IN)]);
+    expect_no_events(p, log, "then not", ep);
+    log.ok("MOD LT", ctl(p, ep, EPOLL_CTL_MOD, e, IN, 3));
+    expect_events(p, log, "LT again", ep, 0, &[(3, IN)]);
+    expect_events(p, log, "and again", ep, 0, &[(3, IN)]);
+    close_all(p, &[ep, e]);
+}
+
 crate::cases! {
     add_already_ready_lt,
     add_already_ready_et,
@@ -103,4 +137,6 @@ crate::cases! {
     mod_narrows_interest,
     mod_changes_data_only,
     two_epolls_one_file,
+    no_direction_interest,
+    mod_lt_to_et,
 }

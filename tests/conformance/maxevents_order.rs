@@ -119,6 +119,53 @@ pub fn maxevents_mixed_modes<P: Poller>(p: &P, log: &mut Log) {
     close_all(p, &[ep]);
 }
 
+/// `MOD` of a registration already queued leaves it where it is.
+pub fn mod_keeps_queue_position<P: Poller>(p: &P, log: &mut Log) {
+    let es = eventfds(p, log, 3);
+    let ep = epoll(p);
+    for (i, &e) in es.iter().enumerate() {
+        log.ok("ADD", ctl(p, ep, EPOLL_CTL_ADD, e, IN | ET, i as u64));
+        bump(p, log, e);
+    }
+    log.ok("MOD the first, new data", ctl(p, ep, EPOLL_CTL_MOD, es[0], IN | ET, 10));
+    expect_events(p, log, "order kept", ep, 0, &[(10, IN), (1, IN), (2, IN)]);
+    close_all(p, &es);
+    close_all(p, &[ep]);
+}
+
+/// `DEL` then `ADD` queues it again at the back.
+pub fn del_add_moves_to_back<P: Poller>(p: &P, log: &mut Log) {
+    let es = eventfds(p, log, 3);
+    let ep = epoll(p);
+    for (i, &e) in es.iter().enumerate() {
+        log.ok("ADD", ctl(p, ep, EPOLL_CTL_ADD, e, IN, i as u64));
+        bump(p, log, e);
+    }
+    log.ok("DEL the first", ctl(p, ep, EPOLL_CTL_DEL, es[0], NONE, 0));
+    log.ok("ADD it again", ctl(p, ep, EPOLL_CTL_ADD, es[0], IN, 0));
+    expect_events(p, log, "at the back", ep, 0, &[(1, IN), (2, IN), (0, IN)]);
+    close_all(p, &es);
+    close_all(p, &[ep]);
+}
+
+/// Queued registrations that are no longer ready are dropped, not counted against `maxevents`.
+pub fn stale_entries_do_not_count<P: Poller>(p: &P, log: &mut Log) {
+    let es = eventfds(p, log, 3);
+    let ep = epoll(p);
+    for (i, &e) in es.iter().enumerate() {
+        log.ok("ADD", ctl(p, ep, EPOLL_CTL_ADD, e, IN, i as u64));
+        bump(p, log, e);
+    }
+    let mut buf = [0u8; 8];
+    log.count("drain the first", p.read(es[0], &mut buf), Ok(8));
+    log.expect("max 1: the second", wait(p, ep, 1, 0), Ok(vec![(1, IN)]));
+    log.ok("MOD the third to OUT only... ", ctl(p, ep, EPOLL_CTL_MOD, es[2], OUT, 2));
+    log.expect("max 1", wait(p, ep, 1, 0), Ok(vec![(2, OUT)]));
+    log.expect("all", wait(p, ep, 8, 0), Ok(vec![(1, IN), (2, OUT)]));
+    close_all(p, &es);
+    close_all(p, &[ep]);
+}
+
 crate::cases! {
     order_by_readiness,
     requeue_keeps_position,
@@ -126,4 +173,7 @@ crate::cases! {
     maxevents_truncates_et,
     lt_requeue_behind_new,
     maxevents_mixed_modes,
+    mod_keeps_queue_position,
+    del_add_moves_to_back,
+    stale_entries_do_not_count,
 }

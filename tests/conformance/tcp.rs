@@ -397,6 +397,45 @@ pub fn tcp_large_write_arrives_whole<P: Poller>(p: &P, log: &mut Log) {
     close_all(p, &[l, c, s]);
 }
 
+/// `SO_LINGER` back to `None` restores the orderly close (FIN, not RST).
+pub fn tcp_linger_none_restores_fin<P: Poller>(p: &P, log: &mut Log) {
+    let (l, c, s) = tcp_pair(p);
+    log.ok("SO_LINGER 0", p.set_linger(c, Some(0)));
+    log.ok("SO_LINGER off", p.set_linger(c, None));
+    log.ok("close", p.close(c));
+    log.expect("server sees FIN", wait_for(p, s, IN | RDHUP, T as u64), IN | OUT | RDHUP);
+    let mut buf = [0u8; 4];
+    log.count("EOF", p.read(s, &mut buf), Ok(0));
+    close_all(p, &[l, s]);
+}
+
+/// After a refused connect: the error once, then EOF on read, EPIPE on write, no peer; the next
+/// connect is `ECONNABORTED` and resets the socket, the one after it starts afresh.
+pub fn tcp_refused_socket_afterwards<P: Poller>(p: &P, log: &mut Log) {
+    let hold = log.ok("placeholder", p.tcp_socket(SOCK_NONBLOCK));
+    log.ok("bind", p.bind(hold, SocketAddrV4::new(LOCALHOST, 0)));
+    let addr = p.local_addr(hold).unwrap();
+    let c = log.ok("client", p.tcp_socket(SOCK_NONBLOCK));
+    let _ = p.connect(c, addr);
+    let ev = wait_for(p, c, ERR, T as u64);
+    log.expect("refused", ev, IN | OUT | ERR | HUP | RDHUP);
+    let mut buf = [0u8; 4];
+    log.err("read takes the error", p.read(c, &mut buf), ECONNREFUSED);
+    log.count("then EOF", p.read(c, &mut buf), Ok(0));
+    log.err("write", p.write(c, b"x"), EPIPE);
+    log.err("peer_addr", p.peer_addr(c), ENOTCONN);
+    log.ok("listen on the port", p.listen(hold, 4));
+    // The socket still counts as connecting; the failure was consumed, so Linux reports the
+    // attempt as aborted and resets the socket to a fresh one.
+    log.err("connect again: the old attempt is aborted", p.connect(c, addr), ECONNABORTED);
+    log.expect("a fresh socket again", poll_now(p, c, ALL), OUT | HUP);
+    let r = connect(p, c, addr);
+    log.expect("connect a third time", r, "started".to_string());
+    log.expect("connected this time", wait_for(p, c, OUT, T as u64), OUT);
+    log.expect("SO_ERROR", val(&p.take_socket_error(c)), Ok(0));
+    close_all(p, &[hold, c]);
+}
+
 crate::cases! {
     tcp_listener_readable_when_pending,
     tcp_accept_order_and_et_listener,
@@ -417,4 +456,6 @@ crate::cases! {
     tcp_listen_and_connect_rules,
     tcp_shutdown_listener,
     tcp_large_write_arrives_whole,
+    tcp_linger_none_restores_fin,
+    tcp_refused_socket_afterwards,
 }
