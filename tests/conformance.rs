@@ -24,29 +24,29 @@ mod arms {
 #[macro_use]
 #[path = "conformance/harness.rs"]
 mod harness;
-#[path = "conformance/epoll_lt_et.rs"]
-mod epoll_lt_et;
-#[path = "conformance/oneshot.rs"]
-mod oneshot;
-#[path = "conformance/ctl_ready.rs"]
-mod ctl_ready;
-#[path = "conformance/ctl_errors.rs"]
-mod ctl_errors;
-#[path = "conformance/close_dup.rs"]
-mod close_dup;
-#[path = "conformance/maxevents_order.rs"]
-mod maxevents_order;
-#[path = "conformance/timeouts.rs"]
-mod timeouts;
-#[path = "conformance/hangups.rs"]
-mod hangups;
-#[path = "conformance/tcp.rs"]
-mod tcp;
-#[path = "conformance/eventfd.rs"]
-mod eventfd;
-#[path = "conformance/nested.rs"]
-mod nested;
-#[path = "conformance/exclusive.rs"]
-mod exclusive;
 #[path = "conformance/buffers.rs"]
 mod buffers;
+#[path = "conformance/close_dup.rs"]
+mod close_dup;
+#[path = "conformance/ctl_errors.rs"]
+mod ctl_errors;
+#[path = "conformance/ctl_ready.rs"]
+mod ctl_ready;
+#[path = "conformance/epoll_lt_et.rs"]
+mod epoll_lt_et;
+#[path = "conformance/eventfd.rs"]
+mod eventfd;
+#[path = "conformance/exclusive.rs"]
+mod exclusive;
+#[path = "conformance/hangups.rs"]
+mod hangups;
+#[path = "conformance/maxevents_order.rs"]
+mod maxevents_order;
+#[path = "conformance/nested.rs"]
+mod nested;
+#[path = "conformance/oneshot.rs"]
+mod oneshot;
+#[path = "conformance/tcp.rs"]
+mod tcp;
+#[path = "conformance/timeouts.rs"]
+mod timeouts;

@@ -33,7 +33,10 @@ enum Kind {
 enum Op {
     Socketpair,
     Pipe,
-    Eventfd { init: u32, semaphore: bool },
+    Eventfd {
+        init: u32,
+        semaphore: bool,
+    },
     Epoll,
     /// `epoll_ctl` on the `ep`-th open epoll instance, for the `fd`-th open descriptor.
     Ctl {
@@ -44,13 +47,29 @@ enum Op {
         data: u64,
     },
     /// Writes `len` bytes (8 bytes holding `len` itself to an eventfd).
-    Write { fd: usize, len: usize },
-    Read { fd: usize, len: usize },
-    Shutdown { fd: usize, how: i32 },
-    Close { fd: usize },
-    Dup { fd: usize },
+    Write {
+        fd: usize,
+        len: usize,
+    },
+    Read {
+        fd: usize,
+        len: usize,
+    },
+    Shutdown {
+        fd: usize,
+        how: i32,
+    },
+    Close {
+        fd: usize,
+    },
+    Dup {
+        fd: usize,
+    },
     /// `epoll_wait(timeout 0)` on the `ep`-th epoll instance with `max` entries.
-    Wait { ep: usize, max: usize },
+    Wait {
+        ep: usize,
+        max: usize,
+    },
 }
 
 fn interest() -> impl Strategy<Value = Events> {
@@ -394,7 +413,10 @@ fn fixed_sequence_agrees() {
         Op::Close { fd: 1 },
         Op::Write { fd: 0, len: 3 },
         Op::Wait { ep: 0, max: 4 },
-        Op::Shutdown { fd: 0, how: SHUT_WR },
+        Op::Shutdown {
+            fd: 0,
+            how: SHUT_WR,
+        },
         Op::Wait { ep: 0, max: 4 },
         Op::Read { fd: 5, len: 100 },
         Op::Read { fd: 3, len: 8 },

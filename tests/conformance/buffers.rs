@@ -55,7 +55,11 @@ fn stream_reads<P: Poller>(p: &P, log: &mut Log, w: Fd, r: Fd) {
     log.count("write 3", p.write(w, b"abc"), Ok(3));
     log.count("write 200", p.write(w, &[7u8; 200]), Ok(200));
     let mut big = [0u8; 1024];
-    log.count("one read takes all that is buffered", p.read(r, &mut big), Ok(209));
+    log.count(
+        "one read takes all that is buffered",
+        p.read(r, &mut big),
+        Ok(209),
+    );
     log.expect("in order", &big[..9], b"456789abc".as_slice());
     log.count("empty", p.read(r, &mut buf), Err(EAGAIN));
     log.count("write nothing", p.write(w, &[]), Ok(0));
@@ -66,7 +70,11 @@ pub fn stream_reads_socketpair<P: Poller>(p: &P, log: &mut Log) {
     let [a, b] = log.ok("socketpair", p.socketpair(SOCK_NONBLOCK));
     stream_reads(p, log, a, b);
     let mut buf = [0u8; 1];
-    log.count("zero-length read, nothing buffered", p.read(b, &mut buf[..0]), Ok(0));
+    log.count(
+        "zero-length read, nothing buffered",
+        p.read(b, &mut buf[..0]),
+        Ok(0),
+    );
     close_all(p, &[a, b]);
 }
 
@@ -74,7 +82,11 @@ pub fn stream_reads_pipe<P: Poller>(p: &P, log: &mut Log) {
     let [r, w] = log.ok("pipe2", p.pipe2(O_NONBLOCK));
     stream_reads(p, log, w, r);
     let mut buf = [0u8; 1];
-    log.count("zero-length read, nothing buffered", p.read(r, &mut buf[..0]), Ok(0));
+    log.count(
+        "zero-length read, nothing buffered",
+        p.read(r, &mut buf[..0]),
+        Ok(0),
+    );
     close_all(p, &[r, w]);
 }
 
@@ -87,11 +99,13 @@ pub fn partial_write_when_nearly_full<P: Poller>(p: &P, log: &mut Log) {
     log.check("freed some room", got > 0 && got <= n);
     let big = vec![1u8; got + 65536];
     let wrote = p.write(w, &big);
-    log.check("a big write is short", matches!(wrote, Ok(k) if k > 0 && k < big.len()));
+    log.check(
+        "a big write is short",
+        matches!(wrote, Ok(k) if k > 0 && k < big.len()),
+    );
     log.err("then EAGAIN", p.write(w, b"x"), EAGAIN);
     close_all(p, &[r, w]);
 }
-
 
 /// A pipe is writable when a page slot is free: reading one byte of a full pipe frees none.
 pub fn pipe_out_needs_a_free_page<P: Poller>(p: &P, log: &mut Log) {
@@ -104,7 +118,11 @@ pub fn pipe_out_needs_a_free_page<P: Poller>(p: &P, log: &mut Log) {
     log.count("read 1 byte", p.read(r, &mut buf[..1]), Ok(1));
     expect_no_events(p, log, "no page freed: still full", ep);
     log.err("write 1 byte", p.write(w, b"x"), EAGAIN);
-    log.count("read the rest of the first page", p.read(r, &mut buf[..4095]), Ok(4095));
+    log.count(
+        "read the rest of the first page",
+        p.read(r, &mut buf[..4095]),
+        Ok(4095),
+    );
     expect_events(p, log, "a page is free", ep, 0, &[(1, OUT)]);
     log.count("write 1 byte", p.write(w, b"x"), Ok(1));
     close_all(p, &[ep, r, w]);
@@ -123,7 +141,11 @@ pub fn socketpair_out_hysteresis<P: Poller>(p: &P, log: &mut Log) {
     }
     log.check("filled with 4 KiB writes", n > 0);
     let mut rbuf = vec![0u8; n];
-    log.count("read one write's worth", p.read(b, &mut rbuf[..4096]), Ok(4096));
+    log.count(
+        "read one write's worth",
+        p.read(b, &mut rbuf[..4096]),
+        Ok(4096),
+    );
     expect_no_events(p, log, "a little room is not OUT", ep);
     let half = (n / 2) / 4096 * 4096;
     let got = p.read(b, &mut rbuf[..half - 4096]).unwrap_or(0);

@@ -28,8 +28,16 @@ pub fn dup_keeps_registration<P: Poller>(p: &P, log: &mut Log) {
     log.ok("close b", p.close(b));
     log.count("write a", p.write(a, b"x"), Ok(1));
     expect_events(p, log, "still registered, old data", ep, 0, &[(7, IN)]);
-    log.err("MOD via the dup", ctl(p, ep, EPOLL_CTL_MOD, d, IN, 9), ENOENT);
-    log.err("DEL via the dup", ctl(p, ep, EPOLL_CTL_DEL, d, IN, 9), ENOENT);
+    log.err(
+        "MOD via the dup",
+        ctl(p, ep, EPOLL_CTL_MOD, d, IN, 9),
+        ENOENT,
+    );
+    log.err(
+        "DEL via the dup",
+        ctl(p, ep, EPOLL_CTL_DEL, d, IN, 9),
+        ENOENT,
+    );
     log.ok("ADD the dup", ctl(p, ep, EPOLL_CTL_ADD, d, IN, 8));
     // 7 was requeued (LT) by the last wait, 8 queued by its ADD.
     expect_events(p, log, "both registrations", ep, 0, &[(7, IN), (8, IN)]);
@@ -39,7 +47,14 @@ pub fn dup_keeps_registration<P: Poller>(p: &P, log: &mut Log) {
     log.count("write a", p.write(a, b"y"), Ok(1));
     // One wakeup of a file runs its waiters newest registration first (Linux adds each
     // registration's wait-queue entry at the head), so 8 is queued before 7.
-    expect_events(p, log, "both again, newest registration first", ep, 0, &[(8, IN), (7, IN)]);
+    expect_events(
+        p,
+        log,
+        "both again, newest registration first",
+        ep,
+        0,
+        &[(8, IN), (7, IN)],
+    );
     log.ok("close the dup: last descriptor", p.close(d));
     expect_no_events(p, log, "both gone", ep);
     close_all(p, &[ep, a]);
@@ -71,7 +86,11 @@ pub fn closed_fd_ebadf<P: Poller>(p: &P, log: &mut Log) {
     let ep = epoll(p);
     log.ok("ADD b", ctl(p, ep, EPOLL_CTL_ADD, b, IN, 1));
     log.ok("close b", p.close(b));
-    log.err("DEL closed fd", ctl(p, ep, EPOLL_CTL_DEL, b, NONE, 0), EBADF);
+    log.err(
+        "DEL closed fd",
+        ctl(p, ep, EPOLL_CTL_DEL, b, NONE, 0),
+        EBADF,
+    );
     log.err("MOD closed fd", ctl(p, ep, EPOLL_CTL_MOD, b, IN, 0), EBADF);
     log.err("ADD closed fd", ctl(p, ep, EPOLL_CTL_ADD, b, IN, 0), EBADF);
     let mut buf = [0u8; 4];
@@ -83,7 +102,11 @@ pub fn closed_fd_ebadf<P: Poller>(p: &P, log: &mut Log) {
     log.ok("close epoll", p.close(ep));
     let mut evs = [netpoll::EpollEvent::EMPTY; 4];
     log.err("wait on closed epoll", p.epoll_wait(ep, &mut evs, 0), EBADF);
-    log.err("ctl on closed epoll", ctl(p, ep, EPOLL_CTL_ADD, a, IN, 0), EBADF);
+    log.err(
+        "ctl on closed epoll",
+        ctl(p, ep, EPOLL_CTL_ADD, a, IN, 0),
+        EBADF,
+    );
     close_all(p, &[a]);
 }
 
@@ -136,14 +159,20 @@ pub fn stale_registration_and_reused_number<P: Poller>(p: &P, log: &mut Log) {
     log.ok("close b", p.close(b));
     let e = log.ok("eventfd(1)", p.eventfd(1, EFD_NONBLOCK));
     log.expect("eventfd takes b's number", e - a, b - a);
-    log.ok("ADD the eventfd under b's number", ctl(p, ep, EPOLL_CTL_ADD, e, IN, 2));
+    log.ok(
+        "ADD the eventfd under b's number",
+        ctl(p, ep, EPOLL_CTL_ADD, e, IN, 2),
+    );
     log.count("write a", p.write(a, b"x"), Ok(1));
     let got = wait(p, ep, 8, 0).map(|mut v| {
         v.sort();
         v
     });
     log.expect("both", got, Ok(vec![(1, IN), (2, IN)]));
-    log.ok("DEL by number: the eventfd's", ctl(p, ep, EPOLL_CTL_DEL, e, NONE, 0));
+    log.ok(
+        "DEL by number: the eventfd's",
+        ctl(p, ep, EPOLL_CTL_DEL, e, NONE, 0),
+    );
     expect_events(p, log, "the stale one stays", ep, 0, &[(1, IN)]);
     close_all(p, &[ep, a, d, e]);
 }
@@ -153,7 +182,11 @@ pub fn nonblock_shared_by_dup<P: Poller>(p: &P, log: &mut Log) {
     let d = log.ok("dup b", p.dup(b));
     log.ok("dup non-blocking", p.set_nonblocking(d, true));
     let mut buf = [0u8; 4];
-    log.err("read the original: O_NONBLOCK is shared", p.read(b, &mut buf), EAGAIN);
+    log.err(
+        "read the original: O_NONBLOCK is shared",
+        p.read(b, &mut buf),
+        EAGAIN,
+    );
     log.ok("original blocking again", p.set_nonblocking(b, false));
     log.count("write", p.write(a, b"x"), Ok(1));
     log.count("blocking read with data", p.read(d, &mut buf), Ok(1));

@@ -12,8 +12,16 @@ pub const BAD_FD: Fd = 999_999;
 pub fn ctl_eexist_enoent<P: Poller>(p: &P, log: &mut Log) {
     let [a, b] = log.ok("socketpair", p.socketpair(SOCK_NONBLOCK));
     let ep = epoll(p);
-    log.err("MOD unregistered", ctl(p, ep, EPOLL_CTL_MOD, a, IN, 0), ENOENT);
-    log.err("DEL unregistered", ctl(p, ep, EPOLL_CTL_DEL, a, IN, 0), ENOENT);
+    log.err(
+        "MOD unregistered",
+        ctl(p, ep, EPOLL_CTL_MOD, a, IN, 0),
+        ENOENT,
+    );
+    log.err(
+        "DEL unregistered",
+        ctl(p, ep, EPOLL_CTL_DEL, a, IN, 0),
+        ENOENT,
+    );
     log.ok("ADD", ctl(p, ep, EPOLL_CTL_ADD, a, IN, 0));
     log.err("ADD again", ctl(p, ep, EPOLL_CTL_ADD, a, OUT, 0), EEXIST);
     log.ok("MOD", ctl(p, ep, EPOLL_CTL_MOD, a, OUT, 0));
@@ -27,8 +35,16 @@ pub fn ctl_ebadf<P: Poller>(p: &P, log: &mut Log) {
     let ep = epoll(p);
     log.err("bad epfd", ctl(p, BAD_FD, EPOLL_CTL_ADD, a, IN, 0), EBADF);
     log.err("bad fd", ctl(p, ep, EPOLL_CTL_ADD, BAD_FD, IN, 0), EBADF);
-    log.err("bad both", ctl(p, BAD_FD, EPOLL_CTL_ADD, BAD_FD, IN, 0), EBADF);
-    log.err("bad fd, DEL", ctl(p, ep, EPOLL_CTL_DEL, BAD_FD, IN, 0), EBADF);
+    log.err(
+        "bad both",
+        ctl(p, BAD_FD, EPOLL_CTL_ADD, BAD_FD, IN, 0),
+        EBADF,
+    );
+    log.err(
+        "bad fd, DEL",
+        ctl(p, ep, EPOLL_CTL_DEL, BAD_FD, IN, 0),
+        EBADF,
+    );
     log.err("negative fd", ctl(p, ep, EPOLL_CTL_ADD, -1, IN, 0), EBADF);
     log.err("bad fd, bad op", ctl(p, ep, 77, BAD_FD, IN, 0), EBADF);
     close_all(p, &[ep, a, b]);
@@ -38,11 +54,31 @@ pub fn ctl_einval_self_and_non_epoll<P: Poller>(p: &P, log: &mut Log) {
     let [a, b] = log.ok("socketpair", p.socketpair(SOCK_NONBLOCK));
     let e = log.ok("eventfd", p.eventfd(0, EFD_NONBLOCK));
     let ep = epoll(p);
-    log.err("epoll watching itself", ctl(p, ep, EPOLL_CTL_ADD, ep, IN, 0), EINVAL);
-    log.err("epfd is a socket", ctl(p, a, EPOLL_CTL_ADD, b, IN, 0), EINVAL);
-    log.err("epfd is an eventfd", ctl(p, e, EPOLL_CTL_ADD, b, IN, 0), EINVAL);
-    log.err("epfd is a socket, DEL", ctl(p, a, EPOLL_CTL_DEL, b, IN, 0), EINVAL);
-    log.err("epfd == fd, a socket", ctl(p, a, EPOLL_CTL_ADD, a, IN, 0), EINVAL);
+    log.err(
+        "epoll watching itself",
+        ctl(p, ep, EPOLL_CTL_ADD, ep, IN, 0),
+        EINVAL,
+    );
+    log.err(
+        "epfd is a socket",
+        ctl(p, a, EPOLL_CTL_ADD, b, IN, 0),
+        EINVAL,
+    );
+    log.err(
+        "epfd is an eventfd",
+        ctl(p, e, EPOLL_CTL_ADD, b, IN, 0),
+        EINVAL,
+    );
+    log.err(
+        "epfd is a socket, DEL",
+        ctl(p, a, EPOLL_CTL_DEL, b, IN, 0),
+        EINVAL,
+    );
+    log.err(
+        "epfd == fd, a socket",
+        ctl(p, a, EPOLL_CTL_ADD, a, IN, 0),
+        EINVAL,
+    );
     close_all(p, &[ep, e, a, b]);
 }
 
@@ -63,11 +99,19 @@ pub fn ctl_efault_no_event<P: Poller>(p: &P, log: &mut Log) {
     let [a, b] = log.ok("socketpair", p.socketpair(SOCK_NONBLOCK));
     let ep = epoll(p);
     log.err("ADD None", p.epoll_ctl(ep, EPOLL_CTL_ADD, a, None), EFAULT);
-    log.err("MOD None (unregistered)", p.epoll_ctl(ep, EPOLL_CTL_MOD, a, None), EFAULT);
+    log.err(
+        "MOD None (unregistered)",
+        p.epoll_ctl(ep, EPOLL_CTL_MOD, a, None),
+        EFAULT,
+    );
     log.ok("ADD", ctl(p, ep, EPOLL_CTL_ADD, a, IN, 0));
     log.err("MOD None", p.epoll_ctl(ep, EPOLL_CTL_MOD, a, None), EFAULT);
     log.ok("DEL None", p.epoll_ctl(ep, EPOLL_CTL_DEL, a, None));
-    log.err("DEL None again", p.epoll_ctl(ep, EPOLL_CTL_DEL, a, None), ENOENT);
+    log.err(
+        "DEL None again",
+        p.epoll_ctl(ep, EPOLL_CTL_DEL, a, None),
+        ENOENT,
+    );
     close_all(p, &[ep, a, b]);
 }
 
@@ -76,10 +120,21 @@ pub fn ctl_eloop_cycle<P: Poller>(p: &P, log: &mut Log) {
     let e2 = epoll(p);
     let e3 = epoll(p);
     log.ok("e1 in e2", ctl(p, e2, EPOLL_CTL_ADD, e1, IN, 1));
-    log.err("e2 in e1: cycle", ctl(p, e1, EPOLL_CTL_ADD, e2, IN, 2), ELOOP);
+    log.err(
+        "e2 in e1: cycle",
+        ctl(p, e1, EPOLL_CTL_ADD, e2, IN, 2),
+        ELOOP,
+    );
     log.ok("e2 in e3", ctl(p, e3, EPOLL_CTL_ADD, e2, IN, 3));
-    log.err("e3 in e1: longer cycle", ctl(p, e1, EPOLL_CTL_ADD, e3, IN, 4), ELOOP);
-    log.ok("e1 in e3 too (a diamond, no cycle)", ctl(p, e3, EPOLL_CTL_ADD, e1, IN, 5));
+    log.err(
+        "e3 in e1: longer cycle",
+        ctl(p, e1, EPOLL_CTL_ADD, e3, IN, 4),
+        ELOOP,
+    );
+    log.ok(
+        "e1 in e3 too (a diamond, no cycle)",
+        ctl(p, e3, EPOLL_CTL_ADD, e1, IN, 5),
+    );
     close_all(p, &[e1, e2, e3]);
 }
 
@@ -105,14 +160,22 @@ fn chain<P: Poller>(p: &P, log: &mut Log, top_down: bool) {
         (0..7)
             .rev()
             .map(|i| {
-                let r = if i != 2 { Ok(()) } else { Err(errno_name(ELOOP)) };
+                let r = if i != 2 {
+                    Ok(())
+                } else {
+                    Err(errno_name(ELOOP))
+                };
                 (format!("ep{i} in ep{}", i + 1), r)
             })
             .collect()
     } else {
         (0..7)
             .map(|i| {
-                let r = if i != 4 { Ok(()) } else { Err(errno_name(ELOOP)) };
+                let r = if i != 4 {
+                    Ok(())
+                } else {
+                    Err(errno_name(ELOOP))
+                };
                 (format!("ep{i} in ep{}", i + 1), r)
             })
             .collect()
@@ -158,19 +221,36 @@ pub fn wait_errors<P: Poller>(p: &P, log: &mut Log) {
     log.err("bad fd", p.epoll_wait(BAD_FD, &mut one, 0), EBADF);
     // Not checked: `epoll_wait(bad fd, maxevents 0)` is EINVAL on older kernels (maxevents
     // checked first) and EBADF on 6.18 (the fd first): kernel-version dependent.
-    log.expect("empty epoll, timeout 0", val(&p.epoll_wait(ep, &mut one, 0)), Ok(0));
+    log.expect(
+        "empty epoll, timeout 0",
+        val(&p.epoll_wait(ep, &mut one, 0)),
+        Ok(0),
+    );
     close_all(p, &[ep, a, b]);
 }
 
 pub fn constructor_bad_flags<P: Poller>(p: &P, log: &mut Log) {
     log.err("epoll_create1(1)", p.epoll_create1(1), EINVAL);
-    log.err("epoll_create1(O_NONBLOCK)", p.epoll_create1(O_NONBLOCK), EINVAL);
+    log.err(
+        "epoll_create1(O_NONBLOCK)",
+        p.epoll_create1(O_NONBLOCK),
+        EINVAL,
+    );
     log.err("eventfd flags 2", p.eventfd(0, 2), EINVAL);
     log.err("pipe2 O_WRONLY", p.pipe2(1), EINVAL);
-    let ep = log.ok("epoll_create1(EPOLL_CLOEXEC)", p.epoll_create1(EPOLL_CLOEXEC));
+    let ep = log.ok(
+        "epoll_create1(EPOLL_CLOEXEC)",
+        p.epoll_create1(EPOLL_CLOEXEC),
+    );
     let ep0 = log.ok("epoll_create1(0)", p.epoll_create1(0));
-    let e = log.ok("eventfd all flags", p.eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC | EFD_SEMAPHORE));
-    let [a, b] = log.ok("socketpair all flags", p.socketpair(SOCK_NONBLOCK | SOCK_CLOEXEC));
+    let e = log.ok(
+        "eventfd all flags",
+        p.eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC | EFD_SEMAPHORE),
+    );
+    let [a, b] = log.ok(
+        "socketpair all flags",
+        p.socketpair(SOCK_NONBLOCK | SOCK_CLOEXEC),
+    );
     let [r, w] = log.ok("pipe2 all flags", p.pipe2(O_NONBLOCK | O_CLOEXEC));
     close_all(p, &[ep, ep0, e, a, b, r, w]);
 }
@@ -180,8 +260,16 @@ pub fn constructor_bad_flags<P: Poller>(p: &P, log: &mut Log) {
 pub fn wait_checks_fd_before_maxevents<P: Poller>(p: &P, log: &mut Log) {
     let ep = epoll(p);
     let mut none: [EpollEvent; 0] = [];
-    log.err("bad fd, empty buffer", p.epoll_wait(BAD_FD, &mut none, 0), EBADF);
-    log.err("epoll fd, empty buffer", p.epoll_wait(ep, &mut none, 0), EINVAL);
+    log.err(
+        "bad fd, empty buffer",
+        p.epoll_wait(BAD_FD, &mut none, 0),
+        EBADF,
+    );
+    log.err(
+        "epoll fd, empty buffer",
+        p.epoll_wait(ep, &mut none, 0),
+        EINVAL,
+    );
     close_all(p, &[ep]);
 }
 

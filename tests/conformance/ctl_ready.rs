@@ -32,8 +32,18 @@ pub fn mod_rearms_et<P: Poller>(p: &P, log: &mut Log) {
     log.count("write", p.write(a, b"x"), Ok(1));
     expect_events(p, log, "edge", ep, 0, &[(1, IN)]);
     expect_no_events(p, log, "consumed", ep);
-    log.ok("MOD same interest", ctl(p, ep, EPOLL_CTL_MOD, b, IN | ET, 5));
-    expect_events(p, log, "MOD of a ready file queues it again", ep, 0, &[(5, IN)]);
+    log.ok(
+        "MOD same interest",
+        ctl(p, ep, EPOLL_CTL_MOD, b, IN | ET, 5),
+    );
+    expect_events(
+        p,
+        log,
+        "MOD of a ready file queues it again",
+        ep,
+        0,
+        &[(5, IN)],
+    );
     expect_no_events(p, log, "once", ep);
     close_all(p, &[ep, a, b]);
 }
@@ -45,8 +55,16 @@ pub fn del_drops_queued_event<P: Poller>(p: &P, log: &mut Log) {
     log.count("write", p.write(a, b"x"), Ok(1));
     log.ok("DEL while queued", ctl(p, ep, EPOLL_CTL_DEL, b, NONE, 0));
     expect_no_events(p, log, "nothing after DEL", ep);
-    log.err("DEL twice", ctl(p, ep, EPOLL_CTL_DEL, b, NONE, 0), errno::ENOENT);
-    log.err("MOD after DEL", ctl(p, ep, EPOLL_CTL_MOD, b, IN, 0), errno::ENOENT);
+    log.err(
+        "DEL twice",
+        ctl(p, ep, EPOLL_CTL_DEL, b, NONE, 0),
+        errno::ENOENT,
+    );
+    log.err(
+        "MOD after DEL",
+        ctl(p, ep, EPOLL_CTL_MOD, b, IN, 0),
+        errno::ENOENT,
+    );
     log.ok("ADD again", ctl(p, ep, EPOLL_CTL_ADD, b, IN, 2));
     expect_events(p, log, "re-added", ep, 0, &[(2, IN)]);
     close_all(p, &[ep, a, b]);
@@ -57,7 +75,10 @@ pub fn mod_narrows_interest<P: Poller>(p: &P, log: &mut Log) {
     let ep = epoll(p);
     log.ok("ADD IN", ctl(p, ep, EPOLL_CTL_ADD, b, IN, 1));
     log.count("write", p.write(a, b"x"), Ok(1));
-    log.ok("MOD OUT while IN queued", ctl(p, ep, EPOLL_CTL_MOD, b, OUT, 2));
+    log.ok(
+        "MOD OUT while IN queued",
+        ctl(p, ep, EPOLL_CTL_MOD, b, OUT, 2),
+    );
     expect_events(p, log, "only OUT, new data", ep, 0, &[(2, OUT)]);
     log.ok("MOD NONE", ctl(p, ep, EPOLL_CTL_MOD, b, NONE, 3));
     expect_no_events(p, log, "no interest", ep);
@@ -100,7 +121,17 @@ pub fn no_direction_interest<P: Poller>(p: &P, log: &mut Log) {
     let [a, b] = log.ok("socketpair", p.socketpair(SOCK_NONBLOCK));
     let ep = epoll(p);
     log.ok("ADD b ET", ctl(p, ep, EPOLL_CTL_ADD, b, ET, 1));
-    log.ok("ADD a PRI|WAKEUP", ctl(p, ep, EPOLL_CTL_ADD, a, netpoll::Events::PRI | netpoll::Events::WAKEUP, 2));
+    log.ok(
+        "ADD a PRI|WAKEUP",
+        ctl(
+            p,
+            ep,
+            EPOLL_CTL_ADD,
+            a,
+            netpoll::Events::PRI | netpoll::Events::WAKEUP,
+            2,
+        ),
+    );
     log.count("write", p.write(a, b"x"), Ok(1));
     expect_no_events(p, log, "nothing asked", ep);
     log.ok("shutdown a RDWR", p.shutdown(a, SHUT_RDWR));
@@ -108,7 +139,11 @@ pub fn no_direction_interest<P: Poller>(p: &P, log: &mut Log) {
         v.sort();
         v
     });
-    log.expect("HUP for both, masked to what was asked", got, Ok(vec![(1, HUP), (2, HUP)]));
+    log.expect(
+        "HUP for both, masked to what was asked",
+        got,
+        Ok(vec![(1, HUP), (2, HUP)]),
+    );
     let got = wait(p, ep, 8, 0);
     log.expect("b is ET: once; a is LT", got, Ok(vec![(2, HUP)]));
     close_all(p, &[ep, a, b]);

@@ -37,7 +37,14 @@ fn et_stream<P: Poller>(p: &P, log: &mut Log, w: Fd, r: Fd, timeout: i32) {
     log.count("read 2", p.read(r, &mut buf), Ok(2));
     expect_no_events(p, log, "ET: a partial read is no edge", ep);
     log.count("write 1 more", p.write(w, b"!"), Ok(1));
-    expect_events(p, log, "a write to an undrained file is a new edge", ep, timeout, &[(1, IN)]);
+    expect_events(
+        p,
+        log,
+        "a write to an undrained file is a new edge",
+        ep,
+        timeout,
+        &[(1, IN)],
+    );
     expect_no_events(p, log, "once", ep);
     log.expect("drain", drain(p, r), 4);
     expect_no_events(p, log, "drained", ep);
@@ -108,7 +115,11 @@ pub fn et_eventfd<P: Poller>(p: &P, log: &mut Log) {
     log.count("write 1", p.write(e, &1u64.to_ne_bytes()), Ok(8));
     expect_events(p, log, "edge", ep, 0, &[(1, IN)]);
     expect_no_events(p, log, "ET: once", ep);
-    log.count("write 2 (undrained)", p.write(e, &2u64.to_ne_bytes()), Ok(8));
+    log.count(
+        "write 2 (undrained)",
+        p.write(e, &2u64.to_ne_bytes()),
+        Ok(8),
+    );
     expect_events(p, log, "every write is an edge", ep, 0, &[(1, IN)]);
     let mut buf = [0u8; 8];
     log.count("read", p.read(e, &mut buf), Ok(8));
@@ -154,7 +165,10 @@ pub fn et_out_pipe_reader_read<P: Poller>(p: &P, log: &mut Log) {
 pub fn lt_in_out_socketpair<P: Poller>(p: &P, log: &mut Log) {
     let [a, b] = log.ok("socketpair", p.socketpair(SOCK_NONBLOCK));
     let ep = epoll(p);
-    log.ok("ADD b IN|OUT|RDHUP", ctl(p, ep, EPOLL_CTL_ADD, b, IN | OUT | RDHUP, 9));
+    log.ok(
+        "ADD b IN|OUT|RDHUP",
+        ctl(p, ep, EPOLL_CTL_ADD, b, IN | OUT | RDHUP, 9),
+    );
     expect_events(p, log, "writable", ep, 0, &[(9, OUT)]);
     log.count("write", p.write(a, b"x"), Ok(1));
     expect_events(p, log, "readable and writable", ep, 0, &[(9, IN | OUT)]);

@@ -30,7 +30,10 @@ pub fn eventfd_counter<P: Poller>(p: &P, log: &mut Log) {
 }
 
 pub fn eventfd_semaphore<P: Poller>(p: &P, log: &mut Log) {
-    let e = log.ok("eventfd(3, SEMAPHORE)", p.eventfd(3, EFD_NONBLOCK | EFD_SEMAPHORE));
+    let e = log.ok(
+        "eventfd(3, SEMAPHORE)",
+        p.eventfd(3, EFD_NONBLOCK | EFD_SEMAPHORE),
+    );
     let ep = epoll(p);
     log.ok("ADD IN", ctl(p, ep, EPOLL_CTL_ADD, e, IN, 1));
     for _ in 0..3 {
@@ -84,7 +87,10 @@ pub fn eventfd_max_and_overflow<P: Poller>(p: &P, log: &mut Log) {
 pub fn eventfd_et_edges<P: Poller>(p: &P, log: &mut Log) {
     let e = log.ok("eventfd(0)", p.eventfd(0, EFD_NONBLOCK));
     let ep = epoll(p);
-    log.ok("ADD IN|OUT|ET", ctl(p, ep, EPOLL_CTL_ADD, e, IN | OUT | ET, 1));
+    log.ok(
+        "ADD IN|OUT|ET",
+        ctl(p, ep, EPOLL_CTL_ADD, e, IN | OUT | ET, 1),
+    );
     expect_events(p, log, "OUT at ADD", ep, 0, &[(1, OUT)]);
     expect_no_events(p, log, "once", ep);
     log.expect("write 0 to an empty counter", write_u64(p, e, 0), Ok(8));
@@ -113,7 +119,11 @@ pub fn eventfd_blocking_with_value<P: Poller>(p: &P, log: &mut Log) {
 
 pub fn eventfd_not_a_socket<P: Poller>(p: &P, log: &mut Log) {
     let e = log.ok("eventfd", p.eventfd(0, EFD_NONBLOCK));
-    log.err("connect", p.connect(e, "127.0.0.1:1".parse().unwrap()), ENOTSOCK);
+    log.err(
+        "connect",
+        p.connect(e, "127.0.0.1:1".parse().unwrap()),
+        ENOTSOCK,
+    );
     log.err("listen", p.listen(e, 1), ENOTSOCK);
     log.err("local_addr", p.local_addr(e), ENOTSOCK);
     log.err("set_linger", p.set_linger(e, Some(0)), ENOTSOCK);

@@ -12,9 +12,18 @@ pub fn exclusive_all_get_event_when_nobody_waits<P: Poller>(p: &P, log: &mut Log
     let ep1 = epoll(p);
     let ep2 = epoll(p);
     let ep3 = epoll(p);
-    log.ok("ADD ep1 IN|EXCLUSIVE", ctl(p, ep1, EPOLL_CTL_ADD, b, IN | EXCLUSIVE, 1));
-    log.ok("ADD ep2 IN|EXCLUSIVE", ctl(p, ep2, EPOLL_CTL_ADD, b, IN | EXCLUSIVE, 2));
-    log.ok("ADD ep3 IN (not exclusive)", ctl(p, ep3, EPOLL_CTL_ADD, b, IN, 3));
+    log.ok(
+        "ADD ep1 IN|EXCLUSIVE",
+        ctl(p, ep1, EPOLL_CTL_ADD, b, IN | EXCLUSIVE, 1),
+    );
+    log.ok(
+        "ADD ep2 IN|EXCLUSIVE",
+        ctl(p, ep2, EPOLL_CTL_ADD, b, IN | EXCLUSIVE, 2),
+    );
+    log.ok(
+        "ADD ep3 IN (not exclusive)",
+        ctl(p, ep3, EPOLL_CTL_ADD, b, IN, 3),
+    );
     log.count("write", p.write(a, b"x"), Ok(1));
     expect_events(p, log, "ep1", ep1, 0, &[(1, IN)]);
     expect_events(p, log, "ep2", ep2, 0, &[(2, IN)]);
@@ -27,8 +36,14 @@ pub fn exclusive_et<P: Poller>(p: &P, log: &mut Log) {
     let e = log.ok("eventfd", p.eventfd(0, EFD_NONBLOCK));
     let ep1 = epoll(p);
     let ep2 = epoll(p);
-    log.ok("ADD ep1", ctl(p, ep1, EPOLL_CTL_ADD, e, IN | ET | EXCLUSIVE, 1));
-    log.ok("ADD ep2", ctl(p, ep2, EPOLL_CTL_ADD, e, IN | ET | EXCLUSIVE, 2));
+    log.ok(
+        "ADD ep1",
+        ctl(p, ep1, EPOLL_CTL_ADD, e, IN | ET | EXCLUSIVE, 1),
+    );
+    log.ok(
+        "ADD ep2",
+        ctl(p, ep2, EPOLL_CTL_ADD, e, IN | ET | EXCLUSIVE, 2),
+    );
     log.count("write", p.write(e, &1u64.to_ne_bytes()), Ok(8));
     expect_events(p, log, "ep1", ep1, 0, &[(1, IN)]);
     expect_events(p, log, "ep2", ep2, 0, &[(2, IN)]);
@@ -39,15 +54,34 @@ pub fn exclusive_et<P: Poller>(p: &P, log: &mut Log) {
 pub fn exclusive_mod_einval<P: Poller>(p: &P, log: &mut Log) {
     let [a, b] = log.ok("socketpair", p.socketpair(SOCK_NONBLOCK));
     let ep = epoll(p);
-    log.ok("ADD EXCLUSIVE", ctl(p, ep, EPOLL_CTL_ADD, b, IN | EXCLUSIVE, 1));
-    log.err("MOD without EXCLUSIVE", ctl(p, ep, EPOLL_CTL_MOD, b, IN, 2), EINVAL);
-    log.err("MOD with EXCLUSIVE", ctl(p, ep, EPOLL_CTL_MOD, b, IN | EXCLUSIVE, 2), EINVAL);
-    log.err("ADD again", ctl(p, ep, EPOLL_CTL_ADD, b, IN | EXCLUSIVE, 2), EEXIST);
+    log.ok(
+        "ADD EXCLUSIVE",
+        ctl(p, ep, EPOLL_CTL_ADD, b, IN | EXCLUSIVE, 1),
+    );
+    log.err(
+        "MOD without EXCLUSIVE",
+        ctl(p, ep, EPOLL_CTL_MOD, b, IN, 2),
+        EINVAL,
+    );
+    log.err(
+        "MOD with EXCLUSIVE",
+        ctl(p, ep, EPOLL_CTL_MOD, b, IN | EXCLUSIVE, 2),
+        EINVAL,
+    );
+    log.err(
+        "ADD again",
+        ctl(p, ep, EPOLL_CTL_ADD, b, IN | EXCLUSIVE, 2),
+        EEXIST,
+    );
     log.count("write", p.write(a, b"x"), Ok(1));
     expect_events(p, log, "data unchanged", ep, 0, &[(1, IN)]);
     log.ok("DEL", ctl(p, ep, EPOLL_CTL_DEL, b, NONE, 0));
     log.ok("ADD non-exclusive", ctl(p, ep, EPOLL_CTL_ADD, b, IN, 3));
-    log.err("MOD to EXCLUSIVE", ctl(p, ep, EPOLL_CTL_MOD, b, IN | EXCLUSIVE, 3), EINVAL);
+    log.err(
+        "MOD to EXCLUSIVE",
+        ctl(p, ep, EPOLL_CTL_MOD, b, IN | EXCLUSIVE, 3),
+        EINVAL,
+    );
     log.ok("MOD plain", ctl(p, ep, EPOLL_CTL_MOD, b, IN, 4));
     expect_events(p, log, "new data", ep, 0, &[(4, IN)]);
     close_all(p, &[ep, a, b]);
@@ -57,14 +91,33 @@ pub fn exclusive_flag_rules<P: Poller>(p: &P, log: &mut Log) {
     let [a, b] = log.ok("socketpair", p.socketpair(SOCK_NONBLOCK));
     let inner = epoll(p);
     let ep = epoll(p);
-    log.err("EXCLUSIVE|ONESHOT", ctl(p, ep, EPOLL_CTL_ADD, b, IN | EXCLUSIVE | ONESHOT, 0), EINVAL);
-    log.err("EXCLUSIVE|RDHUP", ctl(p, ep, EPOLL_CTL_ADD, b, IN | EXCLUSIVE | RDHUP, 0), EINVAL);
     log.err(
-        "EXCLUSIVE|PRI",
-        ctl(p, ep, EPOLL_CTL_ADD, b, IN | EXCLUSIVE | netpoll::Events::PRI, 0),
+        "EXCLUSIVE|ONESHOT",
+        ctl(p, ep, EPOLL_CTL_ADD, b, IN | EXCLUSIVE | ONESHOT, 0),
         EINVAL,
     );
-    log.err("EXCLUSIVE on an epoll target", ctl(p, ep, EPOLL_CTL_ADD, inner, IN | EXCLUSIVE, 0), EINVAL);
+    log.err(
+        "EXCLUSIVE|RDHUP",
+        ctl(p, ep, EPOLL_CTL_ADD, b, IN | EXCLUSIVE | RDHUP, 0),
+        EINVAL,
+    );
+    log.err(
+        "EXCLUSIVE|PRI",
+        ctl(
+            p,
+            ep,
+            EPOLL_CTL_ADD,
+            b,
+            IN | EXCLUSIVE | netpoll::Events::PRI,
+            0,
+        ),
+        EINVAL,
+    );
+    log.err(
+        "EXCLUSIVE on an epoll target",
+        ctl(p, ep, EPOLL_CTL_ADD, inner, IN | EXCLUSIVE, 0),
+        EINVAL,
+    );
     log.ok(
         "EXCLUSIVE|IN|OUT|ERR|HUP|ET|WAKEUP",
         ctl(
@@ -77,7 +130,10 @@ pub fn exclusive_flag_rules<P: Poller>(p: &P, log: &mut Log) {
         ),
     );
     expect_events(p, log, "OUT", ep, 0, &[(7, OUT)]);
-    log.ok("EXCLUSIVE alone (no IN/OUT)", ctl(p, ep, EPOLL_CTL_ADD, a, EXCLUSIVE, 8));
+    log.ok(
+        "EXCLUSIVE alone (no IN/OUT)",
+        ctl(p, ep, EPOLL_CTL_ADD, a, EXCLUSIVE, 8),
+    );
     close_all(p, &[ep, inner, a, b]);
 }
 

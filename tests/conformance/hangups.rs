@@ -13,7 +13,11 @@ fn watch_pair<P: Poller>(p: &P, log: &mut Log, a: Fd, b: Fd) -> Fd {
     let ep = epoll(p);
     log.ok("ADD a", ctl(p, ep, EPOLL_CTL_ADD, a, ALL, 1));
     log.ok("ADD b", ctl(p, ep, EPOLL_CTL_ADD, b, ALL, 2));
-    log.expect("both writable", wait(p, ep, 8, 0), Ok(vec![(1, OUT), (2, OUT)]));
+    log.expect(
+        "both writable",
+        wait(p, ep, 8, 0),
+        Ok(vec![(1, OUT), (2, OUT)]),
+    );
     ep
 }
 
@@ -28,7 +32,11 @@ pub fn socketpair_shutdown_wr<P: Poller>(p: &P, log: &mut Log) {
     let [a, b] = log.ok("socketpair", p.socketpair(SOCK_NONBLOCK));
     let ep = watch_pair(p, log, a, b);
     log.ok("shutdown a WR", p.shutdown(a, SHUT_WR));
-    log.expect("masks", sorted(wait(p, ep, 8, 0)), Ok(vec![(1, OUT), (2, IN | OUT | RDHUP)]));
+    log.expect(
+        "masks",
+        sorted(wait(p, ep, 8, 0)),
+        Ok(vec![(1, OUT), (2, IN | OUT | RDHUP)]),
+    );
     let mut buf = [0u8; 8];
     log.count("b reads EOF", p.read(b, &mut buf), Ok(0));
     log.err("a writes", p.write(a, b"x"), EPIPE);
@@ -42,7 +50,11 @@ pub fn socketpair_shutdown_rd<P: Poller>(p: &P, log: &mut Log) {
     let [a, b] = log.ok("socketpair", p.socketpair(SOCK_NONBLOCK));
     let ep = watch_pair(p, log, a, b);
     log.ok("shutdown a RD", p.shutdown(a, SHUT_RD));
-    log.expect("masks", sorted(wait(p, ep, 8, 0)), Ok(vec![(1, IN | OUT | RDHUP), (2, OUT)]));
+    log.expect(
+        "masks",
+        sorted(wait(p, ep, 8, 0)),
+        Ok(vec![(1, IN | OUT | RDHUP), (2, OUT)]),
+    );
     let mut buf = [0u8; 8];
     log.count("a reads EOF", p.read(a, &mut buf), Ok(0));
     log.err("b writes", p.write(b, b"x"), EPIPE);
@@ -56,7 +68,11 @@ pub fn socketpair_shutdown_rdwr<P: Poller>(p: &P, log: &mut Log) {
     let ep = watch_pair(p, log, a, b);
     log.ok("shutdown a RDWR", p.shutdown(a, SHUT_RDWR));
     let hup = IN | OUT | HUP | RDHUP;
-    log.expect("both fully hung up", sorted(wait(p, ep, 8, 0)), Ok(vec![(1, hup), (2, hup)]));
+    log.expect(
+        "both fully hung up",
+        sorted(wait(p, ep, 8, 0)),
+        Ok(vec![(1, hup), (2, hup)]),
+    );
     let mut buf = [0u8; 8];
     log.count("a reads EOF", p.read(a, &mut buf), Ok(0));
     log.count("b reads EOF", p.read(b, &mut buf), Ok(0));
@@ -70,7 +86,11 @@ pub fn socketpair_close_peer<P: Poller>(p: &P, log: &mut Log) {
     let ep = watch_pair(p, log, a, b);
     log.count("a writes 3", p.write(a, b"abc"), Ok(3));
     log.ok("close a", p.close(a));
-    log.expect("b", wait(p, ep, 8, 0), Ok(vec![(2, IN | OUT | HUP | RDHUP)]));
+    log.expect(
+        "b",
+        wait(p, ep, 8, 0),
+        Ok(vec![(2, IN | OUT | HUP | RDHUP)]),
+    );
     let mut buf = [0u8; 8];
     log.count("b reads the bytes", p.read(b, &mut buf), Ok(3));
     log.count("then EOF", p.read(b, &mut buf), Ok(0));
@@ -86,11 +106,19 @@ pub fn socketpair_close_with_unread<P: Poller>(p: &P, log: &mut Log) {
     let ep = watch_pair(p, log, a, b);
     log.count("a writes 3", p.write(a, b"abc"), Ok(3));
     log.ok("close b unread", p.close(b));
-    log.expect("a", wait(p, ep, 8, 0), Ok(vec![(1, IN | OUT | ERR | HUP | RDHUP)]));
+    log.expect(
+        "a",
+        wait(p, ep, 8, 0),
+        Ok(vec![(1, IN | OUT | ERR | HUP | RDHUP)]),
+    );
     let mut buf = [0u8; 8];
     log.err("a reads: reset", p.read(a, &mut buf), ECONNRESET);
     log.count("then EOF", p.read(a, &mut buf), Ok(0));
-    log.expect("ERR gone", wait(p, ep, 8, 0), Ok(vec![(1, IN | OUT | HUP | RDHUP)]));
+    log.expect(
+        "ERR gone",
+        wait(p, ep, 8, 0),
+        Ok(vec![(1, IN | OUT | HUP | RDHUP)]),
+    );
     log.err("a writes", p.write(a, b"x"), EPIPE);
     close_all(p, &[ep, a]);
 }
@@ -99,7 +127,11 @@ pub fn socketpair_close_unread_write_first<P: Poller>(p: &P, log: &mut Log) {
     let [a, b] = log.ok("socketpair", p.socketpair(SOCK_NONBLOCK));
     log.count("a writes 3", p.write(a, b"abc"), Ok(3));
     log.ok("close b unread", p.close(b));
-    log.err("a writes: EPIPE before the pending reset", p.write(a, b"x"), EPIPE);
+    log.err(
+        "a writes: EPIPE before the pending reset",
+        p.write(a, b"x"),
+        EPIPE,
+    );
     let mut buf = [0u8; 8];
     log.err("a reads: reset", p.read(a, &mut buf), ECONNRESET);
     log.count("then EOF", p.read(a, &mut buf), Ok(0));
@@ -122,13 +154,23 @@ pub fn rdhup_only_when_asked<P: Poller>(p: &P, log: &mut Log) {
 pub fn et_hangup_edge<P: Poller>(p: &P, log: &mut Log) {
     let [a, b] = log.ok("socketpair", p.socketpair(SOCK_NONBLOCK));
     let ep = epoll(p);
-    log.ok("ADD b IN|RDHUP|ET", ctl(p, ep, EPOLL_CTL_ADD, b, IN | RDHUP | ET, 1));
+    log.ok(
+        "ADD b IN|RDHUP|ET",
+        ctl(p, ep, EPOLL_CTL_ADD, b, IN | RDHUP | ET, 1),
+    );
     expect_no_events(p, log, "idle", ep);
     log.ok("shutdown a WR", p.shutdown(a, SHUT_WR));
     expect_events(p, log, "edge", ep, 0, &[(1, IN | RDHUP)]);
     expect_no_events(p, log, "once", ep);
     log.ok("close a", p.close(a));
-    expect_events(p, log, "close is another edge", ep, 0, &[(1, IN | HUP | RDHUP)]);
+    expect_events(
+        p,
+        log,
+        "close is another edge",
+        ep,
+        0,
+        &[(1, IN | HUP | RDHUP)],
+    );
     expect_no_events(p, log, "once", ep);
     close_all(p, &[ep, b]);
 }
@@ -136,9 +178,19 @@ pub fn et_hangup_edge<P: Poller>(p: &P, log: &mut Log) {
 pub fn pipe_close_writer<P: Poller>(p: &P, log: &mut Log) {
     let [r, w] = log.ok("pipe2", p.pipe2(O_NONBLOCK));
     let ep = epoll(p);
-    log.ok("ADD r IN|RDHUP", ctl(p, ep, EPOLL_CTL_ADD, r, IN | RDHUP, 1));
+    log.ok(
+        "ADD r IN|RDHUP",
+        ctl(p, ep, EPOLL_CTL_ADD, r, IN | RDHUP, 1),
+    );
     log.ok("close w", p.close(w));
-    expect_events(p, log, "HUP alone: no IN without data, no RDHUP on pipes", ep, 0, &[(1, HUP)]);
+    expect_events(
+        p,
+        log,
+        "HUP alone: no IN without data, no RDHUP on pipes",
+        ep,
+        0,
+        &[(1, HUP)],
+    );
     let mut buf = [0u8; 8];
     log.count("read EOF", p.read(r, &mut buf), Ok(0));
     close_all(p, &[ep, r]);
@@ -193,7 +245,11 @@ pub fn shutdown_errors<P: Poller>(p: &P, log: &mut Log) {
     log.err("shutdown epoll", p.shutdown(ep, SHUT_RD), ENOTSOCK);
     log.err("shutdown how=3", p.shutdown(a, 3), EINVAL);
     log.err("shutdown how=-1", p.shutdown(a, -1), EINVAL);
-    log.err("shutdown unconnected tcp", p.shutdown(t, SHUT_RDWR), ENOTCONN);
+    log.err(
+        "shutdown unconnected tcp",
+        p.shutdown(t, SHUT_RDWR),
+        ENOTCONN,
+    );
     log.ok("shutdown RDWR", p.shutdown(a, SHUT_RDWR));
     log.ok("shutdown RDWR twice", p.shutdown(a, SHUT_RDWR));
     close_all(p, &[r, w, e, a, b, t, ep]);

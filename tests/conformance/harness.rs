@@ -126,16 +126,6 @@ impl Log {
         }
     }
 
-    /// Which arm this is: `"real"` or `"sim"`.
-    pub fn arm(&self) -> &'static str {
-        self.arm
-    }
-
-    /// Records an observation that both arms must make identically.
-    pub fn note(&mut self, what: &str, value: impl Debug) {
-        self.lines.push(format!("{what}: {value:?}"));
-    }
-
     /// Records an observation and checks it against Linux's expected value (soft: the case goes
     /// on, and the arm fails at the end).
     pub fn expect<T: Debug + PartialEq>(&mut self, what: &str, actual: T, expected: T) {
@@ -145,7 +135,8 @@ impl Log {
                 "line {}: {what}: got {actual:?}, Linux gives {expected:?}",
                 self.lines.len() + 1
             ));
-            self.lines.push(format!("{line}    <-- expected {expected:?}"));
+            self.lines
+                .push(format!("{line}    <-- expected {expected:?}"));
         } else {
             self.lines.push(line);
         }
@@ -252,7 +243,9 @@ pub fn fill<P: Poller>(p: &P, fd: Fd) -> usize {
 /// edge-triggered registration, so each wakeup is a state change. Returns the last events seen,
 /// for the interest `mask | IN | OUT | RDHUP`.
 pub fn wait_for<P: Poller>(p: &P, fd: Fd, mask: Events, timeout_ms: u64) -> Events {
-    let ep = p.epoll_create1(EPOLL_CLOEXEC).expect("wait_for: epoll_create1");
+    let ep = p
+        .epoll_create1(EPOLL_CLOEXEC)
+        .expect("wait_for: epoll_create1");
     let interest = mask | Events::IN | Events::OUT | Events::RDHUP | Events::ET;
     p.epoll_ctl(ep, EPOLL_CTL_ADD, fd, Some(EpollEvent::new(interest, 0)))
         .expect("wait_for: epoll_ctl");
@@ -284,7 +277,9 @@ pub fn wait_for<P: Poller>(p: &P, fd: Fd, mask: Events, timeout_ms: u64) -> Even
 /// The readiness `fd` reports right now for `interest` (LT, timeout 0, scratch epoll), `NONE` if
 /// nothing.
 pub fn poll_now<P: Poller>(p: &P, fd: Fd, interest: Events) -> Events {
-    let ep = p.epoll_create1(EPOLL_CLOEXEC).expect("poll_now: epoll_create1");
+    let ep = p
+        .epoll_create1(EPOLL_CLOEXEC)
+        .expect("poll_now: epoll_create1");
     p.epoll_ctl(ep, EPOLL_CTL_ADD, fd, Some(EpollEvent::new(interest, 0)))
         .expect("poll_now: epoll_ctl");
     let got = wait(p, ep, 4, 0).expect("poll_now: epoll_wait");

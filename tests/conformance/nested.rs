@@ -17,8 +17,14 @@ fn nest<P: Poller>(
     let [a, b] = log.ok("socketpair", p.socketpair(SOCK_NONBLOCK));
     let inner = epoll(p);
     let outer = epoll(p);
-    log.ok("ADD b to inner", ctl(p, inner, EPOLL_CTL_ADD, b, interest, 1));
-    log.ok("ADD inner to outer", ctl(p, outer, EPOLL_CTL_ADD, inner, outer_interest, 100));
+    log.ok(
+        "ADD b to inner",
+        ctl(p, inner, EPOLL_CTL_ADD, b, interest, 1),
+    );
+    log.ok(
+        "ADD inner to outer",
+        ctl(p, outer, EPOLL_CTL_ADD, inner, outer_interest, 100),
+    );
     (a, b, inner, outer)
 }
 
@@ -26,10 +32,24 @@ pub fn nested_inner_readable<P: Poller>(p: &P, log: &mut Log) {
     let (a, b, inner, outer) = nest(p, log, IN, IN | OUT);
     expect_no_events(p, log, "nothing ready: outer idle, never OUT", outer);
     log.count("write", p.write(a, b"x"), Ok(1));
-    expect_events(p, log, "outer: inner readable (IN only)", outer, 0, &[(100, IN)]);
+    expect_events(
+        p,
+        log,
+        "outer: inner readable (IN only)",
+        outer,
+        0,
+        &[(100, IN)],
+    );
     expect_events(p, log, "LT", outer, 0, &[(100, IN)]);
     expect_events(p, log, "inner", inner, 0, &[(1, IN)]);
-    expect_events(p, log, "outer: inner still has a ready LT item", outer, 0, &[(100, IN)]);
+    expect_events(
+        p,
+        log,
+        "outer: inner still has a ready LT item",
+        outer,
+        0,
+        &[(100, IN)],
+    );
     log.expect("drain", drain(p, b), 1);
     expect_no_events(p, log, "outer: inner's item no longer ready", outer);
     expect_no_events(p, log, "inner", inner);
@@ -42,7 +62,14 @@ pub fn nested_et_outer<P: Poller>(p: &P, log: &mut Log) {
     expect_events(p, log, "edge", outer, 0, &[(100, IN)]);
     expect_no_events(p, log, "once", outer);
     log.count("write again", p.write(a, b"y"), Ok(1));
-    expect_events(p, log, "each wakeup inside is an edge outside", outer, 0, &[(100, IN)]);
+    expect_events(
+        p,
+        log,
+        "each wakeup inside is an edge outside",
+        outer,
+        0,
+        &[(100, IN)],
+    );
     expect_no_events(p, log, "once", outer);
     close_all(p, &[outer, inner, a, b]);
 }
@@ -64,7 +91,10 @@ pub fn nested_inner_oneshot<P: Poller>(p: &P, log: &mut Log) {
     expect_events(p, log, "outer", outer, 0, &[(100, IN)]);
     expect_events(p, log, "inner fires the oneshot", inner, 0, &[(1, IN)]);
     expect_no_events(p, log, "outer: disarmed item is not ready", outer);
-    log.ok("MOD re-arm", ctl(p, inner, EPOLL_CTL_MOD, b, IN | ONESHOT, 1));
+    log.ok(
+        "MOD re-arm",
+        ctl(p, inner, EPOLL_CTL_MOD, b, IN | ONESHOT, 1),
+    );
     expect_events(p, log, "outer after re-arm", outer, 0, &[(100, IN)]);
     close_all(p, &[outer, inner, a, b]);
 }
@@ -90,7 +120,11 @@ pub fn nested_epoll_fd_io<P: Poller>(p: &P, log: &mut Log) {
     let e = log.ok("eventfd(1)", p.eventfd(1, EFD_NONBLOCK));
     log.ok("ADD via the dup", ctl(p, d, EPOLL_CTL_ADD, e, IN, 5));
     expect_events(p, log, "same instance", ep, 0, &[(5, IN)]);
-    log.err("ADD the dup into the epoll: same file", ctl(p, ep, EPOLL_CTL_ADD, d, IN, 6), EINVAL);
+    log.err(
+        "ADD the dup into the epoll: same file",
+        ctl(p, ep, EPOLL_CTL_ADD, d, IN, 6),
+        EINVAL,
+    );
     close_all(p, &[ep, d, e]);
 }
 

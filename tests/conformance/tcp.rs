@@ -28,7 +28,10 @@ pub fn tcp_listener_readable_when_pending<P: Poller>(p: &P, log: &mut Log) {
     let l = tcp_listener(p);
     let addr = p.local_addr(l).unwrap();
     let ep = epoll(p);
-    log.ok("ADD listener IN|OUT", ctl(p, ep, EPOLL_CTL_ADD, l, IN | OUT, 1));
+    log.ok(
+        "ADD listener IN|OUT",
+        ctl(p, ep, EPOLL_CTL_ADD, l, IN | OUT, 1),
+    );
     expect_no_events(p, log, "idle listener: nothing, not even OUT", ep);
     log.err("accept empty", p.accept4(l, SOCK_NONBLOCK), EAGAIN);
     let c = log.ok("client", p.tcp_socket(SOCK_NONBLOCK));
@@ -38,7 +41,10 @@ pub fn tcp_listener_readable_when_pending<P: Poller>(p: &P, log: &mut Log) {
     let (s, peer) = log.ok("accept", p.accept4(l, SOCK_NONBLOCK));
     log.check("peer is the client", Some(peer) == p.local_addr(c).ok());
     log.check("server's peer_addr", p.peer_addr(s).ok() == Some(peer));
-    log.check("server's local_addr is the listener's", p.local_addr(s).ok() == Some(addr));
+    log.check(
+        "server's local_addr is the listener's",
+        p.local_addr(s).ok() == Some(addr),
+    );
     log.err("accept again", p.accept4(l, SOCK_NONBLOCK), EAGAIN);
     expect_no_events(p, log, "queue empty", ep);
     close_all(p, &[ep, l, c, s]);
@@ -48,17 +54,30 @@ pub fn tcp_accept_order_and_et_listener<P: Poller>(p: &P, log: &mut Log) {
     let l = tcp_listener(p);
     let addr = p.local_addr(l).unwrap();
     let ep = epoll(p);
-    log.ok("ADD listener IN|ET", ctl(p, ep, EPOLL_CTL_ADD, l, IN | ET, 1));
+    log.ok(
+        "ADD listener IN|ET",
+        ctl(p, ep, EPOLL_CTL_ADD, l, IN | ET, 1),
+    );
     let mut clients = Vec::new();
     for i in 0..3 {
         let c = log.ok("client", p.tcp_socket(SOCK_NONBLOCK));
         log.expect("connect", connect(p, c, addr), "started".to_string());
-        expect_events(p, log, &format!("client {i} queued: a new edge"), ep, T, &[(1, IN)]);
+        expect_events(
+            p,
+            log,
+            &format!("client {i} queued: a new edge"),
+            ep,
+            T,
+            &[(1, IN)],
+        );
         clients.push(c);
     }
     for (i, &c) in clients.iter().enumerate() {
         let (s, peer) = log.ok("accept", p.accept4(l, SOCK_NONBLOCK));
-        log.check(&format!("accepted in order: client {i}"), Some(peer) == p.local_addr(c).ok());
+        log.check(
+            &format!("accepted in order: client {i}"),
+            Some(peer) == p.local_addr(c).ok(),
+        );
         p.close(s).unwrap();
     }
     log.err("accept empty", p.accept4(l, SOCK_NONBLOCK), EAGAIN);
@@ -71,18 +90,33 @@ pub fn tcp_nonblocking_connect<P: Poller>(p: &P, log: &mut Log) {
     let addr = p.local_addr(l).unwrap();
     let c = log.ok("client", p.tcp_socket(SOCK_NONBLOCK));
     let ep = epoll(p);
-    log.ok("ADD client IN|OUT|RDHUP|ET", ctl(p, ep, EPOLL_CTL_ADD, c, ALL | ET, 1));
+    log.ok(
+        "ADD client IN|OUT|RDHUP|ET",
+        ctl(p, ep, EPOLL_CTL_ADD, c, ALL | ET, 1),
+    );
     expect_events(p, log, "fresh socket: OUT|HUP", ep, 0, &[(1, OUT | HUP)]);
     let first = val(&p.connect(c, addr));
-    log.check("connect: Ok or EINPROGRESS", first == Ok(()) || first == Err(EINPROGRESS));
+    log.check(
+        "connect: Ok or EINPROGRESS",
+        first == Ok(()) || first == Err(EINPROGRESS),
+    );
     expect_events(p, log, "connected: OUT exactly", ep, T, &[(1, OUT)]);
     log.expect("SO_ERROR", val(&p.take_socket_error(c)), Ok(0));
-    log.check("peer_addr is the listener", p.peer_addr(c).ok() == Some(addr));
+    log.check(
+        "peer_addr is the listener",
+        p.peer_addr(c).ok() == Some(addr),
+    );
     let local = p.local_addr(c).unwrap();
-    log.check("auto-bound to loopback, port != 0", *local.ip() == LOCALHOST && local.port() != 0);
+    log.check(
+        "auto-bound to loopback, port != 0",
+        *local.ip() == LOCALHOST && local.port() != 0,
+    );
     // The first connect after an EINPROGRESS one reports its success; after that, EISCONN.
     let again = val(&p.connect(c, addr));
-    log.check("connect again: Ok or EISCONN", again == Ok(()) || again == Err(EISCONN));
+    log.check(
+        "connect again: Ok or EISCONN",
+        again == Ok(()) || again == Err(EISCONN),
+    );
     log.err("and again", p.connect(c, addr), EISCONN);
     log.expect("listener", wait_for(p, l, IN, T as u64), IN);
     let (s, _) = log.ok("accept", p.accept4(l, SOCK_NONBLOCK));
@@ -96,9 +130,15 @@ pub fn tcp_connect_refused<P: Poller>(p: &P, log: &mut Log) {
     let addr = p.local_addr(hold).unwrap();
     let c = log.ok("client", p.tcp_socket(SOCK_NONBLOCK));
     let ep = epoll(p);
-    log.ok("ADD client IN|OUT|RDHUP", ctl(p, ep, EPOLL_CTL_ADD, c, ALL, 1));
+    log.ok(
+        "ADD client IN|OUT|RDHUP",
+        ctl(p, ep, EPOLL_CTL_ADD, c, ALL, 1),
+    );
     let r = connect(p, c, addr);
-    log.check("connect started or refused at once", r == "started" || r == "ECONNREFUSED");
+    log.check(
+        "connect started or refused at once",
+        r == "started" || r == "ECONNREFUSED",
+    );
     let refused = IN | OUT | ERR | HUP | RDHUP;
     expect_events(p, log, "refused", ep, T, &[(1, refused)]);
     let so = val(&p.take_socket_error(c));
@@ -107,7 +147,14 @@ pub fn tcp_connect_refused<P: Poller>(p: &P, log: &mut Log) {
         so == Ok(ECONNREFUSED) || (so == Ok(0) && r == "ECONNREFUSED"),
     );
     log.expect("SO_ERROR cleared", val(&p.take_socket_error(c)), Ok(0));
-    expect_events(p, log, "ERR gone with SO_ERROR", ep, 0, &[(1, IN | OUT | HUP | RDHUP)]);
+    expect_events(
+        p,
+        log,
+        "ERR gone with SO_ERROR",
+        ep,
+        0,
+        &[(1, IN | OUT | HUP | RDHUP)],
+    );
     close_all(p, &[ep, c, hold]);
 }
 
@@ -125,7 +172,11 @@ pub fn tcp_fresh_and_listener_sockets<P: Poller>(p: &P, log: &mut Log) {
     log.err("read listener", p.read(l, &mut buf), ENOTCONN);
     log.err("write listener", p.write(l, b"x"), EPIPE);
     log.err("peer_addr listener", p.peer_addr(l), ENOTCONN);
-    log.err("bind again", p.bind(l, SocketAddrV4::new(LOCALHOST, 0)), EINVAL);
+    log.err(
+        "bind again",
+        p.bind(l, SocketAddrV4::new(LOCALHOST, 0)),
+        EINVAL,
+    );
     let addr = p.local_addr(l).unwrap();
     log.err("bind to a port in use", p.bind(t, addr), EADDRINUSE);
     let [r, w] = log.ok("pipe", p.pipe2(O_NONBLOCK));
@@ -146,10 +197,18 @@ pub fn tcp_peer_close<P: Poller>(p: &P, log: &mut Log) {
     expect_events(p, log, "FIN, LT", ep, 0, &[(1, IN | OUT | RDHUP)]);
     let mut buf = [0u8; 8];
     log.count("read EOF", p.read(c, &mut buf), Ok(0));
-    log.count("write into the closed peer is accepted", p.write(c, b"x"), Ok(1));
+    log.count(
+        "write into the closed peer is accepted",
+        p.write(c, b"x"),
+        Ok(1),
+    );
     let ev = wait_for(p, c, ERR, T as u64);
     log.expect("the peer's RST", ev, IN | OUT | ERR | HUP | RDHUP);
-    log.expect("SO_ERROR after RST in CLOSE_WAIT", val(&p.take_socket_error(c)), Ok(EPIPE));
+    log.expect(
+        "SO_ERROR after RST in CLOSE_WAIT",
+        val(&p.take_socket_error(c)),
+        Ok(EPIPE),
+    );
     log.err("write", p.write(c, b"x"), EPIPE);
     log.count("read", p.read(c, &mut buf), Ok(0));
     close_all(p, &[ep, l, c]);
@@ -186,13 +245,31 @@ pub fn tcp_reset_by_linger0<P: Poller>(p: &P, log: &mut Log) {
     log.ok("client closes: RST", p.close(c));
     let ev = wait_for(p, s, ERR, T as u64);
     log.expect("reset", ev, IN | OUT | ERR | HUP | RDHUP);
-    expect_events(p, log, "reset, LT", ep, 0, &[(2, IN | OUT | ERR | HUP | RDHUP)]);
+    expect_events(
+        p,
+        log,
+        "reset, LT",
+        ep,
+        0,
+        &[(2, IN | OUT | ERR | HUP | RDHUP)],
+    );
     let mut buf = [0u8; 8];
     log.err("read", p.read(s, &mut buf), ECONNRESET);
     log.count("read again: EOF", p.read(s, &mut buf), Ok(0));
-    log.expect("SO_ERROR consumed by the read", val(&p.take_socket_error(s)), Ok(0));
+    log.expect(
+        "SO_ERROR consumed by the read",
+        val(&p.take_socket_error(s)),
+        Ok(0),
+    );
     log.err("write", p.write(s, b"x"), EPIPE);
-    expect_events(p, log, "after the error", ep, 0, &[(2, IN | OUT | HUP | RDHUP)]);
+    expect_events(
+        p,
+        log,
+        "after the error",
+        ep,
+        0,
+        &[(2, IN | OUT | HUP | RDHUP)],
+    );
     close_all(p, &[ep, l, s]);
 }
 
@@ -254,7 +331,10 @@ pub fn tcp_shutdown_rd_local<P: Poller>(p: &P, log: &mut Log) {
 pub fn tcp_epollout_after_full<P: Poller>(p: &P, log: &mut Log) {
     let (l, c, s) = tcp_pair(p);
     let ep = epoll(p);
-    log.ok("ADD client OUT|ET", ctl(p, ep, EPOLL_CTL_ADD, c, OUT | ET, 1));
+    log.ok(
+        "ADD client OUT|ET",
+        ctl(p, ep, EPOLL_CTL_ADD, c, OUT | ET, 1),
+    );
     expect_events(p, log, "writable", ep, 0, &[(1, OUT)]);
     let n = fill(p, c);
     log.check("filled to EAGAIN", n > 0);
@@ -289,10 +369,18 @@ pub fn tcp_backlog_full_client_waits<P: Poller>(p: &P, log: &mut Log) {
     log.expect("queued", wait_for(p, l, IN, T as u64), IN);
     let c2 = log.ok("client 2", p.tcp_socket(SOCK_NONBLOCK));
     log.expect("connect 2", connect(p, c2, addr), "started".to_string());
-    log.expect("client 2 not connected within 300 ms", wait_for(p, c2, OUT, 300), NONE);
+    log.expect(
+        "client 2 not connected within 300 ms",
+        wait_for(p, c2, OUT, 300),
+        NONE,
+    );
     let (s1, peer) = log.ok("accept 1", p.accept4(l, SOCK_NONBLOCK));
     log.check("client 1 first", Some(peer) == p.local_addr(c1).ok());
-    log.expect("client 2 connects after the retransmission", wait_for(p, c2, OUT, T as u64), OUT);
+    log.expect(
+        "client 2 connects after the retransmission",
+        wait_for(p, c2, OUT, T as u64),
+        OUT,
+    );
     log.expect("SO_ERROR", val(&p.take_socket_error(c2)), Ok(0));
     log.expect("queued", wait_for(p, l, IN, T as u64), IN);
     let (s2, peer) = log.ok("accept 2", p.accept4(l, SOCK_NONBLOCK));
@@ -310,14 +398,22 @@ pub fn tcp_blocking_calls<P: Poller>(p: &P, log: &mut Log) {
     let (s, _) = log.ok("blocking accept", p.accept4(l, 0));
     log.count("write", p.write(c, b"hello"), Ok(5));
     let mut buf = [0u8; 16];
-    log.count("blocking read waits for the data", p.read(s, &mut buf), Ok(5));
+    log.count(
+        "blocking read waits for the data",
+        p.read(s, &mut buf),
+        Ok(5),
+    );
     log.ok("client closes", p.close(c));
     log.count("blocking read sees EOF", p.read(s, &mut buf), Ok(0));
     let hold = log.ok("placeholder", p.tcp_socket(0));
     log.ok("bind", p.bind(hold, SocketAddrV4::new(LOCALHOST, 0)));
     let closed = p.local_addr(hold).unwrap();
     let c2 = log.ok("blocking client 2", p.tcp_socket(0));
-    log.err("blocking connect to no listener", p.connect(c2, closed), ECONNREFUSED);
+    log.err(
+        "blocking connect to no listener",
+        p.connect(c2, closed),
+        ECONNREFUSED,
+    );
     log.expect("SO_ERROR consumed", val(&p.take_socket_error(c2)), Ok(0));
     close_all(p, &[l, s, hold, c2]);
 }
@@ -335,7 +431,10 @@ pub fn tcp_data_before_accept<P: Poller>(p: &P, log: &mut Log) {
     let ev = wait_for(p, s, IN | RDHUP, T as u64);
     log.expect("accepted socket: data and FIN", ev, IN | OUT | RDHUP);
     let ep = epoll(p);
-    log.ok("ADD IN|ET after the fact", ctl(p, ep, EPOLL_CTL_ADD, s, IN | ET, 3));
+    log.ok(
+        "ADD IN|ET after the fact",
+        ctl(p, ep, EPOLL_CTL_ADD, s, IN | ET, 3),
+    );
     expect_events(p, log, "ADD reports it", ep, 0, &[(3, IN)]);
     let mut buf = [0u8; 16];
     log.count("read", p.read(s, &mut buf), Ok(5));
@@ -353,7 +452,11 @@ pub fn tcp_listen_and_connect_rules<P: Poller>(p: &P, log: &mut Log) {
     log.err("tcp_socket bad flags", p.tcp_socket(0x10), EINVAL);
     let (l, c, s) = tcp_pair(p);
     log.err("listen on a connected socket", p.listen(c, 4), EINVAL);
-    log.err("bind a connected socket", p.bind(c, SocketAddrV4::new(LOCALHOST, 0)), EINVAL);
+    log.err(
+        "bind a connected socket",
+        p.bind(c, SocketAddrV4::new(LOCALHOST, 0)),
+        EINVAL,
+    );
     close_all(p, &[t, l, c, s]);
 }
 
@@ -393,7 +496,10 @@ pub fn tcp_large_write_arrives_whole<P: Poller>(p: &P, log: &mut Log) {
             Err(_) => break,
         }
     }
-    log.check("received exactly what was accepted, in order", got[..] == data[..sent]);
+    log.check(
+        "received exactly what was accepted, in order",
+        got[..] == data[..sent],
+    );
     close_all(p, &[l, c, s]);
 }
 
@@ -403,7 +509,11 @@ pub fn tcp_linger_none_restores_fin<P: Poller>(p: &P, log: &mut Log) {
     log.ok("SO_LINGER 0", p.set_linger(c, Some(0)));
     log.ok("SO_LINGER off", p.set_linger(c, None));
     log.ok("close", p.close(c));
-    log.expect("server sees FIN", wait_for(p, s, IN | RDHUP, T as u64), IN | OUT | RDHUP);
+    log.expect(
+        "server sees FIN",
+        wait_for(p, s, IN | RDHUP, T as u64),
+        IN | OUT | RDHUP,
+    );
     let mut buf = [0u8; 4];
     log.count("EOF", p.read(s, &mut buf), Ok(0));
     close_all(p, &[l, s]);
@@ -427,7 +537,11 @@ pub fn tcp_refused_socket_afterwards<P: Poller>(p: &P, log: &mut Log) {
     log.ok("listen on the port", p.listen(hold, 4));
     // The socket still counts as connecting; the failure was consumed, so Linux reports the
     // attempt as aborted and resets the socket to a fresh one.
-    log.err("connect again: the old attempt is aborted", p.connect(c, addr), ECONNABORTED);
+    log.err(
+        "connect again: the old attempt is aborted",
+        p.connect(c, addr),
+        ECONNABORTED,
+    );
     log.expect("a fresh socket again", poll_now(p, c, ALL), OUT | HUP);
     let r = connect(p, c, addr);
     log.expect("connect a third time", r, "started".to_string());

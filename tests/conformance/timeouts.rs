@@ -11,7 +11,10 @@ pub fn timeout_zero_returns_at_once<P: Poller>(p: &P, log: &mut Log) {
     let ep = epoll(p);
     let t0 = p.now();
     log.expect("empty epoll, 0", wait(p, ep, 4, 0), Ok(vec![]));
-    log.check("no time passes (< 100 ms)", p.now() - t0 < Duration::from_millis(100));
+    log.check(
+        "no time passes (< 100 ms)",
+        p.now() - t0 < Duration::from_millis(100),
+    );
     close_all(p, &[ep]);
 }
 
@@ -23,8 +26,14 @@ pub fn timeout_positive_waits_at_least<P: Poller>(p: &P, log: &mut Log) {
         let t0 = p.now();
         log.expect("nothing ready", wait(p, ep, 4, ms), Ok(vec![]));
         let dt = p.now() - t0;
-        log.check("waited at least the timeout", dt >= Duration::from_millis(ms as u64));
-        log.check("and not absurdly longer (< +2 s)", dt < Duration::from_millis(ms as u64 + 2000));
+        log.check(
+            "waited at least the timeout",
+            dt >= Duration::from_millis(ms as u64),
+        );
+        log.check(
+            "and not absurdly longer (< +2 s)",
+            dt < Duration::from_millis(ms as u64 + 2000),
+        );
     }
     close_all(p, &[ep, a, b]);
 }
@@ -42,11 +51,21 @@ pub fn timeout_ready_returns_at_once<P: Poller>(p: &P, log: &mut Log) {
     let ep = epoll(p);
     log.ok("ADD", ctl(p, ep, EPOLL_CTL_ADD, e, IN, 1));
     let t0 = p.now();
-    log.expect("ready, timeout 10 s", wait(p, ep, 4, 10_000), Ok(vec![(1, IN)]));
-    log.check("did not wait (< 1 s)", p.now() - t0 < Duration::from_secs(1));
+    log.expect(
+        "ready, timeout 10 s",
+        wait(p, ep, 4, 10_000),
+        Ok(vec![(1, IN)]),
+    );
+    log.check(
+        "did not wait (< 1 s)",
+        p.now() - t0 < Duration::from_secs(1),
+    );
     let t0 = p.now();
     log.expect("ready, timeout -1", wait(p, ep, 4, -1), Ok(vec![(1, IN)]));
-    log.check("did not wait (< 1 s)", p.now() - t0 < Duration::from_secs(1));
+    log.check(
+        "did not wait (< 1 s)",
+        p.now() - t0 < Duration::from_secs(1),
+    );
     close_all(p, &[ep, e]);
 }
 
@@ -57,7 +76,11 @@ pub fn timeout_et_consumed_waits<P: Poller>(p: &P, log: &mut Log) {
     log.ok("ADD ET", ctl(p, ep, EPOLL_CTL_ADD, e, IN | ET, 1));
     log.expect("edge", wait(p, ep, 4, 0), Ok(vec![(1, IN)]));
     let t0 = p.now();
-    log.expect("still readable, no edge: timeout", wait(p, ep, 4, 25), Ok(vec![]));
+    log.expect(
+        "still readable, no edge: timeout",
+        wait(p, ep, 4, 25),
+        Ok(vec![]),
+    );
     log.check("waited", p.now() - t0 >= Duration::from_millis(25));
     close_all(p, &[ep, e]);
 }
@@ -69,7 +92,11 @@ pub fn timeout_tcp_data_wakes_waiter<P: Poller>(p: &P, log: &mut Log) {
     log.ok("ADD s IN", ctl(p, ep, EPOLL_CTL_ADD, s, IN, 1));
     log.count("write", p.write(c, b"ping"), Ok(4));
     let t0 = p.now();
-    log.expect("woken by the data", wait(p, ep, 4, 10_000), Ok(vec![(1, IN)]));
+    log.expect(
+        "woken by the data",
+        wait(p, ep, 4, 10_000),
+        Ok(vec![(1, IN)]),
+    );
     log.check("before the timeout", p.now() - t0 < Duration::from_secs(10));
     close_all(p, &[ep, l, c, s]);
 }
