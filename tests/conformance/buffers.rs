@@ -156,6 +156,24 @@ pub fn socketpair_out_hysteresis<P: Poller>(p: &P, log: &mut Log) {
     close_all(p, &[ep, a, b]);
 }
 
+/// A zero-length write checks the socket's state (EPIPE once shut down); a pipe's returns 0
+/// before looking for readers.
+pub fn zero_length_writes<P: Poller>(p: &P, log: &mut Log) {
+    let [a, b] = log.ok("socketpair", p.socketpair(SOCK_NONBLOCK));
+    log.count("socket, open", p.write(a, &[]), Ok(0));
+    log.ok("shutdown a WR", p.shutdown(a, SHUT_WR));
+    log.count("socket, after SHUT_WR", p.write(a, &[]), Err(EPIPE));
+    log.ok("close a", p.close(a));
+    log.count("socket, peer closed", p.write(b, &[]), Err(EPIPE));
+    let [r, w] = log.ok("pipe2", p.pipe2(O_NONBLOCK));
+    log.ok("close the reader", p.close(r));
+    log.count("pipe, no reader", p.write(w, &[]), Ok(0));
+    log.count("pipe, no reader, 1 byte", p.write(w, b"x"), Err(EPIPE));
+    let mut buf = [0u8; 1];
+    log.count("read a closed peer's socket, empty buffer", p.read(b, &mut buf[..0]), Ok(0));
+    close_all(p, &[b, w]);
+}
+
 crate::cases! {
     out_after_full_socketpair_lt,
     out_after_full_socketpair_et,
@@ -166,4 +184,5 @@ crate::cases! {
     partial_write_when_nearly_full,
     pipe_out_needs_a_free_page,
     socketpair_out_hysteresis,
+    zero_length_writes,
 }

@@ -128,6 +128,51 @@ pub fn nested_epoll_fd_io<P: Poller>(p: &P, log: &mut Log) {
     close_all(p, &[ep, d, e]);
 }
 
+/// Adding an already-ready file to the inner instance wakes the outer one.
+pub fn nested_add_ready_wakes_outer<P: Poller>(p: &P, log: &mut Log) {
+    let inner = epoll(p);
+    let outer = epoll(p);
+    log.ok("ADD inner to outer ET", ctl(p, outer, EPOLL_CTL_ADD, inner, IN | ET, 100));
+    expect_no_events(p, log, "inner empty", outer);
+    let e = log.ok("eventfd(1)", p.eventfd(1, EFD_NONBLOCK));
+    log.ok("ADD ready eventfd to inner", ctl(p, inner, EPOLL_CTL_ADD, e, IN, 1));
+    expect_events(p, log, "outer edge", outer, 0, &[(100, IN)]);
+    expect_no_events(p, log, "once", outer);
+    log.ok("MOD in inner (still ready)", ctl(p, inner, EPOLL_CTL_MOD, e, IN, 2));
+    expect_no_events(p, log, "MOD of a queued item: no new edge outside", outer);
+    expect_events(p, log, "inner", inner, 0, &[(2, IN)]);
+    close_all(p, &[outer, inner, e]);
+}
+
+/// Closing the inner instance removes it from the outer one.
+pub fn nested_close_inner<P: Poller>(p: &P, log: &mut Log) {
+    let (a, b, inner, outer) = nest(p, log, IN, IN);
+    log.count("write", p.write(a, b"x"), Ok(1));
+    expect_events(p, log, "outer", outer, 0, &[(100, IN)]);
+    log.ok("close inner", p.close(inner));
+    expect_no_events(p, log, "gone", outer);
+    log.count("write", p.write(a, b"y"), Ok(1));
+    expect_no_events(p, log, "still gone", outer);
+    close_all(p, &[outer, a, b]);
+}
+
+/// Two inner instances in one outer: reported in the order they became ready.
+pub fn nested_two_inners_order<P: Poller>(p: &P, log: &mut Log) {
+    let e1 = log.ok("eventfd", p.eventfd(0, EFD_NONBLOCK));
+    let e2 = log.ok("eventfd", p.eventfd(0, EFD_NONBLOCK));
+    let i1 = epoll(p);
+    let i2 = epoll(p);
+    let outer = epoll(p);
+    log.ok("e1 in i1", ctl(p, i1, EPOLL_CTL_ADD, e1, IN, 1));
+    log.ok("e2 in i2", ctl(p, i2, EPOLL_CTL_ADD, e2, IN, 2));
+    log.ok("i1 in outer", ctl(p, outer, EPOLL_CTL_ADD, i1, IN, 10));
+    log.ok("i2 in outer", ctl(p, outer, EPOLL_CTL_ADD, i2, IN, 20));
+    log.count("write e2", p.write(e2, &1u64.to_ne_bytes()), Ok(8));
+    log.count("write e1", p.write(e1, &1u64.to_ne_bytes()), Ok(8));
+    expect_events(p, log, "i2 then i1", outer, 0, &[(20, IN), (10, IN)]);
+    close_all(p, &[outer, i1, i2, e1, e2]);
+}
+
 crate::cases! {
     nested_inner_readable,
     nested_et_outer,
@@ -135,4 +180,7 @@ crate::cases! {
     nested_inner_oneshot,
     nested_three_levels,
     nested_epoll_fd_io,
+    nested_add_ready_wakes_outer,
+    nested_close_inner,
+    nested_two_inners_order,
 }

@@ -550,6 +550,32 @@ pub fn tcp_refused_socket_afterwards<P: Poller>(p: &P, log: &mut Log) {
     close_all(p, &[hold, c]);
 }
 
+pub fn tcp_zero_length_io<P: Poller>(p: &P, log: &mut Log) {
+    let (l, c, s) = tcp_pair(p);
+    log.count("write nothing", p.write(c, &[]), Ok(0));
+    let mut buf = [0u8; 1];
+    log.count("read into nothing", p.read(s, &mut buf[..0]), Ok(0));
+    log.count("read: nothing sent", p.read(s, &mut buf), Err(EAGAIN));
+    log.ok("SHUT_WR", p.shutdown(c, SHUT_WR));
+    log.count("write nothing after SHUT_WR", p.write(c, &[]), Err(EPIPE));
+    log.ok("SHUT_WR twice", p.shutdown(c, SHUT_WR));
+    close_all(p, &[l, c, s]);
+}
+
+/// After a reset the socket is unconnected: no peer, `shutdown` is `ENOTCONN`.
+pub fn tcp_after_reset<P: Poller>(p: &P, log: &mut Log) {
+    let (l, c, s) = tcp_pair(p);
+    log.ok("SO_LINGER 0", p.set_linger(c, Some(0)));
+    log.ok("close: RST", p.close(c));
+    log.expect("reset", wait_for(p, s, ERR, T as u64), IN | OUT | ERR | HUP | RDHUP);
+    log.expect("SO_ERROR", val(&p.take_socket_error(s)), Ok(ECONNRESET));
+    log.err("peer_addr", p.peer_addr(s), ENOTCONN);
+    log.err("shutdown", p.shutdown(s, SHUT_RDWR), ENOTCONN);
+    let mut buf = [0u8; 4];
+    log.count("read: EOF", p.read(s, &mut buf), Ok(0));
+    close_all(p, &[l, s]);
+}
+
 crate::cases! {
     tcp_listener_readable_when_pending,
     tcp_accept_order_and_et_listener,
@@ -572,4 +598,6 @@ crate::cases! {
     tcp_large_write_arrives_whole,
     tcp_linger_none_restores_fin,
     tcp_refused_socket_afterwards,
+    tcp_zero_length_io,
+    tcp_after_reset,
 }
