@@ -50,3 +50,5 @@ mod oneshot;
 mod tcp;
 #[path = "conformance/timeouts.rs"]
 mod timeouts;
+#[path = "conformance/masks.rs"]
+mod masks;
