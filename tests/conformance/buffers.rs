@@ -174,6 +174,27 @@ pub fn zero_length_writes<P: Poller>(p: &P, log: &mut Log) {
     close_all(p, &[b, w]);
 }
 
+/// A small write merges into the pipe's last, partly filled page even when no page is free;
+/// writes of at most `PIPE_BUF` (4096) bytes go in whole or not at all.
+pub fn pipe_merge_and_atomicity<P: Poller>(p: &P, log: &mut Log) {
+    let [r, w] = log.ok("pipe2", p.pipe2(O_NONBLOCK));
+    let chunk = [3u8; 4000];
+    let mut pages = 0;
+    while p.write(w, &chunk).is_ok() {
+        pages += 1;
+    }
+    log.check("filled with 4000-byte writes (one page each)", pages > 0);
+    log.count("101 bytes do not fit in the last page's 96", p.write(w, &[4u8; 101]), Err(EAGAIN));
+    log.count("96 bytes merge into the last page", p.write(w, &[5u8; 96]), Ok(96));
+    log.count("now nothing fits", p.write(w, b"x"), Err(EAGAIN));
+    log.count("a large write: nothing fits either", p.write(w, &[6u8; 5000]), Err(EAGAIN));
+    let mut buf = vec![0u8; 4000];
+    log.count("read one page", p.read(r, &mut buf), Ok(4000));
+    log.count("a large write fills the free page: short", p.write(w, &[7u8; 5000]), Ok(4096));
+    log.count("full", p.write(w, b"x"), Err(EAGAIN));
+    close_all(p, &[r, w]);
+}
+
 crate::cases! {
     out_after_full_socketpair_lt,
     out_after_full_socketpair_et,
@@ -185,4 +206,5 @@ crate::cases! {
     pipe_out_needs_a_free_page,
     socketpair_out_hysteresis,
     zero_length_writes,
+    pipe_merge_and_atomicity,
 }

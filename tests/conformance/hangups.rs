@@ -255,6 +255,50 @@ pub fn shutdown_errors<P: Poller>(p: &P, log: &mut Log) {
     close_all(p, &[r, w, e, a, b, t, ep]);
 }
 
+/// A unix socket's pending reset is also its `SO_ERROR`: reading that consumes it, and the
+/// next `read` is plain end of file.
+pub fn socketpair_reset_via_so_error<P: Poller>(p: &P, log: &mut Log) {
+    let [a, b] = log.ok("socketpair", p.socketpair(SOCK_NONBLOCK));
+    log.expect("SO_ERROR idle", val(&p.take_socket_error(a)), Ok(0));
+    log.count("a writes", p.write(a, b"abc"), Ok(3));
+    log.ok("close b unread", p.close(b));
+    log.expect("SO_ERROR", val(&p.take_socket_error(a)), Ok(ECONNRESET));
+    log.expect("consumed", val(&p.take_socket_error(a)), Ok(0));
+    let mut buf = [0u8; 4];
+    log.count("read: EOF, no reset left", p.read(a, &mut buf), Ok(0));
+    close_all(p, &[a]);
+}
+
+/// `SO_LINGER` is accepted on a unix socket and changes nothing: close still hangs up cleanly.
+pub fn socketpair_linger_is_inert<P: Poller>(p: &P, log: &mut Log) {
+    let [a, b] = log.ok("socketpair", p.socketpair(SOCK_NONBLOCK));
+    log.ok("SO_LINGER 0", p.set_linger(a, Some(0)));
+    log.ok("close a", p.close(a));
+    log.expect("b", poll_now(p, b, ALL), IN | OUT | HUP | RDHUP);
+    log.expect("no error", val(&p.take_socket_error(b)), Ok(0));
+    let mut buf = [0u8; 4];
+    log.count("EOF", p.read(b, &mut buf), Ok(0));
+    close_all(p, &[b]);
+}
+
+/// TCP-only calls on a unix socketpair and on a pipe.
+pub fn socket_calls_on_non_tcp<P: Poller>(p: &P, log: &mut Log) {
+    let [a, b] = log.ok("socketpair", p.socketpair(SOCK_NONBLOCK));
+    let [r, w] = log.ok("pipe2", p.pipe2(O_NONBLOCK));
+    let addr: std::net::SocketAddrV4 = "127.0.0.1:1".parse().unwrap();
+    log.err("listen on a socketpair (unbound)", p.listen(a, 1), EINVAL);
+    log.err("accept on a socketpair", p.accept4(a, SOCK_NONBLOCK), EINVAL);
+    log.err("connect a socketpair to an IPv4 address", p.connect(a, addr), EINVAL);
+    log.err("bind a socketpair to an IPv4 address", p.bind(a, addr), EINVAL);
+    log.err("local_addr of a socketpair", p.local_addr(a), EOPNOTSUPP);
+    log.err("peer_addr of a socketpair", p.peer_addr(a), EOPNOTSUPP);
+    log.err("listen on a pipe", p.listen(r, 1), ENOTSOCK);
+    log.err("connect a pipe", p.connect(w, addr), ENOTSOCK);
+    log.err("peer_addr of a pipe", p.peer_addr(r), ENOTSOCK);
+    log.err("linger on a pipe", p.set_linger(w, None), ENOTSOCK);
+    close_all(p, &[a, b, r, w]);
+}
+
 crate::cases! {
     socketpair_shutdown_wr,
     socketpair_shutdown_rd,
@@ -269,4 +313,7 @@ crate::cases! {
     pipe_close_reader,
     pipe_close_reader_when_full,
     shutdown_errors,
+    socketpair_reset_via_so_error,
+    socketpair_linger_is_inert,
+    socket_calls_on_non_tcp,
 }
