@@ -576,6 +576,89 @@ pub fn tcp_after_reset<P: Poller>(p: &P, log: &mut Log) {
     close_all(p, &[l, s]);
 }
 
+/// `SHUT_RD` on TCP tells the peer nothing: data it sends afterwards still arrives and is read.
+pub fn tcp_shut_rd_then_peer_writes<P: Poller>(p: &P, log: &mut Log) {
+    let (l, c, s) = tcp_pair(p);
+    log.ok("client SHUT_RD", p.shutdown(c, SHUT_RD));
+    log.count("server writes", p.write(s, b"late"), Ok(4));
+    log.expect("server unaffected", poll_now(p, s, ALL), OUT);
+    let mut buf = [0u8; 8];
+    let mut got = Err(EAGAIN);
+    for _ in 0..100 {
+        got = val(&p.read(c, &mut buf));
+        if got != Ok(0) {
+            break;
+        }
+        // EOF until the segment arrives (the socket polls IN all along): let 10 ms pass on the
+        // poller's clock, in an empty epoll_wait.
+        let ep = epoll(p);
+        let _ = wait(p, ep, 1, 10);
+        p.close(ep).unwrap();
+    }
+    log.expect("the data is readable", got, Ok(4));
+    log.count("then EOF", p.read(c, &mut buf), Ok(0));
+    close_all(p, &[l, c, s]);
+}
+
+/// A connection reset while still in the accept queue is accepted all the same; the error waits
+/// on the accepted socket.
+pub fn tcp_reset_before_accept<P: Poller>(p: &P, log: &mut Log) {
+    let l = tcp_listener(p);
+    let addr = p.local_addr(l).unwrap();
+    let c = log.ok("client", p.tcp_socket(SOCK_NONBLOCK));
+    log.expect("connect", connect(p, c, addr), "started".to_string());
+    log.expect("connected", wait_for(p, c, OUT, T as u64), OUT);
+    log.expect("queued", wait_for(p, l, IN, T as u64), IN);
+    log.ok("SO_LINGER 0", p.set_linger(c, Some(0)));
+    log.ok("client resets", p.close(c));
+    let (s, _) = log.ok("accept", p.accept4(l, SOCK_NONBLOCK));
+    log.expect("accepted socket reset", wait_for(p, s, ERR, T as u64), IN | OUT | ERR | HUP | RDHUP);
+    let mut buf = [0u8; 4];
+    log.err("read", p.read(s, &mut buf), ECONNRESET);
+    log.err("accept again", p.accept4(l, SOCK_NONBLOCK), EAGAIN);
+    close_all(p, &[l, s]);
+}
+
+/// A client that sent data and closed before being accepted: the accepted socket has the data
+/// and the FIN.
+pub fn tcp_fin_before_accept<P: Poller>(p: &P, log: &mut Log) {
+    let l = tcp_listener(p);
+    let addr = p.local_addr(l).unwrap();
+    let c = log.ok("client", p.tcp_socket(SOCK_NONBLOCK));
+    log.expect("connect", connect(p, c, addr), "started".to_string());
+    log.expect("connected", wait_for(p, c, OUT, T as u64), OUT);
+    log.count("write", p.write(c, b"bye"), Ok(3));
+    log.ok("client closes", p.close(c));
+    log.expect("queued", wait_for(p, l, IN, T as u64), IN);
+    let (s, _) = log.ok("accept", p.accept4(l, SOCK_NONBLOCK));
+    log.expect("data and FIN", wait_for(p, s, IN | RDHUP, T as u64), IN | OUT | RDHUP);
+    let mut buf = [0u8; 8];
+    log.count("read", p.read(s, &mut buf), Ok(3));
+    log.count("EOF", p.read(s, &mut buf), Ok(0));
+    close_all(p, &[l, s]);
+}
+
+/// `shutdown` of a socket still connecting (its SYN dropped by a full accept queue) aborts the
+/// attempt: Linux disconnects it, whatever `how` is.
+pub fn tcp_shutdown_while_connecting<P: Poller>(p: &P, log: &mut Log) {
+    let l = log.ok("socket", p.tcp_socket(SOCK_NONBLOCK));
+    log.ok("bind", p.bind(l, SocketAddrV4::new(LOCALHOST, 0)));
+    log.ok("listen(0)", p.listen(l, 0));
+    let addr = p.local_addr(l).unwrap();
+    let c1 = log.ok("client 1", p.tcp_socket(SOCK_NONBLOCK));
+    log.expect("connect 1", connect(p, c1, addr), "started".to_string());
+    log.expect("client 1 connected", wait_for(p, c1, OUT, T as u64), OUT);
+    log.expect("queued", wait_for(p, l, IN, T as u64), IN);
+    let c2 = log.ok("client 2", p.tcp_socket(SOCK_NONBLOCK));
+    log.expect("connect 2", connect(p, c2, addr), "started".to_string());
+    log.expect("client 2 still connecting", wait_for(p, c2, OUT, 100), NONE);
+    log.ok("shutdown(SHUT_WR) while connecting", p.shutdown(c2, SHUT_WR));
+    log.expect("aborted", poll_now(p, c2, ALL), OUT | ERR | HUP);
+    log.expect("SO_ERROR", val(&p.take_socket_error(c2)), Ok(ECONNRESET));
+    log.expect("a new connect starts afresh", connect(p, c2, addr), "started".to_string());
+    close_all(p, &[l, c1, c2]);
+}
+
 crate::cases! {
     tcp_listener_readable_when_pending,
     tcp_accept_order_and_et_listener,
@@ -600,4 +683,8 @@ crate::cases! {
     tcp_refused_socket_afterwards,
     tcp_zero_length_io,
     tcp_after_reset,
+    tcp_shut_rd_then_peer_writes,
+    tcp_reset_before_accept,
+    tcp_fin_before_accept,
+    tcp_shutdown_while_connecting,
 }
