@@ -205,12 +205,38 @@ pub fn close_epoll_keeps_files<P: Poller>(p: &P, log: &mut Log) {
     close_all(p, &[ep2, a, b]);
 }
 
+/// The peer hears of a close only when the last descriptor of the file goes; `shutdown` acts on
+/// the file, through any descriptor.
+pub fn last_close_hangs_up<P: Poller>(p: &P, log: &mut Log) {
+    let [r, w] = log.ok("pipe2", p.pipe2(O_NONBLOCK));
+    let [a, b] = log.ok("socketpair", p.socketpair(SOCK_NONBLOCK));
+    let ep = epoll(p);
+    log.ok("ADD r", ctl(p, ep, EPOLL_CTL_ADD, r, IN, 1));
+    log.ok("ADD b", ctl(p, ep, EPOLL_CTL_ADD, b, IN | RDHUP, 2));
+    let w2 = log.ok("dup w", p.dup(w));
+    let a2 = log.ok("dup a", p.dup(a));
+    log.ok("close w", p.close(w));
+    log.ok("close a", p.close(a));
+    expect_no_events(p, log, "dups keep the files open", ep);
+    log.ok("shutdown the dup of a (WR)", p.shutdown(a2, SHUT_WR));
+    expect_events(p, log, "shutdown acts on the file", ep, 0, &[(2, IN | RDHUP)]);
+    log.ok("close the dup of w", p.close(w2));
+    log.ok("close the dup of a", p.close(a2));
+    let got = wait(p, ep, 8, 0).map(|mut v| {
+        v.sort();
+        v
+    });
+    log.expect("now both hang up", got, Ok(vec![(1, HUP), (2, IN | HUP | RDHUP)]));
+    close_all(p, &[ep, r, b]);
+}
+
 crate::cases! {
     close_removes_registration,
     dup_keeps_registration,
     dup_registered_twice,
     nonblock_shared_by_dup,
     close_epoll_keeps_files,
+    last_close_hangs_up,
 }
 
 crate::exclusive_cases! {
