@@ -659,6 +659,31 @@ pub fn tcp_shutdown_while_connecting<P: Poller>(p: &P, log: &mut Log) {
     close_all(p, &[l, c1, c2]);
 }
 
+/// Addresses: an unbound socket is `0.0.0.0:0`; any 127/8 address can be bound; a client
+/// connecting to 127.0.0.2 gets the loopback route's source address, 127.0.0.1.
+pub fn tcp_addresses<P: Poller>(p: &P, log: &mut Log) {
+    let t = log.ok("fresh", p.tcp_socket(SOCK_NONBLOCK));
+    log.expect(
+        "unbound local_addr",
+        val(&p.local_addr(t)),
+        Ok(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)),
+    );
+    let l = log.ok("listener", p.tcp_socket(SOCK_NONBLOCK));
+    let two = Ipv4Addr::new(127, 0, 0, 2);
+    log.ok("bind 127.0.0.2:0", p.bind(l, SocketAddrV4::new(two, 0)));
+    log.ok("listen", p.listen(l, 4));
+    let addr = p.local_addr(l).unwrap();
+    log.expect("listener ip", *addr.ip(), two);
+    log.expect("connect", connect(p, t, addr), "started".to_string());
+    log.expect("connected", wait_for(p, t, OUT, T as u64), OUT);
+    log.expect("client's source address", val(&p.local_addr(t)).map(|a| *a.ip()), Ok(LOCALHOST));
+    log.expect("queued", wait_for(p, l, IN, T as u64), IN);
+    let (s, peer) = log.ok("accept", p.accept4(l, SOCK_NONBLOCK));
+    log.check("peer is the client", Some(peer) == p.local_addr(t).ok());
+    log.check("server's local address is the listener's", p.local_addr(s).ok() == Some(addr));
+    close_all(p, &[t, l, s]);
+}
+
 crate::cases! {
     tcp_listener_readable_when_pending,
     tcp_accept_order_and_et_listener,
@@ -687,4 +712,5 @@ crate::cases! {
     tcp_reset_before_accept,
     tcp_fin_before_accept,
     tcp_shutdown_while_connecting,
+    tcp_addresses,
 }
