@@ -170,7 +170,11 @@ pub fn zero_length_writes<P: Poller>(p: &P, log: &mut Log) {
     log.count("pipe, no reader", p.write(w, &[]), Ok(0));
     log.count("pipe, no reader, 1 byte", p.write(w, b"x"), Err(EPIPE));
     let mut buf = [0u8; 1];
-    log.count("read a closed peer's socket, empty buffer", p.read(b, &mut buf[..0]), Ok(0));
+    log.count(
+        "read a closed peer's socket, empty buffer",
+        p.read(b, &mut buf[..0]),
+        Ok(0),
+    );
     close_all(p, &[b, w]);
 }
 
@@ -184,13 +188,29 @@ pub fn pipe_merge_and_atomicity<P: Poller>(p: &P, log: &mut Log) {
         pages += 1;
     }
     log.check("filled with 4000-byte writes (one page each)", pages > 0);
-    log.count("101 bytes do not fit in the last page's 96", p.write(w, &[4u8; 101]), Err(EAGAIN));
-    log.count("96 bytes merge into the last page", p.write(w, &[5u8; 96]), Ok(96));
+    log.count(
+        "101 bytes do not fit in the last page's 96",
+        p.write(w, &[4u8; 101]),
+        Err(EAGAIN),
+    );
+    log.count(
+        "96 bytes merge into the last page",
+        p.write(w, &[5u8; 96]),
+        Ok(96),
+    );
     log.count("now nothing fits", p.write(w, b"x"), Err(EAGAIN));
-    log.count("a large write: nothing fits either", p.write(w, &[6u8; 5000]), Err(EAGAIN));
+    log.count(
+        "a large write: nothing fits either",
+        p.write(w, &[6u8; 5000]),
+        Err(EAGAIN),
+    );
     let mut buf = vec![0u8; 4000];
     log.count("read one page", p.read(r, &mut buf), Ok(4000));
-    log.count("a large write fills the free page: short", p.write(w, &[7u8; 5000]), Ok(4096));
+    log.count(
+        "a large write fills the free page: short",
+        p.write(w, &[7u8; 5000]),
+        Ok(4096),
+    );
     log.count("full", p.write(w, b"x"), Err(EAGAIN));
     close_all(p, &[r, w]);
 }

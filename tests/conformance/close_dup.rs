@@ -219,14 +219,25 @@ pub fn last_close_hangs_up<P: Poller>(p: &P, log: &mut Log) {
     log.ok("close a", p.close(a));
     expect_no_events(p, log, "dups keep the files open", ep);
     log.ok("shutdown the dup of a (WR)", p.shutdown(a2, SHUT_WR));
-    expect_events(p, log, "shutdown acts on the file", ep, 0, &[(2, IN | RDHUP)]);
+    expect_events(
+        p,
+        log,
+        "shutdown acts on the file",
+        ep,
+        0,
+        &[(2, IN | RDHUP)],
+    );
     log.ok("close the dup of w", p.close(w2));
     log.ok("close the dup of a", p.close(a2));
     let got = wait(p, ep, 8, 0).map(|mut v| {
         v.sort();
         v
     });
-    log.expect("now both hang up", got, Ok(vec![(1, HUP), (2, IN | HUP | RDHUP)]));
+    log.expect(
+        "now both hang up",
+        got,
+        Ok(vec![(1, HUP), (2, IN | HUP | RDHUP)]),
+    );
     close_all(p, &[ep, r, b]);
 }
 

@@ -273,6 +273,26 @@ pub fn wait_checks_fd_before_maxevents<P: Poller>(p: &P, log: &mut Log) {
     close_all(p, &[ep]);
 }
 
+/// Interest bits Linux does not know are accepted, and never reported.
+pub fn ctl_unknown_bits_accepted<P: Poller>(p: &P, log: &mut Log) {
+    let e = log.ok("eventfd(1)", p.eventfd(1, EFD_NONBLOCK));
+    let ep = epoll(p);
+    let odd = netpoll::Events::from_bits(0x8000 | 0x0400_0000)
+        | netpoll::Events::NVAL
+        | netpoll::Events::MSG;
+    log.ok(
+        "ADD IN|unknown bits",
+        ctl(p, ep, EPOLL_CTL_ADD, e, IN | odd, 1),
+    );
+    expect_events(p, log, "IN only", ep, 0, &[(1, IN)]);
+    log.ok(
+        "MOD OUT|unknown bits",
+        ctl(p, ep, EPOLL_CTL_MOD, e, OUT | odd, 2),
+    );
+    expect_events(p, log, "OUT only", ep, 0, &[(2, OUT)]);
+    close_all(p, &[ep, e]);
+}
+
 crate::cases! {
     ctl_eexist_enoent,
     ctl_ebadf,
@@ -286,4 +306,5 @@ crate::cases! {
     wait_errors,
     constructor_bad_flags,
     wait_checks_fd_before_maxevents,
+    ctl_unknown_bits_accepted,
 }

@@ -287,9 +287,21 @@ pub fn socket_calls_on_non_tcp<P: Poller>(p: &P, log: &mut Log) {
     let [r, w] = log.ok("pipe2", p.pipe2(O_NONBLOCK));
     let addr: std::net::SocketAddrV4 = "127.0.0.1:1".parse().unwrap();
     log.err("listen on a socketpair (unbound)", p.listen(a, 1), EINVAL);
-    log.err("accept on a socketpair", p.accept4(a, SOCK_NONBLOCK), EINVAL);
-    log.err("connect a socketpair to an IPv4 address", p.connect(a, addr), EINVAL);
-    log.err("bind a socketpair to an IPv4 address", p.bind(a, addr), EINVAL);
+    log.err(
+        "accept on a socketpair",
+        p.accept4(a, SOCK_NONBLOCK),
+        EINVAL,
+    );
+    log.err(
+        "connect a socketpair to an IPv4 address",
+        p.connect(a, addr),
+        EINVAL,
+    );
+    log.err(
+        "bind a socketpair to an IPv4 address",
+        p.bind(a, addr),
+        EINVAL,
+    );
     log.err("local_addr of a socketpair", p.local_addr(a), EOPNOTSUPP);
     log.err("peer_addr of a socketpair", p.peer_addr(a), EOPNOTSUPP);
     log.err("listen on a pipe", p.listen(r, 1), ENOTSOCK);

@@ -28,7 +28,11 @@ pub fn masks_socketpair<P: Poller>(p: &P, log: &mut Log) {
     let [a, b] = log.ok("socketpair", p.socketpair(SOCK_NONBLOCK));
     log.expect("idle", poll_now(p, b, EVERY), OUT | WRNORM | WRBAND);
     log.count("write", p.write(a, b"x"), Ok(1));
-    log.expect("readable", poll_now(p, b, EVERY), IN | RDNORM | OUT | WRNORM | WRBAND);
+    log.expect(
+        "readable",
+        poll_now(p, b, EVERY),
+        IN | RDNORM | OUT | WRNORM | WRBAND,
+    );
     log.ok("a SHUT_WR", p.shutdown(a, SHUT_WR));
     log.expect(
         "peer shut down writing",
@@ -52,10 +56,18 @@ pub fn masks_pipe<P: Poller>(p: &P, log: &mut Log) {
     log.count("write", p.write(w, b"x"), Ok(1));
     log.expect("read end, data", poll_now(p, r, EVERY), IN | RDNORM);
     log.ok("close w", p.close(w));
-    log.expect("read end, data, no writer", poll_now(p, r, EVERY), IN | RDNORM | HUP);
+    log.expect(
+        "read end, data, no writer",
+        poll_now(p, r, EVERY),
+        IN | RDNORM | HUP,
+    );
     let [r2, w2] = log.ok("pipe2", p.pipe2(O_NONBLOCK));
     log.ok("close r2", p.close(r2));
-    log.expect("write end, no reader", poll_now(p, w2, EVERY), OUT | WRNORM | ERR);
+    log.expect(
+        "write end, no reader",
+        poll_now(p, w2, EVERY),
+        OUT | WRNORM | ERR,
+    );
     close_all(p, &[r, w2]);
 }
 
@@ -67,7 +79,11 @@ pub fn masks_eventfd_and_epoll<P: Poller>(p: &P, log: &mut Log) {
     let ep = epoll(p);
     log.expect("empty epoll", poll_now(p, ep, EVERY), NONE);
     log.ok("ADD eventfd", ctl(p, ep, EPOLL_CTL_ADD, e, IN, 1));
-    log.expect("epoll with a ready item", poll_now(p, ep, EVERY), IN | RDNORM);
+    log.expect(
+        "epoll with a ready item",
+        poll_now(p, ep, EVERY),
+        IN | RDNORM,
+    );
     close_all(p, &[ep, e]);
 }
 
@@ -80,16 +96,28 @@ pub fn masks_tcp<P: Poller>(p: &P, log: &mut Log) {
     let c = log.ok("client", p.tcp_socket(SOCK_NONBLOCK));
     let _ = p.connect(c, addr);
     log.expect("listener, pending", wait_for(p, l, IN, T), IN);
-    log.expect("listener, pending, every bit", poll_now(p, l, EVERY), IN | RDNORM);
+    log.expect(
+        "listener, pending, every bit",
+        poll_now(p, l, EVERY),
+        IN | RDNORM,
+    );
     let (s, _) = log.ok("accept", p.accept4(l, SOCK_NONBLOCK));
     log.expect("client connected", wait_for(p, c, OUT, T), OUT);
     log.expect("connected, idle", poll_now(p, c, EVERY), OUT | WRNORM);
     log.count("write", p.write(c, b"x"), Ok(1));
     wait_for(p, s, IN, T);
-    log.expect("readable", poll_now(p, s, EVERY), IN | RDNORM | OUT | WRNORM);
+    log.expect(
+        "readable",
+        poll_now(p, s, EVERY),
+        IN | RDNORM | OUT | WRNORM,
+    );
     log.ok("client SHUT_WR", p.shutdown(c, SHUT_WR));
     wait_for(p, s, RDHUP, T);
-    log.expect("FIN", poll_now(p, s, EVERY), IN | RDNORM | OUT | WRNORM | RDHUP);
+    log.expect(
+        "FIN",
+        poll_now(p, s, EVERY),
+        IN | RDNORM | OUT | WRNORM | RDHUP,
+    );
     log.expect("client after SHUT_WR", poll_now(p, c, EVERY), OUT | WRNORM);
     log.ok("SO_LINGER 0", p.set_linger(s, Some(0)));
     log.ok("server closes: RST", p.close(s));
@@ -100,8 +128,15 @@ pub fn masks_tcp<P: Poller>(p: &P, log: &mut Log) {
         IN | RDNORM | OUT | WRNORM | RDHUP | HUP | ERR,
     );
     let hold = log.ok("placeholder", p.tcp_socket(SOCK_NONBLOCK));
-    log.ok("bind", p.bind(hold, SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0)));
-    log.expect("bound, not listening", poll_now(p, hold, EVERY), OUT | WRNORM | HUP);
+    log.ok(
+        "bind",
+        p.bind(hold, SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0)),
+    );
+    log.expect(
+        "bound, not listening",
+        poll_now(p, hold, EVERY),
+        OUT | WRNORM | HUP,
+    );
     close_all(p, &[t, l, c, hold]);
 }
 

@@ -132,13 +132,22 @@ pub fn nested_epoll_fd_io<P: Poller>(p: &P, log: &mut Log) {
 pub fn nested_add_ready_wakes_outer<P: Poller>(p: &P, log: &mut Log) {
     let inner = epoll(p);
     let outer = epoll(p);
-    log.ok("ADD inner to outer ET", ctl(p, outer, EPOLL_CTL_ADD, inner, IN | ET, 100));
+    log.ok(
+        "ADD inner to outer ET",
+        ctl(p, outer, EPOLL_CTL_ADD, inner, IN | ET, 100),
+    );
     expect_no_events(p, log, "inner empty", outer);
     let e = log.ok("eventfd(1)", p.eventfd(1, EFD_NONBLOCK));
-    log.ok("ADD ready eventfd to inner", ctl(p, inner, EPOLL_CTL_ADD, e, IN, 1));
+    log.ok(
+        "ADD ready eventfd to inner",
+        ctl(p, inner, EPOLL_CTL_ADD, e, IN, 1),
+    );
     expect_events(p, log, "outer edge", outer, 0, &[(100, IN)]);
     expect_no_events(p, log, "once", outer);
-    log.ok("MOD in inner (still ready)", ctl(p, inner, EPOLL_CTL_MOD, e, IN, 2));
+    log.ok(
+        "MOD in inner (still ready)",
+        ctl(p, inner, EPOLL_CTL_MOD, e, IN, 2),
+    );
     expect_no_events(p, log, "MOD of a queued item: no new edge outside", outer);
     expect_events(p, log, "inner", inner, 0, &[(2, IN)]);
     close_all(p, &[outer, inner, e]);

@@ -567,7 +567,11 @@ pub fn tcp_after_reset<P: Poller>(p: &P, log: &mut Log) {
     let (l, c, s) = tcp_pair(p);
     log.ok("SO_LINGER 0", p.set_linger(c, Some(0)));
     log.ok("close: RST", p.close(c));
-    log.expect("reset", wait_for(p, s, ERR, T as u64), IN | OUT | ERR | HUP | RDHUP);
+    log.expect(
+        "reset",
+        wait_for(p, s, ERR, T as u64),
+        IN | OUT | ERR | HUP | RDHUP,
+    );
     log.expect("SO_ERROR", val(&p.take_socket_error(s)), Ok(ECONNRESET));
     log.err("peer_addr", p.peer_addr(s), ENOTCONN);
     log.err("shutdown", p.shutdown(s, SHUT_RDWR), ENOTCONN);
@@ -612,7 +616,11 @@ pub fn tcp_reset_before_accept<P: Poller>(p: &P, log: &mut Log) {
     log.ok("SO_LINGER 0", p.set_linger(c, Some(0)));
     log.ok("client resets", p.close(c));
     let (s, _) = log.ok("accept", p.accept4(l, SOCK_NONBLOCK));
-    log.expect("accepted socket reset", wait_for(p, s, ERR, T as u64), IN | OUT | ERR | HUP | RDHUP);
+    log.expect(
+        "accepted socket reset",
+        wait_for(p, s, ERR, T as u64),
+        IN | OUT | ERR | HUP | RDHUP,
+    );
     let mut buf = [0u8; 4];
     log.err("read", p.read(s, &mut buf), ECONNRESET);
     log.err("accept again", p.accept4(l, SOCK_NONBLOCK), EAGAIN);
@@ -631,7 +639,11 @@ pub fn tcp_fin_before_accept<P: Poller>(p: &P, log: &mut Log) {
     log.ok("client closes", p.close(c));
     log.expect("queued", wait_for(p, l, IN, T as u64), IN);
     let (s, _) = log.ok("accept", p.accept4(l, SOCK_NONBLOCK));
-    log.expect("data and FIN", wait_for(p, s, IN | RDHUP, T as u64), IN | OUT | RDHUP);
+    log.expect(
+        "data and FIN",
+        wait_for(p, s, IN | RDHUP, T as u64),
+        IN | OUT | RDHUP,
+    );
     let mut buf = [0u8; 8];
     log.count("read", p.read(s, &mut buf), Ok(3));
     log.count("EOF", p.read(s, &mut buf), Ok(0));
@@ -652,10 +664,17 @@ pub fn tcp_shutdown_while_connecting<P: Poller>(p: &P, log: &mut Log) {
     let c2 = log.ok("client 2", p.tcp_socket(SOCK_NONBLOCK));
     log.expect("connect 2", connect(p, c2, addr), "started".to_string());
     log.expect("client 2 still connecting", wait_for(p, c2, OUT, 100), NONE);
-    log.ok("shutdown(SHUT_WR) while connecting", p.shutdown(c2, SHUT_WR));
+    log.ok(
+        "shutdown(SHUT_WR) while connecting",
+        p.shutdown(c2, SHUT_WR),
+    );
     log.expect("aborted", poll_now(p, c2, ALL), OUT | ERR | HUP);
     log.expect("SO_ERROR", val(&p.take_socket_error(c2)), Ok(ECONNRESET));
-    log.expect("a new connect starts afresh", connect(p, c2, addr), "started".to_string());
+    log.expect(
+        "a new connect starts afresh",
+        connect(p, c2, addr),
+        "started".to_string(),
+    );
     close_all(p, &[l, c1, c2]);
 }
 
@@ -676,11 +695,18 @@ pub fn tcp_addresses<P: Poller>(p: &P, log: &mut Log) {
     log.expect("listener ip", *addr.ip(), two);
     log.expect("connect", connect(p, t, addr), "started".to_string());
     log.expect("connected", wait_for(p, t, OUT, T as u64), OUT);
-    log.expect("client's source address", val(&p.local_addr(t)).map(|a| *a.ip()), Ok(LOCALHOST));
+    log.expect(
+        "client's source address",
+        val(&p.local_addr(t)).map(|a| *a.ip()),
+        Ok(LOCALHOST),
+    );
     log.expect("queued", wait_for(p, l, IN, T as u64), IN);
     let (s, peer) = log.ok("accept", p.accept4(l, SOCK_NONBLOCK));
     log.check("peer is the client", Some(peer) == p.local_addr(t).ok());
-    log.check("server's local address is the listener's", p.local_addr(s).ok() == Some(addr));
+    log.check(
+        "server's local address is the listener's",
+        p.local_addr(s).ok() == Some(addr),
+    );
     close_all(p, &[t, l, s]);
 }
 
