@@ -194,6 +194,49 @@ pub fn pipe_directions<P: Poller>(p: &P, log: &mut Log) {
     close_all(p, &[ep, r, w]);
 }
 
+/// A unix socket's writer is woken when the reader consumes a whole write (an skb), not part of
+/// one.
+pub fn et_out_socketpair_whole_skb<P: Poller>(p: &P, log: &mut Log) {
+    let [a, b] = log.ok("socketpair", p.socketpair(SOCK_NONBLOCK));
+    let ep = epoll(p);
+    log.ok("ADD a OUT|ET", ctl(p, ep, EPOLL_CTL_ADD, a, OUT | ET, 2));
+    expect_events(p, log, "writable at ADD", ep, 0, &[(2, OUT)]);
+    log.count("write 10", p.write(a, &[1; 10]), Ok(10));
+    log.count("write 10 more", p.write(a, &[2; 10]), Ok(10));
+    let mut buf = [0u8; 20];
+    log.count("peer reads 5", p.read(b, &mut buf[..5]), Ok(5));
+    expect_no_events(p, log, "part of a write: no edge", ep);
+    log.count(
+        "peer reads 10 (the rest of the first write and half the second)",
+        p.read(b, &mut buf[..10]),
+        Ok(10),
+    );
+    expect_events(p, log, "first write consumed: edge", ep, 0, &[(2, OUT)]);
+    log.count("peer reads the rest", p.read(b, &mut buf), Ok(5));
+    expect_events(p, log, "second write consumed: edge", ep, 0, &[(2, OUT)]);
+    close_all(p, &[ep, a, b]);
+}
+
+/// TCP wakes a writer for room only after it ran out of room: acknowledgements of a small
+/// write are no `OUT` edge.
+pub fn et_out_tcp_no_edge_without_pressure<P: Poller>(p: &P, log: &mut Log) {
+    let (l, c, s) = tcp_pair(p);
+    let ep = epoll(p);
+    log.ok(
+        "ADD client IN|OUT|ET",
+        ctl(p, ep, EPOLL_CTL_ADD, c, IN | OUT | ET, 1),
+    );
+    expect_events(p, log, "writable at ADD", ep, 0, &[(1, OUT)]);
+    log.count("write 10", p.write(c, &[1; 10]), Ok(10));
+    log.expect("server got it", wait_for(p, s, IN, 10_000), IN | OUT);
+    expect_events(p, log, "no edge for the ACK (50 ms)", ep, 50, &[]);
+    log.expect("server reads", drain(p, s), 10);
+    expect_events(p, log, "no edge for the read either (50 ms)", ep, 50, &[]);
+    log.count("server writes", p.write(s, b"x"), Ok(1));
+    expect_events(p, log, "data: edge", ep, 10_000, &[(1, IN | OUT)]);
+    close_all(p, &[ep, l, c, s]);
+}
+
 crate::cases! {
     lt_socketpair,
     et_socketpair,
@@ -207,4 +250,6 @@ crate::cases! {
     et_out_pipe_reader_read,
     lt_in_out_socketpair,
     pipe_directions,
+    et_out_socketpair_whole_skb,
+    et_out_tcp_no_edge_without_pressure,
 }
