@@ -131,7 +131,15 @@ pub fn fd_reuse_lowest_free<P: Poller>(p: &P, log: &mut Log) {
     log.expect("dup takes the lowest free, below its source", y - a, b - a);
     let ep = epoll(p);
     log.expect("epoll after dups", ep - x, 1);
-    close_all(p, &[r, w, d, x, y, ep]);
+    log.ok("close r", p.close(r));
+    log.ok("close w", p.close(w));
+    let [s1, s2] = log.ok("socketpair", p.socketpair(SOCK_NONBLOCK));
+    log.expect(
+        "socketpair takes the two lowest free",
+        (s1 - a, s2 - a),
+        (0, c - a),
+    );
+    close_all(p, &[s1, s2, d, x, y, ep]);
 }
 
 pub fn reused_number_not_registered<P: Poller>(p: &P, log: &mut Log) {

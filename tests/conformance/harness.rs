@@ -492,3 +492,44 @@ pub const ONESHOT: Events = Events::ONESHOT;
 pub const EXCLUSIVE: Events = Events::EXCLUSIVE;
 /// No interest.
 pub const NONE: Events = Events::NONE;
+
+/// The harness itself: a divergence and a wrong expectation must fail the test.
+mod selftest {
+    use super::*;
+
+    fn names_differ<P: Poller>(p: &P, log: &mut Log) {
+        log.expect("ok", 1, 1);
+        log.check("name", !p.name().is_empty());
+        let name = p.name();
+        log.expect("the kernel's name (differs between arms)", name, name);
+    }
+
+    fn wrong_expectation<P: Poller>(p: &P, log: &mut Log) {
+        let e = p.eventfd(0, EFD_NONBLOCK).expect("eventfd");
+        let mut buf = [0u8; 8];
+        log.count("read an empty eventfd", p.read(e, &mut buf), Ok(8));
+        p.close(e).unwrap();
+    }
+
+    #[test]
+    #[should_panic(expected = "LOGS DIFFER first at line 3")]
+    fn harness_reports_a_divergence() {
+        run(
+            "selftest::names_differ",
+            Fds::Shared,
+            names_differ::<Real>,
+            names_differ::<Sim>,
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "REAL KERNEL did not behave as the case expects")]
+    fn harness_reports_a_wrong_expectation() {
+        run(
+            "selftest::wrong_expectation",
+            Fds::Shared,
+            wrong_expectation::<Real>,
+            wrong_expectation::<Sim>,
+        );
+    }
+}
