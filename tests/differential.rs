@@ -304,11 +304,17 @@ impl<P: Poller> Arm<P> {
     }
 }
 
+/// `NETPOLL_SEED` (decimal or `0x` hex), or the conformance suite's default.
 fn seed() -> u64 {
-    std::env::var("NETPOLL_SEED")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(0x5EED_0001)
+    let Ok(s) = std::env::var("NETPOLL_SEED") else {
+        return 0x5EED_0001;
+    };
+    let s = s.trim();
+    match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => s.parse(),
+    }
+    .unwrap_or_else(|_| panic!("NETPOLL_SEED={s:?} is not a u64"))
 }
 
 /// Every random sequence starts with these, so that few ops are skipped for want of a target.
@@ -341,7 +347,7 @@ fn run(ops: &[Op]) -> Result<(), String> {
         let _ = writeln!(history, "  #{i:2} {op:?} -> {r}");
         if r != s {
             return Err(format!(
-                "kernels differ at op #{i} {op:?} (sim seed {seed}):\n  real: {r}\n  sim:  {s}\nsequence and real results:\n{history}"
+                "kernels differ at op #{i} {op:?} (sim seed {seed}; ops #0-#4 are the fixed prelude):\n  real: {r}\n  sim:  {s}\nsequence and real results:\n{history}"
             ));
         }
     }

@@ -182,6 +182,38 @@ pub fn nested_two_inners_order<P: Poller>(p: &P, log: &mut Log) {
     close_all(p, &[outer, i1, i2, e1, e2]);
 }
 
+/// Polling an epoll instance (from an outer one) drops the stale entries at the front of its
+/// ready list, which changes the order its own `epoll_wait` reports later.
+pub fn nested_poll_prunes_stale_items<P: Poller>(p: &P, log: &mut Log) {
+    for outer_looks in [false, true] {
+        let ea = log.ok("eventfd A", p.eventfd(0, EFD_NONBLOCK));
+        let eb = log.ok("eventfd B", p.eventfd(0, EFD_NONBLOCK));
+        let inner = epoll(p);
+        let outer = epoll(p);
+        log.ok("A in inner", ctl(p, inner, EPOLL_CTL_ADD, ea, IN, 1));
+        log.ok("B in inner", ctl(p, inner, EPOLL_CTL_ADD, eb, IN, 2));
+        log.ok(
+            "inner in outer",
+            ctl(p, outer, EPOLL_CTL_ADD, inner, IN, 100),
+        );
+        log.count("bump A", p.write(ea, &1u64.to_ne_bytes()), Ok(8));
+        log.count("bump B", p.write(eb, &1u64.to_ne_bytes()), Ok(8));
+        let mut buf = [0u8; 8];
+        log.count("drain A: a stale entry", p.read(ea, &mut buf), Ok(8));
+        if outer_looks {
+            expect_events(p, log, "outer polls inner", outer, 0, &[(100, IN)]);
+        }
+        log.count("bump A again", p.write(ea, &1u64.to_ne_bytes()), Ok(8));
+        let expected: &[(u64, netpoll::Events)] = if outer_looks {
+            &[(2, IN), (1, IN)]
+        } else {
+            &[(1, IN), (2, IN)]
+        };
+        expect_events(p, log, "inner's order", inner, 0, expected);
+        close_all(p, &[outer, inner, ea, eb]);
+    }
+}
+
 crate::cases! {
     nested_inner_readable,
     nested_et_outer,
@@ -192,4 +224,5 @@ crate::cases! {
     nested_add_ready_wakes_outer,
     nested_close_inner,
     nested_two_inners_order,
+    nested_poll_prunes_stale_items,
 }
