@@ -347,7 +347,7 @@ fn run(ops: &[Op]) -> Result<(), String> {
         let _ = writeln!(history, "  #{i:2} {op:?} -> {r}");
         if r != s {
             return Err(format!(
-                "kernels differ at op #{i} {op:?} (sim seed {seed}; ops #0-#4 are the fixed prelude):\n  real: {r}\n  sim:  {s}\nsequence and real results:\n{history}"
+                "kernels differ at op #{i} {op:?} (sim seed {seed}; random sequences start with a fixed 5-op prelude):\n  real: {r}\n  sim:  {s}\nsequence and real results:\n{history}"
             ));
         }
     }
