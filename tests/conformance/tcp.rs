@@ -710,6 +710,56 @@ pub fn tcp_addresses<P: Poller>(p: &P, log: &mut Log) {
     close_all(p, &[t, l, s]);
 }
 
+/// `shutdown` of an unconnected TCP socket fails with `ENOTCONN` but still marks the socket shut
+/// down (Linux's "hack to wake up other listeners" in `inet_shutdown`).
+pub fn tcp_shutdown_unconnected_still_shuts<P: Poller>(p: &P, log: &mut Log) {
+    let t = log.ok("fresh", p.tcp_socket(SOCK_NONBLOCK));
+    log.err("SHUT_RD", p.shutdown(t, SHUT_RD), ENOTCONN);
+    log.expect(
+        "now reads as shut down",
+        poll_now(p, t, ALL),
+        IN | OUT | HUP | RDHUP,
+    );
+    let mut buf = [0u8; 4];
+    log.count("read: EOF, not ENOTCONN", p.read(t, &mut buf), Ok(0));
+    let u = log.ok("fresh", p.tcp_socket(SOCK_NONBLOCK));
+    log.err("SHUT_WR", p.shutdown(u, SHUT_WR), ENOTCONN);
+    log.expect("mask", poll_now(p, u, ALL), OUT | HUP);
+    log.err("write", p.write(u, b"x"), EPIPE);
+    log.count("read: still ENOTCONN", p.read(u, &mut buf), Err(ENOTCONN));
+    close_all(p, &[t, u]);
+}
+
+/// Data arriving at a socket that has shut down both directions (`FIN_WAIT` with reading shut)
+/// makes it reset the connection (RFC 1122), on both ends.
+pub fn tcp_data_after_shut_rdwr_resets<P: Poller>(p: &P, log: &mut Log) {
+    let (l, c, s) = tcp_pair(p);
+    log.ok("client SHUT_RDWR", p.shutdown(c, SHUT_RDWR));
+    log.expect(
+        "server sees FIN",
+        wait_for(p, s, RDHUP, T as u64),
+        IN | OUT | RDHUP,
+    );
+    log.count("server writes", p.write(s, b"x"), Ok(1));
+    log.expect(
+        "client resets",
+        wait_for(p, c, ERR, T as u64),
+        IN | OUT | ERR | HUP | RDHUP,
+    );
+    log.expect(
+        "server reset",
+        wait_for(p, s, ERR, T as u64),
+        IN | OUT | ERR | HUP | RDHUP,
+    );
+    log.expect(
+        "client SO_ERROR",
+        val(&p.take_socket_error(c)),
+        Ok(ECONNRESET),
+    );
+    log.expect("server SO_ERROR", val(&p.take_socket_error(s)), Ok(EPIPE));
+    close_all(p, &[l, c, s]);
+}
+
 crate::cases! {
     tcp_listener_readable_when_pending,
     tcp_accept_order_and_et_listener,
@@ -739,4 +789,6 @@ crate::cases! {
     tcp_fin_before_accept,
     tcp_shutdown_while_connecting,
     tcp_addresses,
+    tcp_shutdown_unconnected_still_shuts,
+    tcp_data_after_shut_rdwr_resets,
 }
