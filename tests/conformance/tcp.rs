@@ -760,6 +760,19 @@ pub fn tcp_data_after_shut_rdwr_resets<P: Poller>(p: &P, log: &mut Log) {
     close_all(p, &[l, c, s]);
 }
 
+/// `shutdown` settles a non-blocking connect's pending state: the next `connect` is `EISCONN`
+/// (without the shutdown, the first repeat would report the connect's success).
+pub fn tcp_shutdown_settles_connect<P: Poller>(p: &P, log: &mut Log) {
+    let l = tcp_listener(p);
+    let addr = p.local_addr(l).unwrap();
+    let c = log.ok("client", p.tcp_socket(SOCK_NONBLOCK));
+    log.expect("connect", connect(p, c, addr), "started".to_string());
+    log.expect("connected", wait_for(p, c, OUT, T as u64), OUT);
+    log.ok("SHUT_WR", p.shutdown(c, SHUT_WR));
+    log.err("connect again", p.connect(c, addr), EISCONN);
+    close_all(p, &[l, c]);
+}
+
 crate::cases! {
     tcp_listener_readable_when_pending,
     tcp_accept_order_and_et_listener,
@@ -791,4 +804,5 @@ crate::cases! {
     tcp_addresses,
     tcp_shutdown_unconnected_still_shuts,
     tcp_data_after_shut_rdwr_resets,
+    tcp_shutdown_settles_connect,
 }
