@@ -24,7 +24,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use criterion::{BenchmarkId, Bencher, Criterion, Throughput};
+use criterion::{Bencher, BenchmarkId, Criterion, Throughput};
 use netpoll::sys::{
     EFD_CLOEXEC, EFD_NONBLOCK, EPOLL_CLOEXEC, EPOLL_CTL_ADD, SOCK_CLOEXEC, SOCK_NONBLOCK,
 };
@@ -176,7 +176,12 @@ fn check_ready<P: Poller>(p: &P, ep: Fd) {
     let mut got: Vec<u64> = evs[..n].iter().map(|e| e.data).collect();
     got.sort_unstable();
     let want: Vec<u64> = (0..READY as u64).map(|i| tag(0, i)).collect();
-    assert_eq!(got, want, "{}: epoll_wait must return the 5 ready", p.name());
+    assert_eq!(
+        got,
+        want,
+        "{}: epoll_wait must return the 5 ready",
+        p.name()
+    );
     assert!(evs[..n].iter().all(|e| e.events == Events::IN));
 }
 
@@ -221,12 +226,16 @@ fn bench_epoll_wait(c: &mut Criterion) {
     let mut g = c.benchmark_group("epoll_wait_5_ready");
     for n in SIZES {
         let (sim, ep) = sim_instance(n);
-        g.bench_with_input(BenchmarkId::new("sim", n), &ep, |b, &ep| wait_5(b, &sim, ep));
+        g.bench_with_input(BenchmarkId::new("sim", n), &ep, |b, &ep| {
+            wait_5(b, &sim, ep)
+        });
     }
     let net = RealNet::new();
     for n in SIZES {
         let (ep, registrars) = real_instance(&net, n);
-        g.bench_with_input(BenchmarkId::new("real", n), &ep, |b, &ep| wait_5(b, &net, ep));
+        g.bench_with_input(BenchmarkId::new("real", n), &ep, |b, &ep| {
+            wait_5(b, &net, ep)
+        });
         drop(registrars);
     }
     g.finish();
