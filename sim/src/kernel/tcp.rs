@@ -175,6 +175,8 @@ pub(crate) struct Net {
     /// Bound (ip, port) pairs and the socket holding each.
     bound: BTreeMap<(Ipv4Addr, u16), FileId>,
     next_attempt: u64,
+    /// Where the next ephemeral port search starts (an offset into the range).
+    port_hint: Option<u64>,
 }
 
 fn sock(k: &mut Kernel, f: FileId) -> &mut TcpSock {
@@ -243,13 +245,20 @@ impl Kernel {
         true
     }
 
+    /// An ephemeral port free on `ip`: the search starts where the last one ended (from a
+    /// seeded first offset), so allocation is O(1) while the range is not full.
     fn ephemeral_port(&mut self, ip: Ipv4Addr) -> io::Result<u16> {
         let (lo, hi) = EPHEMERAL;
         let span = u64::from(hi - lo) + 1;
-        let start = self.rng.range(Stream::Ports, 0, span - 1);
+        let start = match self.net.port_hint {
+            Some(h) => h,
+            None => self.rng.range(Stream::Ports, 0, span - 1),
+        };
         for i in 0..span {
-            let port = lo + ((start + i) % span) as u16;
+            let off = (start + i) % span;
+            let port = lo + off as u16;
             if self.port_free(ip, port) {
+                self.net.port_hint = Some((off + 1) % span);
                 return Ok(port);
             }
         }
