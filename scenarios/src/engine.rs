@@ -709,7 +709,10 @@ impl<'k, K: Kernel> Engine<'k, K> {
         let short_read_drains =
             ready.is_some_and(|r| !r.intersects(Events::RDHUP | Events::HUP | Events::ERR));
         // Read everything there is (a slow reader: up to its budget).
-        while !skip_read {
+        loop {
+            if skip_read {
+                break;
+            }
             let c = &self.clients[i];
             if c.phase != Phase::Active {
                 return Ok(());

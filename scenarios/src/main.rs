@@ -116,7 +116,7 @@ fn usage(msg: impl std::fmt::Display) -> ExitCode {
 }
 
 fn scenario_named(name: &str) -> Result<&'static Scenario, ParamError> {
-    scenario::find(name).ok_or_else(|| {
+    scenario::find_any(name).ok_or_else(|| {
         let names: Vec<&str> = REGISTRY.iter().map(|s| s.name).collect();
         ParamError(format!(
             "unknown scenario {name:?}; known: {}",
@@ -188,6 +188,8 @@ fn main() -> ExitCode {
                     println!("{:<16}(simulated kernel only)", "");
                 }
             }
+            let c = &scenario::CANARY_SCENARIO;
+            println!("{:<14} {} (not in sweeps of the registry)", c.name, c.about);
             ExitCode::SUCCESS
         }
         Cmd::Run {
@@ -265,8 +267,8 @@ fn main() -> ExitCode {
                 out.display(),
                 report.outcome()
             );
-            if report.failure.is_some() {
-                eprintln!("{}", report.failure.as_ref().expect("checked"));
+            if let Some(f) = &report.failure {
+                eprintln!("{f}");
                 ExitCode::from(1)
             } else {
                 ExitCode::SUCCESS

@@ -28,25 +28,42 @@
 //! the scenarios do) or alone:
 //!
 //! ```
-//! use netpoll::{EpollEvent, Poller, sys::EPOLL_CLOEXEC};
+//! use netpoll::{EpollEvent, Poller, sys::*};
 //! use netpoll_scenarios::raw_epoll::{EchoServer, ServerConfig};
 //! use std::net::{Ipv4Addr, SocketAddrV4};
 //!
-//! fn serve<P: Poller>(p: &P, turns: usize) -> std::io::Result<()> {
-//!     let ep = p.epoll_create1(EPOLL_CLOEXEC)?;
-//!     let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0);
-//!     let mut server = EchoServer::bind(p, ep, addr, ServerConfig::default())?;
+//! /// One turn of the loop: wait (at most `max_ms`), handle what came, act on due deadlines.
+//! fn turn<P: Poller>(p: &P, ep: i32, server: &mut EchoServer<'_, P>, max_ms: i32)
+//!     -> std::io::Result<()>
+//! {
 //!     let mut events = [EpollEvent::EMPTY; 256];
-//!     for _ in 0..turns {
-//!         let n = p.epoll_wait(ep, &mut events, server.timeout_ms())?;
-//!         for ev in &events[..n] {
-//!             server.handle(*ev)?;
-//!         }
-//!         server.on_time()?;
+//!     let timeout = match server.timeout_ms() {
+//!         -1 => max_ms,
+//!         t => t.min(max_ms),
+//!     };
+//!     let n = p.epoll_wait(ep, &mut events, timeout)?;
+//!     for ev in &events[..n] {
+//!         server.handle(*ev)?;
 //!     }
-//!     Ok(())
+//!     server.on_time()
 //! }
-//! serve(&netpoll_sim::Sim::new(1), 3).unwrap();
+//!
+//! let sim = netpoll_sim::Sim::new(1);
+//! let ep = sim.epoll_create1(EPOLL_CLOEXEC)?;
+//! let any = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0);
+//! let mut server = EchoServer::bind(&sim, ep, any, ServerConfig::default())?;
+//! // A blocking client on the same kernel: its connect lets virtual time pass.
+//! let c = sim.tcp_socket(0)?;
+//! sim.connect(c, server.local_addr()?)?;
+//! sim.write(c, b"hello")?;
+//! while server.stats().bytes_out < 5 {
+//!     turn(&sim, ep, &mut server, 10)?;
+//! }
+//! let mut buf = [0u8; 5];
+//! assert_eq!(sim.read(c, &mut buf)?, 5);
+//! assert_eq!(&buf, b"hello");
+//! # Ok::<(), std::io::Error>(())
+//! ```
 //! ```
 
 use std::cmp::Reverse;
@@ -92,6 +109,9 @@ pub struct ServerConfig {
     /// After a full batch, stop listening for this long (`EPOLL_CTL_MOD` to no interest, then
     /// back): an overloaded server, which makes the accept queue overflow.
     pub accept_pause_ns: u64,
+    /// **A deliberate bug**, for the canary scenario that proves the oracles catch one: read
+    /// at most this many bytes, once per event, instead of reading until `EAGAIN`.
+    pub canary_read_once: Option<usize>,
 }
 
 impl Default for ServerConfig {
@@ -102,6 +122,7 @@ impl Default for ServerConfig {
             idle_timeout_ns: None,
             accept_batch: 256,
             accept_pause_ns: 0,
+            canary_read_once: None,
         }
     }
 }
@@ -303,12 +324,9 @@ impl<'p, P: Poller> EchoServer<'p, P> {
         for _ in 0..self.cfg.accept_batch.max(1) {
             let fd = match self.p.accept4(self.listener, SOCK_NONBLOCK | SOCK_CLOEXEC) {
                 Ok((fd, peer)) => {
-                    if self.accept_log.is_some() {
-                        let at = self.now_ns();
-                        self.accept_log
-                            .as_mut()
-                            .expect("checked")
-                            .push((at, fd, peer));
+                    let p = self.p;
+                    if let Some(log) = &mut self.accept_log {
+                        log.push((p.now().as_nanos() as u64, fd, peer));
                     }
                     fd
                 }
@@ -396,7 +414,12 @@ impl<'p, P: Poller> EchoServer<'p, P> {
                 return Ok(());
             }
             let fd = c.fd;
-            let n = match self.p.read(fd, &mut self.buf) {
+            let limit = self
+                .cfg
+                .canary_read_once
+                .unwrap_or(READ_BUF_BYTES)
+                .min(READ_BUF_BYTES);
+            let n = match self.p.read(fd, &mut self.buf[..limit]) {
                 Ok(0) => {
                     self.conn(slot).eof = true;
                     break;
@@ -430,6 +453,9 @@ impl<'p, P: Poller> EchoServer<'p, P> {
             }
             if self.slots[slot as usize].conn.is_none() {
                 return Ok(()); // closed by a reset while answering
+            }
+            if self.cfg.canary_read_once.is_some() {
+                return Ok(()); // the canary's bug: stop before EAGAIN
             }
         }
         // End of file: finish sending what is queued, then close.

@@ -66,8 +66,8 @@ impl Request {
     /// A corrupt or foreign token, an unknown scenario, or parameters that do not fit it.
     pub fn from_token(text: &str) -> Result<Request, ReplayError> {
         let t = Token::decode(text).map_err(ReplayError::Token)?;
-        let scenario =
-            scenario::find(&t.scenario).ok_or_else(|| ReplayError::Scenario(t.scenario.clone()))?;
+        let scenario = scenario::find_any(&t.scenario)
+            .ok_or_else(|| ReplayError::Scenario(t.scenario.clone()))?;
         let params = Params::from_values(scenario.params, t.values).map_err(ReplayError::Params)?;
         Ok(Request::sim(scenario, params, t.seed))
     }

@@ -314,6 +314,32 @@ pub static REGISTRY: &[Scenario] = &[
     },
 ];
 
+static CANARY: &[ParamSpec] = &[conns(4), msgs(3), size(64), WINDOW, SPLIT];
+
+/// A scenario that must fail: its server stops reading before `EAGAIN`. It proves that the
+/// harness reports a lost wakeup, with a replay line (`cargo test` and the CLI tests run it).
+pub static CANARY_SCENARIO: Scenario = Scenario {
+    name: "canary",
+    about: "FAILS ON PURPOSE: a server that reads 16 bytes per edge instead of until EAGAIN",
+    invariants: "the lost-wakeup oracle must report the stranded connection",
+    params: CANARY,
+    test_params: &[],
+    real_ok: false,
+    spec: |p| Spec {
+        server: ServerConfig {
+            canary_read_once: Some(16),
+            ..ServerConfig::default()
+        },
+        ..base(p)
+    },
+    sim_config: sim_default,
+};
+
+/// The scenario named `name` (the canary included).
+pub fn find_any(name: &str) -> Option<&'static Scenario> {
+    find(name).or_else(|| (name == CANARY_SCENARIO.name).then_some(&CANARY_SCENARIO))
+}
+
 /// The scenario named `name`.
 pub fn find(name: &str) -> Option<&'static Scenario> {
     REGISTRY.iter().find(|s| s.name == name)

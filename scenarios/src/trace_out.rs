@@ -20,6 +20,8 @@ use crate::oracle::errno_name;
 pub enum Track {
     /// The epoll instance and the loop's waits.
     Poller,
+    /// The listening socket (the first socket a run makes) and its accepts.
+    Listener,
     /// A descriptor no label names (the listener).
     Other(Fd),
     /// Connection `n`, its client end (`false`) or server end (`true`).
@@ -30,7 +32,8 @@ impl Track {
     fn tid(self) -> u64 {
         match self {
             Track::Poller => 1,
-            Track::Other(fd) => 2 + fd.max(0) as u64,
+            Track::Listener => 2,
+            Track::Other(fd) => 3 + fd.max(0) as u64,
             Track::Conn(n, _) => 1_000_000 + n as u64,
         }
     }
@@ -38,6 +41,7 @@ impl Track {
     fn name(self) -> String {
         match self {
             Track::Poller => "poller".into(),
+            Track::Listener => "listener".into(),
             Track::Other(fd) => format!("fd {fd}"),
             Track::Conn(n, _) => format!("conn {n}"),
         }
@@ -79,7 +83,7 @@ pub fn assign(records: &[Record], labels: &[FdLabel]) -> Vec<Track> {
                 // connection, is a labelled connection end.
                 let track = if r.op == Op::Socket && !listener_seen {
                     listener_seen = true;
-                    Track::Other(fd)
+                    Track::Listener
                 } else {
                     match queued.get_mut(&fd).and_then(|q| q.pop_front()) {
                         Some((n, s)) => Track::Conn(n, s),

@@ -1,0 +1,200 @@
+//! Every scenario over a default set of seeds, on the simulated kernel.
+//!
+//! `NETPOLL_SEED=<seed>` replays one seed; `NETPOLL_SEEDS=<n>` sweeps seeds 1..=n (default 3).
+//! Each run prints its seed before it starts, and a failure prints the line that replays it.
+
+use netpoll_scenarios::run::{self, Backend, Request};
+use netpoll_scenarios::scenario::{self, CANARY_SCENARIO, REGISTRY};
+
+fn seeds() -> Vec<u64> {
+    if let Ok(s) = std::env::var("NETPOLL_SEED") {
+        let seed = s
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("NETPOLL_SEED={s:?} is not a u64"));
+        return vec![seed];
+    }
+    let n: u64 = match std::env::var("NETPOLL_SEEDS") {
+        Ok(s) => s
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("NETPOLL_SEEDS={s:?} is not a count")),
+        Err(_) => 3,
+    };
+    (1..=n).collect()
+}
+
+fn check(name: &str) {
+    let s = scenario::find(name).unwrap_or_else(|| panic!("no scenario {name}"));
+    for seed in seeds() {
+        let req = Request::sim(s, s.test_defaults(), seed);
+        eprintln!("{name}: seed {seed} ({})", req.params);
+        let r = run::execute(&req);
+        if let Some(f) = &r.failure {
+            panic!(
+                "{name} failed with seed {seed}:\n{f}\nreplay: {}\n    or: NETPOLL_SEED={seed} cargo test -p netpoll-scenarios --test scenarios {}",
+                req.replay_line(),
+                name.replace('-', "_")
+            );
+        }
+        assert!(
+            r.stats.bytes > 0 || name == "reset",
+            "{name} seed {seed} moved no bytes"
+        );
+    }
+}
+
+#[test]
+fn echo() {
+    check("echo");
+}
+
+#[test]
+fn raw_epoll() {
+    check("raw-epoll");
+}
+
+#[test]
+fn half_close() {
+    check("half-close");
+}
+
+#[test]
+fn reset() {
+    check("reset");
+}
+
+#[test]
+fn accept_storm() {
+    check("accept-storm");
+}
+
+#[test]
+fn backpressure() {
+    check("backpressure");
+}
+
+#[test]
+fn slow_clients() {
+    check("slow-clients");
+}
+
+#[test]
+fn timer_storm() {
+    check("timer-storm");
+}
+
+#[test]
+fn every_registered_scenario_has_a_test_above() {
+    let tested = [
+        "echo",
+        "raw-epoll",
+        "half-close",
+        "reset",
+        "accept-storm",
+        "backpressure",
+        "slow-clients",
+        "timer-storm",
+    ];
+    let names: Vec<&str> = REGISTRY.iter().map(|s| s.name).collect();
+    assert_eq!(names, tested);
+}
+
+/// The determinism self-check, call by call, for every scenario and two seeds.
+#[test]
+fn two_runs_of_a_seed_are_identical_call_by_call() {
+    for s in REGISTRY {
+        for seed in [1, 0xfeed] {
+            let req = Request::sim(s, s.test_defaults(), seed);
+            if let Err(f) = run::compare_traced(&req) {
+                panic!("{} seed {seed}: {f}\nreplay: {}", s.name, req.replay_line());
+            }
+        }
+    }
+}
+
+/// The check itself finds a difference, and says where.
+#[test]
+fn first_divergence_reports_step_and_time() {
+    let s = scenario::find("echo").unwrap();
+    let (a, _) = run::traced(&Request::sim(s, s.test_defaults(), 1));
+    let (b, _) = run::traced(&Request::sim(s, s.test_defaults(), 2));
+    let f = run::first_divergence(&a, &b).unwrap_err();
+    let text = f.to_string();
+    assert!(text.contains("differ at call"), "{text}");
+    assert!(run::first_divergence(&a, &a).is_ok());
+    assert!(run::first_divergence(&a, &a[..a.len() - 1])
+        .unwrap_err()
+        .to_string()
+        .contains("run ended"));
+}
+
+/// The canary's server stops reading before EAGAIN: the lost-wakeup oracle must catch it,
+/// naming the fd, its history and the replay line.
+#[test]
+fn canary_is_caught_as_a_lost_wakeup() {
+    for seed in [1, 2, 3] {
+        let req = Request::sim(&CANARY_SCENARIO, CANARY_SCENARIO.defaults(), seed);
+        let r = run::execute(&req);
+        let f = r.failure.clone().expect("the canary must fail");
+        assert_eq!(f.kind(), "lost-wakeup", "{f}");
+        let text = f.to_string();
+        assert!(
+            text.contains("server connection") && text.contains("Read(fd"),
+            "{text}"
+        );
+        let summary = r.to_string();
+        assert!(
+            summary.contains("replay       netpoll-sim replay np1-"),
+            "{summary}"
+        );
+        // The replay line replays it.
+        let again = Request::from_token(&req.token()).unwrap();
+        assert_eq!(
+            run::execute(&again).failure.map(|f| f.kind()),
+            Some("lost-wakeup")
+        );
+    }
+}
+
+#[test]
+fn determinism_check_on_request_passes() {
+    let s = scenario::find("reset").unwrap();
+    let mut req = Request::sim(s, s.test_defaults(), 7);
+    req.check_determinism = true;
+    assert!(run::execute(&req).failure.is_none());
+}
+
+/// The same workload on the real kernel (small: it runs in real time).
+#[test]
+fn echo_on_the_real_kernel() {
+    for name in ["echo", "half-close", "reset", "slow-clients"] {
+        let s = scenario::find(name).unwrap();
+        let mut p = s.test_defaults();
+        p.set("conns", 10).unwrap();
+        let req = Request {
+            backend: Backend::Real,
+            ..Request::sim(s, p, 1)
+        };
+        req.validate().unwrap();
+        let r = run::execute(&req);
+        assert!(
+            r.failure.is_none(),
+            "{name} on real: {}",
+            r.failure.unwrap()
+        );
+    }
+}
+
+#[test]
+fn too_many_conns_for_real_is_refused() {
+    let s = scenario::find("echo").unwrap();
+    let mut p = s.defaults();
+    p.set("conns", 100_000).unwrap();
+    let req = Request {
+        backend: Backend::Real,
+        ..Request::sim(s, p, 1)
+    };
+    let e = req.validate().unwrap_err().to_string();
+    assert!(e.contains("too many for --backend real"), "{e}");
+}
