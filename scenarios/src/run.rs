@@ -234,6 +234,7 @@ impl Report {
             "events": s.events,
             "virtual_ns": s.virtual_ns,
             "wall_ns": s.wall_ns,
+            "cpu_ns": s.cpu_ns,
             "outcome": self.outcome(),
             "replay": r.replay_line(),
             "size": r.params.get(SIZE),
@@ -267,12 +268,13 @@ impl fmt::Display for Report {
         match r.backend {
             Backend::Sim => writeln!(
                 f,
-                "events       {} ({} syscalls + {} deliveries; {} epoll events), {:.2} M/s",
+                "events       {} ({} syscalls + {} deliveries; {} epoll events), {:.2} M/s wall, {:.2} M/s cpu",
                 s.events,
                 s.syscalls,
                 s.deliveries,
                 s.epoll_events,
-                self.events_per_sec() as f64 / 1e6
+                self.events_per_sec() as f64 / 1e6,
+                s.events as f64 * 1e3 / s.cpu_ns.max(1) as f64
             )?,
             Backend::Real => writeln!(f, "events       {} epoll events", s.events)?,
         }
@@ -282,7 +284,12 @@ impl fmt::Display for Report {
             "kernel time "
         };
         writeln!(f, "{label} {:.6} s", s.virtual_ns as f64 / 1e9)?;
-        writeln!(f, "wall time    {:.3} s", s.wall_ns as f64 / 1e9)?;
+        writeln!(
+            f,
+            "wall time    {:.3} s (cpu {:.3} s)",
+            s.wall_ns as f64 / 1e9,
+            s.cpu_ns as f64 / 1e9
+        )?;
         if let Some(kib) = peak_rss_kib() {
             writeln!(f, "peak RSS     {:.1} MiB", kib as f64 / 1024.0)?;
         }
