@@ -5,6 +5,8 @@
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -63,6 +65,9 @@ enum Cmd {
         /// Also check determinism for every seed (runs each twice).
         #[arg(long)]
         check_determinism: bool,
+        /// Runs at once (threads; each has its own simulated kernel).
+        #[arg(long, default_value_t = 1)]
+        jobs: usize,
     },
     /// Re-run the run a replay token describes.
     Replay {
@@ -280,6 +285,7 @@ fn main() -> ExitCode {
             shard,
             params,
             check_determinism,
+            jobs,
         } => {
             let s = match scenario_named(&scenario) {
                 Ok(s) => s,
@@ -313,9 +319,13 @@ fn main() -> ExitCode {
             if let Err(e) = probe.validate() {
                 return usage(e);
             }
+            if jobs == 0 || jobs > 256 {
+                return usage(format!("--jobs {jobs}: expected 1..=256"));
+            }
             sweep(
                 &probe,
                 &mine,
+                jobs,
                 &format!("{}..={} shard {k}/{n}", range.start(), range.end()),
             )
         }
@@ -411,21 +421,45 @@ impl Progress {
     }
 }
 
-fn sweep(probe: &Request, seeds: &[u64], what: &str) -> ExitCode {
+fn sweep(probe: &Request, seeds: &[u64], jobs: usize, what: &str) -> ExitCode {
+    type Outcome = (u64, Option<(&'static str, String)>);
     let mut bar = Progress::new(seeds.len());
     let mut failures = Vec::new();
     let mut events = 0u64;
     let start = Instant::now();
-    for &seed in seeds {
-        let req = Request {
-            seed,
-            ..probe.clone()
-        };
-        let r = run::execute(&req);
-        events += r.stats.events;
-        bar.tick(r.failure.is_some());
-        if let Some(f) = &r.failure {
-            failures.push((seed, f.kind(), req.replay_line()));
+    // Workers take seeds in order from a shared counter and send back (index, outcome).
+    let next = AtomicUsize::new(0);
+    let (tx, rx) = mpsc::channel::<(usize, Outcome)>();
+    let mut results: Vec<Option<Outcome>> = vec![None; seeds.len()];
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.min(seeds.len()).max(1) {
+            let tx = tx.clone();
+            let next = &next;
+            scope.spawn(move || loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(&seed) = seeds.get(i) else { return };
+                let req = Request {
+                    seed,
+                    ..probe.clone()
+                };
+                let r = run::execute(&req);
+                let fail = r.failure.as_ref().map(|f| (f.kind(), req.replay_line()));
+                if tx.send((i, (r.stats.events, fail))).is_err() {
+                    return;
+                }
+            });
+        }
+        drop(tx);
+        for (i, outcome) in rx {
+            bar.tick(outcome.1.is_some());
+            results[i] = Some(outcome);
+        }
+    });
+    for (i, r) in results.into_iter().enumerate() {
+        let (ev, fail) = r.expect("every seed ran");
+        events += ev;
+        if let Some((kind, line)) = fail {
+            failures.push((seeds[i], kind, line));
         }
     }
     println!(

@@ -182,6 +182,7 @@ fn bad_usage_exits_2() {
         &["sweep", "echo", "--seeds", "x"],
         &["sweep", "echo", "--seeds", "1..3", "--shard", "0/2"],
         &["sweep", "echo", "--seeds", "1..3", "--shard", "3/2"],
+        &["sweep", "echo", "--seeds", "1..3", "--jobs", "0"],
     ];
     for args in cases {
         let o = bin(args);
@@ -260,7 +261,7 @@ fn sweep_shards_partition_the_seeds() {
         );
     }
     assert_eq!(seen, [2, 2]);
-    let o = bin(&["sweep", "canary", "--seeds", "1..=3"]);
+    let o = bin(&["sweep", "canary", "--seeds", "1..=3", "--jobs", "2"]);
     assert_eq!(code(&o), 1);
     let fails = stdout(&o)
         .lines()

@@ -198,3 +198,23 @@ fn too_many_conns_for_real_is_refused() {
     let e = req.validate().unwrap_err().to_string();
     assert!(e.contains("too many for --backend real"), "{e}");
 }
+
+/// The hang oracle: clients wait for an end of file that a server without idle deadlines
+/// never sends; nothing is in flight, so the loop would wait for ever.
+#[test]
+fn a_wait_for_ever_is_reported_as_a_hang() {
+    use netpoll_scenarios::engine::{self, ClientMode, Spec};
+    let spec = Spec {
+        mode: ClientMode::Stall { pct: 100 },
+        ..Spec::echo(3, 2, 10)
+    };
+    let sim = netpoll_sim::Sim::new(9);
+    let r = engine::run(&sim, &spec, 9);
+    let f = r.verdict.unwrap_err();
+    assert_eq!(f.kind(), "hang", "{f}");
+    let text = f.to_string();
+    assert!(
+        text.contains("3 of 3 clients not done") && text.contains("first unfinished: client 0"),
+        "{text}"
+    );
+}
