@@ -104,6 +104,9 @@ pub struct Spec {
     pub timer_span_ns: u64,
     /// Record which fd belongs to which connection (for trace files).
     pub label_fds: bool,
+    /// How often a client makes a new connection after `connect` timed out (`ETIMEDOUT`: every
+    /// SYN was dropped by a full accept queue). 0: a timeout fails the run.
+    pub connect_retries: u32,
 }
 
 impl Spec {
@@ -119,6 +122,7 @@ impl Spec {
             timers: 0,
             timer_span_ns: 0,
             label_fds: false,
+            connect_retries: 0,
         }
     }
 }
@@ -189,6 +193,8 @@ struct Client {
     budget: usize,
     /// Slow reader: a tick is queued.
     tick_armed: bool,
+    /// Connects that timed out and were made again.
+    retries: u32,
     /// When the client saw the server's end of file.
     eof_ns: u64,
 }
@@ -244,6 +250,8 @@ pub struct RunStats {
     pub quiescence_checks: u64,
     /// Write `EAGAIN`s on the server (the EPOLLOUT path).
     pub server_write_blocked: u64,
+    /// Connects made again after `ETIMEDOUT`.
+    pub connect_retries: u64,
 }
 
 /// An fd's owner, recorded when [`Spec::label_fds`] is set: `(virtual ns, fd, connection
@@ -407,6 +415,7 @@ impl<'k, K: Kernel> Engine<'k, K> {
                     shut_wr: false,
                     budget: 0,
                     tick_armed: false,
+                    retries: 0,
                     eof_ns: 0,
                 }
             })
@@ -715,6 +724,17 @@ impl<'k, K: Kernel> Engine<'k, K> {
                     .map_err(|e| io_fail("SO_ERROR", e))?;
                 if err == 0 && !ready.contains(Events::OUT) {
                     return Ok(()); // a spurious event: still connecting
+                }
+                if err == ETIMEDOUT && self.clients[i].retries < self.spec.connect_retries {
+                    // The server was too busy for every SYN retransmission: try again with a
+                    // new socket, as a client library would.
+                    self.clients[i].retries += 1;
+                    self.stats.connect_retries += 1;
+                    self.k
+                        .close(fd)
+                        .map_err(|e| io_fail("closing a timed-out socket", e))?;
+                    self.connecting -= 1;
+                    return self.connect(i);
                 }
                 if err != 0 {
                     return Err(io_fail(

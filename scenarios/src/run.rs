@@ -244,6 +244,7 @@ impl Report {
             "epoll_events": s.epoll_events,
             "events_per_sec": self.events_per_sec(),
             "max_deadline_late_ns": s.max_late_ns,
+            "connect_retries": s.connect_retries,
             "failure": self.failure.as_ref().map(|f| f.to_string()),
             "peak_rss_kib": peak_rss_kib(),
         })
@@ -292,6 +293,13 @@ impl fmt::Display for Report {
         )?;
         if let Some(kib) = peak_rss_kib() {
             writeln!(f, "peak RSS     {:.1} MiB", kib as f64 / 1024.0)?;
+        }
+        if s.connect_retries > 0 {
+            writeln!(
+                f,
+                "connects     {} made again after ETIMEDOUT",
+                s.connect_retries
+            )?;
         }
         if s.max_late_ns > 0 || s.closed_idle > 0 || s.timers_fired > 0 {
             writeln!(

@@ -256,13 +256,14 @@ pub static REGISTRY: &[Scenario] = &[
     Scenario {
         name: "accept-storm",
         about: "every client connects at once, far beyond the listen backlog, to a server that accepts in paced batches",
-        invariants: "dropped SYNs are retried and every connection is eventually accepted and served; the muted listener is re-armed by EPOLL_CTL_MOD",
+        invariants: "dropped SYNs are retransmitted (and a timed-out connect made again, up to 16 times) until every connection is accepted and served; the muted listener is re-armed by EPOLL_CTL_MOD",
         params: STORM,
         test_params: &[(CONNS, 200)],
         real_ok: true,
         spec: |p| {
             let mut s = base(p);
             s.connect_window = s.conns;
+            s.connect_retries = 16;
             s.server = ServerConfig {
                 backlog: p.get("backlog") as i32,
                 accept_batch: p.get("batch") as usize,
