@@ -21,6 +21,15 @@
 //!   always when the loop would otherwise sleep for ever.
 //! - **The goal**: every client finished as planned and closed, every server connection closed.
 //!   The run then lets the network drain and checks for leaks.
+//!
+//! # Not modelled
+//!
+//! Clients and server share one process, one epoll instance and one thread (as they must on
+//! the single-threaded simulated kernel; on the real kernel it keeps the two arms alike).
+//! Clients have no think time beyond the slow readers' ticks. The loop's timers are its own
+//! heaps, not the netpoller's. The lost-wakeup oracle needs the simulated kernel; on the real one
+//! only the hang (a 30 s silence), integrity and deadline oracles run, the latter with 50 ms of
+//! slack for the scheduler.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
@@ -161,6 +170,17 @@ fn check_pattern(got: &[u8], key: u64, offset: u64) -> Option<usize> {
 }
 
 /// Where a client is in its life.
+///
+/// ```text
+/// Idle --start_clients--> Connecting --(OUT, SO_ERROR 0)--> Active
+///                         Connecting --(SO_ERROR ETIMEDOUT, retries left)--> Connecting (new socket)
+/// Active --(all answers in; echo)--> Holding --(every client finished)--> Done
+/// Active --(all answers in; other modes) | (reset point) | (expected EOF)--> Done
+/// ```
+///
+/// Anything else (an EOF nobody expected, a connect error) ends the run with a failure. Events
+/// for a `Holding` or `Done` client are ignored: held connections wait for nothing, and a done
+/// client's fd is closed (its registration went with it; the event was already collected).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {
     /// Not started yet.
@@ -490,6 +510,7 @@ impl<'k, K: Kernel> Engine<'k, K> {
                 break;
             }
             let now = self.now_ns();
+            let deadline_driven = self.next_deadline().is_some();
             let mut timeout = match self.next_deadline() {
                 Some(d) => timeout_ms(d, now),
                 None => -1,
@@ -515,7 +536,7 @@ impl<'k, K: Kernel> Engine<'k, K> {
                 Err(e) => return Err(io_fail("epoll_wait", e)),
             };
             self.stats.epoll_events += n as u64;
-            if n == 0 && real {
+            if n == 0 && real && !deadline_driven {
                 idle_turns += 1;
                 if idle_turns > 30 {
                     return Err(self.hang("no event for 30 s on the real kernel"));

@@ -22,7 +22,11 @@ pub struct Scenario {
     pub params: &'static [ParamSpec],
     /// Parameters for `cargo test` (small, so every scenario runs over several seeds quickly).
     pub test_params: &'static [(&'static str, u64)],
-    /// Whether it makes sense on the real kernel (it needs no fault knobs of the simulated one).
+    /// Whether it makes sense on the real kernel. `accept-storm` does not: when Linux's accept
+    /// queue overflows it drops the client's final ACK, the client believes it is connected,
+    /// and the connection waits out minutes of SYN-ACK and data retransmissions (observed: a
+    /// 2,000-client storm stalled for over a minute), which only measures Linux's timers.
+    /// The simulated kernel's knobs (`split-pct`, `tcp-window`) are ignored on the real one.
     pub real_ok: bool,
     /// The workload for these parameters.
     pub spec: fn(&Params) -> Spec,
@@ -259,7 +263,7 @@ pub static REGISTRY: &[Scenario] = &[
         invariants: "dropped SYNs are retransmitted (and a timed-out connect made again, up to 16 times) until every connection is accepted and served; the muted listener is re-armed by EPOLL_CTL_MOD",
         params: STORM,
         test_params: &[(CONNS, 200)],
-        real_ok: true,
+        real_ok: false,
         spec: |p| {
             let mut s = base(p);
             s.connect_window = s.conns;
