@@ -104,17 +104,9 @@ impl Failure {
     }
 }
 
-/// One trace record as a line of text: `at_ns op fd arg -> ret`.
+/// One trace record as a line of text: `at_ns call(fd, arg) -> result`.
 pub fn render_record(r: &Record) -> String {
-    let ret = match r.ret {
-        Ok(v) => format!("{v}"),
-        Err(0) => "hang".to_string(),
-        Err(e) => format!("E{}", errno_name(e)),
-    };
-    format!(
-        "{:>12} {:?}(fd {}, {}) -> {}",
-        r.at_ns, r.op, r.fd, r.arg, ret
-    )
+    format!("{:>12} {}", r.at_ns, crate::trace_out::call_text(r))
 }
 
 /// The errno's symbolic name, for the errors the loops meet.
@@ -162,6 +154,14 @@ impl fmt::Display for Failure {
                      (interest {interest:?}{})",
                     if *disarmed { ", oneshot disarmed" } else { "" }
                 )?;
+                if history.is_empty() {
+                    writeln!(
+                        f,
+                        "no call on fd {fd} among the kernel's last {} (the trace command shows all)",
+                        netpoll_sim::trace::HISTORY_LEN
+                    )?;
+                    return Ok(());
+                }
                 writeln!(f, "recent calls on fd {fd} (oldest first):")?;
                 let skip = history.len().saturating_sub(16);
                 for r in &history[skip..] {

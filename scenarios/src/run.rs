@@ -269,13 +269,17 @@ impl fmt::Display for Report {
         match r.backend {
             Backend::Sim => writeln!(
                 f,
-                "events       {} ({} syscalls + {} deliveries; {} epoll events), {:.2} M/s wall, {:.2} M/s cpu",
+                "events       {} ({} syscalls + {} deliveries; {} epoll events), {:.2} M/s wall, {} M/s cpu",
                 s.events,
                 s.syscalls,
                 s.deliveries,
                 s.epoll_events,
                 self.events_per_sec() as f64 / 1e6,
-                s.events as f64 * 1e3 / s.cpu_ns.max(1) as f64
+                if s.cpu_ns >= 10_000_000 {
+                    format!("{:.2}", s.events as f64 * 1e3 / s.cpu_ns as f64)
+                } else {
+                    "-".to_string()
+                }
             )?,
             Backend::Real => writeln!(f, "events       {} epoll events", s.events)?,
         }
@@ -316,6 +320,13 @@ impl fmt::Display for Report {
                     writeln!(f, "  {line}")?;
                 }
             }
+        }
+        if self.failure.is_some() && r.backend == Backend::Sim {
+            writeln!(
+                f,
+                "trace        netpoll-sim trace {} --out trace.json",
+                r.token()
+            )?;
         }
         write!(f, "replay       {}", r.replay_line())
     }

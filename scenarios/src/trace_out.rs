@@ -157,6 +157,17 @@ fn arg_text(r: &Record) -> String {
     }
 }
 
+/// One call as text: `read(fd 7, 65536 bytes) -> EAGAIN`.
+pub fn call_text(r: &Record) -> String {
+    format!(
+        "{}(fd {}, {}) -> {}",
+        op_name(r.op),
+        r.fd,
+        arg_text(r),
+        ret_text(r)
+    )
+}
+
 /// The trace as compact text, one call per line:
 /// `virtual-ns  track  call(fd, arg) -> result`.
 pub fn text(records: &[Record], labels: &[FdLabel]) -> String {
