@@ -178,3 +178,42 @@ impl fmt::Display for Params {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    static SPECS: &[ParamSpec] = &[
+        ParamSpec::new(CONNS, 10, 1, 100, "connections"),
+        ParamSpec::new("window", 4, 1, 8, "window"),
+    ];
+
+    #[test]
+    fn defaults_set_and_bounds() {
+        let mut p = Params::defaults(SPECS);
+        assert_eq!(p.values(), [10, 4]);
+        p.set("window", 8).unwrap();
+        assert_eq!(p.get("window"), 8);
+        assert!(p
+            .set("window", 9)
+            .unwrap_err()
+            .to_string()
+            .contains("out of range"));
+        assert!(p.set(CONNS, 0).is_err());
+        assert!(p
+            .set("nope", 1)
+            .unwrap_err()
+            .to_string()
+            .contains("this scenario takes: conns, window"));
+        assert_eq!(p.to_string(), "conns=10 window=8");
+        assert_eq!(p.try_get("nope"), None);
+    }
+
+    #[test]
+    fn from_values_checks_count_and_bounds() {
+        assert!(Params::from_values(SPECS, vec![1, 2]).is_ok());
+        assert!(Params::from_values(SPECS, vec![1]).is_err());
+        assert!(Params::from_values(SPECS, vec![1, 2, 3]).is_err());
+        assert!(Params::from_values(SPECS, vec![1000, 2]).is_err());
+    }
+}

@@ -271,6 +271,32 @@ mod tests {
         }
     }
 
+    /// Random text, random hex after a valid prefix, and random byte flips of a valid token:
+    /// every one is answered, none panics.
+    #[test]
+    fn random_input_never_panics() {
+        let mut rng = crate::rng::Rng::new(1, 99);
+        let good = sample().encode();
+        let alphabet = b"np0123456789abcdefxyz-=\x00\xff ";
+        for _ in 0..20_000 {
+            let len = rng.range(0, 40) as usize;
+            let text: String = (0..len)
+                .map(|_| alphabet[rng.range(0, alphabet.len() as u64 - 1) as usize] as char)
+                .collect();
+            let _ = Token::decode(&text);
+            let hex: String = (0..rng.range(0, 60))
+                .map(|_| format!("{:x}", rng.range(0, 15)))
+                .collect();
+            let _ = Token::decode(&format!("np1-4e5001{hex}"));
+            let mut b = good.clone().into_bytes();
+            let i = rng.range(4, b.len() as u64 - 1) as usize;
+            b[i] = b"0123456789abcdef"[rng.range(0, 15) as usize];
+            if let Ok(t) = Token::decode(std::str::from_utf8(&b).unwrap()) {
+                assert_eq!(t, sample(), "a changed token decoded to something else");
+            }
+        }
+    }
+
     #[test]
     fn foreign_and_future_tokens() {
         assert!(matches!(
