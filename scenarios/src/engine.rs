@@ -666,6 +666,8 @@ impl<'k, K: Kernel> Engine<'k, K> {
                 }
                 w
             }
+            // A held connection watches for the server misbehaving (data, FIN, reset).
+            Phase::Holding => Events::IN | Events::RDHUP | Events::HUP | Events::ERR,
             _ => Events::NONE,
         }
     }
@@ -771,7 +773,8 @@ impl<'k, K: Kernel> Engine<'k, K> {
                 self.step(i, Some(ready))
             }
             Phase::Active => self.step(i, Some(ready)),
-            // Holding: nothing to do until everyone is done; Done: a stale event.
+            Phase::Holding => self.check_held(i),
+            // Done: the fd is closed; the event was collected before.
             _ => Ok(()),
         }
     }
@@ -917,6 +920,23 @@ impl<'k, K: Kernel> Engine<'k, K> {
             }
         }
         Ok(())
+    }
+
+    /// A held connection had an event: the server must neither send nor close now.
+    fn check_held(&mut self, i: usize) -> Result<(), Failure> {
+        let c = &self.clients[i];
+        let (fd, recv) = (c.fd, c.recv);
+        let detail = match self.k.read(fd, &mut self.buf) {
+            Err(e) if errno(&e) == EAGAIN => return Ok(()), // spurious
+            Ok(0) => "the server closed the connection while the client held it open".to_string(),
+            Ok(n) => format!("{n} bytes arrived that nobody asked for"),
+            Err(e) => format!("the held connection failed: {e}"),
+        };
+        Err(Failure::Integrity {
+            conn: i,
+            offset: recv,
+            detail,
+        })
     }
 
     fn on_eof(&mut self, i: usize) -> Result<(), Failure> {
