@@ -140,7 +140,7 @@ fn canary_is_caught_as_a_lost_wakeup() {
         assert_eq!(f.kind(), "lost-wakeup", "{f}");
         let text = f.to_string();
         assert!(
-            text.contains("server connection") && text.contains("Read(fd"),
+            text.contains("server connection") && text.contains("read(fd"),
             "{text}"
         );
         let summary = r.to_string();
