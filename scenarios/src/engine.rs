@@ -272,6 +272,8 @@ pub struct RunStats {
     pub server_write_blocked: u64,
     /// Connects made again after `ETIMEDOUT`.
     pub connect_retries: u64,
+    /// Times the server stopped reading a connection at its high-water mark.
+    pub server_paused: u64,
 }
 
 /// An fd's owner, recorded when [`Spec::label_fds`] is set: `(virtual ns, fd, connection
@@ -372,6 +374,7 @@ pub fn run<K: Kernel>(k: &K, spec: &Spec, seed: u64) -> RunResult {
             stats.closed_reset = s.closed_reset;
             stats.closed_eof = s.closed_eof;
             stats.server_write_blocked = s.write_blocked;
+            stats.server_paused = s.paused;
             stats.timers_fired = e.storm.fired;
             stats.timers_cancelled = e.storm.cancelled;
             v

@@ -106,8 +106,9 @@ pub struct ServerConfig {
     /// Connections accepted per listener event at most (the rest wait in the queue: the
     /// listener is level-triggered, so it is reported again).
     pub accept_batch: usize,
-    /// After a full batch, stop listening for this long (`EPOLL_CTL_MOD` to no interest, then
-    /// back): an overloaded server, which makes the accept queue overflow.
+    /// After each batch, stop listening for this long (`EPOLL_CTL_MOD` to no interest, then
+    /// back): a server that accepts at most `accept_batch` connections per pause, which makes
+    /// the accept queue overflow under a storm.
     pub accept_pause_ns: u64,
     /// **A deliberate bug**, for the canary scenario that proves the oracles catch one: read
     /// at most this many bytes, once per event, instead of reading until `EAGAIN`.
@@ -321,6 +322,7 @@ impl<'p, P: Poller> EchoServer<'p, P> {
         if self.muted_until_ns != 0 {
             return Ok(()); // an event collected before the mute; the listener is paused
         }
+        let mut accepted = 0;
         for _ in 0..self.cfg.accept_batch.max(1) {
             let fd = match self.p.accept4(self.listener, SOCK_NONBLOCK | SOCK_CLOEXEC) {
                 Ok((fd, peer)) => {
@@ -330,15 +332,17 @@ impl<'p, P: Poller> EchoServer<'p, P> {
                     }
                     fd
                 }
-                Err(e) if errno(&e) == EAGAIN => return Ok(()),
+                Err(e) if errno(&e) == EAGAIN => break,
                 Err(e) if errno(&e) == ECONNABORTED => continue,
                 Err(e) => return Err(e),
             };
             self.register(fd)?;
+            accepted += 1;
         }
-        if self.cfg.accept_pause_ns > 0 {
-            // Overloaded: stop listening for a while. The connections left in the queue, and
-            // any that arrive meanwhile, are reported when MOD re-arms the interest.
+        if self.cfg.accept_pause_ns > 0 && accepted > 0 {
+            // Overloaded: at most one batch per pause. Stop listening for a while; the
+            // connections left in the queue, and any that arrive meanwhile, are reported when
+            // MOD re-arms the interest (and those the full queue refuses are retried by TCP).
             let ev = EpollEvent::new(Events::NONE, tag::LISTENER);
             self.p
                 .epoll_ctl(self.ep, EPOLL_CTL_MOD, self.listener, Some(ev))?;

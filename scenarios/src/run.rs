@@ -245,6 +245,11 @@ impl Report {
             "events_per_sec": self.events_per_sec(),
             "max_deadline_late_ns": s.max_late_ns,
             "connect_retries": s.connect_retries,
+            "server_write_blocked": s.server_write_blocked,
+            "server_paused": s.server_paused,
+            "closed_idle": s.closed_idle,
+            "closed_reset": s.closed_reset,
+            "closed_eof": s.closed_eof,
             "failure": self.failure.as_ref().map(|f| f.to_string()),
             "peak_rss_kib": peak_rss_kib(),
         })

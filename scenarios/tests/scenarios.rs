@@ -218,3 +218,44 @@ fn a_wait_for_ever_is_reported_as_a_hang() {
         "{text}"
     );
 }
+
+/// Each scenario takes the path it exists for (the positive space): a passing run that never
+/// blocked a write, paused a reader, closed an idle connection or dropped a SYN proves little.
+#[test]
+fn each_scenario_exercises_its_path() {
+    let run = |name: &str| {
+        let s = scenario::find(name).unwrap();
+        let r = run::execute(&Request::sim(s, s.test_defaults(), 1));
+        assert!(r.failure.is_none(), "{name}: {}", r.failure.unwrap());
+        r.stats
+    };
+    let b = run("backpressure");
+    assert!(
+        b.server_write_blocked > 0 && b.server_paused > 0,
+        "backpressure: {b:?}"
+    );
+    let r = run("raw-epoll");
+    assert!(r.server_write_blocked > 0, "raw-epoll: {r:?}");
+    let s = run("slow-clients");
+    assert!(
+        s.closed_idle > 0 && s.max_late_ns <= 1_000_000,
+        "slow-clients: {s:?}"
+    );
+    let x = run("reset");
+    assert!(x.closed_reset > 0, "reset: {x:?}");
+    let a = run("accept-storm");
+    assert!(
+        a.virtual_ns > 1_000_000_000,
+        "accept-storm: no SYN was retransmitted: {a:?}"
+    );
+    let h = run("half-close");
+    assert!(
+        h.closed_eof == 20 && h.bytes == 20 * 5 * 3000,
+        "half-close: {h:?}"
+    );
+    let t = run("timer-storm");
+    assert!(
+        t.timers_fired + t.timers_cancelled == 3000 && t.timers_cancelled > 0,
+        "timer-storm: {t:?}"
+    );
+}
