@@ -336,6 +336,10 @@ struct Engine<'k, K: Kernel> {
     clients: Vec<Client>,
     next_client: usize,
     connecting: usize,
+    /// Clients that reached `Holding`, those of them closed, and the next index to look at.
+    holding: usize,
+    held_closed: usize,
+    next_to_close: usize,
     finished: usize,
     closed: usize,
     buf: Vec<u8>,
@@ -464,6 +468,9 @@ impl<'k, K: Kernel> Engine<'k, K> {
             clients,
             next_client: 0,
             connecting: 0,
+            holding: 0,
+            held_closed: 0,
+            next_to_close: 0,
             finished: 0,
             closed: 0,
             buf: vec![0; 64 * 1024],
@@ -676,6 +683,7 @@ impl<'k, K: Kernel> Engine<'k, K> {
     }
 
     fn start_clients(&mut self) -> Result<(), Failure> {
+        self.close_held()?;
         while self.next_client < self.spec.conns
             && self.connecting < self.spec.connect_window.max(1)
         {
@@ -992,13 +1000,31 @@ impl<'k, K: Kernel> Engine<'k, K> {
         self.finished += 1;
         if hold {
             self.clients[i].phase = Phase::Holding;
+            self.holding += 1;
         }
-        if self.finished == self.spec.conns {
-            // Everyone is done: close the held connections (the server reads end of file).
-            for j in 0..self.clients.len() {
-                if self.clients[j].phase == Phase::Holding {
-                    self.close_client(j)?;
-                }
+        Ok(())
+    }
+
+    /// Once everyone is done, closes the held connections, at most a window's worth whose
+    /// end of file the server has not yet seen at a time (a hundred thousand FINs at once
+    /// would only make the simulated network's event queue big).
+    fn close_held(&mut self) -> Result<(), Failure> {
+        if self.finished < self.spec.conns {
+            return Ok(());
+        }
+        let window = self.spec.connect_window.max(1);
+        while self.next_to_close < self.clients.len() {
+            // Server connections whose client is closed and whose EOF is not yet handled.
+            let held_left = self.holding - self.held_closed;
+            let in_flight = self.server.open_conns().saturating_sub(held_left);
+            if in_flight >= window {
+                break;
+            }
+            let j = self.next_to_close;
+            self.next_to_close += 1;
+            if self.clients[j].phase == Phase::Holding {
+                self.held_closed += 1;
+                self.close_client(j)?;
             }
         }
         Ok(())
