@@ -18,6 +18,40 @@
 //! | [`trace_out`] | Chrome/Perfetto trace JSON and the compact text trace the snapshots pin |
 //! | [`rng`] | the harness's own seeded choices |
 //!
+//! ## Testing your own event loop
+//!
+//! Write the loop against [`netpoll::Poller`] (as [`raw_epoll::EchoServer`] is), drive it on a
+//! [`netpoll_sim::Sim`] made from a seed, and before every sleep at quiescence ask the kernel
+//! what is stranded, as [`engine`] does:
+//!
+//! ```
+//! use netpoll::{Events, Poller};
+//! use netpoll_sim::Sim;
+//!
+//! /// Call before `epoll_wait` would sleep. `wants(data)` says what your loop waits for on
+//! /// the registration with that token (a stranded `OUT` nobody waits for is no bug).
+//! fn check_lost_wakeups(sim: &Sim, ep: i32, wants: impl Fn(u64) -> Events) -> Result<(), String> {
+//!     if sim.pending() > 0 {
+//!         return Ok(()); // something in flight may still wake the fd: not quiescent
+//!     }
+//!     for s in sim.stranded(ep).map_err(|e| e.to_string())? {
+//!         if s.ready.intersects(wants(s.data)) {
+//!             return Err(format!(
+//!                 "lost wakeup: fd {} ready for {:?}, seed {}, history {:?}",
+//!                 s.fd, s.ready, sim.seed(), sim.history(s.fd)
+//!             ));
+//!         }
+//!     }
+//!     Ok(())
+//! }
+//! # let sim = Sim::new(1);
+//! # let ep = sim.epoll_create1(0).unwrap();
+//! # check_lost_wakeups(&sim, ep, |_| Events::IN).unwrap();
+//! ```
+//!
+//! An `Err(kind Deadlock)` from the simulated kernel's `epoll_wait(-1)` is the hang oracle for
+//! free: nothing is in flight and nothing is ready, so the real kernel would sleep for ever.
+//!
 //! ## What is checked on every run
 //!
 //! Lost wakeups at quiescence (simulated kernel), hangs, data integrity of every byte, deadline
