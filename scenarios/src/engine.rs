@@ -514,12 +514,26 @@ impl<'k, K: Kernel> Engine<'k, K> {
         let virtual_budget_ns: u64 = 3_600 * 1_000_000_000;
         let wall = Instant::now();
         let mut idle_turns = 0u32;
+        // A loop that turns without time passing (an fd reported again and again and never
+        // handled) would spin for ever at one virtual instant: bound the turns per instant.
+        let mut instant = (u64::MAX, 0u64);
+        const TURNS_PER_INSTANT_MAX: u64 = 1_000_000;
         loop {
             self.start_clients()?;
             if self.goal_met() {
                 break;
             }
             let now = self.now_ns();
+            if instant.0 == now {
+                instant.1 += 1;
+                if instant.1 > TURNS_PER_INSTANT_MAX && !real {
+                    return Err(self.hang(&format!(
+                        "livelock: {TURNS_PER_INSTANT_MAX} turns of the loop without virtual time passing"
+                    )));
+                }
+            } else {
+                instant = (now, 0);
+            }
             let deadline_driven = self.next_deadline().is_some();
             let mut timeout = match self.next_deadline() {
                 Some(d) => timeout_ms(d, now),
