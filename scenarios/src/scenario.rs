@@ -119,9 +119,17 @@ static RAW: &[ParamSpec] = &[
     ),
 ];
 
-static HALF: &[ParamSpec] = &[conns(100), msgs(10), size(1000), WINDOW, SPLIT];
+const TCP_WINDOW: ParamSpec = ParamSpec::new(
+    "tcp-window",
+    2_621_440,
+    1,
+    1 << 30,
+    "bytes one direction holds (simulated kernel)",
+);
 
-static RESET: &[ParamSpec] = &[conns(200), msgs(10), size(256), WINDOW, SPLIT];
+static HALF: &[ParamSpec] = &[conns(100), msgs(10), size(1000), WINDOW, SPLIT, TCP_WINDOW];
+
+static RESET: &[ParamSpec] = &[conns(200), msgs(10), size(256), WINDOW, SPLIT, TCP_WINDOW];
 
 static STORM: &[ParamSpec] = &[
     conns(2000),
