@@ -109,26 +109,26 @@ pub fn render_record(r: &Record) -> String {
     format!("{:>12} {}", r.at_ns, crate::trace_out::call_text(r))
 }
 
-/// The errno's symbolic name, for the errors the loops meet.
+/// The errno's symbolic name (`EAGAIN`), or `errno N` for one the loops never meet.
 pub fn errno_name(e: i32) -> String {
     use netpoll::sys::errno::*;
     let name = match e {
-        EAGAIN => "AGAIN",
-        EBADF => "BADF",
-        EINVAL => "INVAL",
-        EPIPE => "PIPE",
-        ECONNRESET => "CONNRESET",
-        ECONNREFUSED => "CONNREFUSED",
-        EINPROGRESS => "INPROGRESS",
-        ENOTCONN => "NOTCONN",
-        ETIMEDOUT => "TIMEDOUT",
-        EEXIST => "EXIST",
-        ENOENT => "NOENT",
-        EMFILE => "MFILE",
-        EINTR => "INTR",
-        EADDRINUSE => "ADDRINUSE",
-        EADDRNOTAVAIL => "ADDRNOTAVAIL",
-        _ => return format!("rrno{e}"),
+        EAGAIN => "EAGAIN",
+        EBADF => "EBADF",
+        EINVAL => "EINVAL",
+        EPIPE => "EPIPE",
+        ECONNRESET => "ECONNRESET",
+        ECONNREFUSED => "ECONNREFUSED",
+        EINPROGRESS => "EINPROGRESS",
+        ENOTCONN => "ENOTCONN",
+        ETIMEDOUT => "ETIMEDOUT",
+        EEXIST => "EEXIST",
+        ENOENT => "ENOENT",
+        EMFILE => "EMFILE",
+        EINTR => "EINTR",
+        EADDRINUSE => "EADDRINUSE",
+        EADDRNOTAVAIL => "EADDRNOTAVAIL",
+        _ => return format!("errno {e}"),
     };
     name.to_string()
 }

@@ -110,7 +110,7 @@ fn ret_text(r: &Record) -> String {
     match r.ret {
         Ok(v) => v.to_string(),
         Err(0) => "hang".into(),
-        Err(e) => format!("E{}", errno_name(e)),
+        Err(e) => errno_name(e),
     }
 }
 

@@ -308,3 +308,42 @@ fn trace_writes_chrome_json_with_tracks() {
         .iter()
         .any(|e| e["name"] == "epoll_wait" && e["ph"] == "X"));
 }
+
+#[test]
+fn run_without_a_seed_prints_the_seed_it_drew() {
+    let o = bin(&["run", "echo", "--conns", "3", "--msgs", "1"]);
+    assert_eq!(code(&o), 0);
+    let err = stderr(&o);
+    let seed: u64 = err
+        .split("with seed ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no seed announced: {err}"));
+    assert!(
+        stdout(&o).contains(&format!("seed         {seed}")),
+        "{}",
+        stdout(&o)
+    );
+}
+
+#[test]
+fn trace_text_form() {
+    let (_, v) = run_json(&[]);
+    let token = v["replay"]
+        .as_str()
+        .unwrap()
+        .split_whitespace()
+        .nth(2)
+        .unwrap()
+        .to_string();
+    let path = std::env::temp_dir().join(format!("netpoll-trace-{}.txt", std::process::id()));
+    let o = bin(&["trace", &token, "--out", path.to_str().unwrap(), "--text"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let text = std::fs::read_to_string(&path).unwrap();
+    let _ = std::fs::remove_file(&path);
+    assert!(
+        text.contains("poller") && text.contains("conn 7 server") && text.contains("EAGAIN"),
+        "{text}"
+    );
+}
