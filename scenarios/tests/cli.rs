@@ -130,7 +130,7 @@ fn real_backend_runs_and_refuses_too_many() {
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
     assert_eq!(v["backend"], "real");
-    let o = bin(&["run", "echo", "--backend", "real", "--conns", "100000"]);
+    let o = bin(&["run", "echo", "--backend", "real", "--conns", "1000000"]);
     assert_eq!(code(&o), 2);
     assert!(
         stderr(&o).contains("too many for --backend real"),

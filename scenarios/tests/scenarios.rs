@@ -190,7 +190,7 @@ fn echo_on_the_real_kernel() {
 fn too_many_conns_for_real_is_refused() {
     let s = scenario::find("echo").unwrap();
     let mut p = s.defaults();
-    p.set("conns", 100_000).unwrap();
+    p.set("conns", 1_000_000).unwrap();
     let req = Request {
         backend: Backend::Real,
         ..Request::sim(s, p, 1)
