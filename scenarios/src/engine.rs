@@ -28,7 +28,7 @@
 //! the single-threaded simulated kernel; on the real kernel it keeps the two arms alike).
 //! Clients have no think time beyond the slow readers' ticks. The loop's timers are its own
 //! heaps, not the netpoller's. The lost-wakeup oracle needs the simulated kernel; on the real one
-//! only the hang (a 30 s silence), integrity and deadline oracles run, the latter with 50 ms of
+//! only the hang (a 30 s silence), integrity and deadline oracles run, the latter with 250 ms of
 //! slack for the scheduler.
 
 use std::cmp::Reverse;
@@ -47,6 +47,9 @@ use netpoll_sim::Sim;
 use crate::oracle::Failure;
 use crate::raw_epoll::{tag, timeout_ms, EchoServer, ServerConfig, TICK_NS};
 use crate::rng::{mix, Rng};
+
+/// How late a deadline may fire on the real kernel, where the thread competes for a CPU.
+pub const REAL_SLACK_NS: u64 = 250 * TICK_NS;
 
 /// A poller the engine can run on: the simulated kernel offers introspection for the oracles.
 pub trait Kernel: Poller {
@@ -1069,7 +1072,7 @@ impl<'k, K: Kernel> Engine<'k, K> {
         let tolerance = if self.k.sim().is_some() {
             TICK_NS
         } else {
-            50 * TICK_NS
+            REAL_SLACK_NS
         };
         while let Some(&Reverse((d, id))) = self.storm.heap.peek() {
             if d > now {
@@ -1127,7 +1130,11 @@ impl<'k, K: Kernel> Engine<'k, K> {
     /// The goal is met: check the deadlines, let the network drain, check for leaks.
     fn finish(&mut self) -> Result<(), Failure> {
         let sim = self.k.sim();
-        let tolerance = if sim.is_some() { TICK_NS } else { 50 * TICK_NS };
+        let tolerance = if sim.is_some() {
+            TICK_NS
+        } else {
+            REAL_SLACK_NS
+        };
         let closes = self.server.stats().idle_closes.clone();
         for (deadline, at) in closes {
             if at < deadline || at - deadline > tolerance {

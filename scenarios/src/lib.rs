@@ -64,7 +64,7 @@
 //!   netpoller runtime (`netpoll::rt`) wait for it to land on main. The deadlines and timers of
 //!   `slow-clients` and `timer-storm` are therefore the loop's own timer heaps.
 //! - On the real kernel there is no lost-wakeup oracle (it cannot be asked what is stranded),
-//!   no replay (the real kernel is not deterministic), and deadlines get 50 ms of slack.
+//!   no replay (the real kernel is not deterministic), and deadlines get 250 ms of slack (the scheduler of a loaded machine).
 
 pub mod engine;
 pub mod oracle;
