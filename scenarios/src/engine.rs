@@ -119,6 +119,11 @@ pub struct Spec {
     /// How often a client makes a new connection after `connect` timed out (`ETIMEDOUT`: every
     /// SYN was dropped by a full accept queue). 0: a timeout fails the run.
     pub connect_retries: u32,
+    /// Whether a short read means the receive queue was empty: true on Linux (and on the
+    /// simulated kernel without `short_read` faults), where the clients then skip the read
+    /// that would only say `EAGAIN`. The `Poller` contract does not promise it, so under
+    /// injected short reads it must be false.
+    pub short_read_drains: bool,
 }
 
 impl Spec {
@@ -135,6 +140,7 @@ impl Spec {
             timer_span_ns: 0,
             label_fds: false,
             connect_retries: 0,
+            short_read_drains: true,
         }
     }
 }
@@ -822,8 +828,8 @@ impl<'k, K: Kernel> Engine<'k, K> {
         let fd = self.clients[i].fd;
         let readable = Events::IN | Events::RDHUP | Events::HUP | Events::ERR;
         let skip_read = ready.is_some_and(|r| !r.intersects(readable));
-        let short_read_drains =
-            ready.is_some_and(|r| !r.intersects(Events::RDHUP | Events::HUP | Events::ERR));
+        let short_read_drains = self.spec.short_read_drains
+            && ready.is_some_and(|r| !r.intersects(Events::RDHUP | Events::HUP | Events::ERR));
         // Read everything there is (a slow reader: up to its budget).
         loop {
             if skip_read {

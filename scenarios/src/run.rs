@@ -5,10 +5,10 @@ use std::fmt;
 
 use netpoll_realnet::RealNet;
 use netpoll_sim::trace::Record;
-use netpoll_sim::Sim;
+use netpoll_sim::{FaultCounts, Sim};
 use serde::Serialize;
 
-use crate::engine::{self, FdLabel, RunStats};
+use crate::engine::{self, FdLabel, RunStats, Spec};
 use crate::oracle::Failure;
 use crate::params::{ParamError, Params, CONNS, MSGS, SIZE, TOTAL_BYTES_MAX};
 use crate::scenario::{self, Scenario};
@@ -204,6 +204,8 @@ pub struct Report {
     pub labels: Vec<FdLabel>,
     /// The simulated kernel's fingerprint `(calls, hash)`.
     pub fingerprint: Option<(u64, u64)>,
+    /// The faults the simulated kernel injected.
+    pub faults: Option<FaultCounts>,
 }
 
 impl Report {
@@ -252,6 +254,16 @@ impl Report {
             "closed_eof": s.closed_eof,
             "failure": self.failure.as_ref().map(|f| f.to_string()),
             "peak_rss_kib": peak_rss_kib(),
+            "fault_counts": self.faults.map(|c| serde_json::json!({
+                "short_reads": c.short_reads,
+                "short_writes": c.short_writes,
+                "split_writes": c.split_writes,
+                "spurious": c.spurious,
+                "eintr": c.eintr,
+                "resets": c.resets,
+                "accept_aborts": c.accept_aborts,
+                "timer_first": c.timer_first,
+            })),
         })
     }
 
@@ -303,6 +315,21 @@ impl fmt::Display for Report {
         if let Some(kib) = peak_rss_kib() {
             writeln!(f, "peak RSS     {:.1} MiB", kib as f64 / 1024.0)?;
         }
+        if let Some(c) = self.faults.filter(|c| *c != FaultCounts::default()) {
+            writeln!(
+                f,
+                "faults       {} short reads, {} short writes, {} split writes, {} spurious events, \
+                 {} EINTR, {} resets, {} accept aborts, {} timeouts first",
+                c.short_reads,
+                c.short_writes,
+                c.split_writes,
+                c.spurious,
+                c.eintr,
+                c.resets,
+                c.accept_aborts,
+                c.timer_first
+            )?;
+        }
         if s.connect_retries > 0 {
             writeln!(
                 f,
@@ -344,14 +371,24 @@ pub fn peak_rss_kib() -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// The workload for `req`, adjusted to what its kernel promises.
+pub fn spec_for(req: &Request) -> Spec {
+    let mut spec = (req.scenario.spec)(&req.params);
+    if req.backend == Backend::Sim {
+        let cfg = scenario::sim_config(&req.params, req.seed);
+        spec.short_read_drains = cfg.faults.short_read == 0.0;
+    }
+    spec
+}
+
 /// A simulated kernel for `req`.
 pub fn sim_for(req: &Request) -> Sim {
-    Sim::with_config(req.seed, (req.scenario.sim_config)(&req.params))
+    Sim::with_config(req.seed, scenario::sim_config(&req.params, req.seed))
 }
 
 /// Makes the run (twice when the determinism check is asked for).
 pub fn execute(req: &Request) -> Report {
-    let spec = (req.scenario.spec)(&req.params);
+    let spec = spec_for(req);
     let mut report = match req.backend {
         Backend::Real => {
             fd_limit();
@@ -363,6 +400,7 @@ pub fn execute(req: &Request) -> Report {
                 failure: r.verdict.err(),
                 labels: r.labels,
                 fingerprint: None,
+                faults: None,
             }
         }
         Backend::Sim => {
@@ -374,6 +412,7 @@ pub fn execute(req: &Request) -> Report {
                 failure: r.verdict.err(),
                 labels: r.labels,
                 fingerprint: Some(k.fingerprint()),
+                faults: Some(k.fault_counts()),
             }
         }
     };
@@ -397,7 +436,7 @@ pub fn execute(req: &Request) -> Report {
 
 /// A traced simulated run: its records, labels and report.
 pub fn traced(req: &Request) -> (Vec<Record>, Report) {
-    let mut spec = (req.scenario.spec)(&req.params);
+    let mut spec = spec_for(req);
     spec.label_fds = true;
     let k = sim_for(req);
     k.set_trace(true);
@@ -409,6 +448,7 @@ pub fn traced(req: &Request) -> (Vec<Record>, Report) {
         failure: r.verdict.err(),
         labels: r.labels,
         fingerprint: Some(k.fingerprint()),
+        faults: Some(k.fault_counts()),
     };
     (records, report)
 }

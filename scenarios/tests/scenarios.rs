@@ -259,3 +259,27 @@ fn each_scenario_exercises_its_path() {
         "timer-storm: {t:?}"
     );
 }
+
+/// Every scenario under the simulated kernel's fault plans: `faults=1` (chaos: short reads and
+/// writes, split segments, jittery latency, spurious events, EINTR, timer/readiness ties) and
+/// `faults=2` (a swarm plan drawn from each seed).
+#[test]
+fn every_scenario_under_faults() {
+    for s in REGISTRY {
+        for faults in [1, 2] {
+            for seed in seeds().into_iter().take(2) {
+                let mut p = s.test_defaults();
+                p.set("faults", faults).unwrap();
+                let req = Request::sim(s, p, seed);
+                let r = run::execute(&req);
+                if let Some(f) = &r.failure {
+                    panic!(
+                        "{} faults={faults} seed {seed}:\n{f}\nreplay: {}",
+                        s.name,
+                        req.replay_line()
+                    );
+                }
+            }
+        }
+    }
+}
