@@ -29,6 +29,9 @@ pub struct SimConfig {
     pub syn_rto_ns: u64,
     /// SYN retransmissions before `connect` fails with `ETIMEDOUT` (Linux: `tcp_syn_retries`, 6).
     pub syn_retries: u32,
+    /// SYN-ACK retransmissions for a handshake the accept queue has no room for, before the
+    /// request is dropped and the client reset (Linux: `tcp_synack_retries`, 5).
+    pub synack_retries: u32,
     /// Largest listen backlog (`net.core.somaxconn`, 4096).
     pub somaxconn: usize,
     /// Faults to inject (none by default).
@@ -48,6 +51,7 @@ impl Default for SimConfig {
             faults: FaultPlan::default(),
             syn_rto_ns: 1_000_000_000,
             syn_retries: 6,
+            synack_retries: 5,
             somaxconn: 4096,
         }
     }

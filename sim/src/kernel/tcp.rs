@@ -145,6 +145,8 @@ pub(crate) enum Packet {
     Ack {
         conn: u32,
         listener: FileId,
+        /// SYN-ACK retransmissions so far (the ACK comes back with each one).
+        retries: u32,
     },
     Data {
         conn: u32,
@@ -440,8 +442,9 @@ impl Kernel {
     }
 
     pub(crate) fn accept4(&mut self, fd: Fd, flags: i32) -> io::Result<(Fd, SocketAddrV4)> {
-        let f = self.tcp_of(fd, EINVAL)?;
+        // `__sys_accept4` checks the flags before it looks at the descriptor.
         let nonblock = Kernel::check_flags(flags, SOCK_NONBLOCK | SOCK_CLOEXEC)?;
+        let f = self.tcp_of(fd, EINVAL)?;
         loop {
             let s = sock(self, f);
             let Some(l) = s.listen.as_mut() else {
@@ -732,8 +735,12 @@ impl Kernel {
         self.conn_maybe_free(c);
     }
 
+    /// Frees the connection once both sockets are gone and no packet refers to it. Callers may
+    /// call it after a release that already freed it.
     fn conn_maybe_free(&mut self, c: u32) {
-        let conn = &self.net.conns[c];
+        let Some(conn) = self.net.conns.get(c) else {
+            return;
+        };
         if conn.end == [None, None] && conn.packets == 0 {
             self.net.conns.remove(c);
         }
@@ -798,7 +805,14 @@ impl Kernel {
                     s.conn = Some((conn, 0));
                     self.net.conns[conn].end[0] = Some(client);
                     self.wake(client, Events::NONE);
-                    self.send(Packet::Ack { conn, listener }, Some((conn, 1)));
+                    self.send(
+                        Packet::Ack {
+                            conn,
+                            listener,
+                            retries: 0,
+                        },
+                        Some((conn, 1)),
+                    );
                 } else {
                     // The client went away: the half-open child is dropped.
                     if let Some(child) = self.net.conns[conn].end[1] {
@@ -807,9 +821,13 @@ impl Kernel {
                     self.conn_maybe_free(conn);
                 }
             }
-            Packet::Ack { conn, listener } => {
+            Packet::Ack {
+                conn,
+                listener,
+                retries,
+            } => {
                 self.net.conns[conn].packets -= 1;
-                self.on_ack(conn, listener);
+                self.on_ack(conn, listener, retries);
             }
             Packet::Data { conn, to, bytes } => {
                 let cn = &mut self.net.conns[conn];
@@ -965,28 +983,45 @@ impl Kernel {
         );
     }
 
-    fn on_ack(&mut self, conn: u32, listener: FileId) {
+    fn on_ack(&mut self, conn: u32, listener: FileId, retries: u32) {
         let Some(child) = self.net.conns[conn].end[1] else {
             self.conn_maybe_free(conn);
             return;
         };
         let live = sock_ref(self, listener).is_some_and(|s| s.state == State::Listen);
-        if !live {
-            // The listener is gone: the client is reset.
-            self.release(child);
-            if self.net.conns[conn].end[0].is_some() {
+        let full = sock_ref(self, listener)
+            .and_then(|s| s.listen.as_ref())
+            .is_some_and(|q| q.queue.len() > q.backlog);
+        if !live || (full && retries >= self.cfg.synack_retries) {
+            // The listener is gone, or gave up on a handshake it had no room for: the request
+            // is dropped and the client, which believes it is connected, is reset.
+            let client_alive = self.net.conns[conn].end[0].is_some();
+            if client_alive {
                 self.send(Packet::Rst { conn, to: 0 }, Some((conn, 0)));
             }
+            // Detach the half-open child first, so that its release sends nothing more.
+            self.net.conns[conn].end[1] = None;
+            sock(self, child).conn = None;
+            self.release(child);
+            self.conn_maybe_free(conn);
+            return;
+        }
+        if full {
+            // No room: the server retransmits its SYN-ACK after a timeout that doubles each
+            // time, and the client's ACK comes again.
+            let at = self.now_ns + (self.cfg.syn_rto_ns << retries.min(16));
+            self.net.conns[conn].packets += 1;
+            self.schedule(
+                at,
+                Later::Net(Packet::Ack {
+                    conn,
+                    listener,
+                    retries: retries + 1,
+                }),
+            );
             return;
         }
         let q = sock(self, listener).listen.as_mut().expect("listener");
-        if q.queue.len() > q.backlog {
-            // No room: the server's SYN-ACK retransmission will bring the ACK again.
-            let at = self.now_ns + self.cfg.syn_rto_ns;
-            self.net.conns[conn].packets += 1;
-            self.schedule(at, Later::Net(Packet::Ack { conn, listener }));
-            return;
-        }
         q.queue.push_back(child);
         self.wake(
             listener,
