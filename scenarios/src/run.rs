@@ -333,7 +333,7 @@ impl fmt::Display for Report {
         if s.connect_retries > 0 {
             writeln!(
                 f,
-                "connects     {} made again after ETIMEDOUT",
+                "connects     {} made again (timed out, or reset before any answer)",
                 s.connect_retries
             )?;
         }

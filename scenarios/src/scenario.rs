@@ -301,7 +301,7 @@ pub static REGISTRY: &[Scenario] = &[
     Scenario {
         name: "accept-storm",
         about: "every client connects at once, far beyond the listen backlog, to a server that accepts in paced batches",
-        invariants: "dropped SYNs are retransmitted (and a timed-out connect made again, up to 16 times) until every connection is accepted and served; the muted listener is re-armed by EPOLL_CTL_MOD",
+        invariants: "dropped SYNs are retransmitted (and a connection that timed out or was reset unserved is made again, up to 16 times) until every connection is accepted and served; the muted listener is re-armed by EPOLL_CTL_MOD",
         params: STORM,
         test_params: &[(CONNS, 200)],
         real_ok: false,
