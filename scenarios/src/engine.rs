@@ -1213,8 +1213,10 @@ impl<'k, K: Kernel> Engine<'k, K> {
                 guard += 1;
                 // Only the listener is registered now; a report from it would be a stray
                 // connection, which the leak check below catches.
-                if let Err(e) = self.k.epoll_wait(self.ep, &mut events, 1000) {
-                    return Err(io_fail("draining", e));
+                match self.k.epoll_wait(self.ep, &mut events, 1000) {
+                    Ok(_) => {}
+                    Err(e) if errno(&e) == EINTR => {} // a signal (or the fault plan): again
+                    Err(e) => return Err(io_fail("draining", e)),
                 }
             }
             self.quiescence(true)?;

@@ -283,3 +283,14 @@ fn every_scenario_under_faults() {
         }
     }
 }
+
+/// Regression: the end-of-run drain did not retry an `epoll_wait` that failed with `EINTR`
+/// (found by `netpoll-sim sweep reset --seeds 1..41 --param faults=2`, seed 3).
+#[test]
+fn regression_drain_retries_eintr() {
+    let s = scenario::find("reset").unwrap();
+    let mut p = s.defaults();
+    p.set("faults", 2).unwrap();
+    let r = run::execute(&Request::sim(s, p, 3));
+    assert!(r.failure.is_none(), "{}", r.failure.unwrap());
+}
