@@ -1,6 +1,6 @@
 //! What the scenarios found in the simulated kernel, as minimal two-arm cases: the same body on
 //! real Linux (which passes) and on the simulated kernel. A sim arm that fails is `#[ignore]`d
-//! with the finding, until the sim is fixed; run them with `--ignored`.
+//! with the finding, until the sim is fixed; run them with `--ignored`. (None is, now.)
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 
@@ -71,7 +71,6 @@ fn real_short_write_then_out_edge() {
 }
 
 #[test]
-#[ignore = "sim finding: a short TCP write does not set SOCK_NOSPACE, so no EPOLLOUT edge follows"]
 fn sim_short_write_then_out_edge() {
     short_write_then_out_edge(&netpoll_sim::Sim::new(1));
 }

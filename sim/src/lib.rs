@@ -219,12 +219,21 @@ fn is_eagain(r: &io::Result<usize>) -> bool {
 
 impl Kernel {
     fn read_once(&mut self, f: u32, buf: &mut [u8]) -> io::Result<usize> {
-        if matches!(
-            self.files[f].kind,
-            Kind::Unix(_) | Kind::PipeRead(_) | Kind::Tcp(_)
-        ) {
-            let len = self.fault_len(buf.len(), self.cfg.faults.short_read);
-            if len < buf.len() {
+        if self.cfg.faults.short_read <= 0.0 {
+            return self.read_raw(f, buf);
+        }
+        let waiting = match &self.files[f].kind {
+            Kind::Unix(u) => u.readable(),
+            Kind::PipeRead(p) => self.pipes[*p].readable(),
+            Kind::Tcp(_) => self.tcp_readable(f),
+            _ => 0,
+        };
+        // The cut is drawn from what a whole read would return, so that it bites whatever the
+        // caller's buffer size.
+        let whole = buf.len().min(waiting);
+        if whole > 1 {
+            let len = self.fault_len(whole, self.cfg.faults.short_read);
+            if len < whole {
                 let r = self.read_raw(f, &mut buf[..len]);
                 if matches!(r, Ok(n) if n == len) {
                     self.faults.short_reads += 1;

@@ -56,6 +56,11 @@ impl Pipe {
         m
     }
 
+    /// Bytes waiting to be read.
+    pub(crate) fn readable(&self) -> usize {
+        self.pages.iter().map(|p| p.data.len() - p.off).sum()
+    }
+
     fn full(&self) -> bool {
         self.pages.len() >= self.capacity
     }

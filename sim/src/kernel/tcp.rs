@@ -511,6 +511,16 @@ impl Kernel {
         }
     }
 
+    /// Bytes waiting to be read on `f`.
+    pub(crate) fn tcp_readable(&self, f: FileId) -> usize {
+        match sock_ref(self, f) {
+            Some(s) if s.state != State::SynSent => {
+                s.conn.map_or(0, |(c, e)| self.net.conns[c].dir[e].rx_len)
+            }
+            _ => 0,
+        }
+    }
+
     pub(crate) fn tcp_take_error(&mut self, f: FileId) -> i32 {
         std::mem::take(&mut sock(self, f).err)
     }

@@ -93,6 +93,11 @@ impl UnixEnd {
         self.wmem * 4 <= cfg.unix_sndbuf
     }
 
+    /// Bytes waiting to be read.
+    pub(crate) fn readable(&self) -> usize {
+        self.rx.iter().map(|s| s.data.len() - s.off).sum()
+    }
+
     pub(crate) fn take_error(&mut self) -> i32 {
         std::mem::take(&mut self.err)
     }
