@@ -129,6 +129,7 @@ pub(crate) struct Kernel {
     /// The epoll instance whose `epoll_wait` is blocked right now (for `EPOLLEXCLUSIVE`).
     pub(crate) blocked_in: Option<FileId>,
     pub(crate) stats: Stats,
+    pub(crate) faults: crate::faults::FaultCounts,
 }
 
 impl Kernel {
@@ -149,6 +150,7 @@ impl Kernel {
             queue_seq: 0,
             blocked_in: None,
             stats: Stats::default(),
+            faults: crate::faults::FaultCounts::default(),
             cfg,
         }
     }
@@ -374,6 +376,34 @@ impl Kernel {
                 self.seed
             )))
         }
+    }
+}
+
+impl Kernel {
+    /// A length to use instead of `len` for one read or write: `len`, or with probability `p`
+    /// (drawn from the fault stream) a shorter one, at least 1.
+    pub(crate) fn fault_len(&mut self, len: usize, p: f64) -> usize {
+        if len > 1 && self.rng.chance(crate::rng::Stream::Faults, p) {
+            self.rng
+                .range(crate::rng::Stream::Faults, 1, len as u64 - 1) as usize
+        } else {
+            len
+        }
+    }
+
+    /// One past the highest file id in use so far.
+    pub(crate) fn files_high_water(&self) -> FileId {
+        self.files.high_water()
+    }
+
+    /// A fault with probability `p` fires (drawn from the fault stream).
+    pub(crate) fn fault(&mut self, p: f64) -> bool {
+        self.rng.chance(crate::rng::Stream::Faults, p)
+    }
+
+    /// Whether a data arrival should wake readers, given whether the buffer was empty before.
+    pub(crate) fn edge_wakes(&self, was_empty: bool) -> bool {
+        was_empty || self.cfg.faults.edge == crate::faults::EdgePolicy::Linux
     }
 }
 
