@@ -12,7 +12,9 @@ use crate::engine::{self, FdLabel, RunStats};
 use crate::oracle::Failure;
 use crate::params::{ParamError, Params, CONNS, MSGS, SIZE, TOTAL_BYTES_MAX};
 use crate::scenario::{self, Scenario};
+use crate::swarm::{self, FaultSpec};
 use crate::token::{Token, TokenError};
+use netpoll_sim::FaultCounts;
 
 /// Which kernel a run uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -46,6 +48,8 @@ pub struct Request {
     pub backend: Backend,
     /// Run twice and compare (simulated kernel only).
     pub check_determinism: bool,
+    /// The faults the simulated kernel injects ([`crate::swarm`]).
+    pub faults: FaultSpec,
 }
 
 impl Request {
@@ -57,6 +61,7 @@ impl Request {
             seed,
             backend: Backend::Sim,
             check_determinism: false,
+            faults: FaultSpec::None,
         }
     }
 
@@ -69,7 +74,9 @@ impl Request {
         let scenario = scenario::find_any(&t.scenario)
             .ok_or_else(|| ReplayError::Scenario(t.scenario.clone()))?;
         let params = Params::from_values(scenario.params, t.values).map_err(ReplayError::Params)?;
-        Ok(Request::sim(scenario, params, t.seed))
+        let mut req = Request::sim(scenario, params, t.seed);
+        req.faults = t.faults;
+        Ok(req)
     }
 
     /// The replay token for this run (a simulated run of the same scenario, parameters, seed).
@@ -78,6 +85,7 @@ impl Request {
             scenario: self.scenario.name.to_string(),
             values: self.params.values().to_vec(),
             seed: self.seed,
+            faults: self.faults.clone(),
         }
         .encode()
     }
@@ -204,6 +212,8 @@ pub struct Report {
     pub labels: Vec<FdLabel>,
     /// The simulated kernel's fingerprint `(calls, hash)`.
     pub fingerprint: Option<(u64, u64)>,
+    /// The faults that fired (simulated kernel only).
+    pub faults_fired: Option<FaultCounts>,
 }
 
 impl Report {
@@ -251,6 +261,8 @@ impl Report {
             "closed_reset": s.closed_reset,
             "closed_eof": s.closed_eof,
             "failure": self.failure.as_ref().map(|f| f.to_string()),
+            "faults": r.faults.to_string(),
+            "faults_fired": self.faults_fired.as_ref().map(swarm::fired_json),
             "peak_rss_kib": peak_rss_kib(),
         })
     }
@@ -269,6 +281,15 @@ impl fmt::Display for Report {
         writeln!(f, "scenario     {} ({})", r.scenario.name, r.params)?;
         writeln!(f, "backend      {}", r.backend)?;
         writeln!(f, "seed         {}", r.seed)?;
+        if r.faults != FaultSpec::None {
+            let plan = r.faults.plan(r.seed).map(|p| swarm::describe(&p));
+            writeln!(f, "faults       {} ({})", r.faults, plan.unwrap_or_default())?;
+        }
+        if let Some(c) = &self.faults_fired {
+            if r.faults != FaultSpec::None || *c != FaultCounts::default() {
+                writeln!(f, "faults fired {}", swarm::fired(c))?;
+            }
+        }
         writeln!(f, "connections  {}", r.params.get(CONNS))?;
         writeln!(f, "bytes        {} echoed, {} sent", s.bytes, s.bytes_sent)?;
         match r.backend {
@@ -346,11 +367,16 @@ pub fn peak_rss_kib() -> Option<u64> {
 
 /// A simulated kernel for `req`.
 pub fn sim_for(req: &Request) -> Sim {
-    Sim::with_config(req.seed, (req.scenario.sim_config)(&req.params))
+    let mut cfg = (req.scenario.sim_config)(&req.params);
+    req.faults.apply(req.seed, &mut cfg);
+    Sim::with_config(req.seed, cfg)
 }
 
 /// Makes the run (twice when the determinism check is asked for).
 pub fn execute(req: &Request) -> Report {
+    if let Some(z) = crate::zoo::find(req.scenario.name) {
+        return crate::zoo::execute(z, req);
+    }
     let spec = (req.scenario.spec)(&req.params);
     let mut report = match req.backend {
         Backend::Real => {
@@ -363,6 +389,7 @@ pub fn execute(req: &Request) -> Report {
                 failure: r.verdict.err(),
                 labels: r.labels,
                 fingerprint: None,
+                faults_fired: None,
             }
         }
         Backend::Sim => {
@@ -374,6 +401,7 @@ pub fn execute(req: &Request) -> Report {
                 failure: r.verdict.err(),
                 labels: r.labels,
                 fingerprint: Some(k.fingerprint()),
+                faults_fired: Some(k.fault_counts()),
             }
         }
     };
@@ -397,6 +425,9 @@ pub fn execute(req: &Request) -> Report {
 
 /// A traced simulated run: its records, labels and report.
 pub fn traced(req: &Request) -> (Vec<Record>, Report) {
+    if let Some(z) = crate::zoo::find(req.scenario.name) {
+        return crate::zoo::traced(z, req);
+    }
     let mut spec = (req.scenario.spec)(&req.params);
     spec.label_fds = true;
     let k = sim_for(req);
@@ -409,6 +440,7 @@ pub fn traced(req: &Request) -> (Vec<Record>, Report) {
         failure: r.verdict.err(),
         labels: r.labels,
         fingerprint: Some(k.fingerprint()),
+        faults_fired: Some(k.fault_counts()),
     };
     (records, report)
 }

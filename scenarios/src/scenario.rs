@@ -79,7 +79,7 @@ fn base(p: &Params) -> Spec {
 fn sim_default(p: &Params) -> SimConfig {
     let mut c = SimConfig::default();
     if let Some(s) = p.try_get("split-pct") {
-        c.split_write_prob = s as f64 / 100.0;
+        c.faults.split_write = s as f64 / 100.0;
     }
     if let Some(w) = p.try_get("tcp-window") {
         c.tcp_window = w as usize;
@@ -359,7 +359,9 @@ pub static CANARY_SCENARIO: Scenario = Scenario {
 
 /// The scenario named `name` (the canary included).
 pub fn find_any(name: &str) -> Option<&'static Scenario> {
-    find(name).or_else(|| (name == CANARY_SCENARIO.name).then_some(&CANARY_SCENARIO))
+    find(name)
+        .or_else(|| (name == CANARY_SCENARIO.name).then_some(&CANARY_SCENARIO))
+        .or_else(|| crate::zoo::find(name).map(|z| &z.scenario))
 }
 
 /// The scenario named `name`.
