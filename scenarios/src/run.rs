@@ -282,8 +282,13 @@ impl fmt::Display for Report {
         writeln!(f, "backend      {}", r.backend)?;
         writeln!(f, "seed         {}", r.seed)?;
         if r.faults != FaultSpec::None {
-            let plan = r.faults.plan(r.seed).map(|p| swarm::describe(&p));
-            writeln!(f, "faults       {} ({})", r.faults, plan.unwrap_or_default())?;
+            match &r.faults {
+                FaultSpec::Plan(p) => writeln!(f, "faults       {}", swarm::describe(p))?,
+                other => {
+                    let plan = other.plan(r.seed).map(|p| swarm::describe(&p));
+                    writeln!(f, "faults       {other} ({})", plan.unwrap_or_default())?;
+                }
+            }
         }
         if let Some(c) = &self.faults_fired {
             if r.faults != FaultSpec::None || *c != FaultCounts::default() {

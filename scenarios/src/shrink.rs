@@ -2,13 +2,15 @@
 //!
 //! Given a failing [`Request`] (a replay token), [`shrink`] tries smaller variants, one change at
 //! a time, and keeps a change when the run still fails with the **same oracle kind** (a lost
-//! wakeup stays a lost wakeup; a change that turns it into a hang is refused). The seed never
-//! changes. In order, repeated until nothing more can be taken away or the run budget is spent:
+//! wakeup stays a lost wakeup; a change that turns it into a hang is refused). A smaller
+//! parameter value is tried with the same seed first, then with up to [`OTHER_SEEDS`] others
+//! (a smaller run is a different schedule anyway); fault changes keep the seed. In order, repeated until nothing more can be taken away or the run budget is spent:
 //!
 //! 1. a `chaos` or `swarm` fault spec becomes the explicit plan it stands for (probabilities in
 //!    ppm, as a token carries them), so that single knobs can be turned;
-//! 2. `conns`, `msgs`, `size`: each tried at its minimum, then halved, then one less;
-//! 3. the fault plan: each probability turned off, else halved; the latency distribution, the
+//! 2. `conns`, `msgs`, `size`: each tried at its minimum, an eighth, a quarter, a half, then
+//!    one less;
+//! 3. the fault plan: each probability turned off, else halved (down to 2%); the latency distribution, the
 //!    delivery quantum and a non-Linux edge policy dropped; a plan with nothing left becomes no
 //!    plan at all (a version-1 token).
 //!
@@ -16,12 +18,13 @@
 //! and the result's token is checked by construction: it is the last request that failed.
 //!
 //! Shrinking is greedy (it finds a local minimum, not the smallest reproducer there is), and a
-//! smaller run with the same seed is a different schedule: it keeps the failure's kind, not
-//! necessarily the very same fd or instant.
+//! smaller run is a different schedule: it keeps the failure's kind, not necessarily the very
+//! same fd or instant.
 
 use netpoll_sim::{EdgePolicy, FaultPlan};
 
 use crate::params::{CONNS, MSGS, SIZE};
+use crate::rng::mix;
 use crate::run::{execute, Report, Request};
 use crate::swarm::{knob_mut, quantize, FaultSpec, KNOBS};
 
@@ -101,6 +104,9 @@ pub fn shrink(req: &Request, max_runs: u32) -> Result<Shrunk, String> {
     })
 }
 
+/// Other seeds tried for each smaller parameter value before giving it up.
+pub const OTHER_SEEDS: u64 = 8;
+
 struct Shrinker {
     kind: &'static str,
     cur: Request,
@@ -131,6 +137,22 @@ impl Shrinker {
         kept
     }
 
+    /// [`attempt`](Self::attempt), then the same change with up to [`OTHER_SEEDS`] other
+    /// seeds: a smaller run is a different schedule, and the bug may need another seed to show.
+    fn attempt_seeds(&mut self, c: Request, change: String) -> bool {
+        if self.attempt(c.clone(), change.clone()) {
+            return true;
+        }
+        for j in 1..=OTHER_SEEDS {
+            let mut d = c.clone();
+            d.seed = mix(c.seed.wrapping_add(j)) % 1_000_000_000;
+            if self.attempt(d.clone(), format!("{change}, seed {}", d.seed)) {
+                return true;
+            }
+        }
+        false
+    }
+
     fn shrink_param(&mut self, name: &'static str) -> bool {
         let Some(v) = self.cur.params.try_get(name) else {
             return false;
@@ -142,15 +164,16 @@ impl Shrinker {
             .iter()
             .find(|s| s.name == name)
             .expect("declared");
-        let mut cands = vec![spec.min, v / 2, v.saturating_sub(1)];
+        let mut cands = vec![spec.min, v / 8, v / 4, v / 2, v.saturating_sub(1)];
         cands.retain(|&x| x >= spec.min && x < v);
+        cands.sort_unstable();
         cands.dedup();
         for x in cands {
             let mut c = self.cur.clone();
             if c.params.set(name, x).is_err() {
                 continue;
             }
-            if self.attempt(c, format!("{name} {v} -> {x}")) {
+            if self.attempt_seeds(c, format!("{name} {v} -> {x}")) {
                 return true;
             }
         }
@@ -181,7 +204,7 @@ impl Shrinker {
             }
             if self.with_plan(format!("fault {name} {x:.6} -> 0"), |p| *knob_mut(p, i) = 0.0) {
                 changed = true;
-            } else if x > 0.001
+            } else if x > 0.02
                 && self.with_plan(format!("fault {name} {x:.6} -> {:.6}", x / 2.0), |p| {
                     *knob_mut(p, i) = x / 2.0
                 })
