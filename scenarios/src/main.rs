@@ -110,13 +110,9 @@ enum Cmd {
 #[derive(Args, Debug)]
 struct FaultArg {
     /// Faults the simulated kernel injects: none, chaos, or swarm (a random subset with random
-    /// weights, drawn from each seed). Carried in the replay token.
-    #[arg(long = "faults", default_value = "none", value_parser = parse_faults)]
-    faults: FaultSpec,
-}
-
-fn parse_faults(s: &str) -> Result<FaultSpec, String> {
-    FaultSpec::parse(s)
+    /// weights, drawn from each seed). Sets the `faults` parameter; carried in the replay token.
+    #[arg(long = "faults", value_parser = FaultSpec::param_value)]
+    faults: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -246,10 +242,15 @@ fn main() -> ExitCode {
                 Ok(s) => s,
                 Err(e) => return usage(e),
             };
-            let p = match build_params(s, &params) {
+            let mut p = match build_params(s, &params) {
                 Ok(p) => p,
                 Err(e) => return usage(e),
             };
+            if let Some(v) = faults.faults {
+                if let Err(e) = p.set("faults", v) {
+                    return usage(e);
+                }
+            }
             let backend = match backend {
                 BackendArg::Sim => Backend::Sim,
                 BackendArg::Real => Backend::Real,
@@ -260,7 +261,7 @@ fn main() -> ExitCode {
                 seed: seed.unwrap_or_else(clock_seed),
                 backend,
                 check_determinism,
-                faults: faults.faults.clone(),
+                faults: FaultSpec::None,
             };
             if let Err(e) = req.validate() {
                 return usage(e);
@@ -365,10 +366,15 @@ fn main() -> ExitCode {
                 Ok(s) => s,
                 Err(e) => return usage(e),
             };
-            let p = match build_params(s, &params) {
+            let mut p = match build_params(s, &params) {
                 Ok(p) => p,
                 Err(e) => return usage(e),
             };
+            if let Some(v) = faults.faults {
+                if let Err(e) = p.set("faults", v) {
+                    return usage(e);
+                }
+            }
             let range = match parse_seeds(&seeds) {
                 Ok(r) => r,
                 Err(e) => return usage(e),
@@ -389,7 +395,7 @@ fn main() -> ExitCode {
                 seed: 0,
                 backend: Backend::Sim,
                 check_determinism,
-                faults: faults.faults.clone(),
+                faults: FaultSpec::None,
             };
             if let Err(e) = probe.validate() {
                 return usage(e);

@@ -5,16 +5,15 @@ use std::fmt;
 
 use netpoll_realnet::RealNet;
 use netpoll_sim::trace::Record;
-use netpoll_sim::Sim;
+use netpoll_sim::{FaultCounts, Sim};
 use serde::Serialize;
 
-use crate::engine::{self, FdLabel, RunStats};
+use crate::engine::{self, FdLabel, RunStats, Spec};
 use crate::oracle::Failure;
 use crate::params::{ParamError, Params, CONNS, MSGS, SIZE, TOTAL_BYTES_MAX};
 use crate::scenario::{self, Scenario};
 use crate::swarm::{self, FaultSpec};
 use crate::token::{Token, TokenError};
-use netpoll_sim::FaultCounts;
 
 /// Which kernel a run uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -48,7 +47,7 @@ pub struct Request {
     pub backend: Backend,
     /// Run twice and compare (simulated kernel only).
     pub check_determinism: bool,
-    /// The faults the simulated kernel injects ([`crate::swarm`]).
+    /// An explicit fault plan that overrides the `faults` parameter ([`crate::swarm`]).
     pub faults: FaultSpec,
 }
 
@@ -212,8 +211,8 @@ pub struct Report {
     pub labels: Vec<FdLabel>,
     /// The simulated kernel's fingerprint `(calls, hash)`.
     pub fingerprint: Option<(u64, u64)>,
-    /// The faults that fired (simulated kernel only).
-    pub faults_fired: Option<FaultCounts>,
+    /// The faults the simulated kernel injected.
+    pub faults: Option<FaultCounts>,
 }
 
 impl Report {
@@ -261,9 +260,17 @@ impl Report {
             "closed_reset": s.closed_reset,
             "closed_eof": s.closed_eof,
             "failure": self.failure.as_ref().map(|f| f.to_string()),
-            "faults": r.faults.to_string(),
-            "faults_fired": self.faults_fired.as_ref().map(swarm::fired_json),
             "peak_rss_kib": peak_rss_kib(),
+            "fault_counts": self.faults.map(|c| serde_json::json!({
+                "short_reads": c.short_reads,
+                "short_writes": c.short_writes,
+                "split_writes": c.split_writes,
+                "spurious": c.spurious,
+                "eintr": c.eintr,
+                "resets": c.resets,
+                "accept_aborts": c.accept_aborts,
+                "timer_first": c.timer_first,
+            })),
         })
     }
 
@@ -281,18 +288,9 @@ impl fmt::Display for Report {
         writeln!(f, "scenario     {} ({})", r.scenario.name, r.params)?;
         writeln!(f, "backend      {}", r.backend)?;
         writeln!(f, "seed         {}", r.seed)?;
-        if r.faults != FaultSpec::None {
-            match &r.faults {
-                FaultSpec::Plan(p) => writeln!(f, "faults       {}", swarm::describe(p))?,
-                other => {
-                    let plan = other.plan(r.seed).map(|p| swarm::describe(&p));
-                    writeln!(f, "faults       {other} ({})", plan.unwrap_or_default())?;
-                }
-            }
-        }
-        if let Some(c) = &self.faults_fired {
-            if r.faults != FaultSpec::None || *c != FaultCounts::default() {
-                writeln!(f, "faults fired {}", swarm::fired(c))?;
+        if let Some(p) = r.backend.eq(&Backend::Sim).then(|| sim_config_for(r).faults) {
+            if !p.is_quiet() {
+                writeln!(f, "fault plan   {}", swarm::describe(&p))?;
             }
         }
         writeln!(f, "connections  {}", r.params.get(CONNS))?;
@@ -329,10 +327,25 @@ impl fmt::Display for Report {
         if let Some(kib) = peak_rss_kib() {
             writeln!(f, "peak RSS     {:.1} MiB", kib as f64 / 1024.0)?;
         }
+        if let Some(c) = self.faults.filter(|c| *c != FaultCounts::default()) {
+            writeln!(
+                f,
+                "faults       {} short reads, {} short writes, {} split writes, {} spurious events, \
+                 {} EINTR, {} resets, {} accept aborts, {} timeouts first",
+                c.short_reads,
+                c.short_writes,
+                c.split_writes,
+                c.spurious,
+                c.eintr,
+                c.resets,
+                c.accept_aborts,
+                c.timer_first
+            )?;
+        }
         if s.connect_retries > 0 {
             writeln!(
                 f,
-                "connects     {} made again after ETIMEDOUT",
+                "connects     {} made again (timed out, or reset before any answer)",
                 s.connect_retries
             )?;
         }
@@ -370,11 +383,27 @@ pub fn peak_rss_kib() -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// The workload for `req`, adjusted to what its kernel promises.
+pub fn spec_for(req: &Request) -> Spec {
+    let mut spec = (req.scenario.spec)(&req.params);
+    if req.backend == Backend::Sim {
+        let cfg = sim_config_for(req);
+        spec.short_read_drains = cfg.faults.short_read == 0.0;
+    }
+    spec
+}
+
 /// A simulated kernel for `req`.
 pub fn sim_for(req: &Request) -> Sim {
-    let mut cfg = (req.scenario.sim_config)(&req.params);
+    Sim::with_config(req.seed, sim_config_for(req))
+}
+
+/// The simulated kernel's configuration for `req`: the scenario's, with an explicit fault plan
+/// ([`Request::faults`]) in place of the one its `faults` parameter names.
+pub fn sim_config_for(req: &Request) -> netpoll_sim::SimConfig {
+    let mut cfg = scenario::sim_config(&req.params, req.seed);
     req.faults.apply(req.seed, &mut cfg);
-    Sim::with_config(req.seed, cfg)
+    cfg
 }
 
 /// Makes the run (twice when the determinism check is asked for).
@@ -382,7 +411,7 @@ pub fn execute(req: &Request) -> Report {
     if let Some(z) = crate::zoo::find(req.scenario.name) {
         return crate::zoo::execute(z, req);
     }
-    let spec = (req.scenario.spec)(&req.params);
+    let spec = spec_for(req);
     let mut report = match req.backend {
         Backend::Real => {
             fd_limit();
@@ -394,7 +423,7 @@ pub fn execute(req: &Request) -> Report {
                 failure: r.verdict.err(),
                 labels: r.labels,
                 fingerprint: None,
-                faults_fired: None,
+                faults: None,
             }
         }
         Backend::Sim => {
@@ -406,7 +435,7 @@ pub fn execute(req: &Request) -> Report {
                 failure: r.verdict.err(),
                 labels: r.labels,
                 fingerprint: Some(k.fingerprint()),
-                faults_fired: Some(k.fault_counts()),
+                faults: Some(k.fault_counts()),
             }
         }
     };
@@ -433,7 +462,7 @@ pub fn traced(req: &Request) -> (Vec<Record>, Report) {
     if let Some(z) = crate::zoo::find(req.scenario.name) {
         return crate::zoo::traced(z, req);
     }
-    let mut spec = (req.scenario.spec)(&req.params);
+    let mut spec = spec_for(req);
     spec.label_fds = true;
     let k = sim_for(req);
     k.set_trace(true);
@@ -445,7 +474,7 @@ pub fn traced(req: &Request) -> (Vec<Record>, Report) {
         failure: r.verdict.err(),
         labels: r.labels,
         fingerprint: Some(k.fingerprint()),
-        faults_fired: Some(k.fault_counts()),
+        faults: Some(k.fault_counts()),
     };
     (records, report)
 }

@@ -3,7 +3,7 @@
 //! invariants it is checked against (every run: all the oracles of [`crate::oracle`]; the
 //! scenario picks which client behaviour and which server features they meet).
 
-use netpoll_sim::SimConfig;
+use netpoll_sim::{FaultPlan, SimConfig};
 
 use crate::engine::{ClientMode, Spec};
 use crate::params::{ParamSpec, Params, CONNS, MSGS, SIZE};
@@ -30,8 +30,6 @@ pub struct Scenario {
     pub real_ok: bool,
     /// The workload for these parameters.
     pub spec: fn(&Params) -> Spec,
-    /// The simulated kernel's configuration for these parameters.
-    pub sim_config: fn(&Params) -> SimConfig,
 }
 
 impl Scenario {
@@ -76,9 +74,16 @@ fn base(p: &Params) -> Spec {
     s
 }
 
-fn sim_default(p: &Params) -> SimConfig {
+/// The simulated kernel's configuration for a run: Linux-like, with the parameters that are
+/// kernel knobs (`split-pct`, `tcp-window`, `faults`) applied. `seed` draws the swarm plan.
+pub fn sim_config(p: &Params, seed: u64) -> SimConfig {
     let mut c = SimConfig::default();
-    if let Some(s) = p.try_get("split-pct") {
+    match p.try_get("faults") {
+        Some(1) => c.faults = FaultPlan::chaos(),
+        Some(2) => c.faults = FaultPlan::swarm(seed),
+        _ => {}
+    }
+    if let Some(s) = p.try_get("split-pct").filter(|&s| s > 0) {
         c.faults.split_write = s as f64 / 100.0;
     }
     if let Some(w) = p.try_get("tcp-window") {
@@ -86,6 +91,16 @@ fn sim_default(p: &Params) -> SimConfig {
     }
     c
 }
+
+/// The fault plan: 0 none (Linux as it behaves when idle), 1 [`FaultPlan::chaos`] (every
+/// benign fault), 2 [`FaultPlan::swarm`] (a subset with weights drawn from the seed).
+pub const FAULTS: ParamSpec = ParamSpec::new(
+    "faults",
+    0,
+    0,
+    2,
+    "fault plan: 0 none, 1 chaos (every benign fault), 2 swarm (drawn from the seed)",
+);
 
 /// Echo's connect window is small by default: every connection stays open until all are done
 /// either way, and a small window keeps the conversations in flight (and so the simulated
@@ -96,6 +111,7 @@ static ECHO: &[ParamSpec] = &[
     size(64),
     ParamSpec::new("window", 16, 1, 1_000_000, "clients connecting at once"),
     SPLIT,
+    FAULTS,
 ];
 
 static RAW: &[ParamSpec] = &[
@@ -117,6 +133,7 @@ static RAW: &[ParamSpec] = &[
         1 << 30,
         "bytes one direction holds: small makes writes short",
     ),
+    FAULTS,
 ];
 
 const TCP_WINDOW: ParamSpec = ParamSpec::new(
@@ -127,9 +144,25 @@ const TCP_WINDOW: ParamSpec = ParamSpec::new(
     "bytes one direction holds (simulated kernel)",
 );
 
-static HALF: &[ParamSpec] = &[conns(100), msgs(10), size(1000), WINDOW, SPLIT, TCP_WINDOW];
+static HALF: &[ParamSpec] = &[
+    conns(100),
+    msgs(10),
+    size(1000),
+    WINDOW,
+    SPLIT,
+    TCP_WINDOW,
+    FAULTS,
+];
 
-static RESET: &[ParamSpec] = &[conns(200), msgs(10), size(256), WINDOW, SPLIT, TCP_WINDOW];
+static RESET: &[ParamSpec] = &[
+    conns(200),
+    msgs(10),
+    size(256),
+    WINDOW,
+    SPLIT,
+    TCP_WINDOW,
+    FAULTS,
+];
 
 static STORM: &[ParamSpec] = &[
     conns(2000),
@@ -156,6 +189,7 @@ static STORM: &[ParamSpec] = &[
         1_000_000,
         "the server stops accepting this long after each batch",
     ),
+    FAULTS,
 ];
 
 static BACKPRESSURE: &[ParamSpec] = &[
@@ -185,6 +219,7 @@ static BACKPRESSURE: &[ParamSpec] = &[
         1 << 30,
         "bytes one direction holds",
     ),
+    FAULTS,
 ];
 
 static SLOW: &[ParamSpec] = &[
@@ -206,6 +241,7 @@ static SLOW: &[ParamSpec] = &[
         3_600_000,
         "the server's idle deadline",
     ),
+    FAULTS,
 ];
 
 static TIMERS: &[ParamSpec] = &[
@@ -221,6 +257,7 @@ static TIMERS: &[ParamSpec] = &[
         3_600_000,
         "deadlines are spread over this much time",
     ),
+    FAULTS,
 ];
 
 /// Every scenario, in `list` order.
@@ -233,7 +270,6 @@ pub static REGISTRY: &[Scenario] = &[
         test_params: &[(CONNS, 50), (MSGS, 4), (SIZE, 64)],
         real_ok: true,
         spec: base,
-        sim_config: sim_default,
     },
     Scenario {
         name: "raw-epoll",
@@ -243,7 +279,6 @@ pub static REGISTRY: &[Scenario] = &[
         test_params: &[(CONNS, 8), (MSGS, 4)],
         real_ok: true,
         spec: base,
-        sim_config: sim_default,
     },
     Scenario {
         name: "half-close",
@@ -253,7 +288,6 @@ pub static REGISTRY: &[Scenario] = &[
         test_params: &[(CONNS, 20), (MSGS, 5), (SIZE, 3000)],
         real_ok: true,
         spec: |p| Spec { mode: ClientMode::HalfClose, ..base(p) },
-        sim_config: sim_default,
     },
     Scenario {
         name: "reset",
@@ -263,12 +297,11 @@ pub static REGISTRY: &[Scenario] = &[
         test_params: &[(CONNS, 40), (MSGS, 4)],
         real_ok: true,
         spec: |p| Spec { mode: ClientMode::Reset, ..base(p) },
-        sim_config: sim_default,
     },
     Scenario {
         name: "accept-storm",
         about: "every client connects at once, far beyond the listen backlog, to a server that accepts in paced batches",
-        invariants: "dropped SYNs are retransmitted (and a timed-out connect made again, up to 16 times) until every connection is accepted and served; the muted listener is re-armed by EPOLL_CTL_MOD",
+        invariants: "dropped SYNs are retransmitted (and a connection that timed out or was reset unserved is made again, up to 16 times) until every connection is accepted and served; the muted listener is re-armed by EPOLL_CTL_MOD",
         params: STORM,
         test_params: &[(CONNS, 200)],
         real_ok: false,
@@ -284,7 +317,6 @@ pub static REGISTRY: &[Scenario] = &[
             };
             s
         },
-        sim_config: sim_default,
     },
     Scenario {
         name: "backpressure",
@@ -301,7 +333,6 @@ pub static REGISTRY: &[Scenario] = &[
             server: ServerConfig { reply_factor: p.get("factor") as u32, ..ServerConfig::default() },
             ..base(p)
         },
-        sim_config: sim_default,
     },
     Scenario {
         name: "slow-clients",
@@ -318,7 +349,6 @@ pub static REGISTRY: &[Scenario] = &[
             },
             ..base(p)
         },
-        sim_config: sim_default,
     },
     Scenario {
         name: "timer-storm",
@@ -332,11 +362,10 @@ pub static REGISTRY: &[Scenario] = &[
             timer_span_ns: p.get("span-ms") * 1_000_000,
             ..base(p)
         },
-        sim_config: sim_default,
     },
 ];
 
-static CANARY: &[ParamSpec] = &[conns(4), msgs(3), size(64), WINDOW, SPLIT];
+static CANARY: &[ParamSpec] = &[conns(4), msgs(3), size(64), WINDOW, SPLIT, FAULTS];
 
 /// A scenario that must fail: its server stops reading before `EAGAIN`. It proves that the
 /// harness reports a lost wakeup, with a replay line (`cargo test` and the CLI tests run it).
@@ -354,7 +383,6 @@ pub static CANARY_SCENARIO: Scenario = Scenario {
         },
         ..base(p)
     },
-    sim_config: sim_default,
 };
 
 /// The scenario named `name` (the canary included).

@@ -6,7 +6,7 @@
 //! parameter value is tried with the same seed first, then with up to [`OTHER_SEEDS`] others
 //! (a smaller run is a different schedule anyway); fault changes keep the seed. In order, repeated until nothing more can be taken away or the run budget is spent:
 //!
-//! 1. a `chaos` or `swarm` fault spec becomes the explicit plan it stands for (probabilities in
+//! 1. a `chaos` or `swarm` fault plan (the `faults` parameter) becomes the explicit plan it stands for (probabilities in
 //!    ppm, as a token carries them), so that single knobs can be turned;
 //! 2. `conns`, `msgs`, `size`: each tried at its minimum, an eighth, a quarter, a half, then
 //!    one less;
@@ -25,7 +25,7 @@ use netpoll_sim::{EdgePolicy, FaultPlan};
 
 use crate::params::{CONNS, MSGS, SIZE};
 use crate::rng::mix;
-use crate::run::{execute, Report, Request};
+use crate::run::{execute, sim_config_for, Report, Request};
 use crate::swarm::{knob_mut, quantize, FaultSpec, KNOBS};
 
 /// One attempted change.
@@ -77,13 +77,21 @@ pub fn shrink(req: &Request, max_runs: u32) -> Result<Shrunk, String> {
         runs: 1,
         max_runs,
     };
-    if let Some(plan) = match s.cur.faults {
-        FaultSpec::Chaos | FaultSpec::Swarm => s.cur.faults.plan(s.cur.seed),
-        _ => None,
-    } {
+    let param = s.cur.params.try_get("faults").unwrap_or(0);
+    let named = matches!(s.cur.faults, FaultSpec::Chaos | FaultSpec::Swarm);
+    if param != 0 || named {
+        let plan = sim_config_for(&s.cur).faults;
         let mut c = s.cur.clone();
+        if param != 0 {
+            c.params.set("faults", 0).expect("0 is in range");
+        }
         c.faults = FaultSpec::Plan(quantize(&plan));
-        s.attempt(c, format!("faults {} -> explicit plan", s.cur.faults));
+        let was = if named {
+            s.cur.faults.to_string()
+        } else {
+            ["none", "chaos", "swarm"][param.min(2) as usize].to_string()
+        };
+        s.attempt(c, format!("faults {was} -> explicit plan"));
     }
     loop {
         let mut changed = false;

@@ -1,30 +1,33 @@
 //! Fault plans for scenario runs: which of the simulated kernel's faults
-//! ([`netpoll_sim::FaultPlan`]) a run injects, how that choice travels in a replay token, and how
-//! a report says which faults fired.
+//! ([`netpoll_sim::FaultPlan`]) a run injects, and how that choice travels in a replay token.
 //!
-//! | [`FaultSpec`] | the plan | command line |
-//! |---|---|---|
-//! | `None` | the scenario's own configuration (no faults beyond its `split-pct`) | `--faults none` (default) |
-//! | `Chaos` | [`FaultPlan::chaos`]: every benign fault at a moderate rate | `--faults chaos` |
-//! | `Swarm` | [`FaultPlan::swarm`]`(seed)`: a random subset of faults with random weights, a different one per seed (swarm testing) | `--faults swarm` |
-//! | `Plan` | an explicit plan, probabilities in parts per million: what the shrinker writes | only in tokens |
+//! Two layers:
 //!
-//! A fault plan replaces the scenario's, except that a scenario's own `split-pct` is kept when
-//! the plan splits less often. Every fault the kernel injects is drawn from the run's seed, so
-//! the token (scenario, parameters, seed, fault spec) replays the faults exactly.
+//! - **The `faults` parameter** every scenario declares (0 none, 1 [`FaultPlan::chaos`], 2
+//!   [`FaultPlan::swarm`] of the run's seed: a random subset of faults with random weights, a
+//!   different one per seed). `netpoll-sim run|sweep --faults none|chaos|swarm` sets it
+//!   ([`FaultSpec::param_value`]); like any parameter it is carried in the version-1 token.
+//! - **An explicit plan** ([`Request::faults`](crate::run::Request::faults), a [`FaultSpec`]),
+//!   which overrides the parameter: what the shrinker writes when it turns single knobs off or
+//!   lowers probabilities. It is carried in a version-2 token.
+//!
+//! A plan replaces the scenario's, except that a scenario's own `split-pct` is kept when the
+//! plan splits less often. Every fault the kernel injects is drawn from the run's seed, so the
+//! token (scenario, parameters, seed, fault spec) replays the faults exactly, and the report
+//! lists the plan in force and the faults that fired (`Sim::fault_counts`).
 //!
 //! # Token encoding
 //!
-//! A token without faults is a version-1 token, byte for byte what earlier builds wrote. A token
-//! with faults is version 2: the version-1 body followed by the fault section (a tag byte: 1
-//! chaos, 2 swarm, 3 plan; a plan then carries eight probabilities in ppm as varints — short
-//! read, short write, split write, spurious, EINTR, reset, accept abort, timer first — the
-//! quantum in ns, the edge policy byte, and a latency tag with its numbers). Builds that read
-//! only version 1 refuse it cleanly ("format version 2 is not supported").
+//! A token without an explicit plan is a version-1 token, byte for byte what earlier builds
+//! wrote. A token with one is version 2: the version-1 body followed by the fault section (a
+//! tag byte: 1 chaos, 2 swarm, 3 plan; a plan then carries eight probabilities in ppm as
+//! varints, in [`KNOBS`] order, the quantum in ns, the edge policy byte, and a latency tag with
+//! its numbers). Builds that read only version 1 refuse it cleanly ("format version 2 is not
+//! supported").
 
 use std::fmt;
 
-use netpoll_sim::{EdgePolicy, FaultCounts, FaultPlan, Latency, SimConfig};
+use netpoll_sim::{EdgePolicy, FaultPlan, Latency, SimConfig};
 
 /// Which faults a run injects.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -41,18 +44,16 @@ pub enum FaultSpec {
 }
 
 impl FaultSpec {
-    /// Parses `none`, `chaos` or `swarm`.
+    /// The value of the scenarios' `faults` parameter for `--faults none|chaos|swarm`.
     ///
     /// # Errors
     /// Anything else, in words.
-    pub fn parse(s: &str) -> Result<FaultSpec, String> {
+    pub fn param_value(s: &str) -> Result<u64, String> {
         match s {
-            "none" => Ok(FaultSpec::None),
-            "chaos" => Ok(FaultSpec::Chaos),
-            "swarm" => Ok(FaultSpec::Swarm),
-            _ => Err(format!(
-                "--faults {s:?}: expected none, chaos or swarm"
-            )),
+            "none" => Ok(0),
+            "chaos" => Ok(1),
+            "swarm" => Ok(2),
+            _ => Err(format!("--faults {s:?}: expected none, chaos or swarm")),
         }
     }
 
@@ -271,42 +272,4 @@ pub fn describe(p: &FaultPlan) -> String {
     } else {
         parts.join(" ")
     }
-}
-
-/// The faults that fired, in one line (`none` when none did).
-pub fn fired(c: &FaultCounts) -> String {
-    let all = [
-        ("short_reads", c.short_reads),
-        ("short_writes", c.short_writes),
-        ("split_writes", c.split_writes),
-        ("spurious", c.spurious),
-        ("eintr", c.eintr),
-        ("resets", c.resets),
-        ("accept_aborts", c.accept_aborts),
-        ("timer_first", c.timer_first),
-    ];
-    let parts: Vec<String> = all
-        .iter()
-        .filter(|(_, n)| *n > 0)
-        .map(|(name, n)| format!("{name}={n}"))
-        .collect();
-    if parts.is_empty() {
-        "none".into()
-    } else {
-        parts.join(" ")
-    }
-}
-
-/// [`fired`] as a JSON object.
-pub fn fired_json(c: &FaultCounts) -> serde_json::Value {
-    serde_json::json!({
-        "short_reads": c.short_reads,
-        "short_writes": c.short_writes,
-        "split_writes": c.split_writes,
-        "spurious": c.spurious,
-        "eintr": c.eintr,
-        "resets": c.resets,
-        "accept_aborts": c.accept_aborts,
-        "timer_first": c.timer_first,
-    })
 }

@@ -52,7 +52,7 @@ use netpoll::sys::{
 };
 use netpoll::{EpollEvent, Fd, Poller};
 use netpoll_sim::trace::Record;
-use netpoll_sim::{Sim, SimConfig};
+use netpoll_sim::Sim;
 
 use crate::engine::{pattern, thread_cpu_ns, RunStats, Spec};
 use crate::oracle::Failure;
@@ -60,7 +60,7 @@ use crate::params::{ParamSpec, Params, CONNS, MSGS, SIZE};
 use crate::raw_epoll::{timeout_ms, TICK_NS};
 use crate::rng::{mix, Rng};
 use crate::run::{sim_for, Report, Request};
-use crate::scenario::Scenario;
+use crate::scenario::{Scenario, FAULTS};
 
 /// Which bug a zoo scenario carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,14 +105,16 @@ static ET_READ: &[ParamSpec] = &[
     p_msgs(),
     p_size(64),
     P_FIXED,
+    FAULTS,
     ParamSpec::new("read-buf", 4096, 1, 65_536, "bytes the handler reads per call"),
 ];
-static PLAIN: &[ParamSpec] = &[p_conns(), p_msgs(), p_size(64), P_FIXED];
+static PLAIN: &[ParamSpec] = &[p_conns(), p_msgs(), p_size(64), P_FIXED, FAULTS];
 static PARK: &[ParamSpec] = &[
     p_conns(),
     p_msgs(),
     p_size(64),
     P_FIXED,
+    FAULTS,
     ParamSpec::new(
         "preempt-pct",
         30,
@@ -126,6 +128,7 @@ static TIMER: &[ParamSpec] = &[
     p_msgs(),
     p_size(64),
     P_FIXED,
+    FAULTS,
     ParamSpec::new(
         "stall-pct",
         20,
@@ -138,10 +141,6 @@ static TIMER: &[ParamSpec] = &[
 
 fn spec(p: &Params) -> Spec {
     Spec::echo(p.get(CONNS) as usize, p.get(MSGS), p.get(SIZE))
-}
-
-fn sim_config(_: &Params) -> SimConfig {
-    SimConfig::default()
 }
 
 const fn zoo(
@@ -159,7 +158,6 @@ const fn zoo(
             test_params: &[],
             real_ok: false,
             spec,
-            sim_config,
         },
         bug,
     }
@@ -272,7 +270,7 @@ fn go(z: &ZooScenario, req: &Request, trace: bool) -> (Report, Vec<Record>) {
         failure: verdict.err(),
         labels: Vec::new(),
         fingerprint: Some(k.fingerprint()),
-        faults_fired: Some(k.fault_counts()),
+        faults: Some(k.fault_counts()),
     };
     (report, records)
 }

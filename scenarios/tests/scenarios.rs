@@ -259,3 +259,38 @@ fn each_scenario_exercises_its_path() {
         "timer-storm: {t:?}"
     );
 }
+
+/// Every scenario under the simulated kernel's fault plans: `faults=1` (chaos: short reads and
+/// writes, split segments, jittery latency, spurious events, EINTR, timer/readiness ties) and
+/// `faults=2` (a swarm plan drawn from each seed).
+#[test]
+fn every_scenario_under_faults() {
+    for s in REGISTRY {
+        for faults in [1, 2] {
+            for seed in seeds().into_iter().take(2) {
+                let mut p = s.test_defaults();
+                p.set("faults", faults).unwrap();
+                let req = Request::sim(s, p, seed);
+                let r = run::execute(&req);
+                if let Some(f) = &r.failure {
+                    panic!(
+                        "{} faults={faults} seed {seed}:\n{f}\nreplay: {}",
+                        s.name,
+                        req.replay_line()
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Regression: the end-of-run drain did not retry an `epoll_wait` that failed with `EINTR`
+/// (found by `netpoll-sim sweep reset --seeds 1..41 --param faults=2`, seed 3).
+#[test]
+fn regression_drain_retries_eintr() {
+    let s = scenario::find("reset").unwrap();
+    let mut p = s.defaults();
+    p.set("faults", 2).unwrap();
+    let r = run::execute(&Request::sim(s, p, 3));
+    assert!(r.failure.is_none(), "{}", r.failure.unwrap());
+}

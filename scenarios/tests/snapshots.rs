@@ -50,3 +50,12 @@ fn slow_clients_stall_seed_1() {
         1
     ));
 }
+
+#[test]
+fn echo_two_connections_chaos_seed_1() {
+    insta::assert_snapshot!(trace(
+        "echo",
+        &[("conns", 2), ("msgs", 2), ("size", 16), ("faults", 1)],
+        1
+    ));
+}
