@@ -219,7 +219,10 @@ fn main() -> ExitCode {
             println!("{:<14} {} (not in sweeps of the registry)", c.name, c.about);
             for z in &zoo::ZOO {
                 let s = &z.scenario;
-                println!("{:<14} {} (bug zoo; --param fixed=1 runs the corrected loop)", s.name, s.about);
+                println!(
+                    "{:<14} {} (bug zoo; --param fixed=1 runs the corrected loop)",
+                    s.name, s.about
+                );
                 for p in s.params {
                     println!(
                         "{:<16}--{:<14} default {:<8} ({}..={}) {}",
@@ -315,7 +318,11 @@ fn main() -> ExitCode {
             }
             println!(
                 "shrunk in {} runs, keeping the failure kind {}: {} ({}, faults {})",
-                out.runs, out.kind, out.request.scenario.name, out.request.params, out.request.faults
+                out.runs,
+                out.kind,
+                out.request.scenario.name,
+                out.request.params,
+                out.request.faults
             );
             println!("{}", out.report);
             println!("token        {}", out.request.token());

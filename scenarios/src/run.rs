@@ -288,7 +288,11 @@ impl fmt::Display for Report {
         writeln!(f, "scenario     {} ({})", r.scenario.name, r.params)?;
         writeln!(f, "backend      {}", r.backend)?;
         writeln!(f, "seed         {}", r.seed)?;
-        if let Some(p) = r.backend.eq(&Backend::Sim).then(|| sim_config_for(r).faults) {
+        if let Some(p) = r
+            .backend
+            .eq(&Backend::Sim)
+            .then(|| sim_config_for(r).faults)
+        {
             if !p.is_quiet() {
                 writeln!(f, "fault plan   {}", swarm::describe(&p))?;
             }

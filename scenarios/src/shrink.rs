@@ -210,15 +210,15 @@ impl Shrinker {
             if x <= 0.0 {
                 continue;
             }
-            if self.with_plan(format!("fault {name} {x:.6} -> 0"), |p| *knob_mut(p, i) = 0.0) {
-                changed = true;
-            } else if x > 0.02
+            let off = self.with_plan(format!("fault {name} {x:.6} -> 0"), |p| {
+                *knob_mut(p, i) = 0.0
+            });
+            let lower = !off
+                && x > 0.02
                 && self.with_plan(format!("fault {name} {x:.6} -> {:.6}", x / 2.0), |p| {
                     *knob_mut(p, i) = x / 2.0
-                })
-            {
-                changed = true;
-            }
+                });
+            changed |= off || lower;
         }
         if p.latency.is_some() {
             changed |= self.with_plan(format!("fault latency {:?} -> default", p.latency), |p| {

@@ -274,7 +274,11 @@ mod tests {
             },
         ] {
             let s = t.encode();
-            let v = if t.faults == FaultSpec::None { "np1-" } else { "np2-" };
+            let v = if t.faults == FaultSpec::None {
+                "np1-"
+            } else {
+                "np2-"
+            };
             assert!(s.starts_with(v), "{s}");
             assert_eq!(Token::decode(&s), Ok(t));
         }

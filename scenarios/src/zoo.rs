@@ -106,7 +106,13 @@ static ET_READ: &[ParamSpec] = &[
     p_size(64),
     P_FIXED,
     FAULTS,
-    ParamSpec::new("read-buf", 4096, 1, 65_536, "bytes the handler reads per call"),
+    ParamSpec::new(
+        "read-buf",
+        4096,
+        1,
+        65_536,
+        "bytes the handler reads per call",
+    ),
 ];
 static PLAIN: &[ParamSpec] = &[p_conns(), p_msgs(), p_size(64), P_FIXED, FAULTS];
 static PARK: &[ParamSpec] = &[
@@ -399,7 +405,9 @@ impl<'k> Zoo<'k> {
             Some(EpollEvent::new(interest, LISTENER)),
         )
         .map_err(|e| io_fail("epoll_ctl ADD listener", e))?;
-        let addr = k.local_addr(listener).map_err(|e| io_fail("getsockname", e))?;
+        let addr = k
+            .local_addr(listener)
+            .map_err(|e| io_fail("getsockname", e))?;
         let mut rng = Rng::new(seed, 7);
         let per_conn = cfg.msgs * cfg.size;
         let clients = (0..cfg.conns)
@@ -508,7 +516,11 @@ impl<'k> Zoo<'k> {
     }
 
     fn hang(&self, why: &str) -> Failure {
-        let left = self.clients.iter().filter(|c| c.phase != Phase::Done).count();
+        let left = self
+            .clients
+            .iter()
+            .filter(|c| c.phase != Phase::Done)
+            .count();
         let mut detail = format!(
             "{why}; {left} of {} clients not done, {} server connections open",
             self.clients.len(),

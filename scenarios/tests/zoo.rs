@@ -47,10 +47,16 @@ fn assert_found(name: &str, kinds: &[&str]) -> u64 {
     let text = r.to_string();
     let line = r.request.replay_line();
     assert!(line.starts_with("netpoll-sim replay np1-"), "{line}");
-    assert!(text.contains(&line), "the report lacks its replay line:\n{text}");
+    assert!(
+        text.contains(&line),
+        "the report lacks its replay line:\n{text}"
+    );
     let again = execute(&Request::from_token(&r.request.token()).unwrap());
     assert_eq!(again.outcome(), r.outcome(), "{name}: the replay differs");
-    assert_eq!(again.faults, r.faults, "{name}: the replay injects other faults");
+    assert_eq!(
+        again.faults, r.faults,
+        "{name}: the replay injects other faults"
+    );
     assert_eq!(again.fingerprint, r.fingerprint);
     seed
 }
@@ -193,7 +199,10 @@ fn cli_shrink_prints_steps_and_a_token() {
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("shrunk in"), "{text}");
-    assert!(text.contains("replay       netpoll-sim replay np"), "{text}");
+    assert!(
+        text.contains("replay       netpoll-sim replay np"),
+        "{text}"
+    );
     assert!(text.contains("outcome      FAIL: lost-wakeup"), "{text}");
     let bad = std::process::Command::new(env!("CARGO_BIN_EXE_netpoll-sim"))
         .args(["shrink", "np2-00"])
