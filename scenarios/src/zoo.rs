@@ -553,7 +553,10 @@ impl<'k> Zoo<'k> {
         let n = match self.k.epoll_wait(self.ep, &mut evs, timeout) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Deadlock => {
-                return Err(self.hang(&format!("epoll_wait would block for ever ({e})")))
+                // The kernel delivered what was in flight inside this call and found nothing to
+                // report: if a registration is stranded, that is the cause, not just a hang.
+                self.quiescence()?;
+                return Err(self.hang(&format!("epoll_wait would block for ever ({e})")));
             }
             Err(e) if errno(&e) == EINTR => return Ok(()),
             Err(e) => return Err(io_fail("epoll_wait", e)),
