@@ -323,7 +323,7 @@ pub static REGISTRY: &[Scenario] = &[
         about: "large answers to slow readers: the server's writes hit EAGAIN, it queues, pauses reading, and resumes on EPOLLOUT",
         invariants: "every answer byte arrives in order; a paused connection is resumed without a new read edge",
         params: BACKPRESSURE,
-        test_params: &[(CONNS, 3), (MSGS, 2), (SIZE, 1024), (("factor"), 512), ("chunk", 32768)],
+        test_params: &[(CONNS, 3), (MSGS, 2), (SIZE, 1024), ("factor", 512), ("chunk", 32768)],
         real_ok: true,
         spec: |p| Spec {
             mode: ClientMode::SlowReader {

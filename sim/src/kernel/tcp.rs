@@ -45,6 +45,7 @@ use netpoll::Fd;
 
 use super::unix::{RCV_SHUTDOWN, SEND_SHUTDOWN};
 use super::{FileId, Kernel, Kind, Later};
+use crate::bytes::ByteQueue;
 use crate::rng::Stream;
 use crate::slab::Slab;
 
@@ -100,10 +101,14 @@ pub(crate) struct TcpSock {
 }
 
 /// One direction of a connection: the bytes flowing *to* one end.
+///
+/// `buf` holds the bytes the receiver has not read (the first `rx_len`) followed by the bytes
+/// still crossing the network, in order. Delivering a segment only moves the boundary: no byte
+/// is copied between a `write` and the `read` that takes it.
 #[derive(Debug, Default)]
 struct Dir {
-    rx: VecDeque<u8>,
-    in_flight: usize,
+    buf: ByteQueue,
+    rx_len: usize,
     /// The receiving end got the FIN (Linux's `SOCK_DONE`).
     fin: bool,
     /// When the last packet of this direction arrives: later packets never overtake it.
@@ -148,10 +153,11 @@ pub(crate) enum Packet {
         /// SYN-ACK retransmissions so far (the ACK comes back with each one).
         retries: u32,
     },
+    /// `len` bytes of the direction's `buf` arrive (they follow its unread bytes).
     Data {
         conn: u32,
         to: usize,
-        bytes: Vec<u8>,
+        len: usize,
     },
     Fin {
         conn: u32,
@@ -170,6 +176,8 @@ pub(crate) struct Net {
     /// Bound (ip, port) pairs and the socket holding each.
     bound: BTreeMap<(Ipv4Addr, u16), FileId>,
     next_attempt: u64,
+    /// Where the next ephemeral port search starts (an offset into the range).
+    port_hint: Option<u64>,
 }
 
 fn sock(k: &mut Kernel, f: FileId) -> &mut TcpSock {
@@ -238,13 +246,20 @@ impl Kernel {
         true
     }
 
+    /// An ephemeral port free on `ip`: the search starts where the last one ended (from a
+    /// seeded first offset), so allocation is O(1) while the range is not full.
     fn ephemeral_port(&mut self, ip: Ipv4Addr) -> io::Result<u16> {
         let (lo, hi) = EPHEMERAL;
         let span = u64::from(hi - lo) + 1;
-        let start = self.rng.range(Stream::Ports, 0, span - 1);
+        let start = match self.net.port_hint {
+            Some(h) => h,
+            None => self.rng.range(Stream::Ports, 0, span - 1),
+        };
         for i in 0..span {
-            let port = lo + ((start + i) % span) as u16;
+            let off = (start + i) % span;
+            let port = lo + off as u16;
             if self.port_free(ip, port) {
+                self.net.port_hint = Some((off + 1) % span);
                 return Ok(port);
             }
         }
@@ -522,7 +537,7 @@ impl Kernel {
         }
         if s.state != State::SynSent {
             if let Some((c, e)) = s.conn {
-                if !self.net.conns[c].dir[e].rx.is_empty() {
+                if self.net.conns[c].dir[e].rx_len > 0 {
                     m |= Events::IN | Events::RDNORM;
                 }
             }
@@ -541,7 +556,7 @@ impl Kernel {
             return (self.cfg.tcp_window, 0);
         };
         let d = &self.net.conns[c].dir[1 - e];
-        let used = d.in_flight + d.rx.len();
+        let used = d.buf.len();
         (self.cfg.tcp_window.saturating_sub(used), used)
     }
 
@@ -562,11 +577,10 @@ impl Kernel {
         if let Some((c, e)) = conn {
             if s.state != State::SynSent {
                 let d = &mut self.net.conns[c].dir[e];
-                if !d.rx.is_empty() {
-                    let n = d.rx.len().min(buf.len());
-                    for (dst, src) in buf.iter_mut().zip(d.rx.drain(..n)) {
-                        *dst = src;
-                    }
+                if d.rx_len > 0 {
+                    let n = d.rx_len.min(buf.len());
+                    d.buf.pop_into(&mut buf[..n]);
+                    d.rx_len -= n;
                     self.tcp_space_returned(c, 1 - e);
                     return Ok(n);
                 }
@@ -632,7 +646,7 @@ impl Kernel {
             return Err(err(EAGAIN));
         }
         let n = free.min(buf.len());
-        self.net.conns[c].dir[1 - e].in_flight += n;
+        self.net.conns[c].dir[1 - e].buf.push(&buf[..n]);
         let mss = self.cfg.tcp_mss.max(1);
         let mut off = 0;
         while off < n {
@@ -641,12 +655,11 @@ impl Kernel {
                 k = self.rng.range(Stream::Faults, 1, k as u64 - 1) as usize;
                 self.faults.split_writes += 1;
             }
-            let bytes = buf[off..off + k].to_vec();
             self.send(
                 Packet::Data {
                     conn: c,
                     to: 1 - e,
-                    bytes,
+                    len: k,
                 },
                 Some((c, 1 - e)),
             );
@@ -721,7 +734,7 @@ impl Kernel {
         let Some((c, e)) = s.conn else { return };
         if s.state == State::Established {
             let conn = &self.net.conns[c];
-            let unread = !conn.dir[e].rx.is_empty();
+            let unread = conn.dir[e].rx_len > 0;
             let peer_alive = conn.end[1 - e].is_some();
             if peer_alive && (s.linger0 || unread) {
                 self.send(Packet::Rst { conn: c, to: 1 - e }, Some((c, 1 - e)));
@@ -731,7 +744,11 @@ impl Kernel {
         }
         let conn = &mut self.net.conns[c];
         conn.end[e] = None;
-        conn.dir[e].rx = VecDeque::new();
+        // Unread bytes go; bytes still in flight stay until their segments arrive and are
+        // discarded.
+        let d = &mut conn.dir[e];
+        d.buf.discard_front(d.rx_len);
+        d.rx_len = 0;
         self.conn_maybe_free(c);
     }
 
@@ -829,43 +846,46 @@ impl Kernel {
                 self.net.conns[conn].packets -= 1;
                 self.on_ack(conn, listener, retries);
             }
-            Packet::Data { conn, to, bytes } => {
+            Packet::Data { conn, to, len } => {
                 let cn = &mut self.net.conns[conn];
                 cn.packets -= 1;
-                cn.dir[to].in_flight -= bytes.len();
                 let receiver = cn.end[to];
                 let sender_alive = cn.end[1 - to].is_some();
-                match receiver {
+                let established =
+                    receiver.is_some_and(|f| sock(self, f).state == State::Established);
+                let delivered = match receiver {
+                    // A socket that was reset is no longer in the connection table: a reset
+                    // answers the segment.
+                    Some(_) if !established => false,
                     Some(f) if self.fault(self.cfg.faults.reset) => {
                         // The segment arrives as a reset; the receiver answers in kind.
                         self.faults.resets += 1;
-                        if sock(self, f).state == State::Established {
-                            self.tcp_abort(f, ECONNRESET);
-                        }
-                        if sender_alive {
-                            self.send(Packet::Rst { conn, to: 1 - to }, Some((conn, 1 - to)));
-                        }
+                        self.tcp_abort(f, ECONNRESET);
+                        false
                     }
                     Some(f) if self.rejects_data(f, conn, to) => {
                         // RFC 1122: data after our FIN and SHUT_RD is answered with a reset.
                         self.tcp_abort(f, ECONNRESET);
-                        if sender_alive {
-                            self.send(Packet::Rst { conn, to: 1 - to }, Some((conn, 1 - to)));
-                        }
+                        false
                     }
                     Some(f) => {
                         let d = &mut self.net.conns[conn].dir[to];
-                        let was_empty = d.rx.is_empty();
-                        d.rx.extend(bytes);
+                        let was_empty = d.rx_len == 0;
+                        d.rx_len += len;
                         if self.edge_wakes(was_empty) {
                             let key = Events::IN | Events::PRI | Events::RDNORM | Events::RDBAND;
                             self.wake(f, key);
                         }
+                        true
                     }
-                    None => {
-                        if sender_alive {
-                            self.send(Packet::Rst { conn, to: 1 - to }, Some((conn, 1 - to)));
-                        }
+                    // Data for a closed socket: a reset answers it.
+                    None => false,
+                };
+                if !delivered {
+                    let d = &mut self.net.conns[conn].dir[to];
+                    d.buf.remove(d.rx_len, len);
+                    if sender_alive {
+                        self.send(Packet::Rst { conn, to: 1 - to }, Some((conn, 1 - to)));
                     }
                 }
                 self.conn_maybe_free(conn);
