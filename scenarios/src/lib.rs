@@ -17,7 +17,7 @@
 //! | [`params`] | typed, bounded parameters |
 //! | [`trace_out`] | Chrome/Perfetto trace JSON and the compact text trace the snapshots pin |
 //! | [`rng`] | the harness's own seeded choices |
-//! | [`swarm`] | fault plans for runs (`--faults none\|chaos\|swarm`), carried in replay tokens; which faults fired |
+//! | [`swarm`] | explicit fault plans (what the shrinker writes) and their version-2 replay tokens; `--faults none\|chaos\|swarm` sets every scenario's `faults` parameter |
 //! | [`zoo`] | the bug zoo: small event loops with a real lost-wakeup bug each (and their fixed twins), run as `zoo-*` scenarios |
 //! | [`shrink`] | reduces a failing run to a minimal one that fails the same way (`netpoll-sim shrink TOKEN`) |
 //!

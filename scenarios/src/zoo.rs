@@ -16,6 +16,12 @@
 //! | `zoo-park-no-recheck` | a Go-style poll descriptor whose `park` overwrites the ready flag instead of re-checking it, so a notification that lands between the failed read and the park is lost | the scheduler polling between the two (`preempt-pct`) while the peer's next message arrives | lost wakeup |
 //! | `zoo-timer-not-in-timeout` | the idle deadline is armed but the `epoll_wait` timeout ignores it (`-1`) | a client that stalls mid-message | hang, or a deadline fired late |
 //!
+//! The zoo has its own small loop (clients included) rather than switches in
+//! [`crate::raw_epoll::EchoServer`]: the example server stays free of deliberate bugs, and a
+//! 10-connection zoo run costs about 0.2 ms of CPU, so sweeps of thousands of seeds take seconds.
+//! A hang whose cause is a stranded registration (the last delivery landed inside the blocking
+//! `epoll_wait` that then found nothing to report) is reported as the lost wakeup it is.
+//!
 //! # The poll descriptor
 //!
 //! `zoo-park-no-recheck` serves each connection from a task (a state machine) that blocks on a

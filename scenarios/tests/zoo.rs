@@ -210,3 +210,33 @@ fn cli_shrink_prints_steps_and_a_token() {
         .unwrap();
     assert_eq!(bad.status.code(), Some(2));
 }
+
+#[test]
+fn cli_run_with_swarm_faults_reports_the_plan_and_replays() {
+    let (seed, _) = first_failure("zoo-et-accept-one", 2).unwrap();
+    let bin = env!("CARGO_BIN_EXE_netpoll-sim");
+    let out = std::process::Command::new(bin)
+        .args(["run", "zoo-et-accept-one", "--faults", "swarm", "--seed"])
+        .arg(seed.to_string())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("fault plan"), "{text}");
+    assert!(text.contains("outcome      FAIL: lost-wakeup"), "{text}");
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("replay       netpoll-sim replay "))
+        .expect("a replay line");
+    let again = std::process::Command::new(bin)
+        .args(["replay", line])
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stdout).contains("FAIL: lost-wakeup"));
+    let bad = std::process::Command::new(bin)
+        .args(["run", "zoo-et-accept-one", "--faults", "storm"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+}
