@@ -10,9 +10,11 @@
 //!    ppm, as a token carries them), so that single knobs can be turned;
 //! 2. `conns`, `msgs`, `size`: each tried at its minimum, an eighth, a quarter, a half, then
 //!    one less;
-//! 3. the fault plan: each probability turned off, else halved (down to 2%); the latency distribution, the
+//! 3. the fault plan: each probability turned off; the latency distribution, the
 //!    delivery quantum and a non-Linux edge policy dropped; a plan with nothing left becomes no
-//!    plan at all (a version-1 token).
+//!    plan at all (a version-1 token);
+//! 4. once 2 and 3 change nothing more: the same again, with probabilities that cannot be
+//!    turned off halved (down to 2%).
 //!
 //! Every step is recorded ([`Step`]) so `netpoll-sim shrink TOKEN` can print how it got there,
 //! and the result's token is checked by construction: it is the last request that failed.
@@ -93,14 +95,18 @@ pub fn shrink(req: &Request, max_runs: u32) -> Result<Shrunk, String> {
         };
         s.attempt(c, format!("faults {was} -> explicit plan"));
     }
-    loop {
-        let mut changed = false;
-        for name in [CONNS, MSGS, SIZE] {
-            changed |= s.shrink_param(name);
-        }
-        changed |= s.shrink_faults();
-        if !changed || s.runs >= s.max_runs {
-            break;
+    // Sizes first, with faults only switched off; then lower probabilities too (a rarer
+    // fault makes smaller runs fail less often, so it comes last).
+    for halve in [false, true] {
+        loop {
+            let mut changed = false;
+            for name in [CONNS, MSGS, SIZE] {
+                changed |= s.shrink_param(name);
+            }
+            changed |= s.shrink_faults(halve);
+            if !changed || s.runs >= s.max_runs {
+                break;
+            }
         }
     }
     Ok(Shrunk {
@@ -113,7 +119,7 @@ pub fn shrink(req: &Request, max_runs: u32) -> Result<Shrunk, String> {
 }
 
 /// Other seeds tried for each smaller parameter value before giving it up.
-pub const OTHER_SEEDS: u64 = 8;
+pub const OTHER_SEEDS: u64 = 16;
 
 struct Shrinker {
     kind: &'static str,
@@ -199,7 +205,7 @@ impl Shrinker {
         self.attempt(c, change)
     }
 
-    fn shrink_faults(&mut self) -> bool {
+    fn shrink_faults(&mut self, halve: bool) -> bool {
         let FaultSpec::Plan(p) = self.cur.faults.clone() else {
             return false;
         };
@@ -214,6 +220,7 @@ impl Shrinker {
                 *knob_mut(p, i) = 0.0
             });
             let lower = !off
+                && halve
                 && x > 0.02
                 && self.with_plan(format!("fault {name} {x:.6} -> {:.6}", x / 2.0), |p| {
                     *knob_mut(p, i) = x / 2.0
