@@ -9,7 +9,8 @@
 //! 1. a `chaos` or `swarm` fault plan (the `faults` parameter) becomes the explicit plan it stands for (probabilities in
 //!    ppm, as a token carries them), so that single knobs can be turned;
 //! 2. `conns`, `msgs`, `size`: each tried at its minimum, an eighth, a quarter, a half, then
-//!    one less;
+//!    one less; once a smaller value has failed to reproduce, later tries bisect between it
+//!    and the current value;
 //! 3. the fault plan: each probability turned off; the latency distribution, the
 //!    delivery quantum and a non-Linux edge policy dropped; a plan with nothing left becomes no
 //!    plan at all (a version-1 token);
@@ -22,6 +23,8 @@
 //! Shrinking is greedy (it finds a local minimum, not the smallest reproducer there is), and a
 //! smaller run is a different schedule: it keeps the failure's kind, not necessarily the very
 //! same fd or instant.
+
+use std::collections::BTreeMap;
 
 use netpoll_sim::{EdgePolicy, FaultPlan};
 
@@ -78,6 +81,7 @@ pub fn shrink(req: &Request, max_runs: u32) -> Result<Shrunk, String> {
         steps: Vec::new(),
         runs: 1,
         max_runs,
+        floor: BTreeMap::new(),
     };
     let param = s.cur.params.try_get("faults").unwrap_or(0);
     let named = matches!(s.cur.faults, FaultSpec::Chaos | FaultSpec::Swarm);
@@ -128,6 +132,8 @@ struct Shrinker {
     steps: Vec<Step>,
     runs: u32,
     max_runs: u32,
+    /// Per parameter: the largest smaller value that did not fail the same way.
+    floor: BTreeMap<&'static str, u64>,
 }
 
 impl Shrinker {
@@ -178,8 +184,13 @@ impl Shrinker {
             .iter()
             .find(|s| s.name == name)
             .expect("declared");
-        let mut cands = vec![spec.min, v / 8, v / 4, v / 2, v.saturating_sub(1)];
-        cands.retain(|&x| x >= spec.min && x < v);
+        // Values at or below `floor` did not fail (with any seed tried): bisect above it.
+        let floor = self.floor.get(name).copied();
+        let mut cands = match floor {
+            None => vec![spec.min, v / 8, v / 4, v / 2, v.saturating_sub(1)],
+            Some(lo) => vec![lo + (v - lo) / 2, v.saturating_sub(1)],
+        };
+        cands.retain(|&x| x >= spec.min && x < v && floor.is_none_or(|lo| x > lo));
         cands.sort_unstable();
         cands.dedup();
         for x in cands {
@@ -189,6 +200,10 @@ impl Shrinker {
             }
             if self.attempt_seeds(c, format!("{name} {v} -> {x}")) {
                 return true;
+            }
+            if self.runs < self.max_runs {
+                let lo = self.floor.entry(name).or_insert(x);
+                *lo = (*lo).max(x);
             }
         }
         false
