@@ -240,3 +240,37 @@ fn cli_run_with_swarm_faults_reports_the_plan_and_replays() {
         .unwrap();
     assert_eq!(bad.status.code(), Some(2));
 }
+
+/// Sim finding (not fixed here: `sim/` is not this crate's). The `short_read` fault is documented
+/// as "a read returns fewer bytes than are buffered", but the kernel draws the cut from the
+/// caller's buffer length (`fault_len(buf.len(), p)` in `sim/src/lib.rs`), not from the bytes
+/// buffered: a read of 100 buffered bytes into a 64 KiB buffer is cut short with probability
+/// `p x 99/65535`, i.e. almost never. Loops that read with large buffers therefore barely meet
+/// the fault (`zoo-et-partial-read --conns 1 --msgs 1 --size 100 --faults chaos`: 0 of 200
+/// seeds fail with `read-buf=4096`, 23 of 200 with `read-buf=128`).
+#[test]
+#[ignore = "sim finding: short_read cuts relative to the buffer length, not the bytes buffered"]
+fn short_read_fault_cuts_reads_with_large_buffers() {
+    use netpoll::Poller;
+    let mut short = 0;
+    for seed in 0..1000 {
+        let cfg = netpoll_sim::SimConfig {
+            faults: FaultPlan {
+                short_read: 0.5,
+                ..FaultPlan::none()
+            },
+            ..Default::default()
+        };
+        let sim = netpoll_sim::Sim::with_config(seed, cfg);
+        let [a, b] = sim.socketpair(0).unwrap();
+        sim.write(a, &[7; 100]).unwrap();
+        let mut buf = vec![0; 65536];
+        if sim.read(b, &mut buf).unwrap() < 100 {
+            short += 1;
+        }
+    }
+    assert!(
+        short > 400,
+        "{short} of 1000 reads were cut short, expected about 500"
+    );
+}
