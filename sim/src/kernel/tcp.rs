@@ -646,6 +646,11 @@ impl Kernel {
             return Err(err(EAGAIN));
         }
         let n = free.min(buf.len());
+        if n < buf.len() {
+            // A short write ran out of room too (`tcp_sendmsg` sets `SOCK_NOSPACE`): the writer
+            // gets an `OUT` edge when room returns, as after `EAGAIN`.
+            sock(self, f).nospace = true;
+        }
         self.net.conns[c].dir[1 - e].buf.push(&buf[..n]);
         let mss = self.cfg.tcp_mss.max(1);
         let mut off = 0;
