@@ -17,6 +17,9 @@
 //! | [`params`] | typed, bounded parameters |
 //! | [`trace_out`] | Chrome/Perfetto trace JSON and the compact text trace the snapshots pin |
 //! | [`rng`] | the harness's own seeded choices |
+//! | [`swarm`] | explicit fault plans (what the shrinker writes) and their version-2 replay tokens; `--faults none\|chaos\|swarm` sets every scenario's `faults` parameter |
+//! | [`zoo`] | the bug zoo: small event loops with a real lost-wakeup bug each (and their fixed twins), run as `zoo-*` scenarios |
+//! | [`shrink`] | reduces a failing run to a minimal one that fails the same way (`netpoll-sim shrink TOKEN`) |
 //!
 //! ## Testing your own event loop
 //!
@@ -73,5 +76,8 @@ pub mod raw_epoll;
 pub mod rng;
 pub mod run;
 pub mod scenario;
+pub mod shrink;
+pub mod swarm;
 pub mod token;
 pub mod trace_out;
+pub mod zoo;

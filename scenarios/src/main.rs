@@ -14,7 +14,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use netpoll_scenarios::params::{ParamError, Params, CONNS, MSGS, SIZE};
 use netpoll_scenarios::run::{self, Backend, Report, Request};
 use netpoll_scenarios::scenario::{self, Scenario, REGISTRY};
-use netpoll_scenarios::trace_out;
+use netpoll_scenarios::swarm::FaultSpec;
+use netpoll_scenarios::{shrink, trace_out, zoo};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -49,6 +50,8 @@ enum Cmd {
         /// Run twice and compare the runs call by call.
         #[arg(long)]
         check_determinism: bool,
+        #[command(flatten)]
+        faults: FaultArg,
     },
     /// Run one scenario over a range of seeds.
     Sweep {
@@ -68,6 +71,17 @@ enum Cmd {
         /// Runs at once (threads; each has its own simulated kernel).
         #[arg(long, default_value_t = 1)]
         jobs: usize,
+        #[command(flatten)]
+        faults: FaultArg,
+    },
+    /// Shrink a failing run to a minimal one that fails the same way; print the steps and the
+    /// shrunk replay token.
+    Shrink {
+        /// The failing run's token (`np1-...` or `np2-...`).
+        token: String,
+        /// Runs to make at most.
+        #[arg(long, default_value_t = 500)]
+        max_runs: u32,
     },
     /// Re-run the run a replay token describes.
     Replay {
@@ -91,6 +105,14 @@ enum Cmd {
         #[arg(long)]
         text: bool,
     },
+}
+
+#[derive(Args, Debug)]
+struct FaultArg {
+    /// Faults the simulated kernel injects: none, chaos, or swarm (a random subset with random
+    /// weights, drawn from each seed). Sets the `faults` parameter; carried in the replay token.
+    #[arg(long = "faults", value_parser = FaultSpec::param_value)]
+    faults: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -195,6 +217,19 @@ fn main() -> ExitCode {
             }
             let c = &scenario::CANARY_SCENARIO;
             println!("{:<14} {} (not in sweeps of the registry)", c.name, c.about);
+            for z in &zoo::ZOO {
+                let s = &z.scenario;
+                println!(
+                    "{:<14} {} (bug zoo; --param fixed=1 runs the corrected loop)",
+                    s.name, s.about
+                );
+                for p in s.params {
+                    println!(
+                        "{:<16}--{:<14} default {:<8} ({}..={}) {}",
+                        "", p.name, p.default, p.min, p.max, p.help
+                    );
+                }
+            }
             ExitCode::SUCCESS
         }
         Cmd::Run {
@@ -204,15 +239,21 @@ fn main() -> ExitCode {
             params,
             json,
             check_determinism,
+            faults,
         } => {
             let s = match scenario_named(&scenario) {
                 Ok(s) => s,
                 Err(e) => return usage(e),
             };
-            let p = match build_params(s, &params) {
+            let mut p = match build_params(s, &params) {
                 Ok(p) => p,
                 Err(e) => return usage(e),
             };
+            if let Some(v) = faults.faults {
+                if let Err(e) = p.set("faults", v) {
+                    return usage(e);
+                }
+            }
             let backend = match backend {
                 BackendArg::Sim => Backend::Sim,
                 BackendArg::Real => Backend::Real,
@@ -223,6 +264,7 @@ fn main() -> ExitCode {
                 seed: seed.unwrap_or_else(clock_seed),
                 backend,
                 check_determinism,
+                faults: FaultSpec::None,
             };
             if let Err(e) = req.validate() {
                 return usage(e);
@@ -246,6 +288,45 @@ fn main() -> ExitCode {
                 return usage(e);
             }
             print_report(&run::execute(&req), json)
+        }
+        Cmd::Shrink { token, max_runs } => {
+            let req = match Request::from_token(&token) {
+                Ok(r) => r,
+                Err(e) => return usage(e),
+            };
+            if let Err(e) = req.validate() {
+                return usage(e);
+            }
+            eprintln!(
+                "shrinking {} ({}, seed {}, faults {})",
+                req.scenario.name, req.params, req.seed, req.faults
+            );
+            let out = match shrink::shrink(&req, max_runs) {
+                Ok(o) => o,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::SUCCESS;
+                }
+            };
+            for st in &out.steps {
+                println!(
+                    "{} {:<48} -> {}",
+                    if st.kept { "kept " } else { "tried" },
+                    st.change,
+                    st.outcome
+                );
+            }
+            println!(
+                "shrunk in {} runs, keeping the failure kind {}: {} ({}, faults {})",
+                out.runs,
+                out.kind,
+                out.request.scenario.name,
+                out.request.params,
+                out.request.faults
+            );
+            println!("{}", out.report);
+            println!("token        {}", out.request.token());
+            ExitCode::from(1)
         }
         Cmd::Trace { token, out, text } => {
             let req = match Request::from_token(&token) {
@@ -286,15 +367,21 @@ fn main() -> ExitCode {
             params,
             check_determinism,
             jobs,
+            faults,
         } => {
             let s = match scenario_named(&scenario) {
                 Ok(s) => s,
                 Err(e) => return usage(e),
             };
-            let p = match build_params(s, &params) {
+            let mut p = match build_params(s, &params) {
                 Ok(p) => p,
                 Err(e) => return usage(e),
             };
+            if let Some(v) = faults.faults {
+                if let Err(e) = p.set("faults", v) {
+                    return usage(e);
+                }
+            }
             let range = match parse_seeds(&seeds) {
                 Ok(r) => r,
                 Err(e) => return usage(e),
@@ -315,6 +402,7 @@ fn main() -> ExitCode {
                 seed: 0,
                 backend: Backend::Sim,
                 check_determinism,
+                faults: FaultSpec::None,
             };
             if let Err(e) = probe.validate() {
                 return usage(e);

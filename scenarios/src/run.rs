@@ -12,6 +12,7 @@ use crate::engine::{self, FdLabel, RunStats, Spec};
 use crate::oracle::Failure;
 use crate::params::{ParamError, Params, CONNS, MSGS, SIZE, TOTAL_BYTES_MAX};
 use crate::scenario::{self, Scenario};
+use crate::swarm::{self, FaultSpec};
 use crate::token::{Token, TokenError};
 
 /// Which kernel a run uses.
@@ -46,6 +47,8 @@ pub struct Request {
     pub backend: Backend,
     /// Run twice and compare (simulated kernel only).
     pub check_determinism: bool,
+    /// An explicit fault plan that overrides the `faults` parameter ([`crate::swarm`]).
+    pub faults: FaultSpec,
 }
 
 impl Request {
@@ -57,6 +60,7 @@ impl Request {
             seed,
             backend: Backend::Sim,
             check_determinism: false,
+            faults: FaultSpec::None,
         }
     }
 
@@ -69,7 +73,9 @@ impl Request {
         let scenario = scenario::find_any(&t.scenario)
             .ok_or_else(|| ReplayError::Scenario(t.scenario.clone()))?;
         let params = Params::from_values(scenario.params, t.values).map_err(ReplayError::Params)?;
-        Ok(Request::sim(scenario, params, t.seed))
+        let mut req = Request::sim(scenario, params, t.seed);
+        req.faults = t.faults;
+        Ok(req)
     }
 
     /// The replay token for this run (a simulated run of the same scenario, parameters, seed).
@@ -78,6 +84,7 @@ impl Request {
             scenario: self.scenario.name.to_string(),
             values: self.params.values().to_vec(),
             seed: self.seed,
+            faults: self.faults.clone(),
         }
         .encode()
     }
@@ -281,6 +288,15 @@ impl fmt::Display for Report {
         writeln!(f, "scenario     {} ({})", r.scenario.name, r.params)?;
         writeln!(f, "backend      {}", r.backend)?;
         writeln!(f, "seed         {}", r.seed)?;
+        if let Some(p) = r
+            .backend
+            .eq(&Backend::Sim)
+            .then(|| sim_config_for(r).faults)
+        {
+            if !p.is_quiet() {
+                writeln!(f, "fault plan   {}", swarm::describe(&p))?;
+            }
+        }
         writeln!(f, "connections  {}", r.params.get(CONNS))?;
         writeln!(f, "bytes        {} echoed, {} sent", s.bytes, s.bytes_sent)?;
         match r.backend {
@@ -375,7 +391,7 @@ pub fn peak_rss_kib() -> Option<u64> {
 pub fn spec_for(req: &Request) -> Spec {
     let mut spec = (req.scenario.spec)(&req.params);
     if req.backend == Backend::Sim {
-        let cfg = scenario::sim_config(&req.params, req.seed);
+        let cfg = sim_config_for(req);
         spec.short_read_drains = cfg.faults.short_read == 0.0;
     }
     spec
@@ -383,11 +399,22 @@ pub fn spec_for(req: &Request) -> Spec {
 
 /// A simulated kernel for `req`.
 pub fn sim_for(req: &Request) -> Sim {
-    Sim::with_config(req.seed, scenario::sim_config(&req.params, req.seed))
+    Sim::with_config(req.seed, sim_config_for(req))
+}
+
+/// The simulated kernel's configuration for `req`: the scenario's, with an explicit fault plan
+/// ([`Request::faults`]) in place of the one its `faults` parameter names.
+pub fn sim_config_for(req: &Request) -> netpoll_sim::SimConfig {
+    let mut cfg = scenario::sim_config(&req.params, req.seed);
+    req.faults.apply(req.seed, &mut cfg);
+    cfg
 }
 
 /// Makes the run (twice when the determinism check is asked for).
 pub fn execute(req: &Request) -> Report {
+    if let Some(z) = crate::zoo::find(req.scenario.name) {
+        return crate::zoo::execute(z, req);
+    }
     let spec = spec_for(req);
     let mut report = match req.backend {
         Backend::Real => {
@@ -436,6 +463,9 @@ pub fn execute(req: &Request) -> Report {
 
 /// A traced simulated run: its records, labels and report.
 pub fn traced(req: &Request) -> (Vec<Record>, Report) {
+    if let Some(z) = crate::zoo::find(req.scenario.name) {
+        return crate::zoo::traced(z, req);
+    }
     let mut spec = spec_for(req);
     spec.label_fds = true;
     let k = sim_for(req);

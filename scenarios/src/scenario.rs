@@ -94,7 +94,7 @@ pub fn sim_config(p: &Params, seed: u64) -> SimConfig {
 
 /// The fault plan: 0 none (Linux as it behaves when idle), 1 [`FaultPlan::chaos`] (every
 /// benign fault), 2 [`FaultPlan::swarm`] (a subset with weights drawn from the seed).
-const FAULTS: ParamSpec = ParamSpec::new(
+pub const FAULTS: ParamSpec = ParamSpec::new(
     "faults",
     0,
     0,
@@ -387,7 +387,9 @@ pub static CANARY_SCENARIO: Scenario = Scenario {
 
 /// The scenario named `name` (the canary included).
 pub fn find_any(name: &str) -> Option<&'static Scenario> {
-    find(name).or_else(|| (name == CANARY_SCENARIO.name).then_some(&CANARY_SCENARIO))
+    find(name)
+        .or_else(|| (name == CANARY_SCENARIO.name).then_some(&CANARY_SCENARIO))
+        .or_else(|| crate::zoo::find(name).map(|z| &z.scenario))
 }
 
 /// The scenario named `name`.

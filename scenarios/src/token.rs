@@ -9,13 +9,18 @@
 
 use std::fmt;
 
-/// The format version this build writes and reads.
+use crate::swarm::FaultSpec;
+
+/// The format version this build writes for a run without faults (and reads).
 pub const VERSION: u8 = 1;
+/// The version of a token that carries a fault plan: version 1 plus a fault section before the
+/// checksum (see [`crate::swarm`]).
+pub const VERSION_FAULTS: u8 = 2;
 const MAGIC: [u8; 2] = *b"NP";
 const PREFIX: &str = "np";
 
 /// What a token carries.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Token {
     /// The scenario's registry name.
     pub scenario: String,
@@ -23,6 +28,8 @@ pub struct Token {
     pub values: Vec<u64>,
     /// The seed.
     pub seed: u64,
+    /// The faults the run injects (`None`: a version-1 token).
+    pub faults: FaultSpec,
 }
 
 /// Why a token was refused.
@@ -129,7 +136,12 @@ impl Token {
     pub fn encode(&self) -> String {
         let mut b = Vec::with_capacity(32);
         b.extend_from_slice(&MAGIC);
-        b.push(VERSION);
+        let version = if self.faults == FaultSpec::None {
+            VERSION
+        } else {
+            VERSION_FAULTS
+        };
+        b.push(version);
         let name = self.scenario.as_bytes();
         b.push(u8::try_from(name.len()).expect("scenario name under 256 bytes"));
         b.extend_from_slice(name);
@@ -138,9 +150,10 @@ impl Token {
             put_varint(&mut b, v);
         }
         put_varint(&mut b, self.seed);
+        self.faults.encode(&mut b, put_varint);
         let sum = fnv1a32(&b);
         b.extend_from_slice(&sum.to_be_bytes());
-        let mut s = format!("{PREFIX}{VERSION}-");
+        let mut s = format!("{PREFIX}{version}-");
         for byte in b {
             s.push_str(&format!("{byte:02x}"));
         }
@@ -162,7 +175,7 @@ impl Token {
         let ver: u64 = ver
             .parse()
             .map_err(|_| TokenError::Foreign(format!("version {ver:?} is not a number")))?;
-        if ver != u64::from(VERSION) {
+        if ver != u64::from(VERSION) && ver != u64::from(VERSION_FAULTS) {
             return Err(TokenError::Version(ver));
         }
         if hex.len() % 2 != 0 {
@@ -185,7 +198,7 @@ impl Token {
         if body[..2] != MAGIC {
             return Err(TokenError::Foreign("wrong magic bytes".into()));
         }
-        if body[2] != VERSION {
+        if u64::from(body[2]) != ver {
             return Err(TokenError::Version(u64::from(body[2])));
         }
         if fnv1a32(body) != want {
@@ -202,6 +215,16 @@ impl Token {
             values.push(r.varint()?);
         }
         let seed = r.varint()?;
+        let faults = if ver == u64::from(VERSION_FAULTS) {
+            let r = std::cell::RefCell::new(&mut r);
+            FaultSpec::decode(
+                &mut || r.borrow_mut().byte(),
+                &mut || r.borrow_mut().varint(),
+                TokenError::Corrupt,
+            )?
+        } else {
+            FaultSpec::None
+        };
         if r.at != body.len() {
             return Err(TokenError::Corrupt("trailing bytes"));
         }
@@ -209,6 +232,7 @@ impl Token {
             scenario,
             values,
             seed,
+            faults,
         })
     }
 }
@@ -222,6 +246,7 @@ mod tests {
             scenario: "echo".into(),
             values: vec![100_000, 10, 64, 0, u64::MAX],
             seed: 0xdead_beef,
+            faults: FaultSpec::None,
         }
     }
 
@@ -233,15 +258,28 @@ mod tests {
                 scenario: String::new(),
                 values: vec![],
                 seed: 0,
+                faults: FaultSpec::Swarm,
             },
             Token {
                 scenario: "x".into(),
                 values: vec![1 << 63],
                 seed: u64::MAX,
+                faults: FaultSpec::Plan(crate::swarm::quantize(&netpoll_sim::FaultPlan::swarm(7))),
+            },
+            Token {
+                scenario: "y".into(),
+                values: vec![3],
+                seed: 9,
+                faults: FaultSpec::Chaos,
             },
         ] {
             let s = t.encode();
-            assert!(s.starts_with("np1-"), "{s}");
+            let v = if t.faults == FaultSpec::None {
+                "np1-"
+            } else {
+                "np2-"
+            };
+            assert!(s.starts_with(v), "{s}");
             assert_eq!(Token::decode(&s), Ok(t));
         }
     }
@@ -309,7 +347,7 @@ mod tests {
             Token::decode("npx-00"),
             Err(TokenError::Foreign(_))
         ));
-        assert_eq!(Token::decode("np2-4e5002"), Err(TokenError::Version(2)));
+        assert_eq!(Token::decode("np3-4e5003"), Err(TokenError::Version(3)));
         assert!(matches!(
             Token::decode("np1-zz"),
             Err(TokenError::Corrupt(_))
@@ -321,6 +359,15 @@ mod tests {
         assert!(matches!(
             Token::decode("np1-4e50020000000000"),
             Err(TokenError::Version(2))
+        ));
+        // A fault section with an unknown tag, with a valid checksum around it.
+        let mut b = b"NP\x02\x00\x00\x05\x09".to_vec();
+        let sum = fnv1a32(&b);
+        b.extend_from_slice(&sum.to_be_bytes());
+        let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+        assert!(matches!(
+            Token::decode(&format!("np2-{hex}")),
+            Err(TokenError::Corrupt(_))
         ));
         // A varint that never ends, with a valid checksum around it.
         let mut b = b"NP\x01\x00\x01".to_vec();
