@@ -249,7 +249,6 @@ fn cli_run_with_swarm_faults_reports_the_plan_and_replays() {
 /// the fault (`zoo-et-partial-read --conns 1 --msgs 1 --size 100 --faults chaos`: 0 of 200
 /// seeds fail with `read-buf=4096`, 23 of 200 with `read-buf=128`).
 #[test]
-#[ignore = "sim finding: short_read cuts relative to the buffer length, not the bytes buffered"]
 fn short_read_fault_cuts_reads_with_large_buffers() {
     use netpoll::Poller;
     let mut short = 0;
