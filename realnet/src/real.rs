@@ -1,0 +1,315 @@
+//! [`RealNet`]: the [`Poller`] trait on real Linux system calls.
+//!
+//! Each method is one system call (two for `write` on a non-socket, which falls back from
+//! `send` to `write`), with no checks of its own: the kernel decides every errno.
+
+use std::collections::BTreeSet;
+use std::io;
+use std::mem;
+use std::net::SocketAddrV4;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::ptr;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use netpoll::{EpollEvent, Events, Fd, Poller};
+
+use crate::addr::{from_sockaddr_in, to_sockaddr_in};
+use crate::syscall::syscall;
+
+/// The real Linux kernel behind the [`Poller`] trait.
+///
+/// `RealNet` does not own the descriptors it hands out (they are plain integers, closed with
+/// [`Poller::close`]), but it remembers those it created and closes the ones still open when it
+/// is dropped. It is `Send + Sync`: a multi-threaded event loop may share one.
+#[derive(Debug, Default)]
+pub struct RealNet {
+    /// Descriptors created through this `RealNet` and not yet closed through it.
+    created: Mutex<BTreeSet<Fd>>,
+}
+
+impl RealNet {
+    /// A `RealNet` that has created no descriptors yet.
+    pub fn new() -> RealNet {
+        RealNet::default()
+    }
+
+    /// How many descriptors created through this `RealNet` have not been closed through it.
+    pub fn open_count(&self) -> usize {
+        self.created().len()
+    }
+
+    fn created(&self) -> MutexGuard<'_, BTreeSet<Fd>> {
+        self.created.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Records `fd` as created here; passes it through.
+    fn track(&self, fd: Fd) -> Fd {
+        self.created().insert(fd);
+        fd
+    }
+
+    fn sockopt<T>(&self, fd: Fd, level: i32, name: i32, value: &T) -> io::Result<()> {
+        // SAFETY: `value` is a live `T` and the length passed is exactly its size.
+        syscall!(setsockopt(
+            fd,
+            level,
+            name,
+            ptr::from_ref(value).cast(),
+            mem::size_of::<T>() as libc::socklen_t,
+        ))
+        .map(drop)
+    }
+
+    /// `getsockname` or `getpeername`, for IPv4 sockets only (`EOPNOTSUPP` otherwise).
+    fn name_of(&self, fd: Fd, peer: bool) -> io::Result<SocketAddrV4> {
+        // SAFETY: `sockaddr_storage` is plain old data, for which all zeroes is a valid value.
+        let mut storage: libc::sockaddr_storage = unsafe { mem::zeroed() };
+        let mut len = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        let sa = ptr::from_mut(&mut storage).cast::<libc::sockaddr>();
+        if peer {
+            // SAFETY: `sa` points to `len` writable bytes, and `len` is a live `socklen_t`.
+            syscall!(getpeername(fd, sa, &mut len))?;
+        } else {
+            // SAFETY: as for `getpeername` above.
+            syscall!(getsockname(fd, sa, &mut len))?;
+        }
+        storage_to_v4(&storage).ok_or_else(|| netpoll::sys::err(libc::EOPNOTSUPP))
+    }
+}
+
+/// The IPv4 address in `storage`, if it holds one.
+fn storage_to_v4(storage: &libc::sockaddr_storage) -> Option<SocketAddrV4> {
+    if i32::from(storage.ss_family) != libc::AF_INET {
+        return None;
+    }
+    // SAFETY: the family says the storage holds a `sockaddr_in`; `sockaddr_storage` is larger
+    // and at least as aligned, and `read` copies it out by value.
+    let sin = unsafe { ptr::from_ref(storage).cast::<libc::sockaddr_in>().read() };
+    Some(from_sockaddr_in(&sin))
+}
+
+impl Drop for RealNet {
+    fn drop(&mut self) {
+        let fds = mem::take(
+            self.created
+                .get_mut()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        for fd in fds {
+            // SAFETY: `fd` was created by this `RealNet` and not closed through it, so (unless
+            // the caller closed it behind our back, which the trait does not allow) it is open
+            // and nothing else will close it: we may own it now. Dropping closes it.
+            drop(unsafe { OwnedFd::from_raw_fd(fd) });
+        }
+    }
+}
+
+impl Poller for RealNet {
+    fn name(&self) -> &'static str {
+        "real"
+    }
+
+    fn epoll_create1(&self, flags: i32) -> io::Result<Fd> {
+        // SAFETY: no pointers.
+        syscall!(epoll_create1(flags)).map(|fd| self.track(fd))
+    }
+
+    fn epoll_ctl(&self, epfd: Fd, op: i32, fd: Fd, event: Option<EpollEvent>) -> io::Result<()> {
+        let mut ev = event.map(|e| libc::epoll_event {
+            events: e.events.bits(),
+            u64: e.data,
+        });
+        let p = ev
+            .as_mut()
+            .map_or(ptr::null_mut(), ptr::from_mut::<libc::epoll_event>);
+        // SAFETY: `p` is null (the kernel answers EFAULT for ADD/MOD, ignores it for DEL) or
+        // points to a live `epoll_event`.
+        syscall!(epoll_ctl(epfd, op, fd, p)).map(drop)
+    }
+
+    fn epoll_wait(
+        &self,
+        epfd: Fd,
+        events: &mut [EpollEvent],
+        timeout_ms: i32,
+    ) -> io::Result<usize> {
+        let mut raw = vec![libc::epoll_event { events: 0, u64: 0 }; events.len()];
+        // An empty slice passes 0, for which the kernel answers EINVAL.
+        let max = i32::try_from(raw.len()).unwrap_or(i32::MAX);
+        // SAFETY: `raw` has room for `max` entries (`max <= raw.len()`).
+        let n = syscall!(epoll_wait(epfd, raw.as_mut_ptr(), max, timeout_ms))?;
+        let n = usize::try_from(n).unwrap_or(0);
+        for (out, r) in events.iter_mut().zip(&raw[..n]) {
+            // `epoll_event` is packed on x86_64: copy the fields out by value, no references.
+            let (bits, data) = (r.events, r.u64);
+            *out = EpollEvent::new(Events::from_bits(bits), data);
+        }
+        Ok(n)
+    }
+
+    fn socketpair(&self, flags: i32) -> io::Result<[Fd; 2]> {
+        let mut fds = [-1; 2];
+        // SAFETY: `fds` has room for the two descriptors.
+        syscall!(socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | flags,
+            0,
+            fds.as_mut_ptr()
+        ))?;
+        Ok(fds.map(|fd| self.track(fd)))
+    }
+
+    fn pipe2(&self, flags: i32) -> io::Result<[Fd; 2]> {
+        let mut fds = [-1; 2];
+        // SAFETY: `fds` has room for the two descriptors.
+        syscall!(pipe2(fds.as_mut_ptr(), flags))?;
+        Ok(fds.map(|fd| self.track(fd)))
+    }
+
+    fn eventfd(&self, initval: u32, flags: i32) -> io::Result<Fd> {
+        // SAFETY: no pointers.
+        syscall!(eventfd(initval, flags)).map(|fd| self.track(fd))
+    }
+
+    fn tcp_socket(&self, flags: i32) -> io::Result<Fd> {
+        // SAFETY: no pointers.
+        syscall!(socket(libc::AF_INET, libc::SOCK_STREAM | flags, 0)).map(|fd| self.track(fd))
+    }
+
+    fn bind(&self, fd: Fd, addr: SocketAddrV4) -> io::Result<()> {
+        let sin = to_sockaddr_in(addr);
+        // SAFETY: `sin` is a live `sockaddr_in` and the length is its size.
+        syscall!(bind(
+            fd,
+            ptr::from_ref(&sin).cast(),
+            mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        ))
+        .map(drop)
+    }
+
+    fn listen(&self, fd: Fd, backlog: i32) -> io::Result<()> {
+        // SAFETY: no pointers.
+        syscall!(listen(fd, backlog)).map(drop)
+    }
+
+    fn connect(&self, fd: Fd, addr: SocketAddrV4) -> io::Result<()> {
+        let sin = to_sockaddr_in(addr);
+        // SAFETY: `sin` is a live `sockaddr_in` and the length is its size.
+        syscall!(connect(
+            fd,
+            ptr::from_ref(&sin).cast(),
+            mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        ))
+        .map(drop)
+    }
+
+    fn accept4(&self, fd: Fd, flags: i32) -> io::Result<(Fd, SocketAddrV4)> {
+        // SAFETY: `sockaddr_storage` is plain old data, for which all zeroes is a valid value.
+        let mut storage: libc::sockaddr_storage = unsafe { mem::zeroed() };
+        let mut len = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        let sa = ptr::from_mut(&mut storage).cast::<libc::sockaddr>();
+        // SAFETY: `sa` points to `len` writable bytes, and `len` is a live `socklen_t`.
+        let new = self.track(syscall!(accept4(fd, sa, &mut len, flags))?);
+        let peer = storage_to_v4(&storage)
+            .unwrap_or_else(|| SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0));
+        Ok((new, peer))
+    }
+
+    fn local_addr(&self, fd: Fd) -> io::Result<SocketAddrV4> {
+        self.name_of(fd, false)
+    }
+
+    fn peer_addr(&self, fd: Fd) -> io::Result<SocketAddrV4> {
+        self.name_of(fd, true)
+    }
+
+    fn take_socket_error(&self, fd: Fd) -> io::Result<i32> {
+        let mut value: libc::c_int = 0;
+        let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: `value` is a live `c_int` and `len` its size.
+        syscall!(getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ERROR,
+            ptr::from_mut(&mut value).cast(),
+            &mut len,
+        ))?;
+        Ok(value)
+    }
+
+    fn set_linger(&self, fd: Fd, linger_secs: Option<u32>) -> io::Result<()> {
+        let l = libc::linger {
+            l_onoff: i32::from(linger_secs.is_some()),
+            l_linger: linger_secs.map_or(0, |s| i32::try_from(s).unwrap_or(i32::MAX)),
+        };
+        self.sockopt(fd, libc::SOL_SOCKET, libc::SO_LINGER, &l)
+    }
+
+    fn read(&self, fd: Fd, buf: &mut [u8]) -> io::Result<usize> {
+        // SAFETY: `buf` is `buf.len()` writable bytes.
+        let n = syscall!(read(fd, buf.as_mut_ptr().cast(), buf.len()))?;
+        Ok(n.unsigned_abs())
+    }
+
+    fn write(&self, fd: Fd, buf: &[u8]) -> io::Result<usize> {
+        // SAFETY: `buf` is `buf.len()` readable bytes.
+        match syscall!(send(fd, buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL)) {
+            Ok(n) => Ok(n.unsigned_abs()),
+            Err(e) if e.raw_os_error() == Some(libc::ENOTSOCK) => {
+                // SAFETY: as for `send` above.
+                let n = syscall!(write(fd, buf.as_ptr().cast(), buf.len()))?;
+                Ok(n.unsigned_abs())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn shutdown(&self, fd: Fd, how: i32) -> io::Result<()> {
+        // SAFETY: no pointers.
+        syscall!(shutdown(fd, how)).map(drop)
+    }
+
+    fn close(&self, fd: Fd) -> io::Result<()> {
+        // Forget it first: once closed, the number may be handed out again at once (by another
+        // thread, maybe through this very `RealNet`), and must not be closed twice on drop.
+        self.created().remove(&fd);
+        // SAFETY: no pointers. The descriptor is not owned by anything in Rust (the trait hands
+        // out raw numbers), so closing it invalidates no `OwnedFd`.
+        syscall!(close(fd)).map(drop)
+    }
+
+    fn dup(&self, fd: Fd) -> io::Result<Fd> {
+        // SAFETY: no pointers.
+        syscall!(dup(fd)).map(|fd| self.track(fd))
+    }
+
+    fn set_nonblocking(&self, fd: Fd, nonblocking: bool) -> io::Result<()> {
+        // SAFETY: no pointers.
+        let flags = syscall!(fcntl(fd, libc::F_GETFL))?;
+        let flags = if nonblocking {
+            flags | libc::O_NONBLOCK
+        } else {
+            flags & !libc::O_NONBLOCK
+        };
+        // SAFETY: no pointers.
+        syscall!(fcntl(fd, libc::F_SETFL, flags)).map(drop)
+    }
+
+    fn now(&self) -> Duration {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `ts` is a live `timespec`. CLOCK_MONOTONIC always exists on Linux.
+        let res = syscall!(clock_gettime(libc::CLOCK_MONOTONIC, &mut ts));
+        res.expect("clock_gettime(CLOCK_MONOTONIC) cannot fail");
+        Duration::new(
+            u64::try_from(ts.tv_sec).unwrap_or(0),
+            u32::try_from(ts.tv_nsec).unwrap_or(0),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,509 @@
+//! Epoll, as `fs/eventpoll.c` does it.
+//!
+//! # Model
+//!
+//! - An **epoll instance** ([`Epoll`]) holds its items in a map keyed by (open file, fd number)
+//!   (Linux's red-black tree, keyed the same way) and a **ready list**.
+//! - An **item** ([`EpItem`]) sits on its file's wait queue. When the file wakes the queue with a
+//!   key, [`Kernel::ep_poll_callback`] runs: an item whose interest does not meet the key, or a
+//!   oneshot item that already fired, is left alone; otherwise the item goes to the tail of the
+//!   ready list (once: an item already on it stays where it is), and instances that have this
+//!   epoll fd registered in turn are woken with `EPOLLIN`.
+//! - **`epoll_wait`** ([`Kernel::ep_send_events`]) takes the ready list, and for each item in
+//!   order *re-polls the file*: an item that is no longer ready is dropped silently (this is why
+//!   a wakeup that came and went reports nothing). A reported item is dropped from the list if
+//!   edge-triggered, disarmed if oneshot (its interest cleared, registration kept), and put back
+//!   at the tail if level-triggered. Items that did not fit in `maxevents` go back to the front.
+//! - **`EPOLL_CTL_ADD` and `MOD`** poll the file at once and queue the item if it is ready: the
+//!   only way a oneshot item comes back, and why `MOD` on an undrained socket reports it again.
+//! - **Nesting**: an epoll fd polls readable when one of its ready items really is ready (and
+//!   polling it prunes the items that are not). Adding an epoll fd checks for cycles and for a
+//!   chain of more than 5 instances (`EP_MAX_NESTS` + 1): `ELOOP`.
+//! - **`EPOLLEXCLUSIVE`**: exclusive items wake after the others; the first one whose instance
+//!   had a blocked waiter stops the wakeup. In a single-threaded program nobody is blocked when
+//!   another syscall wakes a file, so every instance hears of it; during a blocked `epoll_wait`
+//!   only the first does.
+//!
+//! # Not modelled
+//!
+//! `EPOLLWAKEUP` (accepted, no effect), `max_user_watches`, the wakeup-path limits of
+//! `reverse_path_check`, busy polling, and the overflow list (nothing can wake a file while this
+//! single-threaded kernel is scanning a ready list).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::io;
+
+use netpoll::sys::{
+    err, errno::*, Events, EPOLL_CLOEXEC, EPOLL_CTL_ADD, EPOLL_CTL_DEL, EPOLL_CTL_MOD,
+};
+use netpoll::{EpollEvent, Fd};
+
+use super::{deadlock, FileId, ItemId, Kernel, Kind};
+
+/// The bits that are modes, not interest: kept when a oneshot item is disarmed.
+const EP_PRIVATE_BITS: Events = Events::WAKEUP
+    .union(Events::ONESHOT)
+    .union(Events::ET)
+    .union(Events::EXCLUSIVE);
+
+/// What `EPOLLEXCLUSIVE` may be combined with.
+const EXCLUSIVE_OK_BITS: Events = Events::IN
+    .union(Events::OUT)
+    .union(Events::ERR)
+    .union(Events::HUP)
+    .union(Events::WAKEUP)
+    .union(Events::ET)
+    .union(Events::EXCLUSIVE);
+
+/// Linux's `EP_MAX_NESTS`.
+const EP_MAX_NESTS: u32 = 4;
+
+/// An epoll instance.
+#[derive(Debug, Default)]
+pub(crate) struct Epoll {
+    /// The ready list, oldest first. Entries carry the ticket the item had when queued; an entry
+    /// whose ticket no longer matches was removed (by `DEL` or a prune) and is skipped.
+    ready: VecDeque<(ItemId, u32)>,
+    /// Registrations by (open file, fd number).
+    items: BTreeMap<(FileId, Fd), ItemId>,
+}
+
+/// One registration: Linux's `struct epitem`.
+#[derive(Debug)]
+pub(crate) struct EpItem {
+    /// The epoll instance's file.
+    pub(crate) ep: FileId,
+    /// The watched file, and the fd number it was registered under.
+    pub(crate) file: FileId,
+    pub(crate) fd: Fd,
+    /// Interest (always with `ERR | HUP`) and mode bits; only mode bits once a oneshot fired.
+    pub(crate) events: Events,
+    pub(crate) data: u64,
+    /// The interest last set by `ADD`/`MOD` (kept when a oneshot item is disarmed).
+    interest: Events,
+    /// On the ready list.
+    linked: bool,
+    ticket: u32,
+}
+
+impl EpItem {
+    pub(crate) fn exclusive(&self) -> bool {
+        self.events.contains(Events::EXCLUSIVE)
+    }
+
+    fn armed(&self) -> bool {
+        !self.events.without(EP_PRIVATE_BITS).is_empty()
+    }
+}
+
+/// A registration whose file is ready for its interest while nothing is queued to report it:
+/// at quiescence, a wakeup the event loop will never see.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stranded {
+    /// The fd number the registration was made under.
+    pub fd: Fd,
+    /// The registration's user data.
+    pub data: u64,
+    /// The interest and mode bits of the last `ADD`/`MOD`.
+    pub interest: Events,
+    /// What the file is ready for, within that interest.
+    pub ready: Events,
+    /// A oneshot registration that fired and was never re-armed.
+    pub disarmed: bool,
+}
+
+impl Kernel {
+    /// The registrations of `epfd` that are [`Stranded`].
+    pub(crate) fn stranded(&mut self, epfd: Fd) -> io::Result<Vec<Stranded>> {
+        let ep = self.file_of(epfd)?;
+        let items: Vec<ItemId> = match &self.files[ep].kind {
+            Kind::Epoll(e) => e.items.values().copied().collect(),
+            _ => return Err(err(EINVAL)),
+        };
+        let mut out = Vec::new();
+        for it in items {
+            let (file, linked, interest, armed, fd, data) = {
+                let i = &self.items[it];
+                (i.file, i.linked, i.interest, i.armed(), i.fd, i.data)
+            };
+            if linked && armed {
+                continue;
+            }
+            let ready = self.poll_file(file, 1) & interest.readiness();
+            if !ready.is_empty() {
+                out.push(Stranded {
+                    fd,
+                    data,
+                    interest,
+                    ready,
+                    disarmed: !armed,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    fn epoll_mut(&mut self, ep: FileId) -> &mut Epoll {
+        match &mut self.files[ep].kind {
+            Kind::Epoll(e) => e,
+            _ => unreachable!("epoll item {ep} points at a file that is not an epoll instance"),
+        }
+    }
+
+    fn is_epoll(&self, f: FileId) -> bool {
+        matches!(self.files[f].kind, Kind::Epoll(_))
+    }
+
+    pub(crate) fn epoll_create1(&mut self, flags: i32) -> io::Result<Fd> {
+        if flags & !EPOLL_CLOEXEC != 0 {
+            return Err(err(EINVAL));
+        }
+        Ok(self.new_file(Kind::Epoll(Epoll::default()), false)?.1)
+    }
+
+    /// Queues `it` at the tail of its instance's ready list, if not already there.
+    fn link(&mut self, it: ItemId) -> bool {
+        let item = &mut self.items[it];
+        if item.linked {
+            return false;
+        }
+        item.linked = true;
+        item.ticket = item.ticket.wrapping_add(1);
+        let (ep, ticket) = (item.ep, item.ticket);
+        self.epoll_mut(ep).ready.push_back((it, ticket));
+        true
+    }
+
+    fn unlink(&mut self, it: ItemId) {
+        // The stale list entry is skipped later by its ticket.
+        let item = &mut self.items[it];
+        item.linked = false;
+        item.ticket = item.ticket.wrapping_add(1);
+    }
+
+    /// Linux's `ep_poll_callback`: the watched file woke its queue with `key`. Returns whether
+    /// the wakeup counts as having woken someone (for exclusive wakeups).
+    pub(crate) fn ep_poll_callback(&mut self, it: ItemId, key: Events) -> bool {
+        self.stats.wakeups += 1;
+        let item = &self.items[it];
+        if !item.armed() {
+            return false;
+        }
+        if !key.is_empty() && !key.intersects(item.events) {
+            return false;
+        }
+        let (ep, exclusive, interest) = (item.ep, item.exclusive(), item.events);
+        self.link(it);
+        let mut ewake = false;
+        if self.blocked_in == Some(ep) {
+            ewake = if exclusive {
+                match (key.intersects(Events::IN), key.intersects(Events::OUT)) {
+                    (true, false) => interest.contains(Events::IN),
+                    (false, true) => interest.contains(Events::OUT),
+                    _ => true,
+                }
+            } else {
+                true
+            };
+        }
+        // Instances that have this one registered hear of it (`ep_poll_safewake`).
+        self.wake(ep, Events::IN);
+        if !exclusive {
+            ewake = true;
+        }
+        ewake
+    }
+
+    /// The item's readiness: the file's poll, masked by the item's interest.
+    fn ep_item_poll(&mut self, it: ItemId, depth: u32) -> Events {
+        let (file, events) = {
+            let i = &self.items[it];
+            (i.file, i.events)
+        };
+        self.poll_file(file, depth) & events.readiness()
+    }
+
+    /// Polling an epoll file (`__ep_eventpoll_poll`): readable when a ready item really is ready.
+    /// Items found not ready are pruned from the front of the list on the way.
+    pub(crate) fn ep_eventpoll_poll(&mut self, ep: FileId, depth: u32) -> Events {
+        if depth > EP_MAX_NESTS + 1 {
+            return Events::NONE;
+        }
+        loop {
+            let front = self.epoll_mut(ep).ready.front().copied();
+            let Some((it, ticket)) = front else {
+                return Events::NONE;
+            };
+            let valid = self
+                .items
+                .get(it)
+                .is_some_and(|i| i.linked && i.ticket == ticket && i.ep == ep);
+            if !valid {
+                self.epoll_mut(ep).ready.pop_front();
+                continue;
+            }
+            if !self.ep_item_poll(it, depth + 1).is_empty() {
+                return Events::IN | Events::RDNORM;
+            }
+            self.epoll_mut(ep).ready.pop_front();
+            self.unlink(it);
+        }
+    }
+
+    pub(crate) fn epoll_ctl(
+        &mut self,
+        epfd: Fd,
+        op: i32,
+        fd: Fd,
+        event: Option<EpollEvent>,
+    ) -> io::Result<()> {
+        let has_event = op != EPOLL_CTL_DEL;
+        let ev = match (has_event, event) {
+            (true, None) => return Err(err(EFAULT)),
+            (true, Some(e)) => e,
+            (false, _) => EpollEvent::EMPTY,
+        };
+        let epf = self.file_of(epfd)?;
+        let tf = self.file_of(fd)?;
+        // Every simulated file supports polling, so EPERM never arises here.
+        if epf == tf || !self.is_epoll(epf) {
+            return Err(err(EINVAL));
+        }
+        let target_is_epoll = self.is_epoll(tf);
+        if has_event && ev.events.contains(Events::EXCLUSIVE) {
+            if op == EPOLL_CTL_MOD {
+                return Err(err(EINVAL));
+            }
+            if op == EPOLL_CTL_ADD
+                && (target_is_epoll || !ev.events.without(EXCLUSIVE_OK_BITS).is_empty())
+            {
+                return Err(err(EINVAL));
+            }
+        }
+        if op == EPOLL_CTL_ADD && target_is_epoll && !self.ep_loop_ok(epf, tf) {
+            return Err(err(ELOOP));
+        }
+        let existing = match &self.files[epf].kind {
+            Kind::Epoll(e) => e.items.get(&(tf, fd)).copied(),
+            _ => unreachable!(),
+        };
+        let events = ev.events | Events::ERR | Events::HUP;
+        match (op, existing) {
+            (EPOLL_CTL_ADD, None) => {
+                self.ep_insert(epf, tf, fd, events, ev.data);
+                Ok(())
+            }
+            (EPOLL_CTL_ADD, Some(_)) => Err(err(EEXIST)),
+            (EPOLL_CTL_DEL, Some(it)) => {
+                self.ep_remove_item(it, true);
+                Ok(())
+            }
+            (EPOLL_CTL_MOD, Some(it)) => {
+                if self.items[it].exclusive() {
+                    return Err(err(EINVAL));
+                }
+                self.ep_modify(it, events, ev.data);
+                Ok(())
+            }
+            (EPOLL_CTL_DEL | EPOLL_CTL_MOD, None) => Err(err(ENOENT)),
+            _ => Err(err(EINVAL)),
+        }
+    }
+
+    fn ep_insert(&mut self, ep: FileId, file: FileId, fd: Fd, events: Events, data: u64) {
+        let it = self.items.insert(EpItem {
+            ep,
+            file,
+            fd,
+            events,
+            data,
+            interest: events,
+            linked: false,
+            ticket: 0,
+        });
+        self.epoll_mut(ep).items.insert((file, fd), it);
+        let watchers = &mut self.files[file].watchers;
+        if events.contains(Events::EXCLUSIVE) {
+            watchers.push(it);
+        } else {
+            watchers.insert(0, it);
+        }
+        if !self.ep_item_poll(it, 1).is_empty() && self.link(it) {
+            self.wake(ep, Events::IN);
+        }
+    }
+
+    fn ep_modify(&mut self, it: ItemId, events: Events, data: u64) {
+        let item = &mut self.items[it];
+        item.events = events;
+        item.interest = events;
+        item.data = data;
+        let ep = item.ep;
+        if !self.ep_item_poll(it, 1).is_empty() && self.link(it) {
+            self.wake(ep, Events::IN);
+        }
+    }
+
+    /// Removes an item from its instance and, if `from_queue`, from its file's wait queue (the
+    /// caller has already emptied the queue when the file itself is going).
+    pub(crate) fn ep_remove_item(&mut self, it: ItemId, from_queue: bool) {
+        let item = self.items.remove(it);
+        if from_queue {
+            if let Some(f) = self.files.get_mut(item.file) {
+                f.watchers.retain(|&w| w != it);
+            }
+        }
+        if let Some(Kind::Epoll(e)) = self.files.get_mut(item.ep).map(|f| &mut f.kind) {
+            e.items.remove(&(item.file, item.fd));
+            if item.linked {
+                e.ready.retain(|&(i, _)| i != it);
+            }
+        }
+    }
+
+    /// The epoll file is gone: every item it held leaves its file's wait queue.
+    pub(crate) fn ep_free(&mut self, ep: Epoll) {
+        for (_, it) in ep.items {
+            let item = self.items.remove(it);
+            if let Some(f) = self.files.get_mut(item.file) {
+                f.watchers.retain(|&w| w != it);
+            }
+        }
+    }
+
+    /// Instances registered (directly) in `ep`.
+    fn ep_children(&self, ep: FileId) -> Vec<FileId> {
+        match &self.files[ep].kind {
+            Kind::Epoll(e) => e
+                .items
+                .keys()
+                .map(|&(f, _)| f)
+                .filter(|&f| self.is_epoll(f))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Instances that have `ep` registered.
+    fn ep_parents(&self, ep: FileId) -> Vec<FileId> {
+        self.files[ep]
+            .watchers
+            .iter()
+            .map(|&it| self.items[it].ep)
+            .collect()
+    }
+
+    /// Longest chain of instances below `to` (0: none), or `None` if `from` is reachable.
+    fn ep_depth_below(&self, to: FileId, from: FileId, budget: u32) -> Option<u32> {
+        if to == from {
+            return None;
+        }
+        if budget == 0 {
+            return Some(EP_MAX_NESTS + 1);
+        }
+        let mut depth = 0;
+        for child in self.ep_children(to) {
+            let d = self.ep_depth_below(child, from, budget - 1)?;
+            depth = depth.max(d + 1);
+        }
+        Some(depth)
+    }
+
+    fn ep_depth_above(&self, ep: FileId, budget: u32) -> u32 {
+        if budget == 0 {
+            return EP_MAX_NESTS + 1;
+        }
+        self.ep_parents(ep)
+            .into_iter()
+            .map(|p| self.ep_depth_above(p, budget - 1) + 1)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Linux's `ep_loop_check`: may `to` be added to `ep`?
+    fn ep_loop_ok(&self, ep: FileId, to: FileId) -> bool {
+        let Some(below) = self.ep_depth_below(to, ep, EP_MAX_NESTS + 2) else {
+            return false;
+        };
+        if below > EP_MAX_NESTS {
+            return false;
+        }
+        below + 1 + self.ep_depth_above(ep, EP_MAX_NESTS + 2) <= EP_MAX_NESTS
+    }
+
+    /// Linux's `ep_send_events`: fills `out` from the ready list; returns how many.
+    pub(crate) fn ep_send_events(&mut self, ep: FileId, out: &mut [EpollEvent]) -> usize {
+        let mut tx = std::mem::take(&mut self.epoll_mut(ep).ready);
+        let mut n = 0;
+        while n < out.len() {
+            let Some((it, ticket)) = tx.pop_front() else {
+                break;
+            };
+            let valid = self
+                .items
+                .get(it)
+                .is_some_and(|i| i.linked && i.ticket == ticket);
+            if !valid {
+                continue;
+            }
+            self.items[it].linked = false;
+            let revents = self.ep_item_poll(it, 1);
+            if revents.is_empty() {
+                continue;
+            }
+            let item = &mut self.items[it];
+            out[n] = EpollEvent::new(revents, item.data);
+            n += 1;
+            if item.events.contains(Events::ONESHOT) {
+                item.events &= EP_PRIVATE_BITS;
+            } else if !item.events.contains(Events::ET) {
+                // Level-triggered: back to the tail, to be re-checked next time.
+                item.linked = true;
+                let t = item.ticket;
+                self.epoll_mut(ep).ready.push_back((it, t));
+            }
+        }
+        // What did not fit goes back to the front, ahead of the level-triggered re-queues.
+        let e = self.epoll_mut(ep);
+        let requeued = std::mem::take(&mut e.ready);
+        tx.extend(requeued);
+        e.ready = tx;
+        self.stats.epoll_events += n as u64;
+        n
+    }
+
+    pub(crate) fn epoll_wait(
+        &mut self,
+        epfd: Fd,
+        out: &mut [EpollEvent],
+        timeout_ms: i32,
+    ) -> io::Result<usize> {
+        if out.is_empty() {
+            return Err(err(EINVAL));
+        }
+        let ep = self.file_of(epfd)?;
+        if !self.is_epoll(ep) {
+            return Err(err(EINVAL));
+        }
+        let deadline = match timeout_ms {
+            t if t < 0 => None,
+            t => Some(self.now_ns + t as u64 * 1_000_000),
+        };
+        loop {
+            let n = self.ep_send_events(ep, out);
+            if n > 0 || deadline.is_some_and(|d| self.now_ns >= d) {
+                return Ok(n);
+            }
+            self.blocked_in = Some(ep);
+            let moved = self.advance(deadline);
+            self.blocked_in = None;
+            if !moved && deadline.is_none() {
+                return Err(deadlock(format!(
+                    "epoll_wait(epfd {epfd}, timeout -1) would wait for ever: nothing is in \
+                     flight and no registered file is ready (seed {})",
+                    self.seed
+                )));
+            }
+        }
+    }
+}

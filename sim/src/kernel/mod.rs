@@ -1,0 +1,383 @@
+//! The simulated kernel: one process's descriptor table, its open files, their wait queues,
+//! and the clock and event queue that move everything forward.
+//!
+//! # The objects, as Linux has them
+//!
+//! - A **descriptor** ([`Fd`]) is an index into the table; it names an **open file** ([`File`],
+//!   Linux's `struct file`). `dup` makes two descriptors for one file; the file goes when the last
+//!   descriptor does. `O_NONBLOCK` belongs to the file.
+//! - Each file has a **wait queue** ([`File::watchers`]): the epoll items that registered on it.
+//!   When the file's state changes it calls [`Kernel::wake`] with a key (the kind of change:
+//!   `IN` for data, `OUT` for room, none for a state change that concerns everyone), and each
+//!   item's callback ([`Kernel::ep_poll_callback`], in `epoll.rs`) queues the item on its epoll
+//!   instance's ready list. Non-exclusive items wake newest first, exclusive ones after them in
+//!   the order they were added, as `add_wait_queue`/`add_wait_queue_exclusive` order them.
+//! - The **event queue** holds what happens later on its own: packets crossing the simulated
+//!   loopback network, SYN retransmissions. Only a blocking call (`epoll_wait` with a timeout, a
+//!   blocking `read`) moves the virtual clock, and only to the next queued event or its deadline.
+//!
+//! Files are kept in a [`Slab`]; their ids are not descriptor numbers and are never seen by
+//! callers. Everything iterates in a fixed order (vectors, slabs, `BTreeMap`), so one seed is one
+//! run.
+
+pub mod epoll;
+pub(crate) mod eventfd;
+pub(crate) mod pipe;
+pub(crate) mod tcp;
+pub(crate) mod unix;
+
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap};
+use std::io;
+
+use netpoll::sys::{err, errno::*, Events, O_CLOEXEC, O_NONBLOCK};
+use netpoll::Fd;
+
+use crate::config::SimConfig;
+use crate::rng::Rngs;
+use crate::slab::Slab;
+
+pub(crate) type FileId = u32;
+pub(crate) type ItemId = u32;
+
+/// An open file description.
+#[derive(Debug)]
+pub(crate) struct File {
+    /// Descriptors referring to this file. A file with no descriptor is alive only while
+    /// something else holds it (a connection waiting in a listener's accept queue).
+    pub(crate) refs: u32,
+    /// `O_NONBLOCK`.
+    pub(crate) nonblock: bool,
+    /// The wait queue, in wake order: the epoll items registered on this file.
+    pub(crate) watchers: Vec<ItemId>,
+    /// What kind of file, and its state.
+    pub(crate) kind: Kind,
+}
+
+/// The kinds of open file.
+#[derive(Debug)]
+pub(crate) enum Kind {
+    Epoll(epoll::Epoll),
+    Unix(unix::UnixEnd),
+    PipeRead(u32),
+    PipeWrite(u32),
+    EventFd(eventfd::EventFd),
+    Tcp(Box<tcp::TcpSock>),
+}
+
+/// Something the kernel does at a later virtual instant.
+#[derive(Debug)]
+pub(crate) enum Later {
+    Net(tcp::Packet),
+}
+
+#[derive(Debug)]
+struct Pending {
+    at_ns: u64,
+    seq: u64,
+    what: Later,
+}
+
+impl PartialEq for Pending {
+    fn eq(&self, o: &Self) -> bool {
+        (self.at_ns, self.seq) == (o.at_ns, o.seq)
+    }
+}
+impl Eq for Pending {}
+impl PartialOrd for Pending {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Pending {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (self.at_ns, self.seq).cmp(&(o.at_ns, o.seq))
+    }
+}
+
+/// Counters a harness can read: how much the kernel did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// System calls made.
+    pub syscalls: u64,
+    /// Events delivered from the event queue (packets, retransmissions).
+    pub deliveries: u64,
+    /// Epoll events reported by `epoll_wait`.
+    pub epoll_events: u64,
+    /// Wakeup callbacks run (an item considered for a ready list).
+    pub wakeups: u64,
+}
+
+/// The whole simulated kernel. [`crate::Sim`] wraps it in a `RefCell` and implements `Poller`.
+#[derive(Debug)]
+pub(crate) struct Kernel {
+    pub(crate) cfg: SimConfig,
+    pub(crate) seed: u64,
+    pub(crate) now_ns: u64,
+    pub(crate) rng: Rngs,
+    /// The descriptor table: `fds[n]` is the file descriptor `n` refers to.
+    fds: Vec<Option<FileId>>,
+    /// Free descriptor numbers below `fds.len()`, for lowest-free allocation.
+    free_fds: BTreeSet<Fd>,
+    open_fds: usize,
+    pub(crate) files: Slab<File>,
+    pub(crate) items: Slab<epoll::EpItem>,
+    pub(crate) pipes: Slab<pipe::Pipe>,
+    pub(crate) net: tcp::Net,
+    queue: BinaryHeap<Reverse<Pending>>,
+    queue_seq: u64,
+    /// The epoll instance whose `epoll_wait` is blocked right now (for `EPOLLEXCLUSIVE`).
+    pub(crate) blocked_in: Option<FileId>,
+    pub(crate) stats: Stats,
+}
+
+impl Kernel {
+    pub(crate) fn new(seed: u64, cfg: SimConfig) -> Kernel {
+        let first = cfg.first_fd.max(0) as usize;
+        Kernel {
+            seed,
+            now_ns: 0,
+            rng: Rngs::new(seed),
+            fds: vec![None; first],
+            free_fds: BTreeSet::new(),
+            open_fds: first,
+            files: Slab::default(),
+            items: Slab::default(),
+            pipes: Slab::default(),
+            net: tcp::Net::default(),
+            queue: BinaryHeap::new(),
+            queue_seq: 0,
+            blocked_in: None,
+            stats: Stats::default(),
+            cfg,
+        }
+    }
+
+    // ----- descriptor table -----
+
+    /// The file descriptor `fd` refers to, or `EBADF`.
+    pub(crate) fn file_of(&self, fd: Fd) -> io::Result<FileId> {
+        if fd < 0 {
+            return Err(err(EBADF));
+        }
+        self.fds
+            .get(fd as usize)
+            .copied()
+            .flatten()
+            .ok_or_else(|| err(EBADF))
+    }
+
+    /// Whether a new descriptor can be allocated.
+    pub(crate) fn fd_room(&self, n: usize) -> io::Result<()> {
+        if self.open_fds + n > self.cfg.max_fds {
+            Err(err(EMFILE))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Allocates the lowest free descriptor for `file` (whose `refs` this increments).
+    pub(crate) fn install(&mut self, file: FileId) -> io::Result<Fd> {
+        self.fd_room(1)?;
+        let fd = match self.free_fds.pop_first() {
+            Some(fd) => fd,
+            None => {
+                self.fds.push(None);
+                (self.fds.len() - 1) as Fd
+            }
+        };
+        self.fds[fd as usize] = Some(file);
+        self.open_fds += 1;
+        self.files[file].refs += 1;
+        Ok(fd)
+    }
+
+    /// A new file of `kind`, installed at the lowest free descriptor.
+    pub(crate) fn new_file(&mut self, kind: Kind, nonblock: bool) -> io::Result<(FileId, Fd)> {
+        self.fd_room(1)?;
+        let id = self.files.insert(File {
+            refs: 0,
+            nonblock,
+            watchers: Vec::new(),
+            kind,
+        });
+        let fd = self.install(id)?;
+        Ok((id, fd))
+    }
+
+    pub(crate) fn close(&mut self, fd: Fd) -> io::Result<()> {
+        let f = self.file_of(fd)?;
+        self.fds[fd as usize] = None;
+        self.open_fds -= 1;
+        // Keep the table short when the top descriptors go, so it does not grow without bound.
+        if fd as usize + 1 == self.fds.len() {
+            self.fds.pop();
+            while let Some(None) = self.fds.last() {
+                if self.fds.len() <= self.cfg.first_fd.max(0) as usize {
+                    break;
+                }
+                self.fds.pop();
+                self.free_fds.remove(&(self.fds.len() as Fd));
+            }
+        } else {
+            self.free_fds.insert(fd);
+        }
+        self.put_file(f);
+        Ok(())
+    }
+
+    pub(crate) fn dup(&mut self, fd: Fd) -> io::Result<Fd> {
+        let f = self.file_of(fd)?;
+        self.install(f)
+    }
+
+    /// Drops one descriptor's reference to `f`; the last one releases the file.
+    pub(crate) fn put_file(&mut self, f: FileId) {
+        let file = &mut self.files[f];
+        file.refs -= 1;
+        if file.refs == 0 {
+            self.release(f);
+        }
+    }
+
+    /// The file's last reference is gone: unregister it from every epoll instance (Linux's
+    /// `eventpoll_release`), then let its kind tear down (hang up a peer, free a pipe end).
+    pub(crate) fn release(&mut self, f: FileId) {
+        let watchers = std::mem::take(&mut self.files[f].watchers);
+        for it in watchers {
+            self.ep_remove_item(it, false);
+        }
+        let file = self.files.remove(f);
+        match file.kind {
+            Kind::Epoll(ep) => self.ep_free(ep),
+            Kind::Unix(end) => self.unix_release(end),
+            Kind::PipeRead(p) => self.pipe_release(p, true),
+            Kind::PipeWrite(p) => self.pipe_release(p, false),
+            Kind::EventFd(_) => {}
+            Kind::Tcp(sock) => self.tcp_release(f, *sock),
+        }
+    }
+
+    pub(crate) fn set_nonblocking(&mut self, fd: Fd, on: bool) -> io::Result<()> {
+        let f = self.file_of(fd)?;
+        self.files[f].nonblock = on;
+        Ok(())
+    }
+
+    /// Checks `flags` against the allowed ones; returns `O_NONBLOCK`'s presence.
+    pub(crate) fn check_flags(flags: i32, allowed: i32) -> io::Result<bool> {
+        if flags & !allowed != 0 {
+            Err(err(EINVAL))
+        } else {
+            Ok(flags & O_NONBLOCK != 0)
+        }
+    }
+
+    pub(crate) const OPEN_FLAGS: i32 = O_NONBLOCK | O_CLOEXEC;
+
+    // ----- wait queues -----
+
+    /// Wakes `f`'s wait queue with `key` (empty: a state change every waiter must see). Runs each
+    /// item's callback in wake order; the first exclusive item that woke a blocked waiter ends the
+    /// walk, as `__wake_up_common` does with `nr_exclusive == 1`.
+    pub(crate) fn wake(&mut self, f: FileId, key: Events) {
+        let mut i = 0;
+        loop {
+            let Some(file) = self.files.get(f) else {
+                return;
+            };
+            let Some(&it) = file.watchers.get(i) else {
+                return;
+            };
+            i += 1;
+            let exclusive = self.items[it].exclusive();
+            if self.ep_poll_callback(it, key) && exclusive {
+                return;
+            }
+        }
+    }
+
+    /// The file's current readiness, as its `poll` would say (all bits, not only the asked ones).
+    pub(crate) fn poll_file(&mut self, f: FileId, depth: u32) -> Events {
+        match &self.files[f].kind {
+            Kind::Epoll(_) => self.ep_eventpoll_poll(f, depth),
+            Kind::Unix(end) => end.poll(&self.cfg),
+            Kind::PipeRead(p) => self.pipes[*p].poll(true),
+            Kind::PipeWrite(p) => self.pipes[*p].poll(false),
+            Kind::EventFd(e) => e.poll(),
+            Kind::Tcp(s) => self.tcp_poll(s),
+        }
+    }
+
+    // ----- time and the event queue -----
+
+    /// Queues `what` to happen at `at_ns`. Events at the same instant happen in the order queued.
+    pub(crate) fn schedule(&mut self, at_ns: u64, what: Later) {
+        self.queue_seq += 1;
+        self.queue.push(Reverse(Pending {
+            at_ns,
+            seq: self.queue_seq,
+            what,
+        }));
+    }
+
+    /// When the next queued event happens, if any.
+    pub(crate) fn next_event_ns(&self) -> Option<u64> {
+        self.queue.peek().map(|p| p.0.at_ns)
+    }
+
+    /// How many events are queued (packets in flight, retransmission timers).
+    pub(crate) fn pending(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Runs every event due at `self.now_ns` or earlier.
+    pub(crate) fn run_due(&mut self) {
+        while let Some(p) = self.queue.peek() {
+            if p.0.at_ns > self.now_ns {
+                break;
+            }
+            let Reverse(p) = self.queue.pop().expect("peeked");
+            self.stats.deliveries += 1;
+            match p.what {
+                Later::Net(pkt) => self.deliver(pkt),
+            }
+        }
+    }
+
+    /// Advances the clock to the next queued event (no further than `limit_ns`) and runs what is
+    /// due. Returns `false` when nothing is queued before the limit (the clock then moves to the
+    /// limit, if there is one).
+    pub(crate) fn advance(&mut self, limit_ns: Option<u64>) -> bool {
+        match (self.next_event_ns(), limit_ns) {
+            (Some(t), lim) if lim.is_none_or(|l| t <= l) => {
+                self.now_ns = self.now_ns.max(t);
+                self.run_due();
+                true
+            }
+            (_, Some(l)) => {
+                self.now_ns = self.now_ns.max(l);
+                false
+            }
+            (_, None) => false,
+        }
+    }
+
+    /// A blocking call on a blocking descriptor cannot go on: let time pass until something
+    /// happens. If nothing ever can, the real kernel would hang for ever; we say so.
+    pub(crate) fn block(&mut self, what: &str, fd: Fd) -> io::Result<()> {
+        if self.advance(None) {
+            Ok(())
+        } else {
+            Err(deadlock(format!(
+                "{what} on blocking fd {fd} would wait for ever: nothing is in flight (seed {})",
+                self.seed
+            )))
+        }
+    }
+}
+
+/// The error a simulated call returns instead of hanging for ever.
+pub(crate) fn deadlock(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::Deadlock, msg)
+}

@@ -1,0 +1,884 @@
+//! TCP over a simulated loopback network (`net/ipv4/tcp*.c`, `af_inet.c`).
+//!
+//! # Model
+//!
+//! A connection ([`Conn`]) has two ends (0: the connecting side, 1: the accepted side) and two
+//! directions; each direction keeps the bytes in flight and the bytes the receiver has not read.
+//! Every packet crosses the network after a latency drawn from the run's seed, but never before
+//! an earlier packet of the same direction: bytes and FINs of one connection arrive in order,
+//! while different connections interleave differently under different seeds.
+//!
+//! - **Handshake**: `connect` sends a SYN (`EINPROGRESS`). At the listener, a full accept queue
+//!   (more than `backlog` waiting, Linux's rule) drops the SYN and the client retransmits after
+//!   1 s, 2 s, 4 s... (`ETIMEDOUT` after `syn_retries`); no listener answers with a reset
+//!   (`ECONNREFUSED`). Otherwise a SYN-ACK makes the client writable, and its ACK puts the new
+//!   connection on the accept queue and wakes the listener. An ACK that finds the queue full is
+//!   retried later, as the server's SYN-ACK retransmission would.
+//! - **Flow control**: a direction holds `tcp_window` bytes, in flight plus unread; `write` is
+//!   short or `EAGAIN` beyond it. Poll says `OUT` while the free part is at least half the used
+//!   part (`sk_stream_is_writeable`); a writer that saw `EAGAIN` is woken (`OUT`) when a read
+//!   brings the space back.
+//! - **Segments**: a write larger than the MSS travels as several segments; the fault knob
+//!   `split_write_prob` cuts writes at random points too. Each arriving segment wakes the reader.
+//! - **Closing**: `shutdown(SHUT_WR)` and `close` send a FIN after the data (`RDHUP`, then EOF at
+//!   the peer). `close` with unread data, or with `SO_LINGER` 0, sends a reset instead; so does
+//!   data arriving at a closed socket. A reset gives the peer `ECONNRESET` (or `EPIPE` if it had
+//!   already received a FIN), `ERR | HUP`, and ends the connection.
+//!
+//! Poll bits follow `tcp_poll`: `HUP` when both directions are shut or the socket is closed
+//! (so a fresh, unconnected socket polls `OUT | HUP`), `IN | RDHUP` once a FIN arrived or after
+//! `SHUT_RD`, `ERR` while an error is pending.
+//!
+//! # Not modelled
+//!
+//! Packet loss and retransmission of data, congestion control, Nagle, delayed ACKs, TIME_WAIT
+//! (ports are free again at once), urgent data, IPv6, addresses outside 127.0.0.0/8, socket
+//! options besides `SO_LINGER` and `SO_ERROR`, window updates taking a round trip (space returns
+//! to the writer the instant the reader reads).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::io;
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+use netpoll::sys::{err, errno::*, Events, SHUT_RDWR, SOCK_CLOEXEC, SOCK_NONBLOCK};
+use netpoll::Fd;
+
+use super::unix::{RCV_SHUTDOWN, SEND_SHUTDOWN};
+use super::{FileId, Kernel, Kind, Later};
+use crate::rng::Stream;
+use crate::slab::Slab;
+
+const EPHEMERAL: (u16, u16) = (32768, 60999);
+
+/// Where a TCP socket is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum State {
+    /// Not connected: new, bound, refused, reset or timed out.
+    Closed,
+    /// Listening.
+    Listen,
+    /// SYN sent, waiting for the SYN-ACK.
+    SynSent,
+    /// Connected (either side; half-closes are in `shutdown` and the connection's FIN flags).
+    Established,
+}
+
+/// The socket layer's view of `connect` (`sock->state`), which decides `EALREADY`/`EISCONN`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SockState {
+    Unconnected,
+    Connecting,
+    Connected,
+}
+
+#[derive(Debug, Default)]
+struct Listen {
+    backlog: usize,
+    queue: VecDeque<FileId>,
+}
+
+/// A TCP socket.
+#[derive(Debug)]
+pub(crate) struct TcpSock {
+    state: State,
+    sock_state: SockState,
+    local: Option<SocketAddrV4>,
+    peer: Option<SocketAddrV4>,
+    conn: Option<(u32, usize)>,
+    err: i32,
+    shutdown: u8,
+    linger0: bool,
+    /// A write found no room: wake `OUT` when room returns (`SOCK_NOSPACE`).
+    nospace: bool,
+    listen: Option<Listen>,
+    /// The connect attempt in progress (unique in the kernel), and SYNs sent for it.
+    attempt: u64,
+    syns: u32,
+}
+
+/// One direction of a connection: the bytes flowing *to* one end.
+#[derive(Debug, Default)]
+struct Dir {
+    rx: VecDeque<u8>,
+    in_flight: usize,
+    /// The receiving end got the FIN (Linux's `SOCK_DONE`).
+    fin: bool,
+    /// When the last packet of this direction arrives: later packets never overtake it.
+    last_ns: u64,
+}
+
+/// A connection between two sockets.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    end: [Option<FileId>; 2],
+    dir: [Dir; 2],
+    /// Packets on their way: the connection outlives its sockets until they are delivered.
+    packets: u32,
+}
+
+/// A packet on the wire, or a retransmission timer.
+#[derive(Debug)]
+pub(crate) enum Packet {
+    Syn {
+        client: FileId,
+        attempt: u64,
+        to: SocketAddrV4,
+    },
+    SynRetry {
+        client: FileId,
+        attempt: u64,
+        to: SocketAddrV4,
+    },
+    Refused {
+        client: FileId,
+        attempt: u64,
+    },
+    SynAck {
+        client: FileId,
+        attempt: u64,
+        conn: u32,
+        listener: FileId,
+    },
+    Ack {
+        conn: u32,
+        listener: FileId,
+    },
+    Data {
+        conn: u32,
+        to: usize,
+        bytes: Vec<u8>,
+    },
+    Fin {
+        conn: u32,
+        to: usize,
+    },
+    Rst {
+        conn: u32,
+        to: usize,
+    },
+}
+
+/// The network: connections, bound ports, listeners.
+#[derive(Debug, Default)]
+pub(crate) struct Net {
+    conns: Slab<Conn>,
+    /// Bound (ip, port) pairs and the socket holding each.
+    bound: BTreeMap<(Ipv4Addr, u16), FileId>,
+    next_attempt: u64,
+}
+
+fn sock(k: &mut Kernel, f: FileId) -> &mut TcpSock {
+    match &mut k.files[f].kind {
+        Kind::Tcp(s) => s,
+        _ => unreachable!("tcp op on a file of another kind"),
+    }
+}
+
+fn sock_ref(k: &Kernel, f: FileId) -> Option<&TcpSock> {
+    match &k.files.get(f)?.kind {
+        Kind::Tcp(s) => Some(s),
+        _ => None,
+    }
+}
+
+fn is_loopback(ip: Ipv4Addr) -> bool {
+    ip.is_loopback() || ip.is_unspecified()
+}
+
+impl Kernel {
+    pub(crate) fn tcp_socket(&mut self, flags: i32) -> io::Result<Fd> {
+        let nonblock = Kernel::check_flags(flags, SOCK_NONBLOCK | SOCK_CLOEXEC)?;
+        let s = TcpSock {
+            state: State::Closed,
+            sock_state: SockState::Unconnected,
+            local: None,
+            peer: None,
+            conn: None,
+            err: 0,
+            shutdown: 0,
+            linger0: false,
+            nospace: false,
+            listen: None,
+            attempt: 0,
+            syns: 0,
+        };
+        Ok(self.new_file(Kind::Tcp(Box::new(s)), nonblock)?.1)
+    }
+
+    /// The TCP socket behind `fd`: `ENOTSOCK` for files that are not sockets, `other` for
+    /// sockets of another family.
+    pub(crate) fn tcp_of(&self, fd: Fd, other: i32) -> io::Result<FileId> {
+        let f = self.file_of(fd)?;
+        match &self.files[f].kind {
+            Kind::Tcp(_) => Ok(f),
+            Kind::Unix(_) => Err(err(other)),
+            _ => Err(err(ENOTSOCK)),
+        }
+    }
+
+    fn port_free(&self, ip: Ipv4Addr, port: u16) -> bool {
+        if self.net.bound.contains_key(&(ip, port))
+            || self.net.bound.contains_key(&(Ipv4Addr::UNSPECIFIED, port))
+        {
+            return false;
+        }
+        if ip.is_unspecified() {
+            // A wildcard bind conflicts with any address on the port.
+            let lo = (Ipv4Addr::new(0, 0, 0, 0), port);
+            let hi = (Ipv4Addr::new(255, 255, 255, 255), port);
+            return !self.net.bound.range(lo..=hi).any(|(&(_, p), _)| p == port);
+        }
+        true
+    }
+
+    fn ephemeral_port(&mut self, ip: Ipv4Addr) -> io::Result<u16> {
+        let (lo, hi) = EPHEMERAL;
+        let span = u64::from(hi - lo) + 1;
+        let start = self.rng.range(Stream::Ports, 0, span - 1);
+        for i in 0..span {
+            let port = lo + ((start + i) % span) as u16;
+            if self.port_free(ip, port) {
+                return Ok(port);
+            }
+        }
+        Err(err(EADDRNOTAVAIL))
+    }
+
+    fn bind_to(&mut self, f: FileId, addr: SocketAddrV4) -> io::Result<SocketAddrV4> {
+        let ip = *addr.ip();
+        if !is_loopback(ip) {
+            return Err(err(EADDRNOTAVAIL));
+        }
+        let port = match addr.port() {
+            0 => self.ephemeral_port(ip)?,
+            p if self.port_free(ip, p) => p,
+            _ => return Err(err(EADDRINUSE)),
+        };
+        let local = SocketAddrV4::new(ip, port);
+        self.net.bound.insert((ip, port), f);
+        sock(self, f).local = Some(local);
+        Ok(local)
+    }
+
+    fn unbind(&mut self, f: FileId, s: &TcpSock) {
+        if let Some(a) = s.local {
+            if self.net.bound.get(&(*a.ip(), a.port())) == Some(&f) {
+                self.net.bound.remove(&(*a.ip(), a.port()));
+            }
+        }
+    }
+
+    pub(crate) fn bind(&mut self, fd: Fd, addr: SocketAddrV4) -> io::Result<()> {
+        let f = self.tcp_of(fd, EINVAL)?;
+        if sock(self, f).local.is_some() {
+            return Err(err(EINVAL));
+        }
+        self.bind_to(f, addr).map(|_| ())
+    }
+
+    pub(crate) fn listen(&mut self, fd: Fd, backlog: i32) -> io::Result<()> {
+        let f = self.tcp_of(fd, EINVAL)?;
+        let somax = self.cfg.somaxconn;
+        let backlog = if backlog < 0 || backlog as usize > somax {
+            somax
+        } else {
+            backlog as usize
+        };
+        let s = sock(self, f);
+        match s.state {
+            State::Listen => {
+                s.listen
+                    .as_mut()
+                    .expect("listening socket has a queue")
+                    .backlog = backlog;
+                return Ok(());
+            }
+            State::Closed if s.sock_state == SockState::Unconnected => {}
+            _ => return Err(err(EINVAL)),
+        }
+        if s.local.is_none() {
+            self.bind_to(f, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0))?;
+        }
+        let s = sock(self, f);
+        s.state = State::Listen;
+        s.listen = Some(Listen {
+            backlog,
+            queue: VecDeque::new(),
+        });
+        Ok(())
+    }
+
+    fn latency(&mut self) -> u64 {
+        let (lo, hi) = self.cfg.latency_ns;
+        self.rng.range(Stream::Net, lo, hi)
+    }
+
+    /// Sends `pkt` after a fresh latency draw; `order` (connection, direction) keeps packets of
+    /// one direction in order.
+    fn send(&mut self, pkt: Packet, order: Option<(u32, usize)>) {
+        let mut at = self.now_ns + self.latency();
+        if let Some((c, d)) = order {
+            let conn = &mut self.net.conns[c];
+            at = at.max(conn.dir[d].last_ns);
+            conn.dir[d].last_ns = at;
+            conn.packets += 1;
+        }
+        self.schedule(at, Later::Net(pkt));
+    }
+
+    pub(crate) fn connect(&mut self, fd: Fd, addr: SocketAddrV4) -> io::Result<()> {
+        let f = self.tcp_of(fd, EINVAL)?;
+        let nonblock = self.files[f].nonblock;
+        let s = sock(self, f);
+        match s.sock_state {
+            SockState::Connected => return Err(err(EISCONN)),
+            SockState::Connecting => {
+                return match s.state {
+                    State::SynSent => Err(err(EALREADY)),
+                    State::Established => {
+                        s.sock_state = SockState::Connected;
+                        Ok(())
+                    }
+                    _ => {
+                        s.sock_state = SockState::Unconnected;
+                        let e = std::mem::take(&mut s.err);
+                        Err(err(if e != 0 { e } else { ECONNABORTED }))
+                    }
+                };
+            }
+            SockState::Unconnected if s.state != State::Closed => return Err(err(EISCONN)),
+            SockState::Unconnected => {}
+        }
+        if !addr.ip().is_loopback() {
+            return Err(err(ENETUNREACH));
+        }
+        if s.local.is_none() {
+            self.bind_to(f, SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0))?;
+        }
+        self.net.next_attempt += 1;
+        let attempt = self.net.next_attempt;
+        let s = sock(self, f);
+        s.state = State::SynSent;
+        s.sock_state = SockState::Connecting;
+        s.attempt = attempt;
+        s.syns = 1;
+        s.peer = Some(addr);
+        s.err = 0;
+        s.shutdown = 0;
+        self.send(
+            Packet::Syn {
+                client: f,
+                attempt,
+                to: addr,
+            },
+            None,
+        );
+        if nonblock {
+            return Err(err(EINPROGRESS));
+        }
+        while sock(self, f).state == State::SynSent {
+            self.block("connect", fd)?;
+        }
+        let s = sock(self, f);
+        if s.state == State::Established {
+            s.sock_state = SockState::Connected;
+            Ok(())
+        } else {
+            s.sock_state = SockState::Unconnected;
+            let e = std::mem::take(&mut s.err);
+            Err(err(if e != 0 { e } else { ECONNABORTED }))
+        }
+    }
+
+    pub(crate) fn accept4(&mut self, fd: Fd, flags: i32) -> io::Result<(Fd, SocketAddrV4)> {
+        let f = self.tcp_of(fd, EINVAL)?;
+        let nonblock = Kernel::check_flags(flags, SOCK_NONBLOCK | SOCK_CLOEXEC)?;
+        loop {
+            let s = sock(self, f);
+            let Some(l) = s.listen.as_mut() else {
+                return Err(err(EINVAL));
+            };
+            if l.queue.is_empty() {
+                if self.files[f].nonblock {
+                    return Err(err(EAGAIN));
+                }
+                self.block("accept4", fd)?;
+                continue;
+            }
+            self.fd_room(1)?;
+            let child = sock(self, f)
+                .listen
+                .as_mut()
+                .and_then(|l| l.queue.pop_front())
+                .expect("queue checked non-empty");
+            self.files[child].nonblock = nonblock;
+            let newfd = self.install(child)?;
+            let peer = sock(self, child)
+                .peer
+                .expect("an accepted connection has a peer");
+            sock(self, child).sock_state = SockState::Connected;
+            return Ok((newfd, peer));
+        }
+    }
+
+    pub(crate) fn local_addr(&mut self, fd: Fd) -> io::Result<SocketAddrV4> {
+        let f = self.tcp_of(fd, EOPNOTSUPP)?;
+        Ok(sock(self, f)
+            .local
+            .unwrap_or(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)))
+    }
+
+    pub(crate) fn peer_addr(&mut self, fd: Fd) -> io::Result<SocketAddrV4> {
+        let f = self.tcp_of(fd, EOPNOTSUPP)?;
+        let s = sock(self, f);
+        match (s.state, s.peer) {
+            (State::Established, Some(p)) => Ok(p),
+            _ => Err(err(ENOTCONN)),
+        }
+    }
+
+    pub(crate) fn tcp_take_error(&mut self, f: FileId) -> i32 {
+        std::mem::take(&mut sock(self, f).err)
+    }
+
+    pub(crate) fn tcp_set_linger(&mut self, f: FileId, linger: Option<u32>) {
+        sock(self, f).linger0 = linger == Some(0);
+    }
+
+    pub(crate) fn tcp_poll(&self, s: &TcpSock) -> Events {
+        if s.state == State::Listen {
+            let ready = s.listen.as_ref().is_some_and(|l| !l.queue.is_empty());
+            return if ready {
+                Events::IN | Events::RDNORM
+            } else {
+                Events::NONE
+            };
+        }
+        let mut m = Events::NONE;
+        if s.shutdown == RCV_SHUTDOWN | SEND_SHUTDOWN || s.state == State::Closed {
+            m |= Events::HUP;
+        }
+        if s.shutdown & RCV_SHUTDOWN != 0 {
+            m |= Events::IN | Events::RDNORM | Events::RDHUP;
+        }
+        if s.state != State::SynSent {
+            if let Some((c, e)) = s.conn {
+                if !self.net.conns[c].dir[e].rx.is_empty() {
+                    m |= Events::IN | Events::RDNORM;
+                }
+            }
+            if s.shutdown & SEND_SHUTDOWN != 0 || self.tcp_writable(s) {
+                m |= Events::OUT | Events::WRNORM;
+            }
+        }
+        if s.err != 0 {
+            m |= Events::ERR;
+        }
+        m
+    }
+
+    fn tcp_room(&self, s: &TcpSock) -> (usize, usize) {
+        let Some((c, e)) = s.conn else {
+            return (self.cfg.tcp_window, 0);
+        };
+        let d = &self.net.conns[c].dir[1 - e];
+        let used = d.in_flight + d.rx.len();
+        (self.cfg.tcp_window.saturating_sub(used), used)
+    }
+
+    fn tcp_writable(&self, s: &TcpSock) -> bool {
+        let (free, used) = self.tcp_room(s);
+        free > 0 && free >= used / 2
+    }
+
+    pub(crate) fn tcp_read(&mut self, f: FileId, buf: &mut [u8]) -> io::Result<usize> {
+        let s = sock(self, f);
+        if s.state == State::Listen {
+            return Err(err(ENOTCONN));
+        }
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let conn = s.conn;
+        if let Some((c, e)) = conn {
+            if s.state != State::SynSent {
+                let d = &mut self.net.conns[c].dir[e];
+                if !d.rx.is_empty() {
+                    let n = d.rx.len().min(buf.len());
+                    for (dst, src) in buf.iter_mut().zip(d.rx.drain(..n)) {
+                        *dst = src;
+                    }
+                    self.tcp_space_returned(c, 1 - e);
+                    return Ok(n);
+                }
+                if d.fin {
+                    return Ok(0);
+                }
+            }
+        }
+        let s = sock(self, f);
+        if s.err != 0 {
+            return Err(err(std::mem::take(&mut s.err)));
+        }
+        if s.shutdown & RCV_SHUTDOWN != 0 {
+            return Ok(0);
+        }
+        if s.state == State::Closed {
+            return Err(err(ENOTCONN));
+        }
+        Err(err(EAGAIN))
+    }
+
+    /// The reader at the far end of direction `1 - writer` freed room: wake the writer if it ran
+    /// out of room earlier and is writable again.
+    fn tcp_space_returned(&mut self, c: u32, writer: usize) {
+        let Some(w) = self.net.conns[c].end[writer] else {
+            return;
+        };
+        let s = sock_ref(self, w).expect("connection end is a tcp socket");
+        if s.nospace && self.tcp_writable(s) {
+            sock(self, w).nospace = false;
+            self.wake(w, Events::OUT | Events::WRNORM | Events::WRBAND);
+        }
+    }
+
+    pub(crate) fn tcp_write(&mut self, f: FileId, buf: &[u8]) -> io::Result<usize> {
+        let s = sock(self, f);
+        match s.state {
+            State::Established => {}
+            State::SynSent => {
+                if s.err != 0 {
+                    return Err(err(std::mem::take(&mut s.err)));
+                }
+                return Err(err(EAGAIN));
+            }
+            State::Closed | State::Listen => {
+                let e = std::mem::take(&mut s.err);
+                return Err(err(if e != 0 { e } else { EPIPE }));
+            }
+        }
+        if s.err != 0 {
+            return Err(err(std::mem::take(&mut s.err)));
+        }
+        if s.shutdown & SEND_SHUTDOWN != 0 {
+            return Err(err(EPIPE));
+        }
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let (c, e) = s.conn.expect("an established socket has a connection");
+        let (free, _) = self.tcp_room(sock_ref(self, f).expect("tcp"));
+        if free == 0 {
+            sock(self, f).nospace = true;
+            return Err(err(EAGAIN));
+        }
+        let n = free.min(buf.len());
+        self.net.conns[c].dir[1 - e].in_flight += n;
+        let mss = self.cfg.tcp_mss.max(1);
+        let mut off = 0;
+        while off < n {
+            let mut k = (n - off).min(mss);
+            if k > 1 && self.rng.chance(Stream::Net, self.cfg.split_write_prob) {
+                k = self.rng.range(Stream::Net, 1, k as u64 - 1) as usize;
+            }
+            let bytes = buf[off..off + k].to_vec();
+            self.send(
+                Packet::Data {
+                    conn: c,
+                    to: 1 - e,
+                    bytes,
+                },
+                Some((c, 1 - e)),
+            );
+            off += k;
+        }
+        Ok(n)
+    }
+
+    pub(crate) fn tcp_shutdown(&mut self, f: FileId, how: i32) -> io::Result<()> {
+        if !(0..=SHUT_RDWR).contains(&how) {
+            return Err(err(EINVAL));
+        }
+        let mode = (how + 1) as u8;
+        let s = sock(self, f);
+        match s.state {
+            State::Closed => return Err(err(ENOTCONN)),
+            State::Listen | State::SynSent => return Ok(()),
+            State::Established => {}
+        }
+        let newly_send = mode & SEND_SHUTDOWN != 0 && s.shutdown & SEND_SHUTDOWN == 0;
+        s.shutdown |= mode;
+        let conn = s.conn;
+        if newly_send {
+            if let Some((c, e)) = conn {
+                self.send(Packet::Fin { conn: c, to: 1 - e }, Some((c, 1 - e)));
+            }
+        }
+        self.wake(f, Events::NONE);
+        Ok(())
+    }
+
+    /// The socket's file is gone (or a queued child is dropped with its listener).
+    pub(crate) fn tcp_release(&mut self, f: FileId, s: TcpSock) {
+        self.unbind(f, &s);
+        if let Some(l) = s.listen {
+            // Connections nobody accepted are reset (`inet_csk_listen_stop`).
+            for child in l.queue {
+                sock(self, child).linger0 = true;
+                self.release(child);
+            }
+        }
+        let Some((c, e)) = s.conn else { return };
+        if s.state == State::Established {
+            let conn = &self.net.conns[c];
+            let unread = !conn.dir[e].rx.is_empty();
+            let peer_alive = conn.end[1 - e].is_some();
+            if peer_alive && (s.linger0 || unread) {
+                self.send(Packet::Rst { conn: c, to: 1 - e }, Some((c, 1 - e)));
+            } else if peer_alive && s.shutdown & SEND_SHUTDOWN == 0 {
+                self.send(Packet::Fin { conn: c, to: 1 - e }, Some((c, 1 - e)));
+            }
+        }
+        let conn = &mut self.net.conns[c];
+        conn.end[e] = None;
+        conn.dir[e].rx = VecDeque::new();
+        self.conn_maybe_free(c);
+    }
+
+    fn conn_maybe_free(&mut self, c: u32) {
+        let conn = &self.net.conns[c];
+        if conn.end == [None, None] && conn.packets == 0 {
+            self.net.conns.remove(c);
+        }
+    }
+
+    /// Ends the connection at `f` because of a reset or a refused/timed-out connect.
+    fn tcp_abort(&mut self, f: FileId, errno: i32) {
+        let s = sock(self, f);
+        s.state = State::Closed;
+        s.err = errno;
+        s.shutdown = RCV_SHUTDOWN | SEND_SHUTDOWN;
+        self.wake(f, Events::NONE);
+    }
+
+    /// A packet or timer arrives.
+    pub(crate) fn deliver(&mut self, pkt: Packet) {
+        match pkt {
+            Packet::Syn {
+                client,
+                attempt,
+                to,
+            } => self.on_syn(client, attempt, to),
+            Packet::SynRetry {
+                client,
+                attempt,
+                to,
+            } => {
+                if !self.attempt_live(client, attempt) {
+                    return;
+                }
+                let s = sock(self, client);
+                s.syns += 1;
+                if s.syns > self.cfg.syn_retries + 1 {
+                    self.tcp_abort(client, ETIMEDOUT);
+                    return;
+                }
+                self.send(
+                    Packet::Syn {
+                        client,
+                        attempt,
+                        to,
+                    },
+                    None,
+                );
+            }
+            Packet::Refused { client, attempt } => {
+                if self.attempt_live(client, attempt) {
+                    let s = sock(self, client);
+                    let local = s.local;
+                    s.local = None;
+                    s.peer = None;
+                    if let Some(a) = local {
+                        self.net.bound.remove(&(*a.ip(), a.port()));
+                    }
+                    self.tcp_abort(client, ECONNREFUSED);
+                }
+            }
+            Packet::SynAck {
+                client,
+                attempt,
+                conn,
+                listener,
+            } => {
+                self.net.conns[conn].packets -= 1;
+                if self.attempt_live(client, attempt) {
+                    let s = sock(self, client);
+                    s.state = State::Established;
+                    s.conn = Some((conn, 0));
+                    self.net.conns[conn].end[0] = Some(client);
+                    self.wake(client, Events::NONE);
+                    self.send(Packet::Ack { conn, listener }, Some((conn, 1)));
+                } else {
+                    // The client went away: the half-open child is dropped.
+                    if let Some(child) = self.net.conns[conn].end[1] {
+                        self.release(child);
+                    }
+                    self.conn_maybe_free(conn);
+                }
+            }
+            Packet::Ack { conn, listener } => {
+                self.net.conns[conn].packets -= 1;
+                self.on_ack(conn, listener);
+            }
+            Packet::Data { conn, to, bytes } => {
+                let cn = &mut self.net.conns[conn];
+                cn.packets -= 1;
+                cn.dir[to].in_flight -= bytes.len();
+                match cn.end[to] {
+                    Some(f) => {
+                        cn.dir[to].rx.extend(bytes);
+                        self.wake(
+                            f,
+                            Events::IN | Events::PRI | Events::RDNORM | Events::RDBAND,
+                        );
+                    }
+                    None => {
+                        if cn.end[1 - to].is_some() {
+                            self.send(Packet::Rst { conn, to: 1 - to }, Some((conn, 1 - to)));
+                        }
+                    }
+                }
+                self.conn_maybe_free(conn);
+            }
+            Packet::Fin { conn, to } => {
+                let cn = &mut self.net.conns[conn];
+                cn.packets -= 1;
+                if let Some(f) = cn.end[to] {
+                    cn.dir[to].fin = true;
+                    sock(self, f).shutdown |= RCV_SHUTDOWN;
+                    self.wake(f, Events::NONE);
+                }
+                self.conn_maybe_free(conn);
+            }
+            Packet::Rst { conn, to } => {
+                let cn = &mut self.net.conns[conn];
+                cn.packets -= 1;
+                let fin = cn.dir[to].fin;
+                if let Some(f) = cn.end[to] {
+                    if sock(self, f).state == State::Established {
+                        self.tcp_abort(f, if fin { EPIPE } else { ECONNRESET });
+                    }
+                }
+                self.conn_maybe_free(conn);
+            }
+        }
+    }
+
+    fn attempt_live(&self, client: FileId, attempt: u64) -> bool {
+        sock_ref(self, client).is_some_and(|s| s.state == State::SynSent && s.attempt == attempt)
+    }
+
+    fn find_listener(&self, to: SocketAddrV4) -> Option<FileId> {
+        let exact = self.net.bound.get(&(*to.ip(), to.port()));
+        let any = self.net.bound.get(&(Ipv4Addr::UNSPECIFIED, to.port()));
+        [exact, any]
+            .into_iter()
+            .flatten()
+            .copied()
+            .find(|&f| sock_ref(self, f).is_some_and(|s| s.state == State::Listen))
+    }
+
+    fn on_syn(&mut self, client: FileId, attempt: u64, to: SocketAddrV4) {
+        if !self.attempt_live(client, attempt) {
+            return;
+        }
+        let Some(l) = self.find_listener(to) else {
+            self.send(Packet::Refused { client, attempt }, None);
+            return;
+        };
+        let full = {
+            let ls = sock_ref(self, l).and_then(|s| s.listen.as_ref());
+            ls.is_some_and(|q| q.queue.len() > q.backlog)
+        };
+        if full {
+            // Dropped; the client retransmits after its timeout, doubling each time.
+            let syns = sock_ref(self, client).map_or(1, |s| s.syns);
+            let rto = self.cfg.syn_rto_ns << (syns - 1).min(16);
+            self.schedule(
+                self.now_ns + rto,
+                Later::Net(Packet::SynRetry {
+                    client,
+                    attempt,
+                    to,
+                }),
+            );
+            return;
+        }
+        let client_addr = sock_ref(self, client)
+            .and_then(|s| s.local)
+            .expect("a connecting socket is bound");
+        let conn = self.net.conns.insert(Conn {
+            end: [None, None],
+            dir: [Dir::default(), Dir::default()],
+            packets: 0,
+        });
+        let child = self.files.insert(super::File {
+            refs: 0,
+            nonblock: false,
+            watchers: Vec::new(),
+            kind: Kind::Tcp(Box::new(TcpSock {
+                state: State::Established,
+                sock_state: SockState::Unconnected,
+                local: Some(to),
+                peer: Some(client_addr),
+                conn: Some((conn, 1)),
+                err: 0,
+                shutdown: 0,
+                linger0: false,
+                nospace: false,
+                listen: None,
+                attempt: 0,
+                syns: 0,
+            })),
+        });
+        self.net.conns[conn].end[1] = Some(child);
+        self.send(
+            Packet::SynAck {
+                client,
+                attempt,
+                conn,
+                listener: l,
+            },
+            Some((conn, 0)),
+        );
+    }
+
+    fn on_ack(&mut self, conn: u32, listener: FileId) {
+        let Some(child) = self.net.conns[conn].end[1] else {
+            self.conn_maybe_free(conn);
+            return;
+        };
+        let live = sock_ref(self, listener).is_some_and(|s| s.state == State::Listen);
+        if !live {
+            // The listener is gone: the client is reset.
+            self.release(child);
+            if self.net.conns[conn].end[0].is_some() {
+                self.send(Packet::Rst { conn, to: 0 }, Some((conn, 0)));
+            }
+            return;
+        }
+        let q = sock(self, listener).listen.as_mut().expect("listener");
+        if q.queue.len() > q.backlog {
+            // No room: the server's SYN-ACK retransmission will bring the ACK again.
+            let at = self.now_ns + self.cfg.syn_rto_ns;
+            self.net.conns[conn].packets += 1;
+            self.schedule(at, Later::Net(Packet::Ack { conn, listener }));
+            return;
+        }
+        q.queue.push_back(child);
+        self.wake(
+            listener,
+            Events::IN | Events::PRI | Events::RDNORM | Events::RDBAND,
+        );
+    }
+}

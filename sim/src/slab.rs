@@ -1,0 +1,67 @@
+//! A slab: `Vec<Option<T>>` with a LIFO free list. Indices are stable while an entry lives, and
+//! reuse is deterministic (the most recently freed slot first), unlike anything hashed.
+
+#[derive(Debug)]
+pub(crate) struct Slab<T> {
+    entries: Vec<Option<T>>,
+    free: Vec<u32>,
+    len: usize,
+}
+
+impl<T> Default for Slab<T> {
+    fn default() -> Self {
+        Slab {
+            entries: Vec::new(),
+            free: Vec::new(),
+            len: 0,
+        }
+    }
+}
+
+impl<T> Slab<T> {
+    pub(crate) fn insert(&mut self, value: T) -> u32 {
+        self.len += 1;
+        if let Some(i) = self.free.pop() {
+            self.entries[i as usize] = Some(value);
+            i
+        } else {
+            self.entries.push(Some(value));
+            (self.entries.len() - 1) as u32
+        }
+    }
+
+    pub(crate) fn remove(&mut self, i: u32) -> T {
+        let v = self.entries[i as usize]
+            .take()
+            .expect("slab: removing a free slot (a stale id outlived its entry)");
+        self.free.push(i);
+        self.len -= 1;
+        v
+    }
+
+    pub(crate) fn get(&self, i: u32) -> Option<&T> {
+        self.entries.get(i as usize).and_then(Option::as_ref)
+    }
+
+    pub(crate) fn get_mut(&mut self, i: u32) -> Option<&mut T> {
+        self.entries.get_mut(i as usize).and_then(Option::as_mut)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+}
+
+impl<T> std::ops::Index<u32> for Slab<T> {
+    type Output = T;
+    fn index(&self, i: u32) -> &T {
+        self.get(i).expect("slab: stale id (entry already freed)")
+    }
+}
+
+impl<T> std::ops::IndexMut<u32> for Slab<T> {
+    fn index_mut(&mut self, i: u32) -> &mut T {
+        self.get_mut(i)
+            .expect("slab: stale id (entry already freed)")
+    }
+}
