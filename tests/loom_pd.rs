@@ -17,6 +17,17 @@ use netpoll::rt::pd::{Side, WaitError};
 use netpoll::rt::wake::WakeSignal;
 use std::sync::atomic::Ordering::SeqCst;
 
+/// `loom::model` with a preemption bound (3, or `LOOM_MAX_PREEMPTIONS`), which keeps the
+/// three-thread models to seconds while still covering every interleaving with up to that many
+/// forced switches (loom's documented way to bound the search).
+fn model(f: impl Fn() + Sync + Send + 'static) {
+    let mut b = loom::model::Builder::new();
+    if b.preemption_bound.is_none() {
+        b.preemption_bound = Some(3);
+    }
+    b.check(f);
+}
+
 struct NotifyWaker(Arc<Notify>);
 
 impl Wake for NotifyWaker {
@@ -47,7 +58,7 @@ fn operation(side: &Side, data: &AtomicBool, token: u32) -> Result<(), WaitError
 
 #[test]
 fn park_against_ready() {
-    loom::model(|| {
+    model(|| {
         let side = Arc::new(Side::new());
         let data = Arc::new(AtomicBool::new(false));
         let (s2, d2) = (side.clone(), data.clone());
@@ -62,7 +73,7 @@ fn park_against_ready() {
 
 #[test]
 fn park_against_deadline() {
-    loom::model(|| {
+    model(|| {
         let side = Arc::new(Side::new());
         let gen = side.reset_deadline(false);
         let data = Arc::new(AtomicBool::new(false));
@@ -77,7 +88,7 @@ fn park_against_deadline() {
 
 #[test]
 fn stale_timer_against_extension() {
-    loom::model(|| {
+    model(|| {
         let side = Arc::new(Side::new());
         let old = side.reset_deadline(false);
         let data = Arc::new(AtomicBool::new(false));
@@ -103,7 +114,7 @@ fn stale_timer_against_extension() {
 
 #[test]
 fn ready_against_close() {
-    loom::model(|| {
+    model(|| {
         let side = Arc::new(Side::new());
         let data = Arc::new(AtomicBool::new(false));
         let (s2, s3) = (side.clone(), side.clone());
@@ -136,7 +147,7 @@ fn consuming_operation(side: &Side, items: &AtomicUsize, token: u32) -> Result<(
 
 #[test]
 fn two_waiters() {
-    loom::model(|| {
+    model(|| {
         let side = Arc::new(Side::new());
         let items = Arc::new(AtomicUsize::new(0));
         let ops: Vec<_> = [1, 2]
@@ -172,7 +183,7 @@ struct EventFd {
 
 #[test]
 fn wake_coalescing_loses_no_wake() {
-    loom::model(|| {
+    model(|| {
         let signal = Arc::new(WakeSignal::new());
         let work = Arc::new(AtomicUsize::new(0));
         let efd = Arc::new(EventFd {

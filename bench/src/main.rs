@@ -1,1 +1,212 @@
-fn main() {}
+//! `echo_bench`: netpoll's echo server (`examples/echo.rs`, on real epoll) against a tokio
+//! current-thread echo server, driven by one load generator, on the same machine in the same
+//! run.
+//!
+//! ```text
+//! cargo run --release -p netpoll-bench -- [--conns 1000,10000] [--rounds 10] [--size 64]
+//!                                         [--threads 1,2] [--reps 3]
+//! ```
+//!
+//! Each server runs in a child process (this binary, `server ...`), so that 10,000 connections
+//! cost 10,000 descriptors in each process rather than 20,000 in one. The load generator (a tokio
+//! current-thread runtime in this process, the same for every server) first opens all
+//! connections, then starts the clock: every connection does `rounds` round trips of `size`
+//! bytes (write, then read the echo back), all connections at once. Throughput is round trips
+//! per second over that phase; latency is per round trip.
+
+#[path = "../../examples/echo.rs"]
+#[allow(dead_code)]
+mod echo;
+
+use std::io::{BufRead, BufReader, Write as _};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn tokio_server() -> std::io::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()?;
+    rt.block_on(async {
+        let ln = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        announce(match ln.local_addr()? {
+            std::net::SocketAddr::V4(a) => a,
+            std::net::SocketAddr::V6(_) => unreachable!("bound to IPv4"),
+        });
+        loop {
+            let (mut s, _) = ln.accept().await?;
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                loop {
+                    let n = match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    if s.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    })
+}
+
+fn announce(a: SocketAddrV4) {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "PORT {}", a.port()).unwrap();
+    out.flush().unwrap();
+}
+
+fn start(kind: &str, threads: usize) -> (Child, SocketAddrV4) {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["server", kind, &threads.to_string()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the server process");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port: u16 = line
+        .trim()
+        .strip_prefix("PORT ")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("server said {line:?}"));
+    (child, SocketAddrV4::new(Ipv4Addr::LOCALHOST, port))
+}
+
+struct Result {
+    elapsed: Duration,
+    trips: usize,
+    lat_us: Vec<u32>,
+}
+
+fn load(addr: SocketAddrV4, conns: usize, rounds: usize, size: usize) -> Result {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        // Connect in batches, so that the accept queue never overflows (not measured).
+        let mut streams = Vec::with_capacity(conns);
+        while streams.len() < conns {
+            let batch = (conns - streams.len()).min(256);
+            let hs: Vec<_> = (0..batch)
+                .map(|_| {
+                    tokio::spawn(async move {
+                        let s = tokio::net::TcpStream::connect(addr).await.unwrap();
+                        s.set_nodelay(true).unwrap();
+                        s
+                    })
+                })
+                .collect();
+            for h in hs {
+                streams.push(h.await.unwrap());
+            }
+        }
+        let start = Instant::now();
+        let hs: Vec<_> = streams
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut s)| {
+                tokio::spawn(async move {
+                    let msg = vec![i as u8; size];
+                    let mut buf = vec![0u8; size];
+                    let mut lat = Vec::with_capacity(rounds);
+                    for _ in 0..rounds {
+                        let t = Instant::now();
+                        s.write_all(&msg).await.unwrap();
+                        s.read_exact(&mut buf).await.unwrap();
+                        lat.push(u32::try_from(t.elapsed().as_micros()).unwrap_or(u32::MAX));
+                        assert_eq!(buf, msg);
+                    }
+                    lat
+                })
+            })
+            .collect();
+        let mut lat_us = Vec::with_capacity(conns * rounds);
+        for h in hs {
+            lat_us.extend(h.await.unwrap());
+        }
+        Result {
+            elapsed: start.elapsed(),
+            trips: conns * rounds,
+            lat_us,
+        }
+    })
+}
+
+fn pct(sorted: &[u32], p: f64) -> u32 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+fn list(args: &[String], flag: &str, default: &[usize]) -> Vec<usize> {
+    args.iter()
+        .position(|a| a == flag)
+        .and_then(|i| args.get(i + 1))
+        .map_or_else(
+            || default.to_vec(),
+            |v| v.split(',').map(|x| x.parse().expect(flag)).collect(),
+        )
+}
+
+fn main() -> std::io::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("server") {
+        let threads = args.get(2).map_or(1, |t| t.parse().unwrap());
+        return match args.get(1).map(String::as_str) {
+            Some("tokio") => tokio_server(),
+            Some("netpoll") => echo::run_real(
+                SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0),
+                threads,
+                announce,
+            ),
+            other => panic!("unknown server {other:?}"),
+        };
+    }
+    let conns = list(&args, "--conns", &[1000, 10000]);
+    let rounds = list(&args, "--rounds", &[10])[0];
+    let size = list(&args, "--size", &[64])[0];
+    let threads = list(&args, "--threads", &[1, 2]);
+    let reps = list(&args, "--reps", &[3])[0];
+    let mut servers = vec![("tokio current-thread".to_string(), "tokio", 1)];
+    for &t in &threads {
+        let name = if t == 1 {
+            "netpoll single-threaded".to_string()
+        } else {
+            format!("netpoll {t} workers")
+        };
+        servers.push((name, "netpoll", t));
+    }
+    println!(
+        "| server | conns | round trips | throughput (round trips/s) | p50 latency | p99 latency |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
+    for &n in &conns {
+        for (name, kind, t) in &servers {
+            // Median of `reps` runs by throughput, each against a fresh server process.
+            let mut runs = Vec::new();
+            for _ in 0..reps {
+                let (mut child, addr) = start(kind, *t);
+                let r = load(addr, n, rounds, size);
+                child.kill()?;
+                child.wait()?;
+                runs.push(r);
+            }
+            runs.sort_by(|a, b| a.elapsed.cmp(&b.elapsed));
+            let r = &mut runs[reps / 2];
+            r.lat_us.sort_unstable();
+            println!(
+                "| {name} | {n} | {} | {:.0} | {} µs | {} µs |",
+                r.trips,
+                r.trips as f64 / r.elapsed.as_secs_f64(),
+                pct(&r.lat_us, 0.50),
+                pct(&r.lat_us, 0.99),
+            );
+        }
+    }
+    Ok(())
+}
