@@ -104,7 +104,9 @@ fn main() -> io::Result<()> {
     if let Some(i) = args.iter().position(|a| a == "--sim") {
         let seed = args.get(i + 1).and_then(|s| s.parse().ok()).unwrap_or(1);
         let took = run_sim(seed, 100, 10)?;
-        println!("sim seed {seed}: 100 clients x 10 round trips echoed in {took:?} of virtual time");
+        println!(
+            "sim seed {seed}: 100 clients x 10 round trips echoed in {took:?} of virtual time"
+        );
         return Ok(());
     }
     let addr = args

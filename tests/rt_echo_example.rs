@@ -13,9 +13,13 @@ fn start_server(threads: usize) -> SocketAddrV4 {
     let (tx, rx) = mpsc::channel();
     // The server runs until the test process exits.
     std::thread::spawn(move || {
-        echo::run_real(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0), threads, move |a| {
-            tx.send(a).unwrap();
-        })
+        echo::run_real(
+            SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0),
+            threads,
+            move |a| {
+                tx.send(a).unwrap();
+            },
+        )
     });
     rx.recv().expect("the server reports its address")
 }

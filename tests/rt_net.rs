@@ -58,7 +58,11 @@ async fn tcp_echo_and_eof<P: Poller + 'static>() -> R {
     }
     c.shutdown(Shutdown::Write)?;
     let mut buf = [0u8; 8];
-    assert_eq!(c.read(&mut buf).await?, 0, "EOF after the server's echo loop ends");
+    assert_eq!(
+        c.read(&mut buf).await?,
+        0,
+        "EOF after the server's echo loop ends"
+    );
     server.await
 }
 
@@ -156,7 +160,10 @@ async fn connect_refused<P: Poller + 'static>() -> R {
         ln.close()?;
         a
     };
-    expect_errno(TcpStream::<P>::connect(port).await.map(|_| ()), errno::ECONNREFUSED);
+    expect_errno(
+        TcpStream::<P>::connect(port).await.map(|_| ()),
+        errno::ECONNREFUSED,
+    );
     Ok(())
 }
 

@@ -19,6 +19,7 @@ use rt_util::{any_port, expect_kind};
 
 type R = std::io::Result<()>;
 
+#[allow(clippy::extra_unused_type_parameters)] // the same body on both kernels
 async fn spawn_and_join<P: Poller + 'static>() -> R {
     let hs: Vec<_> = (0..50u64)
         .map(|i| {

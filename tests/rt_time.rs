@@ -64,7 +64,10 @@ async fn deadline_extended_while_parked<P: Poller + 'static>() -> R {
     // Extend while the reader is parked: the timer armed for 50 ms is now stale.
     a.set_read_deadline(Some(start + 150 * MS))?;
     rt::sleep_until(start + 80 * MS).await;
-    assert!(!reader.is_finished(), "the stale 50 ms timer must not fail the read");
+    assert!(
+        !reader.is_finished(),
+        "the stale 50 ms timer must not fail the read"
+    );
     b.write_all(b"late").await?;
     let (got, at) = reader.await?;
     assert_eq!(got, b"late");
@@ -139,6 +142,7 @@ async fn accept_deadline<P: Poller + 'static>() -> R {
     c.await
 }
 
+#[allow(clippy::extra_unused_type_parameters)] // the same body on both kernels
 async fn sleeps_in_order<P: Poller + 'static>() -> R {
     let start = rt::now();
     let log = Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -162,7 +166,10 @@ async fn timeout_and_cancelled_read<P: Poller + 'static>() -> R {
     let (a, b) = UnixStream::<P>::pair()?;
     let mut buf = [0u8; 8];
     // The read is parked when the timeout drops it; the side must be free again afterwards.
-    expect_kind(rt::timeout(10 * MS, a.read(&mut buf)).await, ErrorKind::TimedOut);
+    expect_kind(
+        rt::timeout(10 * MS, a.read(&mut buf)).await,
+        ErrorKind::TimedOut,
+    );
     b.write_all(b"z").await?;
     let n = rt::timeout(1000 * MS, a.read(&mut buf)).await??;
     assert_eq!(&buf[..n], b"z");

@@ -159,11 +159,9 @@ fn main() -> std::io::Result<()> {
         let threads = args.get(2).map_or(1, |t| t.parse().unwrap());
         return match args.get(1).map(String::as_str) {
             Some("tokio") => tokio_server(),
-            Some("netpoll") => echo::run_real(
-                SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0),
-                threads,
-                announce,
-            ),
+            Some("netpoll") => {
+                echo::run_real(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0), threads, announce)
+            }
             other => panic!("unknown server {other:?}"),
         };
     }
@@ -196,7 +194,7 @@ fn main() -> std::io::Result<()> {
                 child.wait()?;
                 runs.push(r);
             }
-            runs.sort_by(|a, b| a.elapsed.cmp(&b.elapsed));
+            runs.sort_by_key(|a| a.elapsed);
             let r = &mut runs[reps / 2];
             r.lat_us.sort_unstable();
             println!(

@@ -181,7 +181,10 @@ impl<P: Poller> Driver<P> {
             Events::IN | Events::OUT | Events::RDHUP | Events::ET,
             pd.data(),
         );
-        if let Err(e) = self.poller.epoll_ctl(self.epfd, EPOLL_CTL_ADD, fd, Some(ev)) {
+        if let Err(e) = self
+            .poller
+            .epoll_ctl(self.epfd, EPOLL_CTL_ADD, fd, Some(ev))
+        {
             self.forget(&pd);
             return Err(e);
         }
@@ -275,7 +278,9 @@ impl<P: Poller> Driver<P> {
         } else {
             0
         };
-        let r = self.poller.epoll_wait(self.epfd, &mut scratch.events, timeout);
+        let r = self
+            .poller
+            .epoll_wait(self.epfd, &mut scratch.events, timeout);
         if block {
             self.signal.end_poll();
         }

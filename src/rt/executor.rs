@@ -50,7 +50,10 @@ pub(crate) struct RunQueue {
 
 impl RunQueue {
     fn push(&self, id: (u32, u32)) {
-        self.q.lock().unwrap_or_else(|e| e.into_inner()).push_back(id);
+        self.q
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push_back(id);
         if let Some(r) = self.remote.get() {
             r();
         }

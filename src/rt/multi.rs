@@ -182,8 +182,7 @@ impl Shared {
             }
             Ok(Poll::Pending) => {
                 drop(slot);
-                if t
-                    .state
+                if t.state
                     .compare_exchange(RUNNING, IDLE, Ordering::AcqRel, Ordering::Acquire)
                     .is_err()
                 {
@@ -311,14 +310,19 @@ impl<P: Poller + Send + Sync + 'static> MultiRuntime<P> {
         // Drop what is left, inside a context so that descriptors close through the driver.
         {
             let _g = enter(ctx);
-            let tasks = std::mem::take(&mut *shared.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+            let tasks =
+                std::mem::take(&mut *shared.tasks.lock().unwrap_or_else(|e| e.into_inner()));
             for t in tasks.values() {
                 let f = t.fut.lock().unwrap_or_else(|e| e.into_inner()).take();
                 drop(f);
             }
             shared.lock_queue().clear();
         }
-        let failure = shared.failure.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let failure = shared
+            .failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         match (out, failure) {
             (_, Some(Failure::Panic(p))) => std::panic::resume_unwind(p),
             (_, Some(Failure::Io(e))) => Err(e),

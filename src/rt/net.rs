@@ -28,7 +28,9 @@ use std::time::Duration;
 use super::driver::Driver;
 use super::pd::{closed_error, Dir, PollDesc, Release};
 use super::{current_task, try_with_driver, with_driver};
-use crate::sys::{errno, O_CLOEXEC, O_NONBLOCK, SHUT_RD, SHUT_RDWR, SHUT_WR, SOCK_CLOEXEC, SOCK_NONBLOCK};
+use crate::sys::{
+    errno, O_CLOEXEC, O_NONBLOCK, SHUT_RD, SHUT_RDWR, SHUT_WR, SOCK_CLOEXEC, SOCK_NONBLOCK,
+};
 use crate::{Fd, Poller};
 
 /// How many connections a listener queues (Linux's `SOMAXCONN`).
@@ -418,7 +420,9 @@ impl<P: Poller + 'static> TcpListener<P> {
     pub async fn accept(&self) -> io::Result<(TcpStream<P>, SocketAddrV4)> {
         let (fd, peer) = self
             .io
-            .op(Dir::Read, |p, fd| p.accept4(fd, SOCK_NONBLOCK | SOCK_CLOEXEC))
+            .op(Dir::Read, |p, fd| {
+                p.accept4(fd, SOCK_NONBLOCK | SOCK_CLOEXEC)
+            })
             .await?;
         Ok((TcpStream { io: IoFd::new(fd)? }, peer))
     }
@@ -497,7 +501,8 @@ impl<P: Poller + 'static> UnixStream<P> {
     /// # Panics
     /// Outside a runtime.
     pub fn pair() -> io::Result<(UnixStream<P>, UnixStream<P>)> {
-        let [a, b] = with_driver(|d: &Driver<P>| d.poller().socketpair(SOCK_NONBLOCK | SOCK_CLOEXEC))?;
+        let [a, b] =
+            with_driver(|d: &Driver<P>| d.poller().socketpair(SOCK_NONBLOCK | SOCK_CLOEXEC))?;
         let a = match IoFd::new(a) {
             Ok(a) => a,
             Err(e) => {

@@ -159,10 +159,7 @@ impl fmt::Debug for Side {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = self.state.load(Ordering::Relaxed);
         f.debug_struct("Side")
-            .field(
-                "kind",
-                &["NIL", "READY", "WAIT", "?"][kind(s) as usize % 4],
-            )
+            .field("kind", &["NIL", "READY", "WAIT", "?"][kind(s) as usize % 4])
             .field("closed", &(s & CLOSED != 0))
             .field("expired", &(s & EXPIRED != 0))
             .field("gen", &gen_of(s))
@@ -245,12 +242,7 @@ impl Side {
     /// park as `token` (`Pending`), or fail (closed, deadline passed, another waiter).
     ///
     /// `task` names the parked task in deadlock reports.
-    pub fn poll_wait(
-        &self,
-        waker: &Waker,
-        token: u32,
-        task: u64,
-    ) -> Poll<Result<(), WaitError>> {
+    pub fn poll_wait(&self, waker: &Waker, token: u32, task: u64) -> Poll<Result<(), WaitError>> {
         // Fast path, no lock: consume a pending edge.
         let cur = self.state.load(Ordering::Acquire);
         if cur & (CLOSED | EXPIRED) == 0
@@ -357,12 +349,10 @@ impl Side {
             let mut cur = cur;
             let mut next = next | flags;
             loop {
-                match self.state.compare_exchange(
-                    cur,
-                    next,
-                    Ordering::AcqRel,
-                    Ordering::Acquire,
-                ) {
+                match self
+                    .state
+                    .compare_exchange(cur, next, Ordering::AcqRel, Ordering::Acquire)
+                {
                     Ok(_) => break,
                     Err(now) => {
                         cur = now;
@@ -412,12 +402,10 @@ impl Side {
                 if expired_now {
                     next |= EXPIRED;
                 }
-                match self.state.compare_exchange(
-                    cur,
-                    next,
-                    Ordering::AcqRel,
-                    Ordering::Acquire,
-                ) {
+                match self
+                    .state
+                    .compare_exchange(cur, next, Ordering::AcqRel, Ordering::Acquire)
+                {
                     Ok(_) => {
                         let w = if expired_now && kind(cur) == WAIT {
                             slot.take()
