@@ -156,6 +156,13 @@ impl<P: Poller> Driver<P> {
         &self.poller
     }
 
+    /// Whether a short read from a stream means its queue was empty: true on the real kernel
+    /// (`name() == "real"`), where Linux guarantees it; the trait allows other pollers to return
+    /// short reads with data left, so elsewhere the runtime does not assume it.
+    pub fn short_read_drains(&self) -> bool {
+        self.poller.name() == "real"
+    }
+
     /// The driver's id (unique in the process).
     pub fn id(&self) -> u64 {
         self.id

@@ -21,6 +21,7 @@ use std::io;
 use std::marker::PhantomData;
 use std::net::{Shutdown, SocketAddrV4};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -44,6 +45,10 @@ fn is_eagain(e: &io::Error) -> bool {
 struct IoFd<P: Poller + 'static> {
     pd: Arc<PollDesc>,
     driver_id: u64,
+    /// Whether a short read means the receive queue was empty (see [`IoFd::read`]).
+    short_read_drains: bool,
+    /// The last read was short: the next one parks before trying the syscall.
+    read_drained: AtomicBool,
     _poller: PhantomData<fn() -> P>,
 }
 
@@ -76,6 +81,8 @@ impl<P: Poller + 'static> IoFd<P> {
             Ok(pd) => Ok(IoFd {
                 pd,
                 driver_id: d.id(),
+                short_read_drains: d.short_read_drains(),
+                read_drained: AtomicBool::new(false),
                 _poller: PhantomData,
             }),
             Err(e) => {
@@ -110,6 +117,7 @@ impl<P: Poller + 'static> IoFd<P> {
         cx: &mut Context<'_>,
         dir: Dir,
         token: &mut Option<u32>,
+        skip_syscall: &mut bool,
         op: &mut impl FnMut(&P, Fd) -> io::Result<R>,
     ) -> Poll<io::Result<R>> {
         let side = self.pd.side(dir);
@@ -117,9 +125,13 @@ impl<P: Poller + 'static> IoFd<P> {
             if let Err(e) = side.check() {
                 return Poll::Ready(Err(e.into_io(dir.name())));
             }
-            match self.syscall(d, &mut *op) {
-                Err(e) if is_eagain(&e) => {}
-                r => return Poll::Ready(r),
+            if std::mem::take(skip_syscall) {
+                // Known to be drained: wait for the next edge (or consume one already there).
+            } else {
+                match self.syscall(d, &mut *op) {
+                    Err(e) if is_eagain(&e) => {}
+                    r => return Poll::Ready(r),
+                }
             }
             let t = *token.get_or_insert_with(|| self.pd.next_token());
             match side.poll_wait(cx.waker(), t, current_task()) {
@@ -135,8 +147,27 @@ impl<P: Poller + 'static> IoFd<P> {
             io: self,
             dir,
             token: None,
+            skip_syscall: false,
             f,
         }
+    }
+
+    /// A read. On the real kernel a short read from a stream (`0 < n < len`) means its queue
+    /// was empty at that instant, so the next read goes straight to the wait instead of making
+    /// a syscall that would return `EAGAIN` (tokio does the same). This loses no wakeup: data
+    /// arriving after the short read is a new edge, which either wakes the parked read or is
+    /// left as `READY` for the wait to consume. Other pollers may return short reads with data
+    /// left (the trait allows it), so there every read tries the syscall first.
+    async fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        let len = buf.len();
+        let skip = self.short_read_drains && self.read_drained.swap(false, Ordering::Relaxed);
+        let mut op = self.op(Dir::Read, |p, fd| p.read(fd, buf));
+        op.skip_syscall = skip;
+        let n = op.await?;
+        if self.short_read_drains && n > 0 && n < len {
+            self.read_drained.store(true, Ordering::Relaxed);
+        }
+        Ok(n)
     }
 
     /// Waits for one edge on `dir` (or an error), without a syscall.
@@ -204,6 +235,7 @@ struct Op<'a, P: Poller + 'static, F> {
     io: &'a IoFd<P>,
     dir: Dir,
     token: Option<u32>,
+    skip_syscall: bool,
     f: F,
 }
 
@@ -211,7 +243,13 @@ impl<P: Poller + 'static, R, F: FnMut(&P, Fd) -> io::Result<R> + Unpin> Future f
     type Output = io::Result<R>;
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<R>> {
         let this = self.get_mut();
-        this.io.poll_op(cx, this.dir, &mut this.token, &mut this.f)
+        this.io.poll_op(
+            cx,
+            this.dir,
+            &mut this.token,
+            &mut this.skip_syscall,
+            &mut this.f,
+        )
     }
 }
 
@@ -315,7 +353,7 @@ macro_rules! stream {
             /// The syscall's error (`ECONNRESET`, ...), `TimedOut` (deadline), `NotConnected`
             /// (closed), `ResourceBusy` (another read is parked).
             pub async fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
-                self.io.op(Dir::Read, |p, fd| p.read(fd, buf)).await
+                self.io.read(buf).await
             }
         }
     };
