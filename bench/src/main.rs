@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! cargo run --release -p netpoll-bench -- [--conns 1000,10000] [--rounds 10] [--size 64]
-//!                                         [--threads 1,2] [--reps 3]
+//!                                         [--threads 1,2] [--reps 5]
 //! ```
 //!
 //! Each server runs in a child process (this binary, `server ...`), so that 10,000 connections
@@ -12,7 +12,8 @@
 //! current-thread runtime in this process, the same for every server) first opens all
 //! connections, then starts the clock: every connection does `rounds` round trips of `size`
 //! bytes (write, then read the echo back), all connections at once. Throughput is round trips
-//! per second over that phase; latency is per round trip.
+//! per second over that phase; latency is per round trip; server CPU is the server process's
+//! user + system time over that phase (from `/proc/PID/stat`) divided by the round trips.
 
 #[path = "../../examples/echo.rs"]
 #[allow(dead_code)]
@@ -81,9 +82,25 @@ struct Result {
     elapsed: Duration,
     trips: usize,
     lat_us: Vec<u32>,
+    /// The server process's CPU time (user + system) during the measured phase.
+    server_cpu: Duration,
 }
 
-fn load(addr: SocketAddrV4, conns: usize, rounds: usize, size: usize) -> Result {
+/// A process's CPU time so far (user + system), from `/proc/PID/stat` (clock ticks of 10 ms).
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    Duration::from_millis(10 * f.iter().sum::<u64>())
+}
+
+fn load(addr: SocketAddrV4, pid: u32, conns: usize, rounds: usize, size: usize) -> Result {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -106,6 +123,7 @@ fn load(addr: SocketAddrV4, conns: usize, rounds: usize, size: usize) -> Result 
                 streams.push(h.await.unwrap());
             }
         }
+        let cpu0 = cpu_time(pid);
         let start = Instant::now();
         let hs: Vec<_> = streams
             .into_iter()
@@ -130,10 +148,12 @@ fn load(addr: SocketAddrV4, conns: usize, rounds: usize, size: usize) -> Result 
         for h in hs {
             lat_us.extend(h.await.unwrap());
         }
+        let elapsed = start.elapsed();
         Result {
-            elapsed: start.elapsed(),
+            elapsed,
             trips: conns * rounds,
             lat_us,
+            server_cpu: cpu_time(pid) - cpu0,
         }
     })
 }
@@ -169,7 +189,7 @@ fn main() -> std::io::Result<()> {
     let rounds = list(&args, "--rounds", &[10])[0];
     let size = list(&args, "--size", &[64])[0];
     let threads = list(&args, "--threads", &[1, 2]);
-    let reps = list(&args, "--reps", &[3])[0];
+    let reps = list(&args, "--reps", &[5])[0];
     let mut servers = vec![("tokio current-thread".to_string(), "tokio", 1)];
     for &t in &threads {
         let name = if t == 1 {
@@ -180,29 +200,34 @@ fn main() -> std::io::Result<()> {
         servers.push((name, "netpoll", t));
     }
     println!(
-        "| server | conns | round trips | throughput (round trips/s) | p50 latency | p99 latency |"
+        "| server | conns | round trips | throughput (round trips/s) | p50 latency | p99 latency | server CPU per round trip |"
     );
-    println!("|---|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
     for &n in &conns {
-        for (name, kind, t) in &servers {
-            // Median of `reps` runs by throughput, each against a fresh server process.
-            let mut runs = Vec::new();
-            for _ in 0..reps {
+        // `reps` rounds, each running every server once against a fresh server process, so
+        // that drift in the machine's speed hits every server alike; the median by throughput
+        // is reported.
+        let mut runs: Vec<Vec<Result>> = servers.iter().map(|_| Vec::new()).collect();
+        for _ in 0..reps {
+            for (i, (_, kind, t)) in servers.iter().enumerate() {
                 let (mut child, addr) = start(kind, *t);
-                let r = load(addr, n, rounds, size);
+                let r = load(addr, child.id(), n, rounds, size);
                 child.kill()?;
                 child.wait()?;
-                runs.push(r);
+                runs[i].push(r);
             }
-            runs.sort_by_key(|a| a.elapsed);
-            let r = &mut runs[reps / 2];
+        }
+        for ((name, _, _), mut rs) in servers.iter().zip(runs) {
+            rs.sort_by_key(|a| a.elapsed);
+            let r = &mut rs[reps / 2];
             r.lat_us.sort_unstable();
             println!(
-                "| {name} | {n} | {} | {:.0} | {} µs | {} µs |",
+                "| {name} | {n} | {} | {:.0} | {} µs | {} µs | {:.1} µs |",
                 r.trips,
                 r.trips as f64 / r.elapsed.as_secs_f64(),
                 pct(&r.lat_us, 0.50),
                 pct(&r.lat_us, 0.99),
+                r.server_cpu.as_secs_f64() * 1e6 / r.trips as f64,
             );
         }
     }
