@@ -56,10 +56,19 @@
 //! handler can be spawned with [`spawn`] on every runtime. Using one outside its runtime's
 //! thread(s) panics with a message saying so.
 //!
-//! ## Not done
+//! ## Not done, and why
 //!
-//! No work stealing between workers (one shared queue), no `EPOLLEXCLUSIVE`, no IPv6, no
-//! cancellation of a spawned task other than dropping the runtime.
+//! - No work stealing: a [`MultiRuntime`]'s workers share one FIFO queue (simple, and enough to
+//!   use N threads; per-worker queues would cut lock traffic).
+//! - No task cancellation other than dropping the runtime; no `EPOLLEXCLUSIVE`; IPv4 only (the
+//!   trait's addresses are `SocketAddrV4`).
+//! - A net value dropped on a thread outside its runtime cannot reach the Poller, so its fd leaks
+//!   (the Poller is found through the thread's context, see above).
+//! - Two operations on the same side at once are refused only when both park (the second gets
+//!   `ResourceBusy`); Go also serialises the syscalls with its `fdMutex`. Share a stream between
+//!   one reader and one writer, not two readers.
+//! - The short-read shortcut ([`net`]) is taken on the real kernel only; see
+//!   [`Driver::short_read_drains`].
 
 pub mod driver;
 pub mod executor;
