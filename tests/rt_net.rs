@@ -51,6 +51,8 @@ async fn tcp_echo_and_eof<P: Poller + 'static>() -> R {
     });
     let c = TcpStream::<P>::connect(addr).await?;
     assert_eq!(c.peer_addr()?, addr);
+    assert_eq!(c.local_addr()?.ip(), &std::net::Ipv4Addr::LOCALHOST);
+    assert_ne!(c.local_addr()?.port(), addr.port());
     for round in 0..10u8 {
         let msg = [round; 100];
         c.write_all(&msg).await?;

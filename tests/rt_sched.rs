@@ -96,6 +96,13 @@ fn same_seed_same_run_different_seeds_differ() {
 }
 
 #[test]
+fn runtime_spawn_before_block_on() {
+    let mut rt = Runtime::seeded(Sim::new(9), 9).unwrap();
+    let h = rt.spawn(async { 41 });
+    assert_eq!(rt.block_on(async { h.await + 1 }).unwrap(), 42);
+}
+
+#[test]
 fn deadlock_is_reported_with_the_parked_tasks() {
     let mut rt = Runtime::seeded(Sim::new(3), 3).unwrap();
     let r = rt.block_on(async {
