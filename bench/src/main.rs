@@ -185,6 +185,21 @@ fn main() -> std::io::Result<()> {
             other => panic!("unknown server {other:?}"),
         };
     }
+    if args.first().map(String::as_str) == Some("client") {
+        // `client PORT CONNS`: only the load generator, against a server started by hand (for
+        // profiling one server, e.g. under `strace -c` or `perf`).
+        let port: u16 = args.get(1).and_then(|p| p.parse().ok()).expect("client PORT CONNS");
+        let n: usize = args.get(2).and_then(|p| p.parse().ok()).expect("client PORT CONNS");
+        let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
+        let mut r = load(addr, std::process::id(), n, 10, 64);
+        r.lat_us.sort_unstable();
+        println!(
+            "{} round trips/s, p99 {} µs",
+            (r.trips as f64 / r.elapsed.as_secs_f64()) as u64,
+            pct(&r.lat_us, 0.99)
+        );
+        return Ok(());
+    }
     let conns = list(&args, "--conns", &[1000, 10000]);
     let rounds = list(&args, "--rounds", &[10])[0];
     let size = list(&args, "--size", &[64])[0];

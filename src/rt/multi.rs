@@ -10,9 +10,11 @@
 //! Who wakes whom, so that nothing sleeps while there is work:
 //!
 //! - a task queued while a worker sleeps on the condvar: the condvar is notified;
-//! - a task queued while every worker is busy or polling: the poller is woken through the
-//!   driver's eventfd ([`super::wake`]: coalesced, and free when nobody is blocked in
-//!   `epoll_wait`);
+//! - a task queued from outside the workers (a plain thread, `block_on`) while every worker is
+//!   busy or polling: the poller is woken through the driver's eventfd ([`super::wake`]:
+//!   coalesced, and free when nobody is blocked in `epoll_wait`). A task queued by a worker
+//!   (spawned, or woken while it was running) does not wake the poller: that worker is not idle
+//!   and comes back to the queue after its current task;
 //! - the poll role released: one sleeping worker is notified, so that it can take it (the
 //!   sleeper checks the role under the queue lock, and the releaser notifies under it).
 //!
@@ -48,6 +50,9 @@ thread_local! {
     /// Set while this worker dispatches a turn: wakes queue without notifying, and the worker
     /// notifies once afterwards.
     static BATCHING: Cell<bool> = const { Cell::new(false) };
+    /// Set on worker threads: a worker that queues a task will come back for it, so it never
+    /// breaks a blocked poller's `epoll_wait` for it (that costs an eventfd write and read).
+    static WORKER: Cell<bool> = const { Cell::new(false) };
 }
 
 struct Task {
@@ -117,7 +122,7 @@ impl Shared {
         }
         if self.idle.load(Ordering::SeqCst) > 0 {
             self.cv.notify_one();
-        } else {
+        } else if !WORKER.with(Cell::get) {
             (self.wake_poller)();
         }
     }
@@ -337,6 +342,7 @@ fn worker<P: Poller + Send + Sync + 'static>(shared: &Arc<Shared>, driver: &Arc<
         driver: driver.clone() as Arc<dyn DriverApi>,
         exec: Exec::Multi(shared.clone()),
     });
+    WORKER.with(|w| w.set(true));
     loop {
         if shared.shutdown.load(Ordering::SeqCst) {
             return;
