@@ -225,7 +225,6 @@ crate::cases! {
     partial_write_when_nearly_full,
     pipe_out_needs_a_free_page,
     socketpair_out_hysteresis,
-    #[ignore = "sim diverges: a 0-byte write to a pipe with no reader returns Ok(0) on Linux (pipe_write returns before looking for readers) vs EPIPE on the sim"]
     zero_length_writes,
     pipe_merge_and_atomicity,
 }

@@ -305,7 +305,6 @@ crate::cases! {
     ctl_flag_check_before_eexist,
     wait_errors,
     constructor_bad_flags,
-    #[ignore = "sim diverges: epoll_wait(bad fd, empty buffer) is EBADF on Linux 6.18 (fd looked up first) vs EINVAL on the sim"]
     wait_checks_fd_before_maxevents,
     ctl_unknown_bits_accepted,
 }

@@ -150,6 +150,5 @@ crate::cases! {
     eventfd_et_edges,
     eventfd_blocking_with_value,
     eventfd_not_a_socket,
-    #[ignore = "sim diverges: a 16- or 9-byte eventfd write is EINVAL on Linux 6.18 (count must be 8) vs the sim taking the first 8 bytes"]
     eventfd_write_exactly_8_bytes,
 }
