@@ -188,8 +188,14 @@ fn main() -> std::io::Result<()> {
     if args.first().map(String::as_str) == Some("client") {
         // `client PORT CONNS`: only the load generator, against a server started by hand (for
         // profiling one server, e.g. under `strace -c` or `perf`).
-        let port: u16 = args.get(1).and_then(|p| p.parse().ok()).expect("client PORT CONNS");
-        let n: usize = args.get(2).and_then(|p| p.parse().ok()).expect("client PORT CONNS");
+        let port: u16 = args
+            .get(1)
+            .and_then(|p| p.parse().ok())
+            .expect("client PORT CONNS");
+        let n: usize = args
+            .get(2)
+            .and_then(|p| p.parse().ok())
+            .expect("client PORT CONNS");
         let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
         let mut r = load(addr, std::process::id(), n, 10, 64);
         r.lat_us.sort_unstable();
