@@ -220,7 +220,8 @@ async fn second_waiter_is_an_error<P: Poller + 'static>() -> R {
     expect_kind(a.read(&mut buf).await, ErrorKind::ResourceBusy);
     // The first waiter was not displaced: it still gets the data.
     b.write_all(b"hi").await?;
-    assert_eq!(first.await?, b"hi");
+    let got = first.await?;
+    assert!(!got.is_empty() && b"hi".starts_with(&got), "{got:?}");
     Ok(())
 }
 

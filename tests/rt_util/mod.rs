@@ -47,11 +47,16 @@ where
     }
 }
 
-/// The simulated kernel for `seed`: even seeds also cut TCP writes into two segments at a
-/// random point half the time, so reads come back short and in pieces.
+/// The simulated kernel for `seed`: even seeds run with the sim's benign fault plan
+/// (`FaultPlan::chaos`: short reads and writes, split segments, spurious events, `EINTR`,
+/// timer/readiness ties in both orders), odd seeds without faults.
 pub fn sim(seed: u64) -> Sim {
     let cfg = netpoll_sim::SimConfig {
-        split_write_prob: if seed % 2 == 0 { 0.5 } else { 0.0 },
+        faults: if seed % 2 == 0 {
+            netpoll_sim::FaultPlan::chaos()
+        } else {
+            netpoll_sim::FaultPlan::none()
+        },
         ..netpoll_sim::SimConfig::default()
     };
     Sim::with_config(seed, cfg)
