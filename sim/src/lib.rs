@@ -40,6 +40,7 @@
 //! cannot arise), IPv6, UDP, packet loss and retransmission of data, and the memory-pressure
 //! paths of the network stack. Each kernel module lists its own omissions.
 
+mod bytes;
 pub mod config;
 pub mod faults;
 mod kernel;

@@ -45,6 +45,7 @@ use netpoll::Fd;
 
 use super::unix::{RCV_SHUTDOWN, SEND_SHUTDOWN};
 use super::{FileId, Kernel, Kind, Later};
+use crate::bytes::ByteQueue;
 use crate::rng::Stream;
 use crate::slab::Slab;
 
@@ -106,7 +107,7 @@ pub(crate) struct TcpSock {
 /// is copied between a `write` and the `read` that takes it.
 #[derive(Debug, Default)]
 struct Dir {
-    buf: VecDeque<u8>,
+    buf: ByteQueue,
     rx_len: usize,
     /// The receiving end got the FIN (Linux's `SOCK_DONE`).
     fin: bool,
@@ -578,16 +579,8 @@ impl Kernel {
                 let d = &mut self.net.conns[c].dir[e];
                 if d.rx_len > 0 {
                     let n = d.rx_len.min(buf.len());
-                    let (front, back) = d.buf.as_slices();
-                    let k = front.len().min(n);
-                    buf[..k].copy_from_slice(&front[..k]);
-                    buf[k..n].copy_from_slice(&back[..n - k]);
-                    d.buf.drain(..n);
+                    d.buf.pop_into(&mut buf[..n]);
                     d.rx_len -= n;
-                    if d.buf.is_empty() && d.buf.capacity() > 64 * 1024 {
-                        // A burst is over: give its memory back (idle sockets stay small).
-                        d.buf = VecDeque::new();
-                    }
                     self.tcp_space_returned(c, 1 - e);
                     return Ok(n);
                 }
@@ -653,7 +646,12 @@ impl Kernel {
             return Err(err(EAGAIN));
         }
         let n = free.min(buf.len());
-        self.net.conns[c].dir[1 - e].buf.extend(&buf[..n]);
+        if n < buf.len() {
+            // A short write ran out of room too (`tcp_sendmsg` sets `SOCK_NOSPACE`): the writer
+            // gets an `OUT` edge when room returns, as after `EAGAIN`.
+            sock(self, f).nospace = true;
+        }
+        self.net.conns[c].dir[1 - e].buf.push(&buf[..n]);
         let mss = self.cfg.tcp_mss.max(1);
         let mut off = 0;
         while off < n {
@@ -754,7 +752,7 @@ impl Kernel {
         // Unread bytes go; bytes still in flight stay until their segments arrive and are
         // discarded.
         let d = &mut conn.dir[e];
-        d.buf.drain(..d.rx_len);
+        d.buf.discard_front(d.rx_len);
         d.rx_len = 0;
         self.conn_maybe_free(c);
     }
@@ -890,7 +888,7 @@ impl Kernel {
                 };
                 if !delivered {
                     let d = &mut self.net.conns[conn].dir[to];
-                    d.buf.drain(d.rx_len..d.rx_len + len);
+                    d.buf.remove(d.rx_len, len);
                     if sender_alive {
                         self.send(Packet::Rst { conn, to: 1 - to }, Some((conn, 1 - to)));
                     }
