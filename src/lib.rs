@@ -16,6 +16,7 @@
 //! |---|---|
 //! | [`poller`] | the [`Poller`] trait (start here: its doc comment is the contract) and [`EpollEvent`] |
 //! | [`sys`] | Linux's numbers: [`Events`] bits, flags, errno values |
+//! | [`rt`] | the netpoller: a Go-style runtime (tasks, net types, deadlines) over any [`Poller`] |
 //!
 //! See `ARCHITECTURE.md` at the repository root for how the crates fit together.
 //!
@@ -25,6 +26,7 @@
 //! written in its own crate docs.
 
 pub mod poller;
+pub mod rt;
 pub mod sys;
 
 pub use poller::{EpollEvent, Fd, NoKernel, Poller};

@@ -1,0 +1,363 @@
+//! The driver: one epoll instance, the poll descriptor table, the timers and the wake eventfd,
+//! and [`Driver::turn`], one iteration of the poll loop (Go's `netpoll(delay)`).
+//!
+//! The driver is shared by every thread of a runtime (behind an `Arc`) and is thread-safe; on
+//! the simulated kernel it is used from one thread and its locks are never contended.
+//!
+//! # One turn
+//!
+//! 1. Compute the wait: `0` if the caller has runnable work, else the next timer's deadline in
+//!    milliseconds, **rounded up** (a timer never fires early, and a sub-millisecond wait never
+//!    busy-loops), or `-1` with no timer.
+//! 2. `epoll_wait`. `EINTR` counts as an empty result: the caller's loop recomputes the wait.
+//! 3. Dispatch. Each event's user data is `seq << 32 | fd` (see [`PollDesc::data`]): the event
+//!    reaches the descriptor only if the table's descriptor for `fd` has that `seq`, so an event
+//!    queued for a descriptor that was closed, and whose number was then reused, is dropped.
+//!    The wake eventfd's event (user data [`WAKE_DATA`]) drains it.
+//! 4. Fire the timers due at `now()` (after the wait, so a timer the wait slept for is due).
+//!
+//! **Order at the same instant.** Readiness and timers returned by one turn are applied
+//! readiness first, then timers, unless the caller asks otherwise (`timers_first`): the seeded
+//! runtime flips a seeded coin each turn, so different seeds see both orders. Either way the
+//! outcome for one operation is the same: an operation checks its deadline before retrying its
+//! syscall, so once a deadline has fired the operation fails with `TimedOut` even if an edge
+//! arrived at the same instant (Go's rule). What the order changes is which woken task enters
+//! the run queue first.
+
+use std::any::Any;
+use std::fmt;
+use std::io;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::pd::{Dir, PollDesc};
+use super::timer::{Action, Entry, Timers};
+use super::wake::WakeSignal;
+use crate::sys::{errno, EFD_CLOEXEC, EFD_NONBLOCK, EPOLL_CLOEXEC, EPOLL_CTL_ADD};
+use crate::{EpollEvent, Events, Fd, Poller};
+
+/// The epoll user data of the wake eventfd.
+pub const WAKE_DATA: u64 = u64::MAX;
+
+/// How many events one `epoll_wait` may return (Go uses 128).
+const EVENTS_MAX: usize = 128;
+
+static NEXT_DRIVER_ID: AtomicU64 = AtomicU64::new(1);
+
+/// The buffers of the thread that owns the poll loop for a turn.
+struct Scratch {
+    events: Vec<EpollEvent>,
+    ready: Vec<(Arc<PollDesc>, Events)>,
+    due: Vec<Entry>,
+}
+
+/// One epoll instance and what hangs off it. See the [module docs](self).
+pub struct Driver<P: Poller> {
+    id: u64,
+    poller: P,
+    epfd: Fd,
+    wake_fd: Fd,
+    pub(crate) signal: WakeSignal,
+    /// Poll descriptors by fd number.
+    table: Mutex<Vec<Option<Arc<PollDesc>>>>,
+    next_seq: AtomicU32,
+    timers: Mutex<Timers>,
+    /// Held by the thread running a turn: only one thread polls at a time.
+    scratch: Mutex<Scratch>,
+}
+
+impl<P: Poller> fmt::Debug for Driver<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Driver")
+            .field("id", &self.id)
+            .field("epfd", &self.epfd)
+            .field("wake_fd", &self.wake_fd)
+            .finish()
+    }
+}
+
+/// What the rest of the runtime needs from a driver without knowing its Poller type.
+pub(crate) trait DriverApi {
+    fn now(&self) -> Duration;
+    fn add_timer(&self, at: Duration, action: Action);
+    fn as_any(&self) -> &dyn Any;
+}
+
+impl<P: Poller + 'static> DriverApi for Driver<P> {
+    fn now(&self) -> Duration {
+        self.poller.now()
+    }
+    fn add_timer(&self, at: Duration, action: Action) {
+        let earliest = self
+            .timers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(at, action);
+        if earliest {
+            // A loop blocked in epoll_wait sleeps until the previous earliest timer.
+            self.wake_loop();
+        }
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+fn timeout_ms(now: Duration, at: Duration) -> i32 {
+    let ns = at.saturating_sub(now).as_nanos();
+    let ms = ns.div_ceil(1_000_000);
+    i32::try_from(ms).unwrap_or(i32::MAX)
+}
+
+impl<P: Poller> Driver<P> {
+    /// A new epoll instance with the wake eventfd registered.
+    ///
+    /// # Errors
+    /// Whatever `epoll_create1`, `eventfd` or `epoll_ctl` return.
+    pub fn new(poller: P) -> io::Result<Driver<P>> {
+        let epfd = poller.epoll_create1(EPOLL_CLOEXEC)?;
+        let wake_fd = match poller.eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC) {
+            Ok(fd) => fd,
+            Err(e) => {
+                let _ = poller.close(epfd);
+                return Err(e);
+            }
+        };
+        if let Err(e) = poller.epoll_ctl(
+            epfd,
+            EPOLL_CTL_ADD,
+            wake_fd,
+            Some(EpollEvent::new(Events::IN | Events::ET, WAKE_DATA)),
+        ) {
+            let _ = poller.close(wake_fd);
+            let _ = poller.close(epfd);
+            return Err(e);
+        }
+        Ok(Driver {
+            id: NEXT_DRIVER_ID.fetch_add(1, Ordering::Relaxed),
+            poller,
+            epfd,
+            wake_fd,
+            signal: WakeSignal::new(),
+            table: Mutex::new(Vec::new()),
+            next_seq: AtomicU32::new(1),
+            timers: Mutex::new(Timers::default()),
+            scratch: Mutex::new(Scratch {
+                events: vec![EpollEvent::EMPTY; EVENTS_MAX],
+                ready: Vec::with_capacity(EVENTS_MAX),
+                due: Vec::new(),
+            }),
+        })
+    }
+
+    /// The poller.
+    pub fn poller(&self) -> &P {
+        &self.poller
+    }
+
+    /// Whether a short read from a stream means its queue was empty: true on the real kernel
+    /// (`name() == "real"`), where Linux guarantees it; the trait allows other pollers to return
+    /// short reads with data left, so elsewhere the runtime does not assume it.
+    pub fn short_read_drains(&self) -> bool {
+        self.poller.name() == "real"
+    }
+
+    /// The driver's id (unique in the process).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Registers `fd` (already non-blocking) once, edge-triggered for both directions, with a
+    /// fresh sequence tag.
+    ///
+    /// # Errors
+    /// Whatever `epoll_ctl` returns.
+    pub fn register(&self, fd: Fd) -> io::Result<Arc<PollDesc>> {
+        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+        let pd = PollDesc::new(fd, seq);
+        let idx = usize::try_from(fd).map_err(|_| crate::sys::err(errno::EBADF))?;
+        {
+            let mut t = self.table.lock().unwrap_or_else(|e| e.into_inner());
+            if t.len() <= idx {
+                t.resize(idx + 1, None);
+            }
+            t[idx] = Some(pd.clone());
+        }
+        let ev = EpollEvent::new(
+            Events::IN | Events::OUT | Events::RDHUP | Events::ET,
+            pd.data(),
+        );
+        if let Err(e) = self
+            .poller
+            .epoll_ctl(self.epfd, EPOLL_CTL_ADD, fd, Some(ev))
+        {
+            self.forget(&pd);
+            return Err(e);
+        }
+        Ok(pd)
+    }
+
+    /// Removes `pd` from the table (if it is still the descriptor for its fd).
+    fn forget(&self, pd: &PollDesc) {
+        let mut t = self.table.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(slot) = t.get_mut(pd.fd as usize) {
+            if slot.as_ref().is_some_and(|p| p.seq == pd.seq) {
+                *slot = None;
+            }
+        }
+    }
+
+    /// The last reference to a closing descriptor is gone: forget it, then close the fd (in that
+    /// order, so the number is not reused while the table still names it). Closing the last
+    /// descriptor of the open file also removes its epoll registration.
+    pub fn close_fd(&self, pd: &PollDesc) {
+        self.forget(pd);
+        let _ = self.poller.close(pd.fd);
+    }
+
+    /// Wakes the loop if it is blocked in `epoll_wait` (coalesced; see [`super::wake`]).
+    pub fn wake_loop(&self) {
+        if self.signal.notify() {
+            let _ = self.poller.write(self.wake_fd, &1u64.to_ne_bytes());
+        }
+    }
+
+    /// Arms a deadline for one side of `pd`: bumps its generation and either expires it now
+    /// (`at <= now`) or arms a timer. `None` clears the deadline.
+    pub fn set_deadline(&self, pd: &Arc<PollDesc>, dir: Dir, at: Option<Duration>)
+    where
+        P: 'static,
+    {
+        let now = self.poller.now();
+        let expired = at.is_some_and(|at| at <= now);
+        let gen = pd.side(dir).reset_deadline(expired);
+        if let (Some(at), false) = (at, expired) {
+            DriverApi::add_timer(
+                self,
+                at,
+                Action::Deadline {
+                    pd: Arc::downgrade(pd),
+                    dir,
+                    gen,
+                },
+            );
+        }
+    }
+
+    /// One turn of the poll loop (see the [module docs](self)); returns how many events and
+    /// timers were dispatched.
+    ///
+    /// `block`: whether to wait at all; `has_work` is called after the loop announced that it
+    /// is about to block, and a `true` turns the wait into a poll (see [`super::wake`]).
+    ///
+    /// # Errors
+    /// `epoll_wait`'s errors other than `EINTR`; on the simulated kernel, `Deadlock` when the
+    /// wait could never end.
+    pub(crate) fn turn(
+        &self,
+        block: bool,
+        timers_first: bool,
+        has_work: impl Fn() -> bool,
+    ) -> io::Result<usize> {
+        let mut scratch = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
+        self.turn_with(&mut scratch, block, timers_first, has_work)
+    }
+
+    fn turn_with(
+        &self,
+        scratch: &mut Scratch,
+        block: bool,
+        timers_first: bool,
+        has_work: impl Fn() -> bool,
+    ) -> io::Result<usize> {
+        let timeout = if block {
+            self.signal.begin_poll();
+            if has_work() {
+                0
+            } else {
+                let next = self.timers.lock().unwrap_or_else(|e| e.into_inner()).next();
+                match next {
+                    None => -1,
+                    Some(at) => timeout_ms(self.poller.now(), at),
+                }
+            }
+        } else {
+            0
+        };
+        let r = self
+            .poller
+            .epoll_wait(self.epfd, &mut scratch.events, timeout);
+        if block {
+            self.signal.end_poll();
+        }
+        let n = match r {
+            Ok(n) => n,
+            Err(e) if e.raw_os_error() == Some(errno::EINTR) => 0,
+            Err(e) => return Err(e),
+        };
+        {
+            let t = self.table.lock().unwrap_or_else(|e| e.into_inner());
+            for ev in &scratch.events[..n] {
+                if ev.data == WAKE_DATA {
+                    let mut buf = [0u8; 8];
+                    let _ = self.poller.read(self.wake_fd, &mut buf);
+                    self.signal.drained();
+                    continue;
+                }
+                let (fd, seq) = PollDesc::split_data(ev.data);
+                match t.get(fd as usize) {
+                    Some(Some(pd)) if pd.seq == seq => scratch.ready.push((pd.clone(), ev.events)),
+                    _ => {} // stale: the descriptor was closed (and maybe its number reused)
+                }
+            }
+        }
+        {
+            let now = self.poller.now();
+            let mut timers = self.timers.lock().unwrap_or_else(|e| e.into_inner());
+            timers.due(now, &mut scratch.due);
+        }
+        let dispatched = scratch.ready.len() + scratch.due.len();
+        if timers_first {
+            for e in scratch.due.drain(..) {
+                e.fire();
+            }
+        }
+        for (pd, ev) in scratch.ready.drain(..) {
+            pd.on_event(ev);
+        }
+        for e in scratch.due.drain(..) {
+            e.fire();
+        }
+        Ok(dispatched)
+    }
+
+    /// Every task parked on a descriptor: (task, fd, side).
+    pub(crate) fn parked(&self) -> Vec<(u64, Fd, Dir)> {
+        let t = self.table.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = Vec::new();
+        for pd in t.iter().flatten() {
+            for dir in [Dir::Read, Dir::Write] {
+                if let Some(task) = pd.side(dir).parked_task() {
+                    out.push((task, pd.fd, dir));
+                }
+            }
+        }
+        out
+    }
+
+    /// How many sleeps are armed.
+    pub(crate) fn sleeping(&self) -> usize {
+        self.timers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .live_sleeps()
+    }
+}
+
+impl<P: Poller> Drop for Driver<P> {
+    fn drop(&mut self) {
+        let _ = self.poller.close(self.wake_fd);
+        let _ = self.poller.close(self.epfd);
+    }
+}

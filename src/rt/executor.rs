@@ -1,0 +1,386 @@
+//! [`Runtime`]: the single-threaded executor, on either kernel.
+//!
+//! One thread runs tasks and the poll loop in turn: it runs up to [`BUDGET`] runnable tasks,
+//! then turns the driver once (without waiting if tasks are still runnable; otherwise until the
+//! next timer or event), and repeats until the main future completes.
+//!
+//! **Scheduling.** [`Runtime::new`] runs tasks in the order they were woken (FIFO), the fair
+//! choice for latency on the real kernel. [`Runtime::seeded`] picks the next runnable task from
+//! a seeded generator, and also flips a seeded coin each turn for the order of readiness and
+//! timers at the same instant ([`super::driver`]): on the simulated kernel a seed fixes the whole
+//! run, and different seeds explore different interleavings. Nothing else is a choice: the run
+//! queue is a `VecDeque`, tasks live in a slab indexed by number, no hash map is iterated, no
+//! wall clock is read, no thread is spawned.
+//!
+//! **Hangs.** When no task is runnable and nothing can ever wake one, the simulated kernel's
+//! `epoll_wait(-1)` returns `Deadlock`; [`Runtime::block_on`] turns that into an error of kind
+//! `Deadlock` that names every live task and what it is parked on.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::fmt;
+use std::fmt::Write as _;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll, Wake, Waker};
+
+use super::driver::{Driver, DriverApi};
+use super::rng::Rng;
+use super::{enter, set_current_task, Ctx, Exec};
+use crate::Poller;
+
+/// How many tasks run between two turns of the poll loop.
+pub const BUDGET: usize = 128;
+
+const MAIN: u32 = u32::MAX;
+
+type LocalFuture = Pin<Box<dyn Future<Output = ()>>>;
+
+/// The run queue: task (slot, generation) pairs, shared with wakers (which may be on any
+/// thread).
+pub(crate) struct RunQueue {
+    q: Mutex<VecDeque<(u32, u32)>>,
+    /// Wakes the poll loop from another thread; set by [`Runtime::enable_remote_wakeups`].
+    remote: OnceLock<Box<dyn Fn() + Send + Sync>>,
+}
+
+impl RunQueue {
+    fn push(&self, id: (u32, u32)) {
+        self.q
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push_back(id);
+        if let Some(r) = self.remote.get() {
+            r();
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.q.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
+    }
+}
+
+struct TaskWaker {
+    id: (u32, u32),
+    scheduled: AtomicBool,
+    queue: Arc<RunQueue>,
+}
+
+impl Wake for TaskWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        if !self.scheduled.swap(true, Ordering::AcqRel) {
+            self.queue.push(self.id);
+        }
+    }
+}
+
+struct Task {
+    /// `None` while it is being polled.
+    fut: Option<LocalFuture>,
+    waker: Arc<TaskWaker>,
+    /// Its number in reports (1, 2, ... in spawn order; 0 is the main future).
+    number: u64,
+}
+
+struct Slot {
+    gen: u32,
+    task: Option<Task>,
+}
+
+/// The executor's state, reachable from the thread's context so that `spawn` can add tasks.
+pub(crate) struct LocalCore {
+    slots: RefCell<Vec<Slot>>,
+    free: RefCell<Vec<u32>>,
+    queue: Arc<RunQueue>,
+    rng: RefCell<Option<Rng>>,
+    next_number: Cell<u64>,
+}
+
+impl LocalCore {
+    pub(crate) fn spawn(&self, fut: LocalFuture) {
+        let number = self.next_number.get();
+        self.next_number.set(number + 1);
+        let mut slots = self.slots.borrow_mut();
+        let idx = match self.free.borrow_mut().pop() {
+            Some(i) => i,
+            None => {
+                slots.push(Slot { gen: 0, task: None });
+                u32::try_from(slots.len() - 1).expect("fewer than 2^32 tasks")
+            }
+        };
+        let slot = &mut slots[idx as usize];
+        let waker = Arc::new(TaskWaker {
+            id: (idx, slot.gen),
+            scheduled: AtomicBool::new(true),
+            queue: self.queue.clone(),
+        });
+        slot.task = Some(Task {
+            fut: Some(fut),
+            waker,
+            number,
+        });
+        self.queue
+            .q
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push_back((idx, slot.gen));
+    }
+
+    /// The next runnable task: the oldest, or a seeded choice.
+    fn pop(&self) -> Option<(u32, u32)> {
+        let mut q = self.queue.q.lock().unwrap_or_else(|e| e.into_inner());
+        match self.rng.borrow_mut().as_mut() {
+            None => q.pop_front(),
+            Some(rng) if !q.is_empty() => {
+                let i = rng.below(q.len());
+                q.swap_remove_back(i)
+            }
+            Some(_) => None,
+        }
+    }
+
+    /// Polls task `id` once (if it still exists).
+    fn run(&self, id: (u32, u32)) {
+        let (mut fut, waker, number) = {
+            let mut slots = self.slots.borrow_mut();
+            let Some(slot) = slots.get_mut(id.0 as usize) else {
+                return;
+            };
+            if slot.gen != id.1 {
+                return; // a stale wake for a finished task
+            }
+            let Some(task) = slot.task.as_mut() else {
+                return;
+            };
+            let Some(fut) = task.fut.take() else {
+                return;
+            };
+            task.waker.scheduled.store(false, Ordering::Release);
+            (fut, Waker::from(task.waker.clone()), task.number)
+        };
+        set_current_task(number);
+        let done = fut
+            .as_mut()
+            .poll(&mut Context::from_waker(&waker))
+            .is_ready();
+        set_current_task(0);
+        let mut slots = self.slots.borrow_mut();
+        let slot = &mut slots[id.0 as usize];
+        if done {
+            slot.task = None;
+            slot.gen = slot.gen.wrapping_add(1);
+            self.free.borrow_mut().push(id.0);
+            drop(slots);
+            drop(fut);
+        } else if let Some(task) = slot.task.as_mut() {
+            task.fut = Some(fut);
+        }
+    }
+
+    fn live(&self) -> Vec<u64> {
+        self.slots
+            .borrow()
+            .iter()
+            .filter_map(|s| s.task.as_ref().map(|t| t.number))
+            .collect()
+    }
+
+    /// Takes every task's future out, to be dropped by the caller.
+    fn drain(&self) -> Vec<LocalFuture> {
+        let mut slots = self.slots.borrow_mut();
+        slots
+            .iter_mut()
+            .filter_map(|s| s.task.take().and_then(|t| t.fut))
+            .collect()
+    }
+}
+
+/// A single-threaded runtime over any [`Poller`]. See the [module docs](self).
+pub struct Runtime<P: Poller + 'static> {
+    driver: Arc<Driver<P>>,
+    core: Rc<LocalCore>,
+    seed: Option<u64>,
+}
+
+impl<P: Poller + 'static> fmt::Debug for Runtime<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Runtime")
+            .field("poller", &self.driver.poller().name())
+            .field("seed", &self.seed)
+            .finish()
+    }
+}
+
+impl<P: Poller + 'static> Runtime<P> {
+    /// A runtime that runs tasks in wake order.
+    ///
+    /// # Errors
+    /// Creating the epoll instance or the wake eventfd failed.
+    pub fn new(poller: P) -> io::Result<Runtime<P>> {
+        Runtime::build(poller, None)
+    }
+
+    /// A runtime whose every choice (the next task, the order of readiness and timers at one
+    /// instant) comes from `seed`.
+    ///
+    /// # Errors
+    /// As [`Runtime::new`].
+    pub fn seeded(poller: P, seed: u64) -> io::Result<Runtime<P>> {
+        Runtime::build(poller, Some(seed))
+    }
+
+    fn build(poller: P, seed: Option<u64>) -> io::Result<Runtime<P>> {
+        Ok(Runtime {
+            driver: Arc::new(Driver::new(poller)?),
+            core: Rc::new(LocalCore {
+                slots: RefCell::new(Vec::new()),
+                free: RefCell::new(Vec::new()),
+                queue: Arc::new(RunQueue {
+                    q: Mutex::new(VecDeque::new()),
+                    remote: OnceLock::new(),
+                }),
+                rng: RefCell::new(seed.map(Rng::new)),
+                next_number: Cell::new(1),
+            }),
+            seed,
+        })
+    }
+
+    /// The seed, for [`Runtime::seeded`] runtimes.
+    pub fn seed(&self) -> Option<u64> {
+        self.seed
+    }
+
+    /// The driver (its poller, for direct syscalls in tests).
+    pub fn driver(&self) -> &Driver<P> {
+        &self.driver
+    }
+
+    fn ctx(&self) -> Ctx {
+        Ctx {
+            driver: self.driver.clone() as Arc<dyn DriverApi>,
+            exec: Exec::Local(self.core.clone()),
+        }
+    }
+
+    /// Spawns a task (it runs once [`block_on`](Self::block_on) runs).
+    pub fn spawn<F>(&self, fut: F) -> super::JoinHandle<F::Output>
+    where
+        F: Future + 'static,
+        F::Output: 'static,
+    {
+        let _g = enter(self.ctx());
+        super::spawn_local(fut)
+    }
+
+    /// Runs `fut` (and every spawned task) until `fut` completes.
+    ///
+    /// # Errors
+    /// `Deadlock` if no task can ever make progress (the simulated kernel detects this; the
+    /// message names the live tasks and what they wait on); any other `epoll_wait` error.
+    pub fn block_on<F: Future>(&mut self, fut: F) -> io::Result<F::Output> {
+        let _g = enter(self.ctx());
+        let core = &*self.core;
+        let main_waker = Arc::new(TaskWaker {
+            id: (MAIN, 0),
+            scheduled: AtomicBool::new(true),
+            queue: core.queue.clone(),
+        });
+        core.queue
+            .q
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push_back((MAIN, 0));
+        let waker = Waker::from(main_waker.clone());
+        let mut fut = std::pin::pin!(fut);
+        loop {
+            for _ in 0..BUDGET {
+                let Some(id) = core.pop() else { break };
+                if id.0 == MAIN {
+                    main_waker.scheduled.store(false, Ordering::Release);
+                    set_current_task(0);
+                    if let Poll::Ready(v) = fut.as_mut().poll(&mut Context::from_waker(&waker)) {
+                        return Ok(v);
+                    }
+                } else {
+                    core.run(id);
+                }
+            }
+            let block = core.queue.is_empty();
+            let timers_first = core.rng.borrow_mut().as_mut().is_some_and(Rng::coin);
+            let queue = &core.queue;
+            match self.driver.turn(block, timers_first, || !queue.is_empty()) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Deadlock => {
+                    return Err(self.deadlock_report(&e));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn deadlock_report(&self, cause: &io::Error) -> io::Error {
+        let mut msg = format!(
+            "netpoll runtime ({}): no task can make progress ({cause})",
+            self.driver.poller().name()
+        );
+        if let Some(seed) = self.seed {
+            let _ = write!(msg, "; seed {seed}");
+        }
+        let parked = self.driver.parked();
+        let mut live = self.core.live();
+        live.insert(0, 0);
+        for n in live {
+            let name = if n == 0 {
+                "main".to_string()
+            } else {
+                format!("task {n}")
+            };
+            let on: Vec<String> = parked
+                .iter()
+                .filter(|p| p.0 == n)
+                .map(|p| format!("{} fd {}", p.2.name(), p.1))
+                .collect();
+            if on.is_empty() {
+                let _ = write!(msg, "; {name} parked (not on a descriptor)");
+            } else {
+                let _ = write!(msg, "; {name} parked on {}", on.join(", "));
+            }
+        }
+        let sleeping = self.driver.sleeping();
+        if sleeping > 0 {
+            let _ = write!(msg, "; {sleeping} sleep timers armed");
+        }
+        io::Error::new(io::ErrorKind::Deadlock, msg)
+    }
+}
+
+impl<P: Poller + Send + Sync + 'static> Runtime<P> {
+    /// Lets wakers called on other threads interrupt a blocked `epoll_wait` (through the
+    /// driver's eventfd, coalesced: see [`super::wake`]). Without it such a wake is seen at the
+    /// loop's next turn only.
+    pub fn enable_remote_wakeups(&self) {
+        let d = Arc::downgrade(&self.driver);
+        let _ = self.core.queue.remote.set(Box::new(move || {
+            if let Some(d) = d.upgrade() {
+                d.wake_loop();
+            }
+        }));
+    }
+}
+
+impl<P: Poller + 'static> Drop for Runtime<P> {
+    fn drop(&mut self) {
+        // Drop the tasks inside the context, so that their descriptors close through the driver.
+        let _g = enter(self.ctx());
+        let futs = self.core.drain();
+        drop(futs);
+    }
+}

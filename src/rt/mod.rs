@@ -1,0 +1,380 @@
+//! The netpoller: a Go-style runtime written against the [`Poller`](crate::Poller) trait.
+//!
+//! Users write blocking-style async code, one task per connection, and the same code runs on
+//! real epoll (`netpoll_realnet::RealNet`) and on the simulated kernel (`netpoll_sim::Sim`):
+//!
+//! ```no_run
+//! use netpoll::rt::{self, TcpListener, TcpStream};
+//! use netpoll::Poller;
+//!
+//! async fn echo<P: Poller + 'static>(conn: TcpStream<P>) -> std::io::Result<()> {
+//!     let mut buf = [0u8; 4096];
+//!     loop {
+//!         let n = conn.read(&mut buf).await?;
+//!         if n == 0 {
+//!             break;
+//!         }
+//!         conn.write_all(&buf[..n]).await?;
+//!     }
+//!     Ok(())
+//! }
+//!
+//! async fn serve<P: Poller + 'static>(ln: TcpListener<P>) -> std::io::Result<()> {
+//!     loop {
+//!         let (conn, _) = ln.accept().await?;
+//!         rt::spawn(echo(conn));
+//!     }
+//! }
+//! # let _ = serve::<netpoll::NoKernel>;
+//! ```
+//!
+//! ## Map
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | [`pd`] | the poll descriptor and its read/write [`Side`](pd::Side) state machines: start here |
+//! | [`driver`] | one epoll instance: the descriptor table, timers, the poll loop's turn |
+//! | [`wake`] | waking a blocked poll loop from another thread (eventfd, coalesced) |
+//! | `timer` | the timer heap (sleeps and descriptor deadlines) |
+//! | [`executor`] | [`Runtime`]: the single-threaded executor, FIFO or seeded |
+//! | [`multi`] | [`MultiRuntime`]: N worker threads sharing one driver (real kernel) |
+//! | [`net`] | [`TcpListener`], [`TcpStream`], [`UnixStream`], [`PipeReader`], [`PipeWriter`] |
+//!
+//! ## How a read parks
+//!
+//! `read` tries the syscall first. On `EAGAIN` it asks the read [`Side`](pd::Side) of its poll
+//! descriptor to park the task; the side either hands back an edge that arrived in between
+//! (retry), or stores the task's waker. The poll loop, on an epoll event for that fd, marks the
+//! side ready and wakes the waker. Deadlines are timers that mark a side expired; close marks both
+//! sides closed. Each of these wakes the parked task, which then sees why.
+//!
+//! ## The runtime context
+//!
+//! Net types, [`spawn`], [`sleep`] and [`now`] find their runtime through a thread-local set by
+//! [`Runtime::block_on`] (and by every worker of a [`MultiRuntime`]). So the net types hold no
+//! reference to the Poller: a `TcpStream<Sim>` is `Send` even though `Sim` is not, and the same
+//! handler can be spawned with [`spawn`] on every runtime. Using one outside its runtime's
+//! thread(s) panics with a message saying so.
+//!
+//! ## Not done, and why
+//!
+//! - No work stealing: a [`MultiRuntime`]'s workers share one FIFO queue (simple, and enough to
+//!   use N threads; per-worker queues would cut lock traffic).
+//! - No task cancellation other than dropping the runtime; no `EPOLLEXCLUSIVE`; IPv4 only (the
+//!   trait's addresses are `SocketAddrV4`).
+//! - A net value dropped on a thread outside its runtime cannot reach the Poller, so its fd leaks
+//!   (the Poller is found through the thread's context, see above).
+//! - Two operations on the same side at once are refused only when both park (the second gets
+//!   `ResourceBusy`); Go also serialises the syscalls with its `fdMutex`. Share a stream between
+//!   one reader and one writer, not two readers.
+//! - The short-read shortcut ([`net`]) is taken on the real kernel only; see
+//!   [`Driver::short_read_drains`].
+
+pub mod driver;
+pub mod executor;
+pub mod multi;
+pub mod net;
+pub mod pd;
+mod rng;
+mod sync;
+pub(crate) mod timer;
+pub mod wake;
+
+use std::cell::{Cell, RefCell};
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+use std::task::{Context as TaskCx, Poll, Waker};
+use std::time::Duration;
+
+pub use driver::Driver;
+pub use executor::Runtime;
+pub use multi::MultiRuntime;
+pub use net::{pipe, PipeReader, PipeWriter, TcpListener, TcpStream, UnixStream};
+
+use driver::DriverApi;
+use timer::{Action, SleepShared};
+
+/// Which executor a thread's context spawns onto.
+#[derive(Clone)]
+pub(crate) enum Exec {
+    Local(Rc<executor::LocalCore>),
+    Multi(Arc<multi::Shared>),
+}
+
+/// What a runtime thread knows: its driver and its executor.
+#[derive(Clone)]
+pub(crate) struct Ctx {
+    pub(crate) driver: Arc<dyn DriverApi>,
+    pub(crate) exec: Exec,
+}
+
+thread_local! {
+    static CONTEXT: RefCell<Option<Ctx>> = const { RefCell::new(None) };
+    static CURRENT_TASK: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Restores the previous context when dropped.
+pub(crate) struct EnterGuard(Option<Ctx>);
+
+pub(crate) fn enter(ctx: Ctx) -> EnterGuard {
+    EnterGuard(CONTEXT.with(|c| c.borrow_mut().replace(ctx)))
+}
+
+impl Drop for EnterGuard {
+    fn drop(&mut self) {
+        let prev = self.0.take();
+        CONTEXT.with(|c| *c.borrow_mut() = prev);
+    }
+}
+
+pub(crate) fn set_current_task(id: u64) {
+    CURRENT_TASK.with(|c| c.set(id));
+}
+
+pub(crate) fn current_task() -> u64 {
+    CURRENT_TASK.with(|c| c.get())
+}
+
+const NO_RUNTIME: &str = "netpoll: no runtime on this thread (call this inside Runtime::block_on \
+     or a MultiRuntime task)";
+
+fn with_ctx<R>(f: impl FnOnce(&Ctx) -> R) -> R {
+    CONTEXT.with(|c| f(c.borrow().as_ref().expect(NO_RUNTIME)))
+}
+
+/// Runs `f` with this thread's driver, which must be a `Driver<P>`; `None` outside a runtime.
+pub(crate) fn try_with_driver<P: crate::Poller + 'static, R>(
+    f: impl FnOnce(&Driver<P>) -> R,
+) -> Option<R> {
+    CONTEXT.with(|c| {
+        let c = c.borrow();
+        let ctx = c.as_ref()?;
+        let d = ctx
+            .driver
+            .as_any()
+            .downcast_ref::<Driver<P>>()
+            .expect("netpoll: this descriptor belongs to a runtime of another Poller type");
+        Some(f(d))
+    })
+}
+
+/// Runs `f` with this thread's driver, which must be a `Driver<P>`.
+///
+/// # Panics
+/// Outside a runtime, or if the runtime's Poller type is not `P`.
+pub(crate) fn with_driver<P: crate::Poller + 'static, R>(f: impl FnOnce(&Driver<P>) -> R) -> R {
+    try_with_driver(f).expect(NO_RUNTIME)
+}
+
+/// The Poller's clock ([`Poller::now`](crate::Poller::now)): the time base of every deadline.
+///
+/// # Panics
+/// Outside a runtime.
+pub fn now() -> Duration {
+    with_ctx(|c| c.driver.now())
+}
+
+/// Spawns a task on the current runtime; it runs until it completes or the runtime is dropped.
+///
+/// The future must be `Send` so that the same call works on a [`MultiRuntime`]; on a
+/// single-threaded [`Runtime`], [`spawn_local`] takes futures that are not.
+///
+/// # Panics
+/// Outside a runtime.
+pub fn spawn<F>(fut: F) -> JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let (task, handle) = joinable(fut);
+    with_ctx(|c| match &c.exec {
+        Exec::Local(core) => core.spawn(Box::pin(task)),
+        Exec::Multi(shared) => shared.spawn(Box::pin(task)),
+    });
+    handle
+}
+
+/// Spawns a task that need not be `Send` on the current single-threaded [`Runtime`].
+///
+/// # Panics
+/// Outside a runtime, or on a [`MultiRuntime`].
+pub fn spawn_local<F>(fut: F) -> JoinHandle<F::Output>
+where
+    F: Future + 'static,
+    F::Output: 'static,
+{
+    let (task, handle) = joinable(fut);
+    with_ctx(|c| match &c.exec {
+        Exec::Local(core) => core.spawn(Box::pin(task)),
+        Exec::Multi(_) => panic!("netpoll: spawn_local on a MultiRuntime (use spawn)"),
+    });
+    handle
+}
+
+struct JoinState<T> {
+    value: Option<T>,
+    done: bool,
+    waker: Option<Waker>,
+}
+
+/// Awaits a spawned task's output. Dropping it detaches the task.
+pub struct JoinHandle<T> {
+    state: Arc<Mutex<JoinState<T>>>,
+}
+
+impl<T> fmt::Debug for JoinHandle<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JoinHandle")
+            .field("finished", &self.is_finished())
+            .finish()
+    }
+}
+
+impl<T> JoinHandle<T> {
+    /// Whether the task has completed.
+    pub fn is_finished(&self) -> bool {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).done
+    }
+}
+
+impl<T> Future for JoinHandle<T> {
+    type Output = T;
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskCx<'_>) -> Poll<T> {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(v) = s.value.take() {
+            return Poll::Ready(v);
+        }
+        assert!(!s.done, "netpoll: JoinHandle polled after it returned");
+        if !s.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            s.waker = Some(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+}
+
+fn joinable<F: Future>(fut: F) -> (impl Future<Output = ()>, JoinHandle<F::Output>) {
+    let state = Arc::new(Mutex::new(JoinState {
+        value: None,
+        done: false,
+        waker: None,
+    }));
+    let s2 = state.clone();
+    let task = async move {
+        let v = fut.await;
+        let w = {
+            let mut s = s2.lock().unwrap_or_else(|e| e.into_inner());
+            s.value = Some(v);
+            s.done = true;
+            s.waker.take()
+        };
+        if let Some(w) = w {
+            w.wake();
+        }
+    };
+    (task, JoinHandle { state })
+}
+
+/// A future that completes at an instant of the Poller's clock. See [`sleep`].
+#[derive(Debug)]
+pub struct Sleep {
+    at: Duration,
+    shared: Option<Arc<SleepShared>>,
+}
+
+/// Completes `d` after now, on the Poller's clock (virtual time on the simulated kernel).
+///
+/// # Panics
+/// Outside a runtime.
+pub fn sleep(d: Duration) -> Sleep {
+    sleep_until(now() + d)
+}
+
+/// Completes at `at` on the Poller's clock.
+pub fn sleep_until(at: Duration) -> Sleep {
+    Sleep { at, shared: None }
+}
+
+impl Future for Sleep {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskCx<'_>) -> Poll<()> {
+        if let Some(s) = &self.shared {
+            if s.fired.load(std::sync::atomic::Ordering::Acquire) {
+                return Poll::Ready(());
+            }
+            let mut w = s.waker.lock().unwrap_or_else(|e| e.into_inner());
+            // Re-check under the lock: the timer sets `fired` before taking the waker.
+            if s.fired.load(std::sync::atomic::Ordering::Acquire) {
+                return Poll::Ready(());
+            }
+            *w = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+        let at = self.at;
+        let ready = with_ctx(|c| {
+            if c.driver.now() >= at {
+                return None;
+            }
+            let s = Arc::new(SleepShared::default());
+            *s.waker.lock().unwrap_or_else(|e| e.into_inner()) = Some(cx.waker().clone());
+            c.driver.add_timer(at, Action::Wake(s.clone()));
+            Some(s)
+        });
+        match ready {
+            None => Poll::Ready(()),
+            Some(s) => {
+                self.shared = Some(s);
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl Drop for Sleep {
+    fn drop(&mut self) {
+        if let Some(s) = &self.shared {
+            s.cancelled
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+/// Runs `fut` for at most `d`: its output, or an error of kind `TimedOut` (and `fut` dropped).
+///
+/// # Panics
+/// Outside a runtime.
+pub async fn timeout<F: Future>(d: Duration, fut: F) -> io::Result<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    let mut sl = std::pin::pin!(sleep(d));
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(v) = fut.as_mut().poll(cx) {
+            return Poll::Ready(Ok(v));
+        }
+        if sl.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "netpoll: timeout elapsed",
+            )));
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// Yields once to the scheduler.
+pub async fn yield_now() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            Poll::Ready(())
+        } else {
+            yielded = true;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    })
+    .await
+}

@@ -1,0 +1,580 @@
+//! Net types over the Poller: [`TcpListener`], [`TcpStream`], [`UnixStream`] (socketpairs), and
+//! pipes ([`PipeReader`], [`PipeWriter`]).
+//!
+//! Every operation is Go's `fd.Read` shape: check the side's error flags (closed, deadline
+//! passed), try the syscall on the non-blocking fd, and on `EAGAIN` park on the side until the
+//! poll loop reports an edge, then retry. Operations take `&self`, so a stream can be shared
+//! (in an `Arc` or `Rc`) between a reader task and a writer task, or closed by a third task
+//! while the other two are parked: [`close`](TcpStream::close) wakes them with an error.
+//!
+//! One read and one write may wait at the same time; a second waiter on the same side fails
+//! with `ResourceBusy` instead of silently replacing the first.
+//!
+//! **Deadlines** are absolute instants on the Poller's clock ([`super::now`]), as Go's are on the
+//! wall clock: once one passes, the pending operation on that side and every later one fail with
+//! `TimedOut`, until the deadline is moved (extended while an operation is parked, that
+//! operation keeps waiting) or cleared with `None`.
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::marker::PhantomData;
+use std::net::{Shutdown, SocketAddrV4};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use super::driver::Driver;
+use super::pd::{closed_error, Dir, PollDesc, Release};
+use super::{current_task, try_with_driver, with_driver};
+use crate::sys::{
+    errno, O_CLOEXEC, O_NONBLOCK, SHUT_RD, SHUT_RDWR, SHUT_WR, SOCK_CLOEXEC, SOCK_NONBLOCK,
+};
+use crate::{Fd, Poller};
+
+/// How many connections a listener queues (Linux's `SOMAXCONN`).
+const BACKLOG: i32 = 4096;
+
+fn is_eagain(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(errno::EAGAIN)
+}
+
+/// A registered, non-blocking fd: the part every net type shares.
+struct IoFd<P: Poller + 'static> {
+    pd: Arc<PollDesc>,
+    driver_id: u64,
+    /// Whether a short read means the receive queue was empty (see [`IoFd::read`]).
+    short_read_drains: bool,
+    /// The last read was short: the next one parks before trying the syscall.
+    read_drained: AtomicBool,
+    _poller: PhantomData<fn() -> P>,
+}
+
+impl<P: Poller + 'static> fmt::Debug for IoFd<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IoFd")
+            .field("fd", &self.pd.fd)
+            .field("seq", &self.pd.seq)
+            .finish()
+    }
+}
+
+fn driver<P: Poller + 'static, R>(id: Option<u64>, f: impl FnOnce(&Driver<P>) -> R) -> R {
+    with_driver(|d: &Driver<P>| {
+        if let Some(id) = id {
+            assert_eq!(
+                d.id(),
+                id,
+                "netpoll: a descriptor was used on a runtime other than the one that opened it"
+            );
+        }
+        f(d)
+    })
+}
+
+impl<P: Poller + 'static> IoFd<P> {
+    /// Registers `fd` with the current runtime; closes it if that fails.
+    fn new(fd: Fd) -> io::Result<IoFd<P>> {
+        driver(None, |d: &Driver<P>| match d.register(fd) {
+            Ok(pd) => Ok(IoFd {
+                pd,
+                driver_id: d.id(),
+                short_read_drains: d.short_read_drains(),
+                read_drained: AtomicBool::new(false),
+                _poller: PhantomData,
+            }),
+            Err(e) => {
+                let _ = d.poller().close(fd);
+                Err(e)
+            }
+        })
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&Driver<P>) -> R) -> R {
+        driver(Some(self.driver_id), f)
+    }
+
+    /// Runs one syscall with the fd kept alive (see [`PollDesc::acquire`]).
+    fn syscall<R>(&self, d: &Driver<P>, f: impl FnOnce(&P, Fd) -> io::Result<R>) -> io::Result<R> {
+        self.pd.acquire().map_err(|e| e.into_io("any"))?;
+        let r = f(d.poller(), self.pd.fd);
+        if self.pd.release() == Release::CloseFd {
+            d.close_fd(&self.pd);
+        }
+        r
+    }
+
+    /// A plain syscall, not waiting.
+    fn call<R>(&self, f: impl FnOnce(&P, Fd) -> io::Result<R>) -> io::Result<R> {
+        self.with(|d| self.syscall(d, f))
+    }
+
+    /// The operation loop: check, try, park on `EAGAIN`, retry on an edge.
+    fn poll_op<R>(
+        &self,
+        cx: &mut Context<'_>,
+        dir: Dir,
+        token: &mut Option<u32>,
+        skip_syscall: &mut bool,
+        op: &mut impl FnMut(&P, Fd) -> io::Result<R>,
+    ) -> Poll<io::Result<R>> {
+        let side = self.pd.side(dir);
+        self.with(|d| loop {
+            if let Err(e) = side.check() {
+                return Poll::Ready(Err(e.into_io(dir.name())));
+            }
+            if std::mem::take(skip_syscall) {
+                // Known to be drained: wait for the next edge (or consume one already there).
+            } else {
+                match self.syscall(d, &mut *op) {
+                    Err(e) if is_eagain(&e) => {}
+                    r => return Poll::Ready(r),
+                }
+            }
+            let t = *token.get_or_insert_with(|| self.pd.next_token());
+            match side.poll_wait(cx.waker(), t, current_task()) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(())) => continue,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into_io(dir.name()))),
+            }
+        })
+    }
+
+    fn op<R, F: FnMut(&P, Fd) -> io::Result<R>>(&self, dir: Dir, f: F) -> Op<'_, P, F> {
+        Op {
+            io: self,
+            dir,
+            token: None,
+            skip_syscall: false,
+            f,
+        }
+    }
+
+    /// A read. On the real kernel a short read from a stream (`0 < n < len`) means its queue
+    /// was empty at that instant, so the next read goes straight to the wait instead of making
+    /// a syscall that would return `EAGAIN` (tokio does the same). This loses no wakeup: data
+    /// arriving after the short read is a new edge, which either wakes the parked read or is
+    /// left as `READY` for the wait to consume. Other pollers may return short reads with data
+    /// left (the trait allows it), so there every read tries the syscall first.
+    async fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        let len = buf.len();
+        let skip = self.short_read_drains && self.read_drained.swap(false, Ordering::Relaxed);
+        let mut op = self.op(Dir::Read, |p, fd| p.read(fd, buf));
+        op.skip_syscall = skip;
+        let n = op.await?;
+        if self.short_read_drains && n > 0 && n < len {
+            self.read_drained.store(true, Ordering::Relaxed);
+        }
+        Ok(n)
+    }
+
+    /// Waits for one edge on `dir` (or an error), without a syscall.
+    fn wait(&self, dir: Dir) -> Wait<'_, P> {
+        Wait {
+            io: self,
+            dir,
+            token: None,
+        }
+    }
+
+    fn set_deadline(&self, dir: Option<Dir>, at: Option<Duration>) -> io::Result<()> {
+        if self.pd.is_closing() {
+            return Err(closed_error());
+        }
+        self.with(|d| {
+            for dir in dir.map_or(&[Dir::Read, Dir::Write][..], |d| match d {
+                Dir::Read => &[Dir::Read][..],
+                Dir::Write => &[Dir::Write][..],
+            }) {
+                d.set_deadline(&self.pd, *dir, at);
+            }
+        });
+        Ok(())
+    }
+
+    fn close(&self) -> io::Result<()> {
+        if self.pd.is_closing() {
+            return Err(closed_error());
+        }
+        if self.pd.close() == Release::CloseFd {
+            self.with(|d| d.close_fd(&self.pd));
+        }
+        Ok(())
+    }
+
+    async fn write_all(&self, mut buf: &[u8]) -> io::Result<()> {
+        while !buf.is_empty() {
+            let n = self.op(Dir::Write, |p, fd| p.write(fd, buf)).await?;
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            buf = &buf[n..];
+        }
+        Ok(())
+    }
+}
+
+impl<P: Poller + 'static> Drop for IoFd<P> {
+    fn drop(&mut self) {
+        if self.pd.close() == Release::CloseFd {
+            // Outside the runtime's thread the fd cannot be closed (the Poller is unreachable):
+            // it leaks, as documented on the net types.
+            let _ = try_with_driver(|d: &Driver<P>| {
+                if d.id() == self.driver_id {
+                    d.close_fd(&self.pd);
+                }
+            });
+        }
+    }
+}
+
+/// One operation: `f` retried until it does not return `EAGAIN`. Dropping it unparks it.
+struct Op<'a, P: Poller + 'static, F> {
+    io: &'a IoFd<P>,
+    dir: Dir,
+    token: Option<u32>,
+    skip_syscall: bool,
+    f: F,
+}
+
+impl<P: Poller + 'static, R, F: FnMut(&P, Fd) -> io::Result<R> + Unpin> Future for Op<'_, P, F> {
+    type Output = io::Result<R>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<R>> {
+        let this = self.get_mut();
+        this.io.poll_op(
+            cx,
+            this.dir,
+            &mut this.token,
+            &mut this.skip_syscall,
+            &mut this.f,
+        )
+    }
+}
+
+impl<P: Poller + 'static, F> Drop for Op<'_, P, F> {
+    fn drop(&mut self) {
+        if let Some(t) = self.token {
+            self.io.pd.side(self.dir).cancel(t);
+        }
+    }
+}
+
+/// Waits for one edge.
+struct Wait<'a, P: Poller + 'static> {
+    io: &'a IoFd<P>,
+    dir: Dir,
+    token: Option<u32>,
+}
+
+impl<P: Poller + 'static> Future for Wait<'_, P> {
+    type Output = io::Result<()>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let pd = &this.io.pd;
+        let t = *this.token.get_or_insert_with(|| pd.next_token());
+        pd.side(this.dir)
+            .poll_wait(cx.waker(), t, current_task())
+            .map_err(|e| e.into_io(this.dir.name()))
+    }
+}
+
+impl<P: Poller + 'static> Drop for Wait<'_, P> {
+    fn drop(&mut self) {
+        if let Some(t) = self.token {
+            self.io.pd.side(self.dir).cancel(t);
+        }
+    }
+}
+
+fn how(h: Shutdown) -> i32 {
+    match h {
+        Shutdown::Read => SHUT_RD,
+        Shutdown::Write => SHUT_WR,
+        Shutdown::Both => SHUT_RDWR,
+    }
+}
+
+/// The methods every net type has: the fd, deadlines, close.
+macro_rules! common {
+    ($t:ident) => {
+        impl<P: Poller + 'static> $t<P> {
+            /// The descriptor number.
+            pub fn as_raw_fd(&self) -> Fd {
+                self.io.pd.fd
+            }
+
+            /// Sets both deadlines (`None` clears them). See the [module docs](self).
+            ///
+            /// # Errors
+            /// The descriptor is closed.
+            pub fn set_deadline(&self, at: Option<Duration>) -> io::Result<()> {
+                self.io.set_deadline(None, at)
+            }
+
+            /// Sets the read (and accept) deadline.
+            ///
+            /// # Errors
+            /// The descriptor is closed.
+            pub fn set_read_deadline(&self, at: Option<Duration>) -> io::Result<()> {
+                self.io.set_deadline(Some(Dir::Read), at)
+            }
+
+            /// Sets the write (and connect) deadline.
+            ///
+            /// # Errors
+            /// The descriptor is closed.
+            pub fn set_write_deadline(&self, at: Option<Duration>) -> io::Result<()> {
+                self.io.set_deadline(Some(Dir::Write), at)
+            }
+
+            /// Closes the descriptor: every parked and later operation fails (kind
+            /// `NotConnected`, "use of closed descriptor"). The fd number is released once no
+            /// syscall on it is in flight. Dropping closes too; a value dropped outside its
+            /// runtime's thread leaks its fd.
+            ///
+            /// # Errors
+            /// Already closed.
+            pub fn close(&self) -> io::Result<()> {
+                self.io.close()
+            }
+        }
+    };
+}
+
+/// The methods of byte streams: read, write, write_all.
+macro_rules! stream {
+    ($t:ident) => {
+        impl<P: Poller + 'static> $t<P> {
+            /// Reads into `buf`, waiting until something is there; `Ok(0)` is end of file.
+            ///
+            /// # Errors
+            /// The syscall's error (`ECONNRESET`, ...), `TimedOut` (deadline), `NotConnected`
+            /// (closed), `ResourceBusy` (another read is parked).
+            pub async fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+                self.io.read(buf).await
+            }
+        }
+    };
+    (write $t:ident) => {
+        impl<P: Poller + 'static> $t<P> {
+            /// Writes some of `buf`, waiting for room; returns how much was taken.
+            ///
+            /// # Errors
+            /// The syscall's error (`EPIPE`, `ECONNRESET`, ...), `TimedOut` (deadline),
+            /// `NotConnected` (closed), `ResourceBusy` (another write is parked).
+            pub async fn write(&self, buf: &[u8]) -> io::Result<usize> {
+                self.io.op(Dir::Write, |p, fd| p.write(fd, buf)).await
+            }
+
+            /// Writes all of `buf`.
+            ///
+            /// # Errors
+            /// As [`write`](Self::write); `WriteZero` if a write took nothing.
+            pub async fn write_all(&self, buf: &[u8]) -> io::Result<()> {
+                self.io.write_all(buf).await
+            }
+        }
+    };
+}
+
+/// A TCP listening socket.
+pub struct TcpListener<P: Poller + 'static> {
+    io: IoFd<P>,
+}
+
+/// A TCP connection.
+pub struct TcpStream<P: Poller + 'static> {
+    io: IoFd<P>,
+}
+
+/// One end of a Unix stream socketpair.
+pub struct UnixStream<P: Poller + 'static> {
+    io: IoFd<P>,
+}
+
+/// The read end of a pipe.
+pub struct PipeReader<P: Poller + 'static> {
+    io: IoFd<P>,
+}
+
+/// The write end of a pipe.
+pub struct PipeWriter<P: Poller + 'static> {
+    io: IoFd<P>,
+}
+
+macro_rules! debug {
+    ($($t:ident),*) => {$(
+        impl<P: Poller + 'static> fmt::Debug for $t<P> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_struct(stringify!($t)).field("fd", &self.io.pd.fd).finish()
+            }
+        }
+    )*};
+}
+
+debug!(TcpListener, TcpStream, UnixStream, PipeReader, PipeWriter);
+common!(TcpListener);
+common!(TcpStream);
+common!(UnixStream);
+common!(PipeReader);
+common!(PipeWriter);
+stream!(TcpStream);
+stream!(write TcpStream);
+stream!(UnixStream);
+stream!(write UnixStream);
+stream!(PipeReader);
+stream!(write PipeWriter);
+
+impl<P: Poller + 'static> TcpListener<P> {
+    /// `socket`, `bind`, `listen`: a listener on `addr` (port 0 picks a free one).
+    ///
+    /// # Errors
+    /// `EADDRINUSE`, `EADDRNOTAVAIL`, `EMFILE`, ...
+    ///
+    /// # Panics
+    /// Outside a runtime.
+    pub fn bind(addr: SocketAddrV4) -> io::Result<TcpListener<P>> {
+        let fd = with_driver(|d: &Driver<P>| d.poller().tcp_socket(SOCK_NONBLOCK | SOCK_CLOEXEC))?;
+        let io: IoFd<P> = IoFd::new(fd)?;
+        io.call(|p, fd| p.bind(fd, addr))?;
+        io.call(|p, fd| p.listen(fd, BACKLOG))?;
+        Ok(TcpListener { io })
+    }
+
+    /// The bound address.
+    ///
+    /// # Errors
+    /// `getsockname`'s.
+    pub fn local_addr(&self) -> io::Result<SocketAddrV4> {
+        self.io.call(|p, fd| p.local_addr(fd))
+    }
+
+    /// Waits for a connection.
+    ///
+    /// # Errors
+    /// `accept4`'s, `TimedOut` (read deadline), `NotConnected` (closed).
+    pub async fn accept(&self) -> io::Result<(TcpStream<P>, SocketAddrV4)> {
+        let (fd, peer) = self
+            .io
+            .op(Dir::Read, |p, fd| {
+                p.accept4(fd, SOCK_NONBLOCK | SOCK_CLOEXEC)
+            })
+            .await?;
+        Ok((TcpStream { io: IoFd::new(fd)? }, peer))
+    }
+}
+
+impl<P: Poller + 'static> TcpStream<P> {
+    /// Connects to `addr`, waiting for the handshake (as Go's `connect`: park on the write
+    /// side, then ask `SO_ERROR`, then confirm with `getpeername`).
+    ///
+    /// # Errors
+    /// `ECONNREFUSED`, ...; wrap in [`super::timeout`] to bound the wait.
+    ///
+    /// # Panics
+    /// Outside a runtime.
+    pub async fn connect(addr: SocketAddrV4) -> io::Result<TcpStream<P>> {
+        let fd = with_driver(|d: &Driver<P>| d.poller().tcp_socket(SOCK_NONBLOCK | SOCK_CLOEXEC))?;
+        let s: TcpStream<P> = TcpStream { io: IoFd::new(fd)? };
+        match s.io.call(|p, fd| p.connect(fd, addr)) {
+            Ok(()) => return Ok(s),
+            Err(e) if e.raw_os_error() == Some(errno::EINPROGRESS) => {}
+            Err(e) => return Err(e),
+        }
+        loop {
+            s.io.wait(Dir::Write).await?;
+            let err = s.io.call(|p, fd| p.take_socket_error(fd))?;
+            if err != 0 {
+                return Err(io::Error::from_raw_os_error(err));
+            }
+            match s.io.call(|p, fd| p.peer_addr(fd)) {
+                Ok(_) => return Ok(s),
+                Err(e) if e.raw_os_error() == Some(errno::ENOTCONN) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// `shutdown(how)`: `Write` sends end of file to the peer (half-close).
+    ///
+    /// # Errors
+    /// `ENOTCONN`, closed.
+    pub fn shutdown(&self, h: Shutdown) -> io::Result<()> {
+        self.io.call(|p, fd| p.shutdown(fd, how(h)))
+    }
+
+    /// `SO_LINGER`: `Some(0)` makes close reset the connection.
+    ///
+    /// # Errors
+    /// Closed.
+    pub fn set_linger(&self, secs: Option<u32>) -> io::Result<()> {
+        self.io.call(|p, fd| p.set_linger(fd, secs))
+    }
+
+    /// The local address.
+    ///
+    /// # Errors
+    /// `getsockname`'s.
+    pub fn local_addr(&self) -> io::Result<SocketAddrV4> {
+        self.io.call(|p, fd| p.local_addr(fd))
+    }
+
+    /// The peer's address.
+    ///
+    /// # Errors
+    /// `getpeername`'s.
+    pub fn peer_addr(&self) -> io::Result<SocketAddrV4> {
+        self.io.call(|p, fd| p.peer_addr(fd))
+    }
+}
+
+impl<P: Poller + 'static> UnixStream<P> {
+    /// A connected pair (`socketpair(AF_UNIX, SOCK_STREAM)`).
+    ///
+    /// # Errors
+    /// `EMFILE`.
+    ///
+    /// # Panics
+    /// Outside a runtime.
+    pub fn pair() -> io::Result<(UnixStream<P>, UnixStream<P>)> {
+        let [a, b] =
+            with_driver(|d: &Driver<P>| d.poller().socketpair(SOCK_NONBLOCK | SOCK_CLOEXEC))?;
+        let a = match IoFd::new(a) {
+            Ok(a) => a,
+            Err(e) => {
+                with_driver(|d: &Driver<P>| d.poller().close(b))?;
+                return Err(e);
+            }
+        };
+        Ok((UnixStream { io: a }, UnixStream { io: IoFd::new(b)? }))
+    }
+
+    /// `shutdown(how)`.
+    ///
+    /// # Errors
+    /// Closed.
+    pub fn shutdown(&self, h: Shutdown) -> io::Result<()> {
+        self.io.call(|p, fd| p.shutdown(fd, how(h)))
+    }
+}
+
+/// A pipe: (read end, write end).
+///
+/// # Errors
+/// `EMFILE`.
+///
+/// # Panics
+/// Outside a runtime.
+pub fn pipe<P: Poller + 'static>() -> io::Result<(PipeReader<P>, PipeWriter<P>)> {
+    let [r, w] = with_driver(|d: &Driver<P>| d.poller().pipe2(O_NONBLOCK | O_CLOEXEC))?;
+    let r = match IoFd::new(r) {
+        Ok(r) => r,
+        Err(e) => {
+            with_driver(|d: &Driver<P>| d.poller().close(w))?;
+            return Err(e);
+        }
+    };
+    Ok((PipeReader { io: r }, PipeWriter { io: IoFd::new(w)? }))
+}

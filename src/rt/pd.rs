@@ -1,0 +1,596 @@
+//! The poll descriptor: one per registered fd, with a read [`Side`] and a write [`Side`].
+//!
+//! This is Go's `pollDesc` (`runtime/netpoll.go`). An fd is registered once, with
+//! `EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET`, and never modified: the kernel reports each edge
+//! once, and the side it concerns remembers it until a task consumes it.
+//!
+//! # A side's state
+//!
+//! Each side is one 64-bit word, [`Side::state`], plus a waiter slot (a mutex around the parked
+//! task's [`Waker`]). The word packs:
+//!
+//! | bits | field | meaning |
+//! |---|---|---|
+//! | 0..2 | kind | [`NIL`], [`READY`] or [`WAIT`] (Go's `pdNil`, `pdReady`, `pdWait`/`G`) |
+//! | 2 | [`CLOSED`] | the descriptor is closing: every wait fails, for ever |
+//! | 3 | [`EXPIRED`] | the side's deadline has passed: every wait fails until the deadline is reset |
+//! | 4..32 | deadline generation | bumped by every deadline change, so stale timers are no-ops |
+//! | 32..64 | waiter token | which operation is parked, when kind is [`WAIT`] |
+//!
+//! The kinds:
+//!
+//! - **[`NIL`]**: no edge has arrived since the last one was consumed, and nobody waits.
+//! - **[`READY`]**: an edge arrived and nobody has consumed it. The next wait returns at once
+//!   (and moves the side back to `NIL`); the operation then retries its syscall.
+//! - **[`WAIT`]**: an operation got `EAGAIN` and parked; the slot holds its waker and the word
+//!   holds its token.
+//!
+//! Who moves it where (every transition is in this file, nowhere else):
+//!
+//! | from | to | by | how |
+//! |---|---|---|---|
+//! | `NIL` | `READY` | the poll loop, on an event ([`Side::notify`]) | CAS, no lock |
+//! | `READY` | `NIL` | the operation, consuming the edge ([`Side::poll_wait`]) | CAS, no lock |
+//! | `NIL` | `WAIT` | the operation, parking ([`Side::poll_wait`]) | CAS under the slot lock |
+//! | `WAIT` | `READY` | the poll loop, on an event ([`Side::notify`]) | CAS under the slot lock, takes the waker |
+//! | `WAIT` | `NIL` | a dropped operation ([`Side::cancel`]); an expiring deadline ([`Side::expire`], [`Side::reset_deadline`]); close ([`Side::close`]) | CAS under the slot lock, takes the waker |
+//!
+//! **Invariant**, true whenever the slot lock is free: the kind is `WAIT` with token `t` if and
+//! only if the slot holds the waiter with token `t`. Both halves of that pair only change under
+//! the lock; the two lock-free transitions (`NIL`↔`READY`) never touch a `WAIT` word.
+//!
+//! **Why no notification is lost** between an operation's `EAGAIN` and its park: the operation
+//! parks with a CAS from `NIL`. If an edge arrived after the syscall, the word is `READY` (the
+//! notifier's CAS from `NIL` came first), the park's CAS fails, the operation consumes the edge
+//! and retries the syscall. If the park's CAS came first, the notifier's CAS from `NIL` fails; it
+//! re-reads `WAIT`, takes the slot lock (which the parker holds until its waker is stored) and
+//! wakes that waker. Either way the edge reaches the operation. `tests/loom_pd.rs` checks this
+//! and the other races below under every interleaving loom can produce.
+//!
+//! **A second waiter** on a side (a different token while the word is `WAIT`) is refused with
+//! [`WaitError::DoubleWait`]: the first waiter's waker is not overwritten. The *same* operation
+//! polled again (its task was woken by something else) keeps its place and refreshes its waker.
+//!
+//! **Closing** sets `CLOSED` and wakes the waiter; `CLOSED` is never cleared. **Deadlines**: a
+//! timer carries the generation it was armed with; [`Side::expire`] sets `EXPIRED` (and wakes the
+//! waiter) only if the generation still matches, in the same CAS, so a timer that fires after the
+//! deadline was extended or cleared does nothing. [`Side::reset_deadline`] bumps the generation
+//! and sets or clears `EXPIRED` in one step.
+//!
+//! The error flags are checked before the kind: an operation whose deadline has passed fails
+//! with `TimedOut` even if an edge is pending, as in Go (`netpollcheckerr` before the read).
+
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Poll, Waker};
+
+use super::sync::{lock, AtomicU32, AtomicU64, Mutex, Ordering};
+use crate::Fd;
+
+/// Kind: nothing pending, nobody waiting.
+pub const NIL: u64 = 0;
+/// Kind: an edge arrived and was not consumed yet.
+pub const READY: u64 = 1;
+/// Kind: an operation is parked; its token is in the high 32 bits.
+pub const WAIT: u64 = 2;
+const KIND_MASK: u64 = 0b11;
+/// Flag: the descriptor is closing.
+pub const CLOSED: u64 = 1 << 2;
+/// Flag: the deadline has passed.
+pub const EXPIRED: u64 = 1 << 3;
+const GEN_SHIFT: u32 = 4;
+const GEN_MASK: u64 = ((1 << 28) - 1) << GEN_SHIFT;
+const TOKEN_SHIFT: u32 = 32;
+
+fn kind(s: u64) -> u64 {
+    s & KIND_MASK
+}
+
+fn token_of(s: u64) -> u32 {
+    (s >> TOKEN_SHIFT) as u32
+}
+
+/// The deadline generation in a state word (28 bits, wrapping).
+fn gen_of(s: u64) -> u32 {
+    ((s & GEN_MASK) >> GEN_SHIFT) as u32
+}
+
+/// `s` with kind `k` and token `t` (the token is meaningful only with [`WAIT`]).
+fn with_kind(s: u64, k: u64, t: u32) -> u64 {
+    (s & (CLOSED | EXPIRED | GEN_MASK)) | k | (u64::from(t) << TOKEN_SHIFT)
+}
+
+/// Why a wait failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WaitError {
+    /// The descriptor was closed (before or during the wait).
+    Closed,
+    /// The side's deadline passed.
+    TimedOut,
+    /// Another operation is already parked on this side.
+    DoubleWait,
+}
+
+impl WaitError {
+    /// The error an operation returns to its caller.
+    pub fn into_io(self, side: &'static str) -> std::io::Error {
+        use std::io::{Error, ErrorKind};
+        match self {
+            WaitError::Closed => closed_error(),
+            WaitError::TimedOut => Error::new(ErrorKind::TimedOut, "netpoll: i/o deadline passed"),
+            WaitError::DoubleWait => Error::new(
+                ErrorKind::ResourceBusy,
+                format!("netpoll: a second operation waits on the {side} side of one descriptor"),
+            ),
+        }
+    }
+}
+
+/// The error of any operation on a closed descriptor (Go's `net.ErrClosed`).
+pub fn closed_error() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::NotConnected,
+        "netpoll: use of closed descriptor",
+    )
+}
+
+/// The parked operation: who it is and how to wake it.
+struct Waiter {
+    token: u32,
+    /// The runtime's id for the parked task, for deadlock reports.
+    task: u64,
+    waker: Waker,
+}
+
+/// One direction (read or write) of a poll descriptor: the state machine described in the
+/// [module docs](self).
+pub struct Side {
+    state: AtomicU64,
+    slot: Mutex<Option<Waiter>>,
+}
+
+impl Default for Side {
+    fn default() -> Side {
+        Side::new()
+    }
+}
+
+impl fmt::Debug for Side {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.state.load(Ordering::Relaxed);
+        f.debug_struct("Side")
+            .field("kind", &["NIL", "READY", "WAIT", "?"][kind(s) as usize % 4])
+            .field("closed", &(s & CLOSED != 0))
+            .field("expired", &(s & EXPIRED != 0))
+            .field("gen", &gen_of(s))
+            .field("token", &token_of(s))
+            .finish()
+    }
+}
+
+impl Side {
+    /// A side in state `NIL`, generation 0, no flags.
+    pub fn new() -> Side {
+        Side {
+            state: AtomicU64::new(NIL),
+            slot: Mutex::new(None),
+        }
+    }
+
+    /// The raw state word (for tests and reports).
+    pub fn state(&self) -> u64 {
+        self.state.load(Ordering::Acquire)
+    }
+
+    /// The current deadline generation.
+    pub fn generation(&self) -> u32 {
+        gen_of(self.state.load(Ordering::Acquire))
+    }
+
+    /// The error flags, checked by an operation before each syscall attempt.
+    pub fn check(&self) -> Result<(), WaitError> {
+        let s = self.state.load(Ordering::Acquire);
+        if s & CLOSED != 0 {
+            Err(WaitError::Closed)
+        } else if s & EXPIRED != 0 {
+            Err(WaitError::TimedOut)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The poll loop saw an edge for this side: `NIL → READY`, or `WAIT → READY` and wake the
+    /// waiter. `READY` stays `READY` (edges do not count).
+    pub fn notify(&self) {
+        let mut cur = self.state.load(Ordering::Acquire);
+        loop {
+            match kind(cur) {
+                READY => return,
+                NIL => match self.state.compare_exchange_weak(
+                    cur,
+                    with_kind(cur, READY, 0),
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                ) {
+                    Ok(_) => return,
+                    Err(now) => cur = now,
+                },
+                _ => {
+                    // WAIT: the waiter's waker is in the slot; take both under the lock.
+                    let waiter = {
+                        let mut slot = lock(&self.slot);
+                        let now = self.state.load(Ordering::Acquire);
+                        if kind(now) != WAIT {
+                            cur = now;
+                            continue;
+                        }
+                        self.state
+                            .store(with_kind(now, READY, 0), Ordering::Release);
+                        cur = now;
+                        slot.take()
+                    };
+                    let w = waiter.expect("pd invariant: WAIT without a waiter in the slot");
+                    debug_assert_eq!(w.token, token_of(cur), "pd invariant: slot token");
+                    w.waker.wake();
+                    return;
+                }
+            }
+        }
+    }
+
+    /// An operation got `EAGAIN`: consume a pending edge (`Ready(Ok)`: retry the syscall), or
+    /// park as `token` (`Pending`), or fail (closed, deadline passed, another waiter).
+    ///
+    /// `task` names the parked task in deadlock reports.
+    pub fn poll_wait(&self, waker: &Waker, token: u32, task: u64) -> Poll<Result<(), WaitError>> {
+        // Fast path, no lock: consume a pending edge.
+        let cur = self.state.load(Ordering::Acquire);
+        if cur & (CLOSED | EXPIRED) == 0
+            && kind(cur) == READY
+            && self
+                .state
+                .compare_exchange(
+                    cur,
+                    with_kind(cur, NIL, 0),
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
+                .is_ok()
+        {
+            return Poll::Ready(Ok(()));
+        }
+        let mut slot = lock(&self.slot);
+        let mut cur = self.state.load(Ordering::Acquire);
+        loop {
+            if cur & CLOSED != 0 {
+                return Poll::Ready(Err(WaitError::Closed));
+            }
+            if cur & EXPIRED != 0 {
+                return Poll::Ready(Err(WaitError::TimedOut));
+            }
+            match kind(cur) {
+                READY => match self.state.compare_exchange(
+                    cur,
+                    with_kind(cur, NIL, 0),
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                ) {
+                    Ok(_) => return Poll::Ready(Ok(())),
+                    Err(now) => cur = now,
+                },
+                NIL => match self.state.compare_exchange(
+                    cur,
+                    with_kind(cur, WAIT, token),
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                ) {
+                    Ok(_) => {
+                        debug_assert!(slot.is_none(), "pd invariant: NIL with a waiter");
+                        *slot = Some(Waiter {
+                            token,
+                            task,
+                            waker: waker.clone(),
+                        });
+                        return Poll::Pending;
+                    }
+                    Err(now) => cur = now,
+                },
+                _ if token_of(cur) == token => {
+                    // The same operation, polled again: refresh its waker.
+                    let w = slot
+                        .as_mut()
+                        .expect("pd invariant: WAIT without a waiter in the slot");
+                    if !w.waker.will_wake(waker) {
+                        w.waker = waker.clone();
+                    }
+                    w.task = task;
+                    return Poll::Pending;
+                }
+                _ => return Poll::Ready(Err(WaitError::DoubleWait)),
+            }
+        }
+    }
+
+    /// The operation `token` is gone (its future was dropped): if it is parked, unpark it
+    /// (`WAIT → NIL`) without waking anyone. A pending edge is kept.
+    pub fn cancel(&self, token: u32) {
+        let cur = self.state.load(Ordering::Acquire);
+        if kind(cur) != WAIT || token_of(cur) != token {
+            return;
+        }
+        let mut slot = lock(&self.slot);
+        let now = self.state.load(Ordering::Acquire);
+        if kind(now) == WAIT && token_of(now) == token {
+            self.state.store(with_kind(now, NIL, 0), Ordering::Release);
+            let w = slot.take();
+            drop(slot);
+            drop(w);
+        }
+    }
+
+    /// Sets `flags` (and, if `gen` is given, only while the generation is `gen`). A parked
+    /// waiter is moved to `NIL` and woken: it will see the flag. Returns whether the flags were
+    /// set.
+    fn fail(&self, flags: u64, gen: Option<u32>) -> bool {
+        let waiter = {
+            let mut slot = lock(&self.slot);
+            let cur = self.state.load(Ordering::Acquire);
+            if let Some(g) = gen {
+                if gen_of(cur) != g {
+                    return false;
+                }
+            }
+            let next = if kind(cur) == WAIT {
+                with_kind(cur, NIL, 0)
+            } else {
+                cur
+            };
+            // Under the lock the word can still move NIL ↔ READY (lock-free); CAS against it.
+            let mut cur = cur;
+            let mut next = next | flags;
+            loop {
+                match self
+                    .state
+                    .compare_exchange(cur, next, Ordering::AcqRel, Ordering::Acquire)
+                {
+                    Ok(_) => break,
+                    Err(now) => {
+                        cur = now;
+                        next = now | flags;
+                    }
+                }
+            }
+            if kind(cur) == WAIT {
+                slot.take()
+            } else {
+                None
+            }
+        };
+        if let Some(w) = waiter {
+            w.waker.wake();
+        }
+        true
+    }
+
+    /// Close: set `CLOSED` for ever and wake the waiter, if any.
+    pub fn close(&self) {
+        self.fail(CLOSED, None);
+    }
+
+    /// A deadline timer armed with generation `gen` fired: set `EXPIRED` and wake the waiter,
+    /// unless the deadline changed since (then this is a stale timer and nothing happens).
+    /// Returns whether it took effect.
+    pub fn expire(&self, gen: u32) -> bool {
+        self.fail(EXPIRED, Some(gen))
+    }
+
+    /// A new deadline: bump the generation (so every armed timer is stale) and set `EXPIRED` if
+    /// the new deadline has already passed, clear it otherwise. Returns the new generation, for
+    /// the timer that will expire it.
+    pub fn reset_deadline(&self, expired_now: bool) -> u32 {
+        let waiter = {
+            let mut slot = lock(&self.slot);
+            let mut cur = self.state.load(Ordering::Acquire);
+            loop {
+                let gen = (gen_of(cur).wrapping_add(1)) & ((1 << 28) - 1);
+                let base = if expired_now && kind(cur) == WAIT {
+                    with_kind(cur, NIL, 0)
+                } else {
+                    cur
+                };
+                let mut next = (base & !(GEN_MASK | EXPIRED)) | (u64::from(gen) << GEN_SHIFT);
+                if expired_now {
+                    next |= EXPIRED;
+                }
+                match self
+                    .state
+                    .compare_exchange(cur, next, Ordering::AcqRel, Ordering::Acquire)
+                {
+                    Ok(_) => {
+                        let w = if expired_now && kind(cur) == WAIT {
+                            slot.take()
+                        } else {
+                            None
+                        };
+                        break (gen, w);
+                    }
+                    Err(now) => cur = now,
+                }
+            }
+        };
+        let (gen, w) = waiter;
+        if let Some(w) = w {
+            w.waker.wake();
+        }
+        gen
+    }
+
+    /// The task parked on this side, if any (for deadlock reports).
+    pub fn parked_task(&self) -> Option<u64> {
+        lock(&self.slot).as_ref().map(|w| w.task)
+    }
+}
+
+/// Which side of a descriptor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dir {
+    /// Reading (and accepting, for a listener).
+    Read,
+    /// Writing (and connecting).
+    Write,
+}
+
+impl Dir {
+    /// `"read"` or `"write"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Dir::Read => "read",
+            Dir::Write => "write",
+        }
+    }
+}
+
+/// The reference count that keeps an fd number alive while a syscall on it is in flight (a
+/// small version of Go's `fdMutex`): the number is closed by whoever drops the last reference
+/// after [`PollDesc::close`], so a concurrent `read` never reaches an fd that was closed and
+/// reused under it.
+const REF_CLOSING: u64 = 1;
+const REF_ONE: u64 = 2;
+
+/// A poll descriptor: an fd, the registration's sequence tag, and the two sides.
+pub struct PollDesc {
+    /// The descriptor number.
+    pub fd: Fd,
+    /// The tag in the registration's epoll user data (see [`PollDesc::data`]).
+    pub seq: u32,
+    /// The read side.
+    pub read: Side,
+    /// The write side.
+    pub write: Side,
+    /// In-flight syscalls (× [`REF_ONE`]) and the [`REF_CLOSING`] bit.
+    refs: AtomicU64,
+    /// Token source for parked operations.
+    tokens: AtomicU32,
+}
+
+impl fmt::Debug for PollDesc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PollDesc")
+            .field("fd", &self.fd)
+            .field("seq", &self.seq)
+            .field("read", &self.read)
+            .field("write", &self.write)
+            .finish()
+    }
+}
+
+/// What [`PollDesc::release`] and [`PollDesc::close`] tell the caller to do.
+#[derive(Debug, PartialEq, Eq)]
+#[must_use]
+pub enum Release {
+    /// Nothing more.
+    Keep,
+    /// This was the last reference of a closing descriptor: close the fd now.
+    CloseFd,
+}
+
+impl PollDesc {
+    /// A poll descriptor for `fd`, tagged `seq`.
+    pub fn new(fd: Fd, seq: u32) -> Arc<PollDesc> {
+        Arc::new(PollDesc {
+            fd,
+            seq,
+            read: Side::new(),
+            write: Side::new(),
+            refs: AtomicU64::new(0),
+            tokens: AtomicU32::new(1),
+        })
+    }
+
+    /// The epoll user data of this registration: `seq` in the high half, the fd in the low half.
+    /// Events whose `seq` is not the current registration's are dropped (golang/go#59545).
+    pub fn data(&self) -> u64 {
+        (u64::from(self.seq) << 32) | u64::from(self.fd as u32)
+    }
+
+    /// Splits epoll user data into (fd, seq).
+    pub fn split_data(data: u64) -> (Fd, u32) {
+        (data as u32 as Fd, (data >> 32) as u32)
+    }
+
+    /// One side.
+    pub fn side(&self, dir: Dir) -> &Side {
+        match dir {
+            Dir::Read => &self.read,
+            Dir::Write => &self.write,
+        }
+    }
+
+    /// A fresh token for one operation's waits.
+    pub fn next_token(&self) -> u32 {
+        self.tokens.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// An epoll event arrived: route its bits to the sides, as Go's `netpollready` does
+    /// (`IN | RDHUP | HUP | ERR` wake readers, `OUT | HUP | ERR` wake writers).
+    pub fn on_event(&self, ev: crate::Events) {
+        use crate::Events as E;
+        if ev.intersects(E::IN | E::RDHUP | E::HUP | E::ERR) {
+            self.read.notify();
+        }
+        if ev.intersects(E::OUT | E::HUP | E::ERR) {
+            self.write.notify();
+        }
+    }
+
+    /// Takes a reference for one syscall; fails once the descriptor is closing.
+    pub fn acquire(&self) -> Result<(), WaitError> {
+        let mut cur = self.refs.load(Ordering::Acquire);
+        loop {
+            if cur & REF_CLOSING != 0 {
+                return Err(WaitError::Closed);
+            }
+            match self.refs.compare_exchange_weak(
+                cur,
+                cur + REF_ONE,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return Ok(()),
+                Err(now) => cur = now,
+            }
+        }
+    }
+
+    /// Drops a reference taken by [`acquire`](Self::acquire).
+    pub fn release(&self) -> Release {
+        let prev = self.refs.fetch_sub(REF_ONE, Ordering::AcqRel);
+        if prev == REF_ONE | REF_CLOSING {
+            Release::CloseFd
+        } else {
+            Release::Keep
+        }
+    }
+
+    /// Starts closing: both sides fail from now on and their waiters are woken. The fd itself is
+    /// to be closed by the caller if this returns [`Release::CloseFd`] (no syscall in flight), or
+    /// else by the last [`release`](Self::release). Closing twice is a no-op.
+    pub fn close(&self) -> Release {
+        let prev = self.refs.fetch_or(REF_CLOSING, Ordering::AcqRel);
+        if prev & REF_CLOSING != 0 {
+            return Release::Keep;
+        }
+        self.read.close();
+        self.write.close();
+        if prev == 0 {
+            Release::CloseFd
+        } else {
+            Release::Keep
+        }
+    }
+
+    /// Whether [`close`](Self::close) was called.
+    pub fn is_closing(&self) -> bool {
+        self.refs.load(Ordering::Acquire) & REF_CLOSING != 0
+    }
+}

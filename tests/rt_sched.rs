@@ -1,0 +1,286 @@
+//! The executors: spawning and joining, seeded determinism, deadlock reports, remote wakeups,
+//! and the multi-threaded runtime.
+
+mod rt_util;
+
+use std::future::Future;
+use std::io::ErrorKind;
+use std::net::Shutdown;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use netpoll::rt::{self, MultiRuntime, Runtime, TcpListener, TcpStream, UnixStream};
+use netpoll::Poller;
+use netpoll_realnet::RealNet;
+use netpoll_sim::Sim;
+use rt_util::{any_port, expect_kind};
+
+type R = std::io::Result<()>;
+
+#[allow(clippy::extra_unused_type_parameters)] // the same body on both kernels
+async fn spawn_and_join<P: Poller + 'static>() -> R {
+    let hs: Vec<_> = (0..50u64)
+        .map(|i| {
+            rt::spawn(async move {
+                for _ in 0..i % 5 {
+                    rt::yield_now().await;
+                }
+                i * 2
+            })
+        })
+        .collect();
+    let mut sum = 0;
+    for h in hs {
+        sum += h.await;
+    }
+    assert_eq!(sum, 2 * (0..50).sum::<u64>());
+    // Nested spawns.
+    let inner = rt::spawn(async { rt::spawn(async { 7 }).await + 1 });
+    assert_eq!(inner.await, 8);
+    Ok(())
+}
+
+two_arms!(spawn_and_join);
+
+/// A scenario with many runnable tasks and some I/O; returns the order of events.
+async fn interleaving() -> std::io::Result<Vec<u32>> {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let (a, b) = UnixStream::<Sim>::pair()?;
+    let mut hs = Vec::new();
+    for id in 0..6u32 {
+        let log = log.clone();
+        hs.push(rt::spawn(async move {
+            for step in 0..4 {
+                log.lock().unwrap().push(id * 10 + step);
+                rt::yield_now().await;
+            }
+        }));
+    }
+    let log2 = log.clone();
+    let reader = rt::spawn(async move {
+        let mut buf = [0u8; 4];
+        let n = b.read(&mut buf).await?;
+        log2.lock().unwrap().push(100 + n as u32);
+        Ok::<_, std::io::Error>(())
+    });
+    a.write_all(b"abc").await?;
+    for h in hs {
+        h.await;
+    }
+    reader.await?;
+    let v = log.lock().unwrap().clone();
+    Ok(v)
+}
+
+fn run_interleaving(seed: u64) -> Vec<u32> {
+    let mut rt = Runtime::seeded(Sim::new(seed), seed).unwrap();
+    rt.block_on(interleaving()).unwrap().unwrap()
+}
+
+#[test]
+fn same_seed_same_run_different_seeds_differ() {
+    let mut distinct = std::collections::BTreeSet::new();
+    for seed in 0..16 {
+        let a = run_interleaving(seed);
+        let b = run_interleaving(seed);
+        assert_eq!(a, b, "seed {seed} is not deterministic");
+        distinct.insert(a);
+    }
+    assert!(
+        distinct.len() > 4,
+        "seeds should explore interleavings, got {} distinct",
+        distinct.len()
+    );
+}
+
+#[test]
+fn runtime_spawn_before_block_on() {
+    let mut rt = Runtime::seeded(Sim::new(9), 9).unwrap();
+    let h = rt.spawn(async { 41 });
+    assert_eq!(rt.block_on(async { h.await + 1 }).unwrap(), 42);
+}
+
+#[test]
+fn deadlock_is_reported_with_the_parked_tasks() {
+    let mut rt = Runtime::seeded(Sim::new(3), 3).unwrap();
+    let r = rt.block_on(async {
+        let (a, _b) = UnixStream::<Sim>::pair()?;
+        let fd = a.as_raw_fd();
+        let t = rt::spawn(async move {
+            let mut buf = [0u8; 1];
+            a.read(&mut buf).await
+        });
+        let _ = t.await;
+        Ok::<_, std::io::Error>(fd)
+    });
+    let e = r.expect_err("nothing can ever write to the pair: the runtime must report a hang");
+    assert_eq!(e.kind(), ErrorKind::Deadlock);
+    let msg = e.to_string();
+    assert!(msg.contains("task 1 parked on read fd"), "{msg}");
+    assert!(msg.contains("main parked (not on a descriptor)"), "{msg}");
+    assert!(msg.contains("seed 3"), "{msg}");
+}
+
+/// A one-shot signal set from a plain thread.
+#[derive(Default)]
+struct Flag {
+    state: Mutex<(bool, Option<Waker>)>,
+}
+
+impl Flag {
+    fn set(&self) {
+        let w = {
+            let mut s = self.state.lock().unwrap();
+            s.0 = true;
+            s.1.take()
+        };
+        if let Some(w) = w {
+            w.wake();
+        }
+    }
+}
+
+struct WaitFlag(Arc<Flag>);
+
+impl Future for WaitFlag {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut s = self.0.state.lock().unwrap();
+        if s.0 {
+            Poll::Ready(())
+        } else {
+            s.1 = Some(cx.waker().clone());
+            Poll::Pending
+        }
+    }
+}
+
+#[test]
+fn remote_wake_interrupts_a_blocked_loop() {
+    let mut rt = Runtime::new(RealNet::new()).unwrap();
+    rt.enable_remote_wakeups();
+    for _ in 0..20 {
+        let flag = Arc::new(Flag::default());
+        let f2 = flag.clone();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(2));
+            f2.set();
+        });
+        // With nothing else to do the loop blocks in epoll_wait(-1): only the eventfd ends it.
+        rt.block_on(WaitFlag(flag)).unwrap();
+        t.join().unwrap();
+    }
+}
+
+async fn echo_many(conns: usize) -> R {
+    let ln = TcpListener::<RealNet>::bind(any_port())?;
+    let addr = ln.local_addr()?;
+    let server = rt::spawn(async move {
+        loop {
+            let (c, _) = ln.accept().await?;
+            rt::spawn(async move {
+                let mut buf = [0u8; 1024];
+                loop {
+                    let n = c.read(&mut buf).await?;
+                    if n == 0 {
+                        return Ok::<_, std::io::Error>(());
+                    }
+                    c.write_all(&buf[..n]).await?;
+                }
+            });
+        }
+        #[allow(unreachable_code)]
+        Ok::<_, std::io::Error>(())
+    });
+    let hs: Vec<_> = (0..conns)
+        .map(|i| {
+            rt::spawn(async move {
+                let c = TcpStream::<RealNet>::connect(addr).await?;
+                let mut buf = [0u8; 64];
+                for r in 0..5u8 {
+                    let msg = [(i as u8).wrapping_add(r); 64];
+                    c.write_all(&msg).await?;
+                    let mut got = 0;
+                    while got < 64 {
+                        let n = c.read(&mut buf[got..]).await?;
+                        assert!(n > 0);
+                        got += n;
+                    }
+                    assert_eq!(buf, msg);
+                }
+                c.shutdown(Shutdown::Write)?;
+                Ok::<_, std::io::Error>(())
+            })
+        })
+        .collect();
+    for h in hs {
+        h.await?;
+    }
+    assert!(!server.is_finished());
+    Ok(())
+}
+
+#[test]
+fn multi_echo_2000_connections_4_workers() {
+    rt_util::on_multi(4, || echo_many(2000));
+}
+
+#[test]
+fn multi_echo_1_worker() {
+    rt_util::on_multi(1, || echo_many(200));
+}
+
+#[test]
+fn multi_deadline_and_close() {
+    rt_util::on_multi(3, || async {
+        let (a, b) = UnixStream::<RealNet>::pair()?;
+        let a = Arc::new(a);
+        // A deadline set on one worker interrupts a poller blocked on another.
+        let start = rt::now();
+        a.set_read_deadline(Some(start + Duration::from_millis(30)))?;
+        let mut buf = [0u8; 4];
+        expect_kind(a.read(&mut buf).await, ErrorKind::TimedOut);
+        assert!(rt::now() >= start + Duration::from_millis(30));
+        a.set_read_deadline(None)?;
+        // Close from another task wakes the parked reader.
+        let a2 = a.clone();
+        let reader = rt::spawn(async move {
+            let mut buf = [0u8; 4];
+            a2.read(&mut buf).await
+        });
+        rt::sleep(Duration::from_millis(5)).await;
+        a.close()?;
+        expect_kind(reader.await, ErrorKind::NotConnected);
+        drop(b);
+        Ok(())
+    });
+}
+
+#[test]
+fn multi_task_panic_is_resumed() {
+    let rt = MultiRuntime::new(RealNet::new(), 2).unwrap();
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        rt.block_on(async {
+            rt::spawn(async { panic!("boom in a task") }).await;
+        })
+    }));
+    let p = r.expect_err("the panic must reach block_on");
+    assert_eq!(p.downcast_ref::<&str>(), Some(&"boom in a task"));
+}
+
+#[test]
+fn multi_wake_from_plain_thread() {
+    let rt = MultiRuntime::new(RealNet::new(), 2).unwrap();
+    for _ in 0..20 {
+        let flag = Arc::new(Flag::default());
+        let f2 = flag.clone();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(1));
+            f2.set();
+        });
+        rt.block_on(WaitFlag(flag)).unwrap();
+        t.join().unwrap();
+    }
+}
