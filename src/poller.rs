@@ -287,6 +287,15 @@ pub trait Poller {
     /// `clock_gettime(CLOCK_MONOTONIC)`: time since an arbitrary fixed point. On the simulated
     /// kernel this is virtual time, moved only by waiting.
     fn now(&self) -> Duration;
+
+    /// Whether a `read` of a stream socket or pipe that returns fewer bytes than asked means the
+    /// buffer is now empty, so that the caller may wait for the next readiness event without
+    /// the `read` that would return `EAGAIN` (tokio's shortcut). Linux guarantees it for the
+    /// objects here; the trait in general does not (short reads are allowed), so the default is
+    /// `false`. The simulated kernel says `true` unless its fault plan injects short reads.
+    fn short_read_drains(&self) -> bool {
+        false
+    }
 }
 
 /// A [`Poller`] with no kernel behind it: every call fails with `ENOSYS`-like `EINVAL`.
@@ -367,6 +376,7 @@ macro_rules! forward {
             fn dup(&self, fd: Fd) -> io::Result<Fd> { (**self).dup(fd) }
             fn set_nonblocking(&self, fd: Fd, nonblocking: bool) -> io::Result<()> { (**self).set_nonblocking(fd, nonblocking) }
             fn now(&self) -> Duration { (**self).now() }
+            fn short_read_drains(&self) -> bool { (**self).short_read_drains() }
         }
     )*};
 }

@@ -110,6 +110,11 @@ impl Poller for RealNet {
         "real"
     }
 
+    /// Linux's stream sockets and pipes copy until the buffer is empty or the caller's is full.
+    fn short_read_drains(&self) -> bool {
+        true
+    }
+
     fn epoll_create1(&self, flags: i32) -> io::Result<Fd> {
         // SAFETY: no pointers.
         syscall!(epoll_create1(flags)).map(|fd| self.track(fd))

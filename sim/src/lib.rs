@@ -512,4 +512,9 @@ impl Poller for Sim {
     fn now(&self) -> Duration {
         Duration::from_nanos(self.k.borrow().now_ns)
     }
+
+    /// As on Linux, unless the fault plan cuts reads short.
+    fn short_read_drains(&self) -> bool {
+        self.k.borrow().cfg.faults.short_read <= 0.0
+    }
 }

@@ -156,11 +156,12 @@ impl<P: Poller> Driver<P> {
         &self.poller
     }
 
-    /// Whether a short read from a stream means its queue was empty: true on the real kernel
-    /// (`name() == "real"`), where Linux guarantees it; the trait allows other pollers to return
-    /// short reads with data left, so elsewhere the runtime does not assume it.
+    /// Whether a short read from a stream means its queue was empty: the poller says so
+    /// ([`Poller::short_read_drains`](crate::Poller::short_read_drains)): Linux, and the
+    /// simulated kernel unless its fault plan injects short reads, so that the sim exercises the
+    /// same read path as the real kernel.
     pub fn short_read_drains(&self) -> bool {
-        self.poller.name() == "real"
+        self.poller.short_read_drains()
     }
 
     /// The driver's id (unique in the process).

@@ -67,7 +67,8 @@
 //! - Two operations on the same side at once are refused only when both park (the second gets
 //!   `ResourceBusy`); Go also serialises the syscalls with its `fdMutex`. Share a stream between
 //!   one reader and one writer, not two readers.
-//! - The short-read shortcut ([`net`]) is taken on the real kernel only; see
+//! - The short-read shortcut ([`net`]) is taken only where the poller promises that a short read
+//!   drained the buffer (Linux; the sim without short-read faults); see
 //!   [`Driver::short_read_drains`].
 
 pub mod driver;

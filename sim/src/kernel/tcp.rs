@@ -457,7 +457,9 @@ impl Kernel {
     }
 
     pub(crate) fn accept4(&mut self, fd: Fd, flags: i32) -> io::Result<(Fd, SocketAddrV4)> {
-        // `__sys_accept4` checks the flags before it looks at the descriptor.
+        // Linux looks the descriptor up (EBADF), then checks the flags (EINVAL), then the kind of
+        // file (ENOTSOCK).
+        self.file_of(fd)?;
         let nonblock = Kernel::check_flags(flags, SOCK_NONBLOCK | SOCK_CLOEXEC)?;
         let f = self.tcp_of(fd, EINVAL)?;
         loop {
@@ -576,12 +578,13 @@ impl Kernel {
     }
 
     pub(crate) fn tcp_read(&mut self, f: FileId, buf: &mut [u8]) -> io::Result<usize> {
+        // `sock_read_iter` answers an empty read before the protocol is asked.
+        if buf.is_empty() {
+            return Ok(0);
+        }
         let s = sock(self, f);
         if s.state == State::Listen {
             return Err(err(ENOTCONN));
-        }
-        if buf.is_empty() {
-            return Ok(0);
         }
         let conn = s.conn;
         if let Some((c, e)) = conn {
