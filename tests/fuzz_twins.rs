@@ -231,6 +231,18 @@ mod regressions {
         });
     }
 
+    /// A zero-length write to a pipe with no reader: Linux returns 0 before looking.
+    #[test]
+    #[ignore = "sim bug: write(pipe without readers, 0 bytes) fails with EPIPE (Linux: 0)"]
+    fn zero_length_write_to_a_pipe_without_readers() {
+        both(|p| {
+            let [r, w] = p.pipe2(O_NONBLOCK).unwrap();
+            p.close(r).unwrap();
+            assert_eq!(p.write(w, &[]).unwrap(), 0, "{}", p.name());
+            p.close(w).unwrap();
+        });
+    }
+
     /// P1: a client closed while its SYN-ACK is in flight.
     #[test]
     #[ignore = "sim bug P1: panics 'slab: stale id' in conn_maybe_free (FINDINGS.md)"]

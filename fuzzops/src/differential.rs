@@ -16,7 +16,7 @@
 use std::fmt;
 use std::sync::{Mutex, Once, PoisonError};
 
-use netpoll::sys::errno::{EBADF, EINVAL};
+use netpoll::sys::errno::{EBADF, EINVAL, EPIPE};
 
 use netpoll_realnet::RealNet;
 use netpoll_sim::Sim;
@@ -70,14 +70,15 @@ pub struct Known {
     pub id: &'static str,
     /// Linux's behaviour against the sim's.
     pub what: &'static str,
-    matches: fn(&Op, &Obs, &Obs) -> bool,
+    /// The op (bounded), the kind of file it named (if tracked), the sim's and Linux's results.
+    matches: fn(&Op, Option<FileKind>, &Obs, &Obs) -> bool,
 }
 
 /// The known divergences.
 pub const KNOWN: &[Known] = &[Known {
     id: "epoll_wait_checks_epfd_before_maxevents",
     what: "epoll_wait(bad fd, maxevents 0): Linux EBADF, sim EINVAL",
-    matches: |op, sim, linux| {
+    matches: |op, _, sim, linux| {
         matches!(op, Op::EpollWait { max, .. } if max % 9 == 0)
             && *sim == Obs::Errno(EINVAL)
             && *linux == Obs::Errno(EBADF)
@@ -86,7 +87,7 @@ pub const KNOWN: &[Known] = &[Known {
 Known {
     id: "accept4_checks_flags_before_fd",
     what: "accept4(not a socket, bad flags): Linux EINVAL (flags are checked first), sim ENOTSOCK/EBADF",
-    matches: |op, sim, linux| {
+    matches: |op, _, sim, linux| {
         matches!(op, Op::Accept { flags, .. } if flags.bogus)
             && *linux == Obs::Errno(EINVAL)
             && matches!(sim, Obs::Errno(_))
@@ -95,16 +96,26 @@ Known {
 Known {
     id: "zero_length_read_of_a_listener",
     what: "read(listening TCP socket, 0 bytes): Linux 0 (sock_read_iter returns 0 for an empty buffer first), sim ENOTCONN",
-    matches: |op, sim, linux| {
+    matches: |op, _, sim, linux| {
         matches!(op, Op::Read { len, .. } if usize::from(*len) % (crate::interp::IO_BYTES_MAX + 1) == 0)
             && *linux == Obs::Read(Vec::new())
             && matches!(sim, Obs::Errno(_))
+    },
+},
+Known {
+    id: "zero_length_write_to_a_pipe_without_readers",
+    what: "write(pipe write end, 0 bytes) with the read end closed: Linux 0 (pipe_write returns 0 for an empty write first), sim EPIPE",
+    matches: |op, kind, sim, linux| {
+        matches!(op, Op::Write { len: 0, .. })
+            && kind == Some(FileKind::Pipe)
+            && *linux == Obs::Count(0)
+            && *sim == Obs::Errno(EPIPE)
     },
 }];
 
 /// Known divergences that change state, and so cannot be stepped over: ops that would show
 /// them are not run (unless strict).
-fn skip_known(strict: bool, op: &Op, bounds: &Bounds, idx: Option<usize>) -> bool {
+fn skip_known(strict: bool, op: &Op, kind: Option<FileKind>) -> bool {
     // shutdown_on_unconnected_tcp_sets_shutdown_bits: Linux's `inet_shutdown` returns ENOTCONN
     // for a TCP socket in TCP_CLOSE but still ORs `how` into `sk_shutdown` (its "hack to wake up
     // other listeners"), so the socket then polls IN | RDHUP; the sim changes nothing.
@@ -112,7 +123,7 @@ fn skip_known(strict: bool, op: &Op, bounds: &Bounds, idx: Option<usize>) -> boo
     if strict {
         return false;
     }
-    match (op, bounds.kind(idx)) {
+    match (op, kind) {
         (Op::Shutdown { .. }, Some(FileKind::Tcp)) => true,
         // eventfd_write_of_more_than_8_bytes: Linux 6.18 answers EINVAL to an eventfd write
         // whose count is not exactly 8; the sim adds the first 8 bytes and returns 8.
@@ -122,8 +133,8 @@ fn skip_known(strict: bool, op: &Op, bounds: &Bounds, idx: Option<usize>) -> boo
 }
 
 /// The known divergence `(op, sim, linux)` is, if any.
-pub fn known(op: &Op, sim: &Obs, linux: &Obs) -> Option<&'static Known> {
-    KNOWN.iter().find(|k| (k.matches)(op, sim, linux))
+pub fn known(op: &Op, kind: Option<FileKind>, sim: &Obs, linux: &Obs) -> Option<&'static Known> {
+    KNOWN.iter().find(|k| (k.matches)(op, kind, sim, linux))
 }
 
 static REAL_FDS: Mutex<()> = Mutex::new(());
@@ -207,10 +218,10 @@ pub fn run_with(input: &DiffInput, strict: bool) -> Result<usize, Box<Divergence
                        real: &mut Interp<RealNet>|
      -> Result<(), Box<Divergence>> {
         for op in ops {
-            let (op, os, or) = diff_step(&mut bounds, sim, real, &op, &|o, b, i| {
-                skip_known(strict, o, b, i)
+            let (op, kind, os, or) = diff_step(&mut bounds, sim, real, &op, &|o, k| {
+                skip_known(strict, o, k)
             });
-            let same = os == or || (!strict && known(&op, &os, &or).is_some());
+            let same = os == or || (!strict && known(&op, kind, &os, &or).is_some());
             steps.push((op, os.clone()));
             if !same {
                 return Err(Box::new(Divergence {

@@ -49,6 +49,8 @@ pub enum Traffic {
     ShutWr { conn: u8 },
     /// Client `conn` closes with `SO_LINGER` 0: a reset.
     Abort { conn: u8 },
+    /// Client `conn` closes normally (a FIN, or a reset if echoed bytes are unread).
+    Close { conn: u8 },
     /// The server loop waits up to `ms % 50` ms (virtual).
     Run { ms: u8 },
 }
@@ -325,6 +327,7 @@ struct Client {
     received: Vec<u8>,
     shut_wanted: bool,
     shut_done: bool,
+    /// Closed (aborted or not): its delivery is no longer checked.
     aborted: bool,
     failed: bool,
 }
@@ -444,11 +447,13 @@ impl World<'_> {
                     c.shut_wanted = true;
                 }
             }
-            Traffic::Abort { conn } => {
+            Traffic::Abort { conn } | Traffic::Close { conn } => {
                 if let Some(c) = self.pick(conn) {
                     if !c.aborted {
                         c.aborted = true;
-                        let _ = p.set_linger(c.fd, Some(0));
+                        if matches!(t, Traffic::Abort { .. }) {
+                            let _ = p.set_linger(c.fd, Some(0));
+                        }
                         p.close(c.fd).map_err(|e| unexpected("client close", &e))?;
                     }
                 }

@@ -12,7 +12,7 @@ use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use netpoll::sys::{
-    errno, EFD_SEMAPHORE, EPOLL_CTL_ADD, EPOLL_CTL_DEL, EPOLL_CTL_MOD, O_CLOEXEC, O_NONBLOCK,
+    EFD_SEMAPHORE, EPOLL_CTL_ADD, EPOLL_CTL_DEL, EPOLL_CTL_MOD, O_CLOEXEC, O_NONBLOCK,
 };
 use netpoll::{EpollEvent, Events, Fd, Poller};
 
@@ -109,6 +109,8 @@ pub enum FileKind {
     Tcp,
     /// `eventfd`.
     EventFd,
+    /// Either end of a pipe.
+    Pipe,
 }
 
 /// One kernel and the descriptors the run made on it.
@@ -304,6 +306,12 @@ impl Bounds {
                 self.kinds.insert(self.next_file, FileKind::EventFd);
             }
             (_, Obs::New(n)) => self.new_file(*n),
+            (Op::Pipe { .. }, Obs::NewPair(a, b)) => {
+                self.new_file(*a);
+                self.kinds.insert(self.next_file, FileKind::Pipe);
+                self.new_file(*b);
+                self.kinds.insert(self.next_file, FileKind::Pipe);
+            }
             (_, Obs::NewPair(a, b)) => {
                 self.new_file(*a);
                 self.new_file(*b);
@@ -721,8 +729,8 @@ pub(crate) fn diff_step<A: Poller, B: Poller>(
     a: &mut Interp<A>,
     b: &mut Interp<B>,
     op: &Op,
-    skip: &dyn Fn(&Op, &Bounds, Option<usize>) -> bool,
-) -> (Op, Obs, Obs) {
+    skip: &dyn Fn(&Op, Option<FileKind>) -> bool,
+) -> (Op, Option<FileKind>, Obs, Obs) {
     let op = bound(op, Mode::Differential);
     // The creation index that owns the named number now (a stale index names whatever file
     // got its number since).
@@ -732,8 +740,9 @@ pub(crate) fn diff_step<A: Poller, B: Poller>(
             .rev()
             .find(|i| bounds.files.contains_key(i))
     };
-    if skip(&op, bounds, op.fd().and_then(live)) {
-        return (op, Obs::Skipped, Obs::Skipped);
+    let kind = bounds.kind(op.fd().and_then(live));
+    if skip(&op, kind) {
+        return (op, kind, Obs::Skipped, Obs::Skipped);
     }
     let target = match op {
         Op::Write { fd, .. } | Op::WriteCounter { fd, .. } => Some(live(fd)),
@@ -745,7 +754,7 @@ pub(crate) fn diff_step<A: Poller, B: Poller>(
     };
     if let Some(idx) = target {
         if !bounds.allow_write(idx) {
-            return (op, Obs::Skipped, Obs::Skipped);
+            return (op, kind, Obs::Skipped, Obs::Skipped);
         }
     }
     // A close ends every creation index that shares the closed number.
@@ -758,35 +767,5 @@ pub(crate) fn diff_step<A: Poller, B: Poller>(
     if oa == ob {
         bounds.after(&op, &oa, named, &closed);
     }
-    (op, oa, ob)
-}
-
-/// `errno` values, for readable reports.
-pub fn errno_name(n: i32) -> &'static str {
-    use errno::*;
-    match n {
-        EPERM => "EPERM",
-        ENOENT => "ENOENT",
-        EINTR => "EINTR",
-        EBADF => "EBADF",
-        EAGAIN => "EAGAIN",
-        EFAULT => "EFAULT",
-        EEXIST => "EEXIST",
-        EINVAL => "EINVAL",
-        EMFILE => "EMFILE",
-        EPIPE => "EPIPE",
-        ELOOP => "ELOOP",
-        ENOTSOCK => "ENOTSOCK",
-        EOPNOTSUPP => "EOPNOTSUPP",
-        EADDRINUSE => "EADDRINUSE",
-        EADDRNOTAVAIL => "EADDRNOTAVAIL",
-        ECONNRESET => "ECONNRESET",
-        EISCONN => "EISCONN",
-        ENOTCONN => "ENOTCONN",
-        ETIMEDOUT => "ETIMEDOUT",
-        ECONNREFUSED => "ECONNREFUSED",
-        EALREADY => "EALREADY",
-        EINPROGRESS => "EINPROGRESS",
-        _ => "errno",
-    }
+    (op, kind, oa, ob)
 }

@@ -10,8 +10,9 @@
 //! | [`differential::run`] | [`DiffInput`]: calls on socketpairs, pipes, eventfds, epoll, unconnected TCP | the sim and real Linux observe the same, step by step |
 //! | [`et::run`] | [`et::EtInput`]: TCP traffic against an edge-triggered echo server on the sim | at quiescence nothing is [stranded](netpoll_sim::Sim::stranded) and every byte came back in order |
 //!
-//! The `*_bytes` functions are the fuzz targets' bodies; the committed corpora under
-//! `fuzz/corpus/<target>/` replay through them in `cargo test`.
+//! Each harness module's `run_bytes` is its fuzz target's body (bytes decoded with
+//! [`decode`]); the committed corpora under `fuzz/corpus/<target>/` replay through them in
+//! `cargo test`. `examples/decode.rs` shows what an input file means and replays it.
 //!
 //! ## Map
 //!
