@@ -169,6 +169,7 @@ mod regressions {
     }
 
     fn both(case: fn(&dyn Poller)) {
+        let _serial = netpoll_fuzzops::differential::real_fds_lock();
         case(&RealNet::new());
         case(&Sim::new(1));
     }

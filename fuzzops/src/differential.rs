@@ -14,7 +14,7 @@
 //! in the process opens descriptors.
 
 use std::fmt;
-use std::sync::{Mutex, Once, PoisonError};
+use std::sync::{Mutex, MutexGuard, Once, PoisonError};
 
 use netpoll::sys::errno::{EBADF, EINVAL, EPIPE};
 
@@ -139,6 +139,12 @@ pub fn known(op: &Op, kind: Option<FileKind>, sim: &Obs, linux: &Obs) -> Option<
 
 static REAL_FDS: Mutex<()> = Mutex::new(());
 
+/// The lock a differential run holds: take it in any test of the same process that opens real
+/// descriptors, so that the run's creation indices keep mapping one to one.
+pub fn real_fds_lock() -> MutexGuard<'static, ()> {
+    REAL_FDS.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 fn ignore_sigpipe() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
@@ -208,7 +214,7 @@ pub fn run(input: &DiffInput) -> Result<usize, Box<Divergence>> {
 pub fn run_with(input: &DiffInput, strict: bool) -> Result<usize, Box<Divergence>> {
     announce(summary(input));
     ignore_sigpipe();
-    let _serial = REAL_FDS.lock().unwrap_or_else(PoisonError::into_inner);
+    let _serial = real_fds_lock();
     let mut sim = Interp::new(Sim::new(input.seed), Mode::Differential);
     let mut real = Interp::new(RealNet::new(), Mode::Differential);
     let mut bounds = Bounds::default();

@@ -35,7 +35,7 @@ pub const TRAFFIC_MAX: usize = 64;
 /// The most loop turns the drain phase may take before the run counts as a livelock.
 pub const ROUNDS_MAX: usize = 20_000;
 /// The largest message one [`Traffic::Send`] queues.
-pub const MESSAGE_BYTES_MAX: usize = 16 * 1024;
+pub const MESSAGE_BYTES_MAX: usize = 4 * 1024;
 
 /// One thing the clients do, followed by one turn of the server loop.
 #[derive(Clone, Debug, PartialEq, Eq, arbitrary::Arbitrary, proptest_derive::Arbitrary)]
