@@ -241,7 +241,10 @@ pub fn bound(op: &Op, mode: Mode) -> Op {
             backlog,
         },
         // Loopback handshakes finish when the real kernel's softirq runs: timing, not semantics.
-        Op::Connect { .. } | Op::TcpConnectTo { .. } | Op::Sleep { .. } => Op::Sleep { ms: 0 },
+        Op::Connect { .. }
+        | Op::TcpConnectTo { .. }
+        | Op::WaitReadable { .. }
+        | Op::Sleep { .. } => Op::Sleep { ms: 0 },
         Op::Accept { fd, flags } => Op::Accept {
             fd: fdr(fd),
             flags: nb(flags),
@@ -354,6 +357,7 @@ impl Op {
             | Op::TcpSocket { .. }
             | Op::TcpListener { .. }
             | Op::TcpConnectTo { .. }
+            | Op::WaitReadable { .. }
             | Op::Sleep { .. } => None,
         }
     }
@@ -703,6 +707,22 @@ impl<P: Poller> Interp<P> {
                 }
                 obs
             }
+            Op::WaitReadable { ms } if !diff => match p.epoll_create1(0) {
+                Ok(ep) => {
+                    for (i, &fd) in self.made.iter().enumerate() {
+                        let ev = EpollEvent::new(Events::IN, i as u64);
+                        let _ = p.epoll_ctl(ep, EPOLL_CTL_ADD, fd, Some(ev));
+                    }
+                    let mut evs = [EpollEvent::EMPTY; 4];
+                    let r = p.epoll_wait(ep, &mut evs, i32::from(ms));
+                    let _ = p.close(ep);
+                    match r {
+                        Ok(n) => Obs::Count(n),
+                        Err(e) => Obs::err(&e),
+                    }
+                }
+                Err(e) => Obs::err(&e),
+            },
             Op::Sleep { ms } if !diff => {
                 // A private epoll instance to wait on; closed again, so the table is as before.
                 match p.epoll_create1(0) {
@@ -718,7 +738,7 @@ impl<P: Poller> Interp<P> {
                     Err(e) => Obs::err(&e),
                 }
             }
-            Op::Sleep { .. } => Obs::Skipped,
+            Op::Sleep { .. } | Op::WaitReadable { .. } => Obs::Skipped,
         }
     }
 }

@@ -134,6 +134,10 @@ pub enum Op {
     /// A shortcut: `socket`, then `connect` to the address of `listener` (not in the
     /// differential target).
     TcpConnectTo { listener: FdRef, nonblock: bool },
+    /// Virtual time passes until something becomes readable: a private epoll instance with
+    /// every descriptor made so far registered for `IN`, waited on for up to `ms` ms (sim
+    /// targets only). Stops mid-handshake, as an event loop does.
+    WaitReadable { ms: u8 },
     /// Virtual time passes: `epoll_wait` on a fresh epoll instance for `ms` ms (sim targets
     /// only; a no-op in the differential target).
     Sleep { ms: u8 },
