@@ -141,7 +141,8 @@ pub trait Poller {
     /// `op`, `EPOLLEXCLUSIVE` with `MOD` or with flags other than IN/OUT/ERR/HUP/WAKEUP/ET, or on
     /// an epoll target), `EEXIST` (`ADD` of a registered fd), `ENOENT` (`MOD`/`DEL` of an
     /// unregistered one), `EPERM` (the file does not support polling), `ELOOP` (nesting would
-    /// make a cycle or exceed Linux's depth of 5), `EFAULT` (`ADD`/`MOD` with `event: None`).
+    /// make a cycle, or a chain of more than 5 epoll instances), `EFAULT` (`ADD`/`MOD` with
+    /// `event: None`).
     fn epoll_ctl(&self, epfd: Fd, op: i32, fd: Fd, event: Option<EpollEvent>) -> io::Result<()>;
 
     /// `epoll_wait(epfd, events, events.len(), timeout_ms)`: the ready registrations.
@@ -167,8 +168,9 @@ pub trait Poller {
     /// `EINVAL` (flags other than `O_NONBLOCK | O_CLOEXEC`), `EMFILE`.
     fn pipe2(&self, flags: i32) -> io::Result<[Fd; 2]>;
 
-    /// `eventfd(initval, flags)`: a 64-bit counter. `write` adds an 8-byte native-endian value,
-    /// `read` takes the whole counter (or 1 with `EFD_SEMAPHORE`); buffers must be 8 bytes or more.
+    /// `eventfd(initval, flags)`: a 64-bit counter. `write` adds an 8-byte native-endian value
+    /// (the buffer must be exactly 8 bytes), `read` takes the whole counter (or 1 with
+    /// `EFD_SEMAPHORE`) into a buffer of at least 8 bytes. The counter tops out at `u64::MAX - 1`.
     ///
     /// # Errors
     /// `EINVAL` (unknown flags), `EMFILE`.
@@ -195,8 +197,11 @@ pub trait Poller {
     fn listen(&self, fd: Fd, backlog: i32) -> io::Result<()>;
 
     /// `connect(fd, addr)`. A non-blocking socket returns `EINPROGRESS` while the handshake is
-    /// under way (on loopback Linux may also finish at once and return `Ok`); the socket then
-    /// turns writable and [`take_socket_error`](Poller::take_socket_error) gives the outcome.
+    /// under way (Linux 6.18 did so on loopback every time we looked; portable code also accepts
+    /// `Ok`); the socket then turns writable and
+    /// [`take_socket_error`](Poller::take_socket_error) gives the outcome. Calling `connect`
+    /// again returns `Ok` once the handshake is done (then `EISCONN`), `EALREADY` while it is
+    /// not, and the error (then `ECONNABORTED`) if it failed. `0.0.0.0` means this host.
     ///
     /// # Errors
     /// `EINPROGRESS`, `EALREADY` (a connect is under way), `EISCONN`, `ECONNREFUSED` (blocking
@@ -239,8 +244,9 @@ pub trait Poller {
     /// `read(fd, buf)`. `Ok(0)` is end of file (or `buf` is empty).
     ///
     /// # Errors
-    /// `EAGAIN` (non-blocking and nothing to read), `ECONNRESET`, `ENOTCONN` (TCP socket never
-    /// connected), `EINVAL` (eventfd with a buffer under 8 bytes; a listener or epoll fd), `EBADF`.
+    /// `EAGAIN` (non-blocking and nothing to read), `ECONNRESET`, `ENOTCONN` (a TCP socket never
+    /// connected, or a listener), `EINVAL` (eventfd with a buffer under 8 bytes; an epoll fd),
+    /// `EBADF` (the write end of a pipe).
     fn read(&self, fd: Fd, buf: &mut [u8]) -> io::Result<usize>;
 
     /// `write(fd, buf)`: how many bytes were taken. Writing to a socket or pipe whose peer is gone
@@ -248,8 +254,9 @@ pub trait Poller {
     /// `MSG_NOSIGNAL`).
     ///
     /// # Errors
-    /// `EAGAIN` (non-blocking and no room), `EPIPE`, `ECONNRESET`, `ENOTCONN`, `EINVAL` (eventfd
-    /// with a short buffer or the value `u64::MAX`), `EBADF`.
+    /// `EAGAIN` (non-blocking and no room), `EPIPE` (also: a TCP socket never connected, or a
+    /// listener), `ECONNRESET`, `EINVAL` (eventfd with a buffer other than 8 bytes, or the value
+    /// `u64::MAX`; an epoll fd), `EBADF` (the read end of a pipe).
     fn write(&self, fd: Fd, buf: &[u8]) -> io::Result<usize>;
 
     /// `shutdown(fd, how)` with `SHUT_RD`, `SHUT_WR` or `SHUT_RDWR`, for sockets.

@@ -86,10 +86,11 @@ pub const KNOWN: &[Known] = &[Known {
 },
 Known {
     id: "accept4_checks_flags_before_fd",
-    what: "accept4(not a socket, bad flags): Linux EINVAL (flags are checked first), sim ENOTSOCK/EBADF",
+    what: "accept4(bad fd or not a socket, bad flags): Linux checks EBADF, then the flags \
+           (EINVAL), then ENOTSOCK; the sim's order differs",
     matches: |op, _, sim, linux| {
         matches!(op, Op::Accept { flags, .. } if flags.bogus)
-            && *linux == Obs::Errno(EINVAL)
+            && matches!(linux, Obs::Errno(EBADF | EINVAL))
             && matches!(sim, Obs::Errno(_))
     },
 },

@@ -62,7 +62,7 @@ pub struct NetKnobs {
     pub mss: u16,
     /// `tcp_window`: 256 bytes to 64 KiB.
     pub window: u16,
-    /// `split_write_prob`: `n / 255`.
+    /// The fault plan's `split_write`: `n / 255`.
     pub split: u8,
     /// Latency range ends, in microseconds.
     pub latency_us: (u8, u8),
@@ -77,7 +77,10 @@ impl NetKnobs {
         SimConfig {
             tcp_mss: 64 + usize::from(self.mss % 8129),
             tcp_window: 256 + usize::from(self.window),
-            split_write_prob: f64::from(self.split) / 255.0,
+            faults: netpoll_sim::FaultPlan {
+                split_write: f64::from(self.split) / 255.0,
+                ..netpoll_sim::FaultPlan::default()
+            },
             latency_ns: (
                 u64::from(a.min(b)) * 1000,
                 u64::from(a.max(b)) * 1000 + 1000,

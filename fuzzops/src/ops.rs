@@ -161,9 +161,12 @@ pub struct Knobs {
     pub tcp_mss: u16,
     /// The two ends of the latency range, in microseconds (sorted).
     pub latency_us: (u8, u8),
-    /// `split_write_prob`: `n / 255`.
+    /// The fault plan's `split_write`: `n / 255`.
     pub split: u8,
-    /// `syn_retries`: `n % 7`.
+    /// The fault plan's `short_read`, `short_write`, `spurious`, `eintr`, `reset`,
+    /// `accept_abort` and `timer_first`: each `n / 510` (at most one half).
+    pub faults: [u8; 7],
+    /// `syn_retries` and `synack_retries`: `n % 7`.
     pub syn_retries: u8,
     /// `somaxconn`: 1 to 8.
     pub somaxconn: u8,
@@ -179,15 +182,29 @@ impl Knobs {
             max_fds: first_fd as usize + 2 + usize::from(self.max_fds % 48),
             first_fd,
             unix_sndbuf: 1024 + usize::from(self.unix_sndbuf) * 3,
-            unix_skb_overhead: 768,
             pipe_pages: 1 + usize::from(self.pipe_pages % 16),
             tcp_window: 1 + usize::from(self.tcp_window),
             tcp_mss: 1 + usize::from(self.tcp_mss),
             latency_ns: (lo * 1000, hi * 1000),
-            split_write_prob: f64::from(self.split) / 255.0,
             syn_rto_ns: 1_000_000_000,
             syn_retries: u32::from(self.syn_retries % 7),
+            synack_retries: u32::from(self.syn_retries % 7),
             somaxconn: 1 + usize::from(self.somaxconn % 8),
+            faults: {
+                let p = |n: u8| f64::from(n) / 510.0;
+                let [r, w, sp, ei, rst, ab, tf] = self.faults;
+                netpoll_sim::FaultPlan {
+                    short_read: p(r),
+                    short_write: p(w),
+                    split_write: f64::from(self.split) / 255.0,
+                    spurious: p(sp),
+                    eintr: p(ei),
+                    reset: p(rst),
+                    accept_abort: p(ab),
+                    timer_first: p(tf),
+                    ..netpoll_sim::FaultPlan::default()
+                }
+            },
         }
     }
 }

@@ -134,18 +134,29 @@ impl Poller for RealNet {
         events: &mut [EpollEvent],
         timeout_ms: i32,
     ) -> io::Result<usize> {
-        let mut raw = vec![libc::epoll_event { events: 0, u64: 0 }; events.len()];
-        // An empty slice passes 0, for which the kernel answers EINVAL.
-        let max = i32::try_from(raw.len()).unwrap_or(i32::MAX);
-        // SAFETY: `raw` has room for `max` entries (`max <= raw.len()`).
-        let n = syscall!(epoll_wait(epfd, raw.as_mut_ptr(), max, timeout_ms))?;
-        let n = usize::try_from(n).unwrap_or(0);
-        for (out, r) in events.iter_mut().zip(&raw[..n]) {
-            // `epoll_event` is packed on x86_64: copy the fields out by value, no references.
-            let (bits, data) = (r.events, r.u64);
-            *out = EpollEvent::new(Events::from_bits(bits), data);
+        thread_local! {
+            /// The kernel's packed `epoll_event`s, reused from call to call so that a wait does
+            /// not allocate.
+            static RAW: std::cell::RefCell<Vec<libc::epoll_event>> =
+                const { std::cell::RefCell::new(Vec::new()) };
         }
-        Ok(n)
+        RAW.with(|raw| {
+            let mut raw = raw.borrow_mut();
+            if raw.len() < events.len() {
+                raw.resize(events.len(), libc::epoll_event { events: 0, u64: 0 });
+            }
+            // An empty slice passes 0, for which the kernel answers EINVAL.
+            let max = i32::try_from(events.len()).unwrap_or(i32::MAX);
+            // SAFETY: `raw` has room for at least `events.len() >= max` entries.
+            let n = syscall!(epoll_wait(epfd, raw.as_mut_ptr(), max, timeout_ms))?;
+            let n = usize::try_from(n).unwrap_or(0);
+            for (out, r) in events.iter_mut().zip(&raw[..n]) {
+                // `epoll_event` is packed on x86_64: copy the fields out by value, no references.
+                let (bits, data) = (r.events, r.u64);
+                *out = EpollEvent::new(Events::from_bits(bits), data);
+            }
+            Ok(n)
+        })
     }
 
     fn socketpair(&self, flags: i32) -> io::Result<[Fd; 2]> {

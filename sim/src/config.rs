@@ -4,6 +4,8 @@
 //! the unix socket send buffer and its per-write overhead, the accept queue rule); latency is
 //! a seeded uniform draw so that different seeds order deliveries differently.
 
+use crate::faults::FaultPlan;
+
 /// Configuration of a [`crate::Sim`] kernel. `Default` is the faithful Linux-like setting.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SimConfig {
@@ -13,25 +15,27 @@ pub struct SimConfig {
     pub first_fd: i32,
     /// `SO_SNDBUF` of a unix stream socket (Linux: `net.core.wmem_default`, 212992).
     pub unix_sndbuf: usize,
-    /// Bytes charged against `unix_sndbuf` per write besides the data (an skb's overhead).
-    pub unix_skb_overhead: usize,
     /// Pipe capacity in 4096-byte pages (Linux: 16, i.e. 65536 bytes).
     pub pipe_pages: usize,
     /// Bytes one direction of a TCP connection holds (in flight plus unread) before `write`
-    /// returns `EAGAIN`.
+    /// returns `EAGAIN` (Linux on loopback: about 3.9 MB, the grown send buffer plus the peer's
+    /// receive buffer; it varies from run to run there).
     pub tcp_window: usize,
     /// TCP maximum segment size on loopback: larger writes travel as several segments.
     pub tcp_mss: usize,
     /// One-way network latency, drawn uniformly from this range for each packet (ns).
     pub latency_ns: (u64, u64),
-    /// Probability that a TCP write is cut into two segments at a random point (besides `tcp_mss`).
-    pub split_write_prob: f64,
     /// Initial SYN retransmission timeout when a listener's accept queue is full (Linux: 1 s).
     pub syn_rto_ns: u64,
     /// SYN retransmissions before `connect` fails with `ETIMEDOUT` (Linux: `tcp_syn_retries`, 6).
     pub syn_retries: u32,
+    /// SYN-ACK retransmissions for a handshake the accept queue has no room for, before the
+    /// request is dropped and the client reset (Linux: `tcp_synack_retries`, 5).
+    pub synack_retries: u32,
     /// Largest listen backlog (`net.core.somaxconn`, 4096).
     pub somaxconn: usize,
+    /// Faults to inject (none by default).
+    pub faults: FaultPlan,
 }
 
 impl Default for SimConfig {
@@ -40,14 +44,14 @@ impl Default for SimConfig {
             max_fds: 1 << 20,
             first_fd: 3,
             unix_sndbuf: 212_992,
-            unix_skb_overhead: 768,
             pipe_pages: 16,
-            tcp_window: 2_621_440,
+            tcp_window: 3_932_160,
             tcp_mss: 65_483,
             latency_ns: (5_000, 50_000),
-            split_write_prob: 0.0,
+            faults: FaultPlan::default(),
             syn_rto_ns: 1_000_000_000,
             syn_retries: 6,
+            synack_retries: 5,
             somaxconn: 4096,
         }
     }

@@ -40,7 +40,9 @@
 //! cannot arise), IPv6, UDP, packet loss and retransmission of data, and the memory-pressure
 //! paths of the network stack. Each kernel module lists its own omissions.
 
+mod bytes;
 pub mod config;
+pub mod faults;
 mod kernel;
 pub mod rng;
 mod slab;
@@ -55,6 +57,7 @@ use netpoll::sys::{err, errno::*, Events};
 use netpoll::{EpollEvent, Fd, Poller};
 
 pub use config::SimConfig;
+pub use faults::{EdgePolicy, FaultCounts, FaultPlan, Latency};
 pub use kernel::epoll::Stranded;
 pub use kernel::Stats;
 use kernel::{Kernel, Kind};
@@ -115,6 +118,11 @@ impl Sim {
     /// When the next queued event happens, in virtual nanoseconds.
     pub fn next_event_ns(&self) -> Option<u64> {
         self.k.borrow().next_event_ns()
+    }
+
+    /// How many faults of each kind fired so far.
+    pub fn fault_counts(&self) -> FaultCounts {
+        self.k.borrow().faults
     }
 
     /// Open files (not descriptors: `dup`s share one).
@@ -211,6 +219,23 @@ fn is_eagain(r: &io::Result<usize>) -> bool {
 
 impl Kernel {
     fn read_once(&mut self, f: u32, buf: &mut [u8]) -> io::Result<usize> {
+        if matches!(
+            self.files[f].kind,
+            Kind::Unix(_) | Kind::PipeRead(_) | Kind::Tcp(_)
+        ) {
+            let len = self.fault_len(buf.len(), self.cfg.faults.short_read);
+            if len < buf.len() {
+                let r = self.read_raw(f, &mut buf[..len]);
+                if matches!(r, Ok(n) if n == len) {
+                    self.faults.short_reads += 1;
+                }
+                return r;
+            }
+        }
+        self.read_raw(f, buf)
+    }
+
+    fn read_raw(&mut self, f: u32, buf: &mut [u8]) -> io::Result<usize> {
         match self.files[f].kind {
             Kind::Unix(_) => self.unix_read(f, buf),
             Kind::PipeRead(p) => self.pipe_read(p, buf),
@@ -222,6 +247,23 @@ impl Kernel {
     }
 
     fn write_once(&mut self, f: u32, buf: &[u8]) -> io::Result<usize> {
+        if matches!(
+            self.files[f].kind,
+            Kind::Unix(_) | Kind::PipeWrite(_) | Kind::Tcp(_)
+        ) {
+            let len = self.fault_len(buf.len(), self.cfg.faults.short_write);
+            if len < buf.len() {
+                let r = self.write_raw(f, &buf[..len]);
+                if matches!(r, Ok(n) if n == len) {
+                    self.faults.short_writes += 1;
+                }
+                return r;
+            }
+        }
+        self.write_raw(f, buf)
+    }
+
+    fn write_raw(&mut self, f: u32, buf: &[u8]) -> io::Result<usize> {
         match self.files[f].kind {
             Kind::Unix(_) => self.unix_write(f, buf),
             Kind::PipeWrite(p) => self.pipe_write(p, buf),

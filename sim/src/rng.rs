@@ -17,6 +17,8 @@ pub enum Stream {
     Ports = 2,
     /// Fault injection decisions.
     Faults = 3,
+    /// Drawing a swarm-testing fault plan.
+    Swarm = 4,
 }
 
 /// The kernel's random streams.
@@ -42,7 +44,7 @@ impl Rngs {
         match s {
             Stream::Net => &mut self.net,
             Stream::Ports => &mut self.ports,
-            Stream::Faults => &mut self.faults,
+            Stream::Faults | Stream::Swarm => &mut self.faults,
         }
     }
 

@@ -47,6 +47,11 @@ impl<T> Slab<T> {
         self.entries.get_mut(i as usize).and_then(Option::as_mut)
     }
 
+    /// One past the highest index ever used.
+    pub(crate) fn high_water(&self) -> u32 {
+        self.entries.len() as u32
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.len
     }

@@ -51,7 +51,7 @@ pub struct Record {
 }
 
 /// How many recent records the history keeps.
-pub const HISTORY_LEN: usize = 4096;
+pub const HISTORY_LEN: usize = 1024;
 
 #[derive(Debug, Default)]
 pub(crate) struct Tracer {

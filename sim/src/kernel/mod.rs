@@ -71,29 +71,9 @@ pub(crate) enum Later {
     Net(tcp::Packet),
 }
 
-#[derive(Debug)]
-struct Pending {
-    at_ns: u64,
-    seq: u64,
-    what: Later,
-}
-
-impl PartialEq for Pending {
-    fn eq(&self, o: &Self) -> bool {
-        (self.at_ns, self.seq) == (o.at_ns, o.seq)
-    }
-}
-impl Eq for Pending {}
-impl PartialOrd for Pending {
-    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Pending {
-    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        (self.at_ns, self.seq).cmp(&(o.at_ns, o.seq))
-    }
-}
+/// Bits of a queue key that name the payload's slot; the rest is the insertion sequence, so
+/// that events at the same instant happen in the order they were queued.
+const SLOT_BITS: u32 = 28;
 
 /// Counters a harness can read: how much the kernel did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -124,11 +104,15 @@ pub(crate) struct Kernel {
     pub(crate) items: Slab<epoll::EpItem>,
     pub(crate) pipes: Slab<pipe::Pipe>,
     pub(crate) net: tcp::Net,
-    queue: BinaryHeap<Reverse<Pending>>,
+    /// The event queue: (when, sequence and payload slot). Keys are 16 bytes so that the heap
+    /// moves little; payloads wait in `later`.
+    queue: BinaryHeap<Reverse<(u64, u64)>>,
+    later: Slab<Later>,
     queue_seq: u64,
     /// The epoll instance whose `epoll_wait` is blocked right now (for `EPOLLEXCLUSIVE`).
     pub(crate) blocked_in: Option<FileId>,
     pub(crate) stats: Stats,
+    pub(crate) faults: crate::faults::FaultCounts,
 }
 
 impl Kernel {
@@ -146,9 +130,11 @@ impl Kernel {
             pipes: Slab::default(),
             net: tcp::Net::default(),
             queue: BinaryHeap::new(),
+            later: Slab::default(),
             queue_seq: 0,
             blocked_in: None,
             stats: Stats::default(),
+            faults: crate::faults::FaultCounts::default(),
             cfg,
         }
     }
@@ -314,16 +300,18 @@ impl Kernel {
     /// Queues `what` to happen at `at_ns`. Events at the same instant happen in the order queued.
     pub(crate) fn schedule(&mut self, at_ns: u64, what: Later) {
         self.queue_seq += 1;
-        self.queue.push(Reverse(Pending {
-            at_ns,
-            seq: self.queue_seq,
-            what,
-        }));
+        let slot = self.later.insert(what);
+        assert!(
+            slot < 1 << SLOT_BITS,
+            "event queue: more than 2^28 events in flight"
+        );
+        let key = (self.queue_seq << SLOT_BITS) | u64::from(slot);
+        self.queue.push(Reverse((at_ns, key)));
     }
 
     /// When the next queued event happens, if any.
     pub(crate) fn next_event_ns(&self) -> Option<u64> {
-        self.queue.peek().map(|p| p.0.at_ns)
+        self.queue.peek().map(|p| p.0 .0)
     }
 
     /// How many events are queued (packets in flight, retransmission timers).
@@ -333,13 +321,14 @@ impl Kernel {
 
     /// Runs every event due at `self.now_ns` or earlier.
     pub(crate) fn run_due(&mut self) {
-        while let Some(p) = self.queue.peek() {
-            if p.0.at_ns > self.now_ns {
+        while let Some(&Reverse((at_ns, key))) = self.queue.peek() {
+            if at_ns > self.now_ns {
                 break;
             }
-            let Reverse(p) = self.queue.pop().expect("peeked");
+            self.queue.pop();
+            let what = self.later.remove((key & ((1 << SLOT_BITS) - 1)) as u32);
             self.stats.deliveries += 1;
-            match p.what {
+            match what {
                 Later::Net(pkt) => self.deliver(pkt),
             }
         }
@@ -374,6 +363,34 @@ impl Kernel {
                 self.seed
             )))
         }
+    }
+}
+
+impl Kernel {
+    /// A length to use instead of `len` for one read or write: `len`, or with probability `p`
+    /// (drawn from the fault stream) a shorter one, at least 1.
+    pub(crate) fn fault_len(&mut self, len: usize, p: f64) -> usize {
+        if len > 1 && self.rng.chance(crate::rng::Stream::Faults, p) {
+            self.rng
+                .range(crate::rng::Stream::Faults, 1, len as u64 - 1) as usize
+        } else {
+            len
+        }
+    }
+
+    /// One past the highest file id in use so far.
+    pub(crate) fn files_high_water(&self) -> FileId {
+        self.files.high_water()
+    }
+
+    /// A fault with probability `p` fires (drawn from the fault stream).
+    pub(crate) fn fault(&mut self, p: f64) -> bool {
+        self.rng.chance(crate::rng::Stream::Faults, p)
+    }
+
+    /// Whether a data arrival should wake readers, given whether the buffer was empty before.
+    pub(crate) fn edge_wakes(&self, was_empty: bool) -> bool {
+        was_empty || self.cfg.faults.edge == crate::faults::EdgePolicy::Linux
     }
 }
 

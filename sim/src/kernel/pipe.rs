@@ -116,12 +116,13 @@ impl Kernel {
 
     pub(crate) fn pipe_write(&mut self, p: u32, buf: &[u8]) -> io::Result<usize> {
         let pipe = &mut self.pipes[p];
-        if !pipe.readers {
-            return Err(err(EPIPE));
-        }
         if buf.is_empty() {
             return Ok(0);
         }
+        if !pipe.readers {
+            return Err(err(EPIPE));
+        }
+        let was_empty = pipe.pages.is_empty();
         let mut n = 0;
         // A write's tail shorter than a page may join the last page, if it fits whole there.
         let chars = buf.len() % PAGE;
@@ -148,7 +149,7 @@ impl Kernel {
             return Err(err(EAGAIN));
         }
         let rf = pipe.files[0];
-        if let Some(rf) = rf {
+        if let Some(rf) = rf.filter(|_| self.edge_wakes(was_empty)) {
             self.wake(rf, Events::IN | Events::RDNORM);
         }
         Ok(n)

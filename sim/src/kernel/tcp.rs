@@ -19,7 +19,7 @@
 //!   part (`sk_stream_is_writeable`); a writer that saw `EAGAIN` is woken (`OUT`) when a read
 //!   brings the space back.
 //! - **Segments**: a write larger than the MSS travels as several segments; the fault knob
-//!   `split_write_prob` cuts writes at random points too. Each arriving segment wakes the reader.
+//!   `split_write` fault cuts writes at random points too. Each arriving segment wakes the reader.
 //! - **Closing**: `shutdown(SHUT_WR)` and `close` send a FIN after the data (`RDHUP`, then EOF at
 //!   the peer). `close` with unread data, or with `SO_LINGER` 0, sends a reset instead; so does
 //!   data arriving at a closed socket. A reset gives the peer `ECONNRESET` (or `EPIPE` if it had
@@ -45,6 +45,7 @@ use netpoll::Fd;
 
 use super::unix::{RCV_SHUTDOWN, SEND_SHUTDOWN};
 use super::{FileId, Kernel, Kind, Later};
+use crate::bytes::ByteQueue;
 use crate::rng::Stream;
 use crate::slab::Slab;
 
@@ -88,6 +89,9 @@ pub(crate) struct TcpSock {
     err: i32,
     shutdown: u8,
     linger0: bool,
+    /// The port was picked by `connect` or `listen`, not by `bind`: it is given back when the
+    /// socket returns to the closed state.
+    autobound: bool,
     /// A write found no room: wake `OUT` when room returns (`SOCK_NOSPACE`).
     nospace: bool,
     listen: Option<Listen>,
@@ -97,10 +101,14 @@ pub(crate) struct TcpSock {
 }
 
 /// One direction of a connection: the bytes flowing *to* one end.
+///
+/// `buf` holds the bytes the receiver has not read (the first `rx_len`) followed by the bytes
+/// still crossing the network, in order. Delivering a segment only moves the boundary: no byte
+/// is copied between a `write` and the `read` that takes it.
 #[derive(Debug, Default)]
 struct Dir {
-    rx: VecDeque<u8>,
-    in_flight: usize,
+    buf: ByteQueue,
+    rx_len: usize,
     /// The receiving end got the FIN (Linux's `SOCK_DONE`).
     fin: bool,
     /// When the last packet of this direction arrives: later packets never overtake it.
@@ -142,11 +150,14 @@ pub(crate) enum Packet {
     Ack {
         conn: u32,
         listener: FileId,
+        /// SYN-ACK retransmissions so far (the ACK comes back with each one).
+        retries: u32,
     },
+    /// `len` bytes of the direction's `buf` arrive (they follow its unread bytes).
     Data {
         conn: u32,
         to: usize,
-        bytes: Vec<u8>,
+        len: usize,
     },
     Fin {
         conn: u32,
@@ -165,6 +176,8 @@ pub(crate) struct Net {
     /// Bound (ip, port) pairs and the socket holding each.
     bound: BTreeMap<(Ipv4Addr, u16), FileId>,
     next_attempt: u64,
+    /// Where the next ephemeral port search starts (an offset into the range).
+    port_hint: Option<u64>,
 }
 
 fn sock(k: &mut Kernel, f: FileId) -> &mut TcpSock {
@@ -187,7 +200,8 @@ fn is_loopback(ip: Ipv4Addr) -> bool {
 
 impl Kernel {
     pub(crate) fn tcp_socket(&mut self, flags: i32) -> io::Result<Fd> {
-        let nonblock = Kernel::check_flags(flags, SOCK_NONBLOCK | SOCK_CLOEXEC)?;
+        // The flags are or-ed into `SOCK_STREAM` (1): a stray 1 still names a stream socket.
+        let nonblock = Kernel::check_flags(flags, SOCK_NONBLOCK | SOCK_CLOEXEC | 1)?;
         let s = TcpSock {
             state: State::Closed,
             sock_state: SockState::Unconnected,
@@ -197,6 +211,7 @@ impl Kernel {
             err: 0,
             shutdown: 0,
             linger0: false,
+            autobound: false,
             nospace: false,
             listen: None,
             attempt: 0,
@@ -231,13 +246,20 @@ impl Kernel {
         true
     }
 
+    /// An ephemeral port free on `ip`: the search starts where the last one ended (from a
+    /// seeded first offset), so allocation is O(1) while the range is not full.
     fn ephemeral_port(&mut self, ip: Ipv4Addr) -> io::Result<u16> {
         let (lo, hi) = EPHEMERAL;
         let span = u64::from(hi - lo) + 1;
-        let start = self.rng.range(Stream::Ports, 0, span - 1);
+        let start = match self.net.port_hint {
+            Some(h) => h,
+            None => self.rng.range(Stream::Ports, 0, span - 1),
+        };
         for i in 0..span {
-            let port = lo + ((start + i) % span) as u16;
+            let off = (start + i) % span;
+            let port = lo + off as u16;
             if self.port_free(ip, port) {
+                self.net.port_hint = Some((off + 1) % span);
                 return Ok(port);
             }
         }
@@ -298,6 +320,7 @@ impl Kernel {
         }
         if s.local.is_none() {
             self.bind_to(f, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0))?;
+            sock(self, f).autobound = true;
         }
         let s = sock(self, f);
         s.state = State::Listen;
@@ -309,8 +332,19 @@ impl Kernel {
     }
 
     fn latency(&mut self) -> u64 {
-        let (lo, hi) = self.cfg.latency_ns;
-        self.rng.range(Stream::Net, lo, hi)
+        let lat = match self.cfg.faults.latency {
+            Some(l) => l.draw(self.rng.get(Stream::Net)),
+            None => {
+                let (lo, hi) = self.cfg.latency_ns;
+                self.rng.range(Stream::Net, lo, hi)
+            }
+        };
+        let q = self.cfg.faults.quantum_ns;
+        if q > 0 {
+            (self.now_ns + lat).div_ceil(q) * q - self.now_ns
+        } else {
+            lat
+        }
     }
 
     /// Sends `pkt` after a fresh latency draw; `order` (connection, direction) keeps packets of
@@ -340,8 +374,7 @@ impl Kernel {
                         Ok(())
                     }
                     _ => {
-                        s.sock_state = SockState::Unconnected;
-                        let e = std::mem::take(&mut s.err);
+                        let e = self.tcp_disconnect(f);
                         Err(err(if e != 0 { e } else { ECONNABORTED }))
                     }
                 };
@@ -349,11 +382,18 @@ impl Kernel {
             SockState::Unconnected if s.state != State::Closed => return Err(err(EISCONN)),
             SockState::Unconnected => {}
         }
+        // `0.0.0.0` means this host, as on Linux.
+        let addr = if addr.ip().is_unspecified() {
+            SocketAddrV4::new(Ipv4Addr::LOCALHOST, addr.port())
+        } else {
+            addr
+        };
         if !addr.ip().is_loopback() {
             return Err(err(ENETUNREACH));
         }
         if s.local.is_none() {
             self.bind_to(f, SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0))?;
+            sock(self, f).autobound = true;
         }
         self.net.next_attempt += 1;
         let attempt = self.net.next_attempt;
@@ -384,15 +424,42 @@ impl Kernel {
             s.sock_state = SockState::Connected;
             Ok(())
         } else {
-            s.sock_state = SockState::Unconnected;
-            let e = std::mem::take(&mut s.err);
+            let e = self.tcp_disconnect(f);
             Err(err(if e != 0 { e } else { ECONNABORTED }))
         }
     }
 
+    /// A failed connect is reported: the socket becomes a fresh, unconnected one again (Linux's
+    /// `tcp_disconnect`), giving back an automatically chosen port. Returns the pending error.
+    fn tcp_disconnect(&mut self, f: FileId) -> i32 {
+        let s = sock(self, f);
+        s.sock_state = SockState::Unconnected;
+        s.state = State::Closed;
+        s.shutdown = 0;
+        s.peer = None;
+        s.conn = None;
+        let e = std::mem::take(&mut s.err);
+        self.give_back_port(f);
+        e
+    }
+
+    /// Unbinds `f` if its port was chosen automatically.
+    fn give_back_port(&mut self, f: FileId) {
+        let s = sock(self, f);
+        if s.autobound {
+            s.autobound = false;
+            if let Some(a) = s.local.take() {
+                if self.net.bound.get(&(*a.ip(), a.port())) == Some(&f) {
+                    self.net.bound.remove(&(*a.ip(), a.port()));
+                }
+            }
+        }
+    }
+
     pub(crate) fn accept4(&mut self, fd: Fd, flags: i32) -> io::Result<(Fd, SocketAddrV4)> {
-        let f = self.tcp_of(fd, EINVAL)?;
+        // `__sys_accept4` checks the flags before it looks at the descriptor.
         let nonblock = Kernel::check_flags(flags, SOCK_NONBLOCK | SOCK_CLOEXEC)?;
+        let f = self.tcp_of(fd, EINVAL)?;
         loop {
             let s = sock(self, f);
             let Some(l) = s.listen.as_mut() else {
@@ -411,6 +478,13 @@ impl Kernel {
                 .as_mut()
                 .and_then(|l| l.queue.pop_front())
                 .expect("queue checked non-empty");
+            if self.fault(self.cfg.faults.accept_abort) {
+                // The connection was reset while it waited in the queue.
+                self.faults.accept_aborts += 1;
+                sock(self, child).linger0 = true;
+                self.release(child);
+                return Err(err(ECONNABORTED));
+            }
             self.files[child].nonblock = nonblock;
             let newfd = self.install(child)?;
             let peer = sock(self, child)
@@ -463,7 +537,7 @@ impl Kernel {
         }
         if s.state != State::SynSent {
             if let Some((c, e)) = s.conn {
-                if !self.net.conns[c].dir[e].rx.is_empty() {
+                if self.net.conns[c].dir[e].rx_len > 0 {
                     m |= Events::IN | Events::RDNORM;
                 }
             }
@@ -482,7 +556,7 @@ impl Kernel {
             return (self.cfg.tcp_window, 0);
         };
         let d = &self.net.conns[c].dir[1 - e];
-        let used = d.in_flight + d.rx.len();
+        let used = d.buf.len();
         (self.cfg.tcp_window.saturating_sub(used), used)
     }
 
@@ -503,11 +577,10 @@ impl Kernel {
         if let Some((c, e)) = conn {
             if s.state != State::SynSent {
                 let d = &mut self.net.conns[c].dir[e];
-                if !d.rx.is_empty() {
-                    let n = d.rx.len().min(buf.len());
-                    for (dst, src) in buf.iter_mut().zip(d.rx.drain(..n)) {
-                        *dst = src;
-                    }
+                if d.rx_len > 0 {
+                    let n = d.rx_len.min(buf.len());
+                    d.buf.pop_into(&mut buf[..n]);
+                    d.rx_len -= n;
                     self.tcp_space_returned(c, 1 - e);
                     return Ok(n);
                 }
@@ -573,20 +646,25 @@ impl Kernel {
             return Err(err(EAGAIN));
         }
         let n = free.min(buf.len());
-        self.net.conns[c].dir[1 - e].in_flight += n;
+        if n < buf.len() {
+            // A short write ran out of room too (`tcp_sendmsg` sets `SOCK_NOSPACE`): the writer
+            // gets an `OUT` edge when room returns, as after `EAGAIN`.
+            sock(self, f).nospace = true;
+        }
+        self.net.conns[c].dir[1 - e].buf.push(&buf[..n]);
         let mss = self.cfg.tcp_mss.max(1);
         let mut off = 0;
         while off < n {
             let mut k = (n - off).min(mss);
-            if k > 1 && self.rng.chance(Stream::Net, self.cfg.split_write_prob) {
-                k = self.rng.range(Stream::Net, 1, k as u64 - 1) as usize;
+            if k > 1 && self.fault(self.cfg.faults.split_write) {
+                k = self.rng.range(Stream::Faults, 1, k as u64 - 1) as usize;
+                self.faults.split_writes += 1;
             }
-            let bytes = buf[off..off + k].to_vec();
             self.send(
                 Packet::Data {
                     conn: c,
                     to: 1 - e,
-                    bytes,
+                    len: k,
                 },
                 Some((c, 1 - e)),
             );
@@ -601,9 +679,39 @@ impl Kernel {
         }
         let mode = (how + 1) as u8;
         let s = sock(self, f);
+        if s.sock_state == SockState::Connecting && s.state == State::Established {
+            // `inet_shutdown` settles a finished non-blocking connect: `connect` now says EISCONN.
+            s.sock_state = SockState::Connected;
+        }
         match s.state {
-            State::Closed => return Err(err(ENOTCONN)),
-            State::Listen | State::SynSent => return Ok(()),
+            State::Closed => {
+                // Linux records the shutdown anyway, and reports ENOTCONN.
+                s.shutdown |= mode;
+                self.wake(f, Events::NONE);
+                return Err(err(ENOTCONN));
+            }
+            State::Listen if mode & RCV_SHUTDOWN == 0 => return Ok(()),
+            State::Listen => {
+                // Stops listening: queued connections are reset, the socket is closed.
+                let l = s.listen.take().expect("a listener has a queue");
+                s.state = State::Closed;
+                for child in l.queue {
+                    sock(self, child).linger0 = true;
+                    self.release(child);
+                }
+                self.wake(f, Events::NONE);
+                return Ok(());
+            }
+            State::SynSent => {
+                // The connect is aborted (`tcp_disconnect`): ECONNRESET, and a fresh socket.
+                s.state = State::Closed;
+                s.sock_state = SockState::Unconnected;
+                s.err = ECONNRESET;
+                s.attempt = 0;
+                self.give_back_port(f);
+                self.wake(f, Events::NONE);
+                return Ok(());
+            }
             State::Established => {}
         }
         let newly_send = mode & SEND_SHUTDOWN != 0 && s.shutdown & SEND_SHUTDOWN == 0;
@@ -631,7 +739,7 @@ impl Kernel {
         let Some((c, e)) = s.conn else { return };
         if s.state == State::Established {
             let conn = &self.net.conns[c];
-            let unread = !conn.dir[e].rx.is_empty();
+            let unread = conn.dir[e].rx_len > 0;
             let peer_alive = conn.end[1 - e].is_some();
             if peer_alive && (s.linger0 || unread) {
                 self.send(Packet::Rst { conn: c, to: 1 - e }, Some((c, 1 - e)));
@@ -641,12 +749,20 @@ impl Kernel {
         }
         let conn = &mut self.net.conns[c];
         conn.end[e] = None;
-        conn.dir[e].rx = VecDeque::new();
+        // Unread bytes go; bytes still in flight stay until their segments arrive and are
+        // discarded.
+        let d = &mut conn.dir[e];
+        d.buf.discard_front(d.rx_len);
+        d.rx_len = 0;
         self.conn_maybe_free(c);
     }
 
+    /// Frees the connection once both sockets are gone and no packet refers to it. Callers may
+    /// call it after a release that already freed it.
     fn conn_maybe_free(&mut self, c: u32) {
-        let conn = &self.net.conns[c];
+        let Some(conn) = self.net.conns.get(c) else {
+            return;
+        };
         if conn.end == [None, None] && conn.packets == 0 {
             self.net.conns.remove(c);
         }
@@ -694,13 +810,7 @@ impl Kernel {
             }
             Packet::Refused { client, attempt } => {
                 if self.attempt_live(client, attempt) {
-                    let s = sock(self, client);
-                    let local = s.local;
-                    s.local = None;
-                    s.peer = None;
-                    if let Some(a) = local {
-                        self.net.bound.remove(&(*a.ip(), a.port()));
-                    }
+                    self.give_back_port(client);
                     self.tcp_abort(client, ECONNREFUSED);
                 }
             }
@@ -717,7 +827,14 @@ impl Kernel {
                     s.conn = Some((conn, 0));
                     self.net.conns[conn].end[0] = Some(client);
                     self.wake(client, Events::NONE);
-                    self.send(Packet::Ack { conn, listener }, Some((conn, 1)));
+                    self.send(
+                        Packet::Ack {
+                            conn,
+                            listener,
+                            retries: 0,
+                        },
+                        Some((conn, 1)),
+                    );
                 } else {
                     // The client went away: the half-open child is dropped.
                     if let Some(child) = self.net.conns[conn].end[1] {
@@ -726,26 +843,54 @@ impl Kernel {
                     self.conn_maybe_free(conn);
                 }
             }
-            Packet::Ack { conn, listener } => {
+            Packet::Ack {
+                conn,
+                listener,
+                retries,
+            } => {
                 self.net.conns[conn].packets -= 1;
-                self.on_ack(conn, listener);
+                self.on_ack(conn, listener, retries);
             }
-            Packet::Data { conn, to, bytes } => {
+            Packet::Data { conn, to, len } => {
                 let cn = &mut self.net.conns[conn];
                 cn.packets -= 1;
-                cn.dir[to].in_flight -= bytes.len();
-                match cn.end[to] {
-                    Some(f) => {
-                        cn.dir[to].rx.extend(bytes);
-                        self.wake(
-                            f,
-                            Events::IN | Events::PRI | Events::RDNORM | Events::RDBAND,
-                        );
+                let receiver = cn.end[to];
+                let sender_alive = cn.end[1 - to].is_some();
+                let established =
+                    receiver.is_some_and(|f| sock(self, f).state == State::Established);
+                let delivered = match receiver {
+                    // A socket that was reset is no longer in the connection table: a reset
+                    // answers the segment.
+                    Some(_) if !established => false,
+                    Some(f) if self.fault(self.cfg.faults.reset) => {
+                        // The segment arrives as a reset; the receiver answers in kind.
+                        self.faults.resets += 1;
+                        self.tcp_abort(f, ECONNRESET);
+                        false
                     }
-                    None => {
-                        if cn.end[1 - to].is_some() {
-                            self.send(Packet::Rst { conn, to: 1 - to }, Some((conn, 1 - to)));
+                    Some(f) if self.rejects_data(f, conn, to) => {
+                        // RFC 1122: data after our FIN and SHUT_RD is answered with a reset.
+                        self.tcp_abort(f, ECONNRESET);
+                        false
+                    }
+                    Some(f) => {
+                        let d = &mut self.net.conns[conn].dir[to];
+                        let was_empty = d.rx_len == 0;
+                        d.rx_len += len;
+                        if self.edge_wakes(was_empty) {
+                            let key = Events::IN | Events::PRI | Events::RDNORM | Events::RDBAND;
+                            self.wake(f, key);
                         }
+                        true
+                    }
+                    // Data for a closed socket: a reset answers it.
+                    None => false,
+                };
+                if !delivered {
+                    let d = &mut self.net.conns[conn].dir[to];
+                    d.buf.remove(d.rx_len, len);
+                    if sender_alive {
+                        self.send(Packet::Rst { conn, to: 1 - to }, Some((conn, 1 - to)));
                     }
                 }
                 self.conn_maybe_free(conn);
@@ -772,6 +917,15 @@ impl Kernel {
                 self.conn_maybe_free(conn);
             }
         }
+    }
+
+    /// A socket that sent its FIN and shut its receiving side, and has not had the peer's FIN
+    /// (`FIN_WAIT1/2` with `RCV_SHUTDOWN`), resets a connection whose data still arrives.
+    fn rejects_data(&self, f: FileId, conn: u32, to: usize) -> bool {
+        let s = sock_ref(self, f).expect("connection end is a tcp socket");
+        s.state == State::Established
+            && s.shutdown == RCV_SHUTDOWN | SEND_SHUTDOWN
+            && !self.net.conns[conn].dir[to].fin
     }
 
     fn attempt_live(&self, client: FileId, attempt: u64) -> bool {
@@ -835,6 +989,7 @@ impl Kernel {
                 err: 0,
                 shutdown: 0,
                 linger0: false,
+                autobound: false,
                 nospace: false,
                 listen: None,
                 attempt: 0,
@@ -853,28 +1008,45 @@ impl Kernel {
         );
     }
 
-    fn on_ack(&mut self, conn: u32, listener: FileId) {
+    fn on_ack(&mut self, conn: u32, listener: FileId, retries: u32) {
         let Some(child) = self.net.conns[conn].end[1] else {
             self.conn_maybe_free(conn);
             return;
         };
         let live = sock_ref(self, listener).is_some_and(|s| s.state == State::Listen);
-        if !live {
-            // The listener is gone: the client is reset.
-            self.release(child);
-            if self.net.conns[conn].end[0].is_some() {
+        let full = sock_ref(self, listener)
+            .and_then(|s| s.listen.as_ref())
+            .is_some_and(|q| q.queue.len() > q.backlog);
+        if !live || (full && retries >= self.cfg.synack_retries) {
+            // The listener is gone, or gave up on a handshake it had no room for: the request
+            // is dropped and the client, which believes it is connected, is reset.
+            let client_alive = self.net.conns[conn].end[0].is_some();
+            if client_alive {
                 self.send(Packet::Rst { conn, to: 0 }, Some((conn, 0)));
             }
+            // Detach the half-open child first, so that its release sends nothing more.
+            self.net.conns[conn].end[1] = None;
+            sock(self, child).conn = None;
+            self.release(child);
+            self.conn_maybe_free(conn);
+            return;
+        }
+        if full {
+            // No room: the server retransmits its SYN-ACK after a timeout that doubles each
+            // time, and the client's ACK comes again.
+            let at = self.now_ns + (self.cfg.syn_rto_ns << retries.min(16));
+            self.net.conns[conn].packets += 1;
+            self.schedule(
+                at,
+                Later::Net(Packet::Ack {
+                    conn,
+                    listener,
+                    retries: retries + 1,
+                }),
+            );
             return;
         }
         let q = sock(self, listener).listen.as_mut().expect("listener");
-        if q.queue.len() > q.backlog {
-            // No room: the server's SYN-ACK retransmission will bring the ACK again.
-            let at = self.now_ns + self.cfg.syn_rto_ns;
-            self.net.conns[conn].packets += 1;
-            self.schedule(at, Later::Net(Packet::Ack { conn, listener }));
-            return;
-        }
         q.queue.push_back(child);
         self.wake(
             listener,

@@ -1,0 +1,218 @@
+//! What a run can be found guilty of, and how each verdict is reported.
+//!
+//! | oracle | checked | failure |
+//! |---|---|---|
+//! | lost wakeup | before every sleep at quiescence (nothing in flight, no timer due; amortised over the work done) and at the end | [`Failure::LostWakeup`]: the fd, its token, what it is ready for, what the loop waits for, its recent history |
+//! | hang | whenever the loop would wait for ever, or exceeds its virtual-time or step budget | [`Failure::Hang`]: what was left undone |
+//! | data integrity | every byte a client reads, against the connection's deterministic stream; totals at the end | [`Failure::Integrity`] |
+//! | deadline accuracy | every deadline that fires: never early, at most one tick late | [`Failure::Deadline`] |
+//! | determinism | on request: two runs of one seed, compared call by call | [`Failure::Divergence`] |
+//! | leaks and totals | at the end: no open connection, no descriptor left, every count as planned | [`Failure::Invariant`] |
+//!
+//! A syscall failing with an errno no peer behaviour explains is [`Failure::Io`].
+
+use std::fmt;
+
+use netpoll::{Events, Fd};
+use netpoll_sim::trace::Record;
+
+/// A failed oracle.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Failure {
+    /// The loop was about to sleep while a registered fd was ready for what it waits for.
+    LostWakeup {
+        /// The descriptor.
+        fd: Fd,
+        /// Its registration's token.
+        data: u64,
+        /// Who owns it, in words (`"server conn slot 3"`, `"client 17"`).
+        owner: String,
+        /// The registration's interest and mode bits.
+        interest: Events,
+        /// What the file is ready for (within the interest).
+        ready: Events,
+        /// What the loop is waiting for on it.
+        wants: Events,
+        /// A oneshot registration that fired and was never re-armed.
+        disarmed: bool,
+        /// Virtual time.
+        at_ns: u64,
+        /// The fd's recent calls, oldest first.
+        history: Vec<Record>,
+    },
+    /// The goal is not met and nothing can make progress.
+    Hang {
+        /// What is left undone, and why the run stopped.
+        detail: String,
+        /// Virtual time.
+        at_ns: u64,
+    },
+    /// A byte was lost, duplicated or reordered.
+    Integrity {
+        /// Connection index.
+        conn: usize,
+        /// Offset in the connection's response stream.
+        offset: u64,
+        /// What was expected and what came, in words.
+        detail: String,
+    },
+    /// A deadline fired early or more than one tick late.
+    Deadline {
+        /// What the deadline was for.
+        what: String,
+        /// When it was due.
+        deadline_ns: u64,
+        /// When it fired.
+        fired_ns: u64,
+        /// Allowed lateness.
+        tolerance_ns: u64,
+    },
+    /// Two runs of one seed differ.
+    Divergence {
+        /// Index of the first differing call.
+        step: u64,
+        /// Virtual time of that call (first run).
+        at_ns: u64,
+        /// The call in each run (`None`: that run had ended).
+        first: Option<Record>,
+        /// The call in the second run.
+        second: Option<Record>,
+    },
+    /// An end-of-run invariant does not hold (a leak, a count off).
+    Invariant(String),
+    /// A syscall failed with an errno no peer behaviour explains.
+    Io {
+        /// What the loop was doing.
+        context: String,
+        /// The error.
+        error: String,
+    },
+}
+
+impl Failure {
+    /// A short name for the kind of failure (the `outcome` of a report).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Failure::LostWakeup { .. } => "lost-wakeup",
+            Failure::Hang { .. } => "hang",
+            Failure::Integrity { .. } => "integrity",
+            Failure::Deadline { .. } => "deadline",
+            Failure::Divergence { .. } => "nondeterminism",
+            Failure::Invariant(_) => "invariant",
+            Failure::Io { .. } => "io-error",
+        }
+    }
+}
+
+/// One trace record as a line of text: `at_ns call(fd, arg) -> result`.
+pub fn render_record(r: &Record) -> String {
+    format!("{:>12} {}", r.at_ns, crate::trace_out::call_text(r))
+}
+
+/// The errno's symbolic name (`EAGAIN`), or `errno N` for one the loops never meet.
+pub fn errno_name(e: i32) -> String {
+    use netpoll::sys::errno::*;
+    let name = match e {
+        EAGAIN => "EAGAIN",
+        EBADF => "EBADF",
+        EINVAL => "EINVAL",
+        EPIPE => "EPIPE",
+        ECONNRESET => "ECONNRESET",
+        ECONNREFUSED => "ECONNREFUSED",
+        EINPROGRESS => "EINPROGRESS",
+        ENOTCONN => "ENOTCONN",
+        ETIMEDOUT => "ETIMEDOUT",
+        EEXIST => "EEXIST",
+        ENOENT => "ENOENT",
+        EMFILE => "EMFILE",
+        EINTR => "EINTR",
+        EADDRINUSE => "EADDRINUSE",
+        EADDRNOTAVAIL => "EADDRNOTAVAIL",
+        _ => return format!("errno {e}"),
+    };
+    name.to_string()
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::LostWakeup {
+                fd,
+                data,
+                owner,
+                interest,
+                ready,
+                wants,
+                disarmed,
+                at_ns,
+                history,
+            } => {
+                writeln!(
+                    f,
+                    "lost wakeup at {at_ns} ns: fd {fd} ({owner}, data {data:#x}) is ready for \
+                     {ready:?} and the loop waits for {wants:?}, but no event is queued \
+                     (interest {interest:?}{})",
+                    if *disarmed { ", oneshot disarmed" } else { "" }
+                )?;
+                if history.is_empty() {
+                    writeln!(
+                        f,
+                        "no call on fd {fd} among the kernel's last {} (the trace command shows all)",
+                        netpoll_sim::trace::HISTORY_LEN
+                    )?;
+                    return Ok(());
+                }
+                writeln!(f, "recent calls on fd {fd} (oldest first):")?;
+                let skip = history.len().saturating_sub(16);
+                for r in &history[skip..] {
+                    writeln!(f, "  {}", render_record(r))?;
+                }
+                Ok(())
+            }
+            Failure::Hang { detail, at_ns } => write!(f, "hang at {at_ns} ns: {detail}"),
+            Failure::Integrity {
+                conn,
+                offset,
+                detail,
+            } => {
+                write!(
+                    f,
+                    "data integrity: connection {conn}, response byte {offset}: {detail}"
+                )
+            }
+            Failure::Deadline {
+                what,
+                deadline_ns,
+                fired_ns,
+                tolerance_ns,
+            } => write!(
+                f,
+                "deadline accuracy: {what} was due at {deadline_ns} ns and fired at {fired_ns} ns \
+                 ({} ns off; allowed 0..={tolerance_ns} ns late)",
+                *fired_ns as i128 - *deadline_ns as i128
+            ),
+            Failure::Divergence {
+                step,
+                at_ns,
+                first,
+                second,
+            } => {
+                let show = |r: &Option<Record>| match r {
+                    Some(r) => render_record(r),
+                    None => "(run ended)".into(),
+                };
+                write!(
+                    f,
+                    "nondeterminism: the two runs differ at call {step} (virtual time {at_ns} ns):\n  \
+                     first:  {}\n  second: {}",
+                    show(first),
+                    show(second)
+                )
+            }
+            Failure::Invariant(s) => write!(f, "invariant: {s}"),
+            Failure::Io { context, error } => {
+                write!(f, "unexpected error while {context}: {error}")
+            }
+        }
+    }
+}

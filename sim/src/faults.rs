@@ -1,0 +1,220 @@
+//! The fault plan: what the simulated kernel may do that Linux allows but rarely does.
+//!
+//! Every knob is a probability (or a distribution) and every decision is drawn from the run's
+//! `Faults` random stream, so an injected fault replays from the seed like everything else. Each
+//! fault that fires is counted in [`FaultCounts`] (see `Sim::fault_counts`), so a report can say
+//! which faults a failing run actually saw.
+//!
+//! | knob | what it does | why an event loop must cope |
+//! |---|---|---|
+//! | `short_read` | a read returns fewer bytes than are buffered | `read` promises at least 1 byte |
+//! | `short_write` | a write takes fewer bytes than there is room for | `write` promises at least 1 byte |
+//! | `split_write` | a TCP write travels as several segments (each a wakeup) | segmentation is the network's choice |
+//! | `latency` | per-packet latency distribution; different draws reorder packets *between* connections, never within one | delivery order across connections is not defined |
+//! | `spurious` | `epoll_wait` reports a registration whose file is not ready | the contract allows spurious events |
+//! | `eintr` | a blocking `epoll_wait` fails with `EINTR` | signals |
+//! | `reset` | a TCP segment arrives as a reset instead: both ends see `ECONNRESET` | peers and middleboxes abort |
+//! | `accept_abort` | `accept4` finds the first queued connection reset: `ECONNABORTED` | Linux returns it |
+//! | `timer_first` | when a timeout expires at the same virtual instant as a delivery, the timeout wins | neither order is promised |
+//! | `edge` | `Linux` edges (every write wakes) or `EmptyToNonEmpty` (only a write into an empty buffer wakes, as on other kernels and older Linux pipes) | portability |
+//!
+//! [`FaultPlan::swarm`] draws a random subset of faults with random weights from a seed, for
+//! swarm testing: each seed explores a different corner.
+
+use rand::Rng;
+
+use crate::rng::{stream, Stream};
+
+/// Which writes wake an edge-triggered reader.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum EdgePolicy {
+    /// Linux 6.x: every write into a socket, pipe or eventfd is a wakeup, even into an undrained
+    /// buffer.
+    #[default]
+    Linux,
+    /// Only a write that makes an empty buffer non-empty is a wakeup (BSD kqueue-like, and Linux
+    /// pipes between 5.5 and 5.14). Code that relies on Linux's extra edges loses wakeups here.
+    EmptyToNonEmpty,
+}
+
+/// How long a packet takes to cross the simulated loopback network.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Latency {
+    /// Uniform in `lo..=hi` nanoseconds.
+    Uniform(u64, u64),
+    /// `base` plus an exponential tail with mean `mean_extra` (nanoseconds), capped at 100×.
+    Exponential {
+        /// The floor.
+        base: u64,
+        /// The tail's mean.
+        mean_extra: u64,
+    },
+    /// `fast` most of the time, `slow` with probability `p_slow`: a bimodal network.
+    Bimodal {
+        /// The usual latency.
+        fast: u64,
+        /// The occasional one.
+        slow: u64,
+        /// How often the slow one is drawn.
+        p_slow: f64,
+    },
+}
+
+impl Latency {
+    pub(crate) fn draw(&self, r: &mut impl Rng) -> u64 {
+        match *self {
+            Latency::Uniform(lo, hi) if lo >= hi => lo,
+            Latency::Uniform(lo, hi) => r.random_range(lo..=hi),
+            Latency::Exponential { base, mean_extra } => {
+                let u: f64 = r.random_range(f64::EPSILON..1.0);
+                let extra = (-u.ln() * mean_extra as f64).min(mean_extra as f64 * 100.0);
+                base + extra as u64
+            }
+            Latency::Bimodal { fast, slow, p_slow } => {
+                if r.random_bool(p_slow.clamp(0.0, 1.0)) {
+                    slow
+                } else {
+                    fast
+                }
+            }
+        }
+    }
+}
+
+/// The fault plan. `Default` injects nothing: the kernel behaves like an idle Linux box.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FaultPlan {
+    /// Probability that a read is cut short (when more than one byte could be read).
+    pub short_read: f64,
+    /// Probability that a write is cut short (when more than one byte could be written).
+    pub short_write: f64,
+    /// Probability that a TCP write is cut into two segments at a random point.
+    pub split_write: f64,
+    /// Per-packet latency; `None` keeps the configuration's uniform range.
+    pub latency: Option<Latency>,
+    /// Probability, per `epoll_wait` that reports, of adding one spurious event.
+    pub spurious: f64,
+    /// Probability that an `epoll_wait` about to block fails with `EINTR` instead.
+    pub eintr: f64,
+    /// Probability that an arriving TCP data segment resets the connection instead.
+    pub reset: f64,
+    /// Probability that `accept4` with a connection queued fails with `ECONNABORTED`.
+    pub accept_abort: f64,
+    /// Probability that a timeout expiring at the same instant as a delivery is reported first.
+    pub timer_first: f64,
+    /// Round every delivery time up to a multiple of this (0: off), so deliveries land on the
+    /// same instants as millisecond timeouts and the tie-break above matters.
+    pub quantum_ns: u64,
+    /// Which writes are edges.
+    pub edge: EdgePolicy,
+}
+
+impl Default for FaultPlan {
+    fn default() -> Self {
+        FaultPlan {
+            short_read: 0.0,
+            short_write: 0.0,
+            split_write: 0.0,
+            latency: None,
+            spurious: 0.0,
+            eintr: 0.0,
+            reset: 0.0,
+            accept_abort: 0.0,
+            timer_first: 0.0,
+            quantum_ns: 0,
+            edge: EdgePolicy::Linux,
+        }
+    }
+}
+
+impl FaultPlan {
+    /// No faults.
+    pub fn none() -> FaultPlan {
+        FaultPlan::default()
+    }
+
+    /// Every benign fault on at a moderate rate (no resets or aborts, which change what a
+    /// correct program observes): short I/O, split writes, jittery latency, spurious events,
+    /// `EINTR`, timer/readiness ties in both orders.
+    pub fn chaos() -> FaultPlan {
+        FaultPlan {
+            short_read: 0.2,
+            short_write: 0.2,
+            split_write: 0.3,
+            latency: Some(Latency::Exponential {
+                base: 2_000,
+                mean_extra: 40_000,
+            }),
+            spurious: 0.05,
+            eintr: 0.05,
+            reset: 0.0,
+            accept_abort: 0.0,
+            timer_first: 0.5,
+            quantum_ns: 1_000_000,
+            edge: EdgePolicy::Linux,
+        }
+    }
+
+    /// Swarm testing: a random subset of the benign faults, each with a random weight, drawn
+    /// from `seed` alone (its own stream, so the run's other draws are untouched). Resets and
+    /// aborts are left to scenarios that expect them.
+    pub fn swarm(seed: u64) -> FaultPlan {
+        let mut r = stream(seed, Stream::Swarm);
+        let mut knob = |max: f64| {
+            if r.random_bool(0.5) {
+                r.random_range(0.0..max)
+            } else {
+                0.0
+            }
+        };
+        let mut plan = FaultPlan {
+            short_read: knob(0.5),
+            short_write: knob(0.5),
+            split_write: knob(0.5),
+            spurious: knob(0.2),
+            eintr: knob(0.2),
+            timer_first: knob(1.0),
+            ..FaultPlan::default()
+        };
+        if r.random_bool(0.5) {
+            plan.latency = Some(match r.random_range(0..3) {
+                0 => Latency::Uniform(1_000, r.random_range(2_000..200_000)),
+                1 => Latency::Exponential {
+                    base: 1_000,
+                    mean_extra: r.random_range(1_000..100_000),
+                },
+                _ => Latency::Bimodal {
+                    fast: 5_000,
+                    slow: r.random_range(100_000..5_000_000),
+                    p_slow: r.random_range(0.01..0.2),
+                },
+            });
+        }
+        if r.random_bool(0.3) {
+            plan.quantum_ns = 1_000_000;
+        }
+        if r.random_bool(0.2) {
+            plan.edge = EdgePolicy::EmptyToNonEmpty;
+        }
+        plan
+    }
+
+    /// Whether any fault can fire.
+    pub fn is_quiet(&self) -> bool {
+        *self == FaultPlan::default()
+    }
+}
+
+/// How many faults of each kind fired in a run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct FaultCounts {
+    pub short_reads: u64,
+    pub short_writes: u64,
+    pub split_writes: u64,
+    pub spurious: u64,
+    pub eintr: u64,
+    pub resets: u64,
+    pub accept_aborts: u64,
+    pub timer_first: u64,
+}
