@@ -57,7 +57,6 @@ mod differential {
 
         /// The same with no allowance: fails until the sim bugs in `regressions` are fixed.
         #[test]
-        #[ignore = "sim bug: the divergences still ignored in `regressions` (differential::KNOWN)"]
         fn sim_matches_linux_strictly(input in any::<DiffInput>()) {
             if let Err(d) = differential::run_with(&input, true) {
                 prop_assert!(false, "{}", d);
@@ -197,7 +196,6 @@ mod regressions {
     /// `accept4(closed fd, bad flags)`: but Linux looks the descriptor up before the flags
     /// (`__sys_accept4` takes the fd, `do_accept` checks the flags): EBADF, EINVAL, ENOTSOCK.
     #[test]
-    #[ignore = "sim bug: accept4(closed fd, bad flags) gives EINVAL (Linux: EBADF)"]
     fn accept4_checks_the_fd_exists_before_the_flags() {
         both(|p| {
             let r = p.accept4(-1, SOCK_NONBLOCK | 0x100);
@@ -228,7 +226,6 @@ mod regressions {
 
     /// A zero-length `read` of a listening socket: Linux returns 0 before asking the protocol.
     #[test]
-    #[ignore = "sim bug: read(listener, 0 bytes) fails with ENOTCONN (Linux: 0)"]
     fn zero_length_read_of_a_listener() {
         both(|p| {
             let l = p.tcp_socket(SOCK_NONBLOCK).unwrap();

@@ -303,14 +303,7 @@ pub struct RunResult {
 
 /// CPU time (user + system) the calling thread has used, in ns.
 pub fn thread_cpu_ns() -> u64 {
-    // SAFETY: an all-zero `rusage` is a valid value for getrusage to overwrite.
-    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: `u` is a valid, writable rusage.
-    if unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut u) } != 0 {
-        return 0;
-    }
-    let tv = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1000;
-    tv(u.ru_utime) + tv(u.ru_stime)
+    netpoll_realnet::process::thread_cpu_ns()
 }
 
 fn errno(e: &io::Error) -> i32 {

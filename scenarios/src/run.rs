@@ -151,25 +151,7 @@ impl Request {
 
 /// Raises the soft descriptor limit to the hard one; returns the limit in force.
 pub fn fd_limit() -> u64 {
-    let mut r = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `r` is a valid, writable rlimit for getrlimit to fill.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0 {
-        return 1024;
-    }
-    if r.rlim_cur < r.rlim_max {
-        let want = libc::rlimit {
-            rlim_cur: r.rlim_max,
-            rlim_max: r.rlim_max,
-        };
-        // SAFETY: `want` is a valid rlimit; raising the soft limit to the hard one is allowed.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &want) } == 0 {
-            r.rlim_cur = r.rlim_max;
-        }
-    }
-    r.rlim_cur
+    netpoll_realnet::process::raise_fd_limit()
 }
 
 /// Why a token cannot be replayed: all usage errors (exit status 2).
