@@ -8,17 +8,20 @@
 //! 300 bytes, at most ~40 of them), so buffers never fill and read counts must agree exactly.
 //! No TCP: its timing on the real kernel is not deterministic.
 //!
-//! `PROPTEST_CASES` sets the number of cases (default 256); `NETPOLL_SEED` the sim's seed.
+//! `PROPTEST_CASES` sets the number of cases (default 256), `PROPTEST_RNG_SEED` the seed that
+//! draws them (default fixed: `netpoll_fuzzops::seeded`); `NETPOLL_SEED` the sim's seed. A failure
+//! prints the command that replays it.
 
 use std::fmt::Write as _;
 
 use netpoll::sys::errno::*;
 use netpoll::sys::*;
 use netpoll::{EpollEvent, Events, Fd, Poller};
+use netpoll_fuzzops::seeded;
 use netpoll_realnet::RealNet;
 use netpoll_sim::Sim;
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestRunner};
+use proptest::test_runner::TestRunner;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
@@ -359,21 +362,18 @@ fn run(ops: &[Op]) -> Result<(), String> {
 
 #[test]
 fn real_and_sim_agree_on_random_sequences() {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(256);
-    let mut runner = TestRunner::new(Config {
-        cases,
-        failure_persistence: None,
-        ..Config::default()
-    });
+    let mut runner = TestRunner::new(seeded::config(256));
     let result = runner.run(&prop::collection::vec(op(), 1..40), |ops| {
         let all: Vec<Op> = PRELUDE.iter().cloned().chain(ops).collect();
         run(&all).map_err(proptest::test_runner::TestCaseError::fail)
     });
     if let Err(e) = result {
-        panic!("{e}");
+        let replay = seeded::replay_line(
+            "netpoll",
+            "differential",
+            "real_and_sim_agree_on_random_sequences",
+        );
+        panic!("{e}\n{replay}");
     }
 }
 

@@ -2,26 +2,26 @@
 //!
 //! Each cargo-fuzz target in `fuzz/` is a thin wrapper around a harness in `netpoll-fuzzops`;
 //! here the same harnesses run on inputs that proptest generates and shrinks instead of bytes
-//! that libFuzzer mutates. `PROPTEST_CASES` sets the case count (default: a modest one per
+//! that libFuzzer mutates, from a fixed seed (`PROPTEST_RNG_SEED` names another; see
+//! `netpoll_fuzzops::seeded`). `PROPTEST_CASES` sets the case count (default: a modest one per
 //! twin). Every committed corpus file replays through the fuzz target's own body
 //! (`corpus_smoke`), and each divergence the fuzzers found is a two-arm regression test,
 //! ignored until the sim is fixed (`regressions`).
 //!
-//! A failing twin prints `netpoll-fuzz: failing input: ...` (the seed and the input's size)
-//! and proptest's shrunk input; `fuzz/README.md` says how to replay a fuzzer's crash file.
+//! A failing twin prints `netpoll-fuzz: failing input: ...` (the seed and the input's size),
+//! proptest's shrunk input and the `replay:` command that runs the same cases again; `fuzz/README.md` says how to replay a fuzzer's crash file.
 
+use netpoll_fuzzops::seeded;
 use proptest::prelude::*;
 
+/// The seeded configuration ([`seeded::config`]): one seed, one set of cases.
 fn cases(default: u32) -> ProptestConfig {
-    let n = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default);
-    ProptestConfig {
-        // Failures are reported with their shrunk input; nothing is written into the tree.
-        failure_persistence: None,
-        ..ProptestConfig::with_cases(n)
-    }
+    seeded::config(default)
+}
+
+/// What a failing twin prints last: the command that runs the same cases again.
+fn replay(test: &str) -> String {
+    seeded::replay_line("netpoll", "fuzz_twins", test)
 }
 
 mod sim_no_panic {
@@ -34,7 +34,8 @@ mod sim_no_panic {
         /// Any call sequence, seed and knobs: no panic, and one input is one run.
         #[test]
         fn sim_never_panics_and_is_deterministic(input in any::<NoPanicInput>()) {
-            no_panic::run(&input);
+            let r = std::panic::catch_unwind(|| no_panic::run(&input));
+            prop_assert!(r.is_ok(), "{}", replay("sim_no_panic::sim_never_panics_and_is_deterministic"));
         }
     }
 }
@@ -51,7 +52,7 @@ mod differential {
         #[test]
         fn sim_matches_linux(input in any::<DiffInput>()) {
             if let Err(d) = differential::run_with(&input, false) {
-                prop_assert!(false, "{}", d);
+                prop_assert!(false, "{}\n{}", d, replay("differential::sim_matches_linux"));
             }
         }
 
@@ -59,7 +60,7 @@ mod differential {
         #[test]
         fn sim_matches_linux_strictly(input in any::<DiffInput>()) {
             if let Err(d) = differential::run_with(&input, true) {
-                prop_assert!(false, "{}", d);
+                prop_assert!(false, "{}\n{}", d, replay("differential::sim_matches_linux_strictly"));
             }
         }
     }
@@ -76,7 +77,7 @@ mod et_handler {
         #[test]
         fn et_echo_server_loses_no_wakeup(input in any::<EtInput>()) {
             if let Err(r) = et::run(&input) {
-                prop_assert!(false, "{}", r);
+                prop_assert!(false, "{}\n{}", r, replay("et_handler::et_echo_server_loses_no_wakeup"));
             }
         }
     }
@@ -221,6 +222,73 @@ mod regressions {
             assert_eq!((n, evs[0].events), (1, want), "{}", p.name());
             p.close(ep).unwrap();
             p.close(s).unwrap();
+        });
+    }
+
+    /// `shutdown(SHUT_RD)` on a listener disconnects it (`inet_shutdown` calls
+    /// `tcp_disconnect`): it stops listening and, when `bind` asked for port 0, gives the port
+    /// back, so `bind` works again. A port the user chose stays bound (`SOCK_BINDPORT_LOCK`).
+    #[test]
+    fn shutdown_of_a_listener_gives_back_a_port_bind_did_not_choose() {
+        both(|p| {
+            let name = p.name();
+            let l = p.tcp_socket(SOCK_NONBLOCK).unwrap();
+            p.bind(l, SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0))
+                .unwrap();
+            p.listen(l, 4).unwrap();
+            let first = p.local_addr(l).unwrap();
+            p.shutdown(l, SHUT_RD).unwrap();
+            assert_eq!(errno(p.accept4(l, SOCK_NONBLOCK)), EINVAL, "{name}");
+            // `getsockname` still reports the old port (`inet_sport` stays; only `inet_num`
+            // goes).
+            assert_eq!(p.local_addr(l).unwrap(), first, "{name}");
+            // The port is free again: another socket may take it, and nobody listens there.
+            let other = p.tcp_socket(SOCK_NONBLOCK).unwrap();
+            p.bind(other, first).unwrap();
+            p.close(other).unwrap();
+            let c = p.tcp_socket(0).unwrap();
+            assert_eq!(errno(p.connect(c, first)), ECONNREFUSED, "{name}");
+            p.close(c).unwrap();
+            // `listen` binds afresh, on the address `bind` named.
+            p.listen(l, 4).unwrap();
+            let second = p.local_addr(l).unwrap();
+            assert_eq!(*second.ip(), Ipv4Addr::LOCALHOST, "{name}");
+            assert_ne!(second.port(), 0, "{name}");
+            // And after a second shutdown, `bind` works again.
+            p.shutdown(l, SHUT_RD).unwrap();
+            p.bind(l, SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0))
+                .unwrap();
+            p.listen(l, 4).unwrap();
+            p.close(l).unwrap();
+
+            // A port chosen by `bind` survives the shutdown: `bind` fails, `listen` resumes on it.
+            let l = p.tcp_socket(SOCK_NONBLOCK).unwrap();
+            p.bind(l, first).unwrap();
+            p.listen(l, 4).unwrap();
+            p.shutdown(l, SHUT_RDWR).unwrap();
+            assert_eq!(p.local_addr(l).unwrap(), first, "{name}");
+            assert_eq!(
+                errno(p.bind(l, SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0))),
+                EINVAL,
+                "{name}"
+            );
+            p.listen(l, 4).unwrap();
+            assert_eq!(p.local_addr(l).unwrap(), first, "{name}");
+            p.close(l).unwrap();
+        });
+    }
+
+    /// `shutdown(SHUT_WR)` on a listener does nothing: it keeps listening.
+    #[test]
+    fn shut_wr_leaves_a_listener_listening() {
+        both(|p| {
+            let l = p.tcp_socket(SOCK_NONBLOCK).unwrap();
+            p.bind(l, SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0))
+                .unwrap();
+            p.listen(l, 4).unwrap();
+            p.shutdown(l, SHUT_WR).unwrap();
+            assert_eq!(errno(p.accept4(l, SOCK_NONBLOCK)), EAGAIN, "{}", p.name());
+            p.close(l).unwrap();
         });
     }
 

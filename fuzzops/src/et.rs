@@ -256,6 +256,25 @@ impl Server {
         }
     }
 
+    /// What the loop waits for on the registration `token`: the oracle's measure of a lost
+    /// wakeup (readiness nobody waits for is not lost).
+    fn wants(&self, token: u64) -> Events {
+        if token == LISTENER {
+            return Events::IN;
+        }
+        let Some(c) = self.conns.get(&token) else {
+            return Events::NONE;
+        };
+        let mut w = Events::ERR | Events::HUP;
+        if !c.eof {
+            w |= Events::IN | Events::RDHUP;
+        }
+        if !c.out.is_empty() {
+            w |= Events::OUT;
+        }
+        w
+    }
+
     fn on_event(&mut self, p: &Sim, token: u64) -> Result<(), Failure> {
         let handler = self.handler;
         let Some(c) = self.conns.get_mut(&token) else {
@@ -484,6 +503,12 @@ impl World<'_> {
             .p
             .stranded(self.server.ep)
             .map_err(|e| unexpected("stranded", &e))?;
+        // Only what the loop still waits for counts: a connection that read its EOF keeps
+        // `IN | RDHUP` for ever, and edge-triggered code rightly ignores it from then on.
+        let entries: Vec<Stranded> = entries
+            .into_iter()
+            .filter(|s| !(s.ready & self.server.wants(s.data)).is_empty())
+            .collect();
         if entries.is_empty() {
             Ok(())
         } else {

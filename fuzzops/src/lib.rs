@@ -22,6 +22,7 @@
 //! | [`interp`] | applies ops to any `Poller`; normalised observations ([`interp::Obs`]) |
 //! | [`no_panic`], [`differential`], [`et`] | the three harnesses and their oracles |
 //! | [`report`] | the input summary announced before each run and printed on a panic |
+//! | [`seeded`] | proptest configurations with a fixed seed, and the replay line of a failure |
 //!
 //! ## Limitations
 //!
@@ -35,6 +36,7 @@ pub mod interp;
 pub mod no_panic;
 pub mod ops;
 pub mod report;
+pub mod seeded;
 
 pub use ops::{DiffInput, NoPanicInput, Op};
 

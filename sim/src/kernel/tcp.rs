@@ -83,14 +83,22 @@ struct Listen {
 pub(crate) struct TcpSock {
     state: State,
     sock_state: SockState,
+    /// What `getsockname` reports. It outlives the port: a socket that gives its port back
+    /// keeps reporting it (Linux clears `inet_num`, not `inet_sport`).
     local: Option<SocketAddrV4>,
+    /// The socket owns its port (`inet_num != 0`): `bind` says `EINVAL`, and `listen` or
+    /// `connect` do not bind again.
+    holds_port: bool,
+    /// `bind` named an address (`SOCK_BINDADDR_LOCK`): it survives a disconnect.
+    addr_locked: bool,
     peer: Option<SocketAddrV4>,
     conn: Option<(u32, usize)>,
     err: i32,
     shutdown: u8,
     linger0: bool,
-    /// The port was picked by `connect` or `listen`, not by `bind`: it is given back when the
-    /// socket returns to the closed state.
+    /// The port was picked by the kernel (`bind` to port 0, or `connect` or `listen` on an
+    /// unbound socket), not named by the user (`SOCK_BINDPORT_LOCK`): it is given back when a
+    /// disconnect returns the socket to the closed state.
     autobound: bool,
     /// A write found no room: wake `OUT` when room returns (`SOCK_NOSPACE`).
     nospace: bool,
@@ -206,6 +214,8 @@ impl Kernel {
             state: State::Closed,
             sock_state: SockState::Unconnected,
             local: None,
+            holds_port: false,
+            addr_locked: false,
             peer: None,
             conn: None,
             err: 0,
@@ -278,12 +288,15 @@ impl Kernel {
         };
         let local = SocketAddrV4::new(ip, port);
         self.net.bound.insert((ip, port), f);
-        sock(self, f).local = Some(local);
+        let s = sock(self, f);
+        s.local = Some(local);
+        s.holds_port = true;
+        s.autobound = addr.port() == 0;
         Ok(local)
     }
 
     fn unbind(&mut self, f: FileId, s: &TcpSock) {
-        if let Some(a) = s.local {
+        if let (true, Some(a)) = (s.holds_port, s.local) {
             if self.net.bound.get(&(*a.ip(), a.port())) == Some(&f) {
                 self.net.bound.remove(&(*a.ip(), a.port()));
             }
@@ -292,10 +305,12 @@ impl Kernel {
 
     pub(crate) fn bind(&mut self, fd: Fd, addr: SocketAddrV4) -> io::Result<()> {
         let f = self.tcp_of(fd, EINVAL)?;
-        if sock(self, f).local.is_some() {
+        if sock(self, f).holds_port {
             return Err(err(EINVAL));
         }
-        self.bind_to(f, addr).map(|_| ())
+        self.bind_to(f, addr)?;
+        sock(self, f).addr_locked = !addr.ip().is_unspecified();
+        Ok(())
     }
 
     pub(crate) fn listen(&mut self, fd: Fd, backlog: i32) -> io::Result<()> {
@@ -318,9 +333,12 @@ impl Kernel {
             State::Closed if s.sock_state == SockState::Unconnected => {}
             _ => return Err(err(EINVAL)),
         }
-        if s.local.is_none() {
-            self.bind_to(f, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0))?;
-            sock(self, f).autobound = true;
+        if !s.holds_port {
+            let ip = match s.local {
+                Some(a) if s.addr_locked => *a.ip(),
+                _ => Ipv4Addr::UNSPECIFIED,
+            };
+            self.bind_to(f, SocketAddrV4::new(ip, 0))?;
         }
         let s = sock(self, f);
         s.state = State::Listen;
@@ -391,9 +409,12 @@ impl Kernel {
         if !addr.ip().is_loopback() {
             return Err(err(ENETUNREACH));
         }
-        if s.local.is_none() {
-            self.bind_to(f, SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0))?;
-            sock(self, f).autobound = true;
+        if !s.holds_port {
+            let ip = match s.local {
+                Some(a) if s.addr_locked => *a.ip(),
+                _ => Ipv4Addr::LOCALHOST,
+            };
+            self.bind_to(f, SocketAddrV4::new(ip, 0))?;
         }
         self.net.next_attempt += 1;
         let attempt = self.net.next_attempt;
@@ -444,15 +465,21 @@ impl Kernel {
     }
 
     /// Unbinds `f` if its port was chosen automatically.
+    /// `tcp_set_state(TCP_CLOSE)` after a disconnect: a port the kernel picked goes back
+    /// (`inet_put_port`); `getsockname` keeps reporting it, with the address cleared unless
+    /// `bind` named one (`inet_reset_saddr`).
     fn give_back_port(&mut self, f: FileId) {
         let s = sock(self, f);
-        if s.autobound {
-            s.autobound = false;
-            if let Some(a) = s.local.take() {
-                if self.net.bound.get(&(*a.ip(), a.port())) == Some(&f) {
-                    self.net.bound.remove(&(*a.ip(), a.port()));
-                }
-            }
+        if !(s.autobound && s.holds_port) {
+            return;
+        }
+        s.holds_port = false;
+        let Some(a) = s.local else { return };
+        if !s.addr_locked {
+            s.local = Some(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, a.port()));
+        }
+        if self.net.bound.get(&(*a.ip(), a.port())) == Some(&f) {
+            self.net.bound.remove(&(*a.ip(), a.port()));
         }
     }
 
@@ -712,6 +739,7 @@ impl Kernel {
                     sock(self, child).linger0 = true;
                     self.release(child);
                 }
+                self.give_back_port(f);
                 self.wake(f, Events::NONE);
                 return Ok(());
             }
@@ -997,6 +1025,9 @@ impl Kernel {
                 state: State::Established,
                 sock_state: SockState::Unconnected,
                 local: Some(to),
+                // It shares the listener's port (the listener's entry in the bind table).
+                holds_port: true,
+                addr_locked: true,
                 peer: Some(client_addr),
                 conn: Some((conn, 1)),
                 err: 0,
