@@ -557,6 +557,9 @@ impl<'k, K: Kernel> Engine<'k, K> {
             let n = match self.k.epoll_wait(self.ep, &mut events, timeout) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Deadlock => {
+                    // What was in flight arrived inside this wait, which then found nothing to
+                    // report: a stranded registration is the cause, not just a hang.
+                    self.quiescence(true)?;
                     return Err(self.hang(&format!("epoll_wait would block for ever ({e})")));
                 }
                 Err(e) if errno(&e) == EINTR => continue,

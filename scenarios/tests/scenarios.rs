@@ -157,6 +157,21 @@ fn canary_is_caught_as_a_lost_wakeup() {
     }
 }
 
+/// Under swarm faults the last packets may land inside a blocking `epoll_wait`, which then
+/// finds nothing to report: the oracle must still name the stranded connection, not call it a
+/// hang. Seeds 350, 1053 and 1514 were reported as hangs before the engine scanned on the sim's
+/// deadlock too.
+#[test]
+fn canary_under_swarm_faults_is_a_lost_wakeup_not_a_hang() {
+    let mut p = CANARY_SCENARIO.defaults();
+    p.set("faults", 2).unwrap();
+    for seed in (0..200).chain([350, 1053, 1514]) {
+        let req = Request::sim(&CANARY_SCENARIO, p.clone(), seed);
+        let f = run::execute(&req).failure.expect("the canary must fail");
+        assert_eq!(f.kind(), "lost-wakeup", "seed {seed}: {f}");
+    }
+}
+
 #[test]
 fn determinism_check_on_request_passes() {
     let s = scenario::find("reset").unwrap();
