@@ -200,3 +200,35 @@ fn stale_event_for_reused_fd_sim() {
         stale_event_for_reused_fd(Sim::new(seed));
     }
 }
+
+/// A stream dropped where no runtime runs (here: after `block_on` handed it back) cannot reach
+/// the Poller; its runtime closes the fd at its next turn, so the peer sees end of file instead
+/// of waiting for ever (it leaked before).
+#[test]
+fn a_stream_dropped_off_the_runtime_is_closed_by_its_next_turn() {
+    fn case<P: Poller + 'static>(mut rt: Runtime<P>, name: &str) {
+        let (a, b) = rt
+            .block_on(async { UnixStream::<P>::pair() })
+            .expect("runtime")
+            .expect("socketpair");
+        drop(a); // no runtime on this thread now
+        let n = rt
+            .block_on(async move {
+                // A bound, so that a regression fails instead of hanging the real arm.
+                b.set_read_deadline(Some(rt::now() + Duration::from_secs(10)))?;
+                let mut buf = [0u8; 8];
+                b.read(&mut buf).await
+            })
+            .unwrap_or_else(|e| panic!("{name}: the peer never saw the close: {e}"))
+            .expect("read");
+        assert_eq!(n, 0, "{name}");
+    }
+    for seed in rt_util::seeds() {
+        let rt = Runtime::seeded(rt_util::sim(seed), seed).expect("runtime");
+        case(
+            rt,
+            &format!("sim seed {seed} (replay: NETPOLL_SEED={seed})"),
+        );
+    }
+    case(Runtime::new(RealNet::new()).expect("runtime"), "real");
+}

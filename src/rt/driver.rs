@@ -27,7 +27,7 @@
 use std::any::Any;
 use std::fmt;
 use std::io;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -52,6 +52,34 @@ struct Scratch {
     due: Vec<Entry>,
 }
 
+/// Descriptors whose last owner was dropped on a thread that cannot reach the Poller (outside
+/// the runtime): the driver closes them at its next turn, or when it is dropped. Go leaves this
+/// to finalizers; here it is an explicit queue, empty (one relaxed load per turn) in programs
+/// that drop their values where they use them.
+#[derive(Debug, Default)]
+pub(crate) struct Orphans {
+    any: AtomicBool,
+    queue: Mutex<Vec<Arc<PollDesc>>>,
+}
+
+impl Orphans {
+    /// Queues `pd` for closing by its driver.
+    pub(crate) fn push(&self, pd: Arc<PollDesc>) {
+        self.queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(pd);
+        self.any.store(true, Ordering::Release);
+    }
+
+    fn take(&self) -> Vec<Arc<PollDesc>> {
+        if !self.any.swap(false, Ordering::Acquire) {
+            return Vec::new();
+        }
+        std::mem::take(&mut *self.queue.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
 /// One epoll instance and what hangs off it. See the [module docs](self).
 pub struct Driver<P: Poller> {
     id: u64,
@@ -65,6 +93,7 @@ pub struct Driver<P: Poller> {
     timers: Mutex<Timers>,
     /// Held by the thread running a turn: only one thread polls at a time.
     scratch: Mutex<Scratch>,
+    orphans: Arc<Orphans>,
 }
 
 impl<P: Poller> fmt::Debug for Driver<P> {
@@ -148,6 +177,7 @@ impl<P: Poller> Driver<P> {
                 ready: Vec::with_capacity(EVENTS_MAX),
                 due: Vec::new(),
             }),
+            orphans: Arc::default(),
         })
     }
 
@@ -217,6 +247,18 @@ impl<P: Poller> Driver<P> {
         let _ = self.poller.close(pd.fd);
     }
 
+    /// The queue through which descriptors dropped off the runtime's threads reach it.
+    pub(crate) fn orphans(&self) -> Arc<Orphans> {
+        self.orphans.clone()
+    }
+
+    /// Closes the descriptors dropped off the runtime's threads since the last call.
+    fn close_orphans(&self) {
+        for pd in self.orphans.take() {
+            self.close_fd(&pd);
+        }
+    }
+
     /// Wakes the loop if it is blocked in `epoll_wait` (coalesced; see [`super::wake`]).
     pub fn wake_loop(&self) {
         if self.signal.notify() {
@@ -272,6 +314,7 @@ impl<P: Poller> Driver<P> {
         timers_first: bool,
         has_work: impl Fn() -> bool,
     ) -> io::Result<usize> {
+        self.close_orphans();
         let timeout = if block {
             self.signal.begin_poll();
             if has_work() {
@@ -358,6 +401,9 @@ impl<P: Poller> Driver<P> {
 
 impl<P: Poller> Drop for Driver<P> {
     fn drop(&mut self) {
+        for pd in self.orphans.take() {
+            let _ = self.poller.close(pd.fd);
+        }
         let _ = self.poller.close(self.wake_fd);
         let _ = self.poller.close(self.epfd);
     }

@@ -62,8 +62,9 @@
 //!   use N threads; per-worker queues would cut lock traffic).
 //! - No task cancellation other than dropping the runtime; no `EPOLLEXCLUSIVE`; IPv4 only (the
 //!   trait's addresses are `SocketAddrV4`).
-//! - A net value dropped on a thread outside its runtime cannot reach the Poller, so its fd leaks
-//!   (the Poller is found through the thread's context, see above).
+//! - A net value dropped on a thread outside its runtime cannot reach the Poller (it is found
+//!   through the thread's context, see above): its fd is queued, and the driver closes it at its
+//!   next turn or when the runtime is dropped. Until then the number stays taken.
 //! - Two operations on the same side at once are refused only when both park (the second gets
 //!   `ResourceBusy`); Go also serialises the syscalls with its `fdMutex`. Share a stream between
 //!   one reader and one writer, not two readers.
@@ -147,18 +148,14 @@ fn with_ctx<R>(f: impl FnOnce(&Ctx) -> R) -> R {
     CONTEXT.with(|c| f(c.borrow().as_ref().expect(NO_RUNTIME)))
 }
 
-/// Runs `f` with this thread's driver, which must be a `Driver<P>`; `None` outside a runtime.
+/// Runs `f` with this thread's driver if it is a `Driver<P>`; `None` outside a runtime or in a
+/// runtime of another Poller type.
 pub(crate) fn try_with_driver<P: crate::Poller + 'static, R>(
     f: impl FnOnce(&Driver<P>) -> R,
 ) -> Option<R> {
     CONTEXT.with(|c| {
         let c = c.borrow();
-        let ctx = c.as_ref()?;
-        let d = ctx
-            .driver
-            .as_any()
-            .downcast_ref::<Driver<P>>()
-            .expect("netpoll: this descriptor belongs to a runtime of another Poller type");
+        let d = c.as_ref()?.driver.as_any().downcast_ref::<Driver<P>>()?;
         Some(f(d))
     })
 }
@@ -168,7 +165,13 @@ pub(crate) fn try_with_driver<P: crate::Poller + 'static, R>(
 /// # Panics
 /// Outside a runtime, or if the runtime's Poller type is not `P`.
 pub(crate) fn with_driver<P: crate::Poller + 'static, R>(f: impl FnOnce(&Driver<P>) -> R) -> R {
-    try_with_driver(f).expect(NO_RUNTIME)
+    try_with_driver(f).unwrap_or_else(|| {
+        let in_runtime = CONTEXT.with(|c| c.borrow().is_some());
+        if in_runtime {
+            panic!("netpoll: this descriptor belongs to a runtime of another Poller type");
+        }
+        panic!("{NO_RUNTIME}");
+    })
 }
 
 /// The Poller's clock ([`Poller::now`](crate::Poller::now)): the time base of every deadline.

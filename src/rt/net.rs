@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use super::driver::Driver;
+use super::driver::{Driver, Orphans};
 use super::pd::{closed_error, Dir, PollDesc, Release};
 use super::{current_task, try_with_driver, with_driver};
 use crate::sys::{
@@ -45,6 +45,8 @@ fn is_eagain(e: &io::Error) -> bool {
 struct IoFd<P: Poller + 'static> {
     pd: Arc<PollDesc>,
     driver_id: u64,
+    /// Where the fd goes if the last owner is dropped off the runtime's threads.
+    orphans: Arc<Orphans>,
     /// Whether a short read means the receive queue was empty (see [`IoFd::read`]).
     short_read_drains: bool,
     /// The last read was short: the next one parks before trying the syscall.
@@ -81,6 +83,7 @@ impl<P: Poller + 'static> IoFd<P> {
             Ok(pd) => Ok(IoFd {
                 pd,
                 driver_id: d.id(),
+                orphans: d.orphans(),
                 short_read_drains: d.short_read_drains(),
                 read_drained: AtomicBool::new(false),
                 _poller: PhantomData,
@@ -219,13 +222,18 @@ impl<P: Poller + 'static> IoFd<P> {
 impl<P: Poller + 'static> Drop for IoFd<P> {
     fn drop(&mut self) {
         if self.pd.close() == Release::CloseFd {
-            // Outside the runtime's thread the fd cannot be closed (the Poller is unreachable):
-            // it leaks, as documented on the net types.
-            let _ = try_with_driver(|d: &Driver<P>| {
-                if d.id() == self.driver_id {
+            // Outside the runtime's threads the Poller is unreachable: the driver closes the fd
+            // at its next turn (or when it is dropped).
+            let closed = try_with_driver(|d: &Driver<P>| {
+                let here = d.id() == self.driver_id;
+                if here {
                     d.close_fd(&self.pd);
                 }
+                here
             });
+            if closed != Some(true) {
+                self.orphans.push(self.pd.clone());
+            }
         }
     }
 }
@@ -332,7 +340,7 @@ macro_rules! common {
             /// Closes the descriptor: every parked and later operation fails (kind
             /// `NotConnected`, "use of closed descriptor"). The fd number is released once no
             /// syscall on it is in flight. Dropping closes too; a value dropped outside its
-            /// runtime's thread leaks its fd.
+            /// runtime's threads has its fd closed by the runtime's next turn.
             ///
             /// # Errors
             /// Already closed.
