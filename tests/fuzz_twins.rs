@@ -278,6 +278,35 @@ mod regressions {
         });
     }
 
+    /// The listener's disconnect also forgets an earlier shutdown (`tcp_disconnect` clears
+    /// `sk_shutdown`): a read then says `ENOTCONN` rather than end of file, and the socket
+    /// polls `OUT | HUP` like any closed one.
+    #[test]
+    fn a_listeners_disconnect_forgets_earlier_shutdowns() {
+        both(|p| {
+            let name = p.name();
+            let s = p.tcp_socket(SOCK_NONBLOCK).unwrap();
+            assert_eq!(errno(p.shutdown(s, SHUT_RD)), ENOTCONN, "{name}");
+            assert_eq!(
+                p.read(s, &mut [0u8; 8]).unwrap(),
+                0,
+                "{name}: shut, so end of file"
+            );
+            p.listen(s, 4).unwrap();
+            p.shutdown(s, SHUT_RD).unwrap();
+            assert_eq!(errno(p.read(s, &mut [0u8; 8])), ENOTCONN, "{name}");
+            let ep = p.epoll_create1(0).unwrap();
+            let interest = Events::IN | Events::OUT | Events::RDHUP;
+            p.epoll_ctl(ep, EPOLL_CTL_ADD, s, Some(EpollEvent::new(interest, 1)))
+                .unwrap();
+            let mut evs = [EpollEvent::EMPTY; 2];
+            let n = p.epoll_wait(ep, &mut evs, 0).unwrap();
+            assert_eq!((n, evs[0].events), (1, Events::OUT | Events::HUP), "{name}");
+            p.close(ep).unwrap();
+            p.close(s).unwrap();
+        });
+    }
+
     /// `shutdown(SHUT_WR)` on a listener does nothing: it keeps listening.
     #[test]
     fn shut_wr_leaves_a_listener_listening() {

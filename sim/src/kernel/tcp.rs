@@ -735,6 +735,8 @@ impl Kernel {
                 // Stops listening: queued connections are reset, the socket is closed.
                 let l = s.listen.take().expect("a listener has a queue");
                 s.state = State::Closed;
+                // `tcp_disconnect` forgets earlier shutdowns.
+                s.shutdown = 0;
                 for child in l.queue {
                     sock(self, child).linger0 = true;
                     self.release(child);
@@ -747,6 +749,7 @@ impl Kernel {
                 // The connect is aborted (`tcp_disconnect`): ECONNRESET, and a fresh socket.
                 s.state = State::Closed;
                 s.sock_state = SockState::Unconnected;
+                s.shutdown = 0;
                 s.err = ECONNRESET;
                 s.attempt = 0;
                 self.give_back_port(f);
