@@ -432,11 +432,17 @@ impl Kernel {
     }
 
     /// Linux's `ep_send_events`: fills `out` from the ready list; returns how many.
+    ///
+    /// Linux splices the ready list onto a private list, walks it, and splices what did not
+    /// fit back in front of the level-triggered re-queues. Walking the entries that were queued
+    /// at the start in place gives the same order without moving the list: re-queues go to the
+    /// tail, behind every entry that was there before, and what was not reached stays in front.
     pub(crate) fn ep_send_events(&mut self, ep: FileId, out: &mut [EpollEvent]) -> usize {
-        let mut tx = std::mem::take(&mut self.epoll_mut(ep).ready);
+        let mut todo = self.epoll_mut(ep).ready.len();
         let mut n = 0;
-        while n < out.len() {
-            let Some((it, ticket)) = tx.pop_front() else {
+        while n < out.len() && todo > 0 {
+            todo -= 1;
+            let Some((it, ticket)) = self.epoll_mut(ep).ready.pop_front() else {
                 break;
             };
             let valid = self
@@ -463,11 +469,6 @@ impl Kernel {
                 self.epoll_mut(ep).ready.push_back((it, t));
             }
         }
-        // What did not fit goes back to the front, ahead of the level-triggered re-queues.
-        let e = self.epoll_mut(ep);
-        let requeued = std::mem::take(&mut e.ready);
-        tx.extend(requeued);
-        e.ready = tx;
         self.stats.epoll_events += n as u64;
         n
     }
