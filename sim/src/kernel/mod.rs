@@ -104,9 +104,9 @@ pub(crate) struct Kernel {
     pub(crate) items: Slab<epoll::EpItem>,
     pub(crate) pipes: Slab<pipe::Pipe>,
     pub(crate) net: tcp::Net,
-    /// The event queue: (when, sequence and payload slot). Keys are 16 bytes so that the heap
-    /// moves little; payloads wait in `later`.
-    queue: BinaryHeap<Reverse<(u64, u64)>>,
+    /// The event queue: keys are `when << 64 | sequence << SLOT_BITS | payload slot`, 16 bytes
+    /// so that the heap moves little, compared as one integer; payloads wait in `later`.
+    queue: BinaryHeap<Reverse<u128>>,
     later: Slab<Later>,
     queue_seq: u64,
     /// The epoll instance whose `epoll_wait` is blocked right now (for `EPOLLEXCLUSIVE`).
@@ -306,12 +306,13 @@ impl Kernel {
             "event queue: more than 2^28 events in flight"
         );
         let key = (self.queue_seq << SLOT_BITS) | u64::from(slot);
-        self.queue.push(Reverse((at_ns, key)));
+        self.queue
+            .push(Reverse((u128::from(at_ns) << 64) | u128::from(key)));
     }
 
     /// When the next queued event happens, if any.
     pub(crate) fn next_event_ns(&self) -> Option<u64> {
-        self.queue.peek().map(|p| p.0 .0)
+        self.queue.peek().map(|p| (p.0 >> 64) as u64)
     }
 
     /// How many events are queued (packets in flight, retransmission timers).
@@ -321,12 +322,14 @@ impl Kernel {
 
     /// Runs every event due at `self.now_ns` or earlier.
     pub(crate) fn run_due(&mut self) {
-        while let Some(&Reverse((at_ns, key))) = self.queue.peek() {
-            if at_ns > self.now_ns {
+        while let Some(&Reverse(key)) = self.queue.peek() {
+            if (key >> 64) as u64 > self.now_ns {
                 break;
             }
             self.queue.pop();
-            let what = self.later.remove((key & ((1 << SLOT_BITS) - 1)) as u32);
+            let what = self
+                .later
+                .remove((key as u64 & ((1 << SLOT_BITS) - 1)) as u32);
             self.stats.deliveries += 1;
             match what {
                 Later::Net(pkt) => self.deliver(pkt),
