@@ -324,9 +324,9 @@ impl Kernel {
         self.epoll_mut(ep).items.insert((file, fd), it);
         let watchers = &mut self.files[file].watchers;
         if events.contains(Events::EXCLUSIVE) {
-            watchers.push(it);
+            watchers.push_back(it);
         } else {
-            watchers.insert(0, it);
+            watchers.push_front(it);
         }
         if !self.ep_item_poll(it, 1).is_empty() && self.link(it) {
             self.wake(ep, Events::IN);
@@ -350,7 +350,7 @@ impl Kernel {
         let item = self.items.remove(it);
         if from_queue {
             if let Some(f) = self.files.get_mut(item.file) {
-                f.watchers.retain(|&w| w != it);
+                f.watchers.remove(it);
             }
         }
         if let Some(Kind::Epoll(e)) = self.files.get_mut(item.ep).map(|f| &mut f.kind) {
@@ -366,7 +366,7 @@ impl Kernel {
         for (_, it) in ep.items {
             let item = self.items.remove(it);
             if let Some(f) = self.files.get_mut(item.file) {
-                f.watchers.retain(|&w| w != it);
+                f.watchers.remove(it);
             }
         }
     }
@@ -388,6 +388,7 @@ impl Kernel {
     fn ep_parents(&self, ep: FileId) -> Vec<FileId> {
         self.files[ep]
             .watchers
+            .as_slice()
             .iter()
             .map(|&it| self.items[it].ep)
             .collect()

@@ -49,7 +49,7 @@ pub(crate) struct File {
     /// `O_NONBLOCK`.
     pub(crate) nonblock: bool,
     /// The wait queue, in wake order: the epoll items registered on this file.
-    pub(crate) watchers: Vec<ItemId>,
+    pub(crate) watchers: WaitQueue,
     /// What kind of file, and its state.
     pub(crate) kind: Kind,
 }
@@ -62,7 +62,81 @@ pub(crate) enum Kind {
     PipeRead(u32),
     PipeWrite(u32),
     EventFd(eventfd::EventFd),
-    Tcp(Box<tcp::TcpSock>),
+    Tcp(tcp::TcpSock),
+}
+
+/// A file's wait queue: epoll item ids in wake order. Nearly every file has one or two
+/// watchers, so up to three live inline in the file (no allocation, no pointer to chase on a
+/// wakeup); a longer queue moves to the heap for good.
+#[derive(Debug, Clone)]
+pub(crate) enum WaitQueue {
+    Inline(u8, [ItemId; 3]),
+    Heap(Vec<ItemId>),
+}
+
+impl Default for WaitQueue {
+    fn default() -> Self {
+        WaitQueue::Inline(0, [0; 3])
+    }
+}
+
+impl WaitQueue {
+    pub(crate) fn as_slice(&self) -> &[ItemId] {
+        match self {
+            WaitQueue::Inline(n, ids) => &ids[..usize::from(*n)],
+            WaitQueue::Heap(v) => v,
+        }
+    }
+
+    pub(crate) fn get(&self, i: usize) -> Option<ItemId> {
+        self.as_slice().get(i).copied()
+    }
+
+    /// Inserts `it` at `at` (0: the head of the queue; `len`: the tail).
+    fn insert(&mut self, at: usize, it: ItemId) {
+        match self {
+            WaitQueue::Inline(n, ids) if usize::from(*n) < ids.len() => {
+                let len = usize::from(*n);
+                ids.copy_within(at..len, at + 1);
+                ids[at] = it;
+                *n += 1;
+            }
+            WaitQueue::Inline(n, ids) => {
+                let mut v = ids[..usize::from(*n)].to_vec();
+                v.insert(at, it);
+                *self = WaitQueue::Heap(v);
+            }
+            WaitQueue::Heap(v) => v.insert(at, it),
+        }
+    }
+
+    pub(crate) fn push_front(&mut self, it: ItemId) {
+        self.insert(0, it);
+    }
+
+    pub(crate) fn push_back(&mut self, it: ItemId) {
+        let len = self.as_slice().len();
+        self.insert(len, it);
+    }
+
+    /// Removes every occurrence of `it`.
+    pub(crate) fn remove(&mut self, it: ItemId) {
+        match self {
+            WaitQueue::Inline(n, ids) => {
+                let mut kept = [0; 3];
+                let mut k = 0;
+                for &w in &ids[..usize::from(*n)] {
+                    if w != it {
+                        kept[k] = w;
+                        k += 1;
+                    }
+                }
+                *ids = kept;
+                *n = k as u8;
+            }
+            WaitQueue::Heap(v) => v.retain(|&w| w != it),
+        }
+    }
 }
 
 /// Something the kernel does at a later virtual instant.
@@ -184,7 +258,7 @@ impl Kernel {
         let id = self.files.insert(File {
             refs: 0,
             nonblock,
-            watchers: Vec::new(),
+            watchers: WaitQueue::default(),
             kind,
         });
         let fd = self.install(id)?;
@@ -230,7 +304,7 @@ impl Kernel {
     /// `eventpoll_release`), then let its kind tear down (hang up a peer, free a pipe end).
     pub(crate) fn release(&mut self, f: FileId) {
         let watchers = std::mem::take(&mut self.files[f].watchers);
-        for it in watchers {
+        for &it in watchers.as_slice() {
             self.ep_remove_item(it, false);
         }
         let file = self.files.remove(f);
@@ -240,7 +314,7 @@ impl Kernel {
             Kind::PipeRead(p) => self.pipe_release(p, true),
             Kind::PipeWrite(p) => self.pipe_release(p, false),
             Kind::EventFd(_) => {}
-            Kind::Tcp(sock) => self.tcp_release(f, *sock),
+            Kind::Tcp(sock) => self.tcp_release(f, sock),
         }
     }
 
@@ -272,7 +346,7 @@ impl Kernel {
             let Some(file) = self.files.get(f) else {
                 return;
             };
-            let Some(&it) = file.watchers.get(i) else {
+            let Some(it) = file.watchers.get(i) else {
                 return;
             };
             i += 1;
@@ -400,4 +474,38 @@ impl Kernel {
 /// The error a simulated call returns instead of hanging for ever.
 pub(crate) fn deadlock(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::Deadlock, msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::WaitQueue;
+
+    #[test]
+    fn wait_queue_keeps_the_order_a_vec_would() {
+        let mut q = WaitQueue::default();
+        let mut v: Vec<u32> = Vec::new();
+        for step in 0..400u32 {
+            let it = step % 7;
+            match (step * 31) % 5 {
+                0 | 1 => {
+                    q.push_front(it);
+                    v.insert(0, it);
+                }
+                2 | 3 => {
+                    q.push_back(it);
+                    v.push(it);
+                }
+                _ => {
+                    q.remove(it);
+                    v.retain(|&w| w != it);
+                }
+            }
+            assert_eq!(q.as_slice(), &v[..], "step {step}");
+            assert_eq!(q.get(0), v.first().copied());
+            if step % 50 == 0 {
+                q = WaitQueue::default();
+                v.clear();
+            }
+        }
+    }
 }

@@ -102,7 +102,8 @@ pub(crate) struct TcpSock {
     autobound: bool,
     /// A write found no room: wake `OUT` when room returns (`SOCK_NOSPACE`).
     nospace: bool,
-    listen: Option<Listen>,
+    /// Boxed: few sockets listen, and every socket lives inline in its file.
+    listen: Option<Box<Listen>>,
     /// The connect attempt in progress (unique in the kernel), and SYNs sent for it.
     attempt: u64,
     syns: u32,
@@ -227,7 +228,7 @@ impl Kernel {
             attempt: 0,
             syns: 0,
         };
-        Ok(self.new_file(Kind::Tcp(Box::new(s)), nonblock)?.1)
+        Ok(self.new_file(Kind::Tcp(s), nonblock)?.1)
     }
 
     /// The TCP socket behind `fd`: `ENOTSOCK` for files that are not sockets, `other` for
@@ -342,10 +343,10 @@ impl Kernel {
         }
         let s = sock(self, f);
         s.state = State::Listen;
-        s.listen = Some(Listen {
+        s.listen = Some(Box::new(Listen {
             backlog,
             queue: VecDeque::new(),
-        });
+        }));
         Ok(())
     }
 
@@ -1020,8 +1021,8 @@ impl Kernel {
         let child = self.files.insert(super::File {
             refs: 0,
             nonblock: false,
-            watchers: Vec::new(),
-            kind: Kind::Tcp(Box::new(TcpSock {
+            watchers: super::WaitQueue::default(),
+            kind: Kind::Tcp(TcpSock {
                 state: State::Established,
                 sock_state: SockState::Unconnected,
                 local: Some(to),
@@ -1038,7 +1039,7 @@ impl Kernel {
                 listen: None,
                 attempt: 0,
                 syns: 0,
-            })),
+            }),
         });
         self.net.conns[conn].end[1] = Some(child);
         self.send(
