@@ -27,13 +27,14 @@ pub(crate) mod tcp;
 pub(crate) mod unix;
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap};
+use std::collections::BinaryHeap;
 use std::io;
 
 use netpoll::sys::{err, errno::*, Events, O_CLOEXEC, O_NONBLOCK};
 use netpoll::Fd;
 
 use crate::config::SimConfig;
+use crate::fdset::FdSet;
 use crate::rng::Rngs;
 use crate::slab::Slab;
 
@@ -172,7 +173,7 @@ pub(crate) struct Kernel {
     /// The descriptor table: `fds[n]` is the file descriptor `n` refers to.
     fds: Vec<Option<FileId>>,
     /// Free descriptor numbers below `fds.len()`, for lowest-free allocation.
-    free_fds: BTreeSet<Fd>,
+    free_fds: FdSet,
     open_fds: usize,
     pub(crate) files: Slab<File>,
     pub(crate) items: Slab<epoll::EpItem>,
@@ -197,7 +198,7 @@ impl Kernel {
             now_ns: 0,
             rng: Rngs::new(seed),
             fds: vec![None; first],
-            free_fds: BTreeSet::new(),
+            free_fds: FdSet::default(),
             open_fds: first,
             files: Slab::default(),
             items: Slab::default(),
@@ -240,7 +241,7 @@ impl Kernel {
     pub(crate) fn install(&mut self, file: FileId) -> io::Result<Fd> {
         self.fd_room(1)?;
         let fd = match self.free_fds.pop_first() {
-            Some(fd) => fd,
+            Some(fd) => fd as Fd,
             None => {
                 self.fds.push(None);
                 (self.fds.len() - 1) as Fd
@@ -277,10 +278,10 @@ impl Kernel {
                     break;
                 }
                 self.fds.pop();
-                self.free_fds.remove(&(self.fds.len() as Fd));
+                self.free_fds.remove(self.fds.len() as u32);
             }
         } else {
-            self.free_fds.insert(fd);
+            self.free_fds.insert(fd as u32);
         }
         self.put_file(f);
         Ok(())
