@@ -462,6 +462,7 @@ impl Kernel {
     }
 
     /// A fault with probability `p` fires (drawn from the fault stream).
+    #[inline]
     pub(crate) fn fault(&mut self, p: f64) -> bool {
         self.rng.chance(crate::rng::Stream::Faults, p)
     }
