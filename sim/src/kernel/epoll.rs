@@ -64,8 +64,15 @@ pub(crate) struct Epoll {
     /// The ready list, oldest first. Entries carry the ticket the item had when queued; an entry
     /// whose ticket no longer matches was removed (by `DEL` or a prune) and is skipped.
     ready: VecDeque<(ItemId, u32)>,
-    /// Registrations by (open file, fd number).
-    items: BTreeMap<(FileId, Fd), ItemId>,
+    /// Registrations by (open file, fd number), as [`item_key`]s.
+    items: BTreeMap<u64, ItemId>,
+}
+
+/// An instance's key for a registration: (open file, fd number) as one integer that sorts as
+/// the pair does (registered fds are never negative).
+fn item_key(file: FileId, fd: Fd) -> u64 {
+    debug_assert!(fd >= 0);
+    (u64::from(file) << 32) | u64::from(fd as u32)
 }
 
 /// One registration: Linux's `struct epitem`.
@@ -284,7 +291,7 @@ impl Kernel {
             return Err(err(ELOOP));
         }
         let existing = match &self.files[epf].kind {
-            Kind::Epoll(e) => e.items.get(&(tf, fd)).copied(),
+            Kind::Epoll(e) => e.items.get(&item_key(tf, fd)).copied(),
             _ => unreachable!(),
         };
         let events = ev.events | Events::ERR | Events::HUP;
@@ -321,7 +328,7 @@ impl Kernel {
             linked: false,
             ticket: 0,
         });
-        self.epoll_mut(ep).items.insert((file, fd), it);
+        self.epoll_mut(ep).items.insert(item_key(file, fd), it);
         let watchers = &mut self.files[file].watchers;
         if events.contains(Events::EXCLUSIVE) {
             watchers.push_back(it);
@@ -354,7 +361,7 @@ impl Kernel {
             }
         }
         if let Some(Kind::Epoll(e)) = self.files.get_mut(item.ep).map(|f| &mut f.kind) {
-            e.items.remove(&(item.file, item.fd));
+            e.items.remove(&item_key(item.file, item.fd));
             if item.linked {
                 e.ready.retain(|&(i, _)| i != it);
             }
@@ -377,7 +384,7 @@ impl Kernel {
             Kind::Epoll(e) => e
                 .items
                 .keys()
-                .map(|&(f, _)| f)
+                .map(|&k| (k >> 32) as FileId)
                 .filter(|&f| self.is_epoll(f))
                 .collect(),
             _ => Vec::new(),
@@ -487,7 +494,7 @@ impl Kernel {
         };
         let it = e
             .items
-            .range((pick, Fd::MIN)..)
+            .range(item_key(pick, 0)..)
             .chain(e.items.iter())
             .map(|(_, &it)| it)
             .next()?;

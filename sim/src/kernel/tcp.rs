@@ -182,8 +182,8 @@ pub(crate) enum Packet {
 #[derive(Debug, Default)]
 pub(crate) struct Net {
     conns: Slab<Conn>,
-    /// Bound (ip, port) pairs and the socket holding each.
-    bound: BTreeMap<(Ipv4Addr, u16), FileId>,
+    /// Bound (ip, port) pairs ([`port_key`]) and the socket holding each.
+    bound: BTreeMap<u64, FileId>,
     next_attempt: u64,
     /// Where the next ephemeral port search starts (an offset into the range).
     port_hint: Option<u64>,
@@ -201,6 +201,12 @@ fn sock_ref(k: &Kernel, f: FileId) -> Option<&TcpSock> {
         Kind::Tcp(s) => Some(s),
         _ => None,
     }
+}
+
+/// The bind table's key for (ip, port): one integer that sorts as the pair does (`Ipv4Addr`
+/// orders by its big-endian octets, i.e. by `u32::from`), and compares in one instruction.
+fn port_key(ip: Ipv4Addr, port: u16) -> u64 {
+    (u64::from(u32::from(ip)) << 16) | u64::from(port)
 }
 
 fn is_loopback(ip: Ipv4Addr) -> bool {
@@ -243,16 +249,23 @@ impl Kernel {
     }
 
     fn port_free(&self, ip: Ipv4Addr, port: u16) -> bool {
-        if self.net.bound.contains_key(&(ip, port))
-            || self.net.bound.contains_key(&(Ipv4Addr::UNSPECIFIED, port))
+        if self.net.bound.contains_key(&port_key(ip, port))
+            || self
+                .net
+                .bound
+                .contains_key(&port_key(Ipv4Addr::UNSPECIFIED, port))
         {
             return false;
         }
         if ip.is_unspecified() {
             // A wildcard bind conflicts with any address on the port.
-            let lo = (Ipv4Addr::new(0, 0, 0, 0), port);
-            let hi = (Ipv4Addr::new(255, 255, 255, 255), port);
-            return !self.net.bound.range(lo..=hi).any(|(&(_, p), _)| p == port);
+            let lo = port_key(Ipv4Addr::new(0, 0, 0, 0), port);
+            let hi = port_key(Ipv4Addr::new(255, 255, 255, 255), port);
+            return !self
+                .net
+                .bound
+                .range(lo..=hi)
+                .any(|(&k, _)| k as u16 == port);
         }
         true
     }
@@ -288,7 +301,7 @@ impl Kernel {
             _ => return Err(err(EADDRINUSE)),
         };
         let local = SocketAddrV4::new(ip, port);
-        self.net.bound.insert((ip, port), f);
+        self.net.bound.insert(port_key(ip, port), f);
         let s = sock(self, f);
         s.local = Some(local);
         s.holds_port = true;
@@ -298,8 +311,8 @@ impl Kernel {
 
     fn unbind(&mut self, f: FileId, s: &TcpSock) {
         if let (true, Some(a)) = (s.holds_port, s.local) {
-            if self.net.bound.get(&(*a.ip(), a.port())) == Some(&f) {
-                self.net.bound.remove(&(*a.ip(), a.port()));
+            if self.net.bound.get(&port_key(*a.ip(), a.port())) == Some(&f) {
+                self.net.bound.remove(&port_key(*a.ip(), a.port()));
             }
         }
     }
@@ -479,8 +492,8 @@ impl Kernel {
         if !s.addr_locked {
             s.local = Some(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, a.port()));
         }
-        if self.net.bound.get(&(*a.ip(), a.port())) == Some(&f) {
-            self.net.bound.remove(&(*a.ip(), a.port()));
+        if self.net.bound.get(&port_key(*a.ip(), a.port())) == Some(&f) {
+            self.net.bound.remove(&port_key(*a.ip(), a.port()));
         }
     }
 
@@ -975,8 +988,11 @@ impl Kernel {
     }
 
     fn find_listener(&self, to: SocketAddrV4) -> Option<FileId> {
-        let exact = self.net.bound.get(&(*to.ip(), to.port()));
-        let any = self.net.bound.get(&(Ipv4Addr::UNSPECIFIED, to.port()));
+        let exact = self.net.bound.get(&port_key(*to.ip(), to.port()));
+        let any = self
+            .net
+            .bound
+            .get(&port_key(Ipv4Addr::UNSPECIFIED, to.port()));
         [exact, any]
             .into_iter()
             .flatten()
