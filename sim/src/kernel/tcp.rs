@@ -100,8 +100,6 @@ pub(crate) struct TcpSock {
     /// unbound socket), not named by the user (`SOCK_BINDPORT_LOCK`): it is given back when a
     /// disconnect returns the socket to the closed state.
     autobound: bool,
-    /// A write found no room: wake `OUT` when room returns (`SOCK_NOSPACE`).
-    nospace: bool,
     /// Boxed: few sockets listen, and every socket lives inline in its file.
     listen: Option<Box<Listen>>,
     /// The connect attempt in progress (unique in the kernel), and SYNs sent for it.
@@ -120,6 +118,10 @@ struct Dir {
     rx_len: usize,
     /// The receiving end got the FIN (Linux's `SOCK_DONE`).
     fin: bool,
+    /// The sending end's write found no room: wake it (`OUT`) when room returns (Linux's
+    /// `SOCK_NOSPACE` on the sending socket; kept here, where the reader that returns the room
+    /// looks, so that a read touches the writer's socket only when it must).
+    nospace: bool,
     /// When the last packet of this direction arrives: later packets never overtake it.
     last_ns: u64,
 }
@@ -229,7 +231,6 @@ impl Kernel {
             shutdown: 0,
             linger0: false,
             autobound: false,
-            nospace: false,
             listen: None,
             attempt: 0,
             syns: 0,
@@ -659,12 +660,16 @@ impl Kernel {
     /// The reader at the far end of direction `1 - writer` freed room: wake the writer if it ran
     /// out of room earlier and is writable again.
     fn tcp_space_returned(&mut self, c: u32, writer: usize) {
-        let Some(w) = self.net.conns[c].end[writer] else {
+        let conn = &self.net.conns[c];
+        let Some(w) = conn.end[writer] else {
             return;
         };
+        if !conn.dir[1 - writer].nospace {
+            return;
+        }
         let s = sock_ref(self, w).expect("connection end is a tcp socket");
-        if s.nospace && self.tcp_writable(s) {
-            sock(self, w).nospace = false;
+        if self.tcp_writable(s) {
+            self.net.conns[c].dir[1 - writer].nospace = false;
             self.wake(w, Events::OUT | Events::WRNORM | Events::WRBAND);
         }
     }
@@ -696,14 +701,14 @@ impl Kernel {
         let (c, e) = s.conn.expect("an established socket has a connection");
         let (free, _) = self.tcp_room(sock_ref(self, f).expect("tcp"));
         if free == 0 {
-            sock(self, f).nospace = true;
+            self.net.conns[c].dir[1 - e].nospace = true;
             return Err(err(EAGAIN));
         }
         let n = free.min(buf.len());
         if n < buf.len() {
             // A short write ran out of room too (`tcp_sendmsg` sets `SOCK_NOSPACE`): the writer
             // gets an `OUT` edge when room returns, as after `EAGAIN`.
-            sock(self, f).nospace = true;
+            self.net.conns[c].dir[1 - e].nospace = true;
         }
         self.net.conns[c].dir[1 - e].buf.push(&buf[..n]);
         let mss = self.cfg.tcp_mss.max(1);
@@ -1051,7 +1056,6 @@ impl Kernel {
                 shutdown: 0,
                 linger0: false,
                 autobound: false,
-                nospace: false,
                 listen: None,
                 attempt: 0,
                 syns: 0,
