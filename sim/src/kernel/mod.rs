@@ -29,6 +29,7 @@ pub(crate) mod unix;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io;
+use std::num::NonZeroU32;
 
 use netpoll::sys::{err, errno::*, Events, O_CLOEXEC, O_NONBLOCK};
 use netpoll::Fd;
@@ -170,8 +171,9 @@ pub(crate) struct Kernel {
     pub(crate) seed: u64,
     pub(crate) now_ns: u64,
     pub(crate) rng: Rngs,
-    /// The descriptor table: `fds[n]` is the file descriptor `n` refers to.
-    fds: Vec<Option<FileId>>,
+    /// The descriptor table: `fds[n]` is the file descriptor `n` refers to, plus one (4 bytes a
+    /// descriptor: the table is read on every call).
+    fds: Vec<Option<NonZeroU32>>,
     /// Free descriptor numbers below `fds.len()`, for lowest-free allocation.
     free_fds: FdSet,
     open_fds: usize,
@@ -225,6 +227,7 @@ impl Kernel {
             .get(fd as usize)
             .copied()
             .flatten()
+            .map(|n| n.get() - 1)
             .ok_or_else(|| err(EBADF))
     }
 
@@ -247,7 +250,7 @@ impl Kernel {
                 (self.fds.len() - 1) as Fd
             }
         };
-        self.fds[fd as usize] = Some(file);
+        self.fds[fd as usize] = file.checked_add(1).and_then(NonZeroU32::new);
         self.open_fds += 1;
         self.files[file].refs += 1;
         Ok(fd)
