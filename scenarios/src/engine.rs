@@ -537,8 +537,9 @@ impl<'k, K: Kernel> Engine<'k, K> {
             } else {
                 instant = (now, 0);
             }
-            let deadline_driven = self.next_deadline().is_some();
-            let mut timeout = match self.next_deadline() {
+            let next_deadline = self.next_deadline();
+            let deadline_driven = next_deadline.is_some();
+            let mut timeout = match next_deadline {
                 Some(d) => timeout_ms(d, now),
                 None => -1,
             };

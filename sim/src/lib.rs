@@ -43,6 +43,7 @@
 mod bytes;
 pub mod config;
 pub mod faults;
+mod fdset;
 mod kernel;
 pub mod rng;
 mod slab;

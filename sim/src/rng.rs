@@ -59,10 +59,19 @@ impl Rngs {
 
     /// `true` with probability `p` (clamped to 0..=1), from stream `s`. Draws nothing when `p`
     /// is 0 or 1, so a disabled knob costs no randomness.
+    #[inline]
     pub fn chance(&mut self, s: Stream, p: f64) -> bool {
+        // Disabled knobs are the common case, checked on hot paths: keep that test inline.
         if p <= 0.0 {
             false
-        } else if p >= 1.0 {
+        } else {
+            self.chance_draw(s, p)
+        }
+    }
+
+    #[inline(never)]
+    fn chance_draw(&mut self, s: Stream, p: f64) -> bool {
+        if p >= 1.0 {
             true
         } else {
             self.get(s).random_bool(p)

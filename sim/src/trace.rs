@@ -2,8 +2,6 @@
 //! failure reports), an optional full trace (for trace files and the determinism self-check), and
 //! a running fingerprint of every call and result (two runs of one seed must end with the same).
 
-use std::collections::VecDeque;
-
 use netpoll::Fd;
 
 /// The system call a [`Record`] is about.
@@ -55,7 +53,9 @@ pub const HISTORY_LEN: usize = 1024;
 
 #[derive(Debug, Default)]
 pub(crate) struct Tracer {
-    recent: VecDeque<Record>,
+    /// A ring: the oldest record is at `head` once the ring is full.
+    recent: Vec<Record>,
+    head: usize,
     full: Option<Vec<Record>>,
     fingerprint: u64,
     count: u64,
@@ -75,10 +75,12 @@ impl Tracer {
             h = h.wrapping_mul(0x0000_0100_0000_01b3);
         }
         self.fingerprint = h;
-        if self.recent.len() == HISTORY_LEN {
-            self.recent.pop_front();
+        if self.recent.len() < HISTORY_LEN {
+            self.recent.push(r);
+        } else {
+            self.recent[self.head] = r;
+            self.head = (self.head + 1) % HISTORY_LEN;
         }
-        self.recent.push_back(r);
         if let Some(full) = &mut self.full {
             full.push(r);
         }
@@ -93,7 +95,8 @@ impl Tracer {
     }
 
     pub(crate) fn recent(&self) -> impl Iterator<Item = &Record> {
-        self.recent.iter()
+        let (newer, older) = self.recent.split_at(self.head);
+        older.iter().chain(newer)
     }
 
     pub(crate) fn fingerprint(&self) -> (u64, u64) {

@@ -64,8 +64,15 @@ pub(crate) struct Epoll {
     /// The ready list, oldest first. Entries carry the ticket the item had when queued; an entry
     /// whose ticket no longer matches was removed (by `DEL` or a prune) and is skipped.
     ready: VecDeque<(ItemId, u32)>,
-    /// Registrations by (open file, fd number).
-    items: BTreeMap<(FileId, Fd), ItemId>,
+    /// Registrations by (open file, fd number), as [`item_key`]s.
+    items: BTreeMap<u64, ItemId>,
+}
+
+/// An instance's key for a registration: (open file, fd number) as one integer that sorts as
+/// the pair does (registered fds are never negative).
+fn item_key(file: FileId, fd: Fd) -> u64 {
+    debug_assert!(fd >= 0);
+    (u64::from(file) << 32) | u64::from(fd as u32)
 }
 
 /// One registration: Linux's `struct epitem`.
@@ -284,7 +291,7 @@ impl Kernel {
             return Err(err(ELOOP));
         }
         let existing = match &self.files[epf].kind {
-            Kind::Epoll(e) => e.items.get(&(tf, fd)).copied(),
+            Kind::Epoll(e) => e.items.get(&item_key(tf, fd)).copied(),
             _ => unreachable!(),
         };
         let events = ev.events | Events::ERR | Events::HUP;
@@ -321,12 +328,12 @@ impl Kernel {
             linked: false,
             ticket: 0,
         });
-        self.epoll_mut(ep).items.insert((file, fd), it);
+        self.epoll_mut(ep).items.insert(item_key(file, fd), it);
         let watchers = &mut self.files[file].watchers;
         if events.contains(Events::EXCLUSIVE) {
-            watchers.push(it);
+            watchers.push_back(it);
         } else {
-            watchers.insert(0, it);
+            watchers.push_front(it);
         }
         if !self.ep_item_poll(it, 1).is_empty() && self.link(it) {
             self.wake(ep, Events::IN);
@@ -350,11 +357,11 @@ impl Kernel {
         let item = self.items.remove(it);
         if from_queue {
             if let Some(f) = self.files.get_mut(item.file) {
-                f.watchers.retain(|&w| w != it);
+                f.watchers.remove(it);
             }
         }
         if let Some(Kind::Epoll(e)) = self.files.get_mut(item.ep).map(|f| &mut f.kind) {
-            e.items.remove(&(item.file, item.fd));
+            e.items.remove(&item_key(item.file, item.fd));
             if item.linked {
                 e.ready.retain(|&(i, _)| i != it);
             }
@@ -366,7 +373,7 @@ impl Kernel {
         for (_, it) in ep.items {
             let item = self.items.remove(it);
             if let Some(f) = self.files.get_mut(item.file) {
-                f.watchers.retain(|&w| w != it);
+                f.watchers.remove(it);
             }
         }
     }
@@ -377,7 +384,7 @@ impl Kernel {
             Kind::Epoll(e) => e
                 .items
                 .keys()
-                .map(|&(f, _)| f)
+                .map(|&k| (k >> 32) as FileId)
                 .filter(|&f| self.is_epoll(f))
                 .collect(),
             _ => Vec::new(),
@@ -388,6 +395,7 @@ impl Kernel {
     fn ep_parents(&self, ep: FileId) -> Vec<FileId> {
         self.files[ep]
             .watchers
+            .as_slice()
             .iter()
             .map(|&it| self.items[it].ep)
             .collect()
@@ -432,11 +440,17 @@ impl Kernel {
     }
 
     /// Linux's `ep_send_events`: fills `out` from the ready list; returns how many.
+    ///
+    /// Linux splices the ready list onto a private list, walks it, and splices what did not
+    /// fit back in front of the level-triggered re-queues. Walking the entries that were queued
+    /// at the start in place gives the same order without moving the list: re-queues go to the
+    /// tail, behind every entry that was there before, and what was not reached stays in front.
     pub(crate) fn ep_send_events(&mut self, ep: FileId, out: &mut [EpollEvent]) -> usize {
-        let mut tx = std::mem::take(&mut self.epoll_mut(ep).ready);
+        let mut todo = self.epoll_mut(ep).ready.len();
         let mut n = 0;
-        while n < out.len() {
-            let Some((it, ticket)) = tx.pop_front() else {
+        while n < out.len() && todo > 0 {
+            todo -= 1;
+            let Some((it, ticket)) = self.epoll_mut(ep).ready.pop_front() else {
                 break;
             };
             let valid = self
@@ -463,11 +477,6 @@ impl Kernel {
                 self.epoll_mut(ep).ready.push_back((it, t));
             }
         }
-        // What did not fit goes back to the front, ahead of the level-triggered re-queues.
-        let e = self.epoll_mut(ep);
-        let requeued = std::mem::take(&mut e.ready);
-        tx.extend(requeued);
-        e.ready = tx;
         self.stats.epoll_events += n as u64;
         n
     }
@@ -485,7 +494,7 @@ impl Kernel {
         };
         let it = e
             .items
-            .range((pick, Fd::MIN)..)
+            .range(item_key(pick, 0)..)
             .chain(e.items.iter())
             .map(|(_, &it)| it)
             .next()?;

@@ -27,13 +27,15 @@ pub(crate) mod tcp;
 pub(crate) mod unix;
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap};
+use std::collections::BinaryHeap;
 use std::io;
+use std::num::NonZeroU32;
 
 use netpoll::sys::{err, errno::*, Events, O_CLOEXEC, O_NONBLOCK};
 use netpoll::Fd;
 
 use crate::config::SimConfig;
+use crate::fdset::FdSet;
 use crate::rng::Rngs;
 use crate::slab::Slab;
 
@@ -49,7 +51,7 @@ pub(crate) struct File {
     /// `O_NONBLOCK`.
     pub(crate) nonblock: bool,
     /// The wait queue, in wake order: the epoll items registered on this file.
-    pub(crate) watchers: Vec<ItemId>,
+    pub(crate) watchers: WaitQueue,
     /// What kind of file, and its state.
     pub(crate) kind: Kind,
 }
@@ -62,7 +64,81 @@ pub(crate) enum Kind {
     PipeRead(u32),
     PipeWrite(u32),
     EventFd(eventfd::EventFd),
-    Tcp(Box<tcp::TcpSock>),
+    Tcp(tcp::TcpSock),
+}
+
+/// A file's wait queue: epoll item ids in wake order. Nearly every file has one or two
+/// watchers, so up to three live inline in the file (no allocation, no pointer to chase on a
+/// wakeup); a longer queue moves to the heap for good.
+#[derive(Debug, Clone)]
+pub(crate) enum WaitQueue {
+    Inline(u8, [ItemId; 3]),
+    Heap(Vec<ItemId>),
+}
+
+impl Default for WaitQueue {
+    fn default() -> Self {
+        WaitQueue::Inline(0, [0; 3])
+    }
+}
+
+impl WaitQueue {
+    pub(crate) fn as_slice(&self) -> &[ItemId] {
+        match self {
+            WaitQueue::Inline(n, ids) => &ids[..usize::from(*n)],
+            WaitQueue::Heap(v) => v,
+        }
+    }
+
+    pub(crate) fn get(&self, i: usize) -> Option<ItemId> {
+        self.as_slice().get(i).copied()
+    }
+
+    /// Inserts `it` at `at` (0: the head of the queue; `len`: the tail).
+    fn insert(&mut self, at: usize, it: ItemId) {
+        match self {
+            WaitQueue::Inline(n, ids) if usize::from(*n) < ids.len() => {
+                let len = usize::from(*n);
+                ids.copy_within(at..len, at + 1);
+                ids[at] = it;
+                *n += 1;
+            }
+            WaitQueue::Inline(n, ids) => {
+                let mut v = ids[..usize::from(*n)].to_vec();
+                v.insert(at, it);
+                *self = WaitQueue::Heap(v);
+            }
+            WaitQueue::Heap(v) => v.insert(at, it),
+        }
+    }
+
+    pub(crate) fn push_front(&mut self, it: ItemId) {
+        self.insert(0, it);
+    }
+
+    pub(crate) fn push_back(&mut self, it: ItemId) {
+        let len = self.as_slice().len();
+        self.insert(len, it);
+    }
+
+    /// Removes every occurrence of `it`.
+    pub(crate) fn remove(&mut self, it: ItemId) {
+        match self {
+            WaitQueue::Inline(n, ids) => {
+                let mut kept = [0; 3];
+                let mut k = 0;
+                for &w in &ids[..usize::from(*n)] {
+                    if w != it {
+                        kept[k] = w;
+                        k += 1;
+                    }
+                }
+                *ids = kept;
+                *n = k as u8;
+            }
+            WaitQueue::Heap(v) => v.retain(|&w| w != it),
+        }
+    }
 }
 
 /// Something the kernel does at a later virtual instant.
@@ -95,18 +171,19 @@ pub(crate) struct Kernel {
     pub(crate) seed: u64,
     pub(crate) now_ns: u64,
     pub(crate) rng: Rngs,
-    /// The descriptor table: `fds[n]` is the file descriptor `n` refers to.
-    fds: Vec<Option<FileId>>,
+    /// The descriptor table: `fds[n]` is the file descriptor `n` refers to, plus one (4 bytes a
+    /// descriptor: the table is read on every call).
+    fds: Vec<Option<NonZeroU32>>,
     /// Free descriptor numbers below `fds.len()`, for lowest-free allocation.
-    free_fds: BTreeSet<Fd>,
+    free_fds: FdSet,
     open_fds: usize,
     pub(crate) files: Slab<File>,
     pub(crate) items: Slab<epoll::EpItem>,
     pub(crate) pipes: Slab<pipe::Pipe>,
     pub(crate) net: tcp::Net,
-    /// The event queue: (when, sequence and payload slot). Keys are 16 bytes so that the heap
-    /// moves little; payloads wait in `later`.
-    queue: BinaryHeap<Reverse<(u64, u64)>>,
+    /// The event queue: keys are `when << 64 | sequence << SLOT_BITS | payload slot`, 16 bytes
+    /// so that the heap moves little, compared as one integer; payloads wait in `later`.
+    queue: BinaryHeap<Reverse<u128>>,
     later: Slab<Later>,
     queue_seq: u64,
     /// The epoll instance whose `epoll_wait` is blocked right now (for `EPOLLEXCLUSIVE`).
@@ -123,7 +200,7 @@ impl Kernel {
             now_ns: 0,
             rng: Rngs::new(seed),
             fds: vec![None; first],
-            free_fds: BTreeSet::new(),
+            free_fds: FdSet::default(),
             open_fds: first,
             files: Slab::default(),
             items: Slab::default(),
@@ -150,6 +227,7 @@ impl Kernel {
             .get(fd as usize)
             .copied()
             .flatten()
+            .map(|n| n.get() - 1)
             .ok_or_else(|| err(EBADF))
     }
 
@@ -166,13 +244,13 @@ impl Kernel {
     pub(crate) fn install(&mut self, file: FileId) -> io::Result<Fd> {
         self.fd_room(1)?;
         let fd = match self.free_fds.pop_first() {
-            Some(fd) => fd,
+            Some(fd) => fd as Fd,
             None => {
                 self.fds.push(None);
                 (self.fds.len() - 1) as Fd
             }
         };
-        self.fds[fd as usize] = Some(file);
+        self.fds[fd as usize] = file.checked_add(1).and_then(NonZeroU32::new);
         self.open_fds += 1;
         self.files[file].refs += 1;
         Ok(fd)
@@ -184,7 +262,7 @@ impl Kernel {
         let id = self.files.insert(File {
             refs: 0,
             nonblock,
-            watchers: Vec::new(),
+            watchers: WaitQueue::default(),
             kind,
         });
         let fd = self.install(id)?;
@@ -203,10 +281,10 @@ impl Kernel {
                     break;
                 }
                 self.fds.pop();
-                self.free_fds.remove(&(self.fds.len() as Fd));
+                self.free_fds.remove(self.fds.len() as u32);
             }
         } else {
-            self.free_fds.insert(fd);
+            self.free_fds.insert(fd as u32);
         }
         self.put_file(f);
         Ok(())
@@ -230,7 +308,7 @@ impl Kernel {
     /// `eventpoll_release`), then let its kind tear down (hang up a peer, free a pipe end).
     pub(crate) fn release(&mut self, f: FileId) {
         let watchers = std::mem::take(&mut self.files[f].watchers);
-        for it in watchers {
+        for &it in watchers.as_slice() {
             self.ep_remove_item(it, false);
         }
         let file = self.files.remove(f);
@@ -240,7 +318,7 @@ impl Kernel {
             Kind::PipeRead(p) => self.pipe_release(p, true),
             Kind::PipeWrite(p) => self.pipe_release(p, false),
             Kind::EventFd(_) => {}
-            Kind::Tcp(sock) => self.tcp_release(f, *sock),
+            Kind::Tcp(sock) => self.tcp_release(f, sock),
         }
     }
 
@@ -272,7 +350,7 @@ impl Kernel {
             let Some(file) = self.files.get(f) else {
                 return;
             };
-            let Some(&it) = file.watchers.get(i) else {
+            let Some(it) = file.watchers.get(i) else {
                 return;
             };
             i += 1;
@@ -306,12 +384,13 @@ impl Kernel {
             "event queue: more than 2^28 events in flight"
         );
         let key = (self.queue_seq << SLOT_BITS) | u64::from(slot);
-        self.queue.push(Reverse((at_ns, key)));
+        self.queue
+            .push(Reverse((u128::from(at_ns) << 64) | u128::from(key)));
     }
 
     /// When the next queued event happens, if any.
     pub(crate) fn next_event_ns(&self) -> Option<u64> {
-        self.queue.peek().map(|p| p.0 .0)
+        self.queue.peek().map(|p| (p.0 >> 64) as u64)
     }
 
     /// How many events are queued (packets in flight, retransmission timers).
@@ -321,12 +400,14 @@ impl Kernel {
 
     /// Runs every event due at `self.now_ns` or earlier.
     pub(crate) fn run_due(&mut self) {
-        while let Some(&Reverse((at_ns, key))) = self.queue.peek() {
-            if at_ns > self.now_ns {
+        while let Some(&Reverse(key)) = self.queue.peek() {
+            if (key >> 64) as u64 > self.now_ns {
                 break;
             }
             self.queue.pop();
-            let what = self.later.remove((key & ((1 << SLOT_BITS) - 1)) as u32);
+            let what = self
+                .later
+                .remove((key as u64 & ((1 << SLOT_BITS) - 1)) as u32);
             self.stats.deliveries += 1;
             match what {
                 Later::Net(pkt) => self.deliver(pkt),
@@ -384,6 +465,7 @@ impl Kernel {
     }
 
     /// A fault with probability `p` fires (drawn from the fault stream).
+    #[inline]
     pub(crate) fn fault(&mut self, p: f64) -> bool {
         self.rng.chance(crate::rng::Stream::Faults, p)
     }
@@ -397,4 +479,38 @@ impl Kernel {
 /// The error a simulated call returns instead of hanging for ever.
 pub(crate) fn deadlock(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::Deadlock, msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::WaitQueue;
+
+    #[test]
+    fn wait_queue_keeps_the_order_a_vec_would() {
+        let mut q = WaitQueue::default();
+        let mut v: Vec<u32> = Vec::new();
+        for step in 0..400u32 {
+            let it = step % 7;
+            match (step * 31) % 5 {
+                0 | 1 => {
+                    q.push_front(it);
+                    v.insert(0, it);
+                }
+                2 | 3 => {
+                    q.push_back(it);
+                    v.push(it);
+                }
+                _ => {
+                    q.remove(it);
+                    v.retain(|&w| w != it);
+                }
+            }
+            assert_eq!(q.as_slice(), &v[..], "step {step}");
+            assert_eq!(q.get(0), v.first().copied());
+            if step % 50 == 0 {
+                q = WaitQueue::default();
+                v.clear();
+            }
+        }
+    }
 }

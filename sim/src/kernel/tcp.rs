@@ -100,9 +100,8 @@ pub(crate) struct TcpSock {
     /// unbound socket), not named by the user (`SOCK_BINDPORT_LOCK`): it is given back when a
     /// disconnect returns the socket to the closed state.
     autobound: bool,
-    /// A write found no room: wake `OUT` when room returns (`SOCK_NOSPACE`).
-    nospace: bool,
-    listen: Option<Listen>,
+    /// Boxed: few sockets listen, and every socket lives inline in its file.
+    listen: Option<Box<Listen>>,
     /// The connect attempt in progress (unique in the kernel), and SYNs sent for it.
     attempt: u64,
     syns: u32,
@@ -119,6 +118,10 @@ struct Dir {
     rx_len: usize,
     /// The receiving end got the FIN (Linux's `SOCK_DONE`).
     fin: bool,
+    /// The sending end's write found no room: wake it (`OUT`) when room returns (Linux's
+    /// `SOCK_NOSPACE` on the sending socket; kept here, where the reader that returns the room
+    /// looks, so that a read touches the writer's socket only when it must).
+    nospace: bool,
     /// When the last packet of this direction arrives: later packets never overtake it.
     last_ns: u64,
 }
@@ -181,8 +184,8 @@ pub(crate) enum Packet {
 #[derive(Debug, Default)]
 pub(crate) struct Net {
     conns: Slab<Conn>,
-    /// Bound (ip, port) pairs and the socket holding each.
-    bound: BTreeMap<(Ipv4Addr, u16), FileId>,
+    /// Bound (ip, port) pairs ([`port_key`]) and the socket holding each.
+    bound: BTreeMap<u64, FileId>,
     next_attempt: u64,
     /// Where the next ephemeral port search starts (an offset into the range).
     port_hint: Option<u64>,
@@ -200,6 +203,12 @@ fn sock_ref(k: &Kernel, f: FileId) -> Option<&TcpSock> {
         Kind::Tcp(s) => Some(s),
         _ => None,
     }
+}
+
+/// The bind table's key for (ip, port): one integer that sorts as the pair does (`Ipv4Addr`
+/// orders by its big-endian octets, i.e. by `u32::from`), and compares in one instruction.
+fn port_key(ip: Ipv4Addr, port: u16) -> u64 {
+    (u64::from(u32::from(ip)) << 16) | u64::from(port)
 }
 
 fn is_loopback(ip: Ipv4Addr) -> bool {
@@ -222,12 +231,11 @@ impl Kernel {
             shutdown: 0,
             linger0: false,
             autobound: false,
-            nospace: false,
             listen: None,
             attempt: 0,
             syns: 0,
         };
-        Ok(self.new_file(Kind::Tcp(Box::new(s)), nonblock)?.1)
+        Ok(self.new_file(Kind::Tcp(s), nonblock)?.1)
     }
 
     /// The TCP socket behind `fd`: `ENOTSOCK` for files that are not sockets, `other` for
@@ -242,16 +250,23 @@ impl Kernel {
     }
 
     fn port_free(&self, ip: Ipv4Addr, port: u16) -> bool {
-        if self.net.bound.contains_key(&(ip, port))
-            || self.net.bound.contains_key(&(Ipv4Addr::UNSPECIFIED, port))
+        if self.net.bound.contains_key(&port_key(ip, port))
+            || self
+                .net
+                .bound
+                .contains_key(&port_key(Ipv4Addr::UNSPECIFIED, port))
         {
             return false;
         }
         if ip.is_unspecified() {
             // A wildcard bind conflicts with any address on the port.
-            let lo = (Ipv4Addr::new(0, 0, 0, 0), port);
-            let hi = (Ipv4Addr::new(255, 255, 255, 255), port);
-            return !self.net.bound.range(lo..=hi).any(|(&(_, p), _)| p == port);
+            let lo = port_key(Ipv4Addr::new(0, 0, 0, 0), port);
+            let hi = port_key(Ipv4Addr::new(255, 255, 255, 255), port);
+            return !self
+                .net
+                .bound
+                .range(lo..=hi)
+                .any(|(&k, _)| k as u16 == port);
         }
         true
     }
@@ -287,7 +302,7 @@ impl Kernel {
             _ => return Err(err(EADDRINUSE)),
         };
         let local = SocketAddrV4::new(ip, port);
-        self.net.bound.insert((ip, port), f);
+        self.net.bound.insert(port_key(ip, port), f);
         let s = sock(self, f);
         s.local = Some(local);
         s.holds_port = true;
@@ -297,8 +312,8 @@ impl Kernel {
 
     fn unbind(&mut self, f: FileId, s: &TcpSock) {
         if let (true, Some(a)) = (s.holds_port, s.local) {
-            if self.net.bound.get(&(*a.ip(), a.port())) == Some(&f) {
-                self.net.bound.remove(&(*a.ip(), a.port()));
+            if self.net.bound.get(&port_key(*a.ip(), a.port())) == Some(&f) {
+                self.net.bound.remove(&port_key(*a.ip(), a.port()));
             }
         }
     }
@@ -342,10 +357,10 @@ impl Kernel {
         }
         let s = sock(self, f);
         s.state = State::Listen;
-        s.listen = Some(Listen {
+        s.listen = Some(Box::new(Listen {
             backlog,
             queue: VecDeque::new(),
-        });
+        }));
         Ok(())
     }
 
@@ -478,8 +493,8 @@ impl Kernel {
         if !s.addr_locked {
             s.local = Some(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, a.port()));
         }
-        if self.net.bound.get(&(*a.ip(), a.port())) == Some(&f) {
-            self.net.bound.remove(&(*a.ip(), a.port()));
+        if self.net.bound.get(&port_key(*a.ip(), a.port())) == Some(&f) {
+            self.net.bound.remove(&port_key(*a.ip(), a.port()));
         }
     }
 
@@ -645,12 +660,16 @@ impl Kernel {
     /// The reader at the far end of direction `1 - writer` freed room: wake the writer if it ran
     /// out of room earlier and is writable again.
     fn tcp_space_returned(&mut self, c: u32, writer: usize) {
-        let Some(w) = self.net.conns[c].end[writer] else {
+        let conn = &self.net.conns[c];
+        let Some(w) = conn.end[writer] else {
             return;
         };
+        if !conn.dir[1 - writer].nospace {
+            return;
+        }
         let s = sock_ref(self, w).expect("connection end is a tcp socket");
-        if s.nospace && self.tcp_writable(s) {
-            sock(self, w).nospace = false;
+        if self.tcp_writable(s) {
+            self.net.conns[c].dir[1 - writer].nospace = false;
             self.wake(w, Events::OUT | Events::WRNORM | Events::WRBAND);
         }
     }
@@ -682,14 +701,14 @@ impl Kernel {
         let (c, e) = s.conn.expect("an established socket has a connection");
         let (free, _) = self.tcp_room(sock_ref(self, f).expect("tcp"));
         if free == 0 {
-            sock(self, f).nospace = true;
+            self.net.conns[c].dir[1 - e].nospace = true;
             return Err(err(EAGAIN));
         }
         let n = free.min(buf.len());
         if n < buf.len() {
             // A short write ran out of room too (`tcp_sendmsg` sets `SOCK_NOSPACE`): the writer
             // gets an `OUT` edge when room returns, as after `EAGAIN`.
-            sock(self, f).nospace = true;
+            self.net.conns[c].dir[1 - e].nospace = true;
         }
         self.net.conns[c].dir[1 - e].buf.push(&buf[..n]);
         let mss = self.cfg.tcp_mss.max(1);
@@ -977,8 +996,11 @@ impl Kernel {
     }
 
     fn find_listener(&self, to: SocketAddrV4) -> Option<FileId> {
-        let exact = self.net.bound.get(&(*to.ip(), to.port()));
-        let any = self.net.bound.get(&(Ipv4Addr::UNSPECIFIED, to.port()));
+        let exact = self.net.bound.get(&port_key(*to.ip(), to.port()));
+        let any = self
+            .net
+            .bound
+            .get(&port_key(Ipv4Addr::UNSPECIFIED, to.port()));
         [exact, any]
             .into_iter()
             .flatten()
@@ -1023,8 +1045,8 @@ impl Kernel {
         let child = self.files.insert(super::File {
             refs: 0,
             nonblock: false,
-            watchers: Vec::new(),
-            kind: Kind::Tcp(Box::new(TcpSock {
+            watchers: super::WaitQueue::default(),
+            kind: Kind::Tcp(TcpSock {
                 state: State::Established,
                 sock_state: SockState::Unconnected,
                 local: Some(to),
@@ -1037,11 +1059,10 @@ impl Kernel {
                 shutdown: 0,
                 linger0: false,
                 autobound: false,
-                nospace: false,
                 listen: None,
                 attempt: 0,
                 syns: 0,
-            })),
+            }),
         });
         self.net.conns[conn].end[1] = Some(child);
         self.send(
