@@ -9,6 +9,7 @@
 //! | module | what it holds |
 //! |---|---|
 //! | [`raw_epoll`] | **start here**: the example echo server written straight on the `Poller` trait (LT listener, ET connections, read until `EAGAIN`, backpressure, idle deadlines) |
+//! | [`rt_echo`] | `rt-echo`: the echo workload as tasks on the netpoller (`netpoll::rt`), with the lost-wakeup oracle at the netpoller's level (a task parked on a ready descriptor), and its canary |
 //! | [`engine`] | the event loop that drives that server and a population of client state machines, and checks the oracles as it goes |
 //! | [`scenario`] | the registry: each scenario's parameters, defaults and workload |
 //! | [`oracle`] | the failures a run can be found guilty of, and how each is reported |
@@ -74,6 +75,7 @@ pub mod oracle;
 pub mod params;
 pub mod raw_epoll;
 pub mod rng;
+pub mod rt_echo;
 pub mod run;
 pub mod scenario;
 pub mod shrink;
