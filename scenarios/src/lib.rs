@@ -58,15 +58,18 @@
 //!
 //! ## What is checked on every run
 //!
-//! Lost wakeups at quiescence (simulated kernel), hangs, data integrity of every byte, deadline
+//! Lost wakeups at quiescence (simulated kernel; for `rt-echo`, a task parked on a descriptor
+//! that is ready for its side), hangs, data integrity of every byte, deadline
 //! accuracy, and end-of-run leaks and totals: see [`oracle`]. The determinism self-check runs on
 //! request (`--check-determinism`) and for a few seeds in the tests.
 //!
 //! ## Not done
 //!
-//! - The scenarios drive the hand-written loop of [`raw_epoll`]; variants on the Go-style
-//!   netpoller runtime (`netpoll::rt`) wait for it to land on main. The deadlines and timers of
-//!   `slow-clients` and `timer-storm` are therefore the loop's own timer heaps.
+//! - Every scenario but [`rt_echo`] drives the hand-written loop of [`raw_epoll`]; `rt-echo` is
+//!   the one workload written as tasks on the Go-style netpoller (`netpoll::rt`), and its
+//!   oracle looks at the netpoller's parked tasks through
+//!   `netpoll::rt::Runtime::set_quiescence_hook`. The deadlines and timers of `slow-clients` and
+//!   `timer-storm` are the hand-written loop's own timer heaps.
 //! - On the real kernel there is no lost-wakeup oracle (it cannot be asked what is stranded),
 //!   no replay (the real kernel is not deterministic), and deadlines get 250 ms of slack (the scheduler of a loaded machine).
 
