@@ -12,7 +12,10 @@
 //!   when it is not 0) and writes back what it read, until end of file, then closes;
 //! - **clients** `0..conns`: connect, then `msgs` times: write a message of `size` bytes of
 //!   the connection's deterministic stream ([`crate::engine::pattern`]), read its echo and check
-//!   every byte; then half-close and expect end of file (a byte more is a duplicate). At most
+//!   every byte; the last message is followed at once by a half-close (so the server may see
+//!   data and end of file in one edge), and after its echo the client expects end of file (a
+//!   byte more is a duplicate). The server reads into a buffer twice the message size, so
+//!   most reads are short and the netpoller's short-read shortcut is exercised. At most
 //!   `window` clients connect at once: client `i` starts client `i + window` once connected.
 //!
 //! # Oracles
@@ -570,7 +573,9 @@ async fn accept_loop<P: Poller + 'static>(ln: TcpListener<P>, sh: Rc<Shared>, cf
 }
 
 async fn serve<P: Poller + 'static>(conn: TcpStream<P>, sh: Rc<Shared>, cfg: Cfg) {
-    let mut buf = vec![0u8; (cfg.size as usize).clamp(1, BUF_MAX)];
+    // Twice the message: most reads are short, so the netpoller's short-read shortcut (park
+    // without the read that would say EAGAIN) is on the path.
+    let mut buf = vec![0u8; (2 * cfg.size as usize).clamp(1, BUF_MAX)];
     let fd = conn.as_raw_fd();
     loop {
         if let Some(d) = cfg.deadline {
@@ -640,6 +645,12 @@ async fn client_body<P: Poller + 'static>(
             .await
             .map_err(|e| io_fail(format!("client {i} writing message {m}"), e))?;
         sh.bytes_sent.set(sh.bytes_sent.get() + cfg.size);
+        if m + 1 == cfg.msgs {
+            // Half-close behind the last message, before its echo: the server may see the data
+            // and the end of file in one edge.
+            s.shutdown(Shutdown::Write)
+                .map_err(|e| io_fail(format!("client {i} half-closing"), e))?;
+        }
         let mut got = 0u64;
         while got < cfg.size {
             let want = ((cfg.size - got) as usize).min(inb.len());
@@ -673,9 +684,7 @@ async fn client_body<P: Poller + 'static>(
             sh.bytes.set(sh.bytes.get() + n as u64);
         }
     }
-    // Everything came back once; anything after the half-close would be a duplicate.
-    s.shutdown(Shutdown::Write)
-        .map_err(|e| io_fail(format!("client {i} half-closing"), e))?;
+    // Everything came back once; anything more would be a duplicate.
     let mut one = [0u8; 1];
     let n = s
         .read(&mut one)
