@@ -17,12 +17,15 @@ use netpoll::Poller;
 use netpoll_realnet::RealNet;
 use netpoll_sim::Sim;
 
+/// What the hook saw at one call: the parked tasks, and whether a timer was armed.
+type Seen = (Vec<Parked>, bool);
+
 /// A reader parks on its socket; the hook runs before the runtime blocks and sees exactly that
 /// waiter (task 1, the fd, the read side), and the sleep's timer; once the byte arrives the
 /// reader is gone from the list.
 fn hook_sees_the_parked_reader<P: Poller + 'static>(poller: P, seed: u64) {
     let mut rt = Runtime::seeded(poller, seed).expect("runtime");
-    let seen: Rc<RefCell<Vec<(Vec<Parked>, bool)>>> = Rc::default();
+    let seen: Rc<RefCell<Vec<Seen>>> = Rc::default();
     let s2 = seen.clone();
     rt.set_quiescence_hook(move |d| {
         assert!(d.epfd() >= 0 && d.wake_fd() != d.epfd());

@@ -49,7 +49,6 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::io;
 use std::net::{Ipv4Addr, Shutdown, SocketAddrV4};
 use std::rc::Rc;
@@ -603,18 +602,11 @@ async fn serve<P: Poller + 'static>(conn: TcpStream<P>, sh: Rc<Shared>, cfg: Cfg
     sh.done_one();
 }
 
-fn client<P: Poller + 'static>(
-    sh: Rc<Shared>,
-    cfg: Cfg,
-    addr: SocketAddrV4,
-    i: u64,
-) -> impl Future<Output = ()> {
-    async move {
-        if let Err(f) = client_body::<P>(&sh, cfg, addr, i).await {
-            return sh.fail(f);
-        }
-        sh.done_one();
+async fn client<P: Poller + 'static>(sh: Rc<Shared>, cfg: Cfg, addr: SocketAddrV4, i: u64) {
+    if let Err(f) = client_body::<P>(&sh, cfg, addr, i).await {
+        return sh.fail(f);
     }
+    sh.done_one();
 }
 
 async fn client_body<P: Poller + 'static>(
