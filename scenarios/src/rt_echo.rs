@@ -28,6 +28,24 @@
 //! | totals and leaks | every connection accepted, served to end of file and closed; none closed by its deadline; no file left open once the runtime is gone |
 //! | determinism | `--check-determinism`: two runs of one seed end with the same fingerprint |
 //!
+//! In a passing run the scan rarely happens: until the end, a correct echo always has a task
+//! runnable or a packet in flight. The oracle's job is the failing run: it turns the stall a lost
+//! wakeup causes (which would otherwise surface as the read deadline closing a connection, or as
+//! a hang naming every task) into a report that names the descriptor, the parked task and the
+//! calls that led there.
+//!
+//! # What it found
+//!
+//! Its traces showed every woken read leaving its edge behind (`READY`), so that the next read
+//! that met `EAGAIN` read again for nothing; consuming that edge on wake
+//! (`netpoll::rt::pd::Side::take_ready`) then exposed a lost wakeup the stale edge had been
+//! hiding: data and the peer's half-close in one edge, a short read, and the short-read shortcut
+//! parking the next read although the end of file gets no edge of its own. `tests/rt_net.rs`'s
+//! `half_close` hung on it first; this scenario (whose clients half-close behind their last
+//! message for that reason) reports it on every seed as a lost wakeup on a server connection's
+//! read side. Both are fixed (`PollDesc::read_closed`), with regressions in
+//! `tests/rt_regressions.rs`.
+//!
 //! # The canary
 //!
 //! `rt-canary` is the same workload over a [`Thief`]: a `Poller` that forwards every call, and
