@@ -232,3 +232,93 @@ fn a_stream_dropped_off_the_runtime_is_closed_by_its_next_turn() {
     }
     case(Runtime::new(RealNet::new()).expect("runtime"), "real");
 }
+
+/// `woken_op_consumes_its_edge` (found in `rt-echo`'s traces): an operation woken by an edge
+/// left the side `READY` after its successful retry, so the next operation on that side that
+/// met `EAGAIN` consumed that stale edge and made the same syscall again: two `read`s returning
+/// `EAGAIN` per park instead of one (a sixth of all syscalls in `rt-echo`). Go's `netpollblock`
+/// consumes the notification that woke it; so does the woken operation now.
+#[test]
+fn woken_op_consumes_its_edge() {
+    use netpoll_sim::trace::Op as TraceOp;
+    for seed in rt_util::seeds() {
+        let sim = std::rc::Rc::new(Sim::new(seed));
+        sim.set_trace(true);
+        let mut rt = Runtime::seeded(sim.clone(), seed).expect("runtime");
+        let fd = rt
+            .block_on(async {
+                let (a, b) = UnixStream::<std::rc::Rc<Sim>>::pair()?;
+                let fd = a.as_raw_fd();
+                let reader = rt::spawn_local(async move {
+                    let mut buf = [0u8; 4];
+                    for _ in 0..3 {
+                        // Full reads (no short-read shortcut): each read tries the syscall,
+                        // meets EAGAIN once, parks, and is woken by the writer's edge.
+                        let mut got = 0;
+                        while got < 4 {
+                            got += a.read(&mut buf[got..]).await?;
+                        }
+                    }
+                    io::Result::Ok(())
+                });
+                for _ in 0..3 {
+                    rt::sleep(Duration::from_millis(1)).await;
+                    b.write_all(b"abcd").await?;
+                }
+                reader.await?;
+                io::Result::Ok(fd)
+            })
+            .expect("runtime")
+            .expect("case");
+        let eagain = sim
+            .take_trace()
+            .iter()
+            .filter(|r| {
+                r.op == TraceOp::Read && r.fd == fd && r.ret == Err(netpoll::sys::errno::EAGAIN)
+            })
+            .count();
+        assert_eq!(
+            eagain, 3,
+            "seed {seed}: one EAGAIN per park (replay: NETPOLL_SEED={seed} cargo test --test rt_regressions woken_op)"
+        );
+    }
+}
+
+/// `short_read_then_eof_without_an_edge` (found with `woken_op_consumes_its_edge`'s change, by
+/// `rt_net`'s `half_close`): data and the peer's half-close arrive in one edge; the woken read
+/// consumes it and returns the data, short. The short-read shortcut then parked the next read
+/// without a syscall, but the end of file behind the data gets no edge of its own: the read
+/// waited for ever. (Before, the edge left `READY` by the woken read hid this on one thread;
+/// on a `MultiRuntime` the same interleaving was reachable when the edge landed between a
+/// read's `EAGAIN` and its park.) A descriptor that has seen `RDHUP` no longer takes the
+/// shortcut.
+#[test]
+fn short_read_then_eof_without_an_edge() {
+    for seed in rt_util::seeds() {
+        let mut rt = Runtime::seeded(Sim::new(seed), seed).expect("runtime");
+        let r = rt.block_on(async {
+            let (a, b) = UnixStream::<Sim>::pair()?;
+            let reader = rt::spawn_local(async move {
+                let mut buf = [0u8; 64];
+                let mut got = Vec::new();
+                loop {
+                    let n = a.read(&mut buf).await?;
+                    if n == 0 {
+                        return io::Result::Ok(got);
+                    }
+                    got.extend_from_slice(&buf[..n]);
+                }
+            });
+            rt::sleep(Duration::from_millis(1)).await; // the reader parks first
+            b.write_all(b"abc").await?;
+            b.shutdown(std::net::Shutdown::Write)?;
+            reader.await
+        });
+        match r {
+            Ok(Ok(got)) => assert_eq!(got, b"abc"),
+            other => panic!(
+                "seed {seed}: {other:?} (replay: NETPOLL_SEED={seed} cargo test --test rt_regressions short_read)"
+            ),
+        }
+    }
+}

@@ -157,7 +157,7 @@ const PATTERN_STEP: u64 = 0x9e37_79b9_7f4a_7c15;
 
 /// Fills `buf` with the stream `key` from `offset` on (the same bytes as [`pattern`], one
 /// addition per byte).
-fn fill_pattern(buf: &mut [u8], key: u64, offset: u64) {
+pub fn fill_pattern(buf: &mut [u8], key: u64, offset: u64) {
     let mut x = key.wrapping_add(offset.wrapping_mul(PATTERN_STEP));
     for b in buf {
         *b = (x >> 56) as u8;
@@ -166,7 +166,7 @@ fn fill_pattern(buf: &mut [u8], key: u64, offset: u64) {
 }
 
 /// The index of the first byte of `got` that is not the stream `key` from `offset` on.
-fn check_pattern(got: &[u8], key: u64, offset: u64) -> Option<usize> {
+pub fn check_pattern(got: &[u8], key: u64, offset: u64) -> Option<usize> {
     let mut x = key.wrapping_add(offset.wrapping_mul(PATTERN_STEP));
     let mut bad = false;
     for &b in got {

@@ -9,6 +9,7 @@
 //! | module | what it holds |
 //! |---|---|
 //! | [`raw_epoll`] | **start here**: the example echo server written straight on the `Poller` trait (LT listener, ET connections, read until `EAGAIN`, backpressure, idle deadlines) |
+//! | [`rt_echo`] | `rt-echo`: the echo workload as tasks on the netpoller (`netpoll::rt`), with the lost-wakeup oracle at the netpoller's level (a task parked on a ready descriptor), and its canary |
 //! | [`engine`] | the event loop that drives that server and a population of client state machines, and checks the oracles as it goes |
 //! | [`scenario`] | the registry: each scenario's parameters, defaults and workload |
 //! | [`oracle`] | the failures a run can be found guilty of, and how each is reported |
@@ -57,15 +58,18 @@
 //!
 //! ## What is checked on every run
 //!
-//! Lost wakeups at quiescence (simulated kernel), hangs, data integrity of every byte, deadline
+//! Lost wakeups at quiescence (simulated kernel; for `rt-echo`, a task parked on a descriptor
+//! that is ready for its side), hangs, data integrity of every byte, deadline
 //! accuracy, and end-of-run leaks and totals: see [`oracle`]. The determinism self-check runs on
 //! request (`--check-determinism`) and for a few seeds in the tests.
 //!
 //! ## Not done
 //!
-//! - The scenarios drive the hand-written loop of [`raw_epoll`]; variants on the Go-style
-//!   netpoller runtime (`netpoll::rt`) wait for it to land on main. The deadlines and timers of
-//!   `slow-clients` and `timer-storm` are therefore the loop's own timer heaps.
+//! - Every scenario but [`rt_echo`] drives the hand-written loop of [`raw_epoll`]; `rt-echo` is
+//!   the one workload written as tasks on the Go-style netpoller (`netpoll::rt`), and its
+//!   oracle looks at the netpoller's parked tasks through
+//!   `netpoll::rt::Runtime::set_quiescence_hook`. The deadlines and timers of `slow-clients` and
+//!   `timer-storm` are the hand-written loop's own timer heaps.
 //! - On the real kernel there is no lost-wakeup oracle (it cannot be asked what is stranded),
 //!   no replay (the real kernel is not deterministic), and deadlines get 250 ms of slack (the scheduler of a loaded machine).
 
@@ -74,6 +78,7 @@ pub mod oracle;
 pub mod params;
 pub mod raw_epoll;
 pub mod rng;
+pub mod rt_echo;
 pub mod run;
 pub mod scenario;
 pub mod shrink;

@@ -217,6 +217,8 @@ fn main() -> ExitCode {
             }
             let c = &scenario::CANARY_SCENARIO;
             println!("{:<14} {} (not in sweeps of the registry)", c.name, c.about);
+            let c = &netpoll_scenarios::rt_echo::CANARY_SCENARIO;
+            println!("{:<14} {} (not in sweeps of the registry)", c.name, c.about);
             for z in &zoo::ZOO {
                 let s = &z.scenario;
                 println!(

@@ -9,6 +9,12 @@
 //! | determinism | on request: two runs of one seed, compared call by call | [`Failure::Divergence`] |
 //! | leaks and totals | at the end: no open connection, no descriptor left, every count as planned | [`Failure::Invariant`] |
 //!
+//! In `rt-echo` ([`crate::rt_echo`]) the loop is the netpoller's, so the lost-wakeup check is
+//! made at its level: before the runtime blocks at quiescence, a task parked on a descriptor that
+//! is ready for its side with no event queued. The report is the same [`Failure::LostWakeup`];
+//! its `owner` names the descriptor's owner, the parked task and the side, and `wants` is what
+//! wakes that side.
+//!
 //! A syscall failing with an errno no peer behaviour explains is [`Failure::Io`].
 
 use std::fmt;

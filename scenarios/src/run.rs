@@ -397,6 +397,9 @@ pub fn execute(req: &Request) -> Report {
     if let Some(z) = crate::zoo::find(req.scenario.name) {
         return crate::zoo::execute(z, req);
     }
+    if crate::rt_echo::handles(req.scenario.name) {
+        return crate::rt_echo::execute(req);
+    }
     let spec = spec_for(req);
     let mut report = match req.backend {
         Backend::Real => {
@@ -447,6 +450,9 @@ pub fn execute(req: &Request) -> Report {
 pub fn traced(req: &Request) -> (Vec<Record>, Report) {
     if let Some(z) = crate::zoo::find(req.scenario.name) {
         return crate::zoo::traced(z, req);
+    }
+    if crate::rt_echo::handles(req.scenario.name) {
+        return crate::rt_echo::traced(req);
     }
     let mut spec = spec_for(req);
     spec.label_fds = true;

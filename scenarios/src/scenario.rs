@@ -66,7 +66,9 @@ const SPLIT: ParamSpec = ParamSpec::new(
     "chance (%) that the network cuts a write in two segments",
 );
 
-fn base(p: &Params) -> Spec {
+/// The engine's echo workload for `p` (the registry's `spec` of scenarios that do not use the
+/// engine is this too, unused).
+pub fn base(p: &Params) -> Spec {
     let mut s = Spec::echo(p.get(CONNS) as usize, p.get(MSGS), p.get(SIZE));
     if let Some(w) = p.try_get("window") {
         s.connect_window = w as usize;
@@ -363,6 +365,15 @@ pub static REGISTRY: &[Scenario] = &[
             ..base(p)
         },
     },
+    Scenario {
+        name: crate::rt_echo::NAME,
+        about: "echo as tasks on the Go-style netpoller (netpoll::rt): an accept loop, a task per connection, N client tasks, seeded scheduling",
+        invariants: "no task parked on a descriptor that is ready for its side at quiescence (the netpoller-level lost-wakeup oracle); every byte echoed once and in order; every connection served to end of file and closed; no read deadline fires",
+        params: crate::rt_echo::PARAMS,
+        test_params: &[(CONNS, 20), (MSGS, 4), (SIZE, 300)],
+        real_ok: true,
+        spec: base,
+    },
 ];
 
 static CANARY: &[ParamSpec] = &[conns(4), msgs(3), size(64), WINDOW, SPLIT, FAULTS];
@@ -385,10 +396,13 @@ pub static CANARY_SCENARIO: Scenario = Scenario {
     },
 };
 
-/// The scenario named `name` (the canary included).
+/// The scenario named `name` (the canaries included).
 pub fn find_any(name: &str) -> Option<&'static Scenario> {
     find(name)
         .or_else(|| (name == CANARY_SCENARIO.name).then_some(&CANARY_SCENARIO))
+        .or_else(|| {
+            (name == crate::rt_echo::CANARY_NAME).then_some(&crate::rt_echo::CANARY_SCENARIO)
+        })
         .or_else(|| crate::zoo::find(name).map(|z| &z.scenario))
 }
 

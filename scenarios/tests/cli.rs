@@ -46,6 +46,8 @@ fn list_names_every_scenario() {
         "backpressure",
         "slow-clients",
         "timer-storm",
+        "rt-echo",
+        "rt-canary",
     ] {
         assert!(stdout(&o).contains(name), "{name} missing from list");
     }
@@ -151,6 +153,52 @@ fn an_oracle_failure_exits_1_with_one_replay_line() {
     let o = bin(&["replay", token]);
     assert_eq!(code(&o), 1);
     assert!(stdout(&o).contains("FAIL: lost-wakeup"));
+}
+
+/// `rt-echo` through the command line: run, sweep, and its canary's replay line replays.
+#[test]
+fn rt_echo_runs_sweeps_and_replays() {
+    let o = bin(&[
+        "run", "rt-echo", "--seed", "3", "--conns", "6", "--msgs", "2", "--faults", "chaos",
+    ]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("outcome      pass"), "{}", stdout(&o));
+    let o = bin(&[
+        "sweep", "rt-echo", "--seeds", "1..=4", "--conns", "4", "--msgs", "2",
+    ]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("4 passed, 0 failed"), "{}", stdout(&o));
+    let o = bin(&[
+        "run",
+        "rt-canary",
+        "--seed",
+        "2",
+        "--conns",
+        "4",
+        "--msgs",
+        "3",
+    ]);
+    assert_eq!(code(&o), 1);
+    let out = stdout(&o);
+    assert!(
+        out.contains("FAIL: lost-wakeup") && out.contains("parked on its read side"),
+        "{out}"
+    );
+    let replays: Vec<&str> = out.lines().filter(|l| l.starts_with("replay")).collect();
+    assert_eq!(replays.len(), 1, "{out}");
+    let token = replays[0].split_whitespace().last().unwrap();
+    let o = bin(&["replay", token]);
+    assert_eq!(code(&o), 1);
+    assert!(stdout(&o).contains("FAIL: lost-wakeup"));
+    for bad in [
+        &["run", "rt-echo", "--size", "65537"][..],
+        &["run", "rt-canary", "--backend", "real"][..],
+        &["run", "rt-echo", "--param", "deadline-ms=x"][..],
+    ] {
+        let o = bin(bad);
+        assert_eq!(code(&o), 2, "{bad:?}: {}", stderr(&o));
+        assert!(stderr(&o).starts_with("error: "), "{bad:?}: {}", stderr(&o));
+    }
 }
 
 #[test]

@@ -85,6 +85,11 @@ fn timer_storm() {
 }
 
 #[test]
+fn rt_echo() {
+    check("rt-echo");
+}
+
+#[test]
 fn every_registered_scenario_has_a_test_above() {
     let tested = [
         "echo",
@@ -95,6 +100,7 @@ fn every_registered_scenario_has_a_test_above() {
         "backpressure",
         "slow-clients",
         "timer-storm",
+        "rt-echo",
     ];
     let names: Vec<&str> = REGISTRY.iter().map(|s| s.name).collect();
     assert_eq!(names, tested);
@@ -183,7 +189,7 @@ fn determinism_check_on_request_passes() {
 /// The same workload on the real kernel (small: it runs in real time).
 #[test]
 fn echo_on_the_real_kernel() {
-    for name in ["echo", "half-close", "reset", "slow-clients"] {
+    for name in ["echo", "half-close", "reset", "slow-clients", "rt-echo"] {
         let s = scenario::find(name).unwrap();
         let mut p = s.test_defaults();
         p.set("conns", 10).unwrap();

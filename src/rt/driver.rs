@@ -94,6 +94,19 @@ pub struct Driver<P: Poller> {
     /// Held by the thread running a turn: only one thread polls at a time.
     scratch: Mutex<Scratch>,
     orphans: Arc<Orphans>,
+    /// Epoll events and timers dispatched so far (one relaxed add per turn).
+    dispatched: AtomicU64,
+}
+
+/// A task parked on one side of a poll descriptor (see [`Driver::parked`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Parked {
+    /// The task's number (1, 2, ... in spawn order; 0 is the main future).
+    pub task: u64,
+    /// The descriptor.
+    pub fd: Fd,
+    /// The side it waits on.
+    pub dir: Dir,
 }
 
 impl<P: Poller> fmt::Debug for Driver<P> {
@@ -178,6 +191,7 @@ impl<P: Poller> Driver<P> {
                 due: Vec::new(),
             }),
             orphans: Arc::default(),
+            dispatched: AtomicU64::new(0),
         })
     }
 
@@ -197,6 +211,30 @@ impl<P: Poller> Driver<P> {
     /// The driver's id (unique in the process).
     pub fn id(&self) -> u64 {
         self.id
+    }
+
+    /// The epoll instance every descriptor is registered with (for oracles that ask the
+    /// kernel about it, such as `netpoll_sim::Sim::stranded`; calling `epoll_wait` on it behind
+    /// the driver's back steals events from the runtime).
+    pub fn epfd(&self) -> Fd {
+        self.epfd
+    }
+
+    /// The eventfd that wakes a blocked poll loop (registered with [`WAKE_DATA`]).
+    pub fn wake_fd(&self) -> Fd {
+        self.wake_fd
+    }
+
+    /// The earliest armed timer (sleep or deadline), on the Poller's clock. Timers that were
+    /// cancelled or made stale still count until they come due.
+    pub fn next_timer(&self) -> Option<Duration> {
+        self.timers.lock().unwrap_or_else(|e| e.into_inner()).next()
+    }
+
+    /// Epoll events (other than the wake eventfd's) and timers dispatched since the driver was
+    /// made.
+    pub fn dispatched(&self) -> u64 {
+        self.dispatched.load(Ordering::Relaxed)
     }
 
     /// Registers `fd` (already non-blocking) once, edge-triggered for both directions, with a
@@ -362,6 +400,8 @@ impl<P: Poller> Driver<P> {
             timers.due(now, &mut scratch.due);
         }
         let dispatched = scratch.ready.len() + scratch.due.len();
+        self.dispatched
+            .fetch_add(dispatched as u64, Ordering::Relaxed);
         if timers_first {
             for e in scratch.due.drain(..) {
                 e.fire();
@@ -376,14 +416,20 @@ impl<P: Poller> Driver<P> {
         Ok(dispatched)
     }
 
-    /// Every task parked on a descriptor: (task, fd, side).
-    pub(crate) fn parked(&self) -> Vec<(u64, Fd, Dir)> {
+    /// Every task parked on a descriptor, by fd number then side (read first). One pass over
+    /// the descriptor table: for deadlock reports and for oracles run at quiescence (see
+    /// [`Runtime::set_quiescence_hook`](super::Runtime::set_quiescence_hook)).
+    pub fn parked(&self) -> Vec<Parked> {
         let t = self.table.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = Vec::new();
         for pd in t.iter().flatten() {
             for dir in [Dir::Read, Dir::Write] {
                 if let Some(task) = pd.side(dir).parked_task() {
-                    out.push((task, pd.fd, dir));
+                    out.push(Parked {
+                        task,
+                        fd: pd.fd,
+                        dir,
+                    });
                 }
             }
         }

@@ -12,6 +12,14 @@
 //! queue is a `VecDeque`, tasks live in a slab indexed by number, no hash map is iterated, no
 //! wall clock is read, no thread is spawned.
 //!
+//! **Quiescence hook.** [`Runtime::set_quiescence_hook`] installs a callback that runs each
+//! time the runtime is about to block in the poller with no runnable task: the moment a
+//! lost-wakeup oracle looks for a task parked on a descriptor that is in fact ready (the
+//! `rt-echo` scenario of `netpoll-scenarios` does). It sees the [`Driver`] (the parked tasks,
+//! the epoll fd, the next timer, the poller); an error it returns ends
+//! [`block_on`](Runtime::block_on) with that error. Without a hook the cost is one branch per
+//! blocking turn.
+//!
 //! **Hangs.** When no task is runnable and nothing can ever wake one, the simulated kernel's
 //! `epoll_wait(-1)` returns `Deadlock`; [`Runtime::block_on`] turns that into an error of kind
 //! `Deadlock` that names every live task and what it is parked on.
@@ -39,6 +47,9 @@ pub const BUDGET: usize = 128;
 const MAIN: u32 = u32::MAX;
 
 type LocalFuture = Pin<Box<dyn Future<Output = ()>>>;
+
+/// A callback run when the runtime is about to block (see [`Runtime::set_quiescence_hook`]).
+pub type QuiescenceHook<P> = Box<dyn FnMut(&Driver<P>) -> io::Result<()>>;
 
 /// The run queue: task (slot, generation) pairs, shared with wakers (which may be on any
 /// thread).
@@ -207,6 +218,7 @@ pub struct Runtime<P: Poller + 'static> {
     driver: Arc<Driver<P>>,
     core: Rc<LocalCore>,
     seed: Option<u64>,
+    hook: Option<QuiescenceHook<P>>,
 }
 
 impl<P: Poller + 'static> fmt::Debug for Runtime<P> {
@@ -250,6 +262,7 @@ impl<P: Poller + 'static> Runtime<P> {
                 next_number: Cell::new(1),
             }),
             seed,
+            hook: None,
         })
     }
 
@@ -261,6 +274,28 @@ impl<P: Poller + 'static> Runtime<P> {
     /// The driver (its poller, for direct syscalls in tests).
     pub fn driver(&self) -> &Driver<P> {
         &self.driver
+    }
+
+    /// Installs `hook`, run by [`block_on`](Self::block_on) each time it is about to turn the
+    /// poll loop with permission to block: no task (the main future included) is runnable.
+    /// The wait that follows may still be a poll, if a timer is due (compare
+    /// [`Driver::next_timer`] with the poller's clock) or, with remote wakeups enabled, if
+    /// another thread woke a task in between.
+    ///
+    /// The hook runs outside every task, with the runtime's context entered (so it may look at
+    /// net values it holds, but it must not block). If it returns an error, `block_on` returns
+    /// that error at once; the tasks stay as they are, parked, until the runtime is dropped.
+    /// Replaces any previous hook; `None`-like removal is [`Runtime::clear_quiescence_hook`].
+    pub fn set_quiescence_hook(
+        &mut self,
+        hook: impl FnMut(&Driver<P>) -> io::Result<()> + 'static,
+    ) {
+        self.hook = Some(Box::new(hook));
+    }
+
+    /// Removes the quiescence hook.
+    pub fn clear_quiescence_hook(&mut self) {
+        self.hook = None;
     }
 
     fn ctx(&self) -> Ctx {
@@ -314,6 +349,11 @@ impl<P: Poller + 'static> Runtime<P> {
                 }
             }
             let block = core.queue.is_empty();
+            if block {
+                if let Some(hook) = self.hook.as_mut() {
+                    hook(&self.driver)?;
+                }
+            }
             let timers_first = core.rng.borrow_mut().as_mut().is_some_and(Rng::coin);
             let queue = &core.queue;
             match self.driver.turn(block, timers_first, || !queue.is_empty()) {
@@ -345,8 +385,8 @@ impl<P: Poller + 'static> Runtime<P> {
             };
             let on: Vec<String> = parked
                 .iter()
-                .filter(|p| p.0 == n)
-                .map(|p| format!("{} fd {}", p.2.name(), p.1))
+                .filter(|p| p.task == n)
+                .map(|p| format!("{} fd {}", p.dir.name(), p.fd))
                 .collect();
             if on.is_empty() {
                 let _ = write!(msg, "; {name} parked (not on a descriptor)");

@@ -36,7 +36,7 @@
 //! | [`driver`] | one epoll instance: the descriptor table, timers, the poll loop's turn |
 //! | [`wake`] | waking a blocked poll loop from another thread (eventfd, coalesced) |
 //! | `timer` | the timer heap (sleeps and descriptor deadlines) |
-//! | [`executor`] | [`Runtime`]: the single-threaded executor, FIFO or seeded |
+//! | [`executor`] | [`Runtime`]: the single-threaded executor, FIFO or seeded, with a quiescence hook for oracles |
 //! | [`multi`] | [`MultiRuntime`]: N worker threads sharing one driver (real kernel) |
 //! | [`net`] | [`TcpListener`], [`TcpStream`], [`UnixStream`], [`PipeReader`], [`PipeWriter`] |
 //!

@@ -121,12 +121,21 @@ impl<P: Poller + 'static> IoFd<P> {
         dir: Dir,
         token: &mut Option<u32>,
         skip_syscall: &mut bool,
+        parked: &mut bool,
         op: &mut impl FnMut(&P, Fd) -> io::Result<R>,
     ) -> Poll<io::Result<R>> {
         let side = self.pd.side(dir);
         self.with(|d| loop {
             if let Err(e) = side.check() {
                 return Poll::Ready(Err(e.into_io(dir.name())));
+            }
+            if std::mem::take(parked) {
+                // Polled again after parking: consume the edge that woke us, if it is still
+                // there (the notifier left the side READY), before the retry, as Go's
+                // netpollblock does. Left READY, it would make the next operation on this side
+                // retry its syscall a second time after EAGAIN, for nothing. Consuming an edge
+                // right before the syscall loses nothing: the syscall sees what it announced.
+                side.take_ready();
             }
             if std::mem::take(skip_syscall) {
                 // Known to be drained: wait for the next edge (or consume one already there).
@@ -138,7 +147,10 @@ impl<P: Poller + 'static> IoFd<P> {
             }
             let t = *token.get_or_insert_with(|| self.pd.next_token());
             match side.poll_wait(cx.waker(), t, current_task()) {
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    *parked = true;
+                    return Poll::Pending;
+                }
                 Poll::Ready(Ok(())) => continue,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into_io(dir.name()))),
             }
@@ -151,6 +163,7 @@ impl<P: Poller + 'static> IoFd<P> {
             dir,
             token: None,
             skip_syscall: false,
+            parked: false,
             f,
         }
     }
@@ -159,11 +172,18 @@ impl<P: Poller + 'static> IoFd<P> {
     /// was empty at that instant, so the next read goes straight to the wait instead of making
     /// a syscall that would return `EAGAIN` (tokio does the same). This loses no wakeup: data
     /// arriving after the short read is a new edge, which either wakes the parked read or is
-    /// left as `READY` for the wait to consume. Other pollers may return short reads with data
-    /// left (the trait allows it), so there every read tries the syscall first.
+    /// left as `READY` for the wait to consume. The exception is the end of file: once an
+    /// event carried `RDHUP`/`HUP`/`ERR` ([`PollDesc::read_closed`]), a short read may leave it
+    /// queued with no edge to come, so every read tries the syscall. Other pollers may return
+    /// short reads with data left (the trait allows it), so there every read tries the syscall
+    /// first.
     async fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
         let len = buf.len();
-        let skip = self.short_read_drains && self.read_drained.swap(false, Ordering::Relaxed);
+        // Not once the peer has half-closed: a short read may leave the end of file behind it,
+        // and the event that announced it has already been consumed.
+        let skip = self.short_read_drains
+            && self.read_drained.swap(false, Ordering::Relaxed)
+            && !self.pd.read_closed();
         let mut op = self.op(Dir::Read, |p, fd| p.read(fd, buf));
         op.skip_syscall = skip;
         let n = op.await?;
@@ -244,6 +264,8 @@ struct Op<'a, P: Poller + 'static, F> {
     dir: Dir,
     token: Option<u32>,
     skip_syscall: bool,
+    /// It returned `Pending` from a park: the next poll first consumes the waking edge.
+    parked: bool,
     f: F,
 }
 
@@ -256,6 +278,7 @@ impl<P: Poller + 'static, R, F: FnMut(&P, Fd) -> io::Result<R> + Unpin> Future f
             this.dir,
             &mut this.token,
             &mut this.skip_syscall,
+            &mut this.parked,
             &mut this.f,
         )
     }

@@ -30,7 +30,7 @@
 //! | from | to | by | how |
 //! |---|---|---|---|
 //! | `NIL` | `READY` | the poll loop, on an event ([`Side::notify`]) | CAS, no lock |
-//! | `READY` | `NIL` | the operation, consuming the edge ([`Side::poll_wait`]) | CAS, no lock |
+//! | `READY` | `NIL` | the operation, consuming the edge ([`Side::poll_wait`]; [`Side::take_ready`] when it was woken from its park and is about to retry) | CAS, no lock |
 //! | `NIL` | `WAIT` | the operation, parking ([`Side::poll_wait`]) | CAS under the slot lock |
 //! | `WAIT` | `READY` | the poll loop, on an event ([`Side::notify`]) | CAS under the slot lock, takes the waker |
 //! | `WAIT` | `NIL` | a dropped operation ([`Side::cancel`]); an expiring deadline ([`Side::expire`], [`Side::reset_deadline`]); close ([`Side::close`]) | CAS under the slot lock, takes the waker |
@@ -64,7 +64,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::task::{Poll, Waker};
 
-use super::sync::{lock, AtomicU32, AtomicU64, Mutex, Ordering};
+use super::sync::{lock, AtomicBool, AtomicU32, AtomicU64, Mutex, Ordering};
 use crate::Fd;
 
 /// Kind: nothing pending, nobody waiting.
@@ -311,6 +311,25 @@ impl Side {
         }
     }
 
+    /// An operation woken from its park is about to retry its syscall: consume the edge that
+    /// woke it (`READY → NIL`) if it is still there, so that the next operation on this side
+    /// does not retry once more after `EAGAIN` for an edge this retry has already seen. Returns
+    /// whether it consumed one. Like the fast path of [`poll_wait`](Self::poll_wait), a
+    /// lock-free CAS that never touches a `WAIT` word.
+    pub fn take_ready(&self) -> bool {
+        let cur = self.state.load(Ordering::Acquire);
+        kind(cur) == READY
+            && self
+                .state
+                .compare_exchange(
+                    cur,
+                    with_kind(cur, NIL, 0),
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
+                .is_ok()
+    }
+
     /// The operation `token` is gone (its future was dropped): if it is parked, unpark it
     /// (`WAIT → NIL`) without waking anyone. A pending edge is kept.
     pub fn cancel(&self, token: u32) {
@@ -471,6 +490,9 @@ pub struct PollDesc {
     refs: AtomicU64,
     /// Token source for parked operations.
     tokens: AtomicU32,
+    /// An event with `RDHUP`, `HUP` or `ERR` has arrived: the peer will send nothing more, so
+    /// no later edge will announce the end of file (sticky, as tokio's `READ_CLOSED`).
+    read_closed: AtomicBool,
 }
 
 impl fmt::Debug for PollDesc {
@@ -504,6 +526,7 @@ impl PollDesc {
             write: Side::new(),
             refs: AtomicU64::new(0),
             tokens: AtomicU32::new(1),
+            read_closed: AtomicBool::new(false),
         })
     }
 
@@ -535,12 +558,23 @@ impl PollDesc {
     /// (`IN | RDHUP | HUP | ERR` wake readers, `OUT | HUP | ERR` wake writers).
     pub fn on_event(&self, ev: crate::Events) {
         use crate::Events as E;
+        if ev.intersects(E::RDHUP | E::HUP | E::ERR) {
+            // Before the notification, so that a reader that sees the edge sees this too.
+            self.read_closed.store(true, Ordering::Release);
+        }
         if ev.intersects(E::IN | E::RDHUP | E::HUP | E::ERR) {
             self.read.notify();
         }
         if ev.intersects(E::OUT | E::HUP | E::ERR) {
             self.write.notify();
         }
+    }
+
+    /// Whether an event said the peer has shut down its writing half, hung up, or failed
+    /// (`RDHUP`, `HUP`, `ERR`): from then on a short read does not mean the receive queue is
+    /// empty, because the end of file (or error) behind the data will get no edge of its own.
+    pub fn read_closed(&self) -> bool {
+        self.read_closed.load(Ordering::Acquire)
     }
 
     /// Takes a reference for one syscall; fails once the descriptor is closing.

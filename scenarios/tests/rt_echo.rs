@@ -1,0 +1,229 @@
+//! `rt-echo` (the echo workload as tasks on the netpoller) and its canary, on the simulated
+//! kernel: a default set of seeds, the fault plans, determinism, and proof that the
+//! netpoller-level lost-wakeup oracle fires.
+//!
+//! `NETPOLL_SEED=<seed>` replays one seed; `NETPOLL_SEEDS=<n>` sweeps seeds 1..=n (default 6).
+//! A failure prints the `netpoll-sim replay` line and the `NETPOLL_SEED` line that reproduce it.
+
+use netpoll_scenarios::oracle::Failure;
+use netpoll_scenarios::run::{self, Backend, Report, Request};
+use netpoll_scenarios::scenario::{self, Scenario};
+
+fn seeds() -> Vec<u64> {
+    if let Ok(s) = std::env::var("NETPOLL_SEED") {
+        let seed = s
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("NETPOLL_SEED={s:?} is not a u64"));
+        return vec![seed];
+    }
+    let n: u64 = match std::env::var("NETPOLL_SEEDS") {
+        Ok(s) => s
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("NETPOLL_SEEDS={s:?} is not a count")),
+        Err(_) => 6,
+    };
+    (1..=n).collect()
+}
+
+fn rt_echo() -> &'static Scenario {
+    scenario::find("rt-echo").expect("rt-echo is registered")
+}
+
+fn canary() -> &'static Scenario {
+    scenario::find_any("rt-canary").expect("rt-canary is reachable")
+}
+
+fn must_pass(req: &Request, test: &str) -> Report {
+    eprintln!("rt-echo: seed {} ({})", req.seed, req.params);
+    let r = run::execute(req);
+    if let Some(f) = &r.failure {
+        panic!(
+            "rt-echo failed with seed {}:\n{f}\nreplay: {}\n    or: NETPOLL_SEED={} cargo test -p netpoll-scenarios --test rt_echo {test}",
+            req.seed,
+            req.replay_line(),
+            req.seed
+        );
+    }
+    r
+}
+
+/// Every byte of every message comes back (the scenario checks each one; the totals here).
+#[test]
+fn rt_echo_over_seeds() {
+    let s = rt_echo();
+    for seed in seeds() {
+        let req = Request::sim(s, s.test_defaults(), seed);
+        let r = must_pass(&req, "rt_echo_over_seeds");
+        let p = &req.params;
+        let want = p.get("conns") * p.get("msgs") * p.get("size");
+        assert_eq!((r.stats.bytes, r.stats.bytes_sent), (want, want));
+        assert_eq!(r.stats.conns, p.get("conns"));
+        assert_eq!(r.stats.closed_eof, p.get("conns"));
+        assert!(r.stats.epoll_events > 0 && r.stats.virtual_ns > 0);
+    }
+}
+
+/// Under the benign fault plans: chaos (every fault) and swarm (a plan drawn from each seed),
+/// and with messages larger than the server's buffer (so reads and writes are cut short).
+#[test]
+fn rt_echo_under_faults() {
+    let s = rt_echo();
+    for faults in [1, 2] {
+        for seed in seeds() {
+            for size in [300, 40_000] {
+                let mut p = s.test_defaults();
+                p.set("faults", faults).unwrap();
+                p.set("size", size).unwrap();
+                if size > 1000 {
+                    p.set("conns", 4).unwrap();
+                    p.set("window", 2).unwrap();
+                }
+                let r = must_pass(&Request::sim(s, p, seed), "rt_echo_under_faults");
+                let c = r.faults.expect("sim counts faults");
+                assert!(
+                    c.short_reads + c.short_writes + c.split_writes + c.spurious + c.eintr > 0,
+                    "faults={faults} seed {seed}: no fault fired: {c:?}"
+                );
+            }
+        }
+    }
+}
+
+/// One seed, one run: the same seed twice gives the same fingerprint (every call and result);
+/// the seed picks the interleaving, so different seeds differ; the determinism self-check passes.
+#[test]
+fn rt_echo_is_deterministic() {
+    let s = rt_echo();
+    let fp = |seed| {
+        let r = must_pass(
+            &Request::sim(s, s.test_defaults(), seed),
+            "rt_echo_is_deterministic",
+        );
+        r.fingerprint.expect("sim fingerprint")
+    };
+    for seed in seeds().into_iter().take(3) {
+        assert_eq!(fp(seed), fp(seed), "seed {seed}");
+    }
+    assert_ne!(fp(1), fp(2), "two seeds, one interleaving");
+    let mut req = Request::sim(s, s.test_defaults(), 7);
+    req.check_determinism = true;
+    must_pass(&req, "rt_echo_is_deterministic");
+    assert!(run::compare_traced(&Request::sim(s, s.test_defaults(), 3)).is_ok());
+}
+
+/// The canary: a kernel that loses one read event for a parked reader. The netpoller-level
+/// oracle must report the lost wakeup (not a hang, not the read deadline's consequences),
+/// naming the fd, the parked task and its side, the fd's recent calls, and the replay line;
+/// and the replay token must reproduce it exactly. Without the oracle, the run ends when the
+/// server's read deadline closes the starved connection: an integrity failure, not this.
+#[test]
+fn rt_canary_is_caught_as_a_lost_wakeup() {
+    let c = canary();
+    for seed in seeds().into_iter().take(4) {
+        let req = Request::sim(c, c.test_defaults(), seed);
+        let r = run::execute(&req);
+        let f = r
+            .failure
+            .clone()
+            .unwrap_or_else(|| panic!("seed {seed}: the canary must fail"));
+        let Failure::LostWakeup {
+            fd, wants, history, ..
+        } = &f
+        else {
+            panic!("seed {seed}: expected a lost wakeup, got {}: {f}", f.kind());
+        };
+        assert!(wants.contains(netpoll::Events::IN), "{f}");
+        let text = f.to_string();
+        assert!(
+            text.contains(&format!("fd {fd} ("))
+                && text.contains("parked on its read side")
+                && text.contains("task "),
+            "seed {seed}: {text}"
+        );
+        assert!(
+            !history.is_empty()
+                && text.contains(&format!("read(fd {fd},"))
+                && text.contains("EAGAIN"),
+            "seed {seed}: the fd's recent calls: {text}"
+        );
+        let summary = r.to_string();
+        assert!(
+            summary.contains("outcome      FAIL: lost-wakeup")
+                && summary.contains(&format!("seed         {seed}"))
+                && summary.contains("replay       netpoll-sim replay np1-"),
+            "{summary}"
+        );
+        // The token round-trips and replays the same failure.
+        let again = Request::from_token(&req.token()).unwrap();
+        assert_eq!(again.scenario.name, "rt-canary");
+        let r2 = run::execute(&again);
+        assert_eq!(r2.failure.as_ref(), Some(&f), "seed {seed}: replay differs");
+        assert_eq!(r2.fingerprint, r.fingerprint);
+    }
+}
+
+/// The oracle, not the hang detector or the deadline, is what reports the canary: with the
+/// read deadline off, the run would otherwise end as a hang (the runtime's `Deadlock`).
+#[test]
+fn rt_canary_without_deadline_is_still_a_lost_wakeup() {
+    let c = canary();
+    let mut p = c.test_defaults();
+    p.set("deadline-ms", 0).unwrap();
+    let r = run::execute(&Request::sim(c, p, 5));
+    assert_eq!(r.outcome(), "lost-wakeup", "{r}");
+    assert!(r.stats.quiescence_checks >= 1, "{:?}", r.stats);
+}
+
+/// Replay tokens of `rt-echo` round-trip through the text form.
+#[test]
+fn rt_echo_token_round_trips() {
+    let s = rt_echo();
+    let mut p = s.test_defaults();
+    p.set("window", 3).unwrap();
+    p.set("faults", 2).unwrap();
+    let req = Request::sim(s, p, 0xfeed);
+    let back = Request::from_token(&req.token()).unwrap();
+    assert_eq!(back.scenario.name, "rt-echo");
+    assert_eq!(back.params.values(), req.params.values());
+    assert_eq!(back.seed, 0xfeed);
+    assert_eq!(
+        run::execute(&back).fingerprint,
+        run::execute(&req).fingerprint
+    );
+}
+
+/// The same tasks on real epoll (small: real time). No lost-wakeup oracle there.
+#[test]
+fn rt_echo_on_the_real_kernel() {
+    let s = rt_echo();
+    let mut p = s.test_defaults();
+    p.set("conns", 10).unwrap();
+    let req = Request {
+        backend: Backend::Real,
+        ..Request::sim(s, p, 1)
+    };
+    req.validate().unwrap();
+    let r = run::execute(&req);
+    assert!(r.failure.is_none(), "{}", r.failure.unwrap());
+    assert_eq!(r.stats.bytes, 10 * 4 * 300);
+    assert!(r.fingerprint.is_none());
+}
+
+/// The canary is simulated-kernel only, and a bad parameter is a usage error, not a panic.
+#[test]
+fn bad_requests_are_refused() {
+    let c = canary();
+    let req = Request {
+        backend: Backend::Real,
+        ..Request::sim(c, c.test_defaults(), 1)
+    };
+    assert!(req
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("simulated kernel only"));
+    let mut p = rt_echo().defaults();
+    assert!(p.set("size", 65_537).is_err());
+}
