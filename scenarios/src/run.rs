@@ -149,6 +149,29 @@ impl Request {
     }
 }
 
+/// The seeds a test runs: `NETPOLL_SEED=<seed>` replays one, `NETPOLL_SEEDS=<n>` sweeps
+/// `1..=n`, and otherwise `1..=default_n`.
+///
+/// # Panics
+/// If either variable is not a number: a test has no other way to refuse its input.
+pub fn test_seeds(default_n: u64) -> Vec<u64> {
+    if let Ok(s) = std::env::var("NETPOLL_SEED") {
+        let seed = s
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("NETPOLL_SEED={s:?} is not a u64"));
+        return vec![seed];
+    }
+    let n: u64 = match std::env::var("NETPOLL_SEEDS") {
+        Ok(s) => s
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("NETPOLL_SEEDS={s:?} is not a count")),
+        Err(_) => default_n,
+    };
+    (1..=n).collect()
+}
+
 /// Raises the soft descriptor limit to the hard one; returns the limit in force.
 pub fn fd_limit() -> u64 {
     netpoll_realnet::process::raise_fd_limit()

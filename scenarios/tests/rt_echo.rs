@@ -10,21 +10,7 @@ use netpoll_scenarios::run::{self, Backend, Report, Request};
 use netpoll_scenarios::scenario::{self, Scenario};
 
 fn seeds() -> Vec<u64> {
-    if let Ok(s) = std::env::var("NETPOLL_SEED") {
-        let seed = s
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("NETPOLL_SEED={s:?} is not a u64"));
-        return vec![seed];
-    }
-    let n: u64 = match std::env::var("NETPOLL_SEEDS") {
-        Ok(s) => s
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("NETPOLL_SEEDS={s:?} is not a count")),
-        Err(_) => 6,
-    };
-    (1..=n).collect()
+    run::test_seeds(6)
 }
 
 fn rt_echo() -> &'static Scenario {

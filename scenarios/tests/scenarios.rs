@@ -7,21 +7,7 @@ use netpoll_scenarios::run::{self, Backend, Request};
 use netpoll_scenarios::scenario::{self, CANARY_SCENARIO, REGISTRY};
 
 fn seeds() -> Vec<u64> {
-    if let Ok(s) = std::env::var("NETPOLL_SEED") {
-        let seed = s
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("NETPOLL_SEED={s:?} is not a u64"));
-        return vec![seed];
-    }
-    let n: u64 = match std::env::var("NETPOLL_SEEDS") {
-        Ok(s) => s
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("NETPOLL_SEEDS={s:?} is not a count")),
-        Err(_) => 3,
-    };
-    (1..=n).collect()
+    run::test_seeds(3)
 }
 
 fn check(name: &str) {

@@ -245,18 +245,7 @@ impl Side {
     pub fn poll_wait(&self, waker: &Waker, token: u32, task: u64) -> Poll<Result<(), WaitError>> {
         // Fast path, no lock: consume a pending edge.
         let cur = self.state.load(Ordering::Acquire);
-        if cur & (CLOSED | EXPIRED) == 0
-            && kind(cur) == READY
-            && self
-                .state
-                .compare_exchange(
-                    cur,
-                    with_kind(cur, NIL, 0),
-                    Ordering::AcqRel,
-                    Ordering::Acquire,
-                )
-                .is_ok()
-        {
+        if cur & (CLOSED | EXPIRED) == 0 && self.consume_ready(cur) {
             return Poll::Ready(Ok(()));
         }
         let mut slot = lock(&self.slot);
@@ -317,7 +306,12 @@ impl Side {
     /// whether it consumed one. Like the fast path of [`poll_wait`](Self::poll_wait), a
     /// lock-free CAS that never touches a `WAIT` word.
     pub fn take_ready(&self) -> bool {
-        let cur = self.state.load(Ordering::Acquire);
+        self.consume_ready(self.state.load(Ordering::Acquire))
+    }
+
+    /// `READY → NIL` by one CAS from the word `cur`: whether it won (`false` if `cur` is not
+    /// `READY` or the word has moved on).
+    fn consume_ready(&self, cur: u64) -> bool {
         kind(cur) == READY
             && self
                 .state
