@@ -70,7 +70,8 @@ pub fn assign(records: &[Record], labels: &[FdLabel]) -> Vec<Track> {
         .iter()
         .map(|r| {
             let created = match (r.op, r.ret) {
-                (Op::EpollCreate, Ok(fd)) => {
+                // The wake eventfd of a netpoller is the poller's too.
+                (Op::EpollCreate | Op::EventFd, Ok(fd)) => {
                     epfds.push(fd as Fd);
                     return Track::Poller;
                 }
@@ -91,9 +92,9 @@ pub fn assign(records: &[Record], labels: &[FdLabel]) -> Vec<Track> {
                     }
                 };
                 current.insert(fd, track);
-                // An accept's record is the listener's.
+                // An accept's record is on the listener's track (a failed one already is).
                 return if r.op == Op::Accept {
-                    Track::Other(r.fd)
+                    current.get(&r.fd).copied().unwrap_or(Track::Other(r.fd))
                 } else {
                     track
                 };

@@ -59,3 +59,14 @@ fn echo_two_connections_chaos_seed_1() {
         1
     ));
 }
+
+/// The netpoller's own calls (one registration per fd, `EAGAIN` then park, a read deadline
+/// armed per read) on top of the sim's: a change in `src/rt/` shows here too.
+#[test]
+fn rt_echo_two_connections_seed_1() {
+    insta::assert_snapshot!(trace(
+        "rt-echo",
+        &[("conns", 2), ("msgs", 2), ("size", 16)],
+        1
+    ));
+}
