@@ -24,6 +24,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use clap::{Parser, Subcommand};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn tokio_server() -> std::io::Result<()> {
@@ -163,54 +164,78 @@ fn pct(sorted: &[u32], p: f64) -> u32 {
     sorted[i]
 }
 
-fn list(args: &[String], flag: &str, default: &[usize]) -> Vec<usize> {
-    args.iter()
-        .position(|a| a == flag)
-        .and_then(|i| args.get(i + 1))
-        .map_or_else(
-            || default.to_vec(),
-            |v| v.split(',').map(|x| x.parse().expect(flag)).collect(),
-        )
+/// netpoll's echo server against tokio's, on real epoll (see the crate docs).
+#[derive(Parser, Debug)]
+#[command(name = "netpoll-bench", about)]
+struct Cli {
+    #[command(subcommand)]
+    role: Option<Role>,
+    /// Connection counts to measure, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = [1000, 10000], value_parser = clap::value_parser!(u32).range(1..=20_000))]
+    conns: Vec<u32>,
+    /// Round trips per connection.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    rounds: u32,
+    /// Bytes per message.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    size: u32,
+    /// Worker counts of the netpoll servers, comma-separated (1: the single-threaded runtime).
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 2], value_parser = clap::value_parser!(u32).range(1..=64))]
+    threads: Vec<u32>,
+    /// Repetitions of every configuration (the median by throughput is reported).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    reps: u32,
+}
+
+#[derive(Subcommand, Debug)]
+enum Role {
+    /// Only a server (what the benchmark starts in a child process); prints its port.
+    Server {
+        /// `tokio` or `netpoll`.
+        #[arg(value_parser = ["tokio", "netpoll"])]
+        kind: String,
+        /// netpoll's worker threads.
+        #[arg(default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+        threads: u32,
+    },
+    /// Only the load generator, against a server started by hand (for profiling one server,
+    /// e.g. under `strace -c` or `perf`): 10 round trips of 64 bytes per connection.
+    Client {
+        /// The server's port on 127.0.0.1.
+        port: u16,
+        /// Connections.
+        #[arg(value_parser = clap::value_parser!(u32).range(1..=20_000))]
+        conns: u32,
+    },
 }
 
 fn main() -> std::io::Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some("server") {
-        let threads = args.get(2).map_or(1, |t| t.parse().unwrap());
-        return match args.get(1).map(String::as_str) {
-            Some("tokio") => tokio_server(),
-            Some("netpoll") => {
-                echo::run_real(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0), threads, announce)
-            }
-            other => panic!("unknown server {other:?}"),
-        };
+    let cli = Cli::parse();
+    match cli.role {
+        Some(Role::Server { kind, threads }) => {
+            return if kind == "tokio" {
+                tokio_server()
+            } else {
+                let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0);
+                echo::run_real(addr, threads as usize, announce)
+            };
+        }
+        Some(Role::Client { port, conns }) => {
+            let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
+            let mut r = load(addr, std::process::id(), conns as usize, 10, 64);
+            r.lat_us.sort_unstable();
+            println!(
+                "{} round trips/s, p99 {} µs",
+                (r.trips as f64 / r.elapsed.as_secs_f64()) as u64,
+                pct(&r.lat_us, 0.99)
+            );
+            return Ok(());
+        }
+        None => {}
     }
-    if args.first().map(String::as_str) == Some("client") {
-        // `client PORT CONNS`: only the load generator, against a server started by hand (for
-        // profiling one server, e.g. under `strace -c` or `perf`).
-        let port: u16 = args
-            .get(1)
-            .and_then(|p| p.parse().ok())
-            .expect("client PORT CONNS");
-        let n: usize = args
-            .get(2)
-            .and_then(|p| p.parse().ok())
-            .expect("client PORT CONNS");
-        let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
-        let mut r = load(addr, std::process::id(), n, 10, 64);
-        r.lat_us.sort_unstable();
-        println!(
-            "{} round trips/s, p99 {} µs",
-            (r.trips as f64 / r.elapsed.as_secs_f64()) as u64,
-            pct(&r.lat_us, 0.99)
-        );
-        return Ok(());
-    }
-    let conns = list(&args, "--conns", &[1000, 10000]);
-    let rounds = list(&args, "--rounds", &[10])[0];
-    let size = list(&args, "--size", &[64])[0];
-    let threads = list(&args, "--threads", &[1, 2]);
-    let reps = list(&args, "--reps", &[5])[0];
+    let conns: Vec<usize> = cli.conns.iter().map(|&n| n as usize).collect();
+    let (rounds, size, reps) = (cli.rounds as usize, cli.size as usize, cli.reps as usize);
+    let threads: Vec<usize> = cli.threads.iter().map(|&t| t as usize).collect();
     let mut servers = vec![("tokio current-thread".to_string(), "tokio", 1)];
     for &t in &threads {
         let name = if t == 1 {
