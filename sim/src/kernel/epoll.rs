@@ -30,7 +30,7 @@
 //! `reverse_path_check`, busy polling, and the overflow list (nothing can wake a file while this
 //! single-threaded kernel is scanning a ready list).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::io;
 
 use netpoll::sys::{
@@ -64,15 +64,104 @@ pub(crate) struct Epoll {
     /// The ready list, oldest first. Entries carry the ticket the item had when queued; an entry
     /// whose ticket no longer matches was removed (by `DEL` or a prune) and is skipped.
     ready: VecDeque<(ItemId, u32)>,
-    /// Registrations by (open file, fd number), as [`item_key`]s.
-    items: BTreeMap<u64, ItemId>,
+    /// Registrations by (open file, fd number).
+    items: Registrations,
 }
 
-/// An instance's key for a registration: (open file, fd number) as one integer that sorts as
-/// the pair does (registered fds are never negative).
-fn item_key(file: FileId, fd: Fd) -> u64 {
-    debug_assert!(fd >= 0);
-    (u64::from(file) << 32) | u64::from(fd as u32)
+/// An instance's registrations, in (open file, fd number) order: a table indexed by file id
+/// (file ids are dense slab indices), each slot holding the fds that file is registered under,
+/// nearly always one. A lookup is an index instead of a search of an ordered map of 100,000s of
+/// entries, and walking the table in index order visits the registrations in the same order as
+/// an ordered map of (file, fd) would.
+#[derive(Debug, Default)]
+struct Registrations {
+    by_file: Vec<RegSlot>,
+}
+
+#[derive(Debug, Default)]
+enum RegSlot {
+    #[default]
+    Empty,
+    One((Fd, ItemId)),
+    /// Two or more, sorted by fd.
+    Many(Box<[(Fd, ItemId)]>),
+}
+
+impl RegSlot {
+    fn as_slice(&self) -> &[(Fd, ItemId)] {
+        match self {
+            RegSlot::Empty => &[],
+            RegSlot::One(pair) => std::slice::from_ref(pair),
+            RegSlot::Many(v) => v,
+        }
+    }
+}
+
+impl Registrations {
+    fn get(&self, file: FileId, fd: Fd) -> Option<ItemId> {
+        let slot = self.by_file.get(file as usize)?;
+        slot.as_slice().iter().find(|e| e.0 == fd).map(|e| e.1)
+    }
+
+    /// Adds (file, fd); it must not be there.
+    fn insert(&mut self, file: FileId, fd: Fd, it: ItemId) {
+        debug_assert!(fd >= 0);
+        let i = file as usize;
+        if self.by_file.len() <= i {
+            self.by_file.resize_with(i + 1, RegSlot::default);
+        }
+        let slot = &mut self.by_file[i];
+        *slot = match std::mem::take(slot) {
+            RegSlot::Empty => RegSlot::One((fd, it)),
+            RegSlot::One(e) => {
+                let mut v = vec![e, (fd, it)];
+                v.sort_unstable();
+                RegSlot::Many(v.into_boxed_slice())
+            }
+            RegSlot::Many(v) => {
+                let mut v = v.into_vec();
+                let at = v.partition_point(|e| e.0 < fd);
+                v.insert(at, (fd, it));
+                RegSlot::Many(v.into_boxed_slice())
+            }
+        };
+    }
+
+    fn remove(&mut self, file: FileId, fd: Fd) {
+        let Some(slot) = self.by_file.get_mut(file as usize) else {
+            return;
+        };
+        *slot = match std::mem::take(slot) {
+            RegSlot::One(e) if e.0 == fd => RegSlot::Empty,
+            RegSlot::Many(v) => {
+                let mut v = v.into_vec();
+                v.retain(|e| e.0 != fd);
+                match v.len() {
+                    0 => RegSlot::Empty,
+                    1 => RegSlot::One(v[0]),
+                    _ => RegSlot::Many(v.into_boxed_slice()),
+                }
+            }
+            other => other,
+        };
+    }
+
+    /// Every registration as (file, item), in (file, fd) order.
+    fn iter(&self) -> impl Iterator<Item = (FileId, ItemId)> + '_ {
+        self.by_file
+            .iter()
+            .enumerate()
+            .flat_map(|(f, slot)| slot.as_slice().iter().map(move |e| (f as FileId, e.1)))
+    }
+
+    /// The first registration at or after file `from`, or else the first of all.
+    fn first_from(&self, from: FileId) -> Option<ItemId> {
+        let from = (from as usize).min(self.by_file.len());
+        self.by_file[from..]
+            .iter()
+            .chain(&self.by_file[..from])
+            .find_map(|slot| slot.as_slice().first().map(|e| e.1))
+    }
 }
 
 /// One registration: Linux's `struct epitem`.
@@ -124,7 +213,7 @@ impl Kernel {
     pub(crate) fn stranded(&mut self, epfd: Fd) -> io::Result<Vec<Stranded>> {
         let ep = self.file_of(epfd)?;
         let items: Vec<ItemId> = match &self.files[ep].kind {
-            Kind::Epoll(e) => e.items.values().copied().collect(),
+            Kind::Epoll(e) => e.items.iter().map(|(_, it)| it).collect(),
             _ => return Err(err(EINVAL)),
         };
         let mut out = Vec::new();
@@ -291,7 +380,7 @@ impl Kernel {
             return Err(err(ELOOP));
         }
         let existing = match &self.files[epf].kind {
-            Kind::Epoll(e) => e.items.get(&item_key(tf, fd)).copied(),
+            Kind::Epoll(e) => e.items.get(tf, fd),
             _ => unreachable!(),
         };
         let events = ev.events | Events::ERR | Events::HUP;
@@ -328,7 +417,7 @@ impl Kernel {
             linked: false,
             ticket: 0,
         });
-        self.epoll_mut(ep).items.insert(item_key(file, fd), it);
+        self.epoll_mut(ep).items.insert(file, fd, it);
         let watchers = &mut self.files[file].watchers;
         if events.contains(Events::EXCLUSIVE) {
             watchers.push_back(it);
@@ -361,7 +450,7 @@ impl Kernel {
             }
         }
         if let Some(Kind::Epoll(e)) = self.files.get_mut(item.ep).map(|f| &mut f.kind) {
-            e.items.remove(&item_key(item.file, item.fd));
+            e.items.remove(item.file, item.fd);
             if item.linked {
                 e.ready.retain(|&(i, _)| i != it);
             }
@@ -370,7 +459,7 @@ impl Kernel {
 
     /// The epoll file is gone: every item it held leaves its file's wait queue.
     pub(crate) fn ep_free(&mut self, ep: Epoll) {
-        for (_, it) in ep.items {
+        for (_, it) in ep.items.iter() {
             let item = self.items.remove(it);
             if let Some(f) = self.files.get_mut(item.file) {
                 f.watchers.remove(it);
@@ -383,8 +472,8 @@ impl Kernel {
         match &self.files[ep].kind {
             Kind::Epoll(e) => e
                 .items
-                .keys()
-                .map(|&k| (k >> 32) as FileId)
+                .iter()
+                .map(|(f, _)| f)
                 .filter(|&f| self.is_epoll(f))
                 .collect(),
             _ => Vec::new(),
@@ -492,12 +581,7 @@ impl Kernel {
         let Kind::Epoll(e) = &self.files[ep].kind else {
             return None;
         };
-        let it = e
-            .items
-            .range(item_key(pick, 0)..)
-            .chain(e.items.iter())
-            .map(|(_, &it)| it)
-            .next()?;
+        let it = e.items.first_from(pick)?;
         let item = &mut self.items[it];
         let revents = item.events & (Events::IN | Events::OUT);
         if item.linked || !item.armed() || revents.is_empty() {

@@ -36,7 +36,7 @@
 //! options besides `SO_LINGER` and `SO_ERROR`, window updates taking a round trip (space returns
 //! to the writer the instant the reader reads).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
@@ -184,11 +184,125 @@ pub(crate) enum Packet {
 #[derive(Debug, Default)]
 pub(crate) struct Net {
     conns: Slab<Conn>,
-    /// Bound (ip, port) pairs ([`port_key`]) and the socket holding each.
-    bound: BTreeMap<u64, FileId>,
+    /// Bound (ip, port) pairs and the socket holding each.
+    bound: PortTable,
     next_attempt: u64,
     /// Where the next ephemeral port search starts (an offset into the range).
     port_hint: Option<u64>,
+}
+
+/// The bind table: for each port, the addresses bound on it and the socket holding each. A flat
+/// table indexed by port (a short list a port, up to four inline) instead of an ordered map of
+/// (ip, port): a lookup is an index and a scan of the few addresses sharing a port, and "is any
+/// address bound on this port" (a wildcard bind's test) is whether the port's list is empty.
+/// Nothing iterates over it, so the order inside a port's list is never observed.
+#[derive(Debug, Default)]
+struct PortTable {
+    ports: Vec<PortSlot>,
+}
+
+/// The addresses bound on one port: inline while there are at most four (the main job puts
+/// 100,000 clients on 28,232 ephemeral ports of four addresses), so that binding and unbinding
+/// touch only the table, which ephemeral ports walk in order.
+#[derive(Debug, Clone)]
+enum PortSlot {
+    Inline(u8, [(Ipv4Addr, FileId); 4]),
+    Heap(Vec<(Ipv4Addr, FileId)>),
+}
+
+impl Default for PortSlot {
+    fn default() -> Self {
+        PortSlot::Inline(0, [(Ipv4Addr::UNSPECIFIED, 0); 4])
+    }
+}
+
+impl PortSlot {
+    fn as_slice(&self) -> &[(Ipv4Addr, FileId)] {
+        match self {
+            PortSlot::Inline(n, e) => &e[..usize::from(*n)],
+            PortSlot::Heap(v) => v,
+        }
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [(Ipv4Addr, FileId)] {
+        match self {
+            PortSlot::Inline(n, e) => &mut e[..usize::from(*n)],
+            PortSlot::Heap(v) => v,
+        }
+    }
+
+    fn push(&mut self, x: (Ipv4Addr, FileId)) {
+        match self {
+            PortSlot::Inline(n, e) if usize::from(*n) < e.len() => {
+                e[usize::from(*n)] = x;
+                *n += 1;
+            }
+            PortSlot::Inline(n, e) => {
+                let mut v = e[..usize::from(*n)].to_vec();
+                v.push(x);
+                *self = PortSlot::Heap(v);
+            }
+            PortSlot::Heap(v) => v.push(x),
+        }
+    }
+
+    /// Removes entry `j` (the last one takes its place).
+    fn swap_remove(&mut self, j: usize) {
+        match self {
+            PortSlot::Inline(n, e) => {
+                let last = usize::from(*n) - 1;
+                e[j] = e[last];
+                *n -= 1;
+            }
+            PortSlot::Heap(v) => {
+                v.swap_remove(j);
+            }
+        }
+    }
+}
+
+impl PortTable {
+    fn on(&self, port: u16) -> &[(Ipv4Addr, FileId)] {
+        self.ports
+            .get(usize::from(port))
+            .map_or(&[], PortSlot::as_slice)
+    }
+
+    /// The socket bound on exactly (ip, port).
+    fn get(&self, ip: Ipv4Addr, port: u16) -> Option<FileId> {
+        self.on(port).iter().find(|e| e.0 == ip).map(|e| e.1)
+    }
+
+    fn contains(&self, ip: Ipv4Addr, port: u16) -> bool {
+        self.get(ip, port).is_some()
+    }
+
+    /// Whether any address is bound on `port`.
+    fn port_used(&self, port: u16) -> bool {
+        !self.on(port).is_empty()
+    }
+
+    /// Binds (ip, port) to `f`, replacing any previous holder.
+    fn insert(&mut self, ip: Ipv4Addr, port: u16, f: FileId) {
+        let i = usize::from(port);
+        if self.ports.len() <= i {
+            self.ports.resize_with(i + 1, PortSlot::default);
+        }
+        let v = &mut self.ports[i];
+        match v.as_mut_slice().iter_mut().find(|e| e.0 == ip) {
+            Some(e) => e.1 = f,
+            None => v.push((ip, f)),
+        }
+    }
+
+    /// Unbinds (ip, port) if `f` holds it.
+    fn remove_if_held(&mut self, ip: Ipv4Addr, port: u16, f: FileId) {
+        if let Some(v) = self.ports.get_mut(usize::from(port)) {
+            if let Some(j) = v.as_slice().iter().position(|e| *e == (ip, f)) {
+                v.swap_remove(j);
+            }
+        }
+    }
 }
 
 fn sock(k: &mut Kernel, f: FileId) -> &mut TcpSock {
@@ -203,12 +317,6 @@ fn sock_ref(k: &Kernel, f: FileId) -> Option<&TcpSock> {
         Kind::Tcp(s) => Some(s),
         _ => None,
     }
-}
-
-/// The bind table's key for (ip, port): one integer that sorts as the pair does (`Ipv4Addr`
-/// orders by its big-endian octets, i.e. by `u32::from`), and compares in one instruction.
-fn port_key(ip: Ipv4Addr, port: u16) -> u64 {
-    (u64::from(u32::from(ip)) << 16) | u64::from(port)
 }
 
 fn is_loopback(ip: Ipv4Addr) -> bool {
@@ -250,23 +358,13 @@ impl Kernel {
     }
 
     fn port_free(&self, ip: Ipv4Addr, port: u16) -> bool {
-        if self.net.bound.contains_key(&port_key(ip, port))
-            || self
-                .net
-                .bound
-                .contains_key(&port_key(Ipv4Addr::UNSPECIFIED, port))
+        if self.net.bound.contains(ip, port) || self.net.bound.contains(Ipv4Addr::UNSPECIFIED, port)
         {
             return false;
         }
         if ip.is_unspecified() {
             // A wildcard bind conflicts with any address on the port.
-            let lo = port_key(Ipv4Addr::new(0, 0, 0, 0), port);
-            let hi = port_key(Ipv4Addr::new(255, 255, 255, 255), port);
-            return !self
-                .net
-                .bound
-                .range(lo..=hi)
-                .any(|(&k, _)| k as u16 == port);
+            return !self.net.bound.port_used(port);
         }
         true
     }
@@ -302,7 +400,7 @@ impl Kernel {
             _ => return Err(err(EADDRINUSE)),
         };
         let local = SocketAddrV4::new(ip, port);
-        self.net.bound.insert(port_key(ip, port), f);
+        self.net.bound.insert(ip, port, f);
         let s = sock(self, f);
         s.local = Some(local);
         s.holds_port = true;
@@ -312,9 +410,7 @@ impl Kernel {
 
     fn unbind(&mut self, f: FileId, s: &TcpSock) {
         if let (true, Some(a)) = (s.holds_port, s.local) {
-            if self.net.bound.get(&port_key(*a.ip(), a.port())) == Some(&f) {
-                self.net.bound.remove(&port_key(*a.ip(), a.port()));
-            }
+            self.net.bound.remove_if_held(*a.ip(), a.port(), f);
         }
     }
 
@@ -493,9 +589,7 @@ impl Kernel {
         if !s.addr_locked {
             s.local = Some(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, a.port()));
         }
-        if self.net.bound.get(&port_key(*a.ip(), a.port())) == Some(&f) {
-            self.net.bound.remove(&port_key(*a.ip(), a.port()));
-        }
+        self.net.bound.remove_if_held(*a.ip(), a.port(), f);
     }
 
     pub(crate) fn accept4(&mut self, fd: Fd, flags: i32) -> io::Result<(Fd, SocketAddrV4)> {
@@ -996,15 +1090,11 @@ impl Kernel {
     }
 
     fn find_listener(&self, to: SocketAddrV4) -> Option<FileId> {
-        let exact = self.net.bound.get(&port_key(*to.ip(), to.port()));
-        let any = self
-            .net
-            .bound
-            .get(&port_key(Ipv4Addr::UNSPECIFIED, to.port()));
+        let exact = self.net.bound.get(*to.ip(), to.port());
+        let any = self.net.bound.get(Ipv4Addr::UNSPECIFIED, to.port());
         [exact, any]
             .into_iter()
             .flatten()
-            .copied()
             .find(|&f| sock_ref(self, f).is_some_and(|s| s.state == State::Listen))
     }
 
