@@ -5,8 +5,8 @@
 //! that libFuzzer mutates, from a fixed seed (`PROPTEST_RNG_SEED` names another; see
 //! `netpoll_fuzzops::seeded`). `PROPTEST_CASES` sets the case count (default: a modest one per
 //! twin). Every committed corpus file replays through the fuzz target's own body
-//! (`corpus_smoke`), and each divergence the fuzzers found is a two-arm regression test,
-//! ignored until the sim is fixed (`regressions`).
+//! (`corpus_smoke`), and each divergence the fuzzers found is a two-arm regression test
+//! (`regressions`; FINDINGS.md lists them).
 //!
 //! A failing twin prints `netpoll-fuzz: failing input: ...` (the seed and the input's size),
 //! proptest's shrunk input and the `replay:` command that runs the same cases again; `fuzz/README.md` says how to replay a fuzzer's crash file.
@@ -45,22 +45,15 @@ mod differential {
     use netpoll_fuzzops::{differential, DiffInput};
 
     proptest! {
-        #![proptest_config(cases(96))]
+        #![proptest_config(cases(192))]
 
-        /// The sim observes what Linux does, step by step (the known divergences, each with
-        /// its regression test below, allowed).
+        /// The sim observes what Linux does, step by step, with no divergence allowed
+        /// (`differential::KNOWN` is empty: every one found is fixed, each with its test in
+        /// `regressions`).
         #[test]
         fn sim_matches_linux(input in any::<DiffInput>()) {
-            if let Err(d) = differential::run_with(&input, false) {
-                prop_assert!(false, "{}\n{}", d, replay("differential::sim_matches_linux"));
-            }
-        }
-
-        /// The same with no allowance: fails until the sim bugs in `regressions` are fixed.
-        #[test]
-        fn sim_matches_linux_strictly(input in any::<DiffInput>()) {
             if let Err(d) = differential::run_with(&input, true) {
-                prop_assert!(false, "{}\n{}", d, replay("differential::sim_matches_linux_strictly"));
+                prop_assert!(false, "{}\n{}", d, replay("differential::sim_matches_linux"));
             }
         }
     }

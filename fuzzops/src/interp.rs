@@ -707,37 +707,9 @@ impl<P: Poller> Interp<P> {
                 }
                 obs
             }
-            Op::WaitReadable { ms } if !diff => match p.epoll_create1(0) {
-                Ok(ep) => {
-                    for (i, &fd) in self.made.iter().enumerate() {
-                        let ev = EpollEvent::new(Events::IN, i as u64);
-                        let _ = p.epoll_ctl(ep, EPOLL_CTL_ADD, fd, Some(ev));
-                    }
-                    let mut evs = [EpollEvent::EMPTY; 4];
-                    let r = p.epoll_wait(ep, &mut evs, i32::from(ms));
-                    let _ = p.close(ep);
-                    match r {
-                        Ok(n) => Obs::Count(n),
-                        Err(e) => Obs::err(&e),
-                    }
-                }
-                Err(e) => Obs::err(&e),
-            },
-            Op::Sleep { ms } if !diff => {
-                // A private epoll instance to wait on; closed again, so the table is as before.
-                match p.epoll_create1(0) {
-                    Ok(ep) => {
-                        let mut evs = [EpollEvent::EMPTY; 1];
-                        let r = p.epoll_wait(ep, &mut evs, i32::from(ms));
-                        let _ = p.close(ep);
-                        match r {
-                            Ok(n) => Obs::Count(n),
-                            Err(e) => Obs::err(&e),
-                        }
-                    }
-                    Err(e) => Obs::err(&e),
-                }
-            }
+            Op::WaitReadable { ms } if !diff => private_wait(p, &self.made, ms),
+            // Nothing registered: the wait only lets virtual time pass.
+            Op::Sleep { ms } if !diff => private_wait(p, &[], ms),
             Op::Sleep { .. } | Op::WaitReadable { .. } => Obs::Skipped,
         }
     }
@@ -788,4 +760,24 @@ pub(crate) fn diff_step<A: Poller, B: Poller>(
         bounds.after(&op, &oa, named, &closed);
     }
     (op, kind, oa, ob)
+}
+
+/// Waits up to `ms` on a private epoll instance watching `fds` for `IN` (user data: the index),
+/// room for 4 events; the instance is closed again, so the fd table is as before.
+fn private_wait<P: Poller>(p: &P, fds: &[Fd], ms: u8) -> Obs {
+    let ep = match p.epoll_create1(0) {
+        Ok(ep) => ep,
+        Err(e) => return Obs::err(&e),
+    };
+    for (i, &fd) in fds.iter().enumerate() {
+        let ev = EpollEvent::new(Events::IN, i as u64);
+        let _ = p.epoll_ctl(ep, EPOLL_CTL_ADD, fd, Some(ev));
+    }
+    let mut evs = [EpollEvent::EMPTY; 4];
+    let r = p.epoll_wait(ep, &mut evs, i32::from(ms));
+    let _ = p.close(ep);
+    match r {
+        Ok(n) => Obs::Count(n),
+        Err(e) => Obs::err(&e),
+    }
 }

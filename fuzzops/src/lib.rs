@@ -45,12 +45,14 @@ pub const MAX_OPS: usize = 256;
 /// The most ops one `differential` input runs.
 pub const MAX_DIFF_OPS: usize = 64;
 
-/// Whether `NETPOLL_FUZZ_STRICT=1` asks for no allowance for known sim bugs (FINDINGS.md): the
-/// differential target then stops at known divergences too, and the no-panic target runs
-/// without its hang guard ([`interp::Interp::with_hang_guard`]).
+/// Whether the harnesses allow nothing for known sim bugs (FINDINGS.md): the default, since
+/// every one found is fixed. `NETPOLL_FUZZ_STRICT=0` is for fuzzing past a bug whose fix is
+/// pending: the differential target then accepts the divergences in
+/// [`differential::KNOWN`], the no-panic and ET targets step over [`report::KNOWN_PANICS`], and
+/// the no-panic target runs with its hang guard ([`interp::Interp::with_hang_guard`]).
 pub fn strict_from_env() -> bool {
     static S: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *S.get_or_init(|| std::env::var_os("NETPOLL_FUZZ_STRICT").is_some_and(|v| v != "0"))
+    *S.get_or_init(|| std::env::var_os("NETPOLL_FUZZ_STRICT").is_none_or(|v| v != "0"))
 }
 
 /// Decodes an input from fuzzer bytes (`None`: not enough bytes for one).
