@@ -21,6 +21,7 @@
 //! | [`swarm`] | explicit fault plans (what the shrinker writes) and their version-2 replay tokens; `--faults none\|chaos\|swarm` sets every scenario's `faults` parameter |
 //! | [`zoo`] | the bug zoo: small event loops with a real lost-wakeup bug each (and their fixed twins), run as `zoo-*` scenarios |
 //! | [`shrink`] | reduces a failing run to a minimal one that fails the same way (`netpoll-sim shrink TOKEN`) |
+//! | [`shard`] | sweeps beyond one machine: `--shard K/N` seed sets, the `sweep --json` lines, and `netpoll-sim merge` |
 //!
 //! ## Testing your own event loop
 //!
@@ -81,6 +82,7 @@ pub mod rng;
 pub mod rt_echo;
 pub mod run;
 pub mod scenario;
+pub mod shard;
 pub mod shrink;
 pub mod swarm;
 pub mod token;

@@ -251,6 +251,8 @@ impl Report {
             "cpu_ns": s.cpu_ns,
             "outcome": self.outcome(),
             "replay": r.replay_line(),
+            "token": (r.backend == Backend::Sim).then(|| r.token()),
+            "determinism": self.determinism(),
             "size": r.params.get(SIZE),
             "params": params,
             "syscalls": s.syscalls,
@@ -276,6 +278,20 @@ impl Report {
                 "accept_aborts": c.accept_aborts,
                 "timer_first": c.timer_first,
             })),
+        })
+    }
+
+    /// What the determinism self-check found: `None` when it was not asked for, else
+    /// `"checked"` (a second run made the same calls), `"diverged"`, or `"skipped"` (the first
+    /// run failed, so there was nothing to compare).
+    pub fn determinism(&self) -> Option<&'static str> {
+        if !self.request.check_determinism || self.request.backend != Backend::Sim {
+            return None;
+        }
+        Some(match &self.failure {
+            None => "checked",
+            Some(Failure::Divergence { .. }) => "diverged",
+            Some(_) => "skipped",
         })
     }
 
@@ -364,6 +380,16 @@ impl fmt::Display for Report {
                 "deadlines    {} idle closes, {} timers fired, {} cancelled, max lateness {} ns",
                 s.closed_idle, s.timers_fired, s.timers_cancelled, s.max_late_ns
             )?;
+        }
+        match (self.determinism(), self.fingerprint) {
+            (Some("checked"), Some((calls, hash))) => writeln!(
+                f,
+                "determinism  checked: a second run made the same {calls} calls (fingerprint {hash:016x})"
+            )?,
+            (Some("skipped"), _) => {
+                writeln!(f, "determinism  not checked: the first run failed")?;
+            }
+            _ => {}
         }
         match &self.failure {
             None => writeln!(f, "outcome      pass")?,

@@ -211,7 +211,8 @@ fn probs(p: &FaultPlan) -> [f64; 8] {
     ]
 }
 
-/// The names of [`probs`]'s knobs, in order.
+/// The names of a fault plan's eight probability knobs, in the order a version-2 token carries
+/// them.
 pub const KNOBS: [&str; 8] = [
     "short_read",
     "short_write",

@@ -52,7 +52,7 @@ impl fmt::Display for TokenError {
             ),
             TokenError::Version(v) => write!(
                 f,
-                "replay token format version {v} is not supported by this build (it reads version {VERSION})"
+                "replay token format version {v} is not supported by this build (it reads versions {VERSION} and {VERSION_FAULTS})"
             ),
             TokenError::Corrupt(why) => write!(f, "corrupt replay token: {why}"),
         }
@@ -199,7 +199,10 @@ impl Token {
             return Err(TokenError::Foreign("wrong magic bytes".into()));
         }
         if u64::from(body[2]) != ver {
-            return Err(TokenError::Version(u64::from(body[2])));
+            // The prefix and the body disagree: an edited or spliced token, whichever is right.
+            return Err(TokenError::Corrupt(
+                "the version in the prefix differs from the version inside the token",
+            ));
         }
         if fnv1a32(body) != want {
             return Err(TokenError::Corrupt("checksum mismatch"));
@@ -358,8 +361,18 @@ mod tests {
         ));
         assert!(matches!(
             Token::decode("np1-4e50020000000000"),
-            Err(TokenError::Version(2))
+            Err(TokenError::Corrupt(_))
         ));
+        // A version-1 token under a version-2 prefix is an edited token, not an unsupported
+        // version (this build reads both).
+        let relabelled = format!("np2{}", &sample().encode()[3..]);
+        let msg = Token::decode(&relabelled).unwrap_err().to_string();
+        assert!(
+            msg.contains("corrupt") && msg.contains("prefix differs") && !msg.contains("not supported"),
+            "{msg}"
+        );
+        let msg = TokenError::Version(3).to_string();
+        assert!(msg.contains("reads versions 1 and 2"), "{msg}");
         // A fault section with an unknown tag, with a valid checksum around it.
         let mut b = b"NP\x02\x00\x00\x05\x09".to_vec();
         let sum = fnv1a32(&b);

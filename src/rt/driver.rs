@@ -1,5 +1,5 @@
 //! The driver: one epoll instance, the poll descriptor table, the timers and the wake eventfd,
-//! and [`Driver::turn`], one iteration of the poll loop (Go's `netpoll(delay)`).
+//! and `Driver::turn`, one iteration of the poll loop (Go's `netpoll(delay)`).
 //!
 //! The driver is shared by every thread of a runtime (behind an `Arc`) and is thread-safe; on
 //! the simulated kernel it is used from one thread and its locks are never contended.
@@ -201,7 +201,7 @@ impl<P: Poller> Driver<P> {
     }
 
     /// Whether a short read from a stream means its queue was empty: the poller says so
-    /// ([`Poller::short_read_drains`](crate::Poller::short_read_drains)): Linux, and the
+    /// ([`Poller::short_read_drains`]): Linux, and the
     /// simulated kernel unless its fault plan injects short reads, so that the sim exercises the
     /// same read path as the real kernel.
     pub fn short_read_drains(&self) -> bool {
