@@ -260,7 +260,11 @@ fn param_flags() -> Vec<(&'static str, String)> {
             if FIXED_FLAGS.contains(&p.name) {
                 continue;
             }
-            by_name.entry(p.name).or_insert((p.help, Vec::new())).1.push(s.name);
+            by_name
+                .entry(p.name)
+                .or_insert((p.help, Vec::new()))
+                .1
+                .push(s.name);
         }
     }
     by_name
@@ -434,9 +438,7 @@ fn list() -> ExitCode {
         );
         params(s);
     }
-    out!(
-        "\nEach parameter is a flag of `run` and `sweep` (`--window 5`), or `--param window=5`."
-    );
+    out!("\nEach parameter is a flag of `run` and `sweep` (`--window 5`), or `--param window=5`.");
     ExitCode::SUCCESS
 }
 
@@ -763,7 +765,11 @@ fn sweep(plan: &SweepPlan) -> ExitCode {
     let mut summary = Summary {
         format: shard::FORMAT,
         scenario: probe.scenario.name.to_string(),
-        params: probe.params.iter().map(|(n, v)| (n.to_string(), v)).collect(),
+        params: probe
+            .params
+            .iter()
+            .map(|(n, v)| (n.to_string(), v))
+            .collect(),
         seeds: Seeds {
             start: *range.start(),
             end: *range.end(),

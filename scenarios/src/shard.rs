@@ -57,7 +57,7 @@ impl Shard {
     /// # Errors
     /// Anything but two integers with `1 <= K <= N`, in words.
     pub fn parse(s: &str) -> Result<Shard, String> {
-        let bad = || format!("--shard {s:?}: expected K/N with 1 <= K <= N (e.g. --shard 1/4)");
+        let bad = || format!("{s:?}: expected K/N with 1 <= K <= N, e.g. 1/4");
         let (k, n) = s.split_once('/').ok_or_else(bad)?;
         let k: u64 = k.trim().parse().map_err(|_| bad())?;
         let n: u64 = n.trim().parse().map_err(|_| bad())?;
@@ -318,10 +318,7 @@ pub fn merge(inputs: &[(String, String)], allow_missing: bool) -> Result<Merged,
             ));
         }
         if let Some(prev) = by_k.insert(s.shard.k, at.clone()) {
-            return err(format!(
-                "shard {} appears twice ({prev} and {at})",
-                s.shard
-            ));
+            return err(format!("shard {} appears twice ({prev} and {at})", s.shard));
         }
     }
     let n = first.shard.n;
@@ -372,7 +369,10 @@ pub fn merge(inputs: &[(String, String)], allow_missing: bool) -> Result<Merged,
 fn check_shard(at: &str, s: &Summary, fails: &[FailureLine]) -> Result<(), MergeError> {
     let err = |m: String| Err(MergeError(format!("{at}: {m}")));
     if s.shard.k == 0 || s.shard.k > s.shard.n || s.seeds.start > s.seeds.end {
-        return err(format!("shard {} of seeds {} is impossible", s.shard, s.seeds));
+        return err(format!(
+            "shard {} of seeds {} is impossible",
+            s.shard, s.seeds
+        ));
     }
     if s.runs != s.shard.count(&s.seeds.range()) || s.passed + s.failed != s.runs {
         return err(format!(
@@ -419,9 +419,7 @@ mod tests {
     fn shards_partition_a_range() {
         for (a, b) in [(0u64, 0u64), (0, 9), (5, 17), (u64::MAX - 6, u64::MAX)] {
             for n in 1..=5 {
-                let mut all: Vec<u64> = (1..=n)
-                    .flat_map(|k| Shard { k, n }.seeds(a..=b))
-                    .collect();
+                let mut all: Vec<u64> = (1..=n).flat_map(|k| Shard { k, n }.seeds(a..=b)).collect();
                 all.sort_unstable();
                 assert_eq!(all, (a..=b).collect::<Vec<_>>(), "{a}..={b} in {n}");
                 for k in 1..=n {
@@ -483,7 +481,7 @@ mod tests {
         (s, failures)
     }
 
-    fn text(parts: &[(Summary, Vec<FailureLine>)]) -> String {
+    fn text(parts: &[&(Summary, Vec<FailureLine>)]) -> String {
         let mut t = String::new();
         for (s, f) in parts {
             for f in f {
@@ -501,48 +499,63 @@ mod tests {
         let a = summary(1, 2, &[(0, "hang"), (4, "lost-wakeup")]);
         let b = summary(2, 2, &[(1, "lost-wakeup")]);
         let m = merge(
-            &[("b".into(), text(&[b.clone()])), ("a".into(), text(&[a.clone()]))],
+            &[("b".into(), text(&[&b])), ("a".into(), text(&[&a]))],
             false,
         )
         .unwrap();
         assert_eq!(m.summary.shard, Shard::ALL);
-        assert_eq!((m.summary.runs, m.summary.failed, m.summary.passed), (10, 3, 7));
+        assert_eq!(
+            (m.summary.runs, m.summary.failed, m.summary.passed),
+            (10, 3, 7)
+        );
         assert_eq!(m.summary.by_oracle["lost-wakeup"], 2);
         let seeds: Vec<u64> = m.failures.iter().map(|f| f.seed).collect();
         assert_eq!(seeds, [0, 1, 4]);
         // Both shards in one stream (`cat`) merge the same.
-        let one = merge(&[("-".into(), text(&[a.clone(), b.clone()]))], false).unwrap();
+        let one = merge(&[("-".into(), text(&[&a, &b]))], false).unwrap();
         assert_eq!(one, m);
 
         let fails = |inputs: &[(String, String)], allow: bool, want: &str| {
             let e = merge(inputs, allow).unwrap_err().to_string();
             assert!(e.contains(want), "{e:?} lacks {want:?}");
         };
-        fails(&[("a".into(), text(&[a.clone()]))], false, "2/2 of the sweep are missing");
-        let partial = merge(&[("a".into(), text(&[a.clone()]))], true).unwrap();
-        assert_eq!(partial.missing, [2]);
         fails(
-            &[("a".into(), text(&[a.clone(), a.clone()]))],
+            &[("a".into(), text(&[&a]))],
             false,
-            "appears twice",
+            "2/2 of the sweep are missing",
         );
+        let partial = merge(&[("a".into(), text(&[&a]))], true).unwrap();
+        assert_eq!(partial.missing, [2]);
+        fails(&[("a".into(), text(&[&a, &a]))], false, "appears twice");
         let mut other = b.clone();
         other.0.params.insert("conns".into(), 2);
         fails(
-            &[("a".into(), text(&[a.clone(), other]))],
+            &[("a".into(), text(&[&a, &other]))],
             false,
             "different sweeps",
         );
         // Cut short: the failure lines without their summary.
-        let cut: String = text(&[a.clone()]).lines().next().unwrap().to_string();
+        let cut: String = text(&[&a]).lines().next().unwrap().to_string();
         fails(&[("a".into(), cut)], false, "cut short");
         let mut lying = a.clone();
         lying.1.pop();
-        fails(&[("a".into(), text(&[lying]))], false, "failure lines precede");
+        fails(
+            &[("a".into(), text(&[&lying]))],
+            false,
+            "failure lines precede",
+        );
         let mut stray = a.clone();
         stray.1[0].seed = 1; // shard 2's seed
-        fails(&[("a".into(), text(&[stray]))], false, "token does not replay");
-        fails(&[("a".into(), "{\"type\":\"x\"}".into())], false, "a:1: not a line");
+        fails(
+            &[("a".into(), text(&[&stray]))],
+            false,
+            "token does not replay",
+        );
+        fails(
+            &[("a".into(), "{\"type\":\"x\"}".into())],
+            false,
+            "a:1: not a line",
+        );
         fails(&[("a".into(), "hello".into())], false, "not a line");
         fails(&[("a".into(), String::new())], false, "nothing to merge");
     }

@@ -368,7 +368,9 @@ mod tests {
         let relabelled = format!("np2{}", &sample().encode()[3..]);
         let msg = Token::decode(&relabelled).unwrap_err().to_string();
         assert!(
-            msg.contains("corrupt") && msg.contains("prefix differs") && !msg.contains("not supported"),
+            msg.contains("corrupt")
+                && msg.contains("prefix differs")
+                && !msg.contains("not supported"),
             "{msg}"
         );
         let msg = TokenError::Version(3).to_string();

@@ -406,8 +406,13 @@ fn trace_text_form() {
 /// Runs `args` with standard output on a pipe whose reading end is already closed: every write
 /// to it fails with `EPIPE`, as when `| head -1` has read its line and gone.
 fn closed_stdout(args: &[&str]) -> Output {
-    let (reader, writer) = std::io::pipe().expect("pipe");
-    drop(reader);
+    // The writing end of a pipe whose only reader, `true`, has exited.
+    let mut sink = Command::new("true")
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("run true");
+    let writer = sink.stdin.take().expect("a pipe");
+    sink.wait().expect("true exits");
     Command::new(exe())
         .args(args)
         .stdout(writer)
@@ -439,8 +444,12 @@ fn a_closed_stdout_ends_every_subcommand_quietly() {
     let cases: &[&[&str]] = &[
         &["list"],
         &["run", "echo", "--seed", "1", "--conns", "4", "--msgs", "2"],
-        &["run", "echo", "--seed", "1", "--conns", "4", "--msgs", "2", "--json"],
-        &["sweep", "echo", "--seeds", "0..100", "--conns", "2", "--msgs", "1"],
+        &[
+            "run", "echo", "--seed", "1", "--conns", "4", "--msgs", "2", "--json",
+        ],
+        &[
+            "sweep", "echo", "--seeds", "0..100", "--conns", "2", "--msgs", "1",
+        ],
         &["sweep", "canary", "--seeds", "0..20", "--json"],
         &["replay", &token],
         &["replay", &token, "--json"],
@@ -500,7 +509,14 @@ fn every_parameter_list_shows_is_a_flag() {
         for args in [
             vec!["run", scenario.as_str(), flag.as_str(), over.as_str()],
             vec!["run", scenario.as_str(), "--param", param.as_str()],
-            vec!["sweep", scenario.as_str(), "--seeds", "0..2", flag.as_str(), over.as_str()],
+            vec![
+                "sweep",
+                scenario.as_str(),
+                "--seeds",
+                "0..2",
+                flag.as_str(),
+                over.as_str(),
+            ],
         ] {
             let o = bin(&args);
             assert_eq!(code(&o), 2, "{args:?}: {}", stderr(&o));
@@ -530,7 +546,9 @@ fn every_parameter_list_shows_is_a_flag() {
     assert_eq!(code(&o), 2);
     assert!(stderr(&o).contains("this scenario takes"), "{}", stderr(&o));
     // --faults takes what list shows (0..=2) as well as the names.
-    let o = bin(&["run", "echo", "--seed", "1", "--conns", "2", "--faults", "2", "--json"]);
+    let o = bin(&[
+        "run", "echo", "--seed", "1", "--conns", "2", "--faults", "2", "--json",
+    ]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
     assert_eq!(v["params"]["faults"], 2);
@@ -568,7 +586,10 @@ fn negative_numbers_get_a_message_that_fits() {
         let o = bin(args);
         assert_eq!(code(&o), 2, "{args:?}");
         let e = stderr(&o);
-        assert!(e.contains("is negative: expected a non-negative integer"), "{args:?}: {e}");
+        assert!(
+            e.contains("is negative: expected a non-negative integer"),
+            "{args:?}: {e}"
+        );
         assert!(!e.contains("-- -"), "{args:?} suggests `--`: {e}");
     }
 }
@@ -584,7 +605,17 @@ fn run_json_token_replays_and_a_relabelled_token_is_corrupt() {
     let w: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
     assert_eq!((&w["events"], &w["token"]), (&v["events"], &v["token"]));
     // The real kernel has no token (nothing to replay).
-    let o = bin(&["run", "echo", "--backend", "real", "--conns", "2", "--msgs", "1", "--json"]);
+    let o = bin(&[
+        "run",
+        "echo",
+        "--backend",
+        "real",
+        "--conns",
+        "2",
+        "--msgs",
+        "1",
+        "--json",
+    ]);
     let r: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
     assert!(r["token"].is_null(), "{r}");
     // A version-1 token under an `np2-` prefix is corrupt, not of an unsupported version.
@@ -612,7 +643,13 @@ fn check_determinism_says_what_it_did() {
         stdout(&o)
     );
     let o = bin(&[
-        "sweep", "echo", "--seeds", "0..3", "--conns", "2", "--check-determinism",
+        "sweep",
+        "echo",
+        "--seeds",
+        "0..3",
+        "--conns",
+        "2",
+        "--check-determinism",
     ]);
     assert_eq!(code(&o), 0);
     assert!(stdout(&o).contains("determinism checked for every passing seed"));
@@ -635,9 +672,22 @@ fn sweep_prints_a_few_failures_and_counts_them_by_oracle() {
         .collect();
     assert_eq!(seeds, (0..10).collect::<Vec<_>>());
     let o = bin(&["sweep", "canary", "--seeds", "0..30", "--max-failures", "0"]);
-    assert_eq!(stdout(&o).lines().filter(|l| l.starts_with("FAIL")).count(), 0);
-    let o = bin(&["sweep", "canary", "--seeds", "0..30", "--max-failures", "100"]);
-    assert_eq!(stdout(&o).lines().filter(|l| l.starts_with("FAIL")).count(), 30);
+    assert_eq!(
+        stdout(&o).lines().filter(|l| l.starts_with("FAIL")).count(),
+        0
+    );
+    let o = bin(&[
+        "sweep",
+        "canary",
+        "--seeds",
+        "0..30",
+        "--max-failures",
+        "100",
+    ]);
+    assert_eq!(
+        stdout(&o).lines().filter(|l| l.starts_with("FAIL")).count(),
+        30
+    );
     assert!(!stdout(&o).contains("more failing seeds"));
 }
 
@@ -666,10 +716,18 @@ fn shrink_names_the_fault_plan_of_the_faults_parameter() {
 #[test]
 fn trace_refuses_an_unwritable_path_before_running() {
     let token = canary_token(&[]);
-    let o = bin(&["trace", &token, "--out", "/nonexistent-dir/netpoll/trace.json"]);
+    let o = bin(&[
+        "trace",
+        &token,
+        "--out",
+        "/nonexistent-dir/netpoll/trace.json",
+    ]);
     assert_eq!(code(&o), 2);
     let e = stderr(&o);
-    assert!(e.starts_with("error: --out /nonexistent-dir/netpoll/trace.json"), "{e}");
+    assert!(
+        e.starts_with("error: --out /nonexistent-dir/netpoll/trace.json"),
+        "{e}"
+    );
     // Nothing ran: no "wrote", no failure report of the canary.
     assert!(!e.contains("wrote") && !e.contains("lost wakeup"), "{e}");
 }
@@ -694,13 +752,22 @@ fn merged_shards_fail_the_seeds_the_whole_sweep_fails() {
         text.lines()
             .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
             .filter(|v| v["type"] == "failure")
-            .map(|v| (v["seed"].as_u64().unwrap(), v["token"].as_str().unwrap().to_string()))
+            .map(|v| {
+                (
+                    v["seed"].as_u64().unwrap(),
+                    v["token"].as_str().unwrap().to_string(),
+                )
+            })
             .collect()
     };
     let whole = bin(sweep);
     assert_eq!(code(&whole), 1, "{}", stderr(&whole));
     let want = failing(&stdout(&whole));
-    assert!(want.len() > 10 && want.len() < 60, "{} failures: pick a mixed sweep", want.len());
+    assert!(
+        want.len() > 10 && want.len() < 60,
+        "{} failures: pick a mixed sweep",
+        want.len()
+    );
     let mut files = Vec::new();
     for k in ["1/2", "2/2"] {
         let mut args = sweep.to_vec();
@@ -715,15 +782,20 @@ fn merged_shards_fail_the_seeds_the_whole_sweep_fails() {
     let o = bin(&["merge", f[1], f[0], "--json"]);
     assert_eq!(code(&o), 1, "{}", stderr(&o));
     assert_eq!(failing(&stdout(&o)), want);
-    let last: serde_json::Value =
-        serde_json::from_str(stdout(&o).lines().last().unwrap()).unwrap();
-    assert_eq!((last["runs"].as_u64(), last["failed"].as_u64()), (Some(60), Some(want.len() as u64)));
+    let last: serde_json::Value = serde_json::from_str(stdout(&o).lines().last().unwrap()).unwrap();
+    assert_eq!(
+        (last["runs"].as_u64(), last["failed"].as_u64()),
+        (Some(60), Some(want.len() as u64))
+    );
     assert_eq!(last["shard"]["n"], 1);
     // The text report: every failure with its replay line.
     let o = bin(&["merge", f[0], f[1]]);
     assert_eq!(code(&o), 1);
     let text = stdout(&o);
-    let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("FAIL seed")).collect();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("FAIL seed"))
+        .collect();
     assert_eq!(lines.len(), want.len(), "{}", stdout(&o));
     for (line, (seed, token)) in lines.iter().zip(&want) {
         assert!(line.starts_with(&format!("FAIL seed {seed} ")) && line.ends_with(token.as_str()));
@@ -731,11 +803,17 @@ fn merged_shards_fail_the_seeds_the_whole_sweep_fails() {
     // One shard alone is refused, or merged as partial on request.
     let o = bin(&["merge", f[0]]);
     assert_eq!(code(&o), 2);
-    assert!(stderr(&o).contains("2/2 of the sweep are missing"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("2/2 of the sweep are missing"),
+        "{}",
+        stderr(&o)
+    );
     let o = bin(&["merge", f[0], "--allow-missing"]);
     assert!(stdout(&o).contains("MISSING shards 2/2"), "{}", stdout(&o));
     // A shard of another sweep does not merge.
-    let o = bin(&["sweep", "canary", "--seeds", "0..60", "--shard", "2/2", "--json"]);
+    let o = bin(&[
+        "sweep", "canary", "--seeds", "0..60", "--shard", "2/2", "--json",
+    ]);
     let other = temp_path("other.jsonl");
     std::fs::write(&other, &o.stdout).unwrap();
     let o = bin(&["merge", f[0], other.to_str().unwrap()]);

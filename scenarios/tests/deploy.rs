@@ -63,9 +63,7 @@ fn env_keys(yaml: &str) -> BTreeMap<String, String> {
     yaml.lines()
         .filter(|l| !l.trim_start().starts_with('#'))
         .filter_map(|l| l.trim().split_once(": "))
-        .filter(|(k, _)| {
-            !k.is_empty() && k.bytes().all(|b| b.is_ascii_uppercase() || b == b'_')
-        })
+        .filter(|(k, _)| !k.is_empty() && k.bytes().all(|b| b.is_ascii_uppercase() || b == b'_'))
         .map(|(k, v)| (k.to_string(), v.trim().trim_matches('"').to_string()))
         .collect()
 }
@@ -103,9 +101,16 @@ fn run_script(shell: &[&str], script: &str, dir: &Path, env: &BTreeMap<String, S
 fn failing(jsonl: &str) -> Vec<(u64, String)> {
     jsonl
         .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap_or_else(|e| panic!("{e}: {l}"))
+        })
         .filter(|v| v["type"] == "failure")
-        .map(|v| (v["seed"].as_u64().unwrap(), v["token"].as_str().unwrap().to_string()))
+        .map(|v| {
+            (
+                v["seed"].as_u64().unwrap(),
+                v["token"].as_str().unwrap().to_string(),
+            )
+        })
         .collect()
 }
 
@@ -127,7 +132,11 @@ fn unsharded() -> Vec<(u64, String)> {
         .output()
         .unwrap();
     let f = failing(&String::from_utf8_lossy(&o.stdout));
-    assert!(f.len() > 10 && f.len() < 60, "{} failures: pick a mixed sweep", f.len());
+    assert!(
+        f.len() > 10 && f.len() < 60,
+        "{} failures: pick a mixed sweep",
+        f.len()
+    );
     f
 }
 
@@ -193,12 +202,16 @@ fn the_github_workflow_sweeps_two_shards_and_merges_them() {
     ok(&o, &[0], "plan");
     let line = std::fs::read_to_string(&out).unwrap();
     assert_eq!(line.trim(), "shards=[1,2]");
-    let shards: Vec<u64> = serde_json::from_str(line.trim().strip_prefix("shards=").unwrap()).unwrap();
+    let shards: Vec<u64> =
+        serde_json::from_str(line.trim().strip_prefix("shards=").unwrap()).unwrap();
 
     // The matrix: each shard job sweeps in its own directory; its artifact is the file the
     // upload step names, and the merge job downloads every one into shards/.
     let sweep = block_with(&yml, "netpoll-sim sweep");
-    assert!(yml.contains("path: shard-${{ matrix.shard }}.jsonl"), "upload path changed");
+    assert!(
+        yml.contains("path: shard-${{ matrix.shard }}.jsonl"),
+        "upload path changed"
+    );
     let merge_dir = d.join("merge");
     std::fs::create_dir_all(merge_dir.join("shards")).unwrap();
     for k in shards {
@@ -208,7 +221,11 @@ fn the_github_workflow_sweeps_two_shards_and_merges_them() {
         let o = run_script(&["bash", "-euo", "pipefail", "-c"], &sweep, &job, &e);
         ok(&o, &[0], &format!("shard {k}"));
         let artifact = format!("shard-{k}.jsonl");
-        std::fs::copy(job.join(&artifact), merge_dir.join("shards").join(&artifact)).unwrap();
+        std::fs::copy(
+            job.join(&artifact),
+            merge_dir.join("shards").join(&artifact),
+        )
+        .unwrap();
     }
 
     // The merge job: fails (status 1) because seeds failed, after writing its report.
@@ -243,7 +260,10 @@ fn the_kubernetes_indexed_job_sweeps_two_shards_and_merges_them() {
         "the ConfigMap's SHARDS must equal the Job's completions"
     );
     assert_eq!(field("parallelism"), field("completions"));
-    assert!(merge_yaml.contains("name: netpoll-sweep\n"), "merge reads another ConfigMap");
+    assert!(
+        merge_yaml.contains("name: netpoll-sweep\n"),
+        "merge reads another ConfigMap"
+    );
 
     let d = scratch("k8s");
     let results = d.join("results");
@@ -276,7 +296,11 @@ fn the_kubernetes_indexed_job_sweeps_two_shards_and_merges_them() {
     let o = run_script(&["sh", "-c"], &merge, &d.join("merge-pod"), &env);
     ok(&o, &[1], "merge");
     let report = std::fs::read_to_string(results.join("report.txt")).unwrap();
-    assert_eq!(String::from_utf8_lossy(&o.stdout), report, "the log is the report");
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        report,
+        "the log is the report"
+    );
     let merged = std::fs::read_to_string(results.join("merged.jsonl")).unwrap();
     check_merged(&merged, &report, &unsharded());
     let _ = std::fs::remove_dir_all(&d);
