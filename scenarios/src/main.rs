@@ -98,11 +98,11 @@ enum Cmd {
         /// The scenario (see `list`).
         scenario: String,
         /// Seeds, `A..B` (B excluded) or `A..=B`.
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         seeds: String,
         /// Run only shard K of N (1-based): the seeds whose position in the range is K-1 mod N.
         /// Give every shard the same --seeds and N; `merge` combines their `--json` outputs.
-        #[arg(long, value_parser = Shard::parse)]
+        #[arg(long, value_parser = Shard::parse, allow_hyphen_values = true)]
         shard: Option<Shard>,
         #[command(flatten)]
         params: ParamArgs,
@@ -895,6 +895,14 @@ fn merge_cmd(files: &[PathBuf], json: bool, allow_missing: bool) -> ExitCode {
         Ok(m) => m,
         Err(e) => return usage(e),
     };
+    if json && !m.missing.is_empty() {
+        // A summary line stands for whole shards; a partial merge is not one.
+        return usage(format!(
+            "--json needs every shard, and {} are missing (without --json, --allow-missing \
+             reports what is there)",
+            m.missing.len()
+        ));
+    }
     let n = (m.shards.len() + m.missing.len()) as u64;
     if json {
         for f in &m.failures {

@@ -168,13 +168,18 @@ pub struct Summary {
 }
 
 impl Summary {
-    /// The one-line headline (`sweep echo seeds 0..=99 shard 1/2: 50 runs, ...`).
+    /// The one-line headline (`sweep echo seeds 0..=99 shard 1/2: 50 runs, ...`; no shard for
+    /// the whole range).
     pub fn headline(&self) -> String {
+        let shard = if self.shard == Shard::ALL {
+            String::new()
+        } else {
+            format!(" shard {}", self.shard)
+        };
         format!(
-            "sweep {} seeds {} shard {}: {} runs, {} passed, {} failed, {} events, {:.2} s",
+            "sweep {} seeds {}{shard}: {} runs, {} passed, {} failed, {} events, {:.2} s",
             self.scenario,
             self.seeds,
-            self.shard,
             self.runs,
             self.passed,
             self.failed,

@@ -238,6 +238,8 @@ fn bad_usage_exits_2() {
         &["sweep", "echo", "--seeds", "1..3", "--shard", "0/2"],
         &["sweep", "echo", "--seeds", "1..3", "--shard", "3/2"],
         &["sweep", "echo", "--seeds", "1..3", "--jobs", "0"],
+        &["sweep", "echo", "--seeds", "-5..3"],
+        &["sweep", "echo", "--seeds", "1..3", "--shard", "-1/2"],
     ];
     for args in cases {
         let o = bin(args);
@@ -248,6 +250,11 @@ fn bad_usage_exits_2() {
             stderr(&o)
         );
         assert!(!stderr(&o).is_empty(), "{args:?}: no message");
+        assert!(
+            !stderr(&o).contains("-- -"),
+            "{args:?} suggests `--`: {}",
+            stderr(&o)
+        );
     }
 }
 
@@ -809,7 +816,15 @@ fn merged_shards_fail_the_seeds_the_whole_sweep_fails() {
         stderr(&o)
     );
     let o = bin(&["merge", f[0], "--allow-missing"]);
+    assert_eq!(code(&o), 1);
     assert!(stdout(&o).contains("MISSING shards 2/2"), "{}", stdout(&o));
+    let o = bin(&["merge", f[0], "--allow-missing", "--json"]);
+    assert_eq!(code(&o), 2);
+    assert!(
+        stderr(&o).contains("--json needs every shard"),
+        "{}",
+        stderr(&o)
+    );
     // A shard of another sweep does not merge.
     let o = bin(&[
         "sweep", "canary", "--seeds", "0..60", "--shard", "2/2", "--json",
