@@ -1,5 +1,6 @@
 //! The `netpoll-sim` binary: exit codes, JSON fields, tokens.
 
+use std::io::Write;
 use std::process::{Command, Output};
 
 /// The binary under test: this build's, or `NETPOLL_SIM_EXE` (to run these tests against an
@@ -807,6 +808,19 @@ fn merged_shards_fail_the_seeds_the_whole_sweep_fails() {
     for (line, (seed, token)) in lines.iter().zip(&want) {
         assert!(line.starts_with(&format!("FAIL seed {seed} ")) && line.ends_with(token.as_str()));
     }
+    // Both shards in one stream on standard input (`cat shard-*.jsonl | netpoll-sim merge -`).
+    let mut both = std::fs::read(&files[0]).unwrap();
+    both.extend(std::fs::read(&files[1]).unwrap());
+    let mut child = Command::new(exe())
+        .args(["merge", "-", "--json"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&both).unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(code(&o), 1);
+    assert_eq!(failing(&stdout(&o)), want);
     // One shard alone is refused, or merged as partial on request.
     let o = bin(&["merge", f[0]]);
     assert_eq!(code(&o), 2);
