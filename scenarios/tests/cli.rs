@@ -411,6 +411,12 @@ fn trace_text_form() {
     );
 }
 
+/// Asserts a usage error (exit status 2) whose message says `want`.
+fn assert_refused(o: &Output, want: &str) {
+    assert_eq!(code(o), 2, "{}", stderr(o));
+    assert!(stderr(o).contains(want), "{want:?} missing: {}", stderr(o));
+}
+
 /// Runs `args` with standard output on a pipe whose reading end is already closed: every write
 /// to it fails with `EPIPE`, as when `| head -1` has read its line and gone.
 fn closed_stdout(args: &[&str]) -> Output {
@@ -547,12 +553,10 @@ fn every_parameter_list_shows_is_a_flag() {
     assert_eq!(v["params"]["window"], 2);
     // A parameter given twice is refused, whichever the forms.
     let o = bin(&["run", "echo", "--window", "2", "--param", "window=3"]);
-    assert_eq!(code(&o), 2);
-    assert!(stderr(&o).contains("already given"), "{}", stderr(&o));
+    assert_refused(&o, "already given");
     // A flag the scenario does not take names the ones it does.
     let o = bin(&["run", "echo", "--backlog", "3"]);
-    assert_eq!(code(&o), 2);
-    assert!(stderr(&o).contains("this scenario takes"), "{}", stderr(&o));
+    assert_refused(&o, "this scenario takes");
     // --faults takes what list shows (0..=2) as well as the names.
     let o = bin(&[
         "run", "echo", "--seed", "1", "--conns", "2", "--faults", "2", "--json",
@@ -628,12 +632,8 @@ fn run_json_token_replays_and_a_relabelled_token_is_corrupt() {
     assert!(r["token"].is_null(), "{r}");
     // A version-1 token under an `np2-` prefix is corrupt, not of an unsupported version.
     let o = bin(&["replay", &format!("np2{}", &token[3..])]);
-    assert_eq!(code(&o), 2);
-    assert!(
-        stderr(&o).contains("corrupt replay token") && !stderr(&o).contains("not supported"),
-        "{}",
-        stderr(&o)
-    );
+    assert_refused(&o, "corrupt replay token");
+    assert!(!stderr(&o).contains("not supported"), "{}", stderr(&o));
 }
 
 #[test]
@@ -708,8 +708,7 @@ fn a_seed_range_too_large_for_one_process_advises_a_shard_count_that_works() {
     // After sharding, the limit counts the shard's seeds: one that is still too big is refused
     // with a count that fits.
     let o = bin(&["sweep", "echo", "--seeds", "0..200000002", "--shard", "1/2"]);
-    assert_eq!(code(&o), 2);
-    assert!(stderr(&o).contains("N at least 4"), "{}", stderr(&o));
+    assert_refused(&o, "N at least 4");
 }
 
 #[test]
@@ -823,22 +822,12 @@ fn merged_shards_fail_the_seeds_the_whole_sweep_fails() {
     assert_eq!(failing(&stdout(&o)), want);
     // One shard alone is refused, or merged as partial on request.
     let o = bin(&["merge", f[0]]);
-    assert_eq!(code(&o), 2);
-    assert!(
-        stderr(&o).contains("2/2 of the sweep are missing"),
-        "{}",
-        stderr(&o)
-    );
+    assert_refused(&o, "2/2 of the sweep are missing");
     let o = bin(&["merge", f[0], "--allow-missing"]);
     assert_eq!(code(&o), 1);
     assert!(stdout(&o).contains("MISSING shards 2/2"), "{}", stdout(&o));
     let o = bin(&["merge", f[0], "--allow-missing", "--json"]);
-    assert_eq!(code(&o), 2);
-    assert!(
-        stderr(&o).contains("--json needs every shard"),
-        "{}",
-        stderr(&o)
-    );
+    assert_refused(&o, "--json needs every shard");
     // A shard of another sweep does not merge.
     let o = bin(&[
         "sweep", "canary", "--seeds", "0..60", "--shard", "2/2", "--json",
@@ -846,8 +835,7 @@ fn merged_shards_fail_the_seeds_the_whole_sweep_fails() {
     let other = temp_path("other.jsonl");
     std::fs::write(&other, &o.stdout).unwrap();
     let o = bin(&["merge", f[0], other.to_str().unwrap()]);
-    assert_eq!(code(&o), 2);
-    assert!(stderr(&o).contains("different sweeps"), "{}", stderr(&o));
+    assert_refused(&o, "different sweeps");
     for p in files.iter().chain([&other]) {
         let _ = std::fs::remove_file(p);
     }
