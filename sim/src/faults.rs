@@ -68,7 +68,8 @@ impl Latency {
             Latency::Exponential { base, mean_extra } => {
                 let u: f64 = r.random_range(f64::EPSILON..1.0);
                 let extra = (-u.ln() * mean_extra as f64).min(mean_extra as f64 * 100.0);
-                base + extra as u64
+                // No overflow: `FaultPlan::validate` bounds `base + 100 x mean_extra`.
+                base.saturating_add(extra as u64)
             }
             Latency::Bimodal { fast, slow, p_slow } => {
                 if r.random_bool(p_slow.clamp(0.0, 1.0)) {

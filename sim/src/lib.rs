@@ -57,7 +57,7 @@ use std::time::Duration;
 use netpoll::sys::{err, errno::*, Events};
 use netpoll::{EpollEvent, Fd, Poller};
 
-pub use config::SimConfig;
+pub use config::{ConfigError, SimConfig, MAX_DELAY_NS};
 pub use faults::{EdgePolicy, FaultCounts, FaultPlan, Latency};
 pub use kernel::epoll::Stranded;
 pub use kernel::Stats;
@@ -78,11 +78,40 @@ impl Sim {
     }
 
     /// A kernel with `cfg`.
+    ///
+    /// # Panics
+    /// If `cfg` is not valid ([`SimConfig::validate`]); the message names the field, its value
+    /// and the rule. [`Sim::try_with_config`] returns the error instead.
     pub fn with_config(seed: u64, cfg: SimConfig) -> Sim {
-        Sim {
+        Sim::try_with_config(seed, cfg)
+            .unwrap_or_else(|e| panic!("netpoll-sim: invalid SimConfig: {e}"))
+    }
+
+    /// A kernel with `cfg`, or what is wrong with `cfg`.
+    ///
+    /// # Errors
+    /// The first field of `cfg` that breaks a rule of [`SimConfig::validate`].
+    ///
+    /// # Examples
+    /// ```
+    /// use netpoll_sim::{FaultPlan, Latency, Sim, SimConfig};
+    ///
+    /// let cfg = SimConfig {
+    ///     faults: FaultPlan {
+    ///         latency: Some(Latency::Exponential { base: u64::MAX, mean_extra: 10 }),
+    ///         ..FaultPlan::none()
+    ///     },
+    ///     ..SimConfig::default()
+    /// };
+    /// let e = Sim::try_with_config(1, cfg).unwrap_err();
+    /// assert_eq!(e.field(), "faults.latency.base");
+    /// ```
+    pub fn try_with_config(seed: u64, cfg: SimConfig) -> Result<Sim, ConfigError> {
+        cfg.validate()?;
+        Ok(Sim {
             k: RefCell::new(Kernel::new(seed, cfg)),
             trace: RefCell::new(Tracer::default()),
-        }
+        })
     }
 
     /// The seed this kernel was made with.
