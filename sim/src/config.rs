@@ -9,6 +9,30 @@ use std::fmt;
 use crate::faults::{FaultPlan, Latency};
 
 /// Configuration of a [`crate::Sim`] kernel. `Default` is the faithful Linux-like setting.
+///
+/// Checked when a kernel is built ([`SimConfig::validate`]).
+///
+/// # Examples
+///
+/// A process limited to five descriptors (0, 1 and 2 are taken, as in a real process), on a
+/// network where every packet takes exactly 1 ms:
+///
+/// ```
+/// use netpoll::sys::{errno::EMFILE, O_NONBLOCK};
+/// use netpoll::Poller;
+/// use netpoll_sim::{Sim, SimConfig};
+///
+/// let cfg = SimConfig {
+///     max_fds: 5,
+///     latency_ns: (1_000_000, 1_000_000),
+///     ..SimConfig::default()
+/// };
+/// let sim = Sim::try_with_config(1, cfg)?;
+/// let [r, w] = sim.pipe2(O_NONBLOCK)?;
+/// assert_eq!((r, w), (3, 4));
+/// assert_eq!(sim.eventfd(0, 0).unwrap_err().raw_os_error(), Some(EMFILE));
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct SimConfig {
     /// Largest number of open descriptors (`RLIMIT_NOFILE`); beyond it calls fail with `EMFILE`.

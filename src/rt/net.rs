@@ -429,6 +429,34 @@ pub struct TcpListener<P: Poller + 'static> {
 }
 
 /// A TCP connection.
+///
+/// Reads and writes park the task until the descriptor is ready (no thread blocks); deadlines
+/// bound them. The same code runs on real epoll and on the simulated kernel.
+///
+/// # Examples
+///
+/// A read deadline on the simulated kernel: nobody writes, and the read gives up after one
+/// second of virtual time (no real time passes).
+///
+/// ```
+/// use std::io::ErrorKind;
+/// use std::time::Duration;
+///
+/// use netpoll::rt::{self, Runtime, TcpListener, TcpStream};
+/// use netpoll_sim::Sim;
+///
+/// let mut rt = Runtime::new(Sim::new(3))?;
+/// let err = rt.block_on(async {
+///     let ln = TcpListener::<Sim>::bind("127.0.0.1:0".parse().unwrap())?;
+///     let conn = TcpStream::<Sim>::connect(ln.local_addr()?).await?;
+///     let (_server_side, _) = ln.accept().await?;
+///     conn.set_read_deadline(Some(rt::now() + Duration::from_secs(1)))?;
+///     let mut buf = [0u8; 8];
+///     Ok::<_, std::io::Error>(conn.read(&mut buf).await.unwrap_err())
+/// })??;
+/// assert_eq!(err.kind(), ErrorKind::TimedOut);
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub struct TcpStream<P: Poller + 'static> {
     io: IoFd<P>,
 }
