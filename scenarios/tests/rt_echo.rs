@@ -236,6 +236,7 @@ fn rt_echo_livelock_plans_end_with_a_livelock_verdict() {
         let mut req = Request::sim(s, s.test_defaults(), 3);
         req.faults = FaultSpec::Plan(plan.clone());
         let token = req.token();
+        eprintln!("{}", req.replay_line());
         let (tx, rx) = std::sync::mpsc::channel();
         let t = std::thread::spawn(move || {
             let req = Request::from_token(&token).expect("the token decodes");

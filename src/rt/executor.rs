@@ -464,11 +464,13 @@ impl<P: Poller + 'static> Runtime<P> {
     fn livelock_report(&self, fruitless: &Fruitless) -> io::Error {
         let head = format!(
             "netpoll runtime ({}): livelock: {} turns in a row in which the kernel returned only \
-             interruptions or events no task could use, and no operation ended ({} of them \
-             EINTR, the others events after which every retried syscall said EAGAIN)",
+             interruptions or events no task could use, and no operation ended ({} waits \
+             interrupted by EINTR, {} returning only events after which every retried syscall \
+             said EAGAIN)",
             self.driver.poller().name(),
             fruitless.turns,
             fruitless.interrupted,
+            fruitless.turns - fruitless.interrupted,
         );
         let message = self.describe_tasks(head);
         io::Error::other(Livelock {
