@@ -21,7 +21,7 @@ fn replay(test: &str) -> String {
 /// A probability knob: mostly ordinary, often odd.
 fn prob() -> impl Strategy<Value = f64> {
     prop_oneof![
-        9 => 0.0..=1.0f64,
+        29 => 0.0..=1.0f64,
         1 => prop_oneof![
             Just(f64::NAN),
             Just(f64::INFINITY),
@@ -38,7 +38,7 @@ fn prob() -> impl Strategy<Value = f64> {
 /// A delay in nanoseconds: ordinary, at the bound, just beyond it, or the extremes.
 fn delay() -> impl Strategy<Value = u64> {
     prop_oneof![
-        4 => 0..200_000u64,
+        19 => 0..200_000u64,
         1 => prop_oneof![
             Just(0),
             Just(MAX_DELAY_NS),
@@ -49,10 +49,21 @@ fn delay() -> impl Strategy<Value = u64> {
     ]
 }
 
+/// A range of delays: mostly in order, sometimes reversed.
+fn range() -> impl Strategy<Value = (u64, u64)> {
+    (delay(), delay(), 0..10u8).prop_map(|(a, b, k)| {
+        if k == 0 {
+            (a.max(b), a.min(b))
+        } else {
+            (a.min(b), a.max(b))
+        }
+    })
+}
+
 fn latency() -> impl Strategy<Value = Option<Latency>> {
     prop_oneof![
         Just(None),
-        (delay(), delay()).prop_map(|(lo, hi)| Some(Latency::Uniform(lo, hi))),
+        range().prop_map(|(lo, hi)| Some(Latency::Uniform(lo, hi))),
         (delay(), delay())
             .prop_map(|(base, mean_extra)| Some(Latency::Exponential { base, mean_extra })),
         (delay(), delay(), prob()).prop_map(|(fast, slow, p_slow)| Some(Latency::Bimodal {
@@ -100,13 +111,13 @@ fn plan() -> impl Strategy<Value = FaultPlan> {
 
 fn config() -> impl Strategy<Value = SimConfig> {
     (
-        prop_oneof![4 => 0..8i32, 1 => prop_oneof![Just(-5), Just(-1), Just(i32::MIN), Just(i32::MAX)]],
-        prop_oneof![4 => 8..64usize, 1 => prop_oneof![Just(0), Just(2), Just(i32::MAX as usize), Just(usize::MAX)]],
-        prop_oneof![4 => 1..300_000usize, 1 => Just(0)],
-        prop_oneof![4 => 1..32usize, 1 => prop_oneof![Just(0), Just(usize::MAX)]],
-        prop_oneof![4 => 1..100_000usize, 1 => Just(0)],
-        prop_oneof![4 => 1..70_000usize, 1 => Just(0)],
-        (delay(), delay()),
+        prop_oneof![19 => 0..8i32, 1 => prop_oneof![Just(-5), Just(-1), Just(i32::MIN), Just(i32::MAX)]],
+        prop_oneof![19 => 8..64usize, 1 => prop_oneof![Just(0), Just(2), Just(i32::MAX as usize), Just(usize::MAX)]],
+        prop_oneof![19 => 1..300_000usize, 1 => Just(0)],
+        prop_oneof![19 => 1..32usize, 1 => prop_oneof![Just(0), Just(usize::MAX)]],
+        prop_oneof![19 => 1..100_000usize, 1 => Just(0)],
+        prop_oneof![19 => 1..70_000usize, 1 => Just(0)],
+        range(),
         prop_oneof![3 => Just(1_000_000_000u64), 1 => delay()],
         plan(),
     )
@@ -337,4 +348,28 @@ fn the_longest_allowed_delays_run() {
     };
     let sim = Sim::try_with_config(3, cfg).expect("valid");
     workload(&sim, 3);
+}
+
+/// The property test's cases reach both sides: many configurations accepted (and run), many
+/// refused.
+#[test]
+fn the_generated_configs_reach_both_sides() {
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::TestRunner;
+
+    let mut runner = TestRunner::new(seeded::config(256));
+    let strategy = config();
+    let (mut ok, mut refused) = (0, 0);
+    for _ in 0..256 {
+        let cfg = strategy.new_tree(&mut runner).expect("a case").current();
+        match cfg.validate() {
+            Ok(()) => ok += 1,
+            Err(_) => refused += 1,
+        }
+    }
+    assert!(
+        ok >= 25 && refused >= 25,
+        "accepted {ok}, refused {refused}"
+    );
+    eprintln!("accepted {ok}, refused {refused} of 256");
 }
