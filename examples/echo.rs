@@ -93,7 +93,7 @@ pub fn run_sim(seed: u64, clients: usize, rounds: usize) -> io::Result<std::time
             })
             .collect();
         for h in hs {
-            h.await?;
+            h.await??;
         }
         Ok(rt::now() - start)
     })?

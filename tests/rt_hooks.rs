@@ -44,7 +44,7 @@ fn hook_sees_the_parked_reader<P: Poller + 'static>(poller: P, seed: u64) {
             // The main future sleeps: nothing is runnable, the reader is parked.
             rt::sleep(Duration::from_millis(5)).await;
             b.write_all(b"x").await?;
-            assert_eq!(reader.await?, (1, b'x'));
+            assert_eq!(reader.await??, (1, b'x'));
             io::Result::Ok(fd)
         })
         .expect("runtime")

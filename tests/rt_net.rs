@@ -65,7 +65,7 @@ async fn tcp_echo_and_eof<P: Poller + 'static>() -> R {
         0,
         "EOF after the server's echo loop ends"
     );
-    server.await
+    server.await?
 }
 
 async fn large_transfer_parks_writer<P: Poller + 'static>() -> R {
@@ -91,7 +91,7 @@ async fn large_transfer_parks_writer<P: Poller + 'static>() -> R {
         assert!(buf[..n].iter().all(|&x| x == 7));
         got += n;
     }
-    assert_eq!(writer.await?, TOTAL);
+    assert_eq!(writer.await??, TOTAL);
     assert_eq!(got, TOTAL);
     Ok(())
 }
@@ -130,7 +130,7 @@ async fn half_close<P: Poller + 'static>() -> R {
         resp.extend_from_slice(&buf[..n]);
     }
     assert_eq!(resp, b"question!");
-    server.await
+    server.await?
 }
 
 async fn reset<P: Poller + 'static>() -> R {
@@ -146,7 +146,7 @@ async fn reset<P: Poller + 'static>() -> R {
     });
     let c = TcpStream::<P>::connect(addr).await?;
     c.write_all(b"bye").await?;
-    server.await?;
+    server.await??;
     let mut buf = [0u8; 8];
     // The reader was parked (or parks now) and is woken by the RST.
     expect_errno(c.read(&mut buf).await, errno::ECONNRESET);
@@ -180,7 +180,7 @@ async fn close_wakes_parked_reader<P: Poller + 'static>() -> R {
     rt::sleep(Duration::from_millis(5)).await;
     assert!(!reader.is_finished());
     a.close()?;
-    expect_kind(reader.await, ErrorKind::NotConnected);
+    expect_kind(reader.await?, ErrorKind::NotConnected);
     // Later operations fail the same way, and a second close is an error.
     let mut buf = [0u8; 1];
     expect_kind(a.read(&mut buf).await, ErrorKind::NotConnected);
@@ -202,7 +202,7 @@ async fn close_wakes_parked_writer<P: Poller + 'static>() -> R {
     });
     rt::sleep(Duration::from_millis(5)).await;
     a.close()?;
-    expect_kind(writer.await, ErrorKind::NotConnected);
+    expect_kind(writer.await?, ErrorKind::NotConnected);
     Ok(())
 }
 
@@ -220,7 +220,7 @@ async fn second_waiter_is_an_error<P: Poller + 'static>() -> R {
     expect_kind(a.read(&mut buf).await, ErrorKind::ResourceBusy);
     // The first waiter was not displaced: it still gets the data.
     b.write_all(b"hi").await?;
-    let got = first.await?;
+    let got = first.await??;
     assert!(!got.is_empty() && b"hi".starts_with(&got), "{got:?}");
     Ok(())
 }
@@ -247,7 +247,7 @@ async fn unix_pair_echo<P: Poller + 'static>() -> R {
         assert_eq!(got, [i; 10]);
     }
     a.shutdown(Shutdown::Write)?;
-    t.await
+    t.await?
 }
 
 async fn pipe_eof_and_epipe<P: Poller + 'static>() -> R {
@@ -270,7 +270,7 @@ async fn pipe_eof_and_epipe<P: Poller + 'static>() -> R {
         all.extend_from_slice(&buf[..n]);
     }
     assert_eq!(all, b"abcabcabc");
-    t.await?;
+    t.await??;
     // Reader gone: the writer gets EPIPE.
     let (r, w) = pipe::<P>()?;
     r.close()?;
@@ -289,7 +289,7 @@ async fn thousands_of_connections<P: Poller + 'static>() -> R {
             handlers.push(rt::spawn(echo(c)));
         }
         for h in handlers {
-            h.await?;
+            h.await??;
         }
         Ok::<_, std::io::Error>(())
     });
@@ -307,9 +307,9 @@ async fn thousands_of_connections<P: Poller + 'static>() -> R {
         }));
     }
     for c in clients {
-        c.await?;
+        c.await??;
     }
-    server.await
+    server.await?
 }
 
 two_arms!(

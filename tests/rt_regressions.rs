@@ -181,7 +181,7 @@ fn stale_event_for_reused_fd<P: Poller + 'static>(inner: P) {
             "a stale event woke the new descriptor's reader"
         );
         d.write_all(b"yz").await?;
-        assert_eq!(reader.await?, 2);
+        assert_eq!(reader.await??, 2);
         assert_eq!(polls.load(Ordering::SeqCst), 2);
         Ok::<_, io::Error>(())
     })
@@ -265,7 +265,7 @@ fn woken_op_consumes_its_edge() {
                     rt::sleep(Duration::from_millis(1)).await;
                     b.write_all(b"abcd").await?;
                 }
-                reader.await?;
+                reader.await??;
                 io::Result::Ok(fd)
             })
             .expect("runtime")
@@ -312,7 +312,7 @@ fn short_read_then_eof_without_an_edge() {
             rt::sleep(Duration::from_millis(1)).await; // the reader parks first
             b.write_all(b"abc").await?;
             b.shutdown(std::net::Shutdown::Write)?;
-            reader.await
+            reader.await?
         });
         match r {
             Ok(Ok(got)) => assert_eq!(got, b"abc"),

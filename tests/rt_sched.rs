@@ -33,12 +33,12 @@ async fn spawn_and_join<P: Poller + 'static>() -> R {
         .collect();
     let mut sum = 0;
     for h in hs {
-        sum += h.await;
+        sum += h.await?;
     }
     assert_eq!(sum, 2 * (0..50).sum::<u64>());
     // Nested spawns.
-    let inner = rt::spawn(async { rt::spawn(async { 7 }).await + 1 });
-    assert_eq!(inner.await, 8);
+    let inner = rt::spawn(async { rt::spawn(async { 7 }).await.unwrap() + 1 });
+    assert_eq!(inner.await?, 8);
     Ok(())
 }
 
@@ -67,9 +67,9 @@ async fn interleaving() -> std::io::Result<Vec<u32>> {
     });
     a.write_all(b"abc").await?;
     for h in hs {
-        h.await;
+        h.await?;
     }
-    reader.await?;
+    reader.await??;
     let v = log.lock().unwrap().clone();
     Ok(v)
 }
@@ -99,7 +99,7 @@ fn same_seed_same_run_different_seeds_differ() {
 fn runtime_spawn_before_block_on() {
     let mut rt = Runtime::seeded(Sim::new(9), 9).unwrap();
     let h = rt.spawn(async { 41 });
-    assert_eq!(rt.block_on(async { h.await + 1 }).unwrap(), 42);
+    assert_eq!(rt.block_on(async { h.await.unwrap() + 1 }).unwrap(), 42);
 }
 
 #[test]
@@ -112,7 +112,7 @@ fn deadlock_is_reported_with_the_parked_tasks() {
             let mut buf = [0u8; 1];
             a.read(&mut buf).await
         });
-        let _ = t.await;
+        let _ = t.await?;
         Ok::<_, std::io::Error>(fd)
     });
     let e = r.expect_err("nothing can ever write to the pair: the runtime must report a hang");
@@ -216,7 +216,7 @@ async fn echo_many(conns: usize) -> R {
         })
         .collect();
     for h in hs {
-        h.await?;
+        h.await??;
     }
     assert!(!server.is_finished());
     Ok(())
@@ -252,22 +252,128 @@ fn multi_deadline_and_close() {
         });
         rt::sleep(Duration::from_millis(5)).await;
         a.close()?;
-        expect_kind(reader.await, ErrorKind::NotConnected);
+        expect_kind(reader.await?, ErrorKind::NotConnected);
         drop(b);
         Ok(())
     });
 }
 
 #[test]
-fn multi_task_panic_is_resumed() {
+fn multi_task_panic_comes_back_through_its_handle() {
     let rt = MultiRuntime::new(RealNet::new(), 2).unwrap();
-    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        rt.block_on(async {
-            rt::spawn(async { panic!("boom in a task") }).await;
+    let (e, after) = rt
+        .block_on(async {
+            let e = rt::spawn(async { panic!("boom in a task") })
+                .await
+                .expect_err("the task panicked");
+            // The runtime goes on: another task runs after the panic.
+            let after = rt::spawn(async { 5 })
+                .await
+                .expect("a task after the panic");
+            (e, after)
         })
+        .unwrap();
+    assert!(e.is_panic() && !e.is_cancelled(), "{e:?}");
+    assert_eq!(e.panic_message(), Some("boom in a task"));
+    assert_eq!(after, 5);
+    // The main future's own panic is resumed by block_on, as on the calling thread.
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        rt.block_on(async { panic!("boom in main") })
     }));
-    let p = r.expect_err("the panic must reach block_on");
-    assert_eq!(p.downcast_ref::<&str>(), Some(&"boom in a task"));
+    let p = r.expect_err("the main future's panic must reach block_on");
+    assert_eq!(p.downcast_ref::<&str>(), Some(&"boom in main"));
+}
+
+/// On the single-threaded runtime: a panicking task is an error through its handle (its
+/// message and payload kept), `block_on` and the other tasks go on, and the descriptors the
+/// panicking task held are closed.
+#[test]
+fn task_panic_comes_back_through_its_handle() {
+    let sim = std::rc::Rc::new(Sim::new(4));
+    let mut rt = Runtime::new(sim.clone()).unwrap();
+    let files_before = sim.open_files();
+    let (e, echoed) = rt
+        .block_on(async {
+            let (a, b) = UnixStream::<std::rc::Rc<Sim>>::pair()?;
+            let bad = rt::spawn(async move {
+                let _held = a; // dropped by the unwinding
+                panic!("task {} gave up", 1);
+            });
+            let good = rt::spawn(async move {
+                rt::yield_now().await;
+                Ok::<_, std::io::Error>(b)
+            });
+            let e = bad.await.expect_err("panicked");
+            let b = good.await??;
+            // The panicking task's end of the pair was closed as it unwound: end of file.
+            let mut buf = [0u8; 1];
+            let eof = b.read(&mut buf).await?;
+            Ok::<_, std::io::Error>((e, eof))
+        })
+        .unwrap()
+        .unwrap();
+    assert!(e.is_panic(), "{e:?}");
+    assert_eq!(e.panic_message(), Some("task 1 gave up"));
+    assert_eq!(e.to_string(), "task 1 panicked: task 1 gave up");
+    assert_eq!(echoed, 0, "the dropped end reads as end of file");
+    let io: std::io::Error = e.into();
+    assert_eq!(io.kind(), ErrorKind::Other);
+    // Only the runtime's own descriptors (epoll, wake eventfd) remain.
+    assert_eq!(sim.open_files(), files_before);
+    let payload = rt
+        .block_on(async { rt::spawn(async { std::panic::panic_any(17u32) }).await })
+        .unwrap()
+        .unwrap_err()
+        .into_panic();
+    assert_eq!(payload.downcast_ref::<u32>(), Some(&17));
+}
+
+/// A task still running when its runtime is dropped ends as cancelled.
+#[test]
+fn dropping_the_runtime_cancels_its_tasks() {
+    let mut rt = Runtime::new(Sim::new(2)).unwrap();
+    let h = rt.spawn(std::future::pending::<()>());
+    rt.block_on(rt::yield_now()).unwrap();
+    assert!(!h.is_finished());
+    drop(rt);
+    assert!(h.is_finished());
+    let mut rt = Runtime::new(Sim::new(3)).unwrap();
+    let e = rt.block_on(h).unwrap().expect_err("cancelled");
+    assert!(e.is_cancelled() && !e.is_panic(), "{e:?}");
+}
+
+/// A runtime over a shared `Rc<Sim>` (the borrowed-poller case): the test inspects the kernel
+/// while the runtime uses it, inside and between `block_on` calls.
+#[test]
+fn a_test_inspects_the_sim_while_the_runtime_uses_it() {
+    let sim = std::rc::Rc::new(Sim::new(9));
+    let mut rt = Runtime::new(std::rc::Rc::clone(&sim)).unwrap();
+    let before = sim.stats();
+    let in_flight = rt
+        .block_on(async {
+            let ln = TcpListener::<std::rc::Rc<Sim>>::bind(any_port())?;
+            let addr = ln.local_addr()?;
+            let c = TcpStream::<std::rc::Rc<Sim>>::connect(addr).await?;
+            c.write_all(b"ping").await?;
+            // Inside the runtime: the segment is in flight on the sim's network.
+            let in_flight = sim.pending();
+            let (s, _) = ln.accept().await?;
+            let mut buf = [0u8; 4];
+            let mut got = 0;
+            while got < 4 {
+                got += s.read(&mut buf[got..]).await?;
+            }
+            assert_eq!(&buf, b"ping");
+            Ok::<_, std::io::Error>(in_flight)
+        })
+        .unwrap()
+        .unwrap();
+    assert!(in_flight > 0);
+    assert!(
+        sim.stats() != before,
+        "the runtime's calls show in the shared sim"
+    );
+    assert!(sim.now_ns() > 0, "virtual time passed");
 }
 
 #[test]

@@ -69,7 +69,7 @@ async fn deadline_extended_while_parked<P: Poller + 'static>() -> R {
         "the stale 50 ms timer must not fail the read"
     );
     b.write_all(b"late").await?;
-    let (got, at) = reader.await?;
+    let (got, at) = reader.await??;
     // A prefix: reads may be short (the sim's fault plan on even seeds).
     assert!(!got.is_empty() && b"late".starts_with(&got), "{got:?}");
     assert!(at >= start + 80 * MS && at < start + 150 * MS, "{at:?}");
@@ -89,7 +89,7 @@ async fn deadline_shortened_while_parked<P: Poller + 'static>() -> R {
     });
     rt::sleep(10 * MS).await;
     a.set_read_deadline(Some(rt::now() + 10 * MS))?;
-    let (r, at) = reader.await;
+    let (r, at) = reader.await?;
     expect_kind(r, ErrorKind::TimedOut);
     assert!(at >= start + 20 * MS && at < start + 5_000 * MS, "{at:?}");
     Ok(())
@@ -111,7 +111,7 @@ async fn deadline_cleared_while_parked<P: Poller + 'static>() -> R {
     rt::sleep_until(start + 60 * MS).await;
     assert!(!reader.is_finished());
     b.write_all(b"ok").await?;
-    assert!((1..=2).contains(&reader.await?));
+    assert!((1..=2).contains(&reader.await??));
     Ok(())
 }
 
@@ -140,7 +140,7 @@ async fn accept_deadline<P: Poller + 'static>() -> R {
     let addr = ln.local_addr()?;
     let c = rt::spawn(async move { TcpStream::<P>::connect(addr).await.map(|_| ()) });
     ln.accept().await?;
-    c.await
+    c.await?
 }
 
 #[allow(clippy::extra_unused_type_parameters)] // the same body on both kernels
@@ -157,7 +157,7 @@ async fn sleeps_in_order<P: Poller + 'static>() -> R {
         }));
     }
     for h in hs {
-        h.await;
+        h.await?;
     }
     assert_eq!(*log.lock().unwrap(), [10, 20, 30]);
     Ok(())

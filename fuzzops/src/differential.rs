@@ -11,7 +11,9 @@
 //!
 //! Real descriptors are closed at the end of every input (`RealNet`'s drop), and runs are
 //! serialised by a process-wide lock: creation indices only map one to one while nothing else
-//! in the process opens descriptors.
+//! in the process opens descriptors. A lock cannot stop threads that do not take it (a test
+//! harness's other tests, reading files), so a test binary runs the real arm in a process of
+//! its own (`tests/fuzz_twins.rs`, module `isolated`); the fuzz target is a process of its own.
 
 use std::fmt;
 use std::sync::{Mutex, MutexGuard, PoisonError};

@@ -22,6 +22,40 @@ use crate::syscall::syscall;
 /// `RealNet` does not own the descriptors it hands out (they are plain integers, closed with
 /// [`Poller::close`]), but it remembers those it created and closes the ones still open when it
 /// is dropped. It is `Send + Sync`: a multi-threaded event loop may share one.
+///
+/// # Examples
+///
+/// A loopback connection and an epoll instance, on the real kernel (the same calls run on
+/// `netpoll_sim::Sim`):
+///
+/// ```
+/// use std::net::{Ipv4Addr, SocketAddrV4};
+///
+/// use netpoll::sys::{errno::EINPROGRESS, EPOLL_CTL_ADD, SOCK_NONBLOCK};
+/// use netpoll::{EpollEvent, Events, Poller};
+/// use netpoll_realnet::RealNet;
+///
+/// let net = RealNet::new();
+/// let l = net.tcp_socket(SOCK_NONBLOCK)?;
+/// net.bind(l, SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0))?;
+/// net.listen(l, 8)?;
+/// let ep = net.epoll_create1(0)?;
+/// net.epoll_ctl(ep, EPOLL_CTL_ADD, l, Some(EpollEvent::new(Events::IN, 1)))?;
+/// let c = net.tcp_socket(SOCK_NONBLOCK)?;
+/// match net.connect(c, net.local_addr(l)?) {
+///     Ok(()) => {}
+///     Err(e) if e.raw_os_error() == Some(EINPROGRESS) => {}
+///     Err(e) => return Err(e),
+/// }
+/// let mut evs = [EpollEvent::EMPTY; 4];
+/// assert_eq!(net.epoll_wait(ep, &mut evs, 5_000)?, 1);
+/// let (s, peer) = net.accept4(l, SOCK_NONBLOCK)?;
+/// assert_eq!(peer, net.local_addr(c)?);
+/// for fd in [s, c, ep, l] {
+///     net.close(fd)?;
+/// }
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[derive(Debug, Default)]
 pub struct RealNet {
     /// Descriptors created through this `RealNet` and not yet closed through it.

@@ -508,6 +508,37 @@ fn f3_masks_tcp() {
 // ---------------------------------------------------------------------------------------------
 // 4. Non-blocking connect on loopback, refused connects, the accept backlog.
 
+/// Loopback delivers in the caller's context: a non-blocking connect to a closed port returns
+/// `EINPROGRESS`, yet the refusal is already pending when it returns (no wait needed), 100 times
+/// in 100. (A connect to a listener is likewise complete at once.)
+#[test]
+fn f4_refusal_is_pending_when_connect_returns() {
+    let _serial = serial();
+    let p = RealNet::new();
+    let closed = p.tcp_socket(NB).unwrap();
+    p.bind(closed, LOOPBACK).unwrap();
+    let caddr = p.local_addr(closed).unwrap();
+    for _ in 0..100 {
+        let c = p.tcp_socket(NB).unwrap();
+        assert_eq!(res(p.connect(c, caddr)), Err(errno::EINPROGRESS));
+        assert_eq!(mask(&p, c, ALL), IN | OUT | ERR | HUP | RDHUP);
+        assert_eq!(p.take_socket_error(c).unwrap(), errno::ECONNREFUSED);
+        p.close(c).unwrap();
+    }
+    let l = p.tcp_socket(NB).unwrap();
+    p.bind(l, LOOPBACK).unwrap();
+    p.listen(l, 8).unwrap();
+    let c = p.tcp_socket(NB).unwrap();
+    assert_eq!(
+        res(p.connect(c, p.local_addr(l).unwrap())),
+        Err(errno::EINPROGRESS)
+    );
+    eprintln!("connect to a listener, at once: {:?}", mask(&p, c, ALL));
+    for fd in [c, l, closed] {
+        p.close(fd).unwrap();
+    }
+}
+
 #[test]
 fn f4_connect_loopback() {
     let _serial = serial();

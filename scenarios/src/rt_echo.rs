@@ -23,7 +23,7 @@
 //! | oracle | how |
 //! |---|---|
 //! | lost wakeup (simulated kernel) | a [quiescence hook](Runtime::set_quiescence_hook) runs whenever the runtime is about to block with no runnable task; when nothing is in flight either (`Sim::pending() == 0`) and no timer is due, every task parked on a poll descriptor ([`netpoll::rt::Driver::parked`]) whose fd is ready for its side (read: `IN`, `RDHUP`, `HUP`, `ERR`; write: `OUT`, `HUP`, `ERR`) while the kernel has no event queued for it ([`Sim::stranded`] on the driver's epoll fd) is a [`Failure::LostWakeup`] naming the fd, the task, the side, who owns the fd, and the fd's recent calls. The scan is amortised as the engine's is (once the syscalls since the last scan pay for a pass), and made every time the runtime would otherwise sleep for ever |
-//! | hang | the simulated kernel's `Deadlock` from the runtime (its message names every task and what it waits on), a virtual hour passing, or (real kernel) 120 s of wall time |
+//! | hang | the simulated kernel's `Deadlock` from the runtime (its message names every task and what it waits on), the runtime's livelock verdict (`netpoll::rt::executor::Livelock`: every wait interrupted, or only spurious events, for `LIVELOCK_TURNS` turns in a row), a virtual hour passing, or (real kernel) 120 s of wall time |
 //! | data integrity | every echoed byte against the stream, in order, exactly once (the end of file after the half-close proves nothing extra came) |
 //! | totals and leaks | every connection accepted, served to end of file and closed; none closed by its deadline; no file left open once the runtime is gone |
 //! | determinism | `--check-determinism`: two runs of one seed end with the same fingerprint |
@@ -74,6 +74,7 @@ use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use netpoll::rt::driver::WAKE_DATA;
+use netpoll::rt::executor::Livelock;
 use netpoll::rt::pd::Dir;
 use netpoll::rt::{self, Driver, Runtime, TcpListener, TcpStream};
 use netpoll::{EpollEvent, Events, Fd, Poller};
@@ -486,7 +487,9 @@ fn run_rt<P: Poller + 'static>(
     stats.epoll_events = rt.driver().dispatched();
     let mut verdict = match r {
         Ok(v) => v,
-        Err(e) if e.kind() == io::ErrorKind::Deadlock => Err(Failure::Hang {
+        // The runtime's own verdicts: no task can ever run again, or the kernel keeps it
+        // turning without progress (every wait interrupted, only spurious events).
+        Err(e) if e.kind() == io::ErrorKind::Deadlock || Livelock::is_livelock(&e) => Err(Failure::Hang {
             detail: format!(
                 "{e}; {} units of work left ({} clients and server connections, and the accept loop)",
                 sh.left.get(),

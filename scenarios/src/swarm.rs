@@ -164,7 +164,7 @@ impl FaultSpec {
                 };
                 let [short_read, short_write, split_write, spurious, eintr, reset, accept_abort, timer_first] =
                     ps;
-                Ok(FaultSpec::Plan(FaultPlan {
+                let plan = FaultPlan {
                     short_read,
                     short_write,
                     split_write,
@@ -176,7 +176,14 @@ impl FaultSpec {
                     timer_first,
                     quantum_ns,
                     edge,
-                }))
+                };
+                if plan.validate().is_err() {
+                    return Err(bad(
+                        "a fault plan delay is out of range (over an hour, or a latency range \
+                         whose ends are out of order)",
+                    ));
+                }
+                Ok(FaultSpec::Plan(plan))
             }
             _ => Err(bad("unknown fault section")),
         }

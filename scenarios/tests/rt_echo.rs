@@ -213,3 +213,58 @@ fn bad_requests_are_refused() {
     let mut p = rt_echo().defaults();
     assert!(p.set("size", 65_537).is_err());
 }
+
+/// A plan that interrupts every wait, or reports only spurious events, never lets virtual time
+/// pass: the replay of such a token ends (well within 10 s) with the runtime's livelock
+/// verdict, a hang as `echo` reports the same plan, instead of spinning for ever.
+#[test]
+fn rt_echo_livelock_plans_end_with_a_livelock_verdict() {
+    use netpoll_scenarios::swarm::FaultSpec;
+    use netpoll_sim::FaultPlan;
+
+    for plan in [
+        FaultPlan {
+            eintr: 1.0,
+            ..FaultPlan::none()
+        },
+        FaultPlan {
+            spurious: 1.0,
+            ..FaultPlan::none()
+        },
+    ] {
+        let s = rt_echo();
+        let mut req = Request::sim(s, s.test_defaults(), 3);
+        req.faults = FaultSpec::Plan(plan.clone());
+        let token = req.token();
+        eprintln!("{}", req.replay_line());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let t = std::thread::spawn(move || {
+            let req = Request::from_token(&token).expect("the token decodes");
+            let _ = tx.send(run::execute(&req));
+        });
+        // A watchdog on wall time, not a sleep: the run is on virtual time.
+        let r = match rx.recv_timeout(std::time::Duration::from_secs(10)) {
+            Ok(r) => r,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                panic!(
+                    "rt-echo with {plan:?} still runs after 10 s: replay {}",
+                    req.replay_line()
+                )
+            }
+            Err(_) => std::panic::resume_unwind(t.join().expect_err("the run panicked")),
+        };
+        assert_eq!(r.outcome(), "hang", "{r}");
+        match &r.failure {
+            Some(Failure::Hang { detail, .. }) => {
+                assert!(detail.contains("livelock"), "{detail}")
+            }
+            other => panic!("{other:?}"),
+        }
+        // `echo` reports the same plan the same way.
+        let e = scenario::find("echo").expect("echo");
+        let mut ereq = Request::sim(e, e.test_defaults(), 3);
+        ereq.faults = FaultSpec::Plan(plan);
+        let er = run::execute(&ereq);
+        assert_eq!(er.outcome(), "hang", "{er}");
+    }
+}

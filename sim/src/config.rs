@@ -4,9 +4,35 @@
 //! the unix socket send buffer and its per-write overhead, the accept queue rule); latency is
 //! a seeded uniform draw so that different seeds order deliveries differently.
 
-use crate::faults::FaultPlan;
+use std::fmt;
+
+use crate::faults::{FaultPlan, Latency};
 
 /// Configuration of a [`crate::Sim`] kernel. `Default` is the faithful Linux-like setting.
+///
+/// Checked when a kernel is built ([`SimConfig::validate`]).
+///
+/// # Examples
+///
+/// A process limited to five descriptors (0, 1 and 2 are taken, as in a real process), on a
+/// network where every packet takes exactly 1 ms:
+///
+/// ```
+/// use netpoll::sys::{errno::EMFILE, O_NONBLOCK};
+/// use netpoll::Poller;
+/// use netpoll_sim::{Sim, SimConfig};
+///
+/// let cfg = SimConfig {
+///     max_fds: 5,
+///     latency_ns: (1_000_000, 1_000_000),
+///     ..SimConfig::default()
+/// };
+/// let sim = Sim::try_with_config(1, cfg)?;
+/// let [r, w] = sim.pipe2(O_NONBLOCK)?;
+/// assert_eq!((r, w), (3, 4));
+/// assert_eq!(sim.eventfd(0, 0).unwrap_err().raw_os_error(), Some(EMFILE));
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct SimConfig {
     /// Largest number of open descriptors (`RLIMIT_NOFILE`); beyond it calls fail with `EMFILE`.
@@ -54,5 +80,264 @@ impl Default for SimConfig {
             synack_retries: 5,
             somaxconn: 4096,
         }
+    }
+}
+
+/// The longest delay any knob may ask for (one hour of virtual time, in nanoseconds): a packet's
+/// latency, a latency tail, the delivery quantum, the SYN retransmission timeout. Far beyond
+/// anything a loopback network does, and small enough that no sum of them overflows the clock.
+pub const MAX_DELAY_NS: u64 = 3_600 * 1_000_000_000;
+
+/// What is wrong with a [`SimConfig`], a [`FaultPlan`] or a [`Latency`]: the field (as a path,
+/// e.g. `faults.latency.p_slow`), the value it holds, and the rule it breaks.
+///
+/// Returned by [`SimConfig::validate`], [`FaultPlan::validate`], [`Latency::validate`] and
+/// [`crate::Sim::try_with_config`]; it converts into an [`std::io::Error`] of kind
+/// `InvalidInput`.
+///
+/// ```
+/// use netpoll_sim::{FaultPlan, Latency, SimConfig};
+///
+/// let cfg = SimConfig {
+///     faults: FaultPlan {
+///         latency: Some(Latency::Bimodal { fast: 1_000, slow: 9_000, p_slow: f64::NAN }),
+///         ..FaultPlan::none()
+///     },
+///     ..SimConfig::default()
+/// };
+/// let e = cfg.validate().unwrap_err();
+/// assert_eq!(e.field(), "faults.latency.p_slow");
+/// assert!(e.to_string().contains("a probability must be a number from 0 to 1"), "{e}");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    field: String,
+    value: String,
+    rule: &'static str,
+}
+
+impl ConfigError {
+    fn new(field: impl Into<String>, value: impl fmt::Debug, rule: &'static str) -> ConfigError {
+        ConfigError {
+            field: field.into(),
+            value: format!("{value:?}"),
+            rule,
+        }
+    }
+
+    fn within(mut self, parent: &str) -> ConfigError {
+        self.field = format!("{parent}.{}", self.field);
+        self
+    }
+
+    /// The offending field, as a path from the value validated (`first_fd`,
+    /// `faults.eintr`, `faults.latency.base`, ...).
+    pub fn field(&self) -> &str {
+        &self.field
+    }
+
+    /// The rule the field breaks.
+    pub fn rule(&self) -> &'static str {
+        self.rule
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} = {}: {}", self.field, self.value, self.rule)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl From<ConfigError> for std::io::Error {
+    fn from(e: ConfigError) -> std::io::Error {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, e)
+    }
+}
+
+const PROBABILITY: &str = "a probability must be a number from 0 to 1";
+const DELAY: &str = "a delay must be at most MAX_DELAY_NS (one hour)";
+
+fn probability(field: &str, p: f64) -> Result<(), ConfigError> {
+    // NaN fails both comparisons; infinities fail one.
+    if (0.0..=1.0).contains(&p) {
+        Ok(())
+    } else {
+        Err(ConfigError::new(field, p, PROBABILITY))
+    }
+}
+
+fn delay(field: &str, ns: u64) -> Result<(), ConfigError> {
+    if ns <= MAX_DELAY_NS {
+        Ok(())
+    } else {
+        Err(ConfigError::new(field, ns, DELAY))
+    }
+}
+
+fn at_least_one(field: &str, n: usize) -> Result<(), ConfigError> {
+    if n >= 1 {
+        Ok(())
+    } else {
+        Err(ConfigError::new(field, n, "must be at least 1"))
+    }
+}
+
+impl Latency {
+    /// Checks the distribution: every delay (for `Exponential`, `base` plus its capped tail of
+    /// 100 × `mean_extra`) at most [`MAX_DELAY_NS`], `Uniform`'s ends in order, `p_slow` a
+    /// probability.
+    ///
+    /// # Errors
+    /// The first field that breaks a rule.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        match *self {
+            Latency::Uniform(lo, hi) => {
+                delay("Uniform.1", hi)?;
+                if lo > hi {
+                    return Err(ConfigError::new(
+                        "Uniform",
+                        (lo, hi),
+                        "the range's low end must not exceed its high end",
+                    ));
+                }
+                Ok(())
+            }
+            Latency::Exponential { base, mean_extra } => {
+                delay("base", base)?;
+                let worst = mean_extra
+                    .checked_mul(100)
+                    .and_then(|tail| tail.checked_add(base));
+                match worst {
+                    Some(w) if w <= MAX_DELAY_NS => Ok(()),
+                    _ => Err(ConfigError::new(
+                        "mean_extra",
+                        mean_extra,
+                        "base + 100 x mean_extra (the tail's cap) must be at most MAX_DELAY_NS \
+                         (one hour)",
+                    )),
+                }
+            }
+            Latency::Bimodal { fast, slow, p_slow } => {
+                delay("fast", fast)?;
+                delay("slow", slow)?;
+                probability("p_slow", p_slow)
+            }
+        }
+    }
+}
+
+impl FaultPlan {
+    /// Checks the plan: every probability a number from 0 to 1 (not NaN, not infinite), the
+    /// latency distribution ([`Latency::validate`]) and `quantum_ns` at most [`MAX_DELAY_NS`].
+    ///
+    /// # Errors
+    /// The first field that breaks a rule.
+    ///
+    /// # Examples
+    /// ```
+    /// use netpoll_sim::FaultPlan;
+    ///
+    /// assert!(FaultPlan::chaos().validate().is_ok());
+    /// let e = FaultPlan { eintr: 1.5, ..FaultPlan::none() }.validate().unwrap_err();
+    /// assert_eq!(e.to_string(), "eintr = 1.5: a probability must be a number from 0 to 1");
+    /// ```
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let FaultPlan {
+            short_read,
+            short_write,
+            split_write,
+            latency,
+            spurious,
+            eintr,
+            reset,
+            accept_abort,
+            timer_first,
+            quantum_ns,
+            edge: _,
+        } = self;
+        for (field, p) in [
+            ("short_read", short_read),
+            ("short_write", short_write),
+            ("split_write", split_write),
+            ("spurious", spurious),
+            ("eintr", eintr),
+            ("reset", reset),
+            ("accept_abort", accept_abort),
+            ("timer_first", timer_first),
+        ] {
+            probability(field, *p)?;
+        }
+        if let Some(l) = latency {
+            l.validate().map_err(|e| e.within("latency"))?;
+        }
+        delay("quantum_ns", *quantum_ns)
+    }
+}
+
+impl SimConfig {
+    /// Checks the configuration: `first_fd` not negative and at most `max_fds`, `max_fds` a
+    /// descriptor number (at most `i32::MAX`), buffer sizes, the MSS and the pipe capacity at
+    /// least 1 (and the pipe's bytes within `usize`), the latency range in order and every delay
+    /// at most [`MAX_DELAY_NS`], and the fault plan ([`FaultPlan::validate`]).
+    /// [`crate::Sim::try_with_config`] calls it; [`crate::Sim::with_config`] panics with its
+    /// message.
+    ///
+    /// # Errors
+    /// The first field that breaks a rule.
+    ///
+    /// # Examples
+    /// ```
+    /// use netpoll_sim::SimConfig;
+    ///
+    /// assert!(SimConfig::default().validate().is_ok());
+    /// let e = SimConfig { first_fd: -5, ..SimConfig::default() }.validate().unwrap_err();
+    /// assert_eq!(e.field(), "first_fd");
+    /// ```
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.first_fd < 0 {
+            return Err(ConfigError::new(
+                "first_fd",
+                self.first_fd,
+                "descriptor numbers are not negative",
+            ));
+        }
+        if self.max_fds > i32::MAX as usize {
+            return Err(ConfigError::new(
+                "max_fds",
+                self.max_fds,
+                "descriptor numbers must fit an i32 (at most 2147483647)",
+            ));
+        }
+        if self.first_fd as usize > self.max_fds {
+            return Err(ConfigError::new(
+                "first_fd",
+                self.first_fd,
+                "the lowest descriptor number must not exceed max_fds",
+            ));
+        }
+        at_least_one("unix_sndbuf", self.unix_sndbuf)?;
+        at_least_one("pipe_pages", self.pipe_pages)?;
+        if self.pipe_pages.checked_mul(4096).is_none() {
+            return Err(ConfigError::new(
+                "pipe_pages",
+                self.pipe_pages,
+                "the pipe's capacity in bytes (pages x 4096) must fit a usize",
+            ));
+        }
+        at_least_one("tcp_window", self.tcp_window)?;
+        at_least_one("tcp_mss", self.tcp_mss)?;
+        let (lo, hi) = self.latency_ns;
+        delay("latency_ns.1", hi)?;
+        if lo > hi {
+            return Err(ConfigError::new(
+                "latency_ns",
+                self.latency_ns,
+                "the range's low end must not exceed its high end",
+            ));
+        }
+        delay("syn_rto_ns", self.syn_rto_ns)?;
+        self.faults.validate().map_err(|e| e.within("faults"))
     }
 }

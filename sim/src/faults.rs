@@ -68,7 +68,8 @@ impl Latency {
             Latency::Exponential { base, mean_extra } => {
                 let u: f64 = r.random_range(f64::EPSILON..1.0);
                 let extra = (-u.ln() * mean_extra as f64).min(mean_extra as f64 * 100.0);
-                base + extra as u64
+                // No overflow: `FaultPlan::validate` bounds `base + 100 x mean_extra`.
+                base.saturating_add(extra as u64)
             }
             Latency::Bimodal { fast, slow, p_slow } => {
                 if r.random_bool(p_slow.clamp(0.0, 1.0)) {
@@ -82,6 +83,30 @@ impl Latency {
 }
 
 /// The fault plan. `Default` injects nothing: the kernel behaves like an idle Linux box.
+///
+/// Checked when a kernel is built ([`FaultPlan::validate`], called by `Sim::try_with_config`).
+///
+/// # Examples
+///
+/// Every `epoll_wait` that would block fails with `EINTR` instead; each fault is counted, and
+/// replays from the seed like everything else.
+///
+/// ```
+/// use netpoll::sys::errno::EINTR;
+/// use netpoll::{EpollEvent, Poller};
+/// use netpoll_sim::{FaultPlan, Sim, SimConfig};
+///
+/// let plan = FaultPlan { eintr: 1.0, ..FaultPlan::none() };
+/// let sim = Sim::try_with_config(1, SimConfig { faults: plan, ..SimConfig::default() })?;
+/// let ep = sim.epoll_create1(0)?;
+/// let e = sim.epoll_wait(ep, &mut [EpollEvent::EMPTY; 1], 100).unwrap_err();
+/// assert_eq!(e.raw_os_error(), Some(EINTR));
+/// assert_eq!(sim.fault_counts().eintr, 1);
+/// // Ready-made plans: every benign fault, or a random subset drawn from a seed.
+/// assert!(FaultPlan::chaos().validate().is_ok());
+/// assert_eq!(FaultPlan::swarm(7), FaultPlan::swarm(7));
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct FaultPlan {
     /// Probability that a read is cut short (when more than one byte could be read).

@@ -57,7 +57,7 @@ use std::time::Duration;
 use netpoll::sys::{err, errno::*, Events};
 use netpoll::{EpollEvent, Fd, Poller};
 
-pub use config::SimConfig;
+pub use config::{ConfigError, SimConfig, MAX_DELAY_NS};
 pub use faults::{EdgePolicy, FaultCounts, FaultPlan, Latency};
 pub use kernel::epoll::Stranded;
 pub use kernel::Stats;
@@ -65,6 +65,32 @@ use kernel::{Kernel, Kind};
 use trace::{Op, Record, Tracer};
 
 /// The simulated kernel. Single-threaded (`!Sync`); cheap to create.
+///
+/// # Examples
+///
+/// A socketpair watched edge-triggered, on virtual time: the same seed gives the same run, and
+/// a wait for nothing returns at once with the clock moved on.
+///
+/// ```
+/// use netpoll::sys::{EPOLL_CTL_ADD, SOCK_NONBLOCK};
+/// use netpoll::{EpollEvent, Events, Poller};
+/// use netpoll_sim::Sim;
+///
+/// let sim = Sim::new(42);
+/// let [a, b] = sim.socketpair(SOCK_NONBLOCK)?;
+/// let ep = sim.epoll_create1(0)?;
+/// sim.epoll_ctl(ep, EPOLL_CTL_ADD, b, Some(EpollEvent::new(Events::IN | Events::ET, 7)))?;
+/// let mut evs = [EpollEvent::EMPTY; 4];
+/// assert_eq!(sim.epoll_wait(ep, &mut evs, 0)?, 0);
+/// sim.write(a, b"hi")?;
+/// assert_eq!(sim.epoll_wait(ep, &mut evs, 0)?, 1);
+/// assert_eq!((evs[0].data, evs[0].events), (7, Events::IN));
+/// // Edge-triggered: no new edge, no event. Ten virtual seconds pass in no real time.
+/// assert_eq!(sim.epoll_wait(ep, &mut evs, 10_000)?, 0);
+/// assert_eq!(sim.now_ns(), 10_000_000_000);
+/// assert!(sim.readiness(b)?.contains(Events::IN | Events::OUT));
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[derive(Debug)]
 pub struct Sim {
     k: RefCell<Kernel>,
@@ -78,11 +104,40 @@ impl Sim {
     }
 
     /// A kernel with `cfg`.
+    ///
+    /// # Panics
+    /// If `cfg` is not valid ([`SimConfig::validate`]); the message names the field, its value
+    /// and the rule. [`Sim::try_with_config`] returns the error instead.
     pub fn with_config(seed: u64, cfg: SimConfig) -> Sim {
-        Sim {
+        Sim::try_with_config(seed, cfg)
+            .unwrap_or_else(|e| panic!("netpoll-sim: invalid SimConfig: {e}"))
+    }
+
+    /// A kernel with `cfg`, or what is wrong with `cfg`.
+    ///
+    /// # Errors
+    /// The first field of `cfg` that breaks a rule of [`SimConfig::validate`].
+    ///
+    /// # Examples
+    /// ```
+    /// use netpoll_sim::{FaultPlan, Latency, Sim, SimConfig};
+    ///
+    /// let cfg = SimConfig {
+    ///     faults: FaultPlan {
+    ///         latency: Some(Latency::Exponential { base: u64::MAX, mean_extra: 10 }),
+    ///         ..FaultPlan::none()
+    ///     },
+    ///     ..SimConfig::default()
+    /// };
+    /// let e = Sim::try_with_config(1, cfg).unwrap_err();
+    /// assert_eq!(e.field(), "faults.latency.base");
+    /// ```
+    pub fn try_with_config(seed: u64, cfg: SimConfig) -> Result<Sim, ConfigError> {
+        cfg.validate()?;
+        Ok(Sim {
             k: RefCell::new(Kernel::new(seed, cfg)),
             trace: RefCell::new(Tracer::default()),
-        }
+        })
     }
 
     /// The seed this kernel was made with.

@@ -45,6 +45,27 @@ const EVENTS_MAX: usize = 128;
 
 static NEXT_DRIVER_ID: AtomicU64 = AtomicU64::new(1);
 
+/// What one turn of the poll loop saw.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Turn {
+    /// Descriptor events dispatched (not counting the wake eventfd's).
+    pub(crate) events: usize,
+    /// Timers that fired.
+    pub(crate) timers: usize,
+    /// `epoll_wait` failed with `EINTR`.
+    pub(crate) interrupted: bool,
+    /// Another thread woke the loop through the wake eventfd.
+    pub(crate) remote_wake: bool,
+}
+
+impl Turn {
+    /// The kernel returned only an interruption or descriptor events (nothing from a timer or
+    /// another thread): the turn is fruitless if the tasks it woke then end no operation.
+    pub(crate) fn only_kernel_noise(&self) -> bool {
+        (self.interrupted || self.events > 0) && self.timers == 0 && !self.remote_wake
+    }
+}
+
 /// The buffers of the thread that owns the poll loop for a turn.
 struct Scratch {
     events: Vec<EpollEvent>,
@@ -96,6 +117,10 @@ pub struct Driver<P: Poller> {
     orphans: Arc<Orphans>,
     /// Epoll events and timers dispatched so far (one relaxed add per turn).
     dispatched: AtomicU64,
+    /// Operations that ended (a syscall that did not return `EAGAIN`, an error, an awaited
+    /// edge) and timers that fired: the executors' measure of progress for the livelock bound
+    /// ([`super::executor::LIVELOCK_TURNS`]).
+    progress: AtomicU64,
 }
 
 /// A task parked on one side of a poll descriptor (see [`Driver::parked`]).
@@ -192,6 +217,7 @@ impl<P: Poller> Driver<P> {
             }),
             orphans: Arc::default(),
             dispatched: AtomicU64::new(0),
+            progress: AtomicU64::new(0),
         })
     }
 
@@ -326,8 +352,18 @@ impl<P: Poller> Driver<P> {
         }
     }
 
-    /// One turn of the poll loop (see the [module docs](self)); returns how many events and
-    /// timers were dispatched.
+    /// Counts one unit of progress (see the `progress` field).
+    pub(crate) fn note_progress(&self) {
+        self.progress.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Operations ended and timers fired so far: a task that makes progress moves it.
+    pub(crate) fn progress(&self) -> u64 {
+        self.progress.load(Ordering::Relaxed)
+    }
+
+    /// One turn of the poll loop (see the [module docs](self)); returns what the kernel
+    /// reported and how much was dispatched.
     ///
     /// `block`: whether to wait at all; `has_work` is called after the loop announced that it
     /// is about to block, and a `true` turns the wait into a poll (see [`super::wake`]).
@@ -340,7 +376,7 @@ impl<P: Poller> Driver<P> {
         block: bool,
         timers_first: bool,
         has_work: impl Fn() -> bool,
-    ) -> io::Result<usize> {
+    ) -> io::Result<Turn> {
         let mut scratch = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
         self.turn_with(&mut scratch, block, timers_first, has_work)
     }
@@ -351,7 +387,7 @@ impl<P: Poller> Driver<P> {
         block: bool,
         timers_first: bool,
         has_work: impl Fn() -> bool,
-    ) -> io::Result<usize> {
+    ) -> io::Result<Turn> {
         self.close_orphans();
         let timeout = if block {
             self.signal.begin_poll();
@@ -373,9 +409,13 @@ impl<P: Poller> Driver<P> {
         if block {
             self.signal.end_poll();
         }
+        let mut turn = Turn::default();
         let n = match r {
             Ok(n) => n,
-            Err(e) if e.raw_os_error() == Some(errno::EINTR) => 0,
+            Err(e) if e.raw_os_error() == Some(errno::EINTR) => {
+                turn.interrupted = true;
+                0
+            }
             Err(e) => return Err(e),
         };
         {
@@ -383,7 +423,8 @@ impl<P: Poller> Driver<P> {
             for ev in &scratch.events[..n] {
                 if ev.data == WAKE_DATA {
                     let mut buf = [0u8; 8];
-                    let _ = self.poller.read(self.wake_fd, &mut buf);
+                    // A spurious event on the eventfd reads nothing: not a wake.
+                    turn.remote_wake |= self.poller.read(self.wake_fd, &mut buf).is_ok();
                     self.signal.drained();
                     continue;
                 }
@@ -399,9 +440,15 @@ impl<P: Poller> Driver<P> {
             let mut timers = self.timers.lock().unwrap_or_else(|e| e.into_inner());
             timers.due(now, &mut scratch.due);
         }
-        let dispatched = scratch.ready.len() + scratch.due.len();
+        turn.events = scratch.ready.len();
+        turn.timers = scratch.due.len();
+        let dispatched = turn.events + turn.timers;
         self.dispatched
             .fetch_add(dispatched as u64, Ordering::Relaxed);
+        if turn.timers > 0 {
+            self.progress
+                .fetch_add(turn.timers as u64, Ordering::Relaxed);
+        }
         if timers_first {
             for e in scratch.due.drain(..) {
                 e.fire();
@@ -413,7 +460,7 @@ impl<P: Poller> Driver<P> {
         for e in scratch.due.drain(..) {
             e.fire();
         }
-        Ok(dispatched)
+        Ok(turn)
     }
 
     /// Every task parked on a descriptor, by fd number then side (read first). One pass over

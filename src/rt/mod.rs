@@ -220,12 +220,41 @@ where
 }
 
 struct JoinState<T> {
-    value: Option<T>,
+    value: Option<Result<T, JoinError>>,
     done: bool,
     waker: Option<Waker>,
 }
 
-/// Awaits a spawned task's output. Dropping it detaches the task.
+/// Awaits a spawned task's output: `Ok` with its value, or a [`JoinError`] if the task
+/// panicked or was dropped before it finished (its runtime was dropped). Dropping the handle
+/// detaches the task.
+///
+/// A panic in a task is caught where the task is polled: the runtime and its other tasks go on,
+/// and the panic comes back through the handle, as with tokio. (The panic hook still prints
+/// the panic message when it happens.)
+///
+/// # Examples
+/// ```
+/// use netpoll::rt::{self, Runtime};
+/// use netpoll_sim::Sim;
+///
+/// let mut rt = Runtime::new(Sim::new(1))?;
+/// let (ok, bad) = rt.block_on(async {
+///     let ok = rt::spawn(async { 6 * 7 });
+///     let bad = rt::spawn(async {
+///         if rt::now() >= std::time::Duration::ZERO {
+///             panic!("boom");
+///         }
+///         0
+///     });
+///     (ok.await, bad.await)
+/// })?;
+/// assert_eq!(ok.unwrap(), 42);
+/// let e = bad.unwrap_err();
+/// assert!(e.is_panic());
+/// assert_eq!(e.panic_message(), Some("boom"));
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub struct JoinHandle<T> {
     state: Arc<Mutex<JoinState<T>>>,
 }
@@ -239,15 +268,15 @@ impl<T> fmt::Debug for JoinHandle<T> {
 }
 
 impl<T> JoinHandle<T> {
-    /// Whether the task has completed.
+    /// Whether the task has completed (returned, panicked, or was dropped).
     pub fn is_finished(&self) -> bool {
         self.state.lock().unwrap_or_else(|e| e.into_inner()).done
     }
 }
 
 impl<T> Future for JoinHandle<T> {
-    type Output = T;
-    fn poll(self: Pin<&mut Self>, cx: &mut TaskCx<'_>) -> Poll<T> {
+    type Output = Result<T, JoinError>;
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskCx<'_>) -> Poll<Result<T, JoinError>> {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(v) = s.value.take() {
             return Poll::Ready(v);
@@ -260,24 +289,176 @@ impl<T> Future for JoinHandle<T> {
     }
 }
 
-fn joinable<F: Future>(fut: F) -> (impl Future<Output = ()>, JoinHandle<F::Output>) {
-    let state = Arc::new(Mutex::new(JoinState {
-        value: None,
-        done: false,
-        waker: None,
-    }));
-    let s2 = state.clone();
-    let task = async move {
-        let v = fut.await;
+/// Why a task gave no value: it panicked, or it was dropped unfinished (cancelled). Converts
+/// into an [`io::Error`] (kind `Other`), so `handle.await?` works in a function returning
+/// `io::Result`.
+pub struct JoinError {
+    repr: JoinRepr,
+    /// The task's number (1, 2, ... in spawn order on a [`Runtime`]; 0 if unknown).
+    task: u64,
+}
+
+enum JoinRepr {
+    /// The payload (behind a mutex only so that the error is `Sync`) and its message, if the
+    /// payload is a string.
+    Panic(
+        Mutex<Box<dyn std::any::Any + Send + 'static>>,
+        Option<String>,
+    ),
+    Cancelled,
+}
+
+impl JoinError {
+    fn panic(task: u64, payload: Box<dyn std::any::Any + Send + 'static>) -> JoinError {
+        let msg = payload
+            .downcast_ref::<&'static str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned());
+        JoinError {
+            repr: JoinRepr::Panic(Mutex::new(payload), msg),
+            task,
+        }
+    }
+
+    /// Whether the task panicked.
+    pub fn is_panic(&self) -> bool {
+        matches!(self.repr, JoinRepr::Panic(..))
+    }
+
+    /// Whether the task was dropped before it finished (its runtime was dropped).
+    pub fn is_cancelled(&self) -> bool {
+        matches!(self.repr, JoinRepr::Cancelled)
+    }
+
+    /// The panic's payload, to resume it with [`std::panic::resume_unwind`].
+    ///
+    /// # Panics
+    /// If the task did not panic (see [`JoinError::is_panic`]).
+    pub fn into_panic(self) -> Box<dyn std::any::Any + Send + 'static> {
+        match self.repr {
+            JoinRepr::Panic(p, _) => p.into_inner().unwrap_or_else(|e| e.into_inner()),
+            JoinRepr::Cancelled => panic!("netpoll: JoinError::into_panic on a cancelled task"),
+        }
+    }
+
+    /// The panic message, when the payload is a string (as `panic!` with a message makes it).
+    pub fn panic_message(&self) -> Option<&str> {
+        match &self.repr {
+            JoinRepr::Panic(_, m) => m.as_deref(),
+            JoinRepr::Cancelled => None,
+        }
+    }
+}
+
+impl fmt::Debug for JoinError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.repr {
+            JoinRepr::Panic(_, m) => f
+                .debug_struct("JoinError::Panic")
+                .field("task", &self.task)
+                .field("message", m)
+                .finish(),
+            JoinRepr::Cancelled => f
+                .debug_struct("JoinError::Cancelled")
+                .field("task", &self.task)
+                .finish(),
+        }
+    }
+}
+
+impl fmt::Display for JoinError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.repr {
+            JoinRepr::Panic(_, Some(m)) => write!(f, "task {} panicked: {m}", self.task),
+            JoinRepr::Panic(_, None) => write!(f, "task {} panicked", self.task),
+            JoinRepr::Cancelled => write!(f, "task {} was dropped unfinished", self.task),
+        }
+    }
+}
+
+impl std::error::Error for JoinError {}
+
+impl From<JoinError> for io::Error {
+    fn from(e: JoinError) -> io::Error {
+        io::Error::other(e)
+    }
+}
+
+/// Polls the task's future with panics caught, and fills its join state: the value, the
+/// panic, or (if dropped unfinished) a cancellation.
+struct Joinable<F: Future> {
+    fut: Option<Pin<Box<F>>>,
+    state: Arc<Mutex<JoinState<F::Output>>>,
+}
+
+impl<F: Future> Joinable<F> {
+    fn finish(&mut self, r: Result<F::Output, JoinError>) {
+        self.fut = None;
         let w = {
-            let mut s = s2.lock().unwrap_or_else(|e| e.into_inner());
-            s.value = Some(v);
+            let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            s.value = Some(r);
             s.done = true;
             s.waker.take()
         };
         if let Some(w) = w {
             w.wake();
         }
+    }
+}
+
+impl<F: Future> Future for Joinable<F> {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskCx<'_>) -> Poll<()> {
+        let Some(fut) = self.fut.as_mut() else {
+            return Poll::Ready(());
+        };
+        // A panic unwinds out of the task's own state only: the runtime's state is not borrowed
+        // across this poll, and the task is never polled again.
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fut.as_mut().poll(cx)));
+        match r {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(v)) => {
+                self.finish(Ok(v));
+                Poll::Ready(())
+            }
+            Err(payload) => {
+                let e = JoinError::panic(current_task(), payload);
+                self.finish(Err(e));
+                Poll::Ready(())
+            }
+        }
+    }
+}
+
+impl<F: Future> Drop for Joinable<F> {
+    fn drop(&mut self) {
+        if self.fut.is_some() {
+            self.fut = None; // drop the future first: it may hold descriptors
+            let w = {
+                let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+                s.value = Some(Err(JoinError {
+                    repr: JoinRepr::Cancelled,
+                    task: 0,
+                }));
+                s.done = true;
+                s.waker.take()
+            };
+            if let Some(w) = w {
+                w.wake();
+            }
+        }
+    }
+}
+
+fn joinable<F: Future>(fut: F) -> (Joinable<F>, JoinHandle<F::Output>) {
+    let state = Arc::new(Mutex::new(JoinState {
+        value: None,
+        done: false,
+        waker: None,
+    }));
+    let task = Joinable {
+        fut: Some(Box::pin(fut)),
+        state: state.clone(),
     };
     (task, JoinHandle { state })
 }

@@ -206,6 +206,38 @@ impl Shared {
 }
 
 /// A multi-threaded runtime: `workers` threads sharing one driver. See the [module docs](self).
+///
+/// It needs a `Send + Sync` poller: the real kernel (`netpoll_realnet::RealNet`), not the
+/// simulated one.
+///
+/// # Examples
+///
+/// ```
+/// use netpoll::rt::{self, MultiRuntime, UnixStream};
+/// use netpoll_realnet::RealNet;
+///
+/// let rt = MultiRuntime::new(RealNet::new(), 2)?;
+/// let total = rt.block_on(async {
+///     let (a, b) = UnixStream::<RealNet>::pair()?;
+///     let reader = rt::spawn(async move {
+///         let mut buf = [0u8; 16];
+///         let mut total = 0;
+///         loop {
+///             match b.read(&mut buf).await? {
+///                 0 => return Ok::<_, std::io::Error>(total),
+///                 n => total += n,
+///             }
+///         }
+///     });
+///     for _ in 0..10 {
+///         a.write_all(b"0123456789").await?;
+///     }
+///     drop(a); // end of file for the reader
+///     reader.await?
+/// })??;
+/// assert_eq!(total, 100);
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub struct MultiRuntime<P: Poller + Send + Sync + 'static> {
     driver: Arc<Driver<P>>,
     workers: usize,
@@ -255,7 +287,8 @@ impl<P: Poller + Send + Sync + 'static> MultiRuntime<P> {
     /// An `epoll_wait` error.
     ///
     /// # Panics
-    /// If a task panicked: the panic is resumed here.
+    /// If `fut` panicked: the panic is resumed here. A spawned task's panic comes back through
+    /// its [`JoinHandle`](super::JoinHandle) instead, and the other tasks go on.
     pub fn block_on<F>(&self, fut: F) -> io::Result<F::Output>
     where
         F: Future + Send + 'static,
@@ -331,7 +364,10 @@ impl<P: Poller + Send + Sync + 'static> MultiRuntime<P> {
         match (out, failure) {
             (_, Some(Failure::Panic(p))) => std::panic::resume_unwind(p),
             (_, Some(Failure::Io(e))) => Err(e),
-            (Some(v), None) => Ok(v),
+            (Some(Ok(v)), None) => Ok(v),
+            // The main future panicked: its panic, as if it had run on this thread.
+            (Some(Err(e)), None) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            (Some(Err(e)), None) => unreachable!("the main task ended without a value: {e}"),
             (None, None) => unreachable!("stopped without a result or a failure"),
         }
     }

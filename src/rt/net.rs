@@ -127,6 +127,7 @@ impl<P: Poller + 'static> IoFd<P> {
         let side = self.pd.side(dir);
         self.with(|d| loop {
             if let Err(e) = side.check() {
+                d.note_progress();
                 return Poll::Ready(Err(e.into_io(dir.name())));
             }
             if std::mem::take(parked) {
@@ -142,7 +143,10 @@ impl<P: Poller + 'static> IoFd<P> {
             } else {
                 match self.syscall(d, &mut *op) {
                     Err(e) if is_eagain(&e) => {}
-                    r => return Poll::Ready(r),
+                    r => {
+                        d.note_progress();
+                        return Poll::Ready(r);
+                    }
                 }
             }
             let t = *token.get_or_insert_with(|| self.pd.next_token());
@@ -152,7 +156,10 @@ impl<P: Poller + 'static> IoFd<P> {
                     return Poll::Pending;
                 }
                 Poll::Ready(Ok(())) => continue,
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into_io(dir.name()))),
+                Poll::Ready(Err(e)) => {
+                    d.note_progress();
+                    return Poll::Ready(Err(e.into_io(dir.name())));
+                }
             }
         })
     }
@@ -305,9 +312,15 @@ impl<P: Poller + 'static> Future for Wait<'_, P> {
         let this = self.get_mut();
         let pd = &this.io.pd;
         let t = *this.token.get_or_insert_with(|| pd.next_token());
-        pd.side(this.dir)
+        let r = pd
+            .side(this.dir)
             .poll_wait(cx.waker(), t, current_task())
-            .map_err(|e| e.into_io(this.dir.name()))
+            .map_err(|e| e.into_io(this.dir.name()));
+        if let Poll::Ready(Err(_)) = r {
+            // An edge alone is not progress (it may be spurious): its user decides.
+            this.io.with(|d| d.note_progress());
+        }
+        r
     }
 }
 
@@ -416,6 +429,34 @@ pub struct TcpListener<P: Poller + 'static> {
 }
 
 /// A TCP connection.
+///
+/// Reads and writes park the task until the descriptor is ready (no thread blocks); deadlines
+/// bound them. The same code runs on real epoll and on the simulated kernel.
+///
+/// # Examples
+///
+/// A read deadline on the simulated kernel: nobody writes, and the read gives up after one
+/// second of virtual time (no real time passes).
+///
+/// ```
+/// use std::io::ErrorKind;
+/// use std::time::Duration;
+///
+/// use netpoll::rt::{self, Runtime, TcpListener, TcpStream};
+/// use netpoll_sim::Sim;
+///
+/// let mut rt = Runtime::new(Sim::new(3))?;
+/// let err = rt.block_on(async {
+///     let ln = TcpListener::<Sim>::bind("127.0.0.1:0".parse().unwrap())?;
+///     let conn = TcpStream::<Sim>::connect(ln.local_addr()?).await?;
+///     let (_server_side, _) = ln.accept().await?;
+///     conn.set_read_deadline(Some(rt::now() + Duration::from_secs(1)))?;
+///     let mut buf = [0u8; 8];
+///     Ok::<_, std::io::Error>(conn.read(&mut buf).await.unwrap_err())
+/// })??;
+/// assert_eq!(err.kind(), ErrorKind::TimedOut);
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub struct TcpStream<P: Poller + 'static> {
     io: IoFd<P>,
 }
@@ -517,14 +558,18 @@ impl<P: Poller + 'static> TcpStream<P> {
         loop {
             s.io.wait(Dir::Write).await?;
             let err = s.io.call(|p, fd| p.take_socket_error(fd))?;
-            if err != 0 {
-                return Err(io::Error::from_raw_os_error(err));
-            }
-            match s.io.call(|p, fd| p.peer_addr(fd)) {
-                Ok(_) => return Ok(s),
-                Err(e) if e.raw_os_error() == Some(errno::ENOTCONN) => continue,
-                Err(e) => return Err(e),
-            }
+            let r = if err != 0 {
+                Err(io::Error::from_raw_os_error(err))
+            } else {
+                match s.io.call(|p, fd| p.peer_addr(fd)) {
+                    Ok(_) => Ok(()),
+                    // A spurious edge: still connecting.
+                    Err(e) if e.raw_os_error() == Some(errno::ENOTCONN) => continue,
+                    Err(e) => Err(e),
+                }
+            };
+            s.io.with(|d| d.note_progress());
+            return r.map(|()| s);
         }
     }
 

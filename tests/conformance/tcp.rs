@@ -158,6 +158,25 @@ pub fn tcp_connect_refused<P: Poller>(p: &P, log: &mut Log) {
     close_all(p, &[ep, c, hold]);
 }
 
+/// On loopback the refusal is pending by the time a non-blocking `connect` returns: no wait,
+/// no latency (Linux resets the SYN in the caller's context; the sim used to deliver the reset a
+/// network latency later, so a `timeout 0` wait saw nothing).
+pub fn tcp_connect_refused_is_pending_at_once<P: Poller>(p: &P, log: &mut Log) {
+    let hold = log.ok("placeholder", p.tcp_socket(SOCK_NONBLOCK));
+    log.ok("bind", p.bind(hold, SocketAddrV4::new(LOCALHOST, 0)));
+    let addr = p.local_addr(hold).unwrap();
+    let c = log.ok("client", p.tcp_socket(SOCK_NONBLOCK));
+    let ep = epoll(p);
+    log.ok("ADD client", ctl(p, ep, EPOLL_CTL_ADD, c, ALL, 1));
+    log.err("connect", p.connect(c, addr), EINPROGRESS);
+    let refused = IN | OUT | ERR | HUP | RDHUP;
+    expect_events(p, log, "refused, without waiting", ep, 0, &[(1, refused)]);
+    log.expect("SO_ERROR", val(&p.take_socket_error(c)), Ok(ECONNREFUSED));
+    let b = log.ok("blocking client", p.tcp_socket(0));
+    log.err("blocking connect", p.connect(b, addr), ECONNREFUSED);
+    close_all(p, &[ep, c, b, hold]);
+}
+
 pub fn tcp_fresh_and_listener_sockets<P: Poller>(p: &P, log: &mut Log) {
     let t = log.ok("fresh", p.tcp_socket(SOCK_NONBLOCK));
     log.expect("fresh mask", poll_now(p, t, ALL), OUT | HUP);
@@ -780,6 +799,7 @@ crate::cases! {
     tcp_accept_order_and_et_listener,
     tcp_nonblocking_connect,
     tcp_connect_refused,
+    tcp_connect_refused_is_pending_at_once,
     tcp_fresh_and_listener_sockets,
     tcp_peer_close,
     tcp_shutdown_wr,

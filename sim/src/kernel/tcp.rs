@@ -11,7 +11,8 @@
 //! - **Handshake**: `connect` sends a SYN (`EINPROGRESS`). At the listener, a full accept queue
 //!   (more than `backlog` waiting, Linux's rule) drops the SYN and the client retransmits after
 //!   1 s, 2 s, 4 s... (`ETIMEDOUT` after `syn_retries`); no listener answers with a reset
-//!   (`ECONNREFUSED`). Otherwise a SYN-ACK makes the client writable, and its ACK puts the new
+//!   (`ECONNREFUSED`), pending before `connect` returns as on Linux's loopback (a listener that
+//!   closes while the SYN is in flight resets it on arrival). Otherwise a SYN-ACK makes the client writable, and its ACK puts the new
 //!   connection on the accept queue and wakes the listener. An ACK that finds the queue full is
 //!   retried later, as the server's SYN-ACK retransmission would.
 //! - **Flow control**: a direction holds `tcp_window` bytes, in flight plus unread; `write` is
@@ -557,14 +558,22 @@ impl Kernel {
         s.peer = Some(addr);
         s.err = 0;
         s.shutdown = 0;
-        self.send(
-            Packet::Syn {
-                client: f,
-                attempt,
-                to: addr,
-            },
-            None,
-        );
+        if self.find_listener(addr).is_none() {
+            // Loopback delivers in the caller's context on Linux: the SYN meets the reset before
+            // `connect` returns, so `ECONNREFUSED` is pending at once (a non-blocking connect
+            // still says `EINPROGRESS`). LINUX_FACTS.md section 4.
+            self.give_back_port(f);
+            self.tcp_abort(f, ECONNREFUSED);
+        } else {
+            self.send(
+                Packet::Syn {
+                    client: f,
+                    attempt,
+                    to: addr,
+                },
+                None,
+            );
+        }
         if nonblock {
             return Err(err(EINPROGRESS));
         }
