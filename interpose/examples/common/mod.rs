@@ -1,0 +1,111 @@
+//! What the two echo examples share: their arguments, the message each client sends, and the
+//! digests they print.
+
+use std::process::exit;
+
+/// Which kernel to run on.
+#[derive(Clone, Copy, Debug)]
+pub enum Arm {
+    /// The simulated kernel, with this seed.
+    Sim(u64),
+    /// Real loopback.
+    Real,
+}
+
+/// The parsed command line.
+#[derive(Clone, Copy, Debug)]
+pub struct Args {
+    pub arm: Arm,
+    pub conns: usize,
+}
+
+const USAGE: &str = "usage: [--sim SEED | --real] [--conns N]   (default: --sim 1 --conns 10)";
+
+/// Parses `std::env::args`; bad input prints a message and the usage, and exits with 2.
+pub fn args() -> Args {
+    let mut a = Args {
+        arm: Arm::Sim(1),
+        conns: 10,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        match flag.as_str() {
+            "--real" => a.arm = Arm::Real,
+            "--sim" => a.arm = Arm::Sim(number(&flag, it.next())),
+            "--conns" => a.conns = number(&flag, it.next()) as usize,
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                exit(0)
+            }
+            other => usage(&format!("unknown argument {other:?}")),
+        }
+    }
+    if a.conns == 0 {
+        usage("--conns must be at least 1");
+    }
+    a
+}
+
+fn number(flag: &str, v: Option<String>) -> u64 {
+    match v.as_deref().map(str::parse::<u64>) {
+        Some(Ok(n)) => n,
+        Some(Err(e)) => usage(&format!("{flag}: {e}")),
+        None => usage(&format!("{flag} needs a number")),
+    }
+}
+
+fn usage(msg: &str) -> ! {
+    eprintln!("error: {msg}\n{USAGE}");
+    exit(2)
+}
+
+/// What client `i` sends: a few hundred bytes to a few kilobytes, different for each client.
+pub fn message(i: usize) -> Vec<u8> {
+    let len = 100 + (i * 7919) % 4000;
+    (0..len).map(|k| (i.wrapping_mul(31) + k) as u8).collect()
+}
+
+/// FNV-1a, 64 bits: a digest that is the same on every machine and every run.
+#[derive(Clone, Copy, Debug)]
+pub struct Digest(u64);
+
+impl Default for Digest {
+    fn default() -> Self {
+        Digest(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Digest {
+    pub fn add(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    pub fn add_u64(&mut self, v: u64) {
+        self.add(&v.to_le_bytes());
+    }
+
+    pub fn value(self) -> u64 {
+        self.0
+    }
+}
+
+/// Prints the two closing lines: `results <hex>`, the digest of the application-level results
+/// (the same on both arms), and `fingerprint <hex>`, which on the sim also covers the kernel's
+/// whole call sequence (the same for two processes with one seed).
+pub fn report(results: Digest, sim: Option<&netpoll_sim::Sim>) {
+    let mut f = results;
+    if let Some(sim) = sim {
+        let (calls, hash) = sim.fingerprint();
+        f.add_u64(calls);
+        f.add_u64(hash);
+        eprintln!(
+            "sim: {calls} calls, {} virtual us, seed {}",
+            sim.now_ns() / 1000,
+            sim.seed()
+        );
+    }
+    println!("results {:016x}", results.value());
+    println!("fingerprint {:016x}", f.value());
+}
