@@ -92,8 +92,18 @@ fn new_fd(cur: Cur, r: io::Result<Fd>) -> io::Result<c_int> {
 }
 
 /// Runs an interposed call's body: a panic is reported and aborts.
+///
+/// On a run, whatever the call made due at this instant is delivered before it returns
+/// (`Sim::settle`): with zero latency, Linux's loopback timing.
 fn guard<T>(name: &str, f: impl FnOnce() -> T) -> T {
-    match catch_unwind(AssertUnwindSafe(f)) {
+    let r = catch_unwind(AssertUnwindSafe(|| {
+        let v = f();
+        if let Some(cur) = current() {
+            cur.sim.settle();
+        }
+        v
+    }));
+    match r {
         Ok(v) => v,
         Err(_) => {
             eprintln!(

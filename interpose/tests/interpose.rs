@@ -329,3 +329,26 @@ fn real_sockets_are_forwarded_off_the_sim() {
     s.read_exact(&mut buf).unwrap();
     assert_eq!(&buf, b"real");
 }
+
+/// Writes four bytes and reads them at once, without waiting, on a non-blocking socket.
+fn read_right_after_write() -> io::Result<usize> {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let (mut s, _) = l.accept().unwrap();
+    s.set_nonblocking(true).unwrap();
+    c.write_all(b"now!").unwrap();
+    s.read(&mut [0u8; 16])
+}
+
+#[test]
+fn linux_loopback_timing_two_armed() {
+    // Linux: loopback data is readable before `write` returns.
+    let real = read_right_after_write().unwrap();
+    let sim = Sim::with_config(1, netpoll_sim::SimConfig::linux_loopback());
+    let loopback = run(&sim, read_right_after_write).unwrap();
+    assert_eq!((real, loopback), (4, 4));
+    // The latency model (the kernel's default) delivers after a network delay instead.
+    let sim = Sim::new(1);
+    let modelled = run(&sim, read_right_after_write);
+    assert_eq!(modelled.unwrap_err().kind(), io::ErrorKind::WouldBlock);
+}

@@ -132,6 +132,13 @@ impl Sim {
         });
     }
 
+    /// Delivers every queued event that is due at the current instant, without letting time
+    /// pass. With a zero latency ([`SimConfig::linux_loopback`]) this is what Linux's loopback
+    /// does before the sending call returns: the peer can read the data at once.
+    pub fn settle(&self) {
+        self.k.borrow_mut().run_due();
+    }
+
     /// `fcntl(fd, F_GETFL)`: the open file's access mode (`O_RDONLY` for a pipe's read end,
     /// `O_WRONLY` for its write end, `O_RDWR` otherwise) and `O_NONBLOCK` if set.
     ///
