@@ -1480,6 +1480,16 @@ pub unsafe extern "C" fn pthread_create(
     arg: *mut c_void,
 ) -> c_int {
     guard("pthread_create", || match current() {
+        None if crate::auto::base_seed().is_some() => {
+            let s = Box::into_raw(Box::new(crate::auto::Start { start, arg }));
+            // SAFETY: the trampoline takes back `s` and calls `start(arg)` on the new thread.
+            let r = unsafe { real::pthread_create(t, attr, crate::auto::trampoline, s.cast()) };
+            if r != 0 {
+                // SAFETY: the thread was not created; `s` is still ours.
+                drop(unsafe { Box::from_raw(s) });
+            }
+            r
+        }
         // SAFETY: forwarded unchanged.
         None => unsafe { real::pthread_create(t, attr, start, arg) },
         Some(_) => unsupported(

@@ -79,6 +79,7 @@
 //!   tested.
 //! - Descriptors of more than 1,024 runs alive at once.
 
+mod auto;
 mod calls;
 mod real;
 mod state;
@@ -89,6 +90,7 @@ use std::collections::BTreeMap;
 use netpoll_sim::rng::{stream, Stream};
 use netpoll_sim::Sim;
 
+pub use auto::VAR as SEED_VAR;
 pub use calls::{MONOTONIC_START, REALTIME_START};
 pub use state::{sim_fd, SIM_BASE};
 

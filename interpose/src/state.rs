@@ -53,10 +53,21 @@ thread_local! {
 /// The calling thread's run, if it is on one.
 pub(crate) fn current() -> Option<&'static Current<'static>> {
     let p = CURRENT.with(Cell::get);
+    if p.is_null() && crate::auto::eligible() {
+        return crate::auto::start();
+    }
     // SAFETY: the pointer is set by `enter` to a `Current` on the stack frame of `run`, and
-    // reset by the guard `enter` returns before that frame goes; it is only read on the same
+    // reset by the guard `enter` returns before that frame goes (or, for a `NETPOLL_SIM`
+    // thread, to a leaked one that `auto::finish` frees after taking it off the thread); it is only read on the same
     // thread, from inside calls that `run`'s closure makes, while the frame is alive. The
     // `'static` is never let out of the interposed call that asked.
+    unsafe { p.as_ref() }
+}
+
+/// Takes this thread off its run, returning it.
+pub(crate) fn take_current() -> Option<&'static Current<'static>> {
+    let p = CURRENT.with(|c| c.replace(ptr::null()));
+    // SAFETY: as in `current`; the caller frees what it owns.
     unsafe { p.as_ref() }
 }
 
