@@ -6,7 +6,7 @@
 //! A tokio `current_thread` runtime or a mio event loop then runs on the simulated kernel
 //! unchanged: deterministic by seed, in virtual time, under the kernel's fault plans.
 //!
-//! ```no_run
+//! ```
 //! use std::io::{Read, Write};
 //! use std::net::{TcpListener, TcpStream};
 //!
@@ -35,6 +35,36 @@
 //! | `state.rs` | the thread's run, and descriptor numbering: routing by number |
 //! | `calls.rs` | the `#[no_mangle] extern "C"` definitions, one per interposed function |
 //! | `real.rs` | glibc's definitions through `dlsym(RTLD_NEXT)`, raw `syscall` fallbacks |
+//! | `auto.rs` | `NETPOLL_SIM=<seed>`: every new thread (every libtest test) on a kernel of its own |
+//!
+//! ## Which binaries get the interposer
+//!
+//! Only those that link this crate: its own tests and examples, and a user's test binary that
+//! depends on it. No other crate of the workspace depends on it; `nm <binary> | grep ' T
+//! epoll_wait$'` finds the definitions in `target/debug/deps/interpose-*` and in no other
+//! test binary of `cargo test --workspace`.
+//!
+//! ## Existing test suites: `NETPOLL_SIM`
+//!
+//! With `NETPOLL_SIM=<seed>` set, every thread started from a thread that is not on a run gets
+//! a simulated kernel of its own, made at its first call that needs one and seeded with the
+//! seed mixed with the thread's name. libtest runs each test on a thread named after it, so
+//! a suite of `#[test]` or `#[tokio::test]` functions (tokio's default test runtime is
+//! `current_thread`) runs on the simulated kernel unchanged, each test with a seed that does
+//! not depend on the order or the parallelism. A failing test prints its seed and the replay
+//! line. These kernels use [`netpoll_sim::SimConfig::linux_loopback`]. A value that is not a
+//! number stops the program with a message and exit status 2.
+//!
+//! ## Loopback timing
+//!
+//! On Linux, loopback TCP data is readable at the peer before `write` returns. After every
+//! interposed call on a run, the kernel delivers whatever is due at that instant
+//! (`Sim::settle`); with [`netpoll_sim::SimConfig::linux_loopback`] (zero latency) that is
+//! Linux's timing, which programs and tests written against real loopback assume; it is the
+//! default under `NETPOLL_SIM`. A kernel made with [`Sim::new`] keeps its latency model, under
+//! which each seed orders deliveries differently (and a fault plan's `latency` chooses
+//! another): that is how [`run`] explores schedules. `tests/interpose.rs` checks both against
+//! real loopback.
 //!
 //! ## How a call is routed
 //!
@@ -106,7 +136,7 @@ pub use state::{sim_fd, SIM_BASE};
 ///
 /// # Examples
 ///
-/// ```no_run
+/// ```
 /// let sim = netpoll_sim::Sim::new(1);
 /// let t = netpoll_interpose::run(&sim, || {
 ///     std::thread::sleep(std::time::Duration::from_secs(10));
