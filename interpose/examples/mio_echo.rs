@@ -18,7 +18,7 @@ mod common;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 
-use common::{Arm, Digest};
+use common::Digest;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 
@@ -192,10 +192,9 @@ fn echo(conns: usize) -> io::Result<Digest> {
 
 fn main() {
     let args = common::args();
-    match args.arm {
-        Arm::Real => common::report(echo(args.conns).expect("echo"), None),
-        Arm::Sim(seed) => {
-            let sim = netpoll_sim::Sim::new(seed);
+    match args.sim() {
+        None => common::report(echo(args.conns).expect("echo"), None),
+        Some(sim) => {
             let d = netpoll_interpose::run(&sim, || echo(args.conns)).expect("echo");
             common::report(d, Some(&sim));
         }

@@ -15,7 +15,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Arm, Digest};
+use common::Digest;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -81,10 +81,9 @@ fn main() {
             .expect("runtime")
             .block_on(echo(args.conns))
     };
-    match args.arm {
-        Arm::Real => common::report(go(), None),
-        Arm::Sim(seed) => {
-            let sim = netpoll_sim::Sim::new(seed);
+    match args.sim() {
+        None => common::report(go(), None),
+        Some(sim) => {
             let d = netpoll_interpose::run(&sim, go);
             common::report(d, Some(&sim));
         }

@@ -98,7 +98,7 @@ fn new_fd(cur: Cur, r: io::Result<Fd>) -> io::Result<c_int> {
 fn guard<T>(name: &str, f: impl FnOnce() -> T) -> T {
     let r = catch_unwind(AssertUnwindSafe(|| {
         let v = f();
-        if let Some(cur) = current() {
+        if let Some(cur) = crate::state::existing() {
             cur.sim.settle();
         }
         v

@@ -89,6 +89,16 @@
 //!   `RandomState`: create the runtime inside [`run`] and its choices follow the seed. With
 //!   `--cfg tokio_unstable`, `Builder::rng_seed` fixes it explicitly.
 //!
+//! ## Over many seeds, under faults
+//!
+//! [`run`] takes any [`Sim`], so a sweep is a loop over seeds and fault plans
+//! (`SimConfig { faults: FaultPlan::chaos(), .. }`; the examples take `--faults
+//! none|chaos|swarm|loopback`). The one-call check (`netpoll_scenarios::check::Check`, being
+//! written on another branch) hands its closure a `&Sim` per seed; a tokio program runs under it
+//! as `Check::new().run(|sim| netpoll_interpose::run(sim, || program()))`, judged by the same
+//! oracles. That integration, and the `#[netpoll::test]` attribute for async tests, are not
+//! done here.
+//!
 //! ## Not supported
 //!
 //! - **Threads.** A run is one thread. `pthread_create` on a run's thread fails with `EAGAIN`

@@ -64,6 +64,13 @@ pub(crate) fn current() -> Option<&'static Current<'static>> {
     unsafe { p.as_ref() }
 }
 
+/// The calling thread's run if it already has one (never makes a `NETPOLL_SIM` kernel).
+pub(crate) fn existing() -> Option<&'static Current<'static>> {
+    let p = CURRENT.with(Cell::get);
+    // SAFETY: as in `current`.
+    unsafe { p.as_ref() }
+}
+
 /// Takes this thread off its run, returning it.
 pub(crate) fn take_current() -> Option<&'static Current<'static>> {
     let p = CURRENT.with(|c| c.replace(ptr::null()));

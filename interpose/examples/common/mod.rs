@@ -17,15 +17,53 @@ pub enum Arm {
 pub struct Args {
     pub arm: Arm,
     pub conns: usize,
+    /// The sim's fault plan.
+    pub faults: Faults,
 }
 
-const USAGE: &str = "usage: [--sim SEED | --real] [--conns N]   (default: --sim 1 --conns 10)";
+/// `--faults`: which fault plan the simulated kernel runs under.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Faults {
+    None,
+    Chaos,
+    Swarm,
+    /// Linux's loopback timing (zero latency), no faults.
+    Loopback,
+}
+
+impl Args {
+    /// The simulated kernel these arguments ask for, if any.
+    pub fn sim(&self) -> Option<netpoll_sim::Sim> {
+        use netpoll_sim::{FaultPlan, SimConfig};
+        let Arm::Sim(seed) = self.arm else {
+            return None;
+        };
+        let cfg = match self.faults {
+            Faults::None => SimConfig::default(),
+            Faults::Loopback => SimConfig::linux_loopback(),
+            Faults::Chaos => SimConfig {
+                faults: FaultPlan::chaos(),
+                ..SimConfig::default()
+            },
+            Faults::Swarm => SimConfig {
+                faults: FaultPlan::swarm(seed),
+                ..SimConfig::default()
+            },
+        };
+        Some(netpoll_sim::Sim::with_config(seed, cfg))
+    }
+}
+
+const USAGE: &str =
+    "usage: [--sim SEED | --real] [--conns N] [--faults none|chaos|swarm|loopback]\n\
+                     (default: --sim 1 --conns 10 --faults none)";
 
 /// Parses `std::env::args`; bad input prints a message and the usage, and exits with 2.
 pub fn args() -> Args {
     let mut a = Args {
         arm: Arm::Sim(1),
         conns: 10,
+        faults: Faults::None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -33,6 +71,16 @@ pub fn args() -> Args {
             "--real" => a.arm = Arm::Real,
             "--sim" => a.arm = Arm::Sim(number(&flag, it.next())),
             "--conns" => a.conns = number(&flag, it.next()) as usize,
+            "--faults" => {
+                a.faults = match it.next().as_deref() {
+                    Some("none") => Faults::None,
+                    Some("chaos") => Faults::Chaos,
+                    Some("swarm") => Faults::Swarm,
+                    Some("loopback") => Faults::Loopback,
+                    Some(other) => usage(&format!("--faults: unknown plan {other:?}")),
+                    None => usage("--faults needs a plan"),
+                }
+            }
             "-h" | "--help" => {
                 println!("{USAGE}");
                 exit(0)
