@@ -140,7 +140,12 @@ fn echo(conns: usize) -> io::Result<Digest> {
             insert(&mut slab, &mut free, &poll, c)?;
         }
         while results[start..end].iter().any(Option::is_none) {
-            poll.poll(&mut events, None)?;
+            match poll.poll(&mut events, None) {
+                Ok(()) => {}
+                // mio passes epoll_wait's EINTR on; the caller polls again.
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
             for ev in events.iter() {
                 if ev.token() == LISTENER {
                     loop {

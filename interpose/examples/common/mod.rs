@@ -29,7 +29,19 @@ pub enum Faults {
     Swarm,
     /// Linux's loopback timing (zero latency), no faults.
     Loopback,
+    /// One knob of the chaos plan alone, at its chaos rate.
+    Only(&'static str),
 }
+
+/// The chaos plan's knobs that `--faults <knob>` turns on alone.
+const KNOBS: [&str; 6] = [
+    "short_read",
+    "short_write",
+    "split_write",
+    "spurious",
+    "eintr",
+    "timer_first",
+];
 
 impl Args {
     /// The simulated kernel these arguments ask for, if any.
@@ -49,13 +61,33 @@ impl Args {
                 faults: FaultPlan::swarm(seed),
                 ..SimConfig::default()
             },
+            Faults::Only(knob) => {
+                let c = FaultPlan::chaos();
+                let mut f = FaultPlan::none();
+                match knob {
+                    "short_read" => f.short_read = c.short_read,
+                    "short_write" => f.short_write = c.short_write,
+                    "split_write" => f.split_write = c.split_write,
+                    "spurious" => f.spurious = c.spurious,
+                    "eintr" => f.eintr = c.eintr,
+                    _ => {
+                        f.timer_first = c.timer_first;
+                        f.quantum_ns = c.quantum_ns;
+                    }
+                }
+                SimConfig {
+                    faults: f,
+                    ..SimConfig::default()
+                }
+            }
         };
         Some(netpoll_sim::Sim::with_config(seed, cfg))
     }
 }
 
-const USAGE: &str =
-    "usage: [--sim SEED | --real] [--conns N] [--faults none|chaos|swarm|loopback]\n\
+const USAGE: &str = "usage: [--sim SEED | --real] [--conns N] [--faults PLAN]\n\
+                     PLAN: none, chaos, swarm, loopback, or one chaos knob alone: short_read,\n\
+                     short_write, split_write, spurious, eintr, timer_first\n\
                      (default: --sim 1 --conns 10 --faults none)";
 
 /// Parses `std::env::args`; bad input prints a message and the usage, and exits with 2.
@@ -77,6 +109,9 @@ pub fn args() -> Args {
                     Some("chaos") => Faults::Chaos,
                     Some("swarm") => Faults::Swarm,
                     Some("loopback") => Faults::Loopback,
+                    Some(k) if KNOBS.contains(&k) => {
+                        Faults::Only(KNOBS.into_iter().find(|n| *n == k).unwrap_or("eintr"))
+                    }
                     Some(other) => usage(&format!("--faults: unknown plan {other:?}")),
                     None => usage("--faults needs a plan"),
                 }
