@@ -352,3 +352,19 @@ fn linux_loopback_timing_two_armed() {
     let modelled = run(&sim, read_right_after_write);
     assert_eq!(modelled.unwrap_err().kind(), io::ErrorKind::WouldBlock);
 }
+
+#[test]
+fn connect_timeout_polls_the_sim() {
+    // std's `connect_timeout` connects non-blocking, then `poll`s for writability.
+    let sim = Sim::new(12);
+    run(&sim, || {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let c =
+            TcpStream::connect_timeout(&l.local_addr().unwrap(), Duration::from_secs(1)).unwrap();
+        assert_eq!(c.peer_addr().unwrap(), l.local_addr().unwrap());
+        // Nobody listens on this port: refused, through the same path.
+        let free = std::net::SocketAddr::from(([127, 0, 0, 1], 1));
+        let e = TcpStream::connect_timeout(&free, Duration::from_secs(1)).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused);
+    });
+}
