@@ -646,7 +646,8 @@ fn remembered(level: c_int, name: c_int) -> bool {
     )
 }
 
-/// `getsockopt(2)`: `SO_ERROR`, `SO_TYPE`, and the options [`setsockopt`] remembers.
+/// `getsockopt(2)`: `SO_ERROR`, `SO_TYPE`, `SO_LINGER`, and the options [`setsockopt`]
+/// remembers.
 ///
 /// # Safety
 /// As for the C function.
@@ -662,6 +663,37 @@ pub unsafe extern "C" fn getsockopt(
         // SAFETY: forwarded unchanged.
         Route::Real => unsafe { real::getsockopt(fd, level, name, val, len) },
         Route::Sim(cur, n) => {
+            if (level, name) == (libc::SOL_SOCKET, libc::SO_LINGER) {
+                let r = cur.sim.status_flags(n).map(|_| {
+                    let v = cur
+                        .opts
+                        .borrow()
+                        .get(&(n, level, name))
+                        .copied()
+                        .unwrap_or(-1);
+                    libc::linger {
+                        l_onoff: i32::from(v >= 0),
+                        l_linger: v.max(0),
+                    }
+                });
+                return match r {
+                    Ok(l) => {
+                        if val.is_null() || len.is_null() {
+                            return fail(libc::EFAULT);
+                        }
+                        let full = std::mem::size_of::<libc::linger>();
+                        // SAFETY: `len` and `val` are the program's; we write at most `*len` bytes.
+                        unsafe {
+                            let room = (*len as usize).min(full);
+                            let src = (&l as *const libc::linger).cast::<u8>();
+                            std::ptr::copy_nonoverlapping(src, val.cast::<u8>(), room);
+                            *len = room as socklen_t;
+                        }
+                        0
+                    }
+                    Err(e) => ret_int(Err(e)),
+                };
+            }
             let v = match (level, name) {
                 (libc::SOL_SOCKET, libc::SO_ERROR) => cur.sim.take_socket_error(n),
                 (libc::SOL_SOCKET, libc::SO_TYPE) => cur.sim.status_flags(n).map(|_| libc::SOCK_STREAM),
@@ -726,7 +758,11 @@ pub unsafe extern "C" fn setsockopt(
                 // SAFETY: `len` covers a `struct linger`.
                 let l = unsafe { val.cast::<libc::linger>().read_unaligned() };
                 let secs = (l.l_onoff != 0).then_some(l.l_linger.max(0) as u32);
-                return ret_int(cur.sim.set_linger(n, secs).map(|()| 0));
+                return ret_int(cur.sim.set_linger(n, secs).map(|()| {
+                    let v = secs.map_or(-1, |s| s.min(i32::MAX as u32) as i32);
+                    cur.opts.borrow_mut().insert((n, level, name), v);
+                    0
+                }));
             }
             if !remembered(level, name) {
                 return fail(unsupported(

@@ -368,3 +368,48 @@ fn connect_timeout_polls_the_sim() {
         assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused);
     });
 }
+
+#[test]
+fn linger_reads_back_what_was_set() {
+    let sim = Sim::new(13);
+    run(&sim, || {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let get = || {
+            let mut v = libc::linger {
+                l_onoff: 7,
+                l_linger: 7,
+            };
+            let mut len = std::mem::size_of::<libc::linger>() as libc::socklen_t;
+            // SAFETY: a `struct linger` and its length.
+            let r = unsafe {
+                libc::getsockopt(
+                    c.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_LINGER,
+                    (&mut v as *mut libc::linger).cast(),
+                    &mut len,
+                )
+            };
+            assert_eq!(r, 0);
+            (v.l_onoff, v.l_linger)
+        };
+        assert_eq!(get(), (0, 0), "off by default");
+        let on = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        // SAFETY: a `struct linger` and its length.
+        let r = unsafe {
+            libc::setsockopt(
+                c.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&on as *const libc::linger).cast(),
+                8,
+            )
+        };
+        assert_eq!(r, 0);
+        assert_eq!(get(), (1, 0));
+    });
+}
