@@ -138,6 +138,7 @@ fn op_name(op: Op) -> &'static str {
         Op::Close => "close",
         Op::Dup => "dup",
         Op::SetNonblocking => "set_nonblocking",
+        Op::Sleep => "sleep",
     }
 }
 

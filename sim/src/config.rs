@@ -64,6 +64,22 @@ pub struct SimConfig {
     pub faults: FaultPlan,
 }
 
+impl SimConfig {
+    /// Linux's loopback timing: packets cross the network in zero time, so that, with
+    /// [`crate::Sim::settle`] called after each call (as `netpoll-interpose` does), data is
+    /// readable at the peer before `write` returns and a loopback `connect` has completed
+    /// before it returns `EINPROGRESS`, as on Linux. Programs and tests written against real
+    /// loopback assume this. The seed still drives ports and faults, but no longer reorders
+    /// deliveries: the default latency model (or a fault plan's `latency`) is the way to explore
+    /// those schedules.
+    pub fn linux_loopback() -> SimConfig {
+        SimConfig {
+            latency_ns: (0, 0),
+            ..SimConfig::default()
+        }
+    }
+}
+
 impl Default for SimConfig {
     fn default() -> Self {
         SimConfig {

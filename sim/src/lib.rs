@@ -166,6 +166,55 @@ impl Sim {
         Ok(k.poll_file(f, 0))
     }
 
+    /// Lets `d` of virtual time pass, delivering whatever falls due on the way: what a
+    /// `nanosleep` costs a program on this kernel. Recorded in the trace as `sleep`.
+    pub fn sleep(&self, d: Duration) {
+        let mut k = self.k.borrow_mut();
+        let until = k
+            .now_ns
+            .saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        while k.now_ns < until {
+            k.advance(Some(until));
+        }
+        let at_ns = k.now_ns;
+        drop(k);
+        self.trace.borrow_mut().record(Record {
+            at_ns,
+            op: Op::Sleep,
+            fd: -1,
+            arg: i64::try_from(d.as_nanos()).unwrap_or(i64::MAX),
+            ret: Ok(0),
+        });
+    }
+
+    /// Delivers every queued event that is due at the current instant, without letting time
+    /// pass. With a zero latency ([`SimConfig::linux_loopback`]) this is what Linux's loopback
+    /// does before the sending call returns: the peer can read the data at once.
+    pub fn settle(&self) {
+        self.k.borrow_mut().run_due();
+    }
+
+    /// `fcntl(fd, F_GETFL)`: the open file's access mode (`O_RDONLY` for a pipe's read end,
+    /// `O_WRONLY` for its write end, `O_RDWR` otherwise) and `O_NONBLOCK` if set.
+    ///
+    /// # Errors
+    /// `EBADF`.
+    pub fn status_flags(&self, fd: Fd) -> io::Result<i32> {
+        let k = self.k.borrow();
+        let f = k.file_of(fd)?;
+        let mode = match k.files[f].kind {
+            Kind::PipeRead(_) => 0,
+            Kind::PipeWrite(_) => 1,
+            _ => 2,
+        };
+        let nonblock = if k.files[f].nonblock {
+            netpoll::sys::O_NONBLOCK
+        } else {
+            0
+        };
+        Ok(mode | nonblock)
+    }
+
     /// Events still queued to happen (packets in flight, retransmission timers).
     pub fn pending(&self) -> usize {
         self.k.borrow().pending()

@@ -19,6 +19,9 @@ pub enum Stream {
     Faults = 3,
     /// Drawing a swarm-testing fault plan.
     Swarm = 4,
+    /// `getrandom` for a program running on the kernel through `netpoll-interpose` (drawn by
+    /// the interposer, never by the kernel).
+    Getrandom = 5,
 }
 
 /// The kernel's random streams.
@@ -44,7 +47,7 @@ impl Rngs {
         match s {
             Stream::Net => &mut self.net,
             Stream::Ports => &mut self.ports,
-            Stream::Faults | Stream::Swarm => &mut self.faults,
+            Stream::Faults | Stream::Swarm | Stream::Getrandom => &mut self.faults,
         }
     }
 

@@ -29,6 +29,8 @@ pub enum Op {
     Close,
     Dup,
     SetNonblocking,
+    /// Virtual time let pass by [`crate::Sim::sleep`] (`arg`: nanoseconds).
+    Sleep,
 }
 
 /// One system call and its outcome.
