@@ -626,8 +626,10 @@ impl Kernel {
         self.file_of(fd)?;
         let nonblock = Kernel::check_flags(flags, SOCK_NONBLOCK | SOCK_CLOEXEC)?;
         let f = self.tcp_of(fd, EINVAL)?;
-        // Linux allocates the new descriptor first: `EMFILE` consumes nothing from the queue.
+        // Linux allocates the new descriptor first (`get_unused_fd_flags` before `do_accept`):
+        // `EMFILE` comes before `EAGAIN` or sleeping, and consumes nothing from the queue.
         self.emfile_fault()?;
+        self.fd_room(1)?;
         loop {
             let s = sock(self, f);
             let Some(l) = s.listen.as_mut() else {
