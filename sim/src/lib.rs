@@ -15,6 +15,9 @@
 //! | `kernel/pipe.rs` | pipes |
 //! | `kernel/eventfd.rs` | eventfd |
 //! | `kernel/tcp.rs` | TCP sockets and the simulated loopback network |
+//! | [`oracle`] | what the kernel checks on its own: lost wakeups at quiescence, hangs, livelocks, leaks, user invariants ([`Violation`]) |
+//! | [`faults`] | the fault plan: rare-but-legal behaviours, the cost model, injected errnos |
+//! | [`trace`] | the call history, full traces, fingerprints, and their readable form |
 //! | [`config`] | buffer sizes, latency, limits |
 //! | [`rng`] | one seeded random stream per subsystem |
 //!
