@@ -5,7 +5,7 @@
 //!
 //! 1. whenever the server loop is about to block and nothing is in flight, the kernel's
 //!    lost-wakeup oracle ([`netpoll_sim::oracle`]) finds no registration of its epoll instance
-//!    ready for what the server waits for on it ([`Server`]'s table given to
+//!    ready for what the server waits for on it (the server's table given to
 //!    [`Sim::set_wants`]) with nothing queued to say so;
 //! 2. at quiescence every client that neither aborted nor failed got back exactly the bytes it
 //!    sent, in order;
