@@ -11,7 +11,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use netpoll::sys::{errno::*, *};
 use netpoll::{EpollEvent, Events, Poller};
 use netpoll_fuzzops::seeded;
-use netpoll_sim::{EdgePolicy, FaultPlan, Latency, Sim, SimConfig, MAX_DELAY_NS};
+use netpoll_sim::{CostModel, EdgePolicy, FaultPlan, Latency, Sim, SimConfig, MAX_DELAY_NS};
 use proptest::prelude::*;
 
 fn replay(test: &str) -> String {
@@ -85,12 +85,20 @@ fn plan() -> impl Strategy<Value = FaultPlan> {
             prob(),
             prob(),
             prob(),
+            prob(),
+            prob(),
+            prob(),
+            prob(),
         ],
         latency(),
         prop_oneof![3 => Just(0u64), 1 => delay()],
         any::<bool>(),
+        prop_oneof![
+            3 => Just(None),
+            1 => (latency(), latency()).prop_map(|(call, turn)| Some(Box::new(CostModel { call, turn }))),
+        ],
     )
-        .prop_map(|(p, latency, quantum_ns, e2ne)| FaultPlan {
+        .prop_map(|(p, latency, quantum_ns, e2ne, cost)| FaultPlan {
             short_read: p[0],
             short_write: p[1],
             split_write: p[2],
@@ -106,6 +114,13 @@ fn plan() -> impl Strategy<Value = FaultPlan> {
             } else {
                 EdgePolicy::Linux
             },
+            cost,
+            drop_event: p[8],
+            drop_event_max: 0,
+            eintr_io: p[9],
+            emfile: p[10],
+            enomem: p[11],
+            ..FaultPlan::none()
         })
 }
 

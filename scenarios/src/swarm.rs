@@ -176,6 +176,7 @@ impl FaultSpec {
                     timer_first,
                     quantum_ns,
                     edge,
+                    ..FaultPlan::default()
                 };
                 if plan.validate().is_err() {
                     return Err(bad(

@@ -62,6 +62,8 @@ pub struct SimConfig {
     pub somaxconn: usize,
     /// Faults to inject (none by default).
     pub faults: FaultPlan,
+    /// What the kernel checks on its own (all on by default; see [`crate::oracle`]).
+    pub oracles: crate::oracle::Oracles,
 }
 
 impl SimConfig {
@@ -95,6 +97,7 @@ impl Default for SimConfig {
             syn_retries: 6,
             synack_retries: 5,
             somaxconn: 4096,
+            oracles: crate::oracle::Oracles::default(),
         }
     }
 }
@@ -272,6 +275,13 @@ impl FaultPlan {
             timer_first,
             quantum_ns,
             edge: _,
+            cost,
+            vary: _,
+            drop_event,
+            drop_event_max: _,
+            eintr_io,
+            emfile,
+            enomem,
         } = self;
         for (field, p) in [
             ("short_read", short_read),
@@ -282,11 +292,23 @@ impl FaultPlan {
             ("reset", reset),
             ("accept_abort", accept_abort),
             ("timer_first", timer_first),
+            ("drop_event", drop_event),
+            ("eintr_io", eintr_io),
+            ("emfile", emfile),
+            ("enomem", enomem),
         ] {
             probability(field, *p)?;
         }
         if let Some(l) = latency {
             l.validate().map_err(|e| e.within("latency"))?;
+        }
+        if let Some(c) = cost {
+            if let Some(l) = &c.call {
+                l.validate().map_err(|e| e.within("cost.call"))?;
+            }
+            if let Some(l) = &c.turn {
+                l.validate().map_err(|e| e.within("cost.turn"))?;
+            }
         }
         delay("quantum_ns", *quantum_ns)
     }

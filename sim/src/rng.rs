@@ -22,6 +22,14 @@ pub enum Stream {
     /// `getrandom` for a program running on the kernel through `netpoll-interpose` (drawn by
     /// the interposer, never by the kernel).
     Getrandom = 5,
+    /// Which fault families a plan with `vary` keeps for one run.
+    Vary = 6,
+    /// Injected errnos (`EINTR` on blocking calls, `EMFILE`, `ENOMEM`).
+    Errno = 7,
+    /// Dropped epoll events.
+    Drop = 8,
+    /// The cost model: virtual time each call and each loop turn takes.
+    Cost = 9,
 }
 
 /// The kernel's random streams.
@@ -30,6 +38,9 @@ pub struct Rngs {
     net: ChaCha8Rng,
     ports: ChaCha8Rng,
     faults: ChaCha8Rng,
+    cost: ChaCha8Rng,
+    errno: ChaCha8Rng,
+    drop: ChaCha8Rng,
 }
 
 impl Rngs {
@@ -39,6 +50,9 @@ impl Rngs {
             net: stream(seed, Stream::Net),
             ports: stream(seed, Stream::Ports),
             faults: stream(seed, Stream::Faults),
+            cost: stream(seed, Stream::Cost),
+            errno: stream(seed, Stream::Errno),
+            drop: stream(seed, Stream::Drop),
         }
     }
 
@@ -47,7 +61,10 @@ impl Rngs {
         match s {
             Stream::Net => &mut self.net,
             Stream::Ports => &mut self.ports,
-            Stream::Faults | Stream::Swarm | Stream::Getrandom => &mut self.faults,
+            Stream::Faults | Stream::Swarm | Stream::Vary | Stream::Getrandom => &mut self.faults,
+            Stream::Cost => &mut self.cost,
+            Stream::Errno => &mut self.errno,
+            Stream::Drop => &mut self.drop,
         }
     }
 

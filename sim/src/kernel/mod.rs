@@ -36,7 +36,7 @@ use netpoll::Fd;
 
 use crate::config::SimConfig;
 use crate::fdset::FdSet;
-use crate::rng::Rngs;
+use crate::rng::{Rngs, Stream};
 use crate::slab::Slab;
 
 pub(crate) type FileId = u32;
@@ -54,6 +54,9 @@ pub(crate) struct File {
     pub(crate) watchers: WaitQueue,
     /// What kind of file, and its state.
     pub(crate) kind: Kind,
+    /// A read returned end-of-file or a reset (for the lost-wakeup oracle's default judgement:
+    /// the loop has finished reading).
+    pub(crate) eof_read: bool,
 }
 
 /// The kinds of open file.
@@ -190,11 +193,25 @@ pub(crate) struct Kernel {
     pub(crate) blocked_in: Option<FileId>,
     pub(crate) stats: Stats,
     pub(crate) faults: crate::faults::FaultCounts,
+    /// The oracles' state (see `crate::oracle`): the run's first violation,
+    pub(crate) violation: Option<crate::oracle::Violation>,
+    /// calls in a row without progress,
+    pub(crate) idle_calls: u64,
+    /// and the syscall count at the last lost-wakeup scan (for amortising it),
+    pub(crate) scan_credit: u64,
+    /// and whether the caller judges lost wakeups itself (it called `Sim::stranded`).
+    pub(crate) own_judge: bool,
+    /// The fault plan has a cost model.
+    pub(crate) costly: bool,
+    /// Events dropped so far (for `drop_event_max`).
+    pub(crate) dropped: u32,
 }
 
 impl Kernel {
-    pub(crate) fn new(seed: u64, cfg: SimConfig) -> Kernel {
+    pub(crate) fn new(seed: u64, mut cfg: SimConfig) -> Kernel {
         let first = cfg.first_fd.max(0) as usize;
+        cfg.faults = cfg.faults.for_run(seed);
+        let costly = cfg.faults.cost.is_some();
         Kernel {
             seed,
             now_ns: 0,
@@ -212,6 +229,12 @@ impl Kernel {
             blocked_in: None,
             stats: Stats::default(),
             faults: crate::faults::FaultCounts::default(),
+            violation: None,
+            idle_calls: 0,
+            scan_credit: 0,
+            own_judge: false,
+            costly,
+            dropped: 0,
             cfg,
         }
     }
@@ -264,6 +287,7 @@ impl Kernel {
             nonblock,
             watchers: WaitQueue::default(),
             kind,
+            eof_read: false,
         });
         let fd = self.install(id)?;
         Ok((id, fd))
@@ -292,6 +316,7 @@ impl Kernel {
 
     pub(crate) fn dup(&mut self, fd: Fd) -> io::Result<Fd> {
         let f = self.file_of(fd)?;
+        self.emfile_fault()?;
         self.install(f)
     }
 
@@ -435,14 +460,129 @@ impl Kernel {
 
     /// A blocking call on a blocking descriptor cannot go on: let time pass until something
     /// happens. If nothing ever can, the real kernel would hang for ever; we say so.
+    /// Once an oracle has stopped the run, the call fails at once instead; the `eintr_io`
+    /// fault fails it with `EINTR` (a signal arrived while it slept).
     pub(crate) fn block(&mut self, what: &str, fd: Fd) -> io::Result<()> {
+        if let Some(v) = &self.violation {
+            return Err(v.stop_error(""));
+        }
+        if self.rng.chance(Stream::Errno, self.cfg.faults.eintr_io) {
+            self.faults.eintr_io += 1;
+            return Err(err(EINTR));
+        }
         if self.advance(None) {
             Ok(())
         } else {
-            Err(deadlock(format!(
+            let msg = format!(
                 "{what} on blocking fd {fd} would wait for ever: nothing is in flight (seed {})",
                 self.seed
-            )))
+            );
+            Err(self.hang(format!("{what}(fd {fd})"), msg))
+        }
+    }
+
+    /// A blocking call would sleep for ever: the hang oracle's verdict (recorded if it is on and
+    /// first), and the `Deadlock` error the call returns.
+    pub(crate) fn hang(&mut self, call: String, msg: String) -> io::Error {
+        if self.cfg.oracles.hang {
+            let v = crate::oracle::Violation::Hang {
+                call,
+                at_ns: self.now_ns,
+            };
+            self.note(v);
+            if let Some(first) = &self.violation {
+                return first.stop_error(&msg);
+            }
+        }
+        deadlock(msg)
+    }
+
+    /// The error a call stopped by the run's first violation returns.
+    pub(crate) fn stop_error(&self) -> io::Error {
+        match &self.violation {
+            Some(v) => v.stop_error(""),
+            None => unreachable!("a call was stopped with no violation recorded"),
+        }
+    }
+
+    /// After a livelock every call is stopped (a spinning loop may never block).
+    #[inline]
+    pub(crate) fn livelocked(&self) -> bool {
+        matches!(
+            self.violation,
+            Some(crate::oracle::Violation::Livelock { .. })
+        )
+    }
+
+    /// One call for the livelock budget: `progress` resets it.
+    #[inline]
+    pub(crate) fn turn(&mut self, progress: bool) {
+        if progress {
+            self.idle_calls = 0;
+            return;
+        }
+        self.idle_calls += 1;
+        let turns = self.cfg.oracles.livelock_turns;
+        if self.idle_calls >= turns {
+            self.note(crate::oracle::Violation::Livelock {
+                turns,
+                at_ns: self.now_ns,
+            });
+        }
+    }
+
+    /// Records `v` if it is the run's first violation.
+    pub(crate) fn note(&mut self, v: crate::oracle::Violation) {
+        if self.violation.is_none() {
+            self.violation = Some(v);
+        }
+    }
+
+    /// Whether the lost-wakeup scan of `epfd` is due: always when `forced` or for a small
+    /// instance, else once the calls since the last scan pay for a pass.
+    pub(crate) fn scan_due(&mut self, epfd: Fd, forced: bool) -> bool {
+        if self.own_judge {
+            return false;
+        }
+        let regs = self.ep_registrations(epfd);
+        let due = forced
+            || regs <= crate::oracle::SCAN_FREE_REGISTRATIONS
+            || self.stats.syscalls >= self.scan_credit + regs as u64;
+        if due {
+            self.scan_credit = self.stats.syscalls;
+        }
+        due
+    }
+
+    /// Every open descriptor and its file's kind, in descriptor order.
+    pub(crate) fn open_fd_kinds(&self) -> Vec<(Fd, &'static str)> {
+        self.fds
+            .iter()
+            .enumerate()
+            .filter_map(|(fd, f)| {
+                let f = f.map(|n| n.get() - 1)?;
+                let kind = match self.files[f].kind {
+                    Kind::Epoll(_) => "epoll",
+                    Kind::Unix(_) => "unix",
+                    Kind::PipeRead(_) | Kind::PipeWrite(_) => "pipe",
+                    Kind::EventFd(_) => "eventfd",
+                    Kind::Tcp(_) => "tcp",
+                };
+                Some((fd as Fd, kind))
+            })
+            .collect()
+    }
+
+    /// The file's readiness without side effects (polling a nested epoll file for real prunes
+    /// its ready list): what an oracle may look at without perturbing the run.
+    pub(crate) fn peek_file(&self, f: FileId, depth: u32) -> Events {
+        match &self.files[f].kind {
+            Kind::Epoll(_) => self.ep_peek(f, depth),
+            Kind::Unix(end) => end.poll(&self.cfg),
+            Kind::PipeRead(p) => self.pipes[*p].poll(true),
+            Kind::PipeWrite(p) => self.pipes[*p].poll(false),
+            Kind::EventFd(e) => e.poll(),
+            Kind::Tcp(s) => self.tcp_poll(s),
         }
     }
 }
@@ -456,6 +596,36 @@ impl Kernel {
                 .range(crate::rng::Stream::Faults, 1, len as u64 - 1) as usize
         } else {
             len
+        }
+    }
+
+    /// The `emfile` fault: a call about to allocate a descriptor fails with `EMFILE` instead
+    /// (called after the call's own argument checks, before it changes anything).
+    pub(crate) fn emfile_fault(&mut self) -> io::Result<()> {
+        if self.rng.chance(Stream::Errno, self.cfg.faults.emfile) {
+            self.faults.emfile += 1;
+            return Err(err(EMFILE));
+        }
+        Ok(())
+    }
+
+    /// The cost model: the loop's work before a call (and, for `epoll_wait`, before a turn)
+    /// takes virtual time, during which what is due happens.
+    pub(crate) fn charge_cost(&mut self, turn: bool) {
+        let Some(cost) = self.cfg.faults.cost.as_deref().copied() else {
+            return;
+        };
+        let mut ns = 0;
+        if let Some(c) = cost.call {
+            ns += c.draw(self.rng.get(Stream::Cost));
+        }
+        if let (true, Some(c)) = (turn, cost.turn) {
+            ns += c.draw(self.rng.get(Stream::Cost));
+        }
+        if ns > 0 {
+            self.faults.cost_ns += ns;
+            self.now_ns += ns;
+            self.run_due();
         }
     }
 
