@@ -18,12 +18,11 @@
 //! (with `EPOLL_CTL_MOD`) only while it holds unsent output. [`Handler::StopsBeforeEagain`] is
 //! the canary: it reads once per event, and the oracles must catch it.
 
-use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::rc::Rc;
+use std::sync::{Arc, Mutex};
 
 use netpoll::sys::{errno::*, EPOLL_CTL_ADD, EPOLL_CTL_MOD, SHUT_WR, SOCK_NONBLOCK};
 use netpoll::{EpollEvent, Events, Fd, Poller};
@@ -178,7 +177,13 @@ struct ServerConn {
 
 /// What the server waits for on each registration, by token: the lost-wakeup oracle's measure
 /// (readiness nobody waits for is not lost), shared with the kernel through [`Sim::set_wants`].
-type WantsTable = Rc<RefCell<BTreeMap<u64, Events>>>;
+type WantsTable = Arc<Mutex<BTreeMap<u64, Events>>>;
+
+/// The table, locked (never contended: the kernel and the loop run on one thread).
+fn lock(t: &WantsTable) -> std::sync::MutexGuard<'_, BTreeMap<u64, Events>> {
+    t.lock()
+        .expect("the wants table is never poisoned: nothing panics while holding it")
+}
 
 /// The edge-triggered echo server.
 #[derive(Debug)]
@@ -210,9 +215,9 @@ impl Server {
             let ev = EpollEvent::new(Events::IN | Events::ET, LISTENER);
             p.epoll_ctl(ep, EPOLL_CTL_ADD, l, Some(ev))?;
             let wants = WantsTable::default();
-            wants.borrow_mut().insert(LISTENER, Events::IN);
-            let table = Rc::clone(&wants);
-            p.set_wants(move |s| table.borrow().get(&s.data).copied().unwrap_or(Events::NONE));
+            lock(&wants).insert(LISTENER, Events::IN);
+            let table = Arc::clone(&wants);
+            p.set_wants(move |s| lock(&table).get(&s.data).copied().unwrap_or(Events::NONE));
             let s = Server {
                 wants,
                 ep,
@@ -278,7 +283,7 @@ impl Server {
 
     /// Records in the wants table what the loop waits for on the registration `token`.
     fn note_wants(&self, token: u64) {
-        let mut table = self.wants.borrow_mut();
+        let mut table = lock(&self.wants);
         let Some(c) = self.conns.get(&token) else {
             table.remove(&token);
             return;

@@ -83,7 +83,7 @@
 use std::collections::BTreeSet;
 use std::fmt;
 use std::io;
-use std::rc::Rc;
+use std::sync::Arc;
 
 use netpoll::sys::Events;
 use netpoll::Fd;
@@ -342,8 +342,11 @@ pub fn default_wants(s: &Stranded) -> Events {
     w
 }
 
-type Wants = Rc<dyn Fn(&Stranded) -> Events>;
-type Check = Box<dyn FnMut(&Sim) -> Result<(), String>>;
+// `Send` so that a `Sim` stays `Send`: a kernel may be shared by simulated threads
+// (`netpoll-threads`) or moved to a worker; state a closure shares with the loop goes in an
+// `Arc<Mutex<_>>` (uncontended: the kernel runs one call at a time).
+type Wants = Arc<dyn Fn(&Stranded) -> Events + Send + Sync>;
+type Check = Box<dyn FnMut(&Sim) -> Result<(), String> + Send>;
 
 /// The user's side of the oracles, kept outside the kernel so that its closures may call the
 /// `Sim` back.
@@ -390,8 +393,8 @@ impl Sim {
     /// // This loop only ever waits on registrations whose data is below 100.
     /// sim.set_wants(|s| if s.data < 100 { netpoll_sim::default_wants(s) } else { Events::NONE });
     /// ```
-    pub fn set_wants(&self, f: impl Fn(&Stranded) -> Events + 'static) {
-        self.hooks.borrow_mut().wants = Some(Rc::new(f));
+    pub fn set_wants(&self, f: impl Fn(&Stranded) -> Events + Send + Sync + 'static) {
+        self.hooks.borrow_mut().wants = Some(Arc::new(f));
     }
 
     /// A user invariant, run at each quiescence and by [`finish`](Sim::finish); an `Err` is a
@@ -404,7 +407,11 @@ impl Sim {
     /// });
     /// assert!(sim.finish().is_ok());
     /// ```
-    pub fn add_invariant(&self, name: &str, f: impl FnMut(&Sim) -> Result<(), String> + 'static) {
+    pub fn add_invariant(
+        &self,
+        name: &str,
+        f: impl FnMut(&Sim) -> Result<(), String> + Send + 'static,
+    ) {
         self.hooks
             .borrow_mut()
             .invariants

@@ -1,10 +1,10 @@
 //! The kernel's oracles ([`netpoll_sim::oracle`]): each fires on a minimal buggy loop and stays
 //! quiet on its fixed twin.
 
-use std::cell::Cell;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::rc::Rc;
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use std::sync::Arc;
 
 use netpoll::sys::{errno::*, *};
 use netpoll::{EpollEvent, Events, Fd, Poller};
@@ -380,10 +380,10 @@ fn an_fd_left_open_is_a_leak_unless_declared() {
 #[test]
 fn user_invariants_run_at_quiescence_and_at_the_end() {
     let p = Sim::new(1);
-    let runs = Rc::new(Cell::new(0));
-    let seen = Rc::clone(&runs);
+    let runs = Arc::new(AtomicU32::new(0));
+    let seen = Arc::clone(&runs);
     p.add_invariant("at most one pipe", move |s| {
-        seen.set(seen.get() + 1);
+        seen.fetch_add(1, Relaxed);
         if s.open_files() <= 3 {
             Ok(())
         } else {
@@ -396,9 +396,9 @@ fn user_invariants_run_at_quiescence_and_at_the_end() {
         .unwrap();
     let mut evs = [EpollEvent::EMPTY; 4];
     assert_eq!(p.epoll_wait(ep, &mut evs, 1).unwrap(), 0);
-    assert_eq!(runs.get(), 1, "run once at the quiescent wait");
+    assert_eq!(runs.load(Relaxed), 1, "run once at the quiescent wait");
     assert_eq!(p.epoll_wait(ep, &mut evs, 0).unwrap(), 0);
-    assert_eq!(runs.get(), 1, "a poll is not a quiescence");
+    assert_eq!(runs.load(Relaxed), 1, "a poll is not a quiescence");
     let [_r2, _w2] = p.pipe2(O_NONBLOCK).unwrap();
     let e = p.epoll_wait(ep, &mut evs, 1).unwrap_err();
     assert!(e.to_string().contains("run stopped: invariant"), "{e}");

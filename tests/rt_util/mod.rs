@@ -2,12 +2,11 @@
 //! kernel and on the simulated one with several seeds, and print how to replay a failing seed.
 #![allow(dead_code)]
 
-use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::rc::Rc;
+use std::sync::{Arc, Mutex};
 
 use netpoll::rt::pd::Dir;
 use netpoll::rt::{MultiRuntime, Runtime};
@@ -82,13 +81,15 @@ fn side_events(dir: Dir) -> Events {
 /// will scan on entry (nothing in flight); a scan later in the same wait, after deliveries,
 /// then judges nothing, and a loop stuck there is reported as a hang.
 pub fn judge_by_parked_tasks(rt: &mut Runtime<Sim>) {
-    let parked: Rc<RefCell<BTreeMap<Fd, Events>>> = Rc::default();
-    let seen = Rc::clone(&parked);
-    rt.driver()
-        .poller()
-        .set_wants(move |s| seen.borrow().get(&s.fd).copied().unwrap_or(Events::NONE));
+    // Shared with the kernel's hook, which must be `Send` (uncontended: one thread).
+    let parked: Arc<Mutex<BTreeMap<Fd, Events>>> = Arc::default();
+    let seen = Arc::clone(&parked);
+    rt.driver().poller().set_wants(move |s| {
+        let seen = seen.lock().expect("not poisoned");
+        seen.get(&s.fd).copied().unwrap_or(Events::NONE)
+    });
     rt.set_quiescence_hook(move |d| {
-        let mut parked = parked.borrow_mut();
+        let mut parked = parked.lock().expect("not poisoned");
         parked.clear();
         if d.poller().pending() > 0 {
             return Ok(());
