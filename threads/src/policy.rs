@@ -19,11 +19,12 @@ use crate::Tid;
 /// let pct = Runner::new(7).policy(Policy::Pct { depth: 3, steps: 1_000 });
 /// # let _ = (random, pct);
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Policy {
     /// Uniform choice among the runnable threads at every switch point. Good at shaking out
     /// races that need many small interleavings; poor at ones that need one thread to stall for
     /// a long stretch.
+    #[default]
     Random,
     /// Probabilistic Concurrency Testing (Burckhardt et al., ASPLOS 2010; as shuttle's
     /// `PctScheduler`). Each thread gets a random priority when it is spawned and the highest
@@ -38,12 +39,6 @@ pub enum Policy {
         /// The range the change points are drawn from.
         steps: u64,
     },
-}
-
-impl Default for Policy {
-    fn default() -> Policy {
-        Policy::Random
-    }
 }
 
 impl std::fmt::Display for Policy {

@@ -15,7 +15,8 @@
 //! ```
 //!
 //! Exactly one thread holds the token (`State::current`); every other simulated thread waits on
-//! the condition variable for its id to be chosen. The running thread gives the token away only
+//! its own condition variable (under the one state mutex) for its id to be chosen, so a hand-off
+//! wakes one OS thread, not all of them. The running thread gives the token away only
 //! at a switch point ([`Shared::switch`]), when it blocks ([`Shared::block`]) or when it
 //! finishes. The choice is made by the [`Chooser`] from the scheduler's own ChaCha stream, over
 //! the runnable threads in id order, so one seed gives one schedule whatever the OS does.
@@ -124,6 +125,8 @@ struct Th {
     last: Option<Call>,
     /// An unpark that arrived while the thread was not parked (`std::thread::park`'s token).
     unparked: bool,
+    /// The thread waits here for the token: a hand-off wakes exactly the thread chosen.
+    cv: Arc<Condvar>,
 }
 
 /// Payload of the unwinding that ends a simulated thread after the run failed elsewhere.
@@ -169,8 +172,6 @@ impl fmt::Debug for State {
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) state: Mutex<State>,
-    /// Simulated threads wait here for the token.
-    pub(crate) cv: Condvar,
     /// The supervisor ([`Runner::run`](crate::Runner::run)) waits here for the end of the run.
     pub(crate) done: Condvar,
     /// The simulated kernel. Uncontended: only the thread holding the token locks it. Lock order:
@@ -238,6 +239,7 @@ impl Shared {
                     status: Status::Runnable,
                     last: None,
                     unparked: false,
+                    cv: Arc::new(Condvar::new()),
                 }],
                 current: Some(Tid(0)),
                 chooser,
@@ -251,7 +253,6 @@ impl Shared {
                 finished: 0,
                 over: false,
             }),
-            cv: Condvar::new(),
             done: Condvar::new(),
             sim: Mutex::new(sim),
         }
@@ -303,6 +304,7 @@ impl Shared {
             status: Status::Runnable,
             last: None,
             unparked: false,
+            cv: Arc::new(Condvar::new()),
         });
         let State { chooser, rng, .. } = &mut *st;
         chooser.on_spawn(tid, rng);
@@ -312,8 +314,11 @@ impl Shared {
 
     /// Waits until `me` holds the token; unwinds if the run failed meanwhile.
     fn wait_turn<'a>(&'a self, mut st: MutexGuard<'a, State>, me: Tid) -> MutexGuard<'a, State> {
-        while st.current != Some(me) && st.failure.is_none() {
-            st = self.cv.wait(st).unwrap_or_else(|e| e.into_inner());
+        if st.current != Some(me) && st.failure.is_none() {
+            let cv = Arc::clone(&st.threads[me.0 as usize].cv);
+            while st.current != Some(me) && st.failure.is_none() {
+                st = cv.wait(st).unwrap_or_else(|e| e.into_inner());
+            }
         }
         if st.failure.is_some() {
             drop(st);
@@ -349,7 +354,7 @@ impl Shared {
         let next = next.expect("switch: the running thread is runnable");
         if next != me {
             st.current = Some(next);
-            self.cv.notify_all();
+            st.threads[next.0 as usize].cv.notify_one();
             st = self.wait_turn(st, me);
         }
         let step = st.step;
@@ -478,7 +483,7 @@ impl Shared {
         loop {
             if let Some(next) = self.choose(st, Some(me)) {
                 st.current = Some(next);
-                self.cv.notify_all();
+                st.threads[next.0 as usize].cv.notify_one();
                 return true;
             }
             if !self.let_time_pass(st) {
@@ -563,7 +568,9 @@ impl Shared {
             });
         }
         st.over = true;
-        self.cv.notify_all();
+        for th in &st.threads {
+            th.cv.notify_one();
+        }
         self.done.notify_all();
     }
 
