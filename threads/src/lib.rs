@@ -50,6 +50,7 @@
 //! | `policy.rs` | [`Policy`]: who runs next |
 //! | `poller.rs` | [`ThreadedSim`]: the kernel shared by the threads; which calls block |
 //! | `report.rs` | [`Report`] and [`Failure`]: the schedule, one track per thread; replay lines |
+//! | [`sync`] | a [`Mutex`](sync::Mutex) and a [`Condvar`](sync::Condvar) whose blocking is the scheduler's |
 //!
 //! ## Blocking and time
 //!
@@ -95,13 +96,14 @@
 //!   one event, `EPOLLEXCLUSIVE`): every blocked waiter retries, and the schedule decides who
 //!   gets there first.
 //! - `std::sync` primitives: a simulated thread that blocks on a `std::sync::Mutex` held by
-//!   another simulated thread stalls the run (reported by the watchdog). Use [`park`] /
-//!   [`Thread::unpark`] to build blocking primitives.
+//!   another simulated thread stalls the run (reported by the watchdog). Use [`sync`]'s, or
+//!   [`park`] / [`Thread::unpark`] to build others.
 
 mod policy;
 mod poller;
 mod report;
 mod sched;
+pub mod sync;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -357,8 +359,13 @@ where
 /// # Panics
 /// If called from a thread that is not a simulated thread.
 pub fn yield_now() {
-    let (s, me) = current_or_panic("yield_now");
-    s.switch(me, Call::bare("yield"));
+    yield_in(Call::bare("yield"));
+}
+
+/// A switch point reported as `call`.
+pub(crate) fn yield_in(call: Call) {
+    let (s, me) = current_or_panic(call.op);
+    s.switch(me, call);
 }
 
 /// Blocks the calling simulated thread until [`Thread::unpark`] is called for it (at once if it
@@ -390,8 +397,12 @@ pub fn yield_now() {
 /// }).unwrap();
 /// ```
 pub fn park() {
-    let (s, me) = current_or_panic("park");
-    let call = Call::bare("park");
+    park_in(Call::bare("park"));
+}
+
+/// [`park`], reported as `call` (`mutex_lock`, `condvar_wait`) in the schedule and in reports.
+pub(crate) fn park_in(call: Call) {
+    let (s, me) = current_or_panic(call.op);
     s.switch(me, call);
     s.block(me, call, Wait::Park);
 }

@@ -552,7 +552,7 @@ impl Shared {
                             format!("blocked in {c} until {d} ns")
                         }
                         Status::Blocked(Wait::Join(t), _) => format!("blocked joining {t}"),
-                        Status::Blocked(Wait::Park, _) => "parked".to_owned(),
+                        Status::Blocked(Wait::Park, c) => format!("parked in {c}"),
                         Status::Finished => "finished".to_owned(),
                     },
                     last_call: th.last,
