@@ -631,3 +631,103 @@ fn a_lock_order_inversion_is_a_deadlock_found_by_seed() {
     assert!(text.contains("`ba`: parked in mutex_lock()"), "{text}");
     assert_eq!(run(seed).unwrap_err().schedule_hash(), f.schedule_hash());
 }
+
+/// Go's netpoller wake, coalesced by a `notified` flag (as `netpollWakeSig`): a submitter
+/// queues a task and writes the eventfd only if no wake is pending; the poller, woken, drains
+/// the queue and runs what it took. The bug clears the flag *after* running the tasks, so a task
+/// queued meanwhile finds the flag still set, writes nothing, and the poller sleeps for ever with
+/// a task queued.
+/// The fixed twin clears the flag after it reads the eventfd and before it drains the queue.
+/// (Clearing it *before* the read is wrong too: a submitter's write then lands between the clear
+/// and the read, the read consumes it, and the flag stays set with no write pending. This test's
+/// first "fixed" twin did that; seed 253 found it.)
+fn coalesced_wake(seed: u64, policy: Policy, fixed: bool) -> Result<u32, netpoll_threads::Failure> {
+    use netpoll_threads::sync::Mutex;
+    use std::collections::VecDeque;
+    Runner::new(seed)
+        .policy(policy)
+        .run(Sim::new(seed), move |k| {
+            let efd = k.eventfd(0, EFD_NONBLOCK).unwrap();
+            let ep = k.epoll_create1(0).unwrap();
+            k.epoll_ctl(ep, EPOLL_CTL_ADD, efd, Some(EpollEvent::new(Events::IN, 1)))
+                .unwrap();
+            let [_r, out] = k.pipe2(O_NONBLOCK).unwrap();
+            let queue = Arc::new(Mutex::new(VecDeque::new()));
+            let notified = Arc::new(AtomicBool::new(false));
+            let submitter = spawn("submitter", {
+                let (k, queue, notified) = (k.clone(), queue.clone(), notified.clone());
+                move || {
+                    for task in 0..3u32 {
+                        queue.lock().push_back(task);
+                        if !notified.swap(true, SeqCst) {
+                            k.write(efd, &1u64.to_ne_bytes()).unwrap();
+                        }
+                    }
+                }
+            });
+            let mut done = 0;
+            let mut evs = [EpollEvent::EMPTY; 4];
+            while done < 3 {
+                k.epoll_wait(ep, &mut evs, -1).unwrap();
+                let _ = k.read(efd, &mut [0u8; 8]); // consume the wake(s)
+                if fixed {
+                    // After the read: a submitter that sets the flag from here on writes again.
+                    notified.store(false, SeqCst);
+                }
+                // Take the queued tasks, then run them (each makes a kernel call).
+                let batch: Vec<u32> = queue.lock().drain(..).collect();
+                for task in batch {
+                    k.write(out, &[task as u8]).unwrap();
+                    done += 1;
+                }
+                if !fixed {
+                    notified.store(false, SeqCst);
+                }
+            }
+            submitter.join();
+            done
+        })
+        .map(|o| o.value)
+}
+
+#[test]
+fn a_coalesced_wake_lost_between_threads_is_found_and_replayed() {
+    for policy in [
+        Policy::Random,
+        Policy::Pct {
+            depth: 3,
+            steps: 30,
+        },
+    ] {
+        let (seed, f) = (0..1000)
+            .find_map(|s| coalesced_wake(s, policy, false).err().map(|f| (s, f)))
+            .unwrap_or_else(|| panic!("{policy}: the lost wake is not found in 1000 seeds"));
+        println!("{policy}: found at seed {seed}\n{f}");
+        assert_eq!(f.kind, FailureKind::Deadlock);
+        assert!(
+            f.to_string()
+                .contains("t0 `main`: blocked in epoll_wait(fd 4, -1)"),
+            "{f}"
+        );
+        let again = coalesced_wake(seed, policy, false).expect_err("the seed replays");
+        assert_eq!(again.to_string(), f.to_string());
+    }
+}
+
+#[test]
+fn the_coalesced_wake_fixed_twin_survives_1000_seeds() {
+    for policy in [
+        Policy::Random,
+        Policy::Pct {
+            depth: 3,
+            steps: 30,
+        },
+    ] {
+        for seed in 0..1000 {
+            match coalesced_wake(seed, policy, true) {
+                Ok(done) => assert_eq!(done, 3),
+                Err(f) => panic!("{f}"),
+            }
+        }
+    }
+}
