@@ -95,6 +95,8 @@
 //! - Linux's wait-queue semantics for several waiters on one epoll instance (who is woken by
 //!   one event, `EPOLLEXCLUSIVE`): every blocked waiter retries, and the schedule decides who
 //!   gets there first.
+//! - [`Poller::now`](netpoll::Poller::now) and [`ThreadedSim::with_sim`] are not switch points
+//!   and are not checked for the calling thread (they change nothing another thread can see).
 //! - `std::sync` primitives: a simulated thread that blocks on a `std::sync::Mutex` held by
 //!   another simulated thread stalls the run (reported by the watchdog). Use [`sync`]'s, or
 //!   [`park`] / [`Thread::unpark`] to build others.
