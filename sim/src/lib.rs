@@ -237,6 +237,27 @@ impl Sim {
         self.k.borrow().faults
     }
 
+    /// Lets virtual time pass without a blocking call: the clock moves to the next queued event
+    /// (no further than `limit_ns`, in virtual nanoseconds since the kernel was made) and runs
+    /// everything due then. Returns `false` when nothing was queued before the limit; the clock
+    /// then moves to the limit, if there is one, and stays put if there is none.
+    ///
+    /// For schedulers that run several simulated threads on one kernel (`netpoll-threads`): they
+    /// let time pass only when every thread is blocked, instead of inside one thread's call.
+    pub fn advance(&self, limit_ns: Option<u64>) -> bool {
+        self.k.borrow_mut().advance(limit_ns)
+    }
+
+    /// Whether `fd`'s open file is in non-blocking mode (`O_NONBLOCK`, shared by `dup`s).
+    ///
+    /// # Errors
+    /// `EBADF`.
+    pub fn is_nonblocking(&self, fd: Fd) -> io::Result<bool> {
+        let k = self.k.borrow();
+        let f = k.file_of(fd)?;
+        Ok(k.files[f].nonblock)
+    }
+
     /// Open files (not descriptors: `dup`s share one).
     pub fn open_files(&self) -> usize {
         self.k.borrow().files.len()

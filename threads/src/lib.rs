@@ -1,0 +1,439 @@
+//! # netpoll-threads: simulated threads on the simulated kernel
+//!
+//! The races that lose wakeups in real netpollers happen between threads: a worker blocked in
+//! `epoll_wait` while another queues a task or closes a descriptor, two workers woken for one
+//! edge, a wake write coalesced with a wait that already returned. This crate runs several
+//! threads on one [`netpoll_sim::Sim`], interleaved by seed, so that such a race is found by
+//! sweeping seeds and replayed from the one that failed.
+//!
+//! The threads are real OS threads, but exactly one runs at a time: a token is handed from
+//! thread to thread at **switch points**: every call on the shared kernel ([`ThreadedSim`], a
+//! [`netpoll::Poller`]), [`spawn`], [`JoinHandle::join`], [`park`] and [`yield_now`]. At each
+//! one the seed picks who runs next ([`Policy::Random`], or [`Policy::Pct`]'s priority schedules
+//! with a bounded number of preemptions). Between switch points a thread runs alone, so code
+//! between two calls is atomic as far as the kernel is concerned.
+//!
+//! ```
+//! use netpoll::{sys::*, Poller};
+//! use netpoll_sim::Sim;
+//! use netpoll_threads::{Policy, Runner};
+//!
+//! // Two threads write into one pipe: which byte comes first depends on the seed.
+//! let first = |seed| {
+//!     Runner::new(seed)
+//!         .policy(Policy::Random)
+//!         .run(Sim::new(seed), |k| {
+//!             let [r, w] = k.pipe2(O_NONBLOCK).unwrap();
+//!             let t = netpoll_threads::spawn("b", {
+//!                 let k = k.clone();
+//!                 move || k.write(w, b"b").unwrap()
+//!             });
+//!             k.write(w, b"a").unwrap();
+//!             t.join();
+//!             let mut buf = [0u8; 2];
+//!             k.read(r, &mut buf).unwrap();
+//!             buf[0]
+//!         })
+//!         .unwrap()
+//!         .value
+//! };
+//! assert_eq!(first(5), first(5)); // one seed, one schedule
+//! let both: std::collections::BTreeSet<u8> = (0..20).map(first).collect();
+//! assert_eq!(both.len(), 2); // some seeds let `b` go first
+//! ```
+//!
+//! ## Map
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | `sched.rs` | the scheduler: the token, thread states, blocking, virtual time, failures (start here) |
+//! | `policy.rs` | [`Policy`]: who runs next |
+//! | `poller.rs` | [`ThreadedSim`]: the kernel shared by the threads; which calls block |
+//! | `report.rs` | [`Report`] and [`Failure`]: the schedule, one track per thread; replay lines |
+//! | [`sync`] | a [`Mutex`](sync::Mutex) and a [`Condvar`](sync::Condvar) whose blocking is the scheduler's |
+//!
+//! ## Blocking and time
+//!
+//! A call that would block (`epoll_wait` with a timeout, a `read`, `write` or `accept4` on a
+//! blocking descriptor, [`JoinHandle::join`], [`park`]) takes its thread off the runnable set.
+//! A thread blocked on the kernel becomes runnable again, and retries its call, as soon as
+//! another thread's call may have changed the kernel (any call that succeeded). Virtual time
+//! moves only when no thread is runnable: to the kernel's next queued event (a packet on the
+//! loopback network) or the earliest `epoll_wait` deadline, whichever is first. If there is
+//! neither, every thread would wait for ever: the run fails with [`FailureKind::Deadlock`],
+//! reporting each thread's blocking call.
+//!
+//! ## Misuse, reported
+//!
+//! - A thread that spins without reaching a switch point, or blocks on something the scheduler
+//!   cannot see (a `std` mutex another simulated thread holds, a sleep, a channel), holds the
+//!   token for ever. A wall-clock watchdog ([`Runner::watchdog`], 10 s by default) reports it
+//!   ([`FailureKind::Spin`]) with the thread and its last call. The watchdog only reports: it
+//!   never takes part in the schedule. The spinning OS thread is left behind (it cannot be
+//!   killed), but the test does not hang.
+//! - Threads that keep calling without changing anything (busy-polling with timeout 0, which on
+//!   the sim never lets time pass) are stopped deterministically after
+//!   [`Runner::max_idle_steps`] such switch points ([`FailureKind::Livelock`]).
+//! - A call on the kernel from a thread that is not one of the run's simulated threads fails the
+//!   run ([`FailureKind::Outside`]) and panics in that thread.
+//!
+//! ## Determinism
+//!
+//! The scheduler draws from its own ChaCha stream of the run's seed (stream number
+//! [`SCHED_STREAM`], distinct from the kernel's streams in `netpoll_sim::rng`), so scheduling
+//! draws never shift the kernel's. Threads are numbered in spawn order and the policy sees them
+//! in that order. The OS decides nothing: a thread runs only when it holds the token.
+//!
+//! ## Not modelled
+//!
+//! - Preemption between switch points: code between two calls runs atomically. Memory-model
+//!   effects (weak orderings of atomics) are loom's job, not this crate's.
+//! - `EINTR` and the `timer_first` fault of the kernel's fault plan in blocking `epoll_wait`:
+//!   each try is a non-blocking poll, which never draws those faults.
+//! - A blocking `connect`, and a blocking `write` larger than the room in the buffer, let virtual
+//!   time pass inside the call as on one thread, instead of blocking in the scheduler.
+//! - Linux's wait-queue semantics for several waiters on one epoll instance (who is woken by
+//!   one event, `EPOLLEXCLUSIVE`): every blocked waiter retries, and the schedule decides who
+//!   gets there first.
+//! - [`Poller::now`](netpoll::Poller::now) and [`ThreadedSim::with_sim`] are not switch points
+//!   and are not checked for the calling thread (they change nothing another thread can see).
+//! - `std::sync` primitives: a simulated thread that blocks on a `std::sync::Mutex` held by
+//!   another simulated thread stalls the run (reported by the watchdog). Use [`sync`]'s, or
+//!   [`park`] / [`Thread::unpark`] to build others.
+
+mod policy;
+mod poller;
+mod report;
+mod sched;
+pub mod sync;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use netpoll_sim::Sim;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+pub use policy::Policy;
+pub use poller::ThreadedSim;
+pub use report::{Failure, FailureKind, Report, Step, ThreadReport};
+pub use sched::{Call, Tid};
+
+use sched::{current_or_panic, lock, Cfg, Shared, Wait};
+
+/// The scheduler's ChaCha stream number ("thrd" in ASCII), far from the kernel's small ones.
+pub const SCHED_STREAM: u64 = 0x7468_7264;
+
+/// One run of simulated threads: its seed, policy and guards.
+///
+/// # Examples
+///
+/// ```
+/// use netpoll_sim::Sim;
+/// use netpoll_threads::{Policy, Runner};
+///
+/// let out = Runner::new(42)
+///     .policy(Policy::Pct { depth: 2, steps: 100 })
+///     .run(Sim::new(42), |_k| 1 + 1)
+///     .unwrap();
+/// assert_eq!(out.value, 2);
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct Runner {
+    seed: u64,
+    policy: Policy,
+    max_idle_steps: u64,
+    watchdog: Duration,
+}
+
+/// What a successful run returns.
+#[derive(Debug)]
+pub struct Outcome<T> {
+    /// What the main closure returned.
+    pub value: T,
+    /// The schedule.
+    pub report: Report,
+    /// The kernel, for inspection after the run ([`ThreadedSim::with_sim`]).
+    pub kernel: ThreadedSim,
+}
+
+impl Runner {
+    /// A run with `seed`, [`Policy::Random`], at most 100,000 idle switch points in a row and a
+    /// 10 s watchdog.
+    pub fn new(seed: u64) -> Runner {
+        Runner {
+            seed,
+            policy: Policy::Random,
+            max_idle_steps: 100_000,
+            watchdog: Duration::from_secs(10),
+        }
+    }
+
+    /// Who runs next.
+    pub fn policy(mut self, policy: Policy) -> Runner {
+        self.policy = policy;
+        self
+    }
+
+    /// How many switch points in a row may pass with no change to the kernel and no thread
+    /// finishing before the run fails as a livelock. Deterministic.
+    pub fn max_idle_steps(mut self, n: u64) -> Runner {
+        self.max_idle_steps = n;
+        self
+    }
+
+    /// How long (wall clock) one thread may hold the token without reaching a switch point
+    /// before the run fails as spinning. A last-resort guard against hanging the test: it only
+    /// reports, it never decides the schedule.
+    pub fn watchdog(mut self, d: Duration) -> Runner {
+        self.watchdog = d;
+        self
+    }
+
+    /// Runs `f` as simulated thread `t0` ("main") on `sim`, with the threads it spawns, until
+    /// every one has finished or the run fails.
+    ///
+    /// # Errors
+    /// A [`Failure`] (deadlock, panic, livelock, spin, call from outside) with every thread's
+    /// state, the schedule, and the replay line.
+    pub fn run<T, F>(self, sim: Sim, f: F) -> Result<Outcome<T>, Failure>
+    where
+        T: Send + 'static,
+        F: FnOnce(ThreadedSim) -> T + Send + 'static,
+    {
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
+        rng.set_stream(SCHED_STREAM);
+        let cfg = Cfg {
+            seed: self.seed,
+            policy: self.policy,
+            max_idle_steps: self.max_idle_steps,
+        };
+        let shared = Arc::new(Shared::new(cfg, sim, rng));
+        let kernel = ThreadedSim {
+            shared: Arc::clone(&shared),
+        };
+        let slot = Arc::new(Mutex::new(None));
+        {
+            let k = kernel.clone();
+            let mut st = lock(&shared.state);
+            shared.start(&mut st, Tid(0), Arc::clone(&slot), move || f(k));
+        }
+
+        // Supervise: wait for the end, and watch for a thread that never reaches a switch point.
+        let mut st = lock(&shared.state);
+        let mut seen = st.step;
+        let mut since = Instant::now();
+        let mut spinning = None;
+        while !st.over {
+            let tick = self.watchdog.min(Duration::from_millis(100));
+            st = shared
+                .done
+                .wait_timeout(st, tick)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+            if st.over {
+                break;
+            }
+            if st.step != seen {
+                seen = st.step;
+                since = Instant::now();
+            } else if since.elapsed() >= self.watchdog {
+                let (t, name, last) = Shared::running(&st).expect("a thread holds the token");
+                let last = last.map_or("none yet".to_owned(), |c| c.to_string());
+                let msg = format!(
+                    "thread {t} `{name}` has held the token for {:?} of wall-clock time without \
+                     reaching a switch point (its last call: {last}): it spins without making a \
+                     call, or blocks on something the scheduler cannot see (a std lock, a \
+                     sleep, a channel)",
+                    self.watchdog
+                );
+                shared.fail(&mut st, FailureKind::Spin, msg);
+                spinning = Some(t);
+            }
+        }
+        let os = std::mem::take(&mut st.os);
+        let failure = st.failure.clone();
+        let names = Shared::names(&st);
+        let schedule = std::mem::take(&mut st.schedule);
+        let steps = st.step;
+        drop(st);
+        for (t, h) in os {
+            if Some(t) != spinning {
+                // Panics were caught in the thread; nothing is left to propagate.
+                let _ = h.join();
+            }
+        }
+        if let Some(f) = failure {
+            return Err(f);
+        }
+        let value = lock(&slot)
+            .take()
+            .expect("run: the main thread finished without a value");
+        let now_ns = kernel.with_sim(Sim::now_ns);
+        Ok(Outcome {
+            value,
+            report: Report {
+                seed: self.seed,
+                policy: self.policy,
+                names,
+                schedule,
+                steps,
+                now_ns,
+            },
+            kernel,
+        })
+    }
+}
+
+/// A handle to a simulated thread: [`JoinHandle::join`] waits for it (a switch point).
+#[derive(Debug)]
+pub struct JoinHandle<T> {
+    tid: Tid,
+    slot: Arc<Mutex<Option<T>>>,
+}
+
+impl<T> JoinHandle<T> {
+    /// The thread's id.
+    pub fn tid(&self) -> Tid {
+        self.tid
+    }
+
+    /// Blocks (in the scheduler) until the thread has finished, and returns its value. If it
+    /// panicked, the run has failed and this never returns.
+    ///
+    /// # Panics
+    /// If called from a thread that is not a simulated thread.
+    pub fn join(self) -> T {
+        let (s, me) = current_or_panic("JoinHandle::join");
+        let call = Call {
+            op: "join",
+            fd: None,
+            arg: Some(i64::from(self.tid.0)),
+        };
+        s.switch(me, call);
+        s.block(me, call, Wait::Join(self.tid));
+        lock(&self.slot)
+            .take()
+            .expect("join: the thread finished without a value")
+    }
+}
+
+/// Starts a simulated thread named `name` running `f`. A switch point: the new thread may run
+/// first.
+///
+/// # Panics
+/// If called from a thread that is not a simulated thread (only code inside
+/// [`Runner::run`] may spawn).
+///
+/// # Examples
+///
+/// ```
+/// use netpoll_sim::Sim;
+/// use netpoll_threads::{spawn, Runner};
+///
+/// let out = Runner::new(0).run(Sim::new(0), |_k| {
+///     let hs: Vec<_> = (0..3).map(|i| spawn(format!("w{i}"), move || i * 10)).collect();
+///     hs.into_iter().map(|h| h.join()).sum::<i32>()
+/// }).unwrap();
+/// assert_eq!(out.value, 30);
+/// ```
+pub fn spawn<T, F>(name: impl Into<String>, f: F) -> JoinHandle<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    let (s, me) = current_or_panic("spawn");
+    let slot = Arc::new(Mutex::new(None));
+    let tid = s.spawn(name.into(), Arc::clone(&slot), f);
+    s.switch(
+        me,
+        Call {
+            op: "spawn",
+            fd: None,
+            arg: Some(i64::from(tid.0)),
+        },
+    );
+    JoinHandle { tid, slot }
+}
+
+/// A switch point with no call: lets the seed run another thread.
+///
+/// # Panics
+/// If called from a thread that is not a simulated thread.
+pub fn yield_now() {
+    yield_in(Call::bare("yield"));
+}
+
+/// A switch point reported as `call`.
+pub(crate) fn yield_in(call: Call) {
+    let (s, me) = current_or_panic(call.op);
+    s.switch(me, call);
+}
+
+/// Blocks the calling simulated thread until [`Thread::unpark`] is called for it (at once if it
+/// was called since the last `park`): `std::thread::park`'s contract without spurious wakeups,
+/// and the futex-like building block of blocking primitives.
+///
+/// # Panics
+/// If called from a thread that is not a simulated thread.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::atomic::{AtomicBool, Ordering};
+/// use std::sync::Arc;
+/// use netpoll_sim::Sim;
+/// use netpoll_threads::{current, park, spawn, Runner};
+///
+/// Runner::new(9).run(Sim::new(9), |_k| {
+///     let flag = Arc::new(AtomicBool::new(false));
+///     let me = current();
+///     let t = spawn("setter", {
+///         let flag = flag.clone();
+///         move || { flag.store(true, Ordering::SeqCst); me.unpark(); }
+///     });
+///     while !flag.load(Ordering::SeqCst) {
+///         park();
+///     }
+///     t.join();
+/// }).unwrap();
+/// ```
+pub fn park() {
+    park_in(Call::bare("park"));
+}
+
+/// [`park`], reported as `call` (`mutex_lock`, `condvar_wait`) in the schedule and in reports.
+pub(crate) fn park_in(call: Call) {
+    let (s, me) = current_or_panic(call.op);
+    s.switch(me, call);
+    s.block(me, call, Wait::Park);
+}
+
+/// A handle to a simulated thread, for [`unpark`](Thread::unpark).
+#[derive(Debug, Clone)]
+pub struct Thread {
+    shared: Arc<Shared>,
+    tid: Tid,
+}
+
+impl Thread {
+    /// Its id.
+    pub fn tid(&self) -> Tid {
+        self.tid
+    }
+
+    /// Makes the thread runnable if it is parked; otherwise its next [`park`] returns at once.
+    /// Not a switch point (like a futex wake, it is one step of the caller's).
+    pub fn unpark(&self) {
+        self.shared.unpark(self.tid);
+    }
+}
+
+/// The calling simulated thread.
+///
+/// # Panics
+/// If called from a thread that is not a simulated thread.
+pub fn current() -> Thread {
+    let (shared, tid) = current_or_panic("current");
+    Thread { shared, tid }
+}

@@ -1,0 +1,318 @@
+//! [`ThreadedSim`]: the simulated kernel shared by the simulated threads, each call a switch
+//! point.
+
+use std::io;
+use std::net::SocketAddrV4;
+use std::sync::Arc;
+use std::time::Duration;
+
+use netpoll::{EpollEvent, Events, Fd, Poller};
+use netpoll_sim::Sim;
+
+use crate::report::FailureKind;
+use crate::sched::{self, lock, Call, Shared, Tid, Wait};
+
+/// The simulated kernel of one [`Runner::run`](crate::Runner::run), shared by its simulated
+/// threads: a [`Poller`] whose every call is a switch point.
+///
+/// Clone it into each thread (clones share one kernel). Calls behave as on
+/// [`Sim`], except that a call that would block does not move virtual time by itself: the
+/// thread blocks in the scheduler and retries when another thread's call has changed the kernel,
+/// or when every thread is blocked and time moves to the kernel's next event or the earliest
+/// `epoll_wait` deadline.
+///
+/// | call | blocks when |
+/// |---|---|
+/// | `epoll_wait` with a timeout other than 0 | no event is ready (until the timeout) |
+/// | `read` on a blocking descriptor | it is not readable (`EPOLLIN`, `EPOLLHUP`, `EPOLLERR`, `EPOLLRDHUP`) |
+/// | `write` on a blocking descriptor | it is not writable (`EPOLLOUT`, `EPOLLHUP`, `EPOLLERR`) |
+/// | `accept4` on a blocking listener | no connection is queued |
+///
+/// Calling it from a thread that is not one of the run's simulated threads fails the run
+/// ([`FailureKind::Outside`]) and panics in the caller.
+///
+/// # Examples
+///
+/// A thread blocked in `epoll_wait` is woken by another thread's write:
+///
+/// ```
+/// use netpoll::{sys::*, EpollEvent, Events, Poller};
+/// use netpoll_sim::Sim;
+/// use netpoll_threads::Runner;
+///
+/// let out = Runner::new(3).run(Sim::new(3), |k| {
+///     let [a, b] = k.socketpair(SOCK_NONBLOCK).unwrap();
+///     let ep = k.epoll_create1(0).unwrap();
+///     k.epoll_ctl(ep, EPOLL_CTL_ADD, b, Some(EpollEvent::new(Events::IN, 9))).unwrap();
+///     let writer = netpoll_threads::spawn("writer", {
+///         let k = k.clone();
+///         move || k.write(a, b"x").unwrap()
+///     });
+///     let mut evs = [EpollEvent::EMPTY; 4];
+///     let n = k.epoll_wait(ep, &mut evs, -1).unwrap();
+///     assert_eq!((n, evs[0].data), (1, 9));
+///     writer.join()
+/// }).unwrap();
+/// assert_eq!(out.value, 1);
+/// ```
+#[derive(Debug, Clone)]
+pub struct ThreadedSim {
+    pub(crate) shared: Arc<Shared>,
+}
+
+/// Whether a call's result may have changed the kernel's state (so blocked threads retry).
+/// Conservative: a needless retry costs time, a missed one would be a false deadlock.
+fn changed<T>(r: &io::Result<T>) -> bool {
+    r.is_ok()
+}
+
+impl ThreadedSim {
+    /// Runs `f` on the kernel without a switch point: for oracles (stranded registrations,
+    /// readiness, statistics) and for inspecting the kernel after the run. It must not make
+    /// calls that change the kernel (they would not wake blocked threads).
+    pub fn with_sim<R>(&self, f: impl FnOnce(&Sim) -> R) -> R {
+        f(&lock(&self.shared.sim))
+    }
+
+    /// The switch point before `call`: checks that the caller is one of this run's threads.
+    fn enter(&self, call: Call) -> Tid {
+        match sched::current() {
+            Some((s, t)) if Arc::ptr_eq(&s, &self.shared) => {
+                self.shared.switch(t, call);
+                t
+            }
+            other => self.outside(call, other.is_some()),
+        }
+    }
+
+    #[cold]
+    fn outside(&self, call: Call, other_run: bool) -> ! {
+        let who = sched::os_thread_name();
+        let whose = if other_run {
+            "a simulated thread of another run"
+        } else {
+            "a thread not started by netpoll_threads::spawn"
+        };
+        let msg = format!(
+            "{who}, {whose}, called {call} on this run's kernel: only the run's simulated \
+             threads may call it (start threads with netpoll_threads::spawn)"
+        );
+        {
+            let mut st = lock(&self.shared.state);
+            if !st.over {
+                self.shared.fail(&mut st, FailureKind::Outside, msg.clone());
+            }
+        }
+        panic!("{msg}");
+    }
+
+    /// A call that never blocks in the scheduler.
+    fn call<T>(&self, call: Call, f: impl FnOnce(&Sim) -> io::Result<T>) -> io::Result<T> {
+        self.enter(call);
+        let r = f(&lock(&self.shared.sim));
+        if changed(&r) {
+            self.shared.kernel_changed();
+        }
+        r
+    }
+
+    /// A call on `fd` that blocks while `fd` is a blocking descriptor and not ready for `want`.
+    fn blocking<T>(
+        &self,
+        call: Call,
+        fd: Fd,
+        want: Events,
+        f: impl Fn(&Sim) -> io::Result<T>,
+    ) -> io::Result<T> {
+        loop {
+            let me = self.enter(call);
+            let r = {
+                let sim = lock(&self.shared.sim);
+                let would_block = sim.is_nonblocking(fd).is_ok_and(|nb| !nb)
+                    && sim.readiness(fd).is_ok_and(|r| !r.intersects(want));
+                if would_block {
+                    None
+                } else {
+                    Some(f(&sim))
+                }
+            };
+            match r {
+                Some(r) => {
+                    if changed(&r) {
+                        self.shared.kernel_changed();
+                    }
+                    return r;
+                }
+                None => self
+                    .shared
+                    .block(me, call, Wait::Kernel { deadline_ns: None }),
+            }
+        }
+    }
+}
+
+impl Poller for ThreadedSim {
+    fn name(&self) -> &'static str {
+        "sim-threads"
+    }
+
+    fn epoll_create1(&self, flags: i32) -> io::Result<Fd> {
+        self.call(Call::bare("epoll_create1"), |s| s.epoll_create1(flags))
+    }
+
+    fn epoll_ctl(&self, epfd: Fd, op: i32, fd: Fd, event: Option<EpollEvent>) -> io::Result<()> {
+        self.call(Call::on("epoll_ctl", epfd, i64::from(op)), |s| {
+            s.epoll_ctl(epfd, op, fd, event)
+        })
+    }
+
+    /// Polls with timeout 0 at each switch point; while nothing is ready and the timeout has
+    /// not passed, the thread blocks in the scheduler. The deadline is taken at the first try.
+    fn epoll_wait(
+        &self,
+        epfd: Fd,
+        events: &mut [EpollEvent],
+        timeout_ms: i32,
+    ) -> io::Result<usize> {
+        let call = Call::on("epoll_wait", epfd, i64::from(timeout_ms));
+        let mut deadline_ns = None;
+        loop {
+            let me = self.enter(call);
+            let (r, now_ns) = {
+                let sim = lock(&self.shared.sim);
+                (sim.epoll_wait(epfd, events, 0), sim.now_ns())
+            };
+            let d = *deadline_ns.get_or_insert_with(|| {
+                u64::try_from(timeout_ms)
+                    .ok()
+                    .map(|t| now_ns + t * 1_000_000)
+            });
+            match r {
+                Ok(0) if timeout_ms != 0 && d.is_none_or(|d| now_ns < d) => {
+                    self.shared.block(me, call, Wait::Kernel { deadline_ns: d });
+                }
+                r => {
+                    if matches!(r, Ok(n) if n > 0) {
+                        self.shared.kernel_changed();
+                    }
+                    return r;
+                }
+            }
+        }
+    }
+
+    fn socketpair(&self, flags: i32) -> io::Result<[Fd; 2]> {
+        self.call(Call::bare("socketpair"), |s| s.socketpair(flags))
+    }
+
+    fn pipe2(&self, flags: i32) -> io::Result<[Fd; 2]> {
+        self.call(Call::bare("pipe2"), |s| s.pipe2(flags))
+    }
+
+    fn eventfd(&self, initval: u32, flags: i32) -> io::Result<Fd> {
+        self.call(Call::bare("eventfd"), |s| s.eventfd(initval, flags))
+    }
+
+    fn tcp_socket(&self, flags: i32) -> io::Result<Fd> {
+        self.call(Call::bare("tcp_socket"), |s| s.tcp_socket(flags))
+    }
+
+    fn bind(&self, fd: Fd, addr: SocketAddrV4) -> io::Result<()> {
+        self.call(Call::on("bind", fd, i64::from(addr.port())), |s| {
+            s.bind(fd, addr)
+        })
+    }
+
+    fn listen(&self, fd: Fd, backlog: i32) -> io::Result<()> {
+        self.call(Call::on("listen", fd, i64::from(backlog)), |s| {
+            s.listen(fd, backlog)
+        })
+    }
+
+    /// A blocking `connect` lets virtual time pass inside the call, as on one thread (see the
+    /// crate's "Not modelled").
+    fn connect(&self, fd: Fd, addr: SocketAddrV4) -> io::Result<()> {
+        let call = Call::on("connect", fd, i64::from(addr.port()));
+        self.enter(call);
+        let r = lock(&self.shared.sim).connect(fd, addr);
+        // EINPROGRESS starts a handshake: the kernel changed even though the call "failed".
+        self.shared.kernel_changed();
+        r
+    }
+
+    fn accept4(&self, fd: Fd, flags: i32) -> io::Result<(Fd, SocketAddrV4)> {
+        self.blocking(
+            Call::on("accept4", fd, i64::from(flags)),
+            fd,
+            Events::IN,
+            |s| s.accept4(fd, flags),
+        )
+    }
+
+    fn local_addr(&self, fd: Fd) -> io::Result<SocketAddrV4> {
+        self.enter(Call::on("local_addr", fd, 0));
+        lock(&self.shared.sim).local_addr(fd)
+    }
+
+    fn peer_addr(&self, fd: Fd) -> io::Result<SocketAddrV4> {
+        self.enter(Call::on("peer_addr", fd, 0));
+        lock(&self.shared.sim).peer_addr(fd)
+    }
+
+    fn take_socket_error(&self, fd: Fd) -> io::Result<i32> {
+        self.call(Call::on("take_socket_error", fd, 0), |s| {
+            s.take_socket_error(fd)
+        })
+    }
+
+    fn set_linger(&self, fd: Fd, linger_secs: Option<u32>) -> io::Result<()> {
+        let arg = linger_secs.map_or(-1, i64::from);
+        self.call(Call::on("set_linger", fd, arg), |s| {
+            s.set_linger(fd, linger_secs)
+        })
+    }
+
+    fn read(&self, fd: Fd, buf: &mut [u8]) -> io::Result<usize> {
+        let call = Call::on("read", fd, buf.len() as i64);
+        let want = Events::IN | Events::HUP | Events::ERR | Events::RDHUP;
+        // `blocking` takes `Fn`; the buffer is borrowed mutably by exactly one successful try.
+        let buf = std::cell::RefCell::new(buf);
+        self.blocking(call, fd, want, |s| s.read(fd, &mut buf.borrow_mut()))
+    }
+
+    fn write(&self, fd: Fd, buf: &[u8]) -> io::Result<usize> {
+        let call = Call::on("write", fd, buf.len() as i64);
+        let want = Events::OUT | Events::HUP | Events::ERR;
+        self.blocking(call, fd, want, |s| s.write(fd, buf))
+    }
+
+    fn shutdown(&self, fd: Fd, how: i32) -> io::Result<()> {
+        self.call(Call::on("shutdown", fd, i64::from(how)), |s| {
+            s.shutdown(fd, how)
+        })
+    }
+
+    fn close(&self, fd: Fd) -> io::Result<()> {
+        self.call(Call::on("close", fd, 0), |s| s.close(fd))
+    }
+
+    fn dup(&self, fd: Fd) -> io::Result<Fd> {
+        self.call(Call::on("dup", fd, 0), |s| s.dup(fd))
+    }
+
+    fn set_nonblocking(&self, fd: Fd, nonblocking: bool) -> io::Result<()> {
+        self.call(
+            Call::on("set_nonblocking", fd, i64::from(nonblocking)),
+            |s| s.set_nonblocking(fd, nonblocking),
+        )
+    }
+
+    /// Not a switch point: reading the clock changes nothing another thread could see.
+    fn now(&self) -> Duration {
+        lock(&self.shared.sim).now()
+    }
+
+    fn short_read_drains(&self) -> bool {
+        lock(&self.shared.sim).short_read_drains()
+    }
+}

@@ -1,0 +1,587 @@
+//! The scheduler: one token, handed from thread to thread under a mutex and a condition variable.
+//!
+//! # The state machine of one simulated thread
+//!
+//! ```text
+//!            spawn                 picked at a switch point
+//!   (new) ──────────▶ Runnable ◀──────────────────────────┐
+//!                      │   ▲                               │
+//!       its call would │   │ another thread changed the    │
+//!       block (block)  │   │ kernel / virtual time moved / │
+//!                      ▼   │ the joined thread finished /  │
+//!                     Blocked   it was unparked            │
+//!                      │                                   │
+//!   returns from its closure (finish) ──▶ Finished ────────┘ (never leaves)
+//! ```
+//!
+//! Exactly one thread holds the token (`State::current`); every other simulated thread waits on
+//! its own condition variable (under the one state mutex) for its id to be chosen, so a hand-off
+//! wakes one OS thread, not all of them. The running thread gives the token away only
+//! at a switch point ([`Shared::switch`]), when it blocks ([`Shared::block`]) or when it
+//! finishes. The choice is made by the [`Chooser`] from the scheduler's own ChaCha stream, over
+//! the runnable threads in id order, so one seed gives one schedule whatever the OS does.
+//!
+//! Virtual time moves only when no thread is runnable: the thread that found nobody to hand the
+//! token to asks the kernel for its next event (no later than the earliest `epoll_wait`
+//! deadline), and every thread blocked on the kernel retries. If nothing is queued and no thread
+//! has a deadline, the run is deadlocked, and the report lists each thread's blocking call.
+//!
+//! A failure (deadlock, a panic in a thread, a livelock, a spinning thread, a call from outside)
+//! is recorded once in `State::failure`; every simulated thread that then waits for the token
+//! unwinds instead (with a private payload that prints nothing), and [`Runner::run`] returns the
+//! failure.
+//!
+//! [`Runner::run`]: crate::Runner::run
+
+use std::any::Any;
+use std::cell::RefCell;
+use std::fmt;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle as OsJoinHandle;
+
+use netpoll_sim::Sim;
+use rand_chacha::ChaCha8Rng;
+
+use crate::policy::{Chooser, Policy};
+use crate::report::{Failure, FailureKind, Step, ThreadReport};
+
+/// A simulated thread's id: its spawn order, `t0` being the closure given to
+/// [`Runner::run`](crate::Runner::run).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Tid(pub u32);
+
+impl fmt::Display for Tid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "t{}", self.0)
+    }
+}
+
+/// One call at a switch point, as the trace and the failure reports show it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Call {
+    /// The call's name (`epoll_wait`, `read`, `spawn`, `join`, `park`, `yield`).
+    pub op: &'static str,
+    /// The descriptor it is about, if any.
+    pub fd: Option<i32>,
+    /// Its main scalar argument (a timeout, a length, an `epoll_ctl` op), if any.
+    pub arg: Option<i64>,
+}
+
+impl Call {
+    /// A call with no descriptor and no argument.
+    pub const fn bare(op: &'static str) -> Call {
+        Call {
+            op,
+            fd: None,
+            arg: None,
+        }
+    }
+
+    /// A call on descriptor `fd` with argument `arg`.
+    pub const fn on(op: &'static str, fd: i32, arg: i64) -> Call {
+        Call {
+            op,
+            fd: Some(fd),
+            arg: Some(arg),
+        }
+    }
+}
+
+impl fmt::Display for Call {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.fd, self.arg) {
+            (Some(fd), Some(a)) => write!(f, "{}(fd {fd}, {a})", self.op),
+            (Some(fd), None) => write!(f, "{}(fd {fd})", self.op),
+            (None, Some(a)) => write!(f, "{}({a})", self.op),
+            (None, None) => write!(f, "{}()", self.op),
+        }
+    }
+}
+
+/// What a blocked thread waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Wait {
+    /// A change of the kernel's state (another thread's call, or virtual time), and optionally a
+    /// deadline in virtual nanoseconds.
+    Kernel { deadline_ns: Option<u64> },
+    /// Another simulated thread to finish.
+    Join(Tid),
+    /// An [`unpark`](crate::Thread::unpark).
+    Park,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Status {
+    Runnable,
+    Blocked(Wait, Call),
+    Finished,
+}
+
+#[derive(Debug)]
+struct Th {
+    name: String,
+    status: Status,
+    last: Option<Call>,
+    /// An unpark that arrived while the thread was not parked (`std::thread::park`'s token).
+    unparked: bool,
+    /// The thread waits here for the token: a hand-off wakes exactly the thread chosen.
+    cv: Arc<Condvar>,
+}
+
+/// Payload of the unwinding that ends a simulated thread after the run failed elsewhere.
+struct Aborted;
+
+/// The knobs of one run.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Cfg {
+    pub(crate) seed: u64,
+    pub(crate) policy: Policy,
+    pub(crate) max_idle_steps: u64,
+}
+
+pub(crate) struct State {
+    threads: Vec<Th>,
+    current: Option<Tid>,
+    chooser: Chooser,
+    rng: ChaCha8Rng,
+    /// Switch points so far (the PCT clock).
+    pub(crate) step: u64,
+    /// Switch points since the kernel last changed.
+    idle: u64,
+    pub(crate) schedule: Vec<Step>,
+    pub(crate) failure: Option<Failure>,
+    pub(crate) os: Vec<(Tid, OsJoinHandle<()>)>,
+    pub(crate) cfg: Cfg,
+    finished: usize,
+    /// Whether the run is over (every thread finished, or a failure was reported).
+    pub(crate) over: bool,
+}
+
+impl fmt::Debug for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("State")
+            .field("current", &self.current)
+            .field("step", &self.step)
+            .field("threads", &self.threads.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The scheduler and the kernel it guards, shared by every simulated thread of one run.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) state: Mutex<State>,
+    /// The supervisor ([`Runner::run`](crate::Runner::run)) waits here for the end of the run.
+    pub(crate) done: Condvar,
+    /// The simulated kernel. Uncontended: only the thread holding the token locks it. Lock order:
+    /// `state` before `sim`, never the reverse.
+    pub(crate) sim: Mutex<Sim>,
+}
+
+thread_local! {
+    /// The scheduler this OS thread belongs to, and its id there.
+    static CURRENT: RefCell<Option<(Arc<Shared>, Tid)>> = const { RefCell::new(None) };
+}
+
+/// Locks `m`, ignoring poisoning: the scheduler never panics while it holds a lock (failures
+/// are recorded, and threads unwind after releasing it).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The calling OS thread's scheduler and id, if it is a simulated thread.
+pub(crate) fn current() -> Option<(Arc<Shared>, Tid)> {
+    CURRENT.with(|c| c.borrow().clone())
+}
+
+/// The calling simulated thread's scheduler and id; panics (a misuse, named) otherwise.
+pub(crate) fn current_or_panic(what: &str) -> (Arc<Shared>, Tid) {
+    current().unwrap_or_else(|| {
+        panic!(
+            "netpoll_threads::{what} called from {}, which is not a simulated thread (start \
+             threads with netpoll_threads::spawn inside Runner::run)",
+            os_thread_name()
+        )
+    })
+}
+
+pub(crate) fn os_thread_name() -> String {
+    let t = std::thread::current();
+    match t.name() {
+        Some(n) => format!("OS thread `{n}` ({:?})", t.id()),
+        None => format!("an unnamed OS thread ({:?})", t.id()),
+    }
+}
+
+fn abort() -> ! {
+    panic::resume_unwind(Box::new(Aborted))
+}
+
+fn panic_message(p: &(dyn Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(a panic payload that is not a string)".to_owned()
+    }
+}
+
+impl Shared {
+    pub(crate) fn new(cfg: Cfg, sim: Sim, mut rng: ChaCha8Rng) -> Shared {
+        let mut chooser = Chooser::new(cfg.policy, &mut rng);
+        chooser.on_spawn(Tid(0), &mut rng);
+        Shared {
+            state: Mutex::new(State {
+                threads: vec![Th {
+                    name: "main".to_owned(),
+                    status: Status::Runnable,
+                    last: None,
+                    unparked: false,
+                    cv: Arc::new(Condvar::new()),
+                }],
+                current: Some(Tid(0)),
+                chooser,
+                rng,
+                step: 0,
+                idle: 0,
+                schedule: Vec::new(),
+                failure: None,
+                os: Vec::new(),
+                cfg,
+                finished: 0,
+                over: false,
+            }),
+            done: Condvar::new(),
+            sim: Mutex::new(sim),
+        }
+    }
+
+    /// Starts OS thread `tid` running `f` as a simulated thread; it waits for its first turn.
+    pub(crate) fn start<T: Send + 'static>(
+        self: &Arc<Self>,
+        st: &mut State,
+        tid: Tid,
+        slot: Arc<Mutex<Option<T>>>,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) {
+        let shared = Arc::clone(self);
+        let name = format!("sim-{tid}-{}", st.threads[tid.0 as usize].name);
+        let h = std::thread::Builder::new()
+            .name(name)
+            .spawn(move || {
+                CURRENT.with(|c| *c.borrow_mut() = Some((Arc::clone(&shared), tid)));
+                let r = panic::catch_unwind(AssertUnwindSafe(|| {
+                    drop(shared.wait_turn(lock(&shared.state), tid));
+                    f()
+                }));
+                match r {
+                    Ok(v) => {
+                        *lock(&slot) = Some(v);
+                        shared.finish(tid, None);
+                    }
+                    Err(p) if p.is::<Aborted>() => {}
+                    Err(p) => shared.finish(tid, Some(panic_message(&*p))),
+                }
+                CURRENT.with(|c| *c.borrow_mut() = None);
+            })
+            .expect("netpoll_threads: the OS refused to start a thread");
+        st.os.push((tid, h));
+    }
+
+    /// Registers a new simulated thread (runnable, not yet running) and starts it.
+    pub(crate) fn spawn<T: Send + 'static>(
+        self: &Arc<Self>,
+        name: String,
+        slot: Arc<Mutex<Option<T>>>,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Tid {
+        let mut st = lock(&self.state);
+        let tid = Tid(st.threads.len() as u32);
+        st.threads.push(Th {
+            name,
+            status: Status::Runnable,
+            last: None,
+            unparked: false,
+            cv: Arc::new(Condvar::new()),
+        });
+        let State { chooser, rng, .. } = &mut *st;
+        chooser.on_spawn(tid, rng);
+        self.start(&mut st, tid, slot, f);
+        tid
+    }
+
+    /// Waits until `me` holds the token; unwinds if the run failed meanwhile.
+    fn wait_turn<'a>(&'a self, mut st: MutexGuard<'a, State>, me: Tid) -> MutexGuard<'a, State> {
+        if st.current != Some(me) && st.failure.is_none() {
+            let cv = Arc::clone(&st.threads[me.0 as usize].cv);
+            while st.current != Some(me) && st.failure.is_none() {
+                st = cv.wait(st).unwrap_or_else(|e| e.into_inner());
+            }
+        }
+        if st.failure.is_some() {
+            drop(st);
+            abort();
+        }
+        st
+    }
+
+    /// A switch point: `me` (running) is about to make `call`. The seed picks who runs now;
+    /// returns when it is `me`'s turn again.
+    pub(crate) fn switch(&self, me: Tid, call: Call) {
+        let mut st = lock(&self.state);
+        if st.failure.is_some() {
+            drop(st);
+            abort();
+        }
+        debug_assert_eq!(st.current, Some(me), "switch: {me} runs without the token");
+        st.threads[me.0 as usize].last = Some(call);
+        st.step += 1;
+        st.idle += 1;
+        if st.idle > st.cfg.max_idle_steps {
+            let msg = format!(
+                "{} switch points in a row without any change to the kernel or any thread \
+                 finishing: the threads are polling without progress (a busy loop on \
+                 non-blocking calls never lets virtual time pass)",
+                st.cfg.max_idle_steps
+            );
+            self.fail(&mut st, FailureKind::Livelock, msg);
+            drop(st);
+            abort();
+        }
+        let next = self.choose(&mut st, Some(me));
+        let next = next.expect("switch: the running thread is runnable");
+        if next != me {
+            st.current = Some(next);
+            st.threads[next.0 as usize].cv.notify_one();
+            st = self.wait_turn(st, me);
+        }
+        let step = st.step;
+        st.schedule.push(Step {
+            step,
+            tid: me,
+            call,
+            blocked: false,
+        });
+    }
+
+    /// The kernel's state may have changed (a call by the running thread succeeded): every
+    /// thread blocked on the kernel becomes runnable, to retry.
+    pub(crate) fn kernel_changed(&self) {
+        let mut st = lock(&self.state);
+        st.idle = 0;
+        for th in &mut st.threads {
+            if let Status::Blocked(Wait::Kernel { .. }, _) = th.status {
+                th.status = Status::Runnable;
+            }
+        }
+    }
+
+    /// `me` (running) cannot go on until `wait` is satisfied: hand the token on, letting
+    /// virtual time pass if nobody can run. Returns when `me` runs again.
+    pub(crate) fn block(&self, me: Tid, call: Call, wait: Wait) {
+        let mut st = lock(&self.state);
+        if st.failure.is_some() {
+            drop(st);
+            abort();
+        }
+        if wait == Wait::Park && std::mem::take(&mut st.threads[me.0 as usize].unparked) {
+            return;
+        }
+        if let Wait::Join(t) = wait {
+            if st.threads[t.0 as usize].status == Status::Finished {
+                return;
+            }
+        }
+        st.step += 1;
+        let step = st.step;
+        st.schedule.push(Step {
+            step,
+            tid: me,
+            call,
+            blocked: true,
+        });
+        let th = &mut st.threads[me.0 as usize];
+        th.last = Some(call);
+        th.status = Status::Blocked(wait, call);
+        if self.hand_off(&mut st, me) {
+            drop(self.wait_turn(st, me));
+        } else {
+            drop(st);
+            abort();
+        }
+    }
+
+    /// `me` returned from its closure (or panicked with `panicked`).
+    fn finish(&self, me: Tid, panicked: Option<String>) {
+        let mut st = lock(&self.state);
+        if st.failure.is_some() {
+            return;
+        }
+        st.threads[me.0 as usize].status = Status::Finished;
+        st.finished += 1;
+        st.idle = 0;
+        if let Some(msg) = panicked {
+            let name = st.threads[me.0 as usize].name.clone();
+            self.fail(
+                &mut st,
+                FailureKind::Panic,
+                format!("thread {me} `{name}` panicked: {msg}"),
+            );
+            return;
+        }
+        for th in &mut st.threads {
+            if matches!(th.status, Status::Blocked(Wait::Join(t), _) if t == me) {
+                th.status = Status::Runnable;
+            }
+        }
+        if st.finished == st.threads.len() {
+            st.current = None;
+            st.over = true;
+            self.done.notify_all();
+            return;
+        }
+        // A failure found here (a deadlock) is recorded; this thread is done either way.
+        let _ = self.hand_off(&mut st, me);
+    }
+
+    /// Unparks `t`: runnable if it is parked, else its next `park` returns at once.
+    pub(crate) fn unpark(&self, t: Tid) {
+        let mut st = lock(&self.state);
+        let th = &mut st.threads[t.0 as usize];
+        match th.status {
+            Status::Blocked(Wait::Park, _) => th.status = Status::Runnable,
+            Status::Finished => {}
+            _ => th.unparked = true,
+        }
+    }
+
+    /// Picks the next thread among the runnable ones, or `None` if none is.
+    fn choose(&self, st: &mut State, running: Option<Tid>) -> Option<Tid> {
+        let mut runnable: Vec<Tid> = Vec::with_capacity(st.threads.len());
+        runnable.extend(
+            st.threads
+                .iter()
+                .enumerate()
+                .filter(|(_, th)| th.status == Status::Runnable)
+                .map(|(i, _)| Tid(i as u32)),
+        );
+        if runnable.is_empty() {
+            return None;
+        }
+        let State {
+            chooser, rng, step, ..
+        } = st;
+        Some(chooser.pick(&runnable, running, *step, rng))
+    }
+
+    /// `me` stopped running (blocked or finished): give the token to a runnable thread, letting
+    /// virtual time pass while there is none. Returns `false` if the run is deadlocked (the
+    /// failure is then recorded and everyone is told).
+    fn hand_off(&self, st: &mut State, me: Tid) -> bool {
+        loop {
+            if let Some(next) = self.choose(st, Some(me)) {
+                st.current = Some(next);
+                st.threads[next.0 as usize].cv.notify_one();
+                return true;
+            }
+            if !self.let_time_pass(st) {
+                let msg = "every thread is blocked, nothing is in flight in the kernel and no \
+                           thread waits with a timeout: the program would hang for ever"
+                    .to_owned();
+                self.fail(st, FailureKind::Deadlock, msg);
+                return false;
+            }
+        }
+    }
+
+    /// Nobody is runnable: move virtual time to the kernel's next event or the earliest
+    /// deadline, and make the kernel's waiters retry. `false` if time cannot move.
+    fn let_time_pass(&self, st: &mut State) -> bool {
+        let mut any_kernel = false;
+        let mut deadline: Option<u64> = None;
+        for th in &st.threads {
+            if let Status::Blocked(Wait::Kernel { deadline_ns }, _) = th.status {
+                any_kernel = true;
+                if let Some(d) = deadline_ns {
+                    deadline = Some(deadline.map_or(d, |e| e.min(d)));
+                }
+            }
+        }
+        if !any_kernel {
+            return false;
+        }
+        let moved = lock(&self.sim).advance(deadline);
+        if !moved && deadline.is_none() {
+            return false;
+        }
+        st.idle = 0;
+        for th in &mut st.threads {
+            if let Status::Blocked(Wait::Kernel { .. }, _) = th.status {
+                th.status = Status::Runnable;
+            }
+        }
+        true
+    }
+
+    /// Records the run's failure (the first one wins) and wakes every waiting thread to unwind.
+    pub(crate) fn fail(&self, st: &mut State, kind: FailureKind, message: String) {
+        if st.failure.is_none() {
+            let threads = st
+                .threads
+                .iter()
+                .enumerate()
+                .map(|(i, th)| ThreadReport {
+                    tid: Tid(i as u32),
+                    name: th.name.clone(),
+                    state: match th.status {
+                        Status::Runnable if st.current == Some(Tid(i as u32)) => {
+                            "running".to_owned()
+                        }
+                        Status::Runnable => "runnable".to_owned(),
+                        Status::Blocked(Wait::Kernel { deadline_ns: None }, c) => {
+                            format!("blocked in {c}")
+                        }
+                        Status::Blocked(
+                            Wait::Kernel {
+                                deadline_ns: Some(d),
+                            },
+                            c,
+                        ) => {
+                            format!("blocked in {c} until {d} ns")
+                        }
+                        Status::Blocked(Wait::Join(t), _) => format!("blocked joining {t}"),
+                        Status::Blocked(Wait::Park, c) => format!("parked in {c}"),
+                        Status::Finished => "finished".to_owned(),
+                    },
+                    last_call: th.last,
+                })
+                .collect();
+            st.failure = Some(Failure {
+                kind,
+                message,
+                seed: st.cfg.seed,
+                policy: st.cfg.policy,
+                threads,
+                schedule: std::mem::take(&mut st.schedule),
+            });
+        }
+        st.over = true;
+        for th in &st.threads {
+            th.cv.notify_one();
+        }
+        self.done.notify_all();
+    }
+
+    /// The thread holding the token, and its last call, for the watchdog's report.
+    pub(crate) fn running(st: &State) -> Option<(Tid, String, Option<Call>)> {
+        let t = st.current?;
+        let th = &st.threads[t.0 as usize];
+        Some((t, th.name.clone(), th.last))
+    }
+
+    pub(crate) fn names(st: &State) -> Vec<String> {
+        st.threads.iter().map(|t| t.name.clone()).collect()
+    }
+}
