@@ -14,7 +14,9 @@
 //! | `kernel/unix.rs` | AF_UNIX stream socketpairs |
 //! | `kernel/pipe.rs` | pipes |
 //! | `kernel/eventfd.rs` | eventfd |
-//! | `kernel/tcp.rs` | TCP sockets and the simulated loopback network |
+//! | `kernel/tcp/mod.rs` | TCP sockets: the socket calls and their states |
+//! | `kernel/tcp/net.rs` | the simulated loopback network: connections, packets in flight, delivery |
+//! | `kernel/tcp/ports.rs` | the bind table and ephemeral ports |
 //! | [`config`] | buffer sizes, latency, limits |
 //! | [`rng`] | one seeded random stream per subsystem |
 //!
