@@ -23,11 +23,10 @@
 pub mod epoll;
 pub(crate) mod eventfd;
 pub(crate) mod pipe;
+mod queue;
 pub(crate) mod tcp;
 pub(crate) mod unix;
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::io;
 use std::num::NonZeroU32;
 
@@ -182,8 +181,8 @@ pub(crate) struct Kernel {
     pub(crate) pipes: Slab<pipe::Pipe>,
     pub(crate) net: tcp::Net,
     /// The event queue: keys are `when << 64 | sequence << SLOT_BITS | payload slot`, 16 bytes
-    /// so that the heap moves little, compared as one integer; payloads wait in `later`.
-    queue: BinaryHeap<Reverse<u128>>,
+    /// so that the queue moves little, compared as one integer; payloads wait in `later`.
+    queue: queue::EventQueue,
     later: Slab<Later>,
     queue_seq: u64,
     /// The epoll instance whose `epoll_wait` is blocked right now (for `EPOLLEXCLUSIVE`).
@@ -206,7 +205,7 @@ impl Kernel {
             items: Slab::default(),
             pipes: Slab::default(),
             net: tcp::Net::default(),
-            queue: BinaryHeap::new(),
+            queue: queue::EventQueue::default(),
             later: Slab::default(),
             queue_seq: 0,
             blocked_in: None,
@@ -384,13 +383,12 @@ impl Kernel {
             "event queue: more than 2^28 events in flight"
         );
         let key = (self.queue_seq << SLOT_BITS) | u64::from(slot);
-        self.queue
-            .push(Reverse((u128::from(at_ns) << 64) | u128::from(key)));
+        self.queue.push((u128::from(at_ns) << 64) | u128::from(key));
     }
 
     /// When the next queued event happens, if any.
     pub(crate) fn next_event_ns(&self) -> Option<u64> {
-        self.queue.peek().map(|p| (p.0 >> 64) as u64)
+        self.queue.peek().map(|k| (k >> 64) as u64)
     }
 
     /// How many events are queued (packets in flight, retransmission timers).
@@ -400,7 +398,7 @@ impl Kernel {
 
     /// Runs every event due at `self.now_ns` or earlier.
     pub(crate) fn run_due(&mut self) {
-        while let Some(&Reverse(key)) = self.queue.peek() {
+        while let Some(key) = self.queue.peek() {
             if (key >> 64) as u64 > self.now_ns {
                 break;
             }
