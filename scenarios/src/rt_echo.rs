@@ -633,9 +633,16 @@ async fn client_body<P: Poller + 'static>(
     addr: SocketAddrV4,
     i: u64,
 ) -> Result<(), Failure> {
-    let s = TcpStream::<P>::connect(addr)
-        .await
-        .map_err(|e| io_fail(format!("client {i} connecting"), e))?;
+    // 28,232 ephemeral ports per address: past 20,000 clients, spread them over 127.0.0.1,
+    // .2, ..., 10,000 each, as the echo engine does (all at once, 100,000 clients would run out
+    // of ports on one address).
+    let s = if cfg.conns > 20_000 {
+        let ip = Ipv4Addr::new(127, 0, 0, 1 + (i / 10_000) as u8);
+        TcpStream::<P>::connect_from(SocketAddrV4::new(ip, 0), addr).await
+    } else {
+        TcpStream::<P>::connect(addr).await
+    };
+    let s = s.map_err(|e| io_fail(format!("client {i} connecting"), e))?;
     sh.own(s.as_raw_fd(), Owner::Client(i));
     let local = s
         .local_addr()
