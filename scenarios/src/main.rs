@@ -15,7 +15,7 @@ use netpoll_scenarios::params::{ParamError, Params, CONNS, MSGS, SIZE};
 use netpoll_scenarios::run::{self, Backend, Report, Request};
 use netpoll_scenarios::scenario::{self, Scenario, REGISTRY};
 use netpoll_scenarios::swarm::FaultSpec;
-use netpoll_scenarios::{shrink, trace_out, zoo};
+use netpoll_scenarios::{shrink, trace_file, zoo};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -338,20 +338,20 @@ fn main() -> ExitCode {
             if let Err(e) = req.validate() {
                 return usage(e);
             }
-            let (records, report) = run::traced(&req);
-            let body = if text {
-                trace_out::text(&records, &report.labels)
+            let form = if text {
+                trace_file::Form::Text
             } else {
-                let title = format!("{} seed {} ({})", req.scenario.name, req.seed, req.params);
-                trace_out::chrome(&records, &report.labels, &title).to_string()
+                trace_file::Form::Chrome
             };
-            if let Err(e) = std::fs::write(&out, body) {
-                eprintln!("error: writing {}: {e}", out.display());
-                return ExitCode::from(2);
-            }
+            let (calls, report) = match trace_file::write(&req, &out, form) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: writing {}: {e}", out.display());
+                    return ExitCode::from(2);
+                }
+            };
             eprintln!(
-                "wrote {} calls to {} ({})",
-                records.len(),
+                "wrote {calls} calls to {} ({})",
                 out.display(),
                 report.outcome()
             );

@@ -85,7 +85,7 @@ use crate::engine::{check_pattern, fill_pattern, pattern, thread_cpu_ns, FdLabel
 use crate::oracle::Failure;
 use crate::params::{ParamSpec, CONNS, MSGS, SIZE};
 use crate::rng::mix;
-use crate::run::{sim_for, Backend, Report, Request};
+use crate::run::{sim_for, Backend, Report, Request, Tracing};
 use crate::scenario::{Scenario, FAULTS};
 
 /// The registry name of the workload.
@@ -137,9 +137,9 @@ pub fn handles(name: &str) -> bool {
 /// Runs `req` (an `rt-echo` or `rt-canary` request), twice when the determinism check is asked
 /// for.
 pub fn execute(req: &Request) -> Report {
-    let (report, _) = go(req, false);
+    let (report, _) = go(req, Tracing::Off);
     if req.check_determinism && req.backend == Backend::Sim && report.failure.is_none() {
-        let (again, _) = go(req, false);
+        let (again, _) = go(req, Tracing::Off);
         if again.fingerprint != report.fingerprint {
             let mut r = report;
             r.failure = Some(crate::run::compare_traced(req).err().unwrap_or_else(|| {
@@ -155,8 +155,8 @@ pub fn execute(req: &Request) -> Report {
 }
 
 /// A traced simulated run of `req`.
-pub fn traced(req: &Request) -> (Vec<Record>, Report) {
-    let (report, records) = go(req, true);
+pub fn traced(req: &Request, tracing: Tracing) -> (Vec<Record>, Report) {
+    let (report, records) = go(req, tracing);
     (records, report)
 }
 
@@ -170,7 +170,7 @@ struct Cfg {
     seed: u64,
 }
 
-fn go(req: &Request, trace: bool) -> (Report, Vec<Record>) {
+fn go(req: &Request, tracing: Tracing) -> (Report, Vec<Record>) {
     let p = &req.params;
     let cfg = Cfg {
         conns: p.get(CONNS),
@@ -184,6 +184,7 @@ fn go(req: &Request, trace: bool) -> (Report, Vec<Record>) {
     };
     let wall = Instant::now();
     let cpu = thread_cpu_ns();
+    let mut trace = false;
     let (mut out, sim) = match req.backend {
         Backend::Real => {
             crate::run::fd_limit();
@@ -191,7 +192,7 @@ fn go(req: &Request, trace: bool) -> (Report, Vec<Record>) {
         }
         Backend::Sim => {
             let sim = Rc::new(sim_for(req));
-            sim.set_trace(trace);
+            trace = tracing.install(&sim);
             let out = if req.scenario.name == CANARY_NAME {
                 let thief = Thief::new(sim.clone());
                 let ctl = thief.ctl.clone();

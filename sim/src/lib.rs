@@ -153,6 +153,29 @@ impl Sim {
         self.trace.borrow_mut().take_full()
     }
 
+    /// Streams the full trace: `sink` gets every call's record as the call returns, in order,
+    /// so that a trace of millions of calls need not be held in memory (`netpoll-sim trace`
+    /// writes it to a file as it comes). `None` stops it. Independent of
+    /// [`set_trace`](Sim::set_trace); the sink must not call back into this `Sim`.
+    ///
+    /// ```
+    /// use std::{cell::RefCell, rc::Rc};
+    /// use netpoll::{Poller, sys::*};
+    /// use netpoll_sim::{trace::Op, Sim};
+    ///
+    /// let p = Sim::new(1);
+    /// let seen = Rc::new(RefCell::new(Vec::new()));
+    /// let s = seen.clone();
+    /// p.set_trace_sink(Some(Box::new(move |r| s.borrow_mut().push(r.op))));
+    /// let [a, _b] = p.socketpair(SOCK_NONBLOCK).unwrap();
+    /// p.write(a, b"hi").unwrap();
+    /// p.set_trace_sink(None);
+    /// assert_eq!(*seen.borrow(), [Op::Socketpair, Op::Write]);
+    /// ```
+    pub fn set_trace_sink(&self, sink: Option<trace::TraceSink>) {
+        self.trace.borrow_mut().set_sink(sink);
+    }
+
     /// The most recent calls (up to [`trace::HISTORY_LEN`]) that concern `fd` (as the fd or,
     /// for `epoll_ctl`, as its target), oldest first.
     pub fn history(&self, fd: Fd) -> Vec<Record> {
