@@ -146,10 +146,6 @@ pub(crate) enum Later {
     Net(tcp::Packet),
 }
 
-/// Bits of a queue key that name the payload's slot; the rest is the insertion sequence, so
-/// that events at the same instant happen in the order they were queued.
-const SLOT_BITS: u32 = 28;
-
 /// Counters a harness can read: how much the kernel did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -180,10 +176,9 @@ pub(crate) struct Kernel {
     pub(crate) items: Slab<epoll::EpItem>,
     pub(crate) pipes: Slab<pipe::Pipe>,
     pub(crate) net: tcp::Net,
-    /// The event queue: keys are `when << 64 | sequence << SLOT_BITS | payload slot`, 16 bytes
-    /// so that the queue moves little, compared as one integer; payloads wait in `later`.
-    queue: queue::EventQueue,
-    later: Slab<Later>,
+    /// The event queue: keys are `when << 64 | sequence`, compared as one integer (the
+    /// sequence orders events at one instant as they were queued); payloads travel with them.
+    queue: queue::EventQueue<Later>,
     queue_seq: u64,
     /// The epoll instance whose `epoll_wait` is blocked right now (for `EPOLLEXCLUSIVE`).
     pub(crate) blocked_in: Option<FileId>,
@@ -206,7 +201,6 @@ impl Kernel {
             pipes: Slab::default(),
             net: tcp::Net::default(),
             queue: queue::EventQueue::default(),
-            later: Slab::default(),
             queue_seq: 0,
             blocked_in: None,
             stats: Stats::default(),
@@ -377,13 +371,8 @@ impl Kernel {
     /// Queues `what` to happen at `at_ns`. Events at the same instant happen in the order queued.
     pub(crate) fn schedule(&mut self, at_ns: u64, what: Later) {
         self.queue_seq += 1;
-        let slot = self.later.insert(what);
-        assert!(
-            slot < 1 << SLOT_BITS,
-            "event queue: more than 2^28 events in flight"
-        );
-        let key = (self.queue_seq << SLOT_BITS) | u64::from(slot);
-        self.queue.push((u128::from(at_ns) << 64) | u128::from(key));
+        self.queue
+            .push((u128::from(at_ns) << 64) | u128::from(self.queue_seq), what);
     }
 
     /// When the next queued event happens, if any.
@@ -402,10 +391,7 @@ impl Kernel {
             if (key >> 64) as u64 > self.now_ns {
                 break;
             }
-            self.queue.pop();
-            let what = self
-                .later
-                .remove((key as u64 & ((1 << SLOT_BITS) - 1)) as u32);
+            let (_, what) = self.queue.pop().expect("peeked");
             self.stats.deliveries += 1;
             match what {
                 Later::Net(pkt) => self.deliver(pkt),

@@ -1,4 +1,5 @@
-//! The event queue: a calendar queue of `u128` keys whose high 64 bits are a virtual instant.
+//! The event queue: a calendar queue of payloads under `u128` keys whose high 64 bits are a
+//! virtual instant.
 //!
 //! A single binary heap of every event in flight costs a cache miss per level on each pop once
 //! it outgrows the cache: with 100,000 connections open at once it holds a few hundred thousand
@@ -13,11 +14,13 @@
 //!   latencies drawn by a fault plan); its keys move into the ring as the current bucket
 //!   catches up.
 //!
+//! Payloads travel with their keys: kept apart in a slab, each pop missed the cache on a slot
+//! written tens of thousands of events earlier.
+//!
 //! Keys come out in exactly the order one heap would give (every key is unique: its low bits
 //! are an insertion sequence), so the change is invisible to a run. The queue keeps one
 //! invariant that makes `peek` cheap: `near` is empty only when the whole queue is.
 
-use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 /// log2 of a bucket's width in nanoseconds.
@@ -29,20 +32,44 @@ fn bucket(key: u128) -> u64 {
     ((key >> 64) as u64) >> SHIFT
 }
 
+/// A key and its payload, ordered by the key alone, smallest first out of a `BinaryHeap`.
 #[derive(Debug)]
-pub(crate) struct EventQueue {
+struct Ev<T>(u128, T);
+
+impl<T> PartialEq for Ev<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+
+impl<T> Eq for Ev<T> {}
+
+impl<T> PartialOrd for Ev<T> {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl<T> Ord for Ev<T> {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        other.0.cmp(&self.0)
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct EventQueue<T> {
     /// Every key whose bucket is `cur` or earlier.
-    near: BinaryHeap<Reverse<u128>>,
+    near: BinaryHeap<Ev<T>>,
     /// Bucket `b` in `cur + 1 ..= cur + RING` lives at `ring[b % RING]`.
-    ring: Vec<Vec<Reverse<u128>>>,
+    ring: Vec<Vec<Ev<T>>>,
     in_ring: usize,
     /// Every key whose bucket is beyond `cur + RING`.
-    far: BinaryHeap<Reverse<u128>>,
+    far: BinaryHeap<Ev<T>>,
     /// The current bucket.
     cur: u64,
 }
 
-impl Default for EventQueue {
+impl<T> Default for EventQueue<T> {
     fn default() -> Self {
         EventQueue {
             near: BinaryHeap::new(),
@@ -54,43 +81,43 @@ impl Default for EventQueue {
     }
 }
 
-impl EventQueue {
+impl<T> EventQueue<T> {
     pub(crate) fn len(&self) -> usize {
         self.near.len() + self.in_ring + self.far.len()
     }
 
     /// The smallest key.
     pub(crate) fn peek(&self) -> Option<u128> {
-        self.near.peek().map(|k| k.0)
+        self.near.peek().map(|e| e.0)
     }
 
-    pub(crate) fn push(&mut self, key: u128) {
+    pub(crate) fn push(&mut self, key: u128, val: T) {
         if self.near.is_empty() {
             // The whole queue is empty (the invariant): the new key opens its bucket.
             debug_assert!(self.in_ring == 0 && self.far.is_empty());
             self.cur = self.cur.max(bucket(key));
         }
-        self.place(key);
+        self.place(Ev(key, val));
     }
 
-    /// Removes and returns the smallest key.
-    pub(crate) fn pop(&mut self) -> Option<u128> {
-        let k = self.near.pop()?.0;
+    /// Removes and returns the smallest key and its payload.
+    pub(crate) fn pop(&mut self) -> Option<(u128, T)> {
+        let Ev(k, v) = self.near.pop()?;
         if self.near.is_empty() {
             self.refill();
         }
-        Some(k)
+        Some((k, v))
     }
 
-    fn place(&mut self, key: u128) {
-        let b = bucket(key);
+    fn place(&mut self, e: Ev<T>) {
+        let b = bucket(e.0);
         if b <= self.cur {
-            self.near.push(Reverse(key));
+            self.near.push(e);
         } else if b - self.cur <= RING {
-            self.ring[(b % RING) as usize].push(Reverse(key));
+            self.ring[(b % RING) as usize].push(e);
             self.in_ring += 1;
         } else {
-            self.far.push(Reverse(key));
+            self.far.push(e);
         }
     }
 
@@ -102,8 +129,8 @@ impl EventQueue {
                 b += 1;
             }
             b
-        } else if let Some(&Reverse(k)) = self.far.peek() {
-            bucket(k)
+        } else if let Some(e) = self.far.peek() {
+            bucket(e.0)
         } else {
             return;
         };
@@ -116,12 +143,12 @@ impl EventQueue {
             let spare = std::mem::replace(&mut self.near, BinaryHeap::from(keys)).into_vec();
             self.ring[(next % RING) as usize] = spare;
         }
-        while let Some(&Reverse(k)) = self.far.peek() {
-            if bucket(k) - self.cur > RING {
+        while let Some(e) = self.far.peek() {
+            if bucket(e.0) - self.cur > RING {
                 break;
             }
-            self.far.pop();
-            self.place(k);
+            let e = self.far.pop().expect("peeked");
+            self.place(e);
         }
     }
 }
@@ -139,7 +166,7 @@ mod tests {
     fn pops_in_the_order_one_heap_would() {
         for seed in 0..20u64 {
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-            let mut q = EventQueue::default();
+            let mut q = EventQueue::<u128>::default();
             let mut h = BinaryHeap::new();
             let mut now = 0u64;
             let mut seq = 0u64;
@@ -154,12 +181,12 @@ mod tests {
                     };
                     seq += 1;
                     let key = (u128::from(now + ahead) << 64) | u128::from(seq);
-                    q.push(key);
+                    q.push(key, !key);
                     h.push(Reverse(key));
                 } else {
-                    let want = h.pop().map(|k| k.0);
+                    let want = h.pop().map(|k| (k.0, !k.0));
                     assert_eq!(q.pop(), want, "seed {seed} step {step}");
-                    if let Some(k) = want {
+                    if let Some((k, _)) = want {
                         now = (k >> 64) as u64;
                     }
                 }
@@ -167,7 +194,7 @@ mod tests {
                 assert_eq!(q.len(), h.len());
             }
             while let Some(k) = h.pop() {
-                assert_eq!(q.pop(), Some(k.0), "seed {seed} draining");
+                assert_eq!(q.pop(), Some((k.0, !k.0)), "seed {seed} draining");
             }
             assert_eq!(q.pop(), None);
         }
