@@ -124,15 +124,22 @@ impl ByteQueue {
 #[cfg(test)]
 mod tests {
     use super::ByteQueue;
+    use std::collections::VecDeque;
 
-    #[test]
-    fn bytes_come_out_in_order_across_pushes_pops_and_removals() {
+    /// Pushes `size(round)` numbered bytes and pops `take(round)` each round; every `every`
+    /// rounds removes `len` bytes `at` bytes in (if there are enough) and drops up to `front`
+    /// from the front; checks everything against a `VecDeque`.
+    fn against_a_deque(
+        rounds: usize,
+        size: impl Fn(usize) -> usize,
+        take: impl Fn(usize) -> usize,
+        (every, at, len, front): (usize, usize, usize, usize),
+    ) {
         let mut q = ByteQueue::default();
-        let mut expect: std::collections::VecDeque<u8> = Default::default();
+        let mut expect: VecDeque<u8> = VecDeque::new();
         let mut next = 0u8;
-        for round in 0..2000usize {
-            let k = (round * 7) % 300;
-            let chunk: Vec<u8> = (0..k)
+        for round in 0..rounds {
+            let chunk: Vec<u8> = (0..size(round))
                 .map(|_| {
                     next = next.wrapping_add(1);
                     next
@@ -140,52 +147,33 @@ mod tests {
                 .collect();
             q.push(&chunk);
             expect.extend(&chunk);
-            let take = (round * 13) % 257;
-            let take = take.min(q.len());
-            let mut out = vec![0u8; take];
+            let n = take(round).min(q.len());
+            let mut out = vec![0u8; n];
             q.pop_into(&mut out);
-            let want: Vec<u8> = expect.drain(..take).collect();
+            let want: Vec<u8> = expect.drain(..n).collect();
             assert_eq!(out, want, "round {round}");
-            if round % 97 == 0 && q.len() > 10 {
-                q.remove(3, 5);
-                expect.drain(3..8);
+            if round % every == 0 && q.len() > at + len {
+                q.remove(at, len);
+                expect.drain(at..at + len);
             }
-            assert_eq!(q.len(), expect.len());
-        }
-    }
-
-    /// Small pushes and pops that stay inline, cross into the heap and come back, against a
-    /// `VecDeque`.
-    #[test]
-    fn small_contents_stay_in_order_inline_and_across_the_switch() {
-        let mut q = ByteQueue::default();
-        let mut expect: std::collections::VecDeque<u8> = Default::default();
-        let mut next = 0u8;
-        for round in 0..5000usize {
-            let k = [0, 1, 7, 16, 30, 63, 64, 65, 100][round % 9];
-            let chunk: Vec<u8> = (0..k)
-                .map(|_| {
-                    next = next.wrapping_add(1);
-                    next
-                })
-                .collect();
-            q.push(&chunk);
-            expect.extend(&chunk);
-            let take = ((round * 29) % 97).min(q.len());
-            let mut out = vec![0u8; take];
-            q.pop_into(&mut out);
-            let want: Vec<u8> = expect.drain(..take).collect();
-            assert_eq!(out, want, "round {round}");
-            if round % 13 == 0 && q.len() > 6 {
-                q.remove(2, 3);
-                expect.drain(2..5);
-            }
-            if round % 17 == 0 {
-                let n = q.len().min(5);
+            if round % every == 0 {
+                let n = q.len().min(front);
                 q.discard_front(n);
                 expect.drain(..n);
             }
             assert_eq!(q.len(), expect.len(), "round {round}");
         }
+    }
+
+    #[test]
+    fn bytes_come_out_in_order_across_pushes_pops_and_removals() {
+        against_a_deque(2000, |r| (r * 7) % 300, |r| (r * 13) % 257, (97, 3, 5, 0));
+    }
+
+    /// Small pushes and pops that stay inline, cross into the heap and come back.
+    #[test]
+    fn small_contents_stay_in_order_inline_and_across_the_switch() {
+        let sizes = [0, 1, 7, 16, 30, 63, 64, 65, 100];
+        against_a_deque(5000, |r| sizes[r % 9], |r| (r * 29) % 97, (13, 2, 3, 5));
     }
 }

@@ -108,6 +108,28 @@ pub(crate) struct TcpSock {
     syns: u32,
 }
 
+impl TcpSock {
+    /// A new socket, as `socket()` makes it: closed, unbound, unconnected.
+    fn fresh() -> TcpSock {
+        TcpSock {
+            state: State::Closed,
+            sock_state: SockState::Unconnected,
+            local: None,
+            holds_port: false,
+            addr_locked: false,
+            peer: None,
+            conn: None,
+            err: 0,
+            shutdown: 0,
+            linger0: false,
+            autobound: false,
+            listen: None,
+            attempt: 0,
+            syns: 0,
+        }
+    }
+}
+
 fn sock(k: &mut Kernel, f: FileId) -> &mut TcpSock {
     match &mut k.files[f].kind {
         Kind::Tcp(s) => s,
@@ -130,22 +152,7 @@ impl Kernel {
     pub(crate) fn tcp_socket(&mut self, flags: i32) -> io::Result<Fd> {
         // The flags are or-ed into `SOCK_STREAM` (1): a stray 1 still names a stream socket.
         let nonblock = Kernel::check_flags(flags, SOCK_NONBLOCK | SOCK_CLOEXEC | 1)?;
-        let s = TcpSock {
-            state: State::Closed,
-            sock_state: SockState::Unconnected,
-            local: None,
-            holds_port: false,
-            addr_locked: false,
-            peer: None,
-            conn: None,
-            err: 0,
-            shutdown: 0,
-            linger0: false,
-            autobound: false,
-            listen: None,
-            attempt: 0,
-            syns: 0,
-        };
+        let s = TcpSock::fresh();
         Ok(self.new_file(Kind::Tcp(s), nonblock)?.1)
     }
 

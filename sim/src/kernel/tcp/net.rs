@@ -8,7 +8,7 @@ use netpoll::sys::{errno::*, Events};
 use super::super::unix::{RCV_SHUTDOWN, SEND_SHUTDOWN};
 use super::super::{FileId, Kernel, Kind, Later};
 use super::ports::PortTable;
-use super::{sock, sock_ref, SockState, State, TcpSock};
+use super::{sock, sock_ref, State, TcpSock};
 use crate::bytes::ByteQueue;
 use crate::rng::Stream;
 use crate::slab::Slab;
@@ -351,20 +351,13 @@ impl Kernel {
             watchers: super::super::WaitQueue::default(),
             kind: Kind::Tcp(TcpSock {
                 state: State::Established,
-                sock_state: SockState::Unconnected,
                 local: Some(to),
                 // It shares the listener's port (the listener's entry in the bind table).
                 holds_port: true,
                 addr_locked: true,
                 peer: Some(client_addr),
                 conn: Some((conn, 1)),
-                err: 0,
-                shutdown: 0,
-                linger0: false,
-                autobound: false,
-                listen: None,
-                attempt: 0,
-                syns: 0,
+                ..TcpSock::fresh()
             }),
         });
         self.net.conns[conn].end[1] = Some(child);
