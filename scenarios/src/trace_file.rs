@@ -30,6 +30,22 @@ pub enum Form {
 /// Runs `req` on the simulated kernel and writes its trace to `out`. Returns the number of
 /// calls written and the run's report.
 ///
+/// ```
+/// use netpoll_scenarios::run::Request;
+/// use netpoll_scenarios::{scenario, trace_file};
+///
+/// let s = scenario::find("echo").unwrap();
+/// let mut p = s.defaults();
+/// p.set("conns", 2).unwrap();
+/// let req = Request::sim(s, p, 1);
+/// let out = std::env::temp_dir().join(format!("doc-trace-{}.txt", std::process::id()));
+/// let (calls, report) = trace_file::write(&req, &out, trace_file::Form::Text).unwrap();
+/// let text = std::fs::read_to_string(&out).unwrap();
+/// assert_eq!(text.lines().count() as u64, calls);
+/// assert!(report.failure.is_none());
+/// std::fs::remove_file(&out).unwrap();
+/// ```
+///
 /// # Errors
 /// Creating, writing or reading back the files (the spill file, `out` with `.calls` added, is
 /// removed in every case).

@@ -207,6 +207,16 @@ pub fn text(records: &[Record], labels: &[FdLabel]) -> String {
 /// Writes the compact text form of `records` to `w` as they come (nothing is held but the
 /// descriptors' tracks). Returns the number of calls written.
 ///
+/// ```
+/// use netpoll_sim::trace::{Op, Record};
+/// use netpoll_scenarios::trace_out;
+///
+/// let r = Record { at_ns: 5, op: Op::Read, fd: 7, arg: 64, ret: Err(11) };
+/// let mut out = Vec::new();
+/// assert_eq!(trace_out::write_text([r], &[], &mut out).unwrap(), 1);
+/// assert!(String::from_utf8(out).unwrap().ends_with("read(fd 7, 64 bytes) -> EAGAIN\n"));
+/// ```
+///
 /// # Errors
 /// `w`'s.
 pub fn write_text<W: Write>(
