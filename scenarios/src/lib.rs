@@ -17,6 +17,7 @@
 //! | [`token`] | replay tokens (`np1-...`): encoding, checking, decoding |
 //! | [`params`] | typed, bounded parameters |
 //! | [`trace_out`] | Chrome/Perfetto trace JSON and the compact text trace the snapshots pin |
+//! | [`trace_file`] | `netpoll-sim trace`: the trace streamed to a file (spilled during the run, written after) |
 //! | [`rng`] | the harness's own seeded choices |
 //! | [`swarm`] | explicit fault plans (what the shrinker writes) and their version-2 replay tokens; `--faults none\|chaos\|swarm` sets every scenario's `faults` parameter |
 //! | [`zoo`] | the bug zoo: small event loops with a real lost-wakeup bug each (and their fixed twins), run as `zoo-*` scenarios |
@@ -86,5 +87,6 @@ pub mod shard;
 pub mod shrink;
 pub mod swarm;
 pub mod token;
+pub mod trace_file;
 pub mod trace_out;
 pub mod zoo;

@@ -24,7 +24,7 @@ use netpoll_scenarios::run::{self, Backend, Report, Request};
 use netpoll_scenarios::scenario::{self, Scenario, REGISTRY};
 use netpoll_scenarios::shard::{self, FailureLine, Line, Seeds, Shard, Summary};
 use netpoll_scenarios::swarm::FaultSpec;
-use netpoll_scenarios::{rt_echo, shrink, trace_out, zoo};
+use netpoll_scenarios::{rt_echo, shrink, trace_file, zoo};
 
 /// Prints a line on standard output; a closed pipe ends the program quietly ([`stdout_failed`]).
 macro_rules! out {
@@ -636,24 +636,23 @@ fn trace_cmd(token: &str, path: &std::path::Path, text: bool) -> ExitCode {
     }
     // Open the output before the run, which may take long: a path that cannot be written is a
     // usage error now, not after it.
-    let mut file = match std::fs::File::create(path) {
-        Ok(f) => f,
-        Err(e) => return usage(format!("--out {}: {e}", path.display())),
-    };
-    let (records, report) = run::traced(&req);
-    let body = if text {
-        trace_out::text(&records, &report.labels)
-    } else {
-        let title = format!("{} seed {} ({})", req.scenario.name, req.seed, req.params);
-        trace_out::chrome(&records, &report.labels, &title).to_string()
-    };
-    if let Err(e) = file.write_all(body.as_bytes()).and_then(|()| file.flush()) {
-        note!("error: writing {}: {e}", path.display());
-        return ExitCode::from(2);
+    if let Err(e) = std::fs::File::create(path) {
+        return usage(format!("--out {}: {e}", path.display()));
     }
+    let form = if text {
+        trace_file::Form::Text
+    } else {
+        trace_file::Form::Chrome
+    };
+    let (calls, report) = match trace_file::write(&req, path, form) {
+        Ok(r) => r,
+        Err(e) => {
+            note!("error: writing {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    };
     note!(
-        "wrote {} calls to {} ({})",
-        records.len(),
+        "wrote {calls} calls to {} ({})",
         path.display(),
         report.outcome()
     );

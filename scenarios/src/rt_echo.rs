@@ -86,7 +86,7 @@ use crate::engine::{check_pattern, fill_pattern, pattern, thread_cpu_ns, FdLabel
 use crate::oracle::Failure;
 use crate::params::{ParamSpec, CONNS, MSGS, SIZE};
 use crate::rng::mix;
-use crate::run::{sim_for, Backend, Report, Request};
+use crate::run::{sim_for, Backend, Report, Request, Tracing};
 use crate::scenario::{Scenario, FAULTS};
 
 /// The registry name of the workload.
@@ -138,9 +138,9 @@ pub fn handles(name: &str) -> bool {
 /// Runs `req` (an `rt-echo` or `rt-canary` request), twice when the determinism check is asked
 /// for.
 pub fn execute(req: &Request) -> Report {
-    let (report, _) = go(req, false);
+    let (report, _) = go(req, Tracing::Off);
     if req.check_determinism && req.backend == Backend::Sim && report.failure.is_none() {
-        let (again, _) = go(req, false);
+        let (again, _) = go(req, Tracing::Off);
         if again.fingerprint != report.fingerprint {
             let mut r = report;
             r.failure = Some(crate::run::compare_traced(req).err().unwrap_or_else(|| {
@@ -156,8 +156,8 @@ pub fn execute(req: &Request) -> Report {
 }
 
 /// A traced simulated run of `req`.
-pub fn traced(req: &Request) -> (Vec<Record>, Report) {
-    let (report, records) = go(req, true);
+pub fn traced(req: &Request, tracing: Tracing) -> (Vec<Record>, Report) {
+    let (report, records) = go(req, tracing);
     (records, report)
 }
 
@@ -171,7 +171,7 @@ struct Cfg {
     seed: u64,
 }
 
-fn go(req: &Request, trace: bool) -> (Report, Vec<Record>) {
+fn go(req: &Request, tracing: Tracing) -> (Report, Vec<Record>) {
     let p = &req.params;
     let cfg = Cfg {
         conns: p.get(CONNS),
@@ -185,6 +185,7 @@ fn go(req: &Request, trace: bool) -> (Report, Vec<Record>) {
     };
     let wall = Instant::now();
     let cpu = thread_cpu_ns();
+    let mut trace = false;
     let (mut out, sim) = match req.backend {
         Backend::Real => {
             crate::run::fd_limit();
@@ -192,7 +193,7 @@ fn go(req: &Request, trace: bool) -> (Report, Vec<Record>) {
         }
         Backend::Sim => {
             let sim = Rc::new(sim_for(req));
-            sim.set_trace(trace);
+            trace = tracing.install(&sim);
             let out = if req.scenario.name == CANARY_NAME {
                 let thief = Thief::new(sim.clone());
                 let ctl = thief.ctl.clone();
@@ -636,9 +637,16 @@ async fn client_body<P: Poller + 'static>(
     addr: SocketAddrV4,
     i: u64,
 ) -> Result<(), Failure> {
-    let s = TcpStream::<P>::connect(addr)
-        .await
-        .map_err(|e| io_fail(format!("client {i} connecting"), e))?;
+    // 28,232 ephemeral ports per address: past 20,000 clients, spread them over 127.0.0.1,
+    // .2, ..., 10,000 each, as the echo engine does (all at once, 100,000 clients would run out
+    // of ports on one address).
+    let s = if cfg.conns > 20_000 {
+        let ip = Ipv4Addr::new(127, 0, 0, 1 + (i / 10_000) as u8);
+        TcpStream::<P>::connect_from(SocketAddrV4::new(ip, 0), addr).await
+    } else {
+        TcpStream::<P>::connect(addr).await
+    };
+    let s = s.map_err(|e| io_fail(format!("client {i} connecting"), e))?;
     sh.own(s.as_raw_fd(), Owner::Client(i));
     let local = s
         .local_addr()

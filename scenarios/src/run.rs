@@ -4,7 +4,7 @@
 use std::fmt;
 
 use netpoll_realnet::RealNet;
-use netpoll_sim::trace::Record;
+use netpoll_sim::trace::{Record, TraceSink};
 use netpoll_sim::{FaultCounts, Sim};
 use serde::Serialize;
 
@@ -495,18 +495,66 @@ pub fn execute(req: &Request) -> Report {
     report
 }
 
+/// How a run records its calls.
+pub enum Tracing {
+    /// Not at all (beyond the kernel's short history).
+    Off,
+    /// Every call, kept in memory and returned.
+    Keep,
+    /// Every call, handed to a sink as it is made (nothing kept).
+    Sink(TraceSink),
+}
+
+impl fmt::Debug for Tracing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Tracing::Off => "Off",
+            Tracing::Keep => "Keep",
+            Tracing::Sink(_) => "Sink",
+        })
+    }
+}
+
+impl Tracing {
+    /// Sets `k` up to record; whether anything is recorded (and descriptors should be
+    /// labelled for the trace's tracks).
+    pub(crate) fn install(self, k: &Sim) -> bool {
+        match self {
+            Tracing::Off => false,
+            Tracing::Keep => {
+                k.set_trace(true);
+                true
+            }
+            Tracing::Sink(sink) => {
+                k.set_trace_sink(Some(sink));
+                true
+            }
+        }
+    }
+}
+
 /// A traced simulated run: its records, labels and report.
 pub fn traced(req: &Request) -> (Vec<Record>, Report) {
+    traced_with(req, Tracing::Keep)
+}
+
+/// A simulated run whose every call goes to `sink` as it is made, so that the trace of a large
+/// run never has to fit in memory; the report carries the labels that name the tracks.
+pub fn trace_to(req: &Request, sink: TraceSink) -> Report {
+    traced_with(req, Tracing::Sink(sink)).1
+}
+
+fn traced_with(req: &Request, tracing: Tracing) -> (Vec<Record>, Report) {
     if let Some(z) = crate::zoo::find(req.scenario.name) {
-        return crate::zoo::traced(z, req);
+        return crate::zoo::traced(z, req, tracing);
     }
     if crate::rt_echo::handles(req.scenario.name) {
-        return crate::rt_echo::traced(req);
+        return crate::rt_echo::traced(req, tracing);
     }
     let mut spec = spec_for(req);
     spec.label_fds = true;
     let k = sim_for(req);
-    k.set_trace(true);
+    tracing.install(&k);
     let r = engine::run(&k, &spec, req.seed);
     let records = k.take_trace();
     let report = Report {

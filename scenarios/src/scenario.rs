@@ -91,6 +91,12 @@ pub fn sim_config(p: &Params, seed: u64) -> SimConfig {
     if let Some(w) = p.try_get("tcp-window") {
         c.tcp_window = w as usize;
     }
+    // One process holds both ends of every connection: past half a million at once it needs
+    // a descriptor limit above Linux's default ceiling (`fs.nr_open`, 1,048,576), as a real
+    // test process would after `sysctl fs.nr_open` and `ulimit -n`.
+    if let Some(n) = p.try_get(CONNS) {
+        c.max_fds = c.max_fds.max(2 * n as usize + 64);
+    }
     c
 }
 

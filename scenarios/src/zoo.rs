@@ -65,7 +65,7 @@ use crate::oracle::Failure;
 use crate::params::{ParamSpec, Params, CONNS, MSGS, SIZE};
 use crate::raw_epoll::{timeout_ms, TICK_NS};
 use crate::rng::{mix, Rng};
-use crate::run::{sim_for, Report, Request};
+use crate::run::{sim_for, Report, Request, Tracing};
 use crate::scenario::{Scenario, FAULTS};
 
 /// Which bug a zoo scenario carries.
@@ -216,9 +216,9 @@ pub fn find(name: &str) -> Option<&'static ZooScenario> {
 
 /// Runs `req` (a zoo scenario) and reports, as [`crate::run::execute`] does.
 pub fn execute(z: &ZooScenario, req: &Request) -> Report {
-    let (report, _) = go(z, req, false);
+    let (report, _) = go(z, req, Tracing::Off);
     if req.check_determinism && report.failure.is_none() {
-        let (again, _) = go(z, req, false);
+        let (again, _) = go(z, req, Tracing::Off);
         if again.fingerprint != report.fingerprint {
             let mut r = report;
             r.failure = Some(crate::run::compare_traced(req).err().unwrap_or_else(|| {
@@ -231,16 +231,16 @@ pub fn execute(z: &ZooScenario, req: &Request) -> Report {
 }
 
 /// A traced run of `req` (a zoo scenario).
-pub fn traced(z: &ZooScenario, req: &Request) -> (Vec<Record>, Report) {
-    let (report, records) = go(z, req, true);
+pub fn traced(z: &ZooScenario, req: &Request, tracing: Tracing) -> (Vec<Record>, Report) {
+    let (report, records) = go(z, req, tracing);
     (records, report)
 }
 
-fn go(z: &ZooScenario, req: &Request, trace: bool) -> (Report, Vec<Record>) {
+fn go(z: &ZooScenario, req: &Request, tracing: Tracing) -> (Report, Vec<Record>) {
     let wall = Instant::now();
     let cpu = thread_cpu_ns();
     let k = sim_for(req);
-    k.set_trace(trace);
+    let trace = tracing.install(&k);
     let p = &req.params;
     let cfg = Cfg {
         bug: (p.get(FIXED) == 0).then_some(z.bug),

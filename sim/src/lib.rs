@@ -14,7 +14,9 @@
 //! | `kernel/unix.rs` | AF_UNIX stream socketpairs |
 //! | `kernel/pipe.rs` | pipes |
 //! | `kernel/eventfd.rs` | eventfd |
-//! | `kernel/tcp.rs` | TCP sockets and the simulated loopback network |
+//! | `kernel/tcp/mod.rs` | TCP sockets: the socket calls and their states |
+//! | `kernel/tcp/net.rs` | the simulated loopback network: connections, packets in flight, delivery |
+//! | `kernel/tcp/ports.rs` | the bind table and ephemeral ports |
 //! | [`oracle`] | what the kernel checks on its own: lost wakeups at quiescence, hangs, livelocks, leaks, user invariants ([`Violation`]) |
 //! | [`faults`] | the fault plan: rare-but-legal behaviours, the cost model, injected errnos |
 //! | [`trace`] | the call history, full traces, fingerprints, and their readable form |
@@ -287,6 +289,30 @@ impl Sim {
     /// The full trace recorded since [`set_trace`](Sim::set_trace), emptied.
     pub fn take_trace(&self) -> Vec<Record> {
         self.trace.borrow_mut().take_full()
+    }
+
+    /// Streams the full trace: `sink` gets every call's record as the call returns, in order,
+    /// so that a trace of millions of calls need not be held in memory (`netpoll-sim trace`
+    /// writes it to a file as it comes). `None` stops it. Independent of
+    /// [`set_trace`](Sim::set_trace); the sink must not call back into this `Sim`. It is `Send`
+    /// so that a `Sim` stays `Send`.
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use netpoll::{Poller, sys::*};
+    /// use netpoll_sim::{trace::Op, Sim};
+    ///
+    /// let p = Sim::new(1);
+    /// let seen = Arc::new(Mutex::new(Vec::new()));
+    /// let s = seen.clone();
+    /// p.set_trace_sink(Some(Box::new(move |r| s.lock().unwrap().push(r.op))));
+    /// let [a, _b] = p.socketpair(SOCK_NONBLOCK).unwrap();
+    /// p.write(a, b"hi").unwrap();
+    /// p.set_trace_sink(None);
+    /// assert_eq!(*seen.lock().unwrap(), [Op::Socketpair, Op::Write]);
+    /// ```
+    pub fn set_trace_sink(&self, sink: Option<trace::TraceSink>) {
+        self.trace.borrow_mut().set_sink(sink);
     }
 
     /// The most recent calls (up to [`trace::HISTORY_LEN`]) that concern `fd` (as the fd or,

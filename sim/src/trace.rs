@@ -53,14 +53,31 @@ pub struct Record {
 /// How many recent records the history keeps.
 pub const HISTORY_LEN: usize = 1024;
 
-#[derive(Debug, Default)]
+/// Where a streamed trace goes: called with every call's record as it is made (see
+/// [`Sim::set_trace_sink`](crate::Sim::set_trace_sink)).
+pub type TraceSink = Box<dyn FnMut(&Record) + Send>;
+
+#[derive(Default)]
 pub(crate) struct Tracer {
     /// A ring: the oldest record is at `head` once the ring is full.
     recent: Vec<Record>,
     head: usize,
     full: Option<Vec<Record>>,
+    sink: Option<TraceSink>,
     fingerprint: u64,
     count: u64,
+}
+
+impl std::fmt::Debug for Tracer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tracer")
+            .field("recent", &self.recent.len())
+            .field("full", &self.full.as_ref().map(Vec::len))
+            .field("sink", &self.sink.is_some())
+            .field("fingerprint", &self.fingerprint)
+            .field("count", &self.count)
+            .finish()
+    }
 }
 
 impl Tracer {
@@ -86,6 +103,13 @@ impl Tracer {
         if let Some(full) = &mut self.full {
             full.push(r);
         }
+        if let Some(sink) = &mut self.sink {
+            sink(&r);
+        }
+    }
+
+    pub(crate) fn set_sink(&mut self, sink: Option<TraceSink>) {
+        self.sink = sink;
     }
 
     pub(crate) fn set_full(&mut self, on: bool) {

@@ -548,8 +548,46 @@ impl<P: Poller + 'static> TcpStream<P> {
     /// # Panics
     /// Outside a runtime.
     pub async fn connect(addr: SocketAddrV4) -> io::Result<TcpStream<P>> {
+        Self::connect_inner(None, addr).await
+    }
+
+    /// Connects to `addr` from `local` (`bind`, then `connect`): port 0 lets the kernel pick
+    /// the port on `local`'s address. Each loopback address has its own 28,232 ephemeral
+    /// ports, so a client opening more connections than that at once spreads them over
+    /// `127.0.0.1`, `127.0.0.2`, ... (tokio's `TcpSocket::bind` then `connect`).
+    ///
+    /// ```no_run
+    /// use std::net::{Ipv4Addr, SocketAddrV4};
+    /// use netpoll::rt::TcpStream;
+    /// use netpoll::Poller;
+    ///
+    /// async fn client<P: Poller + 'static>(i: u32, server: SocketAddrV4) -> std::io::Result<()> {
+    ///     let ip = Ipv4Addr::new(127, 0, 0, 1 + (i / 20_000) as u8);
+    ///     let conn = TcpStream::<P>::connect_from(SocketAddrV4::new(ip, 0), server).await?;
+    ///     conn.write_all(b"ping").await
+    /// }
+    /// # let _ = client::<netpoll::NoKernel>;
+    /// ```
+    ///
+    /// # Errors
+    /// `bind`'s (`EADDRINUSE`, `EADDRNOTAVAIL` when `local`'s ports are all taken), then
+    /// [`TcpStream::connect`]'s.
+    ///
+    /// # Panics
+    /// Outside a runtime.
+    pub async fn connect_from(local: SocketAddrV4, addr: SocketAddrV4) -> io::Result<TcpStream<P>> {
+        Self::connect_inner(Some(local), addr).await
+    }
+
+    async fn connect_inner(
+        local: Option<SocketAddrV4>,
+        addr: SocketAddrV4,
+    ) -> io::Result<TcpStream<P>> {
         let fd = with_driver(|d: &Driver<P>| d.poller().tcp_socket(SOCK_NONBLOCK | SOCK_CLOEXEC))?;
         let s: TcpStream<P> = TcpStream { io: IoFd::new(fd)? };
+        if let Some(local) = local {
+            s.io.call(|p, fd| p.bind(fd, local))?;
+        }
         match s.io.call(|p, fd| p.connect(fd, addr)) {
             Ok(()) => return Ok(s),
             Err(e) if e.raw_os_error() == Some(errno::EINPROGRESS) => {}

@@ -23,11 +23,10 @@
 pub mod epoll;
 pub(crate) mod eventfd;
 pub(crate) mod pipe;
+mod queue;
 pub(crate) mod tcp;
 pub(crate) mod unix;
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::io;
 use std::num::NonZeroU32;
 
@@ -150,10 +149,6 @@ pub(crate) enum Later {
     Net(tcp::Packet),
 }
 
-/// Bits of a queue key that name the payload's slot; the rest is the insertion sequence, so
-/// that events at the same instant happen in the order they were queued.
-const SLOT_BITS: u32 = 28;
-
 /// Counters a harness can read: how much the kernel did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -184,10 +179,9 @@ pub(crate) struct Kernel {
     pub(crate) items: Slab<epoll::EpItem>,
     pub(crate) pipes: Slab<pipe::Pipe>,
     pub(crate) net: tcp::Net,
-    /// The event queue: keys are `when << 64 | sequence << SLOT_BITS | payload slot`, 16 bytes
-    /// so that the heap moves little, compared as one integer; payloads wait in `later`.
-    queue: BinaryHeap<Reverse<u128>>,
-    later: Slab<Later>,
+    /// The event queue: keys are `when << 64 | sequence`, compared as one integer (the
+    /// sequence orders events at one instant as they were queued); payloads travel with them.
+    queue: queue::EventQueue<Later>,
     queue_seq: u64,
     /// The epoll instance whose `epoll_wait` is blocked right now (for `EPOLLEXCLUSIVE`).
     pub(crate) blocked_in: Option<FileId>,
@@ -223,8 +217,7 @@ impl Kernel {
             items: Slab::default(),
             pipes: Slab::default(),
             net: tcp::Net::default(),
-            queue: BinaryHeap::new(),
-            later: Slab::default(),
+            queue: queue::EventQueue::default(),
             queue_seq: 0,
             blocked_in: None,
             stats: Stats::default(),
@@ -403,19 +396,13 @@ impl Kernel {
     /// Queues `what` to happen at `at_ns`. Events at the same instant happen in the order queued.
     pub(crate) fn schedule(&mut self, at_ns: u64, what: Later) {
         self.queue_seq += 1;
-        let slot = self.later.insert(what);
-        assert!(
-            slot < 1 << SLOT_BITS,
-            "event queue: more than 2^28 events in flight"
-        );
-        let key = (self.queue_seq << SLOT_BITS) | u64::from(slot);
         self.queue
-            .push(Reverse((u128::from(at_ns) << 64) | u128::from(key)));
+            .push((u128::from(at_ns) << 64) | u128::from(self.queue_seq), what);
     }
 
     /// When the next queued event happens, if any.
     pub(crate) fn next_event_ns(&self) -> Option<u64> {
-        self.queue.peek().map(|p| (p.0 >> 64) as u64)
+        self.queue.peek().map(|k| (k >> 64) as u64)
     }
 
     /// How many events are queued (packets in flight, retransmission timers).
@@ -425,14 +412,11 @@ impl Kernel {
 
     /// Runs every event due at `self.now_ns` or earlier.
     pub(crate) fn run_due(&mut self) {
-        while let Some(&Reverse(key)) = self.queue.peek() {
+        while let Some(key) = self.queue.peek() {
             if (key >> 64) as u64 > self.now_ns {
                 break;
             }
-            self.queue.pop();
-            let what = self
-                .later
-                .remove((key as u64 & ((1 << SLOT_BITS) - 1)) as u32);
+            let (_, what) = self.queue.pop().expect("peeked");
             self.stats.deliveries += 1;
             match what {
                 Later::Net(pkt) => self.deliver(pkt),

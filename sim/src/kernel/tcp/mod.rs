@@ -12,7 +12,8 @@
 //!   (more than `backlog` waiting, Linux's rule) drops the SYN and the client retransmits after
 //!   1 s, 2 s, 4 s... (`ETIMEDOUT` after `syn_retries`); no listener answers with a reset
 //!   (`ECONNREFUSED`), pending before `connect` returns as on Linux's loopback (a listener that
-//!   closes while the SYN is in flight resets it on arrival). Otherwise a SYN-ACK makes the client writable, and its ACK puts the new
+//!   closes while the SYN is in flight resets it on arrival). Otherwise a SYN-ACK makes the
+//!   client writable, and its ACK puts the new
 //!   connection on the accept queue and wakes the listener. An ACK that finds the queue full is
 //!   retried later, as the server's SYN-ACK retransmission would.
 //! - **Flow control**: a direction holds `tcp_window` bytes, in flight plus unread; `write` is
@@ -37,6 +38,11 @@
 //! options besides `SO_LINGER` and `SO_ERROR`, window updates taking a round trip (space returns
 //! to the writer the instant the reader reads).
 
+mod net;
+mod ports;
+
+pub(crate) use net::{Net, Packet};
+
 use std::collections::VecDeque;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -45,12 +51,8 @@ use netpoll::sys::{err, errno::*, Events, SHUT_RDWR, SOCK_CLOEXEC, SOCK_NONBLOCK
 use netpoll::Fd;
 
 use super::unix::{RCV_SHUTDOWN, SEND_SHUTDOWN};
-use super::{FileId, Kernel, Kind, Later};
-use crate::bytes::ByteQueue;
+use super::{FileId, Kernel, Kind};
 use crate::rng::Stream;
-use crate::slab::Slab;
-
-const EPHEMERAL: (u16, u16) = (32768, 60999);
 
 /// Where a TCP socket is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -108,220 +110,24 @@ pub(crate) struct TcpSock {
     syns: u32,
 }
 
-/// One direction of a connection: the bytes flowing *to* one end.
-///
-/// `buf` holds the bytes the receiver has not read (the first `rx_len`) followed by the bytes
-/// still crossing the network, in order. Delivering a segment only moves the boundary: no byte
-/// is copied between a `write` and the `read` that takes it.
-#[derive(Debug, Default)]
-struct Dir {
-    buf: ByteQueue,
-    rx_len: usize,
-    /// The receiving end got the FIN (Linux's `SOCK_DONE`).
-    fin: bool,
-    /// The sending end's write found no room: wake it (`OUT`) when room returns (Linux's
-    /// `SOCK_NOSPACE` on the sending socket; kept here, where the reader that returns the room
-    /// looks, so that a read touches the writer's socket only when it must).
-    nospace: bool,
-    /// When the last packet of this direction arrives: later packets never overtake it.
-    last_ns: u64,
-}
-
-/// A connection between two sockets.
-#[derive(Debug)]
-pub(crate) struct Conn {
-    end: [Option<FileId>; 2],
-    dir: [Dir; 2],
-    /// Packets on their way: the connection outlives its sockets until they are delivered.
-    packets: u32,
-}
-
-/// A packet on the wire, or a retransmission timer.
-#[derive(Debug)]
-pub(crate) enum Packet {
-    Syn {
-        client: FileId,
-        attempt: u64,
-        to: SocketAddrV4,
-    },
-    SynRetry {
-        client: FileId,
-        attempt: u64,
-        to: SocketAddrV4,
-    },
-    Refused {
-        client: FileId,
-        attempt: u64,
-    },
-    SynAck {
-        client: FileId,
-        attempt: u64,
-        conn: u32,
-        listener: FileId,
-    },
-    Ack {
-        conn: u32,
-        listener: FileId,
-        /// SYN-ACK retransmissions so far (the ACK comes back with each one).
-        retries: u32,
-    },
-    /// `len` bytes of the direction's `buf` arrive (they follow its unread bytes).
-    Data {
-        conn: u32,
-        to: usize,
-        len: usize,
-    },
-    Fin {
-        conn: u32,
-        to: usize,
-    },
-    Rst {
-        conn: u32,
-        to: usize,
-    },
-}
-
-/// The network: connections, bound ports, listeners.
-#[derive(Debug, Default)]
-pub(crate) struct Net {
-    conns: Slab<Conn>,
-    /// Bound (ip, port) pairs and the socket holding each.
-    bound: PortTable,
-    next_attempt: u64,
-    /// Where the next ephemeral port search starts (an offset into the range).
-    port_hint: Option<u64>,
-}
-
-/// The bind table: for each port, the addresses bound on it and the socket holding each. A flat
-/// table indexed by port (a short list a port, up to four inline) instead of an ordered map of
-/// (ip, port): a lookup is an index and a scan of the few addresses sharing a port, and "is any
-/// address bound on this port" (a wildcard bind's test) is whether the port's list is empty.
-/// Nothing iterates over it, so the order inside a port's list is never observed.
-///
-/// The table is paged (256 ports a page, a page allocated on its first bind): a short run binds
-/// a handful of ports and must not pay for all 65,536 (a flat table cost a 10-connection sweep
-/// most of its time in allocating and dropping 2.4 MB a seed).
-#[derive(Debug, Default)]
-struct PortTable {
-    pages: Vec<Option<Box<PortPage>>>,
-}
-
-const PORTS_PER_PAGE: usize = 256;
-type PortPage = [PortSlot; PORTS_PER_PAGE];
-
-/// The addresses bound on one port: inline while there are at most four (the main job puts
-/// 100,000 clients on 28,232 ephemeral ports of four addresses), so that binding and unbinding
-/// touch only the table, which ephemeral ports walk in order.
-#[derive(Debug, Clone)]
-enum PortSlot {
-    Inline(u8, [(Ipv4Addr, FileId); 4]),
-    Heap(Vec<(Ipv4Addr, FileId)>),
-}
-
-impl Default for PortSlot {
-    fn default() -> Self {
-        PortSlot::Inline(0, [(Ipv4Addr::UNSPECIFIED, 0); 4])
-    }
-}
-
-impl PortSlot {
-    fn as_slice(&self) -> &[(Ipv4Addr, FileId)] {
-        match self {
-            PortSlot::Inline(n, e) => &e[..usize::from(*n)],
-            PortSlot::Heap(v) => v,
-        }
-    }
-
-    fn as_mut_slice(&mut self) -> &mut [(Ipv4Addr, FileId)] {
-        match self {
-            PortSlot::Inline(n, e) => &mut e[..usize::from(*n)],
-            PortSlot::Heap(v) => v,
-        }
-    }
-
-    fn push(&mut self, x: (Ipv4Addr, FileId)) {
-        match self {
-            PortSlot::Inline(n, e) if usize::from(*n) < e.len() => {
-                e[usize::from(*n)] = x;
-                *n += 1;
-            }
-            PortSlot::Inline(n, e) => {
-                let mut v = e[..usize::from(*n)].to_vec();
-                v.push(x);
-                *self = PortSlot::Heap(v);
-            }
-            PortSlot::Heap(v) => v.push(x),
-        }
-    }
-
-    /// Removes entry `j` (the last one takes its place).
-    fn swap_remove(&mut self, j: usize) {
-        match self {
-            PortSlot::Inline(n, e) => {
-                let last = usize::from(*n) - 1;
-                e[j] = e[last];
-                *n -= 1;
-            }
-            PortSlot::Heap(v) => {
-                v.swap_remove(j);
-            }
-        }
-    }
-}
-
-impl PortTable {
-    fn slot(&self, port: u16) -> Option<&PortSlot> {
-        let p = usize::from(port);
-        let page = self.pages.get(p / PORTS_PER_PAGE)?.as_ref()?;
-        Some(&page[p % PORTS_PER_PAGE])
-    }
-
-    fn slot_mut(&mut self, port: u16) -> Option<&mut PortSlot> {
-        let p = usize::from(port);
-        let page = self.pages.get_mut(p / PORTS_PER_PAGE)?.as_mut()?;
-        Some(&mut page[p % PORTS_PER_PAGE])
-    }
-
-    fn on(&self, port: u16) -> &[(Ipv4Addr, FileId)] {
-        self.slot(port).map_or(&[], PortSlot::as_slice)
-    }
-
-    /// The socket bound on exactly (ip, port).
-    fn get(&self, ip: Ipv4Addr, port: u16) -> Option<FileId> {
-        self.on(port).iter().find(|e| e.0 == ip).map(|e| e.1)
-    }
-
-    fn contains(&self, ip: Ipv4Addr, port: u16) -> bool {
-        self.get(ip, port).is_some()
-    }
-
-    /// Whether any address is bound on `port`.
-    fn port_used(&self, port: u16) -> bool {
-        !self.on(port).is_empty()
-    }
-
-    /// Binds (ip, port) to `f`, replacing any previous holder.
-    fn insert(&mut self, ip: Ipv4Addr, port: u16, f: FileId) {
-        let p = usize::from(port);
-        let i = p / PORTS_PER_PAGE;
-        if self.pages.len() <= i {
-            self.pages.resize_with(i + 1, || None);
-        }
-        let page = self.pages[i]
-            .get_or_insert_with(|| Box::new(std::array::from_fn(|_| PortSlot::default())));
-        let v = &mut page[p % PORTS_PER_PAGE];
-        match v.as_mut_slice().iter_mut().find(|e| e.0 == ip) {
-            Some(e) => e.1 = f,
-            None => v.push((ip, f)),
-        }
-    }
-
-    /// Unbinds (ip, port) if `f` holds it.
-    fn remove_if_held(&mut self, ip: Ipv4Addr, port: u16, f: FileId) {
-        if let Some(v) = self.slot_mut(port) {
-            if let Some(j) = v.as_slice().iter().position(|e| *e == (ip, f)) {
-                v.swap_remove(j);
-            }
+impl TcpSock {
+    /// A new socket, as `socket()` makes it: closed, unbound, unconnected.
+    fn fresh() -> TcpSock {
+        TcpSock {
+            state: State::Closed,
+            sock_state: SockState::Unconnected,
+            local: None,
+            holds_port: false,
+            addr_locked: false,
+            peer: None,
+            conn: None,
+            err: 0,
+            shutdown: 0,
+            linger0: false,
+            autobound: false,
+            listen: None,
+            attempt: 0,
+            syns: 0,
         }
     }
 }
@@ -355,22 +161,7 @@ impl Kernel {
     pub(crate) fn tcp_socket(&mut self, flags: i32) -> io::Result<Fd> {
         // The flags are or-ed into `SOCK_STREAM` (1): a stray 1 still names a stream socket.
         let nonblock = Kernel::check_flags(flags, SOCK_NONBLOCK | SOCK_CLOEXEC | 1)?;
-        let s = TcpSock {
-            state: State::Closed,
-            sock_state: SockState::Unconnected,
-            local: None,
-            holds_port: false,
-            addr_locked: false,
-            peer: None,
-            conn: None,
-            err: 0,
-            shutdown: 0,
-            linger0: false,
-            autobound: false,
-            listen: None,
-            attempt: 0,
-            syns: 0,
-        };
+        let s = TcpSock::fresh();
         self.emfile_fault()?;
         Ok(self.new_file(Kind::Tcp(s), nonblock)?.1)
     }
@@ -384,38 +175,6 @@ impl Kernel {
             Kind::Unix(_) => Err(err(other)),
             _ => Err(err(ENOTSOCK)),
         }
-    }
-
-    fn port_free(&self, ip: Ipv4Addr, port: u16) -> bool {
-        if self.net.bound.contains(ip, port) || self.net.bound.contains(Ipv4Addr::UNSPECIFIED, port)
-        {
-            return false;
-        }
-        if ip.is_unspecified() {
-            // A wildcard bind conflicts with any address on the port.
-            return !self.net.bound.port_used(port);
-        }
-        true
-    }
-
-    /// An ephemeral port free on `ip`: the search starts where the last one ended (from a
-    /// seeded first offset), so allocation is O(1) while the range is not full.
-    fn ephemeral_port(&mut self, ip: Ipv4Addr) -> io::Result<u16> {
-        let (lo, hi) = EPHEMERAL;
-        let span = u64::from(hi - lo) + 1;
-        let start = match self.net.port_hint {
-            Some(h) => h,
-            None => self.rng.range(Stream::Ports, 0, span - 1),
-        };
-        for i in 0..span {
-            let off = (start + i) % span;
-            let port = lo + off as u16;
-            if self.port_free(ip, port) {
-                self.net.port_hint = Some((off + 1) % span);
-                return Ok(port);
-            }
-        }
-        Err(err(EADDRNOTAVAIL))
     }
 
     fn bind_to(&mut self, f: FileId, addr: SocketAddrV4) -> io::Result<SocketAddrV4> {
@@ -487,35 +246,6 @@ impl Kernel {
             queue: VecDeque::new(),
         }));
         Ok(())
-    }
-
-    fn latency(&mut self) -> u64 {
-        let lat = match self.cfg.faults.latency {
-            Some(l) => l.draw(self.rng.get(Stream::Net)),
-            None => {
-                let (lo, hi) = self.cfg.latency_ns;
-                self.rng.range(Stream::Net, lo, hi)
-            }
-        };
-        let q = self.cfg.faults.quantum_ns;
-        if q > 0 {
-            (self.now_ns + lat).div_ceil(q) * q - self.now_ns
-        } else {
-            lat
-        }
-    }
-
-    /// Sends `pkt` after a fresh latency draw; `order` (connection, direction) keeps packets of
-    /// one direction in order.
-    fn send(&mut self, pkt: Packet, order: Option<(u32, usize)>) {
-        let mut at = self.now_ns + self.latency();
-        if let Some((c, d)) = order {
-            let conn = &mut self.net.conns[c];
-            at = at.max(conn.dir[d].last_ns);
-            conn.dir[d].last_ns = at;
-            conn.packets += 1;
-        }
-        self.schedule(at, Later::Net(pkt));
     }
 
     pub(crate) fn connect(&mut self, fd: Fd, addr: SocketAddrV4) -> io::Result<()> {
@@ -953,304 +683,5 @@ impl Kernel {
         d.buf.discard_front(d.rx_len);
         d.rx_len = 0;
         self.conn_maybe_free(c);
-    }
-
-    /// Frees the connection once both sockets are gone and no packet refers to it. Callers may
-    /// call it after a release that already freed it.
-    fn conn_maybe_free(&mut self, c: u32) {
-        let Some(conn) = self.net.conns.get(c) else {
-            return;
-        };
-        if conn.end == [None, None] && conn.packets == 0 {
-            self.net.conns.remove(c);
-        }
-    }
-
-    /// Ends the connection at `f` because of a reset or a refused/timed-out connect.
-    fn tcp_abort(&mut self, f: FileId, errno: i32) {
-        let s = sock(self, f);
-        s.state = State::Closed;
-        s.err = errno;
-        s.shutdown = RCV_SHUTDOWN | SEND_SHUTDOWN;
-        self.wake(f, Events::NONE);
-    }
-
-    /// A packet or timer arrives.
-    pub(crate) fn deliver(&mut self, pkt: Packet) {
-        match pkt {
-            Packet::Syn {
-                client,
-                attempt,
-                to,
-            } => self.on_syn(client, attempt, to),
-            Packet::SynRetry {
-                client,
-                attempt,
-                to,
-            } => {
-                if !self.attempt_live(client, attempt) {
-                    return;
-                }
-                let s = sock(self, client);
-                s.syns += 1;
-                if s.syns > self.cfg.syn_retries + 1 {
-                    self.tcp_abort(client, ETIMEDOUT);
-                    return;
-                }
-                self.send(
-                    Packet::Syn {
-                        client,
-                        attempt,
-                        to,
-                    },
-                    None,
-                );
-            }
-            Packet::Refused { client, attempt } => {
-                if self.attempt_live(client, attempt) {
-                    self.give_back_port(client);
-                    self.tcp_abort(client, ECONNREFUSED);
-                }
-            }
-            Packet::SynAck {
-                client,
-                attempt,
-                conn,
-                listener,
-            } => {
-                self.net.conns[conn].packets -= 1;
-                if self.attempt_live(client, attempt) {
-                    let s = sock(self, client);
-                    s.state = State::Established;
-                    s.conn = Some((conn, 0));
-                    self.net.conns[conn].end[0] = Some(client);
-                    self.wake(client, Events::NONE);
-                    self.send(
-                        Packet::Ack {
-                            conn,
-                            listener,
-                            retries: 0,
-                        },
-                        Some((conn, 1)),
-                    );
-                } else {
-                    // The client went away: the half-open child is dropped.
-                    if let Some(child) = self.net.conns[conn].end[1] {
-                        self.release(child);
-                    }
-                    self.conn_maybe_free(conn);
-                }
-            }
-            Packet::Ack {
-                conn,
-                listener,
-                retries,
-            } => {
-                self.net.conns[conn].packets -= 1;
-                self.on_ack(conn, listener, retries);
-            }
-            Packet::Data { conn, to, len } => {
-                let cn = &mut self.net.conns[conn];
-                cn.packets -= 1;
-                let receiver = cn.end[to];
-                let sender_alive = cn.end[1 - to].is_some();
-                let established =
-                    receiver.is_some_and(|f| sock(self, f).state == State::Established);
-                let delivered = match receiver {
-                    // A socket that was reset is no longer in the connection table: a reset
-                    // answers the segment.
-                    Some(_) if !established => false,
-                    Some(f) if self.fault(self.cfg.faults.reset) => {
-                        // The segment arrives as a reset; the receiver answers in kind.
-                        self.faults.resets += 1;
-                        self.tcp_abort(f, ECONNRESET);
-                        false
-                    }
-                    Some(f) if self.rejects_data(f, conn, to) => {
-                        // RFC 1122: data after our FIN and SHUT_RD is answered with a reset.
-                        self.tcp_abort(f, ECONNRESET);
-                        false
-                    }
-                    Some(f) => {
-                        let d = &mut self.net.conns[conn].dir[to];
-                        let was_empty = d.rx_len == 0;
-                        d.rx_len += len;
-                        if self.edge_wakes(was_empty) {
-                            let key = Events::IN | Events::PRI | Events::RDNORM | Events::RDBAND;
-                            self.wake(f, key);
-                        }
-                        true
-                    }
-                    // Data for a closed socket: a reset answers it.
-                    None => false,
-                };
-                if !delivered {
-                    let d = &mut self.net.conns[conn].dir[to];
-                    d.buf.remove(d.rx_len, len);
-                    if sender_alive {
-                        self.send(Packet::Rst { conn, to: 1 - to }, Some((conn, 1 - to)));
-                    }
-                }
-                self.conn_maybe_free(conn);
-            }
-            Packet::Fin { conn, to } => {
-                let cn = &mut self.net.conns[conn];
-                cn.packets -= 1;
-                if let Some(f) = cn.end[to] {
-                    cn.dir[to].fin = true;
-                    sock(self, f).shutdown |= RCV_SHUTDOWN;
-                    self.wake(f, Events::NONE);
-                }
-                self.conn_maybe_free(conn);
-            }
-            Packet::Rst { conn, to } => {
-                let cn = &mut self.net.conns[conn];
-                cn.packets -= 1;
-                let fin = cn.dir[to].fin;
-                if let Some(f) = cn.end[to] {
-                    if sock(self, f).state == State::Established {
-                        self.tcp_abort(f, if fin { EPIPE } else { ECONNRESET });
-                    }
-                }
-                self.conn_maybe_free(conn);
-            }
-        }
-    }
-
-    /// A socket that sent its FIN and shut its receiving side, and has not had the peer's FIN
-    /// (`FIN_WAIT1/2` with `RCV_SHUTDOWN`), resets a connection whose data still arrives.
-    fn rejects_data(&self, f: FileId, conn: u32, to: usize) -> bool {
-        let s = sock_ref(self, f).expect("connection end is a tcp socket");
-        s.state == State::Established
-            && s.shutdown == RCV_SHUTDOWN | SEND_SHUTDOWN
-            && !self.net.conns[conn].dir[to].fin
-    }
-
-    fn attempt_live(&self, client: FileId, attempt: u64) -> bool {
-        sock_ref(self, client).is_some_and(|s| s.state == State::SynSent && s.attempt == attempt)
-    }
-
-    fn find_listener(&self, to: SocketAddrV4) -> Option<FileId> {
-        let exact = self.net.bound.get(*to.ip(), to.port());
-        let any = self.net.bound.get(Ipv4Addr::UNSPECIFIED, to.port());
-        [exact, any]
-            .into_iter()
-            .flatten()
-            .find(|&f| sock_ref(self, f).is_some_and(|s| s.state == State::Listen))
-    }
-
-    fn on_syn(&mut self, client: FileId, attempt: u64, to: SocketAddrV4) {
-        if !self.attempt_live(client, attempt) {
-            return;
-        }
-        let Some(l) = self.find_listener(to) else {
-            self.send(Packet::Refused { client, attempt }, None);
-            return;
-        };
-        let full = {
-            let ls = sock_ref(self, l).and_then(|s| s.listen.as_ref());
-            ls.is_some_and(|q| q.queue.len() > q.backlog)
-        };
-        if full {
-            // Dropped; the client retransmits after its timeout, doubling each time.
-            let syns = sock_ref(self, client).map_or(1, |s| s.syns);
-            let rto = self.cfg.syn_rto_ns << (syns - 1).min(16);
-            self.schedule(
-                self.now_ns + rto,
-                Later::Net(Packet::SynRetry {
-                    client,
-                    attempt,
-                    to,
-                }),
-            );
-            return;
-        }
-        let client_addr = sock_ref(self, client)
-            .and_then(|s| s.local)
-            .expect("a connecting socket is bound");
-        let conn = self.net.conns.insert(Conn {
-            end: [None, None],
-            dir: [Dir::default(), Dir::default()],
-            packets: 0,
-        });
-        let child = self.files.insert(super::File {
-            refs: 0,
-            nonblock: false,
-            watchers: super::WaitQueue::default(),
-            eof_read: false,
-            kind: Kind::Tcp(TcpSock {
-                state: State::Established,
-                sock_state: SockState::Unconnected,
-                local: Some(to),
-                // It shares the listener's port (the listener's entry in the bind table).
-                holds_port: true,
-                addr_locked: true,
-                peer: Some(client_addr),
-                conn: Some((conn, 1)),
-                err: 0,
-                shutdown: 0,
-                linger0: false,
-                autobound: false,
-                listen: None,
-                attempt: 0,
-                syns: 0,
-            }),
-        });
-        self.net.conns[conn].end[1] = Some(child);
-        self.send(
-            Packet::SynAck {
-                client,
-                attempt,
-                conn,
-                listener: l,
-            },
-            Some((conn, 0)),
-        );
-    }
-
-    fn on_ack(&mut self, conn: u32, listener: FileId, retries: u32) {
-        let Some(child) = self.net.conns[conn].end[1] else {
-            self.conn_maybe_free(conn);
-            return;
-        };
-        let live = sock_ref(self, listener).is_some_and(|s| s.state == State::Listen);
-        let full = sock_ref(self, listener)
-            .and_then(|s| s.listen.as_ref())
-            .is_some_and(|q| q.queue.len() > q.backlog);
-        if !live || (full && retries >= self.cfg.synack_retries) {
-            // The listener is gone, or gave up on a handshake it had no room for: the request
-            // is dropped and the client, which believes it is connected, is reset.
-            let client_alive = self.net.conns[conn].end[0].is_some();
-            if client_alive {
-                self.send(Packet::Rst { conn, to: 0 }, Some((conn, 0)));
-            }
-            // Detach the half-open child first, so that its release sends nothing more.
-            self.net.conns[conn].end[1] = None;
-            sock(self, child).conn = None;
-            self.release(child);
-            self.conn_maybe_free(conn);
-            return;
-        }
-        if full {
-            // No room: the server retransmits its SYN-ACK after a timeout that doubles each
-            // time, and the client's ACK comes again.
-            let at = self.now_ns + (self.cfg.syn_rto_ns << retries.min(16));
-            self.net.conns[conn].packets += 1;
-            self.schedule(
-                at,
-                Later::Net(Packet::Ack {
-                    conn,
-                    listener,
-                    retries: retries + 1,
-                }),
-            );
-            return;
-        }
-        let q = sock(self, listener).listen.as_mut().expect("listener");
-        q.queue.push_back(child);
-        self.wake(
-            listener,
-            Events::IN | Events::PRI | Events::RDNORM | Events::RDBAND,
-        );
     }
 }

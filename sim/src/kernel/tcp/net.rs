@@ -1,0 +1,421 @@
+//! The simulated loopback network: connections, their two directions of bytes, and the
+//! packets that cross between them (`tcp_input.c`, `tcp_output.c`, `tcp_minisocks.c`).
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+use netpoll::sys::{errno::*, Events};
+
+use super::super::unix::{RCV_SHUTDOWN, SEND_SHUTDOWN};
+use super::super::{FileId, Kernel, Kind, Later};
+use super::ports::PortTable;
+use super::{sock, sock_ref, State, TcpSock};
+use crate::bytes::ByteQueue;
+use crate::rng::Stream;
+use crate::slab::Slab;
+
+/// One direction of a connection: the bytes flowing *to* one end.
+///
+/// `buf` holds the bytes the receiver has not read (the first `rx_len`) followed by the bytes
+/// still crossing the network, in order. Delivering a segment only moves the boundary: no byte
+/// is copied between a `write` and the `read` that takes it.
+#[derive(Debug, Default)]
+pub(super) struct Dir {
+    pub(super) buf: ByteQueue,
+    pub(super) rx_len: usize,
+    /// The receiving end got the FIN (Linux's `SOCK_DONE`).
+    pub(super) fin: bool,
+    /// The sending end's write found no room: wake it (`OUT`) when room returns (Linux's
+    /// `SOCK_NOSPACE` on the sending socket; kept here, where the reader that returns the room
+    /// looks, so that a read touches the writer's socket only when it must).
+    pub(super) nospace: bool,
+    /// When the last packet of this direction arrives: later packets never overtake it.
+    pub(super) last_ns: u64,
+}
+
+/// A connection between two sockets.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    pub(super) end: [Option<FileId>; 2],
+    pub(super) dir: [Dir; 2],
+    /// Packets on their way: the connection outlives its sockets until they are delivered.
+    pub(super) packets: u32,
+}
+
+/// A packet on the wire, or a retransmission timer.
+#[derive(Debug)]
+pub(crate) enum Packet {
+    Syn {
+        client: FileId,
+        attempt: u64,
+        to: SocketAddrV4,
+    },
+    SynRetry {
+        client: FileId,
+        attempt: u64,
+        to: SocketAddrV4,
+    },
+    Refused {
+        client: FileId,
+        attempt: u64,
+    },
+    SynAck {
+        client: FileId,
+        attempt: u64,
+        conn: u32,
+        listener: FileId,
+    },
+    Ack {
+        conn: u32,
+        listener: FileId,
+        /// SYN-ACK retransmissions so far (the ACK comes back with each one).
+        retries: u32,
+    },
+    /// `len` bytes of the direction's `buf` arrive (they follow its unread bytes).
+    Data {
+        conn: u32,
+        to: usize,
+        len: usize,
+    },
+    Fin {
+        conn: u32,
+        to: usize,
+    },
+    Rst {
+        conn: u32,
+        to: usize,
+    },
+}
+
+/// The network: connections, bound ports, listeners.
+#[derive(Debug, Default)]
+pub(crate) struct Net {
+    pub(super) conns: Slab<Conn>,
+    /// Bound (ip, port) pairs and the socket holding each.
+    pub(super) bound: PortTable,
+    pub(super) next_attempt: u64,
+    /// Where the next ephemeral port search starts (an offset into the range).
+    pub(super) port_hint: Option<u64>,
+}
+
+impl Kernel {
+    pub(super) fn latency(&mut self) -> u64 {
+        let lat = match self.cfg.faults.latency {
+            Some(l) => l.draw(self.rng.get(Stream::Net)),
+            None => {
+                let (lo, hi) = self.cfg.latency_ns;
+                self.rng.range(Stream::Net, lo, hi)
+            }
+        };
+        let q = self.cfg.faults.quantum_ns;
+        if q > 0 {
+            (self.now_ns + lat).div_ceil(q) * q - self.now_ns
+        } else {
+            lat
+        }
+    }
+
+    /// Sends `pkt` after a fresh latency draw; `order` (connection, direction) keeps packets of
+    /// one direction in order.
+    pub(super) fn send(&mut self, pkt: Packet, order: Option<(u32, usize)>) {
+        let mut at = self.now_ns + self.latency();
+        if let Some((c, d)) = order {
+            let conn = &mut self.net.conns[c];
+            at = at.max(conn.dir[d].last_ns);
+            conn.dir[d].last_ns = at;
+            conn.packets += 1;
+        }
+        self.schedule(at, Later::Net(pkt));
+    }
+
+    /// Frees the connection once both sockets are gone and no packet refers to it. Callers may
+    /// call it after a release that already freed it.
+    pub(super) fn conn_maybe_free(&mut self, c: u32) {
+        let Some(conn) = self.net.conns.get(c) else {
+            return;
+        };
+        if conn.end == [None, None] && conn.packets == 0 {
+            self.net.conns.remove(c);
+        }
+    }
+
+    /// Ends the connection at `f` because of a reset or a refused/timed-out connect.
+    pub(super) fn tcp_abort(&mut self, f: FileId, errno: i32) {
+        let s = sock(self, f);
+        s.state = State::Closed;
+        s.err = errno;
+        s.shutdown = RCV_SHUTDOWN | SEND_SHUTDOWN;
+        self.wake(f, Events::NONE);
+    }
+
+    /// A packet or timer arrives.
+    pub(crate) fn deliver(&mut self, pkt: Packet) {
+        match pkt {
+            Packet::Syn {
+                client,
+                attempt,
+                to,
+            } => self.on_syn(client, attempt, to),
+            Packet::SynRetry {
+                client,
+                attempt,
+                to,
+            } => {
+                if !self.attempt_live(client, attempt) {
+                    return;
+                }
+                let s = sock(self, client);
+                s.syns += 1;
+                if s.syns > self.cfg.syn_retries + 1 {
+                    self.tcp_abort(client, ETIMEDOUT);
+                    return;
+                }
+                self.send(
+                    Packet::Syn {
+                        client,
+                        attempt,
+                        to,
+                    },
+                    None,
+                );
+            }
+            Packet::Refused { client, attempt } => {
+                if self.attempt_live(client, attempt) {
+                    self.give_back_port(client);
+                    self.tcp_abort(client, ECONNREFUSED);
+                }
+            }
+            Packet::SynAck {
+                client,
+                attempt,
+                conn,
+                listener,
+            } => {
+                self.net.conns[conn].packets -= 1;
+                if self.attempt_live(client, attempt) {
+                    let s = sock(self, client);
+                    s.state = State::Established;
+                    s.conn = Some((conn, 0));
+                    self.net.conns[conn].end[0] = Some(client);
+                    self.wake(client, Events::NONE);
+                    self.send(
+                        Packet::Ack {
+                            conn,
+                            listener,
+                            retries: 0,
+                        },
+                        Some((conn, 1)),
+                    );
+                } else {
+                    // The client went away: the half-open child is dropped.
+                    if let Some(child) = self.net.conns[conn].end[1] {
+                        self.release(child);
+                    }
+                    self.conn_maybe_free(conn);
+                }
+            }
+            Packet::Ack {
+                conn,
+                listener,
+                retries,
+            } => {
+                self.net.conns[conn].packets -= 1;
+                self.on_ack(conn, listener, retries);
+            }
+            Packet::Data { conn, to, len } => {
+                let cn = &mut self.net.conns[conn];
+                cn.packets -= 1;
+                let receiver = cn.end[to];
+                let sender_alive = cn.end[1 - to].is_some();
+                let established =
+                    receiver.is_some_and(|f| sock(self, f).state == State::Established);
+                let delivered = match receiver {
+                    // A socket that was reset is no longer in the connection table: a reset
+                    // answers the segment.
+                    Some(_) if !established => false,
+                    Some(f) if self.fault(self.cfg.faults.reset) => {
+                        // The segment arrives as a reset; the receiver answers in kind.
+                        self.faults.resets += 1;
+                        self.tcp_abort(f, ECONNRESET);
+                        false
+                    }
+                    Some(f) if self.rejects_data(f, conn, to) => {
+                        // RFC 1122: data after our FIN and SHUT_RD is answered with a reset.
+                        self.tcp_abort(f, ECONNRESET);
+                        false
+                    }
+                    Some(f) => {
+                        let d = &mut self.net.conns[conn].dir[to];
+                        let was_empty = d.rx_len == 0;
+                        d.rx_len += len;
+                        if self.edge_wakes(was_empty) {
+                            let key = Events::IN | Events::PRI | Events::RDNORM | Events::RDBAND;
+                            self.wake(f, key);
+                        }
+                        true
+                    }
+                    // Data for a closed socket: a reset answers it.
+                    None => false,
+                };
+                if !delivered {
+                    let d = &mut self.net.conns[conn].dir[to];
+                    d.buf.remove(d.rx_len, len);
+                    if sender_alive {
+                        self.send(Packet::Rst { conn, to: 1 - to }, Some((conn, 1 - to)));
+                    }
+                }
+                self.conn_maybe_free(conn);
+            }
+            Packet::Fin { conn, to } => {
+                let cn = &mut self.net.conns[conn];
+                cn.packets -= 1;
+                if let Some(f) = cn.end[to] {
+                    cn.dir[to].fin = true;
+                    sock(self, f).shutdown |= RCV_SHUTDOWN;
+                    self.wake(f, Events::NONE);
+                }
+                self.conn_maybe_free(conn);
+            }
+            Packet::Rst { conn, to } => {
+                let cn = &mut self.net.conns[conn];
+                cn.packets -= 1;
+                let fin = cn.dir[to].fin;
+                if let Some(f) = cn.end[to] {
+                    if sock(self, f).state == State::Established {
+                        self.tcp_abort(f, if fin { EPIPE } else { ECONNRESET });
+                    }
+                }
+                self.conn_maybe_free(conn);
+            }
+        }
+    }
+
+    /// A socket that sent its FIN and shut its receiving side, and has not had the peer's FIN
+    /// (`FIN_WAIT1/2` with `RCV_SHUTDOWN`), resets a connection whose data still arrives.
+    pub(super) fn rejects_data(&self, f: FileId, conn: u32, to: usize) -> bool {
+        let s = sock_ref(self, f).expect("connection end is a tcp socket");
+        s.state == State::Established
+            && s.shutdown == RCV_SHUTDOWN | SEND_SHUTDOWN
+            && !self.net.conns[conn].dir[to].fin
+    }
+
+    pub(super) fn attempt_live(&self, client: FileId, attempt: u64) -> bool {
+        sock_ref(self, client).is_some_and(|s| s.state == State::SynSent && s.attempt == attempt)
+    }
+
+    pub(super) fn find_listener(&self, to: SocketAddrV4) -> Option<FileId> {
+        let exact = self.net.bound.get(*to.ip(), to.port());
+        let any = self.net.bound.get(Ipv4Addr::UNSPECIFIED, to.port());
+        [exact, any]
+            .into_iter()
+            .flatten()
+            .find(|&f| sock_ref(self, f).is_some_and(|s| s.state == State::Listen))
+    }
+
+    pub(super) fn on_syn(&mut self, client: FileId, attempt: u64, to: SocketAddrV4) {
+        if !self.attempt_live(client, attempt) {
+            return;
+        }
+        let Some(l) = self.find_listener(to) else {
+            self.send(Packet::Refused { client, attempt }, None);
+            return;
+        };
+        let full = {
+            let ls = sock_ref(self, l).and_then(|s| s.listen.as_ref());
+            ls.is_some_and(|q| q.queue.len() > q.backlog)
+        };
+        if full {
+            // Dropped; the client retransmits after its timeout, doubling each time.
+            let syns = sock_ref(self, client).map_or(1, |s| s.syns);
+            let rto = self.cfg.syn_rto_ns << (syns - 1).min(16);
+            self.schedule(
+                self.now_ns + rto,
+                Later::Net(Packet::SynRetry {
+                    client,
+                    attempt,
+                    to,
+                }),
+            );
+            return;
+        }
+        let client_addr = sock_ref(self, client)
+            .and_then(|s| s.local)
+            .expect("a connecting socket is bound");
+        let conn = self.net.conns.insert(Conn {
+            end: [None, None],
+            dir: [Dir::default(), Dir::default()],
+            packets: 0,
+        });
+        let child = self.files.insert(super::super::File {
+            refs: 0,
+            nonblock: false,
+            watchers: super::super::WaitQueue::default(),
+            eof_read: false,
+            kind: Kind::Tcp(TcpSock {
+                state: State::Established,
+                local: Some(to),
+                // It shares the listener's port (the listener's entry in the bind table).
+                holds_port: true,
+                addr_locked: true,
+                peer: Some(client_addr),
+                conn: Some((conn, 1)),
+                ..TcpSock::fresh()
+            }),
+        });
+        self.net.conns[conn].end[1] = Some(child);
+        self.send(
+            Packet::SynAck {
+                client,
+                attempt,
+                conn,
+                listener: l,
+            },
+            Some((conn, 0)),
+        );
+    }
+
+    pub(super) fn on_ack(&mut self, conn: u32, listener: FileId, retries: u32) {
+        let Some(child) = self.net.conns[conn].end[1] else {
+            self.conn_maybe_free(conn);
+            return;
+        };
+        let live = sock_ref(self, listener).is_some_and(|s| s.state == State::Listen);
+        let full = sock_ref(self, listener)
+            .and_then(|s| s.listen.as_ref())
+            .is_some_and(|q| q.queue.len() > q.backlog);
+        if !live || (full && retries >= self.cfg.synack_retries) {
+            // The listener is gone, or gave up on a handshake it had no room for: the request
+            // is dropped and the client, which believes it is connected, is reset.
+            let client_alive = self.net.conns[conn].end[0].is_some();
+            if client_alive {
+                self.send(Packet::Rst { conn, to: 0 }, Some((conn, 0)));
+            }
+            // Detach the half-open child first, so that its release sends nothing more.
+            self.net.conns[conn].end[1] = None;
+            sock(self, child).conn = None;
+            self.release(child);
+            self.conn_maybe_free(conn);
+            return;
+        }
+        if full {
+            // No room: the server retransmits its SYN-ACK after a timeout that doubles each
+            // time, and the client's ACK comes again.
+            let at = self.now_ns + (self.cfg.syn_rto_ns << retries.min(16));
+            self.net.conns[conn].packets += 1;
+            self.schedule(
+                at,
+                Later::Net(Packet::Ack {
+                    conn,
+                    listener,
+                    retries: retries + 1,
+                }),
+            );
+            return;
+        }
+        let q = sock(self, listener).listen.as_mut().expect("listener");
+        q.queue.push_back(child);
+        self.wake(
+            listener,
+            Events::IN | Events::PRI | Events::RDNORM | Events::RDBAND,
+        );
+    }
+}
