@@ -10,6 +10,7 @@
 //! |---|---|
 //! | [`raw_epoll`] | **start here**: the example echo server written straight on the `Poller` trait (LT listener, ET connections, read until `EAGAIN`, backpressure, idle deadlines) |
 //! | [`rt_echo`] | `rt-echo`: the echo workload as tasks on the netpoller (`netpoll::rt`), with the lost-wakeup oracle at the netpoller's level (a task parked on a ready descriptor), and its canary |
+//! | [`check`] | **test your own loop**: [`check::Check`] runs a closure on the simulated kernel over many seeds and fault plans, and reports the first failure with a replay line, a trace file and a shrunk fault plan |
 //! | [`engine`] | the event loop that drives that server and a population of client state machines, and checks the oracles as it goes |
 //! | [`scenario`] | the registry: each scenario's parameters, defaults and workload |
 //! | [`oracle`] | the failures a run can be found guilty of, and how each is reported |
@@ -73,6 +74,14 @@
 //! - On the real kernel there is no lost-wakeup oracle (it cannot be asked what is stranded),
 //!   no replay (the real kernel is not deterministic), and deadlines get 250 ms of slack (the scheduler of a loaded machine).
 
+// `#[netpoll_scenarios::test]` names `::netpoll_scenarios`, in this crate's own tests too.
+extern crate self as netpoll_scenarios;
+
+/// `#[netpoll_scenarios::test]` (also `#[netpoll::test]`): a `#[test]` that runs its body
+/// through a [`check::Check`]; see the `netpoll-macros` crate for its arguments.
+pub use netpoll_macros::test;
+
+pub mod check;
 pub mod engine;
 pub mod oracle;
 pub mod params;

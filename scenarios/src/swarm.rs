@@ -250,26 +250,132 @@ pub fn quantize(p: &FaultPlan) -> FaultPlan {
     q
 }
 
-/// The plan in one line: its non-zero knobs only (`quiet` when none is on).
+/// The plan in one line: its non-zero knobs only (`quiet` when none is on), each exactly (the
+/// shortest decimal that reads back as the same number), so that [`FaultSpec::parse`] reads it
+/// back as the very same plan: `short_read=0.25 eintr=0.05 latency=exp:1000:40000
+/// quantum_ns=1000000 edge=empty-to-non-empty`. Latency is `uniform:LO:HI`,
+/// `exp:BASE:MEAN_EXTRA` or `bimodal:FAST:SLOW:P_SLOW` (nanoseconds).
 pub fn describe(p: &FaultPlan) -> String {
     let mut parts: Vec<String> = KNOBS
         .iter()
         .zip(probs(p))
         .filter(|(_, x)| *x > 0.0)
-        .map(|(n, x)| format!("{n}={x:.3}"))
+        .map(|(n, x)| format!("{n}={x}"))
         .collect();
-    if let Some(l) = p.latency {
-        parts.push(format!("latency={l:?}"));
+    match p.latency {
+        None => {}
+        Some(Latency::Uniform(lo, hi)) => parts.push(format!("latency=uniform:{lo}:{hi}")),
+        Some(Latency::Exponential { base, mean_extra }) => {
+            parts.push(format!("latency=exp:{base}:{mean_extra}"))
+        }
+        Some(Latency::Bimodal { fast, slow, p_slow }) => {
+            parts.push(format!("latency=bimodal:{fast}:{slow}:{p_slow}"))
+        }
     }
     if p.quantum_ns > 0 {
         parts.push(format!("quantum_ns={}", p.quantum_ns));
     }
     if p.edge != EdgePolicy::Linux {
-        parts.push(format!("edge={:?}", p.edge));
+        parts.push("edge=empty-to-non-empty".into());
     }
     if parts.is_empty() {
         "quiet".into()
     } else {
         parts.join(" ")
+    }
+}
+
+/// The accepted forms of a fault spec, for error messages.
+pub const FORMS: &str = "none, chaos, swarm, quiet, or an explicit plan: KNOB=VALUE pairs \
+     separated by spaces or commas, as a failure report prints them (knobs: short_read, \
+     short_write, split_write, spurious, eintr, reset, accept_abort, timer_first (probabilities \
+     0..=1), latency=uniform:LO:HI|exp:BASE:MEAN|bimodal:FAST:SLOW:P, quantum_ns=N, \
+     edge=linux|empty-to-non-empty)";
+
+impl FaultSpec {
+    /// Reads a spec: `none`, `chaos`, `swarm`, or an explicit plan as [`describe`] writes it
+    /// (`quiet` is the explicit plan with nothing on). Pairs may be separated by spaces or
+    /// commas.
+    ///
+    /// # Errors
+    /// What is wrong with `s`, and the accepted forms ([`FORMS`]).
+    ///
+    /// ```
+    /// use netpoll_scenarios::swarm::{describe, FaultSpec};
+    /// use netpoll_sim::FaultPlan;
+    ///
+    /// assert_eq!(FaultSpec::parse("swarm"), Ok(FaultSpec::Swarm));
+    /// let plan = FaultPlan::swarm(7);
+    /// assert_eq!(FaultSpec::parse(&describe(&plan)), Ok(FaultSpec::Plan(plan)));
+    /// assert!(FaultSpec::parse("sometimes").is_err());
+    /// ```
+    pub fn parse(s: &str) -> Result<FaultSpec, String> {
+        let s = s.trim();
+        match s {
+            "none" => return Ok(FaultSpec::None),
+            "chaos" => return Ok(FaultSpec::Chaos),
+            "swarm" => return Ok(FaultSpec::Swarm),
+            "quiet" => return Ok(FaultSpec::Plan(FaultPlan::none())),
+            "" => return Err(format!("an empty fault spec; expected {FORMS}")),
+            _ => {}
+        }
+        let mut plan = FaultPlan::none();
+        for pair in s.split([' ', ',']).filter(|p| !p.is_empty()) {
+            let bad = |why: &str| format!("{pair:?} in fault spec {s:?}: {why}; expected {FORMS}");
+            let Some((k, v)) = pair.split_once('=') else {
+                return Err(bad("not a KNOB=VALUE pair"));
+            };
+            let num = |v: &str| v.parse::<u64>().map_err(|_| bad("not a whole number"));
+            let prob = |v: &str| match v.parse::<f64>() {
+                Ok(x) if (0.0..=1.0).contains(&x) => Ok(x),
+                _ => Err(bad("not a probability between 0 and 1")),
+            };
+            if let Some(i) = KNOBS.iter().position(|n| *n == k) {
+                *knob_mut(&mut plan, i) = prob(v)?;
+                continue;
+            }
+            match k {
+                "quantum_ns" => plan.quantum_ns = num(v)?,
+                "edge" => {
+                    plan.edge = match v {
+                        "linux" => EdgePolicy::Linux,
+                        "empty-to-non-empty" => EdgePolicy::EmptyToNonEmpty,
+                        _ => return Err(bad("unknown edge policy")),
+                    }
+                }
+                "latency" => {
+                    let f: Vec<&str> = v.split(':').collect();
+                    plan.latency = Some(match f[..] {
+                        ["uniform", lo, hi] => {
+                            let (lo, hi) = (num(lo)?, num(hi)?);
+                            if lo > hi {
+                                return Err(bad("uniform latency with LO above HI"));
+                            }
+                            Latency::Uniform(lo, hi)
+                        }
+                        ["exp", base, mean] => Latency::Exponential {
+                            base: num(base)?,
+                            mean_extra: num(mean)?,
+                        },
+                        ["bimodal", fast, slow, p] => Latency::Bimodal {
+                            fast: num(fast)?,
+                            slow: num(slow)?,
+                            p_slow: prob(p)?,
+                        },
+                        _ => return Err(bad("unknown latency form")),
+                    });
+                }
+                _ => return Err(bad("unknown knob")),
+            }
+        }
+        Ok(FaultSpec::Plan(plan))
+    }
+}
+
+impl std::str::FromStr for FaultSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<FaultSpec, String> {
+        FaultSpec::parse(s)
     }
 }
