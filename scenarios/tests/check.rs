@@ -135,12 +135,25 @@ fn write_all(p: &impl Poller, fd: Fd, mut buf: &[u8]) -> io::Result<()> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The client mix: a few clients, each sending `MSGS` messages of `SIZE` bytes one at a time
+// The client mix: `conns` clients, each sending `msgs` messages of `size` bytes one at a time
 // and checking every echoed byte. (Minimal clients for these tests only.)
 
 const CLIENT: u64 = 1 << 32;
-const MSGS: usize = 4;
-const SIZE: usize = 3000;
+
+/// A client population.
+#[derive(Clone, Copy, Debug)]
+struct Mix {
+    conns: usize,
+    msgs: usize,
+    size: usize,
+}
+
+/// What the tests use: a few clients, messages of a few segments' worth of reads.
+const SMALL: Mix = Mix {
+    conns: 3,
+    msgs: 4,
+    size: 3000,
+};
 
 struct Client {
     fd: Fd,
@@ -150,14 +163,15 @@ struct Client {
 }
 
 struct Clients {
+    mix: Mix,
     all: Vec<Client>,
     done: usize,
 }
 
 impl Clients {
-    fn connect(p: &impl Poller, ep: Fd, to: SocketAddrV4, n: usize) -> io::Result<Clients> {
-        let mut all = Vec::new();
-        for i in 0..n {
+    fn connect(p: &impl Poller, ep: Fd, to: SocketAddrV4, mix: Mix) -> io::Result<Clients> {
+        let mut all = Vec::with_capacity(mix.conns);
+        for i in 0..mix.conns {
             let fd = p.tcp_socket(SOCK_NONBLOCK)?;
             match p.connect(fd, to) {
                 Err(e) if errno_of(&e) != Some(EINPROGRESS) => return Err(e),
@@ -177,7 +191,7 @@ impl Clients {
                 got: 0,
             });
         }
-        Ok(Clients { all, done: 0 })
+        Ok(Clients { mix, all, done: 0 })
     }
 
     fn done(&self) -> bool {
@@ -190,29 +204,34 @@ impl Clients {
     }
 
     fn on_event(&mut self, p: &impl Poller, ev: &EpollEvent) -> io::Result<()> {
+        let Mix { msgs, size, .. } = self.mix;
         let i = (ev.data - CLIENT) as usize;
         let c = &mut self.all[i];
-        if c.msg == MSGS {
+        if c.msg == msgs {
             return Ok(());
         }
-        match p.take_socket_error(c.fd)? {
-            0 => {}
-            e => return Err(io::Error::from_raw_os_error(e)),
+        if c.msg == 0 && c.sent == 0 {
+            match p.take_socket_error(c.fd)? {
+                0 => {}
+                e => return Err(io::Error::from_raw_os_error(e)),
+            }
         }
-        let mut buf = [0u8; SIZE];
+        let mut buf = [0u8; 4096];
         loop {
-            if c.sent < SIZE {
-                for (k, b) in buf[..SIZE - c.sent].iter_mut().enumerate() {
+            if c.sent < size {
+                let len = (size - c.sent).min(buf.len());
+                for (k, b) in buf[..len].iter_mut().enumerate() {
                     *b = Self::byte(i, c.msg, c.sent + k);
                 }
-                match p.write(c.fd, &buf[..SIZE - c.sent]) {
+                match p.write(c.fd, &buf[..len]) {
                     Ok(n) => c.sent += n,
                     Err(e) if errno_of(&e) == Some(EAGAIN) => return Ok(()),
                     Err(e) => return Err(e),
                 }
                 continue;
             }
-            let n = match p.read(c.fd, &mut buf[..SIZE - c.got]) {
+            let len = (size - c.got).min(buf.len());
+            let n = match p.read(c.fd, &mut buf[..len]) {
                 Ok(0) => return Err(io::Error::other(format!("client {i}: server closed early"))),
                 Ok(n) => n,
                 Err(e) if errno_of(&e) == Some(EAGAIN) => return Ok(()),
@@ -226,9 +245,9 @@ impl Clients {
                 );
             }
             c.got += n;
-            if c.got == SIZE {
+            if c.got == size {
                 (c.msg, c.sent, c.got) = (c.msg + 1, 0, 0);
-                if c.msg == MSGS {
+                if c.msg == msgs {
                     self.done += 1;
                     return p.close(c.fd);
                 }
@@ -238,12 +257,17 @@ impl Clients {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The check: the lines a user writes beyond the server (14 lines, `echo_check` below).
+// The check: the lines a user writes beyond the server and the client mix (`echo_with`, 15
+// lines with its signature; the `#[netpoll::test]` functions below add 4 each).
 
 fn echo_check(sim: &Sim, mode: Mode) -> io::Result<()> {
+    echo_with(sim, mode, SMALL)
+}
+
+fn echo_with(sim: &Sim, mode: Mode, mix: Mix) -> io::Result<()> {
     let ep = sim.epoll_create1(0)?;
     let mut server = Echo::bind(sim, ep, mode)?;
-    let mut clients = Clients::connect(sim, ep, server.addr, 3)?;
+    let mut clients = Clients::connect(sim, ep, server.addr, mix)?;
     let mut events = [EpollEvent::default(); 16];
     while !clients.done() || server.open > 0 {
         let n = match sim.epoll_wait(ep, &mut events, -1) {
@@ -585,4 +609,22 @@ fn tasks_on_the_netpoller_run_inside_a_check(sim: &Sim) -> io::Result<()> {
         c.shutdown(std::net::Shutdown::Write)?;
         server.await
     })?
+}
+
+/// The speed figure: a sweep of 10 connections x 10 messages x 64 bytes (the workload of the
+/// `netpoll-sim sweep echo --conns 10` row of BENCHMARKS.md) through `Check`. Run it with
+/// `NETPOLL_SEEDS=0..10000 /usr/bin/time cargo test --release -p netpoll-scenarios --test check
+/// -- --ignored --exact sweep_of_ten_connections`; `cargo test` does not.
+#[netpoll_scenarios::test(seeds = 0..1000, faults = "swarm")]
+#[ignore = "a speed measurement: run it in release with NETPOLL_SEEDS=0..10000"]
+fn sweep_of_ten_connections(sim: &Sim) -> io::Result<()> {
+    echo_with(
+        sim,
+        Mode::Et,
+        Mix {
+            conns: 10,
+            msgs: 10,
+            size: 64,
+        },
+    )
 }
