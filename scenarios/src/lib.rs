@@ -95,3 +95,8 @@ pub mod swarm;
 pub mod token;
 pub mod trace_out;
 pub mod zoo;
+
+/// The repository's README, so that its examples (the one-call check) are doc-tested.
+#[doc = include_str!("../../README.md")]
+#[doc(hidden)]
+pub mod readme {}
