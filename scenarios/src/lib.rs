@@ -25,37 +25,11 @@
 //!
 //! ## Testing your own event loop
 //!
-//! Write the loop against [`netpoll::Poller`] (as [`raw_epoll::EchoServer`] is), drive it on a
-//! [`netpoll_sim::Sim`] made from a seed, and before every sleep at quiescence ask the kernel
-//! what is stranded, as [`engine`] does:
-//!
-//! ```
-//! use netpoll::{Events, Poller};
-//! use netpoll_sim::Sim;
-//!
-//! /// Call before `epoll_wait` would sleep. `wants(data)` says what your loop waits for on
-//! /// the registration with that token (a stranded `OUT` nobody waits for is no bug).
-//! fn check_lost_wakeups(sim: &Sim, ep: i32, wants: impl Fn(u64) -> Events) -> Result<(), String> {
-//!     if sim.pending() > 0 {
-//!         return Ok(()); // something in flight may still wake the fd: not quiescent
-//!     }
-//!     for s in sim.stranded(ep).map_err(|e| e.to_string())? {
-//!         if s.ready.intersects(wants(s.data)) {
-//!             return Err(format!(
-//!                 "lost wakeup: fd {} ready for {:?}, seed {}, history {:?}",
-//!                 s.fd, s.ready, sim.seed(), sim.history(s.fd)
-//!             ));
-//!         }
-//!     }
-//!     Ok(())
-//! }
-//! # let sim = Sim::new(1);
-//! # let ep = sim.epoll_create1(0).unwrap();
-//! # check_lost_wakeups(&sim, ep, |_| Events::IN).unwrap();
-//! ```
-//!
-//! An `Err(kind Deadlock)` from the simulated kernel's `epoll_wait(-1)` is the hang oracle for
-//! free: nothing is in flight and nothing is ready, so the real kernel would sleep for ever.
+//! Write the loop against [`netpoll::Poller`] (as [`raw_epoll::EchoServer`] is) and hand it to
+//! [`check::Check`] (or write `#[netpoll::test]` on a function of `sim: &Sim`): one call runs it
+//! over many seeds and fault plans on the simulated kernel, whose oracles judge every blocking
+//! wait, and a failure prints the seed, the diagnosis, a replay line, a trace file and the
+//! shrunk fault plan. The repository's README has a complete example; [`check`] has the rest.
 //!
 //! ## What is checked on every run
 //!

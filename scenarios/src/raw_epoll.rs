@@ -64,7 +64,6 @@
 //! assert_eq!(&buf, b"hello");
 //! # Ok::<(), std::io::Error>(())
 //! ```
-//! ```
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;

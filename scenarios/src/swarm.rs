@@ -211,7 +211,7 @@ fn probs(p: &FaultPlan) -> [f64; 8] {
     ]
 }
 
-/// The names of [`probs`]'s knobs, in order.
+/// The names of the probability knobs, in the order [`knob_mut`] numbers them.
 pub const KNOBS: [&str; 8] = [
     "short_read",
     "short_write",

@@ -628,3 +628,20 @@ fn sweep_of_ten_connections(sim: &Sim) -> io::Result<()> {
         },
     )
 }
+
+/// The attribute through the root crate's re-export, a function returning nothing, and the
+/// determinism check as an argument.
+#[netpoll::test(seeds = 10..30, faults = "chaos", check_determinism = true)]
+fn the_attribute_takes_functions_returning_nothing(sim: &Sim) {
+    let [a, b] = sim.socketpair(0).unwrap();
+    sim.close(a).unwrap();
+    let mut buf = [0u8; 1];
+    assert_eq!(sim.read(b, &mut buf).unwrap(), 0, "end of file");
+    sim.close(b).unwrap();
+}
+
+/// A plan as a report prints it is a valid `faults` argument.
+#[netpoll::test(seeds = 0..50, faults = "short_read=0.5 short_write=0.5,latency=uniform:1000:90000")]
+fn the_attribute_takes_explicit_plans(sim: &Sim) -> io::Result<()> {
+    echo_check(sim, Mode::Et)
+}
