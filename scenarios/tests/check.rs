@@ -553,6 +553,7 @@ fn panics_errors_and_invariants_fail_a_seed() {
     };
     assert_eq!((f.seed, f.oracle, f.passed), (3, "panic", 3), "{f}");
     assert!(f.diagnosis.contains("seed three is unlucky"), "{f}");
+    assert!(f.diagnosis.contains("tests/check.rs:"), "where it panicked: {f}");
 
     let r = Check::new().seeds(0..5).env(|_| None).try_run(|sim| {
         sim.close(99).map(drop) // EBADF

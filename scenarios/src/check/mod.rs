@@ -361,9 +361,14 @@ impl Check {
         judge::arm(&sim, &self.invariants, &self.expect_open);
         let ended = {
             let _current = Current::enter(&sim);
+            let _quiet = QuietPanics::enter();
             match catch_unwind(AssertUnwindSafe(|| f(&sim))) {
                 Ok(r) => Ended::Returned(r),
-                Err(payload) => Ended::Panicked(panic_message(payload.as_ref())),
+                Err(payload) => Ended::Panicked(
+                    LAST_PANIC
+                        .with(|l| l.borrow_mut().take())
+                        .unwrap_or_else(|| panic_message(payload.as_ref())),
+                ),
             }
         };
         let finding = judge::judge(&sim, ended, &self.invariants);
@@ -496,6 +501,50 @@ pub fn __test_path(module_path: &str, name: &str) -> String {
     match module_path.split_once("::") {
         Some((_, rest)) => format!("{rest}::{name}"),
         None => name.to_string(),
+    }
+}
+
+thread_local! {
+    /// Whether a check's closure is running on this thread (its panics are reported, not
+    /// printed).
+    static QUIET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// The last panic caught while [`QUIET`]: its message and where it was raised.
+    static LAST_PANIC: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// While alive, panics on this thread are recorded for the report instead of printed: a failing
+/// seed is run again for its trace and for shrinking, and each rerun would print the panic
+/// anew. Other threads' panics print as before (the hook is installed once and passes them on).
+struct QuietPanics(bool);
+
+impl QuietPanics {
+    fn enter() -> QuietPanics {
+        static HOOK: std::sync::Once = std::sync::Once::new();
+        HOOK.call_once(|| {
+            let previous = std::panic::take_hook();
+            std::panic::set_hook(Box::new(move |info| {
+                if QUIET.with(|q| q.get()) {
+                    let at = info
+                        .location()
+                        .map(|l| format!(" (at {}:{})", l.file(), l.line()))
+                        .unwrap_or_default();
+                    let msg = info
+                        .payload_as_str()
+                        .unwrap_or("(a panic payload that is not a string)");
+                    LAST_PANIC.with(|l| *l.borrow_mut() = Some(format!("{msg}{at}")));
+                } else {
+                    previous(info);
+                }
+            }));
+        });
+        LAST_PANIC.with(|l| l.borrow_mut().take());
+        QuietPanics(QUIET.with(|q| q.replace(true)))
+    }
+}
+
+impl Drop for QuietPanics {
+    fn drop(&mut self) {
+        QUIET.with(|q| q.set(self.0));
     }
 }
 
