@@ -310,28 +310,20 @@ fn fixed_oneshot_server_passes(sim: &Sim) -> io::Result<()> {
     echo_check(sim, Mode::Oneshot)
 }
 
+/// Both fixed servers, alternating by seed.
+fn either_fixed(sim: &Sim) -> io::Result<()> {
+    let mode = [Mode::Et, Mode::Oneshot][sim.seed() as usize % 2];
+    echo_check(sim, mode)
+}
+
 #[netpoll_scenarios::test(seeds = 0..200, faults = "chaos")]
 fn fixed_servers_pass_under_chaos(sim: &Sim) -> io::Result<()> {
-    echo_check(
-        sim,
-        if sim.seed() % 2 == 0 {
-            Mode::Et
-        } else {
-            Mode::Oneshot
-        },
-    )
+    either_fixed(sim)
 }
 
 #[netpoll_scenarios::test(seeds = 0..200)]
 fn fixed_servers_pass_without_faults(sim: &Sim) -> io::Result<()> {
-    echo_check(
-        sim,
-        if sim.seed() % 2 == 0 {
-            Mode::Et
-        } else {
-            Mode::Oneshot
-        },
-    )
+    either_fixed(sim)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -553,7 +545,10 @@ fn panics_errors_and_invariants_fail_a_seed() {
     };
     assert_eq!((f.seed, f.oracle, f.passed), (3, "panic", 3), "{f}");
     assert!(f.diagnosis.contains("seed three is unlucky"), "{f}");
-    assert!(f.diagnosis.contains("tests/check.rs:"), "where it panicked: {f}");
+    assert!(
+        f.diagnosis.contains("tests/check.rs:"),
+        "where it panicked: {f}"
+    );
 
     let r = Check::new().seeds(0..5).env(|_| None).try_run(|sim| {
         sim.close(99).map(drop) // EBADF
