@@ -627,7 +627,7 @@ fn sweep_of_ten_connections(sim: &Sim) -> io::Result<()> {
 
 /// The attribute through the root crate's re-export, a function returning nothing, and the
 /// determinism check as an argument.
-#[netpoll::test(seeds = 10..30, faults = "chaos", check_determinism = true)]
+#[netpoll::test(seeds = 10..=30, faults = "chaos", check_determinism = true)]
 fn the_attribute_takes_functions_returning_nothing(sim: &Sim) {
     let [a, b] = sim.socketpair(0).unwrap();
     sim.close(a).unwrap();

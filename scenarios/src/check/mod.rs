@@ -93,7 +93,7 @@ mod report;
 use std::cell::RefCell;
 use std::fmt;
 use std::io;
-use std::ops::Range;
+use std::ops::{Bound, Range, RangeBounds};
 use std::panic::{catch_unwind, AssertUnwindSafe, Location};
 use std::rc::Rc;
 
@@ -128,8 +128,9 @@ pub struct Check {
     shrink_runs: u32,
     env: Rc<EnvFn>,
     test_name: Option<String>,
-    /// A fault spec given as text that did not parse: reported by `try_run`.
-    bad_faults: Option<String>,
+    /// Builder input that was bad (a fault spec that did not parse, an unbounded seed range):
+    /// reported by `try_run`.
+    bad_input: Option<String>,
 }
 
 impl fmt::Debug for Check {
@@ -199,13 +200,33 @@ impl Check {
             shrink_runs: 64,
             env: Rc::new(|k| std::env::var(k).ok()),
             test_name: None,
-            bad_faults: None,
+            bad_input: None,
         }
     }
 
-    /// The seeds to run (`NETPOLL_SEED` / `NETPOLL_SEEDS` override them).
-    pub fn seeds(mut self, seeds: Range<u64>) -> Check {
-        self.seeds = seeds;
+    /// The seeds to run: `0..1000`, `5..=9`, `..100` (`NETPOLL_SEED` / `NETPOLL_SEEDS` override
+    /// them). A range without an end, or an empty one, fails the check as bad input.
+    pub fn seeds(mut self, seeds: impl RangeBounds<u64>) -> Check {
+        let start = match seeds.start_bound() {
+            Bound::Included(&a) => Some(a),
+            Bound::Excluded(&a) => a.checked_add(1),
+            Bound::Unbounded => Some(0),
+        };
+        let end = match seeds.end_bound() {
+            Bound::Included(&b) => b.checked_add(1),
+            Bound::Excluded(&b) => Some(b),
+            Bound::Unbounded => None,
+        };
+        match (start, end) {
+            (Some(a), Some(b)) => self.seeds = a..b,
+            _ => {
+                self.bad_input = Some(
+                    "the check's seed range has no end (or ends past u64::MAX - 1): give it a \
+                     last seed"
+                        .into(),
+                )
+            }
+        }
         self
     }
 
@@ -220,11 +241,8 @@ impl Check {
     /// parse fails the check with the accepted forms.
     pub fn faults_str(mut self, spec: &str) -> Check {
         match Faults::parse(spec) {
-            Ok(f) => {
-                self.faults = f;
-                self.bad_faults = None;
-            }
-            Err(e) => self.bad_faults = Some(format!("faults = {spec:?}: {e}")),
+            Ok(f) => self.faults = f,
+            Err(e) => self.bad_input = Some(format!("faults = {spec:?}: {e}")),
         }
         self
     }
@@ -304,7 +322,7 @@ impl Check {
     #[track_caller]
     pub fn try_run(self, mut f: impl FnMut(&Sim) -> io::Result<()>) -> Result<Passed, CheckError> {
         let caller = Location::caller();
-        if let Some(e) = &self.bad_faults {
+        if let Some(e) = &self.bad_input {
             return Err(CheckError::Config(e.clone()));
         }
         let base = Settings {
