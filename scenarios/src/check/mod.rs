@@ -546,9 +546,7 @@ impl QuietPanics {
                         .location()
                         .map(|l| format!(" (at {}:{})", l.file(), l.line()))
                         .unwrap_or_default();
-                    let msg = info
-                        .payload_as_str()
-                        .unwrap_or("(a panic payload that is not a string)");
+                    let msg = panic_message(info.payload());
                     LAST_PANIC.with(|l| *l.borrow_mut() = Some(format!("{msg}{at}")));
                 } else {
                     previous(info);
