@@ -16,7 +16,7 @@ use netpoll::sys::errno::{EAGAIN, ECONNABORTED, EINPROGRESS};
 use netpoll::sys::{errno_of, EPOLL_CTL_ADD, EPOLL_CTL_MOD, SOCK_NONBLOCK};
 use netpoll::{EpollEvent, Events, Fd, Poller};
 use netpoll_scenarios::check::{Check, CheckError, Failure, Faults};
-use netpoll_sim::Sim;
+use netpoll_sim::{Oracles, Sim, Violation};
 
 // ---------------------------------------------------------------------------------------------
 // The server under test: what a user writes. One epoll instance; the listener level-triggered
@@ -415,7 +415,14 @@ fn the_oneshot_bug_needs_no_faults_and_the_et_bug_does() {
     // which takes short reads or coalesced segments: the shrunk plan keeps such a fault.
     let oneshot = failure(Mode::OneshotNoRearm);
     assert_eq!(oneshot.seed, 0);
-    assert!(oneshot.diagnosis.contains("oneshot disarmed"), "{oneshot}");
+    assert!(
+        matches!(
+            oneshot.violation,
+            Some(Violation::LostWakeup { disarmed: true, .. })
+        ),
+        "{oneshot}"
+    );
+    assert!(oneshot.diagnosis.contains("never re-armed"), "{oneshot}");
     assert_eq!(
         oneshot.shrunk.as_ref().map(|s| &s.0),
         Some(&Faults::None),
@@ -571,6 +578,71 @@ fn panics_errors_and_invariants_fail_a_seed() {
     };
     assert_eq!(f.oracle, "invariant", "{f}");
     assert!(f.diagnosis.contains("no socket left"), "{f}");
+}
+
+#[test]
+fn the_kernels_leak_oracle_and_declared_fds_pass_through() {
+    let leaky = |sim: &Sim| sim.socketpair(0).map(drop);
+    let r = Check::new().seeds(0..3).env(|_| None).try_run(leaky);
+    let Err(CheckError::Failed(f)) = r else {
+        panic!("{r:?}")
+    };
+    assert_eq!(f.oracle, "leak", "{f}");
+    assert!(
+        matches!(&f.violation, Some(Violation::Leak { fds }) if fds.len() == 2),
+        "{f}"
+    );
+    // Declared open (descriptors are numbered from 3, lowest free first), or the oracle off.
+    let declared = Check::new()
+        .seeds(0..3)
+        .env(|_| None)
+        .expect_open(3)
+        .expect_open(4);
+    declared.try_run(leaky).unwrap();
+    let off = Oracles {
+        leaks: false,
+        ..Oracles::default()
+    };
+    Check::new()
+        .seeds(0..3)
+        .env(|_| None)
+        .oracles(off)
+        .try_run(leaky)
+        .unwrap();
+}
+
+#[test]
+fn invariants_are_judged_at_quiescence_too() {
+    // The invariant breaks while the loop sleeps in epoll_wait with a timeout: the kernel
+    // judges it there, and the run stops before the closure returns.
+    let r = Check::new()
+        .seeds(0..3)
+        .env(|_| None)
+        .invariant("nothing unread", |sim| match sim.readiness(4) {
+            Ok(e) if e.contains(Events::IN) => Err("fd 4 has unread bytes".into()),
+            _ => Ok(()),
+        })
+        .try_run(|sim| {
+            let [a, b] = sim.socketpair(SOCK_NONBLOCK)?;
+            let ep = sim.epoll_create1(0)?;
+            sim.write(a, b"x")?;
+            let r = sim.epoll_wait(ep, &mut [EpollEvent::default(); 1], 10);
+            assert!(r.is_err(), "the run is stopped at the wait");
+            for fd in [a, b, ep] {
+                sim.close(fd)?;
+            }
+            Ok(())
+        });
+    let Err(CheckError::Failed(f)) = r else {
+        panic!("{r:?}")
+    };
+    assert!(
+        matches!(
+            &f.violation,
+            Some(Violation::Invariant { at_end: false, .. })
+        ),
+        "{f}"
+    );
 }
 
 /// `netpoll::rt` tasks inside a check: an echo over TCP as tasks, under swarm faults.

@@ -37,11 +37,16 @@
 //!
 //! In the order they are judged:
 //!
-//! 1. **The kernel's oracles** (in `netpoll_sim`): a lost wakeup (a blocking wait at quiescence
-//!    while a registration of the waiting epoll instance is ready for what it asks and nothing
-//!    is queued to report it), a hang (a blocking call that nothing could ever wake), and the
-//!    user invariants added with [`Check::invariant`]. Once one fires, every blocking call fails
-//!    at once, so the loop ends whatever it does with the error.
+//! 1. **The kernel's oracles** (`netpoll_sim::oracle`), all on by default
+//!    ([`Check::oracles`]): a *lost wakeup* (a blocking wait at quiescence while a registration
+//!    of the waiting epoll instance is ready for what the loop wants on it and nothing is queued
+//!    to report it; `Sim::set_wants` refines "wants"), a *hang* (a blocking call that nothing
+//!    could ever wake), a *livelock* (a budget of calls in a row without progress), a *leak*
+//!    (a descriptor still open when the closure returns that nobody declared with
+//!    [`Check::expect_open`] or `Sim::expect_open`), and the *invariants* added with
+//!    [`Check::invariant`] (judged at each quiescence and at the end). Once one fires, every
+//!    blocking call fails at once, so the loop ends whatever it does with the error; the
+//!    report names the oracle, not the error.
 //! 2. **A panic** in the closure (an `assert!` of your own, an `unwrap` of an error).
 //! 3. **An `Err`** returned by the closure.
 //! 4. With the determinism check on ([`Check::check_determinism`],
@@ -100,7 +105,7 @@ use std::rc::Rc;
 use netpoll::rt::Runtime;
 use netpoll::Fd;
 use netpoll_sim::trace::Record;
-use netpoll_sim::{Sim, SimConfig};
+use netpoll_sim::{Oracles, Sim, SimConfig};
 
 use crate::shrink::{shrink_faults, FaultTrial};
 use env::Settings;
@@ -263,6 +268,14 @@ impl Check {
         self
     }
 
+    /// Which of the kernel's oracles are on (all by default; see `netpoll_sim::Oracles`): for
+    /// example a longer livelock budget, or no leak check for a closure that leaves its
+    /// listener open on purpose.
+    pub fn oracles(mut self, oracles: Oracles) -> Check {
+        self.config.oracles = oracles;
+        self
+    }
+
     /// A user invariant, judged at each quiescence and at the end of each run; an `Err` fails
     /// the seed with the oracle `invariant`, its name and the message.
     pub fn invariant(
@@ -389,7 +402,7 @@ impl Check {
                 ),
             }
         };
-        let finding = judge::judge(&sim, ended, &self.invariants);
+        let finding = judge::judge(&sim, ended);
         Run {
             finding,
             fingerprint: sim.fingerprint(),
@@ -412,6 +425,7 @@ impl Check {
             None => "(run ended)".into(),
         };
         Finding {
+            violation: None,
             kind: "nondeterminism",
             diagnosis: format!(
                 "two runs of seed {seed} differ at call {step}:\n  first:  {}\n  second: {}\n\
@@ -464,6 +478,7 @@ impl Check {
             faults: s.faults.clone(),
             oracle: finding.kind,
             diagnosis,
+            violation: finding.violation,
             replay,
             trace,
             shrunk,

@@ -6,6 +6,7 @@ use std::panic::Location;
 use std::path::{Path, PathBuf};
 
 use netpoll_sim::trace::Record;
+use netpoll_sim::Violation;
 
 use crate::swarm::FaultSpec;
 
@@ -24,6 +25,9 @@ pub struct Failure {
     /// The oracle's readable diagnosis (for a lost wakeup: the fd, what it was ready for, what
     /// the loop waited for, and its recent calls).
     pub diagnosis: String,
+    /// The kernel's violation, when one of its oracles fired (to match on: the fd of a lost
+    /// wakeup, the descriptors of a leak).
+    pub violation: Option<Violation>,
     /// The shell line that reruns exactly this case.
     pub replay: String,
     /// The Chrome/Perfetto trace of the failing run (open it in `ui.perfetto.dev`), when it
