@@ -713,3 +713,40 @@ fn the_attribute_takes_functions_returning_nothing(sim: &Sim) {
 fn the_attribute_takes_explicit_plans(sim: &Sim) -> io::Result<()> {
     echo_check(sim, Mode::Et)
 }
+
+/// A task that leaves bytes unread while it sleeps: the netpoller cached the edge, no task
+/// waits for it, so it is no lost wakeup. `check::runtime` judges by what parked tasks wait
+/// for; the kernel's default judgement (the registration's interest) would call it one.
+#[test]
+fn tasks_are_judged_by_what_they_wait_for() {
+    use netpoll::rt::{self, Runtime, UnixStream};
+    use netpoll_scenarios::check::{self, SimRc};
+    use std::time::Duration;
+
+    async fn nap_with_bytes_unread() -> io::Result<()> {
+        let (a, b) = UnixStream::<SimRc>::pair()?;
+        a.write_all(&[1; 100]).await?;
+        let mut buf = [0u8; 100];
+        let mut got = b.read(&mut buf[..10]).await?; // 90 bytes or more stay unread
+        rt::sleep(Duration::from_millis(5)).await; // a quiescent wait: the kernel scans
+        while got < 100 {
+            got += b.read(&mut buf[got..]).await?;
+        }
+        Ok(())
+    }
+    let check = || {
+        Check::new()
+            .seeds(0..20)
+            .faults(Faults::Swarm)
+            .env(|_| None)
+    };
+    check().run(|sim| check::runtime(sim)?.block_on(nap_with_bytes_unread())?);
+    let plain = check().try_run(|sim| {
+        let mut rt = Runtime::seeded(check::shared(sim)?, sim.seed())?;
+        rt.block_on(nap_with_bytes_unread())?
+    });
+    let Err(CheckError::Failed(f)) = plain else {
+        panic!("{plain:?}")
+    };
+    assert_eq!(f.oracle, "lost-wakeup", "{f}");
+}

@@ -69,8 +69,10 @@
 //!
 //! ## Tasks on the netpoller
 //!
-//! [`runtime`] gives a seeded [`Runtime`] on the check's kernel, so the closure can
-//! `block_on` tasks; the kernel's oracles watch its epoll instance like any other.
+//! [`runtime`] gives a seeded [`netpoll::rt::Runtime`] on the check's kernel (its poller type
+//! is [`SimRc`]), so the closure can `block_on` tasks. It also tells the kernel's lost-wakeup
+//! oracle what the runtime waits for: the sides its parked tasks are parked on
+//! ([`judge_by_parked_tasks`]), since a netpoller keeps edges for tasks that have not asked yet.
 //!
 //! ## Map
 //!
@@ -80,6 +82,7 @@
 //! | `check/env.rs` | the environment overrides and their errors |
 //! | `check/judge.rs` | the one place that asks the simulated kernel's oracles for a verdict |
 //! | `check/report.rs` | [`Failure`]: the report, its replay line, the trace file under the target directory |
+//! | `check/rt.rs` | [`runtime`], [`shared`], [`judge_by_parked_tasks`]: `netpoll::rt` tasks inside a check |
 //!
 //! Shrinking reuses [`crate::shrink::shrink_faults`], the fault-plan half of the scenario
 //! shrinker, and fault specs are [`crate::swarm::FaultSpec`] (re-exported here as [`Faults`]).
@@ -94,6 +97,7 @@
 mod env;
 mod judge;
 mod report;
+mod rt;
 
 use std::cell::RefCell;
 use std::fmt;
@@ -102,7 +106,6 @@ use std::ops::{Bound, Range, RangeBounds};
 use std::panic::{catch_unwind, AssertUnwindSafe, Location};
 use std::rc::Rc;
 
-use netpoll::rt::Runtime;
 use netpoll::Fd;
 use netpoll_sim::trace::Record;
 use netpoll_sim::{Oracles, Sim, SimConfig};
@@ -113,6 +116,7 @@ pub use env::SEEDS_FORMS;
 use judge::{Ended, Finding, Invariant};
 pub use report::Failure;
 use report::Target;
+pub use rt::{judge_by_parked_tasks, runtime, shared, SimRc};
 
 /// Which faults the simulated kernel injects: `None`, `Chaos` (every benign fault),
 /// `Swarm` (a subset with weights drawn from each seed: the best default for hunting), or an
@@ -588,6 +592,7 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
 
 thread_local! {
     /// The kernel of the run in progress on this thread, for [`shared`] and [`runtime`].
+    pub(crate)
     static CURRENT: RefCell<Option<Rc<Sim>>> = const { RefCell::new(None) };
 }
 
@@ -605,59 +610,4 @@ impl Drop for Current {
     fn drop(&mut self) {
         CURRENT.with(|c| *c.borrow_mut() = self.0.take());
     }
-}
-
-/// The poller type of `netpoll::rt` tasks inside a check (what [`runtime`] runs on):
-/// `TcpListener::<SimRc>::bind(addr)`.
-pub type SimRc = Rc<Sim>;
-
-/// The check's kernel as a shared, `'static` handle (what [`netpoll::rt`] needs), for a `sim`
-/// handed to a [`Check`] closure.
-///
-/// # Errors
-/// `sim` is not the kernel of a check running on this thread.
-pub fn shared(sim: &Sim) -> io::Result<SimRc> {
-    CURRENT
-        .with(|c| c.borrow().clone())
-        .filter(|rc| std::ptr::eq(&**rc, sim))
-        .ok_or_else(|| {
-            io::Error::other(
-                "netpoll check: this Sim is not the kernel of a Check running on this thread \
-                 (call check::shared / check::runtime with the closure's own `sim`)",
-            )
-        })
-}
-
-/// A [`Runtime`] on the check's kernel, seeded from the run's seed (the order of tasks and of
-/// events at one instant is drawn from it), so that `netpoll::rt` tasks run inside a check:
-///
-/// ```
-/// use netpoll::rt;
-/// use netpoll_scenarios::check::{self, Check, Faults};
-///
-/// Check::new().seeds(0..20).faults(Faults::Chaos).run(|sim| {
-///     let mut rt = check::runtime(sim)?;
-///     rt.block_on(async {
-///         let (a, b) = rt::UnixStream::<check::SimRc>::pair()?;
-///         let reader = rt::spawn(async move {
-///             let (mut got, mut buf) = (Vec::new(), [0u8; 16]);
-///             loop {
-///                 match b.read(&mut buf).await? {
-///                     0 => return std::io::Result::Ok(got), // end of file
-///                     n => got.extend_from_slice(&buf[..n]), // reads may be short
-///                 }
-///             }
-///         });
-///         a.write_all(b"hello").await?;
-///         drop(a); // closes it
-///         assert_eq!(reader.await?, b"hello");
-///         std::io::Result::Ok(())
-///     })?
-/// });
-/// ```
-///
-/// # Errors
-/// As [`shared`], and as [`Runtime::seeded`].
-pub fn runtime(sim: &Sim) -> io::Result<Runtime<SimRc>> {
-    Runtime::seeded(shared(sim)?, sim.seed())
 }
