@@ -19,7 +19,7 @@ use super::CURRENT;
 pub type SimRc = Rc<Sim>;
 
 /// The check's kernel as a shared, `'static` handle (what [`netpoll::rt`] needs), for a `sim`
-/// handed to a [`Check`] closure.
+/// handed to a [`Check`](super::Check) closure.
 ///
 /// # Errors
 /// `sim` is not the kernel of a check running on this thread.
