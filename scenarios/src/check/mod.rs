@@ -425,7 +425,7 @@ impl Check {
         let b = self.run_seed(seed, faults, true, f).records;
         let step = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
         let show = |r: Option<&Record>| match r {
-            Some(r) => format!("{:>12} {}", r.at_ns, crate::trace_out::call_text(r)),
+            Some(r) => r.to_string(),
             None => "(run ended)".into(),
         };
         Finding {
