@@ -27,7 +27,7 @@
 
 use std::fmt;
 
-use netpoll_sim::{EdgePolicy, FaultPlan, Latency, SimConfig};
+use netpoll_sim::{CostModel, EdgePolicy, FaultPlan, Latency, SimConfig, Vary};
 
 /// Which faults a run injects.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -254,30 +254,41 @@ pub fn quantize(p: &FaultPlan) -> FaultPlan {
 /// The plan in one line: its non-zero knobs only (`quiet` when none is on), each exactly (the
 /// shortest decimal that reads back as the same number), so that [`FaultSpec::parse`] reads it
 /// back as the very same plan: `short_read=0.25 eintr=0.05 latency=exp:1000:40000
-/// quantum_ns=1000000 edge=empty-to-non-empty`. Latency is `uniform:LO:HI`,
-/// `exp:BASE:MEAN_EXTRA` or `bimodal:FAST:SLOW:P_SLOW` (nanoseconds).
+/// quantum_ns=1000000 edge=empty-to-non-empty`. A latency is `uniform:LO:HI`,
+/// `exp:BASE:MEAN_EXTRA` or `bimodal:FAST:SLOW:P_SLOW` (nanoseconds); the cost model is
+/// `cost_call=LATENCY` and `cost_turn=LATENCY`; `vary=timing|all`.
 pub fn describe(p: &FaultPlan) -> String {
     let mut parts: Vec<String> = KNOBS
         .iter()
         .zip(probs(p))
+        .chain(EXTRA_KNOBS.iter().zip(extra_probs(p)))
         .filter(|(_, x)| *x > 0.0)
         .map(|(n, x)| format!("{n}={x}"))
         .collect();
-    match p.latency {
-        None => {}
-        Some(Latency::Uniform(lo, hi)) => parts.push(format!("latency=uniform:{lo}:{hi}")),
-        Some(Latency::Exponential { base, mean_extra }) => {
-            parts.push(format!("latency=exp:{base}:{mean_extra}"))
-        }
-        Some(Latency::Bimodal { fast, slow, p_slow }) => {
-            parts.push(format!("latency=bimodal:{fast}:{slow}:{p_slow}"))
-        }
+    if let Some(l) = p.latency {
+        parts.push(format!("latency={}", latency_text(l)));
     }
     if p.quantum_ns > 0 {
         parts.push(format!("quantum_ns={}", p.quantum_ns));
     }
     if p.edge != EdgePolicy::Linux {
         parts.push("edge=empty-to-non-empty".into());
+    }
+    if p.drop_event_max > 0 {
+        parts.push(format!("drop_event_max={}", p.drop_event_max));
+    }
+    if let Some(c) = &p.cost {
+        if let Some(l) = c.call {
+            parts.push(format!("cost_call={}", latency_text(l)));
+        }
+        if let Some(l) = c.turn {
+            parts.push(format!("cost_turn={}", latency_text(l)));
+        }
+    }
+    match p.vary {
+        Vary::Off => {}
+        Vary::Timing => parts.push("vary=timing".into()),
+        Vary::All => parts.push("vary=all".into()),
     }
     if parts.is_empty() {
         "quiet".into()
@@ -286,12 +297,38 @@ pub fn describe(p: &FaultPlan) -> String {
     }
 }
 
+/// The probability knobs the token format (version 2) does not carry; [`describe`] and
+/// [`FaultSpec::parse`] do.
+const EXTRA_KNOBS: [&str; 4] = ["drop_event", "eintr_io", "emfile", "enomem"];
+
+fn extra_probs(p: &FaultPlan) -> [f64; 4] {
+    [p.drop_event, p.eintr_io, p.emfile, p.enomem]
+}
+
+fn extra_knob_mut(p: &mut FaultPlan, i: usize) -> &mut f64 {
+    match i {
+        0 => &mut p.drop_event,
+        1 => &mut p.eintr_io,
+        2 => &mut p.emfile,
+        _ => &mut p.enomem,
+    }
+}
+
+fn latency_text(l: Latency) -> String {
+    match l {
+        Latency::Uniform(lo, hi) => format!("uniform:{lo}:{hi}"),
+        Latency::Exponential { base, mean_extra } => format!("exp:{base}:{mean_extra}"),
+        Latency::Bimodal { fast, slow, p_slow } => format!("bimodal:{fast}:{slow}:{p_slow}"),
+    }
+}
+
 /// The accepted forms of a fault spec, for error messages.
 pub const FORMS: &str = "none, chaos, swarm, quiet, or an explicit plan: KNOB=VALUE pairs \
      separated by spaces or commas, as a failure report prints them (knobs: short_read, \
-     short_write, split_write, spurious, eintr, reset, accept_abort, timer_first (probabilities \
-     0..=1), latency=uniform:LO:HI|exp:BASE:MEAN|bimodal:FAST:SLOW:P, quantum_ns=N, \
-     edge=linux|empty-to-non-empty)";
+     short_write, split_write, spurious, eintr, reset, accept_abort, timer_first, drop_event, \
+     eintr_io, emfile, enomem (probabilities 0..=1), latency, cost_call, cost_turn \
+     (uniform:LO:HI|exp:BASE:MEAN|bimodal:FAST:SLOW:P, in ns), quantum_ns=N, drop_event_max=N, \
+     edge=linux|empty-to-non-empty, vary=off|timing|all)";
 
 impl FaultSpec {
     /// Reads a spec: `none`, `chaos`, `swarm`, or an explicit plan as [`describe`] writes it
@@ -308,6 +345,13 @@ impl FaultSpec {
     /// assert_eq!(FaultSpec::parse("swarm"), Ok(FaultSpec::Swarm));
     /// let plan = FaultPlan::swarm(7);
     /// assert_eq!(FaultSpec::parse(&describe(&plan)), Ok(FaultSpec::Plan(plan)));
+    /// // Every knob, the cost model and the per-run families included:
+    /// let mut all = FaultPlan::chaos().under_load();
+    /// (all.drop_event, all.drop_event_max, all.eintr_io, all.emfile, all.enomem) =
+    ///     (0.5, 3, 0.125, 0.01, 0.02);
+    /// all.vary = netpoll_sim::Vary::All;
+    /// let text = describe(&all);
+    /// assert_eq!(FaultSpec::parse(&text), Ok(FaultSpec::Plan(all)), "{text}");
     /// assert!(FaultSpec::parse("sometimes").is_err());
     /// ```
     pub fn parse(s: &str) -> Result<FaultSpec, String> {
@@ -335,8 +379,59 @@ impl FaultSpec {
                 *knob_mut(&mut plan, i) = prob(v)?;
                 continue;
             }
+            if let Some(i) = EXTRA_KNOBS.iter().position(|n| *n == k) {
+                *extra_knob_mut(&mut plan, i) = prob(v)?;
+                continue;
+            }
+            let latency = |v: &str| -> Result<Latency, String> {
+                let f: Vec<&str> = v.split(':').collect();
+                Ok(match f[..] {
+                    ["uniform", lo, hi] => {
+                        let (lo, hi) = (num(lo)?, num(hi)?);
+                        if lo > hi {
+                            return Err(bad("uniform latency with LO above HI"));
+                        }
+                        Latency::Uniform(lo, hi)
+                    }
+                    ["exp", base, mean] => Latency::Exponential {
+                        base: num(base)?,
+                        mean_extra: num(mean)?,
+                    },
+                    ["bimodal", fast, slow, p] => Latency::Bimodal {
+                        fast: num(fast)?,
+                        slow: num(slow)?,
+                        p_slow: prob(p)?,
+                    },
+                    _ => return Err(bad("unknown latency form")),
+                })
+            };
             match k {
                 "quantum_ns" => plan.quantum_ns = num(v)?,
+                "drop_event_max" => {
+                    plan.drop_event_max = u32::try_from(num(v)?).map_err(|_| bad("not a u32"))?
+                }
+                "cost_call" | "cost_turn" => {
+                    let c = plan.cost.get_or_insert_with(|| {
+                        Box::new(CostModel {
+                            call: None,
+                            turn: None,
+                        })
+                    });
+                    let l = Some(latency(v)?);
+                    if k == "cost_call" {
+                        c.call = l;
+                    } else {
+                        c.turn = l;
+                    }
+                }
+                "vary" => {
+                    plan.vary = match v {
+                        "off" => Vary::Off,
+                        "timing" => Vary::Timing,
+                        "all" => Vary::All,
+                        _ => return Err(bad("unknown vary")),
+                    }
+                }
                 "edge" => {
                     plan.edge = match v {
                         "linux" => EdgePolicy::Linux,
@@ -344,28 +439,7 @@ impl FaultSpec {
                         _ => return Err(bad("unknown edge policy")),
                     }
                 }
-                "latency" => {
-                    let f: Vec<&str> = v.split(':').collect();
-                    plan.latency = Some(match f[..] {
-                        ["uniform", lo, hi] => {
-                            let (lo, hi) = (num(lo)?, num(hi)?);
-                            if lo > hi {
-                                return Err(bad("uniform latency with LO above HI"));
-                            }
-                            Latency::Uniform(lo, hi)
-                        }
-                        ["exp", base, mean] => Latency::Exponential {
-                            base: num(base)?,
-                            mean_extra: num(mean)?,
-                        },
-                        ["bimodal", fast, slow, p] => Latency::Bimodal {
-                            fast: num(fast)?,
-                            slow: num(slow)?,
-                            p_slow: prob(p)?,
-                        },
-                        _ => return Err(bad("unknown latency form")),
-                    });
-                }
+                "latency" => plan.latency = Some(latency(v)?),
                 _ => return Err(bad("unknown knob")),
             }
         }
