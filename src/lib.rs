@@ -30,4 +30,12 @@ pub mod rt;
 pub mod sys;
 
 pub use poller::{EpollEvent, Fd, NoKernel, Poller};
+
+/// `#[netpoll::test]`: a `#[test]` whose body (`fn name(sim: &Sim) -> io::Result<()>`) runs on
+/// the simulated kernel once per seed, with the arguments `seeds = 0..1000`,
+/// `faults = "swarm"`, `check_determinism = true`; a failure prints the seed, the oracle's
+/// diagnosis, a replay line, a trace file and the shrunk fault plan. It expands to a
+/// `netpoll_scenarios::check::Check`, so the crate using it needs `netpoll-scenarios` (and
+/// `netpoll-sim`, for `Sim`) as dev-dependencies: see that module for the whole story.
+pub use netpoll_macros::test;
 pub use sys::Events;

@@ -10,6 +10,7 @@
 //! |---|---|
 //! | [`raw_epoll`] | **start here**: the example echo server written straight on the `Poller` trait (LT listener, ET connections, read until `EAGAIN`, backpressure, idle deadlines) |
 //! | [`rt_echo`] | `rt-echo`: the echo workload as tasks on the netpoller (`netpoll::rt`), with the lost-wakeup oracle at the netpoller's level (a task parked on a ready descriptor), and its canary |
+//! | [`check`] | **test your own loop**: [`check::Check`] runs a closure on the simulated kernel over many seeds and fault plans, and reports the first failure with a replay line, a trace file and a shrunk fault plan |
 //! | [`engine`] | the event loop that drives that server and a population of client state machines, and checks the oracles as it goes |
 //! | [`scenario`] | the registry: each scenario's parameters, defaults and workload |
 //! | [`oracle`] | the failures a run can be found guilty of, and how each is reported |
@@ -26,37 +27,11 @@
 //!
 //! ## Testing your own event loop
 //!
-//! Write the loop against [`netpoll::Poller`] (as [`raw_epoll::EchoServer`] is), drive it on a
-//! [`netpoll_sim::Sim`] made from a seed, and before every sleep at quiescence ask the kernel
-//! what is stranded, as [`engine`] does:
-//!
-//! ```
-//! use netpoll::{Events, Poller};
-//! use netpoll_sim::Sim;
-//!
-//! /// Call before `epoll_wait` would sleep. `wants(data)` says what your loop waits for on
-//! /// the registration with that token (a stranded `OUT` nobody waits for is no bug).
-//! fn check_lost_wakeups(sim: &Sim, ep: i32, wants: impl Fn(u64) -> Events) -> Result<(), String> {
-//!     if sim.pending() > 0 {
-//!         return Ok(()); // something in flight may still wake the fd: not quiescent
-//!     }
-//!     for s in sim.stranded(ep).map_err(|e| e.to_string())? {
-//!         if s.ready.intersects(wants(s.data)) {
-//!             return Err(format!(
-//!                 "lost wakeup: fd {} ready for {:?}, seed {}, history {:?}",
-//!                 s.fd, s.ready, sim.seed(), sim.history(s.fd)
-//!             ));
-//!         }
-//!     }
-//!     Ok(())
-//! }
-//! # let sim = Sim::new(1);
-//! # let ep = sim.epoll_create1(0).unwrap();
-//! # check_lost_wakeups(&sim, ep, |_| Events::IN).unwrap();
-//! ```
-//!
-//! An `Err(kind Deadlock)` from the simulated kernel's `epoll_wait(-1)` is the hang oracle for
-//! free: nothing is in flight and nothing is ready, so the real kernel would sleep for ever.
+//! Write the loop against [`netpoll::Poller`] (as [`raw_epoll::EchoServer`] is) and hand it to
+//! [`check::Check`] (or write `#[netpoll::test]` on a function of `sim: &Sim`): one call runs it
+//! over many seeds and fault plans on the simulated kernel, whose oracles judge every blocking
+//! wait, and a failure prints the seed, the diagnosis, a replay line, a trace file and the
+//! shrunk fault plan. The repository's README has a complete example; [`check`] has the rest.
 //!
 //! ## What is checked on every run
 //!
@@ -75,6 +50,14 @@
 //! - On the real kernel there is no lost-wakeup oracle (it cannot be asked what is stranded),
 //!   no replay (the real kernel is not deterministic), and deadlines get 250 ms of slack (the scheduler of a loaded machine).
 
+// `#[netpoll_scenarios::test]` names `::netpoll_scenarios`, in this crate's own tests too.
+extern crate self as netpoll_scenarios;
+
+/// `#[netpoll_scenarios::test]` (also `#[netpoll::test]`): a `#[test]` that runs its body
+/// through a [`check::Check`]; see the `netpoll-macros` crate for its arguments.
+pub use netpoll_macros::test;
+
+pub mod check;
 pub mod engine;
 pub mod oracle;
 pub mod params;
@@ -90,3 +73,8 @@ pub mod token;
 pub mod trace_file;
 pub mod trace_out;
 pub mod zoo;
+
+/// The repository's README, so that its examples (the one-call check) are doc-tested.
+#[doc = include_str!("../../README.md")]
+#[doc(hidden)]
+pub mod readme {}

@@ -97,7 +97,7 @@ pub fn shrink(req: &Request, max_runs: u32) -> Result<Shrunk, String> {
         } else {
             ["none", "chaos", "swarm"][param.min(2) as usize].to_string()
         };
-        s.attempt(c, format!("faults {was} -> explicit plan"));
+        s.attempt_request(c, format!("faults {was} -> explicit plan"));
     }
     // Sizes first, with faults only switched off; then lower probabilities too (a rarer
     // fault makes smaller runs fail less often, so it comes last).
@@ -107,7 +107,7 @@ pub fn shrink(req: &Request, max_runs: u32) -> Result<Shrunk, String> {
             for name in [CONNS, MSGS, SIZE] {
                 changed |= s.shrink_param(name);
             }
-            changed |= s.shrink_faults(halve);
+            changed |= shrink_faults_pass(&mut s, halve);
             if !changed || s.runs >= s.max_runs {
                 break;
             }
@@ -138,7 +138,7 @@ struct Shrinker {
 
 impl Shrinker {
     /// Runs `c`; keeps it if it fails the same way.
-    fn attempt(&mut self, c: Request, change: String) -> bool {
+    fn attempt_request(&mut self, c: Request, change: String) -> bool {
         if self.runs >= self.max_runs || c.validate().is_err() {
             return false;
         }
@@ -157,16 +157,16 @@ impl Shrinker {
         kept
     }
 
-    /// [`attempt`](Self::attempt), then the same change with up to [`OTHER_SEEDS`] other
+    /// [`attempt_request`](Self::attempt_request), then the same change with up to [`OTHER_SEEDS`] other
     /// seeds: a smaller run is a different schedule, and the bug may need another seed to show.
     fn attempt_seeds(&mut self, c: Request, change: String) -> bool {
-        if self.attempt(c.clone(), change.clone()) {
+        if self.attempt_request(c.clone(), change.clone()) {
             return true;
         }
         for j in 1..=OTHER_SEEDS {
             let mut d = c.clone();
             d.seed = mix(c.seed.wrapping_add(j)) % 1_000_000_000;
-            if self.attempt(d.clone(), format!("{change}, seed {}", d.seed)) {
+            if self.attempt_request(d.clone(), format!("{change}, seed {}", d.seed)) {
                 return true;
             }
         }
@@ -208,62 +208,109 @@ impl Shrinker {
         }
         false
     }
+}
 
-    fn with_plan(&mut self, change: String, f: impl FnOnce(&mut FaultPlan)) -> bool {
-        let FaultSpec::Plan(p) = &self.cur.faults else {
-            return false;
-        };
-        let mut p = p.clone();
-        f(&mut p);
+impl FaultTrial for Shrinker {
+    fn faults(&self) -> &FaultSpec {
+        &self.cur.faults
+    }
+
+    fn attempt(&mut self, faults: FaultSpec, change: String) -> bool {
         let mut c = self.cur.clone();
-        c.faults = FaultSpec::Plan(quantize(&p));
-        self.attempt(c, change)
+        c.faults = faults;
+        self.attempt_request(c, change)
     }
 
-    fn shrink_faults(&mut self, halve: bool) -> bool {
-        let FaultSpec::Plan(p) = self.cur.faults.clone() else {
-            return false;
-        };
-        let mut changed = false;
-        for (i, name) in KNOBS.iter().enumerate() {
-            let mut q = p.clone();
-            let x = *knob_mut(&mut q, i);
-            if x <= 0.0 {
-                continue;
-            }
-            let off = self.with_plan(format!("fault {name} {x:.6} -> 0"), |p| {
-                *knob_mut(p, i) = 0.0
-            });
-            let lower = !off
-                && halve
-                && x > 0.02
-                && self.with_plan(format!("fault {name} {x:.6} -> {:.6}", x / 2.0), |p| {
-                    *knob_mut(p, i) = x / 2.0
-                });
-            changed |= off || lower;
-        }
-        if p.latency.is_some() {
-            changed |= self.with_plan(format!("fault latency {:?} -> default", p.latency), |p| {
-                p.latency = None
-            });
-        }
-        if p.quantum_ns > 0 {
-            changed |= self.with_plan(format!("fault quantum_ns {} -> 0", p.quantum_ns), |p| {
-                p.quantum_ns = 0
-            });
-        }
-        if p.edge != EdgePolicy::Linux {
-            changed |= self.with_plan(format!("fault edge {:?} -> Linux", p.edge), |p| {
-                p.edge = EdgePolicy::Linux
-            });
-        }
-        if let FaultSpec::Plan(p) = &self.cur.faults {
-            if p.is_quiet() {
-                let mut c = self.cur.clone();
-                c.faults = FaultSpec::None;
-                changed |= self.attempt(c, "faults: quiet plan -> none".into());
-            }
-        }
-        changed
+    fn exhausted(&self) -> bool {
+        self.runs >= self.max_runs
     }
+}
+
+/// A failing case whose fault plan can be changed and run again: what [`shrink_faults`] needs.
+/// The scenario shrinker above is one; [`crate::check`] is the other (a user's closure and
+/// seed, with only the plan to shrink).
+pub trait FaultTrial {
+    /// The spec of the current (failing) case.
+    fn faults(&self) -> &FaultSpec;
+    /// Runs the current case with `faults` instead; keeps the change and returns `true` when it
+    /// still fails the same way. `change` says what was changed, in words.
+    fn attempt(&mut self, faults: FaultSpec, change: String) -> bool;
+    /// Whether the run budget is spent.
+    fn exhausted(&self) -> bool;
+}
+
+/// Shrinks the fault plan of a failing case `t` (steps 1, 3 and 4 of the [module](self) docs,
+/// with the case's other inputs fixed): a named plan becomes the explicit one it stands for for
+/// `seed`, then knobs are turned off, then halved, until nothing more can be taken away or the
+/// budget is spent. The result is `t`'s final [`faults`](FaultTrial::faults).
+pub fn shrink_faults(t: &mut impl FaultTrial, seed: u64) {
+    if matches!(t.faults(), FaultSpec::Chaos | FaultSpec::Swarm) {
+        let was = t.faults().to_string();
+        let plan = t.faults().plan(seed).expect("a named plan");
+        t.attempt(
+            FaultSpec::Plan(quantize(&plan)),
+            format!("faults {was} -> explicit plan"),
+        );
+    }
+    for halve in [false, true] {
+        while shrink_faults_pass(t, halve) && !t.exhausted() {}
+    }
+}
+
+fn with_plan(t: &mut impl FaultTrial, change: String, f: impl FnOnce(&mut FaultPlan)) -> bool {
+    let FaultSpec::Plan(p) = t.faults() else {
+        return false;
+    };
+    let mut p = p.clone();
+    f(&mut p);
+    t.attempt(FaultSpec::Plan(quantize(&p)), change)
+}
+
+/// One pass over the plan's knobs: each turned off (or, with `halve`, halved when it cannot be
+/// turned off); whether anything changed.
+fn shrink_faults_pass(t: &mut impl FaultTrial, halve: bool) -> bool {
+    let FaultSpec::Plan(p) = t.faults().clone() else {
+        return false;
+    };
+    let mut changed = false;
+    for (i, name) in KNOBS.iter().enumerate() {
+        let mut q = p.clone();
+        let x = *knob_mut(&mut q, i);
+        if x <= 0.0 {
+            continue;
+        }
+        let off = with_plan(t, format!("fault {name} {x:.6} -> 0"), |p| {
+            *knob_mut(p, i) = 0.0
+        });
+        let lower = !off
+            && halve
+            && x > 0.02
+            && with_plan(t, format!("fault {name} {x:.6} -> {:.6}", x / 2.0), |p| {
+                *knob_mut(p, i) = x / 2.0
+            });
+        changed |= off || lower;
+    }
+    if p.latency.is_some() {
+        changed |= with_plan(
+            t,
+            format!("fault latency {:?} -> default", p.latency),
+            |p| p.latency = None,
+        );
+    }
+    if p.quantum_ns > 0 {
+        changed |= with_plan(t, format!("fault quantum_ns {} -> 0", p.quantum_ns), |p| {
+            p.quantum_ns = 0
+        });
+    }
+    if p.edge != EdgePolicy::Linux {
+        changed |= with_plan(t, format!("fault edge {:?} -> Linux", p.edge), |p| {
+            p.edge = EdgePolicy::Linux
+        });
+    }
+    if let FaultSpec::Plan(p) = t.faults() {
+        if p.is_quiet() {
+            changed |= t.attempt(FaultSpec::None, "faults: quiet plan -> none".into());
+        }
+    }
+    changed
 }

@@ -27,7 +27,7 @@
 
 use std::fmt;
 
-use netpoll_sim::{EdgePolicy, FaultPlan, Latency, SimConfig};
+use netpoll_sim::{CostModel, EdgePolicy, FaultPlan, Latency, SimConfig, Vary};
 
 /// Which faults a run injects.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -219,8 +219,7 @@ fn probs(p: &FaultPlan) -> [f64; 8] {
     ]
 }
 
-/// The names of a fault plan's eight probability knobs, in the order a version-2 token carries
-/// them.
+/// The names of the probability knobs, in the order [`knob_mut`] numbers them.
 pub const KNOBS: [&str; 8] = [
     "short_read",
     "short_write",
@@ -259,26 +258,206 @@ pub fn quantize(p: &FaultPlan) -> FaultPlan {
     q
 }
 
-/// The plan in one line: its non-zero knobs only (`quiet` when none is on).
+/// The plan in one line: its non-zero knobs only (`quiet` when none is on), each exactly (the
+/// shortest decimal that reads back as the same number), so that [`FaultSpec::parse`] reads it
+/// back as the very same plan: `short_read=0.25 eintr=0.05 latency=exp:1000:40000
+/// quantum_ns=1000000 edge=empty-to-non-empty`. A latency is `uniform:LO:HI`,
+/// `exp:BASE:MEAN_EXTRA` or `bimodal:FAST:SLOW:P_SLOW` (nanoseconds); the cost model is
+/// `cost_call=LATENCY` and `cost_turn=LATENCY`; `vary=timing|all`.
 pub fn describe(p: &FaultPlan) -> String {
     let mut parts: Vec<String> = KNOBS
         .iter()
         .zip(probs(p))
+        .chain(EXTRA_KNOBS.iter().zip(extra_probs(p)))
         .filter(|(_, x)| *x > 0.0)
-        .map(|(n, x)| format!("{n}={x:.3}"))
+        .map(|(n, x)| format!("{n}={x}"))
         .collect();
     if let Some(l) = p.latency {
-        parts.push(format!("latency={l:?}"));
+        parts.push(format!("latency={}", latency_text(l)));
     }
     if p.quantum_ns > 0 {
         parts.push(format!("quantum_ns={}", p.quantum_ns));
     }
     if p.edge != EdgePolicy::Linux {
-        parts.push(format!("edge={:?}", p.edge));
+        parts.push("edge=empty-to-non-empty".into());
+    }
+    if p.drop_event_max > 0 {
+        parts.push(format!("drop_event_max={}", p.drop_event_max));
+    }
+    if let Some(c) = &p.cost {
+        if let Some(l) = c.call {
+            parts.push(format!("cost_call={}", latency_text(l)));
+        }
+        if let Some(l) = c.turn {
+            parts.push(format!("cost_turn={}", latency_text(l)));
+        }
+    }
+    match p.vary {
+        Vary::Off => {}
+        Vary::Timing => parts.push("vary=timing".into()),
+        Vary::All => parts.push("vary=all".into()),
     }
     if parts.is_empty() {
         "quiet".into()
     } else {
         parts.join(" ")
+    }
+}
+
+/// The probability knobs the token format (version 2) does not carry; [`describe`] and
+/// [`FaultSpec::parse`] do.
+const EXTRA_KNOBS: [&str; 4] = ["drop_event", "eintr_io", "emfile", "enomem"];
+
+fn extra_probs(p: &FaultPlan) -> [f64; 4] {
+    [p.drop_event, p.eintr_io, p.emfile, p.enomem]
+}
+
+fn extra_knob_mut(p: &mut FaultPlan, i: usize) -> &mut f64 {
+    match i {
+        0 => &mut p.drop_event,
+        1 => &mut p.eintr_io,
+        2 => &mut p.emfile,
+        _ => &mut p.enomem,
+    }
+}
+
+fn latency_text(l: Latency) -> String {
+    match l {
+        Latency::Uniform(lo, hi) => format!("uniform:{lo}:{hi}"),
+        Latency::Exponential { base, mean_extra } => format!("exp:{base}:{mean_extra}"),
+        Latency::Bimodal { fast, slow, p_slow } => format!("bimodal:{fast}:{slow}:{p_slow}"),
+    }
+}
+
+/// The accepted forms of a fault spec, for error messages.
+pub const FORMS: &str = "none, chaos, swarm, quiet, or an explicit plan: KNOB=VALUE pairs \
+     separated by spaces or commas, as a failure report prints them (knobs: short_read, \
+     short_write, split_write, spurious, eintr, reset, accept_abort, timer_first, drop_event, \
+     eintr_io, emfile, enomem (probabilities 0..=1), latency, cost_call, cost_turn \
+     (uniform:LO:HI|exp:BASE:MEAN|bimodal:FAST:SLOW:P, in ns), quantum_ns=N, drop_event_max=N, \
+     edge=linux|empty-to-non-empty, vary=off|timing|all)";
+
+impl FaultSpec {
+    /// Reads a spec: `none`, `chaos`, `swarm`, or an explicit plan as [`describe`] writes it
+    /// (`quiet` is the explicit plan with nothing on). Pairs may be separated by spaces or
+    /// commas.
+    ///
+    /// # Errors
+    /// What is wrong with `s`, and the accepted forms ([`FORMS`]).
+    ///
+    /// ```
+    /// use netpoll_scenarios::swarm::{describe, FaultSpec};
+    /// use netpoll_sim::FaultPlan;
+    ///
+    /// assert_eq!(FaultSpec::parse("swarm"), Ok(FaultSpec::Swarm));
+    /// let plan = FaultPlan::swarm(7);
+    /// assert_eq!(FaultSpec::parse(&describe(&plan)), Ok(FaultSpec::Plan(plan)));
+    /// // Every knob, the cost model and the per-run families included:
+    /// let mut all = FaultPlan::chaos().under_load();
+    /// (all.drop_event, all.drop_event_max, all.eintr_io, all.emfile, all.enomem) =
+    ///     (0.5, 3, 0.125, 0.01, 0.02);
+    /// all.vary = netpoll_sim::Vary::All;
+    /// let text = describe(&all);
+    /// assert_eq!(FaultSpec::parse(&text), Ok(FaultSpec::Plan(all)), "{text}");
+    /// assert!(FaultSpec::parse("sometimes").is_err());
+    /// ```
+    pub fn parse(s: &str) -> Result<FaultSpec, String> {
+        let s = s.trim();
+        match s {
+            "none" => return Ok(FaultSpec::None),
+            "chaos" => return Ok(FaultSpec::Chaos),
+            "swarm" => return Ok(FaultSpec::Swarm),
+            "quiet" => return Ok(FaultSpec::Plan(FaultPlan::none())),
+            "" => return Err(format!("an empty fault spec; expected {FORMS}")),
+            _ => {}
+        }
+        let mut plan = FaultPlan::none();
+        for pair in s.split([' ', ',']).filter(|p| !p.is_empty()) {
+            let bad = |why: &str| format!("{pair:?} in fault spec {s:?}: {why}; expected {FORMS}");
+            let Some((k, v)) = pair.split_once('=') else {
+                return Err(bad("not a KNOB=VALUE pair"));
+            };
+            let num = |v: &str| v.parse::<u64>().map_err(|_| bad("not a whole number"));
+            let prob = |v: &str| match v.parse::<f64>() {
+                Ok(x) if (0.0..=1.0).contains(&x) => Ok(x),
+                _ => Err(bad("not a probability between 0 and 1")),
+            };
+            if let Some(i) = KNOBS.iter().position(|n| *n == k) {
+                *knob_mut(&mut plan, i) = prob(v)?;
+                continue;
+            }
+            if let Some(i) = EXTRA_KNOBS.iter().position(|n| *n == k) {
+                *extra_knob_mut(&mut plan, i) = prob(v)?;
+                continue;
+            }
+            let latency = |v: &str| -> Result<Latency, String> {
+                let f: Vec<&str> = v.split(':').collect();
+                Ok(match f[..] {
+                    ["uniform", lo, hi] => {
+                        let (lo, hi) = (num(lo)?, num(hi)?);
+                        if lo > hi {
+                            return Err(bad("uniform latency with LO above HI"));
+                        }
+                        Latency::Uniform(lo, hi)
+                    }
+                    ["exp", base, mean] => Latency::Exponential {
+                        base: num(base)?,
+                        mean_extra: num(mean)?,
+                    },
+                    ["bimodal", fast, slow, p] => Latency::Bimodal {
+                        fast: num(fast)?,
+                        slow: num(slow)?,
+                        p_slow: prob(p)?,
+                    },
+                    _ => return Err(bad("unknown latency form")),
+                })
+            };
+            match k {
+                "quantum_ns" => plan.quantum_ns = num(v)?,
+                "drop_event_max" => {
+                    plan.drop_event_max = u32::try_from(num(v)?).map_err(|_| bad("not a u32"))?
+                }
+                "cost_call" | "cost_turn" => {
+                    let c = plan.cost.get_or_insert_with(|| {
+                        Box::new(CostModel {
+                            call: None,
+                            turn: None,
+                        })
+                    });
+                    let l = Some(latency(v)?);
+                    if k == "cost_call" {
+                        c.call = l;
+                    } else {
+                        c.turn = l;
+                    }
+                }
+                "vary" => {
+                    plan.vary = match v {
+                        "off" => Vary::Off,
+                        "timing" => Vary::Timing,
+                        "all" => Vary::All,
+                        _ => return Err(bad("unknown vary")),
+                    }
+                }
+                "edge" => {
+                    plan.edge = match v {
+                        "linux" => EdgePolicy::Linux,
+                        "empty-to-non-empty" => EdgePolicy::EmptyToNonEmpty,
+                        _ => return Err(bad("unknown edge policy")),
+                    }
+                }
+                "latency" => plan.latency = Some(latency(v)?),
+                _ => return Err(bad("unknown knob")),
+            }
+        }
+        Ok(FaultSpec::Plan(plan))
+    }
+}
+
+impl std::str::FromStr for FaultSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<FaultSpec, String> {
+        FaultSpec::parse(s)
     }
 }

@@ -731,6 +731,12 @@ impl Poller for Sim {
                         if nonblock || done >= buf.len() || whole {
                             return Ok(done);
                         }
+                        if n > 0 {
+                            // Short (a fault, or the buffer just filled): try the rest before
+                            // sleeping; only EAGAIN means there is no room. Sleeping here with
+                            // room left was a false hang under `short_write`.
+                            continue;
+                        }
                     }
                     Err(e) if e.raw_os_error() == Some(EAGAIN) && !nonblock => {}
                     Err(e) => return if done > 0 { Ok(done) } else { Err(e) },

@@ -84,6 +84,28 @@ fn short_reads_return_less_than_is_buffered() {
     assert_eq!(rest, b"abcdefgh");
 }
 
+/// A blocking write returns when all is written, whatever the short-write fault cut: it used
+/// to sleep after a cut with room left, and with nothing in flight that was a false hang.
+#[test]
+fn a_blocking_write_cut_short_writes_the_rest_without_sleeping() {
+    let faults = FaultPlan {
+        short_write: 1.0,
+        ..FaultPlan::default()
+    };
+    for seed in 0..20 {
+        let p = sim(seed, faults.clone());
+        let [a, b] = p.socketpair(0).unwrap();
+        assert_eq!(p.write(a, &[7; 1000]).unwrap(), 1000, "seed {seed}");
+        assert!(p.fault_counts().short_writes > 0, "seed {seed}");
+        let mut buf = [0; 2000];
+        let mut got = 0;
+        while got < 1000 {
+            got += p.read(b, &mut buf[got..]).unwrap();
+        }
+        assert!(p.violation().is_none(), "seed {seed}");
+    }
+}
+
 #[test]
 fn short_writes_take_less_than_there_is_room_for() {
     let p = sim(
