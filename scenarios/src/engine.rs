@@ -239,56 +239,8 @@ enum Stop {
     Stall,
 }
 
-/// What a run did.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct RunStats {
-    /// Connections made.
-    pub conns: u64,
-    /// Response bytes the clients read and checked.
-    pub bytes: u64,
-    /// Request bytes the clients wrote.
-    pub bytes_sent: u64,
-    /// Events: on the simulated kernel, syscalls plus deliveries; on the real one, epoll events
-    /// the loop received.
-    pub events: u64,
-    /// Epoll events the loop received.
-    pub epoll_events: u64,
-    /// Syscalls (simulated kernel only).
-    pub syscalls: u64,
-    /// Packet deliveries (simulated kernel only).
-    pub deliveries: u64,
-    /// Time on the poller's clock from start to finish.
-    pub virtual_ns: u64,
-    /// Wall-clock time.
-    pub wall_ns: u64,
-    /// CPU time of the running thread (user + system): on a shared machine, the figure that
-    /// does not depend on the neighbours.
-    pub cpu_ns: u64,
-    /// Connections the server closed for idleness, by reset, by end of file.
-    pub closed_idle: u64,
-    /// Connections the server closed after a reset.
-    pub closed_reset: u64,
-    /// Connections the server closed after end of file.
-    pub closed_eof: u64,
-    /// Timer-storm timers fired, and cancelled.
-    pub timers_fired: u64,
-    /// Timer-storm timers cancelled before they were due.
-    pub timers_cancelled: u64,
-    /// Largest lateness of any deadline.
-    pub max_late_ns: u64,
-    /// Lost-wakeup scans made at quiescence.
-    pub quiescence_checks: u64,
-    /// Write `EAGAIN`s on the server (the EPOLLOUT path).
-    pub server_write_blocked: u64,
-    /// Connections made again after `ETIMEDOUT` or a reset before any answer.
-    pub connect_retries: u64,
-    /// Times the server stopped reading a connection at its high-water mark.
-    pub server_paused: u64,
-}
-
-/// An fd's owner, recorded when [`Spec::label_fds`] is set: `(virtual ns, fd, connection
-/// index, is the server's end)`.
-pub type FdLabel = (u64, Fd, usize, bool);
+pub use crate::trace_out::FdLabel;
+pub use crate::workload::{thread_cpu_ns, RunStats};
 
 /// The outcome of [`run`].
 #[derive(Debug)]
@@ -299,11 +251,6 @@ pub struct RunResult {
     pub verdict: Result<(), Failure>,
     /// Fd ownership, if asked for.
     pub labels: Vec<FdLabel>,
-}
-
-/// CPU time (user + system) the calling thread has used, in ns.
-pub fn thread_cpu_ns() -> u64 {
-    netpoll_realnet::process::thread_cpu_ns()
 }
 
 fn errno(e: &io::Error) -> i32 {

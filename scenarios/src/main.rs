@@ -12,10 +12,11 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use netpoll_scenarios::params::{ParamError, Params, CONNS, MSGS, SIZE};
+use netpoll_scenarios::registry::Registry;
 use netpoll_scenarios::run::{self, Backend, Report, Request};
-use netpoll_scenarios::scenario::{self, Scenario, REGISTRY};
 use netpoll_scenarios::swarm::FaultSpec;
-use netpoll_scenarios::{shrink, trace_out, zoo};
+use netpoll_scenarios::workload::{Kind, Workload};
+use netpoll_scenarios::{shrink, trace_out};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -142,9 +143,9 @@ fn usage(msg: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(2)
 }
 
-fn scenario_named(name: &str) -> Result<&'static Scenario, ParamError> {
-    scenario::find_any(name).ok_or_else(|| {
-        let names: Vec<&str> = REGISTRY.iter().map(|s| s.name).collect();
+fn scenario_named(registry: &Registry, name: &str) -> Result<&'static dyn Workload, ParamError> {
+    registry.find(name).ok_or_else(|| {
+        let names: Vec<&str> = registry.of_kind(Kind::Scenario).map(|s| s.name()).collect();
         ParamError(format!(
             "unknown scenario {name:?}; known: {}",
             names.join(", ")
@@ -152,7 +153,7 @@ fn scenario_named(name: &str) -> Result<&'static Scenario, ParamError> {
     })
 }
 
-fn build_params(s: &'static Scenario, a: &ParamArgs) -> Result<Params, ParamError> {
+fn build_params(s: &'static dyn Workload, a: &ParamArgs) -> Result<Params, ParamError> {
     let mut p = s.defaults();
     for (name, v) in [(CONNS, a.conns), (MSGS, a.msgs), (SIZE, a.size)] {
         if let Some(v) = v {
@@ -200,36 +201,39 @@ fn print_report(r: &Report, json: bool) -> ExitCode {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let registry = Registry::builtin();
     match cli.cmd {
         Cmd::List => {
-            for s in REGISTRY {
-                println!("{:<14} {}", s.name, s.about);
-                println!("{:<14} checks: {}", "", s.invariants);
-                for p in s.params {
-                    println!(
-                        "{:<16}--{:<14} default {:<8} ({}..={}) {}",
-                        "", p.name, p.default, p.min, p.max, p.help
-                    );
-                }
-                if !s.real_ok {
-                    println!("{:<16}(simulated kernel only)", "");
-                }
-            }
-            let c = &scenario::CANARY_SCENARIO;
-            println!("{:<14} {} (not in sweeps of the registry)", c.name, c.about);
-            let c = &netpoll_scenarios::rt_echo::CANARY_SCENARIO;
-            println!("{:<14} {} (not in sweeps of the registry)", c.name, c.about);
-            for z in &zoo::ZOO {
-                let s = &z.scenario;
-                println!(
-                    "{:<14} {} (bug zoo; --param fixed=1 runs the corrected loop)",
-                    s.name, s.about
-                );
-                for p in s.params {
-                    println!(
-                        "{:<16}--{:<14} default {:<8} ({}..={}) {}",
-                        "", p.name, p.default, p.min, p.max, p.help
-                    );
+            for kind in [Kind::Scenario, Kind::Canary, Kind::Zoo] {
+                for s in registry.of_kind(kind) {
+                    match kind {
+                        Kind::Scenario => {
+                            println!("{:<14} {}", s.name(), s.about());
+                            println!("{:<14} checks: {}", "", s.invariants());
+                        }
+                        Kind::Canary => {
+                            println!(
+                                "{:<14} {} (not in sweeps of the registry)",
+                                s.name(),
+                                s.about()
+                            );
+                            continue;
+                        }
+                        Kind::Zoo => println!(
+                            "{:<14} {} (bug zoo; --param fixed=1 runs the corrected loop)",
+                            s.name(),
+                            s.about()
+                        ),
+                    }
+                    for p in s.params() {
+                        println!(
+                            "{:<16}--{:<14} default {:<8} ({}..={}) {}",
+                            "", p.name, p.default, p.min, p.max, p.help
+                        );
+                    }
+                    if kind == Kind::Scenario && !s.real_ok() {
+                        println!("{:<16}(simulated kernel only)", "");
+                    }
                 }
             }
             ExitCode::SUCCESS
@@ -243,7 +247,7 @@ fn main() -> ExitCode {
             check_determinism,
             faults,
         } => {
-            let s = match scenario_named(&scenario) {
+            let s = match scenario_named(&registry, &scenario) {
                 Ok(s) => s,
                 Err(e) => return usage(e),
             };
@@ -272,7 +276,7 @@ fn main() -> ExitCode {
                 return usage(e);
             }
             if !json {
-                eprintln!("running {} with seed {} on {}", s.name, req.seed, backend);
+                eprintln!("running {} with seed {} on {}", s.name(), req.seed, backend);
             }
             print_report(&run::execute(&req), json)
         }
@@ -281,7 +285,7 @@ fn main() -> ExitCode {
             json,
             check_determinism,
         } => {
-            let mut req = match Request::from_token(&token) {
+            let mut req = match registry.from_token(&token) {
                 Ok(r) => r,
                 Err(e) => return usage(e),
             };
@@ -292,7 +296,7 @@ fn main() -> ExitCode {
             print_report(&run::execute(&req), json)
         }
         Cmd::Shrink { token, max_runs } => {
-            let req = match Request::from_token(&token) {
+            let req = match registry.from_token(&token) {
                 Ok(r) => r,
                 Err(e) => return usage(e),
             };
@@ -301,7 +305,10 @@ fn main() -> ExitCode {
             }
             eprintln!(
                 "shrinking {} ({}, seed {}, faults {})",
-                req.scenario.name, req.params, req.seed, req.faults
+                req.scenario.name(),
+                req.params,
+                req.seed,
+                req.faults
             );
             let out = match shrink::shrink(&req, max_runs) {
                 Ok(o) => o,
@@ -322,7 +329,7 @@ fn main() -> ExitCode {
                 "shrunk in {} runs, keeping the failure kind {}: {} ({}, faults {})",
                 out.runs,
                 out.kind,
-                out.request.scenario.name,
+                out.request.scenario.name(),
                 out.request.params,
                 out.request.faults
             );
@@ -331,7 +338,7 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
         Cmd::Trace { token, out, text } => {
-            let req = match Request::from_token(&token) {
+            let req = match registry.from_token(&token) {
                 Ok(r) => r,
                 Err(e) => return usage(e),
             };
@@ -342,7 +349,7 @@ fn main() -> ExitCode {
             let body = if text {
                 trace_out::text(&records, &report.labels)
             } else {
-                let title = format!("{} seed {} ({})", req.scenario.name, req.seed, req.params);
+                let title = format!("{} seed {} ({})", req.scenario.name(), req.seed, req.params);
                 trace_out::chrome(&records, &report.labels, &title).to_string()
             };
             if let Err(e) = std::fs::write(&out, body) {
@@ -371,7 +378,7 @@ fn main() -> ExitCode {
             jobs,
             faults,
         } => {
-            let s = match scenario_named(&scenario) {
+            let s = match scenario_named(&registry, &scenario) {
                 Ok(s) => s,
                 Err(e) => return usage(e),
             };
@@ -554,7 +561,7 @@ fn sweep(probe: &Request, seeds: &[u64], jobs: usize, what: &str) -> ExitCode {
     }
     println!(
         "sweep {} seeds {what}: {} runs, {} passed, {} failed, {events} events, {:.2} s",
-        probe.scenario.name,
+        probe.scenario.name(),
         seeds.len(),
         seeds.len() - failures.len(),
         failures.len(),

@@ -115,29 +115,7 @@ pub fn render_record(r: &Record) -> String {
     format!("{:>12} {}", r.at_ns, crate::trace_out::call_text(r))
 }
 
-/// The errno's symbolic name (`EAGAIN`), or `errno N` for one the loops never meet.
-pub fn errno_name(e: i32) -> String {
-    use netpoll::sys::errno::*;
-    let name = match e {
-        EAGAIN => "EAGAIN",
-        EBADF => "EBADF",
-        EINVAL => "EINVAL",
-        EPIPE => "EPIPE",
-        ECONNRESET => "ECONNRESET",
-        ECONNREFUSED => "ECONNREFUSED",
-        EINPROGRESS => "EINPROGRESS",
-        ENOTCONN => "ENOTCONN",
-        ETIMEDOUT => "ETIMEDOUT",
-        EEXIST => "EEXIST",
-        ENOENT => "ENOENT",
-        EMFILE => "EMFILE",
-        EINTR => "EINTR",
-        EADDRINUSE => "EADDRINUSE",
-        EADDRNOTAVAIL => "EADDRNOTAVAIL",
-        _ => return format!("errno {e}"),
-    };
-    name.to_string()
-}
+pub use crate::trace_out::errno_name;
 
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

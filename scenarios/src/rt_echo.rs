@@ -81,12 +81,14 @@ use netpoll_realnet::RealNet;
 use netpoll_sim::trace::Record;
 use netpoll_sim::Sim;
 
-use crate::engine::{check_pattern, fill_pattern, pattern, thread_cpu_ns, FdLabel, RunStats};
+use crate::engine::{check_pattern, fill_pattern, pattern};
 use crate::oracle::Failure;
-use crate::params::{ParamSpec, CONNS, MSGS, SIZE};
+use crate::params::{ParamSpec, CONNS, FAULTS, MSGS, SIZE};
 use crate::rng::mix;
-use crate::run::{sim_for, Backend, Report, Request};
-use crate::scenario::{Scenario, FAULTS};
+use crate::trace_out::FdLabel;
+use crate::workload::{
+    fd_limit, sim_for, thread_cpu_ns, Backend, Kind, Report, Request, Run, RunStats, Workload,
+};
 
 /// The registry name of the workload.
 pub const NAME: &str = "rt-echo";
@@ -118,46 +120,65 @@ pub static PARAMS: &[ParamSpec] = &[
     FAULTS,
 ];
 
-/// The canary scenario: `rt-echo` with one event stolen from the runtime's `epoll_wait`.
-pub static CANARY_SCENARIO: Scenario = Scenario {
-    name: CANARY_NAME,
-    about: "FAILS ON PURPOSE: rt-echo over a kernel that loses one read event for a parked reader",
-    invariants: "the netpoller-level lost-wakeup oracle must report the parked task and its fd",
-    params: PARAMS,
-    test_params: &[(CONNS, 4), (MSGS, 3)],
-    real_ok: false,
-    spec: crate::scenario::base,
-};
-
-/// Whether `name` is run by this module.
-pub fn handles(name: &str) -> bool {
-    name == NAME || name == CANARY_NAME
+/// The `rt-echo` workload, or (with `canary`) `rt-canary`: the same tasks over a kernel that
+/// loses one read event for a parked reader, which the netpoller-level oracle must report.
+#[derive(Clone, Copy, Debug)]
+pub struct RtEcho {
+    /// Steal one event (`rt-canary`, which fails on purpose).
+    pub canary: bool,
 }
 
-/// Runs `req` (an `rt-echo` or `rt-canary` request), twice when the determinism check is asked
-/// for.
-pub fn execute(req: &Request) -> Report {
-    let (report, _) = go(req, false);
-    if req.check_determinism && req.backend == Backend::Sim && report.failure.is_none() {
-        let (again, _) = go(req, false);
-        if again.fingerprint != report.fingerprint {
-            let mut r = report;
-            r.failure = Some(crate::run::compare_traced(req).err().unwrap_or_else(|| {
-                Failure::Invariant(format!(
-                    "two runs of seed {} ended with different fingerprints ({:?} vs {:?}), but traced reruns agreed",
-                    req.seed, r.fingerprint, again.fingerprint
-                ))
-            }));
-            return r;
+/// `rt-echo`.
+pub static RT_ECHO: RtEcho = RtEcho { canary: false };
+/// `rt-canary`.
+pub static RT_CANARY: RtEcho = RtEcho { canary: true };
+
+impl Workload for RtEcho {
+    fn name(&self) -> &str {
+        if self.canary {
+            CANARY_NAME
+        } else {
+            NAME
         }
     }
-    report
-}
-
-/// A traced simulated run of `req`.
-pub fn traced(req: &Request) -> (Vec<Record>, Report) {
-    let (report, records) = go(req, true);
-    (records, report)
+    fn about(&self) -> &str {
+        if self.canary {
+            "FAILS ON PURPOSE: rt-echo over a kernel that loses one read event for a parked reader"
+        } else {
+            "echo as tasks on the Go-style netpoller (netpoll::rt): an accept loop, a task per connection, N client tasks, seeded scheduling"
+        }
+    }
+    fn invariants(&self) -> &str {
+        if self.canary {
+            "the netpoller-level lost-wakeup oracle must report the parked task and its fd"
+        } else {
+            "no task parked on a descriptor that is ready for its side at quiescence (the netpoller-level lost-wakeup oracle); every byte echoed once and in order; every connection served to end of file and closed; no read deadline fires"
+        }
+    }
+    fn params(&self) -> &'static [ParamSpec] {
+        PARAMS
+    }
+    fn test_params(&self) -> &[(&'static str, u64)] {
+        if self.canary {
+            &[(CONNS, 4), (MSGS, 3)]
+        } else {
+            &[(CONNS, 20), (MSGS, 4), (SIZE, 300)]
+        }
+    }
+    fn real_ok(&self) -> bool {
+        !self.canary
+    }
+    fn kind(&self) -> Kind {
+        if self.canary {
+            Kind::Canary
+        } else {
+            Kind::Scenario
+        }
+    }
+    fn run(&self, req: &Request, trace: bool) -> Run {
+        let (report, trace) = go(req, self.canary, trace);
+        Run { report, trace }
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -170,7 +191,7 @@ struct Cfg {
     seed: u64,
 }
 
-fn go(req: &Request, trace: bool) -> (Report, Vec<Record>) {
+fn go(req: &Request, canary: bool, trace: bool) -> (Report, Vec<Record>) {
     let p = &req.params;
     let cfg = Cfg {
         conns: p.get(CONNS),
@@ -186,13 +207,13 @@ fn go(req: &Request, trace: bool) -> (Report, Vec<Record>) {
     let cpu = thread_cpu_ns();
     let (mut out, sim) = match req.backend {
         Backend::Real => {
-            crate::run::fd_limit();
+            fd_limit();
             (run_rt(RealNet::new(), None, None, cfg), None)
         }
         Backend::Sim => {
             let sim = Rc::new(sim_for(req));
             sim.set_trace(trace);
-            let out = if req.scenario.name == CANARY_NAME {
+            let out = if canary {
                 let thief = Thief::new(sim.clone());
                 let ctl = thief.ctl.clone();
                 run_rt(thief, Some(sim.clone()), Some(ctl), cfg)

@@ -12,8 +12,9 @@ use netpoll::Fd;
 use netpoll_sim::trace::{Op, Record};
 use serde_json::{json, Value};
 
-use crate::engine::FdLabel;
-use crate::oracle::errno_name;
+/// An fd's owner, recorded when `Spec::label_fds` (crate::engine) is set: `(virtual ns, fd, connection
+/// index, is the server's end)`.
+pub type FdLabel = (u64, Fd, usize, bool);
 
 /// Who a record belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -105,6 +106,30 @@ pub fn assign(records: &[Record], labels: &[FdLabel]) -> Vec<Track> {
             current.get(&r.fd).copied().unwrap_or(Track::Other(r.fd))
         })
         .collect()
+}
+
+/// The errno's symbolic name (`EAGAIN`), or `errno N` for one the loops never meet.
+pub fn errno_name(e: i32) -> String {
+    use netpoll::sys::errno::*;
+    let name = match e {
+        EAGAIN => "EAGAIN",
+        EBADF => "EBADF",
+        EINVAL => "EINVAL",
+        EPIPE => "EPIPE",
+        ECONNRESET => "ECONNRESET",
+        ECONNREFUSED => "ECONNREFUSED",
+        EINPROGRESS => "EINPROGRESS",
+        ENOTCONN => "ENOTCONN",
+        ETIMEDOUT => "ETIMEDOUT",
+        EEXIST => "EEXIST",
+        ENOENT => "ENOENT",
+        EMFILE => "EMFILE",
+        EINTR => "EINTR",
+        EADDRINUSE => "EADDRINUSE",
+        EADDRNOTAVAIL => "EADDRNOTAVAIL",
+        _ => return format!("errno {e}"),
+    };
+    name.to_string()
 }
 
 fn ret_text(r: &Record) -> String {

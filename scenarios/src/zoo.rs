@@ -51,22 +51,19 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::time::Instant;
 
 use netpoll::sys::{
     errno::*, Events, EPOLL_CLOEXEC, EPOLL_CTL_ADD, EPOLL_CTL_MOD, SOCK_CLOEXEC, SOCK_NONBLOCK,
 };
 use netpoll::{EpollEvent, Fd, Poller};
-use netpoll_sim::trace::Record;
 use netpoll_sim::Sim;
 
-use crate::engine::{pattern, thread_cpu_ns, RunStats, Spec};
+use crate::engine::pattern;
 use crate::oracle::Failure;
-use crate::params::{ParamSpec, Params, CONNS, MSGS, SIZE};
+use crate::params::{ParamSpec, CONNS, FAULTS, MSGS, SIZE};
 use crate::raw_epoll::{timeout_ms, TICK_NS};
 use crate::rng::{mix, Rng};
-use crate::run::{sim_for, Report, Request};
-use crate::scenario::{Scenario, FAULTS};
+use crate::workload::{simulate, Kind, Request, Run, Workload};
 
 /// Which bug a zoo scenario carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,13 +80,41 @@ pub enum Bug {
     TimerNotInTimeout,
 }
 
-/// A zoo scenario: the registry entry and its bug.
+/// A zoo scenario: its registry entry and its bug.
 #[derive(Debug)]
 pub struct ZooScenario {
-    /// The registry entry (`netpoll-sim run NAME`).
-    pub scenario: Scenario,
+    /// The registry name (`netpoll-sim run NAME`).
+    pub name: &'static str,
+    /// One line: the bug.
+    pub about: &'static str,
+    /// Its parameters (`fixed` among them).
+    pub params: &'static [ParamSpec],
     /// The bug (absent when `fixed=1`).
     pub bug: Bug,
+}
+
+impl Workload for ZooScenario {
+    fn name(&self) -> &str {
+        self.name
+    }
+    fn about(&self) -> &str {
+        self.about
+    }
+    fn invariants(&self) -> &str {
+        "with fixed=0 the oracles must catch the bug (lost wakeup or hang); with fixed=1 every oracle passes"
+    }
+    fn params(&self) -> &'static [ParamSpec] {
+        self.params
+    }
+    fn real_ok(&self) -> bool {
+        false
+    }
+    fn kind(&self) -> Kind {
+        Kind::Zoo
+    }
+    fn run(&self, req: &Request, trace: bool) -> Run {
+        go(self, req, trace)
+    }
 }
 
 /// The parameter that selects the corrected twin.
@@ -151,10 +176,6 @@ static TIMER: &[ParamSpec] = &[
     ParamSpec::new("deadline-ms", 50, 1, 60_000, "the server's idle deadline"),
 ];
 
-fn spec(p: &Params) -> Spec {
-    Spec::echo(p.get(CONNS) as usize, p.get(MSGS), p.get(SIZE))
-}
-
 const fn zoo(
     name: &'static str,
     about: &'static str,
@@ -162,15 +183,9 @@ const fn zoo(
     bug: Bug,
 ) -> ZooScenario {
     ZooScenario {
-        scenario: Scenario {
-            name,
-            about,
-            invariants: "with fixed=0 the oracles must catch the bug (lost wakeup or hang); with fixed=1 every oracle passes",
-            params,
-            test_params: &[],
-            real_ok: false,
-            spec,
-        },
+        name,
+        about,
+        params,
         bug,
     }
 }
@@ -211,36 +226,10 @@ pub static ZOO: [ZooScenario; 5] = [
 
 /// The zoo scenario named `name`.
 pub fn find(name: &str) -> Option<&'static ZooScenario> {
-    ZOO.iter().find(|z| z.scenario.name == name)
+    ZOO.iter().find(|z| z.name == name)
 }
 
-/// Runs `req` (a zoo scenario) and reports, as [`crate::run::execute`] does.
-pub fn execute(z: &ZooScenario, req: &Request) -> Report {
-    let (report, _) = go(z, req, false);
-    if req.check_determinism && report.failure.is_none() {
-        let (again, _) = go(z, req, false);
-        if again.fingerprint != report.fingerprint {
-            let mut r = report;
-            r.failure = Some(crate::run::compare_traced(req).err().unwrap_or_else(|| {
-                Failure::Invariant("two runs ended with different fingerprints".into())
-            }));
-            return r;
-        }
-    }
-    report
-}
-
-/// A traced run of `req` (a zoo scenario).
-pub fn traced(z: &ZooScenario, req: &Request) -> (Vec<Record>, Report) {
-    let (report, records) = go(z, req, true);
-    (records, report)
-}
-
-fn go(z: &ZooScenario, req: &Request, trace: bool) -> (Report, Vec<Record>) {
-    let wall = Instant::now();
-    let cpu = thread_cpu_ns();
-    let k = sim_for(req);
-    k.set_trace(trace);
+fn go(z: &ZooScenario, req: &Request, trace: bool) -> Run {
     let p = &req.params;
     let cfg = Cfg {
         bug: (p.get(FIXED) == 0).then_some(z.bug),
@@ -253,38 +242,17 @@ fn go(z: &ZooScenario, req: &Request, trace: bool) -> (Report, Vec<Record>) {
         stall_pct: p.try_get("stall-pct").unwrap_or(0),
         deadline_ns: p.try_get("deadline-ms").map(|ms| ms * 1_000_000),
     };
-    let mut stats = RunStats::default();
-    let verdict = match Zoo::new(&k, cfg, req.seed) {
-        Ok(mut zr) => {
-            let v = zr.run();
-            stats.bytes = zr.bytes;
-            stats.bytes_sent = zr.bytes_sent;
-            stats.epoll_events = zr.epoll_events;
-            stats.quiescence_checks = zr.scans;
-            stats.closed_idle = zr.closed_idle;
-            stats.max_late_ns = zr.max_late_ns;
-            v
-        }
-        Err(f) => Err(f),
-    };
-    let st = k.stats();
-    stats.conns = p.get(CONNS);
-    stats.syscalls = st.syscalls;
-    stats.deliveries = st.deliveries;
-    stats.events = st.syscalls + st.deliveries;
-    stats.virtual_ns = k.now_ns();
-    stats.wall_ns = wall.elapsed().as_nanos() as u64;
-    stats.cpu_ns = thread_cpu_ns().saturating_sub(cpu);
-    let records = if trace { k.take_trace() } else { Vec::new() };
-    let report = Report {
-        request: req.clone(),
-        stats,
-        failure: verdict.err(),
-        labels: Vec::new(),
-        fingerprint: Some(k.fingerprint()),
-        faults: Some(k.fault_counts()),
-    };
-    (report, records)
+    simulate(req, trace, |k, stats| {
+        let mut zr = Zoo::new(k, cfg, req.seed)?;
+        let v = zr.run();
+        stats.bytes = zr.bytes;
+        stats.bytes_sent = zr.bytes_sent;
+        stats.epoll_events = zr.epoll_events;
+        stats.quiescence_checks = zr.scans;
+        stats.closed_idle = zr.closed_idle;
+        stats.max_late_ns = zr.max_late_ns;
+        v
+    })
 }
 
 #[derive(Clone, Copy, Debug)]

@@ -1,12 +1,12 @@
 //! Small fixed-seed traces, pinned: any change in the simulated kernel's behaviour (or the
 //! loops') shows up here in review as a diff of calls.
 
+use netpoll_scenarios::registry::Registry;
 use netpoll_scenarios::run::{self, Request};
-use netpoll_scenarios::scenario;
 use netpoll_scenarios::trace_out;
 
 fn trace(name: &str, params: &[(&str, u64)], seed: u64) -> String {
-    let s = scenario::find(name).unwrap();
+    let s = Registry::builtin().find(name).unwrap();
     let mut p = s.defaults();
     for &(k, v) in params {
         p.set(k, v).unwrap();
