@@ -38,13 +38,13 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Instant;
 
 use netpoll::sys::{
-    errno::*, Events, EPOLL_CLOEXEC, EPOLL_CTL_ADD, SHUT_WR, SOCK_CLOEXEC, SOCK_NONBLOCK,
+    errno::*, errno_of, Events, EPOLL_CLOEXEC, EPOLL_CTL_ADD, SHUT_WR, SOCK_CLOEXEC, SOCK_NONBLOCK,
 };
 use netpoll::{EpollEvent, Fd, Poller};
 use netpoll_realnet::RealNet;
 use netpoll_sim::Sim;
 
-use crate::oracle::Failure;
+use crate::oracle::{io_fail, Failure};
 use crate::raw_epoll::{tag, timeout_ms, EchoServer, ServerConfig, TICK_NS};
 use crate::rng::{mix, Rng};
 
@@ -251,17 +251,6 @@ pub struct RunResult {
     pub verdict: Result<(), Failure>,
     /// Fd ownership, if asked for.
     pub labels: Vec<FdLabel>,
-}
-
-fn errno(e: &io::Error) -> i32 {
-    e.raw_os_error().unwrap_or(0)
-}
-
-fn io_fail(context: impl Into<String>, e: io::Error) -> Failure {
-    Failure::Io {
-        context: context.into(),
-        error: e.to_string(),
-    }
 }
 
 /// The storm's timers: (deadline, id); cancelled ids are skipped when they come up.
@@ -510,7 +499,7 @@ impl<'k, K: Kernel> Engine<'k, K> {
                     self.quiescence(true)?;
                     return Err(self.hang(&format!("epoll_wait would block for ever ({e})")));
                 }
-                Err(e) if errno(&e) == EINTR => continue,
+                Err(e) if errno_of(&e) == Some(EINTR) => continue,
                 Err(e) => return Err(io_fail("epoll_wait", e)),
             };
             self.stats.epoll_events += n as u64;
@@ -689,7 +678,7 @@ impl<'k, K: Kernel> Engine<'k, K> {
         .map_err(|e| io_fail(format!("epoll_ctl ADD client {i}"), e))?;
         match k.connect(fd, self.addr) {
             Ok(()) => {}
-            Err(e) if errno(&e) == EINPROGRESS => {}
+            Err(e) if errno_of(&e) == Some(EINPROGRESS) => {}
             Err(e) => return Err(io_fail(format!("connect for client {i}"), e)),
         }
         if self.spec.label_fds {
@@ -790,14 +779,17 @@ impl<'k, K: Kernel> Engine<'k, K> {
             let n = match self.k.read(fd, &mut self.buf[..want]) {
                 Ok(0) => return self.on_eof(i),
                 Ok(n) => n,
-                Err(e) if errno(&e) == EAGAIN => break,
+                Err(e) if errno_of(&e) == Some(EAGAIN) => break,
                 Err(e)
-                    if matches!(errno(&e), ECONNRESET | EPIPE)
+                    if matches!(errno_of(&e), Some(ECONNRESET | EPIPE))
                         && self.clients[i].stop == Stop::Stall =>
                 {
                     return self.on_eof(i);
                 }
-                Err(e) if matches!(errno(&e), ECONNRESET | EPIPE) && self.may_reconnect(i) => {
+                Err(e)
+                    if matches!(errno_of(&e), Some(ECONNRESET | EPIPE))
+                        && self.may_reconnect(i) =>
+                {
                     return self.reconnect(i);
                 }
                 Err(e) => return Err(io_fail(format!("client {i} read"), e)),
@@ -855,8 +847,11 @@ impl<'k, K: Kernel> Engine<'k, K> {
                     self.clients[i].sent += n as u64;
                     self.stats.bytes_sent += n as u64;
                 }
-                Err(e) if errno(&e) == EAGAIN => break,
-                Err(e) if matches!(errno(&e), ECONNRESET | EPIPE) && self.may_reconnect(i) => {
+                Err(e) if errno_of(&e) == Some(EAGAIN) => break,
+                Err(e)
+                    if matches!(errno_of(&e), Some(ECONNRESET | EPIPE))
+                        && self.may_reconnect(i) =>
+                {
                     return self.reconnect(i);
                 }
                 Err(e) => return Err(io_fail(format!("client {i} write"), e)),
@@ -929,7 +924,7 @@ impl<'k, K: Kernel> Engine<'k, K> {
         let c = &self.clients[i];
         let (fd, recv) = (c.fd, c.recv);
         let detail = match self.k.read(fd, &mut self.buf) {
-            Err(e) if errno(&e) == EAGAIN => return Ok(()), // spurious
+            Err(e) if errno_of(&e) == Some(EAGAIN) => return Ok(()), // spurious
             Ok(0) => "the server closed the connection while the client held it open".to_string(),
             Ok(n) => format!("{n} bytes arrived that nobody asked for"),
             Err(e) => format!("the held connection failed: {e}"),
@@ -1159,7 +1154,7 @@ impl<'k, K: Kernel> Engine<'k, K> {
                 // connection, which the leak check below catches.
                 match self.k.epoll_wait(self.ep, &mut events, 1000) {
                     Ok(_) => {}
-                    Err(e) if errno(&e) == EINTR => {} // a signal (or the fault plan): again
+                    Err(e) if errno_of(&e) == Some(EINTR) => {} // a signal (or the fault plan): again
                     Err(e) => return Err(io_fail("draining", e)),
                 }
             }

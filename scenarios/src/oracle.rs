@@ -117,6 +117,14 @@ pub fn render_record(r: &Record) -> String {
 
 pub use crate::trace_out::errno_name;
 
+/// A syscall's unexpected error as a [`Failure::Io`], with what the loop was doing.
+pub fn io_fail(context: impl Into<String>, e: std::io::Error) -> Failure {
+    Failure::Io {
+        context: context.into(),
+        error: e.to_string(),
+    }
+}
+
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -82,7 +82,7 @@ use netpoll_sim::trace::Record;
 use netpoll_sim::Sim;
 
 use crate::engine::{check_pattern, fill_pattern, pattern};
-use crate::oracle::Failure;
+use crate::oracle::{io_fail, Failure};
 use crate::params::{ParamSpec, CONNS, FAULTS, MSGS, SIZE};
 use crate::rng::mix;
 use crate::trace_out::FdLabel;
@@ -354,13 +354,6 @@ impl Shared {
 
 fn now_ns() -> u64 {
     rt::now().as_nanos() as u64
-}
-
-fn io_fail(context: impl Into<String>, e: io::Error) -> Failure {
-    Failure::Io {
-        context: context.into(),
-        error: e.to_string(),
-    }
 }
 
 /// What a run produced before the harness adds the kernel's counters.

@@ -53,13 +53,14 @@ use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use netpoll::sys::{
-    errno::*, Events, EPOLL_CLOEXEC, EPOLL_CTL_ADD, EPOLL_CTL_MOD, SOCK_CLOEXEC, SOCK_NONBLOCK,
+    errno::*, errno_of, Events, EPOLL_CLOEXEC, EPOLL_CTL_ADD, EPOLL_CTL_MOD, SOCK_CLOEXEC,
+    SOCK_NONBLOCK,
 };
 use netpoll::{EpollEvent, Fd, Poller};
 use netpoll_sim::Sim;
 
 use crate::engine::pattern;
-use crate::oracle::Failure;
+use crate::oracle::{io_fail, Failure};
 use crate::params::{ParamSpec, CONNS, FAULTS, MSGS, SIZE};
 use crate::raw_epoll::{timeout_ms, TICK_NS};
 use crate::rng::{mix, Rng};
@@ -345,17 +346,6 @@ struct Zoo<'k> {
     max_late_ns: u64,
 }
 
-fn errno(e: &io::Error) -> i32 {
-    e.raw_os_error().unwrap_or(0)
-}
-
-fn io_fail(context: impl Into<String>, e: io::Error) -> Failure {
-    Failure::Io {
-        context: context.into(),
-        error: e.to_string(),
-    }
-}
-
 impl<'k> Zoo<'k> {
     fn new(k: &'k Sim, cfg: Cfg, seed: u64) -> Result<Zoo<'k>, Failure> {
         let ep = k
@@ -532,7 +522,7 @@ impl<'k> Zoo<'k> {
                 self.quiescence()?;
                 return Err(self.hang(&format!("epoll_wait would block for ever ({e})")));
             }
-            Err(e) if errno(&e) == EINTR => return Ok(()),
+            Err(e) if errno_of(&e) == Some(EINTR) => return Ok(()),
             Err(e) => return Err(io_fail("epoll_wait", e)),
         };
         self.epoll_events += n as u64;
@@ -629,8 +619,8 @@ impl<'k> Zoo<'k> {
         loop {
             let fd = match self.k.accept4(self.listener, SOCK_NONBLOCK | SOCK_CLOEXEC) {
                 Ok((fd, _)) => fd,
-                Err(e) if errno(&e) == EAGAIN => return Ok(()),
-                Err(e) if errno(&e) == ECONNABORTED => continue,
+                Err(e) if errno_of(&e) == Some(EAGAIN) => return Ok(()),
+                Err(e) if errno_of(&e) == Some(ECONNABORTED) => continue,
                 Err(e) => return Err(io_fail("accept4", e)),
             };
             let slot = self.conns.len();
@@ -769,7 +759,7 @@ impl<'k> Zoo<'k> {
                 return Ok(Read::Again);
             }
             Ok(n) => n,
-            Err(e) if errno(&e) == EAGAIN => return Ok(Read::Again),
+            Err(e) if errno_of(&e) == Some(EAGAIN) => return Ok(Read::Again),
             Err(e) => return Err(io_fail(format!("server read on connection {slot}"), e)),
         };
         if let Some(t) = self.cfg.deadline_ns {
@@ -793,7 +783,7 @@ impl<'k> Zoo<'k> {
             while at < bytes.len() {
                 match self.k.write(c.fd, &bytes[at..]) {
                     Ok(n) => at += n,
-                    Err(e) if errno(&e) == EAGAIN => break,
+                    Err(e) if errno_of(&e) == Some(EAGAIN) => break,
                     Err(e) => return Err(io_fail(format!("server write on {slot}"), e)),
                 }
                 if once {
@@ -811,7 +801,7 @@ impl<'k> Zoo<'k> {
         while at < c.out.len() {
             match self.k.write(c.fd, &c.out[at..]) {
                 Ok(n) => at += n,
-                Err(e) if errno(&e) == EAGAIN => break,
+                Err(e) if errno_of(&e) == Some(EAGAIN) => break,
                 Err(e) => return Err(io_fail(format!("server flush on {slot}"), e)),
             }
         }
@@ -937,7 +927,7 @@ impl<'k> Zoo<'k> {
         .map_err(|e| io_fail("epoll_ctl ADD client", e))?;
         match k.connect(fd, self.addr) {
             Ok(()) => Ok(()),
-            Err(e) if errno(&e) == EINPROGRESS => Ok(()),
+            Err(e) if errno_of(&e) == Some(EINPROGRESS) => Ok(()),
             Err(e) => Err(io_fail(format!("connect client {i}"), e)),
         }
     }
@@ -979,7 +969,7 @@ impl<'k> Zoo<'k> {
             let n = match self.k.read(fd, &mut self.buf) {
                 Ok(0) => return self.client_eof(i),
                 Ok(n) => n,
-                Err(e) if errno(&e) == EAGAIN => break,
+                Err(e) if errno_of(&e) == Some(EAGAIN) => break,
                 Err(e) => return Err(io_fail(format!("client {i} read"), e)),
             };
             let c = &mut self.clients[i];
@@ -1016,7 +1006,7 @@ impl<'k> Zoo<'k> {
                     self.clients[i].sent += n as u64;
                     self.bytes_sent += n as u64;
                 }
-                Err(e) if errno(&e) == EAGAIN => break,
+                Err(e) if errno_of(&e) == Some(EAGAIN) => break,
                 Err(e) => return Err(io_fail(format!("client {i} write"), e)),
             }
         }
