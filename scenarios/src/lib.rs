@@ -73,6 +73,7 @@
 //! - On the real kernel there is no lost-wakeup oracle (it cannot be asked what is stranded),
 //!   no replay (the real kernel is not deterministic), and deadlines get 250 ms of slack (the scheduler of a loaded machine).
 
+pub mod clients;
 pub mod engine;
 pub mod oracle;
 pub mod params;
