@@ -8,9 +8,14 @@
 use netpoll_realnet::RealNet;
 
 use crate::engine::{self, ClientMode, Spec};
-use crate::params::{ParamSpec, Params, CONNS, FAULTS, MSGS, SIZE};
+use crate::params::{ParamSpec, Params, CONNS, MSGS, SIZE};
 use crate::raw_epoll::ServerConfig;
 use crate::workload::{sim_config_for, sim_for, Backend, Kind, Report, Request, Run, Workload};
+
+// Where they were before the registry: the kernel configuration a scenario's parameters make,
+// and the `faults` parameter.
+pub use crate::params::FAULTS;
+pub use crate::workload::sim_config;
 
 /// A registered scenario.
 #[derive(Debug)]

@@ -40,7 +40,7 @@
 //!     }
 //!     fn run(&self, req: &Request, trace: bool) -> Run {
 //!         simulate(req, trace, |sim, stats| {
-//!             let (r, w) = sim.pipe2(0).map_err(|e| netpoll_scenarios::oracle::io_fail("pipe2", e))?;
+//!             let [r, w] = sim.pipe2(0).map_err(|e| netpoll_scenarios::oracle::io_fail("pipe2", e))?;
 //!             let n = req.params.get("bytes") as usize;
 //!             sim.write(w, &vec![7; n]).map_err(|e| netpoll_scenarios::oracle::io_fail("write", e))?;
 //!             let mut buf = vec![0; n];
