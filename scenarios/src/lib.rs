@@ -9,18 +9,26 @@
 //! | module | what it holds |
 //! |---|---|
 //! | [`raw_epoll`] | **start here**: the example echo server written straight on the `Poller` trait (LT listener, ET connections, read until `EAGAIN`, backpressure, idle deadlines) |
+//! | [`clients`] | **the client library**: a population of TCP clients ([`clients::ClientMix`], [`clients::Clients`]) to test any server on the `Poller` with: connect with retries, pipelined requests, byte-exact checks, half-close, reset, stalls, slow readers, idle clients; payloads generated and checked incrementally |
+//! | [`workload`] | the one interface every runnable thing implements ([`workload::Workload`]), the [`workload::Request`] naming one run, the [`workload::Report`] it gives, and [`workload::simulate`], the plumbing of a simulated run |
+//! | [`registry`] | the workloads by name, built-in and user-added: what `list`, `run`, `sweep`, `replay`, `trace`, `shrink` and replay tokens look workloads up in |
+//! | [`scenario`] | the echo engine's scenarios: each one's parameters, defaults and [`engine::Spec`] |
+//! | [`engine`] | the event loop that drives [`raw_epoll`]'s server and a [`clients`] population, and checks the oracles as it goes (`kernel.rs` the kernel adapter, `storm.rs` the timer storm) |
 //! | [`rt_echo`] | `rt-echo`: the echo workload as tasks on the netpoller (`netpoll::rt`), with the lost-wakeup oracle at the netpoller's level (a task parked on a ready descriptor), and its canary |
-//! | [`engine`] | the event loop that drives that server and a population of client state machines, and checks the oracles as it goes |
-//! | [`scenario`] | the registry: each scenario's parameters, defaults and workload |
+//! | [`zoo`] | the bug zoo: small event loops with a real lost-wakeup bug each (one file per bug, with its fixed twin), run as `zoo-*` workloads |
 //! | [`oracle`] | the failures a run can be found guilty of, and how each is reported |
-//! | [`run`] | one run on a backend, the determinism self-check, the [`run::Report`] and its replay line |
+//! | [`run`] | one run of any workload ([`run::execute`], [`run::traced`]), the determinism self-check, the seeds a test runs |
 //! | [`token`] | replay tokens (`np1-...`): encoding, checking, decoding |
 //! | [`params`] | typed, bounded parameters |
 //! | [`trace_out`] | Chrome/Perfetto trace JSON and the compact text trace the snapshots pin |
 //! | [`rng`] | the harness's own seeded choices |
 //! | [`swarm`] | explicit fault plans (what the shrinker writes) and their version-2 replay tokens; `--faults none\|chaos\|swarm` sets every scenario's `faults` parameter |
-//! | [`zoo`] | the bug zoo: small event loops with a real lost-wakeup bug each (and their fixed twins), run as `zoo-*` scenarios |
 //! | [`shrink`] | reduces a failing run to a minimal one that fails the same way (`netpoll-sim shrink TOKEN`) |
+//!
+//! Arrows point down the table's layers: `params`, `rng`, `trace_out`, `oracle`, `swarm`, `token`
+//! at the bottom; `workload` on them; `clients` and `engine` on those; the workloads (`scenario`,
+//! `rt_echo`, `zoo`) above; `registry` and `run` on top, and the CLI (`main.rs`) over all. No two
+//! modules import each other.
 //!
 //! ## Testing your own event loop
 //!

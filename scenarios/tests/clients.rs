@@ -99,7 +99,7 @@ fn a_flipped_byte_is_reported_with_its_connection_and_offset() {
         while !clients.done() {
             clients.start(0)?;
             let n = sim.epoll_wait(ep, &mut events, -1).unwrap();
-            for ev in events[..n].to_vec() {
+            for ev in events[..n].iter().copied() {
                 if Clients::<Sim>::owns(ev.data) {
                     clients.handle(ev)?;
                 } else if ev.data == 1 {

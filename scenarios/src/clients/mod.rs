@@ -7,7 +7,7 @@
 //! - **connect** at most [`ClientMix::connect_window`] at a time, and make a new connection
 //!   when one times out or is reset before any answer (up to [`ClientMix::connect_retries`]
 //!   times);
-//! - send their connection's deterministic byte stream ([`pattern`]), one message at a time or
+//! - send their connection's deterministic byte stream ([`pattern()`]), one message at a time or
 //!   [`ClientMix::pipeline`] messages ahead, and **check every byte** of the answer as they
 //!   read it (lost, duplicated, reordered or foreign bytes are a [`Failure::Integrity`] naming
 //!   the connection and the offset);

@@ -6,7 +6,7 @@
 //!
 //! - **Clients** are the [`crate::clients`] library's state machines, one per connection, registered edge-triggered
 //!   like the server's connections. At most [`Spec::connect_window`] connect at once. Each sends
-//!   its connection's deterministic byte stream ([`crate::clients::pattern`]) and checks every byte of the answer
+//!   its connection's deterministic byte stream ([`crate::clients::pattern()`]) and checks every byte of the answer
 //!   as it reads it (data integrity, incrementally: nothing is buffered for the check).
 //! - What a client does is its [`ClientMode`]: request/response echo, pipelined then half-closed,
 //!   reset in the middle of a message, stall (stop sending) or read slowly. Per-connection choices
