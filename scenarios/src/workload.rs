@@ -35,9 +35,6 @@
 //!     fn params(&self) -> &'static [ParamSpec] {
 //!         PARAMS
 //!     }
-//!     fn real_ok(&self) -> bool {
-//!         false
-//!     }
 //!     fn run(&self, req: &Request, trace: bool) -> Run {
 //!         simulate(req, trace, |sim, stats| {
 //!             let [r, w] = sim.pipe2(0).map_err(|e| netpoll_scenarios::oracle::io_fail("pipe2", e))?;
@@ -105,9 +102,10 @@ pub trait Workload: Send + Sync {
     fn test_params(&self) -> &[(&'static str, u64)] {
         &[]
     }
-    /// Whether it makes sense on the real kernel (`--backend real`).
+    /// Whether it runs on the real kernel (`--backend real`): false unless the workload says so
+    /// (a workload built on [`simulate`] runs on the simulated kernel only).
     fn real_ok(&self) -> bool {
-        true
+        false
     }
     /// Where `list` shows it.
     fn kind(&self) -> Kind {

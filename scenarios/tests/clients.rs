@@ -152,9 +152,6 @@ impl Workload for MixedEcho {
     fn params(&self) -> &'static [ParamSpec] {
         MIXED
     }
-    fn real_ok(&self) -> bool {
-        false
-    }
     fn run(&self, req: &Request, trace: bool) -> Run {
         simulate(req, trace, |sim, stats| {
             let ep = sim

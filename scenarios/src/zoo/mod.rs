@@ -121,9 +121,6 @@ impl Workload for ZooScenario {
     fn params(&self) -> &'static [ParamSpec] {
         self.params
     }
-    fn real_ok(&self) -> bool {
-        false
-    }
     fn kind(&self) -> Kind {
         Kind::Zoo
     }
