@@ -217,6 +217,7 @@ pub mod errno {
     pub const EFAULT: i32 = 14;
     pub const EEXIST: i32 = 17;
     pub const EINVAL: i32 = 22;
+    pub const ENFILE: i32 = 23;
     pub const EMFILE: i32 = 24;
     pub const ENOSPC: i32 = 28;
     pub const EPIPE: i32 = 32;
@@ -231,6 +232,7 @@ pub mod errno {
     pub const ENETUNREACH: i32 = 101;
     pub const ECONNABORTED: i32 = 103;
     pub const ECONNRESET: i32 = 104;
+    pub const ENOBUFS: i32 = 105;
     pub const EISCONN: i32 = 106;
     pub const ENOTCONN: i32 = 107;
     pub const ETIMEDOUT: i32 = 110;

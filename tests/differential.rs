@@ -339,8 +339,13 @@ fn run(ops: &[Op]) -> Result<(), String> {
         open: Vec::new(),
     };
     let seed = seed();
+    // Linux has no oracles: the sim arm runs without them.
+    let cfg = netpoll_sim::SimConfig {
+        oracles: netpoll_sim::Oracles::off(),
+        ..Default::default()
+    };
     let mut sim = Arm {
-        p: Sim::new(seed),
+        p: Sim::with_config(seed, cfg),
         open: Vec::new(),
     };
     let mut history = String::new();

@@ -161,7 +161,12 @@ pub fn run_with(input: &DiffInput, strict: bool) -> Result<usize, Box<Divergence
     announce(summary(input));
     ignore_sigpipe();
     let _serial = real_fds_lock();
-    let mut sim = Interp::new(Sim::new(input.seed), Mode::Differential);
+    // Linux has no oracles: the sim arm runs without them.
+    let cfg = netpoll_sim::SimConfig {
+        oracles: netpoll_sim::Oracles::off(),
+        ..Default::default()
+    };
+    let mut sim = Interp::new(Sim::with_config(input.seed, cfg), Mode::Differential);
     let mut real = Interp::new(RealNet::new(), Mode::Differential);
     let mut bounds = Bounds::default();
     let mut steps = Vec::new();

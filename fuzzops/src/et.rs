@@ -3,9 +3,10 @@
 //! network knobs (segment size, window, split writes, latency), with the lost-wakeup oracles as
 //! the crash condition:
 //!
-//! 1. whenever the server loop is about to block and nothing is in flight
-//!    (`sim.pending() == 0`), no registration of its epoll instance is
-//!    [stranded](netpoll_sim::Sim::stranded) (ready for its interest, nothing queued to say so);
+//! 1. whenever the server loop is about to block and nothing is in flight, the kernel's
+//!    lost-wakeup oracle ([`netpoll_sim::oracle`]) finds no registration of its epoll instance
+//!    ready for what the server waits for on it ([`Server`]'s table given to
+//!    [`Sim::set_wants`]) with nothing queued to say so;
 //! 2. at quiescence every client that neither aborted nor failed got back exactly the bytes it
 //!    sent, in order;
 //! 3. no [`ROUNDS_MAX`] loop turns in a row pass without a client moving a byte (a loop that
@@ -17,14 +18,16 @@
 //! (with `EPOLL_CTL_MOD`) only while it holds unsent output. [`Handler::StopsBeforeEagain`] is
 //! the canary: it reads once per event, and the oracles must catch it.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
+use std::rc::Rc;
 
 use netpoll::sys::{errno::*, EPOLL_CTL_ADD, EPOLL_CTL_MOD, SHUT_WR, SOCK_NONBLOCK};
 use netpoll::{EpollEvent, Events, Fd, Poller};
-use netpoll_sim::{Sim, SimConfig, Stranded};
+use netpoll_sim::{Sim, SimConfig, Violation};
 use proptest::collection::vec;
 use proptest::prelude::any;
 
@@ -117,13 +120,9 @@ pub enum Handler {
 /// What the oracles caught.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Failure {
-    /// Registrations ready with nothing queued while the loop was about to block.
-    Stranded {
-        /// Virtual time, ns.
-        at_ns: u64,
-        /// What `Sim::stranded` listed.
-        entries: Vec<Stranded>,
-    },
+    /// The kernel's lost-wakeup oracle fired: a registration ready for what the server waits
+    /// for, with nothing queued, while the loop was about to block.
+    Stranded(Box<Violation>),
     /// A client did not get back what it sent.
     Undelivered {
         /// Client index.
@@ -156,9 +155,13 @@ impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "et_handler oracle failed (sim seed {:#x}, fingerprint {:?}): {:?}",
-            self.seed, self.fingerprint, self.failure
-        )
+            "et_handler oracle failed (sim seed {:#x}, fingerprint {:?}): ",
+            self.seed, self.fingerprint
+        )?;
+        match &self.failure {
+            Failure::Stranded(v) => write!(f, "{v}"),
+            other => write!(f, "{other:?}"),
+        }
     }
 }
 
@@ -173,9 +176,14 @@ struct ServerConn {
     eof: bool,
 }
 
+/// What the server waits for on each registration, by token: the lost-wakeup oracle's measure
+/// (readiness nobody waits for is not lost), shared with the kernel through [`Sim::set_wants`].
+type WantsTable = Rc<RefCell<BTreeMap<u64, Events>>>;
+
 /// The edge-triggered echo server.
 #[derive(Debug)]
 struct Server {
+    wants: WantsTable,
     ep: Fd,
     listener: Fd,
     conns: BTreeMap<u64, ServerConn>,
@@ -201,7 +209,12 @@ impl Server {
             let ep = p.epoll_create1(0)?;
             let ev = EpollEvent::new(Events::IN | Events::ET, LISTENER);
             p.epoll_ctl(ep, EPOLL_CTL_ADD, l, Some(ev))?;
+            let wants = WantsTable::default();
+            wants.borrow_mut().insert(LISTENER, Events::IN);
+            let table = Rc::clone(&wants);
+            p.set_wants(move |s| table.borrow().get(&s.data).copied().unwrap_or(Events::NONE));
             let s = Server {
+                wants,
                 ep,
                 listener: l,
                 conns: BTreeMap::new(),
@@ -218,7 +231,10 @@ impl Server {
         let mut evs = [EpollEvent::EMPTY; 16];
         let n = p
             .epoll_wait(self.ep, &mut evs, timeout_ms)
-            .map_err(|e| unexpected("epoll_wait", &e))?;
+            .map_err(|e| match p.violation() {
+                Some(v @ Violation::LostWakeup { .. }) => Failure::Stranded(Box::new(v)),
+                _ => unexpected("epoll_wait", &e),
+            })?;
         for ev in &evs[..n] {
             if ev.data == LISTENER {
                 self.accept_all(p)?;
@@ -251,6 +267,7 @@ impl Server {
                             eof: false,
                         },
                     );
+                    self.note_wants(token);
                 }
                 Err(e) if errno(&e) == EAGAIN => return Ok(()),
                 Err(e) if errno(&e) == ECONNABORTED => {}
@@ -259,14 +276,12 @@ impl Server {
         }
     }
 
-    /// What the loop waits for on the registration `token`: the oracle's measure of a lost
-    /// wakeup (readiness nobody waits for is not lost).
-    fn wants(&self, token: u64) -> Events {
-        if token == LISTENER {
-            return Events::IN;
-        }
+    /// Records in the wants table what the loop waits for on the registration `token`.
+    fn note_wants(&self, token: u64) {
+        let mut table = self.wants.borrow_mut();
         let Some(c) = self.conns.get(&token) else {
-            return Events::NONE;
+            table.remove(&token);
+            return;
         };
         let mut w = Events::ERR | Events::HUP;
         if !c.eof {
@@ -275,10 +290,16 @@ impl Server {
         if !c.out.is_empty() {
             w |= Events::OUT;
         }
-        w
+        table.insert(token, w);
     }
 
     fn on_event(&mut self, p: &Sim, token: u64) -> Result<(), Failure> {
+        let r = self.serve(p, token);
+        self.note_wants(token);
+        r
+    }
+
+    fn serve(&mut self, p: &Sim, token: u64) -> Result<(), Failure> {
         let handler = self.handler;
         let Some(c) = self.conns.get_mut(&token) else {
             return Ok(()); // closed earlier in this batch
@@ -497,34 +518,9 @@ impl World<'_> {
         moved
     }
 
-    /// The oracle at a point where the loop is about to block.
-    fn check_stranded(&self) -> Result<(), Failure> {
-        if self.p.pending() != 0 {
-            return Ok(());
-        }
-        let entries = self
-            .p
-            .stranded(self.server.ep)
-            .map_err(|e| unexpected("stranded", &e))?;
-        // Only what the loop still waits for counts: a connection that read its EOF keeps
-        // `IN | RDHUP` for ever, and edge-triggered code rightly ignores it from then on.
-        let entries: Vec<Stranded> = entries
-            .into_iter()
-            .filter(|s| !(s.ready & self.server.wants(s.data)).is_empty())
-            .collect();
-        if entries.is_empty() {
-            Ok(())
-        } else {
-            Err(Failure::Stranded {
-                at_ns: self.p.now_ns(),
-                entries,
-            })
-        }
-    }
-
-    /// A blocking turn of the server loop, checked first.
+    /// A blocking turn of the server loop: the kernel checks for lost wakeups on entry when
+    /// nothing is in flight.
     fn blocking_turn(&mut self, timeout_ms: i32) -> Result<usize, Failure> {
-        self.check_stranded()?;
         self.server.turn(self.p, timeout_ms)
     }
 
@@ -548,8 +544,10 @@ impl World<'_> {
                 continue;
             }
             let Some(next_ns) = self.p.next_event_ns() else {
-                // Quiescence: the loop would block for ever.
-                self.check_stranded()?;
+                // Quiescence: the loop would block for ever; the kernel's scan, asked directly.
+                self.p
+                    .check_lost_wakeups(self.server.ep)
+                    .map_err(|v| Failure::Stranded(Box::new(v)))?;
                 return self.check_delivered();
             };
             let wait_ms = next_ns.saturating_sub(self.p.now_ns()) / 1_000_000 + 1;
@@ -692,7 +690,7 @@ mod tests {
             let r = run_with(&input(seed), Handler::StopsBeforeEagain)
                 .expect_err("the oracle must catch a handler that stops before EAGAIN");
             assert!(
-                matches!(r.failure, Failure::Stranded { ref entries, .. } if !entries.is_empty()),
+                matches!(r.failure, Failure::Stranded(ref v) if v.oracle() == "lost-wakeup"),
                 "{r}"
             );
         }

@@ -8,7 +8,7 @@
 //! |---|---|---|
 //! | [`no_panic::run`] | [`NoPanicInput`]: any call sequence, seed and knobs, on the sim | no panic; two runs of one input observe the same |
 //! | [`differential::run`] | [`DiffInput`]: calls on socketpairs, pipes, eventfds, epoll, unconnected TCP | the sim and real Linux observe the same, step by step |
-//! | [`et::run`] | [`et::EtInput`]: TCP traffic against an edge-triggered echo server on the sim | at quiescence nothing is [stranded](netpoll_sim::Sim::stranded) and every byte came back in order |
+//! | [`et::run`] | [`et::EtInput`]: TCP traffic against an edge-triggered echo server on the sim | at quiescence the kernel's lost-wakeup oracle ([`netpoll_sim::oracle`]) finds nothing the server waits for stranded, and every byte came back in order |
 //!
 //! Each harness module's `run_bytes` is its fuzz target's body (bytes decoded with
 //! [`decode`]); the committed corpora under `fuzz/corpus/<target>/` replay through them in

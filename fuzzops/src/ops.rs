@@ -190,6 +190,9 @@ impl Knobs {
             syn_retries: u32::from(self.syn_retries % 7),
             synack_retries: u32::from(self.syn_retries % 7),
             somaxconn: 1 + usize::from(self.somaxconn % 8),
+            // The ops exercise raw kernel semantics (edge-triggered data left unread on
+            // purpose, calls made after a simulated hang): no oracle may stop them.
+            oracles: netpoll_sim::Oracles::off(),
             faults: {
                 let p = |n: u8| f64::from(n) / 510.0;
                 let [r, w, sp, ei, rst, ab, tf] = self.faults;

@@ -36,6 +36,8 @@ pub struct SimConfig {
     pub somaxconn: usize,
     /// Faults to inject (none by default).
     pub faults: FaultPlan,
+    /// What the kernel checks on its own (all on by default; see [`crate::oracle`]).
+    pub oracles: crate::oracle::Oracles,
 }
 
 impl Default for SimConfig {
@@ -53,6 +55,7 @@ impl Default for SimConfig {
             syn_retries: 6,
             synack_retries: 5,
             somaxconn: 4096,
+            oracles: crate::oracle::Oracles::default(),
         }
     }
 }

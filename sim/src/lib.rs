@@ -45,6 +45,7 @@ pub mod config;
 pub mod faults;
 mod fdset;
 mod kernel;
+pub mod oracle;
 pub mod rng;
 mod slab;
 pub mod trace;
@@ -62,6 +63,7 @@ pub use faults::{EdgePolicy, FaultCounts, FaultPlan, Latency};
 pub use kernel::epoll::Stranded;
 pub use kernel::Stats;
 use kernel::{Kernel, Kind};
+pub use oracle::{default_wants, Oracles, Violation};
 use trace::{Op, Record, Tracer};
 
 /// The simulated kernel. Single-threaded (`!Sync`); cheap to create.
@@ -69,6 +71,7 @@ use trace::{Op, Record, Tracer};
 pub struct Sim {
     k: RefCell<Kernel>,
     trace: RefCell<Tracer>,
+    hooks: RefCell<oracle::Hooks>,
 }
 
 impl Sim {
@@ -82,6 +85,7 @@ impl Sim {
         Sim {
             k: RefCell::new(Kernel::new(seed, cfg)),
             trace: RefCell::new(Tracer::default()),
+            hooks: RefCell::new(oracle::Hooks::default()),
         }
     }
 
@@ -133,12 +137,18 @@ impl Sim {
 
     /// The registrations of epoll instance `epfd` that are ready for their interest while
     /// nothing is queued to report them: the lost-wakeup condition, meaningful when the event
-    /// loop is about to sleep.
+    /// loop is about to sleep. The raw listing, for a harness that judges lost wakeups itself:
+    /// calling it hands the verdict to the caller, and the kernel's own scan
+    /// ([`crate::oracle`]) stands aside for the rest of the run, so that two judges with
+    /// different views of what the loop waits for cannot disagree. Most harnesses want
+    /// [`Sim::set_wants`] and the kernel's scan instead.
     ///
     /// # Errors
     /// `EBADF`, or `EINVAL` if `epfd` is not an epoll instance.
     pub fn stranded(&self, epfd: Fd) -> io::Result<Vec<Stranded>> {
-        self.k.borrow_mut().stranded(epfd)
+        let mut k = self.k.borrow_mut();
+        k.own_judge = true;
+        k.stranded(epfd)
     }
 
     /// Starts (or stops, discarding it) recording every call in full.
@@ -178,15 +188,59 @@ impl Sim {
         f: impl FnOnce(&mut Kernel) -> io::Result<T>,
         val: impl FnOnce(&T) -> i64,
     ) -> io::Result<T> {
-        let mut k = self.k.borrow_mut();
-        k.stats.syscalls += 1;
-        let r = f(&mut k);
-        let at_ns = k.now_ns;
-        drop(k);
+        self.call_with(op, fd, arg, |s| f(&mut s.k.borrow_mut()), val)
+    }
+
+    /// Runs `f` (which borrows the kernel as it needs, so that the oracles it runs may call the
+    /// `Sim` back), counts the call for the livelock budget, and records it.
+    fn call_with<T>(
+        &self,
+        op: Op,
+        fd: Fd,
+        arg: i64,
+        f: impl FnOnce(&Sim) -> io::Result<T>,
+        val: impl FnOnce(&T) -> i64,
+    ) -> io::Result<T> {
+        let before = {
+            let mut k = self.k.borrow_mut();
+            k.stats.syscalls += 1;
+            (k.stats.deliveries, k.now_ns, k.livelocked())
+        };
+        let r = if before.2 {
+            Err(self.k.borrow().stop_error())
+        } else {
+            f(self)
+        };
         let ret = match &r {
             Ok(v) => Ok(val(v)),
             Err(e) => Err(e.raw_os_error().unwrap_or(0)),
         };
+        let mut k = self.k.borrow_mut();
+        if k.cfg.oracles.livelock_turns > 0 {
+            let progress = k.stats.deliveries != before.0
+                || k.now_ns != before.1
+                || match (op, ret) {
+                    (Op::Read | Op::Write, Ok(n)) => n > 0,
+                    (
+                        Op::EpollCreate
+                        | Op::Socketpair
+                        | Op::Pipe
+                        | Op::EventFd
+                        | Op::Socket
+                        | Op::Accept
+                        | Op::Dup
+                        | Op::Close
+                        | Op::Shutdown
+                        | Op::Connect,
+                        Ok(_),
+                    ) => true,
+                    (Op::Connect, Err(e)) => e == EINPROGRESS,
+                    _ => false,
+                };
+            k.turn(progress);
+        }
+        let at_ns = k.now_ns;
+        drop(k);
         self.trace.borrow_mut().record(Record {
             at_ns,
             op,
@@ -195,6 +249,49 @@ impl Sim {
             ret,
         });
         r
+    }
+
+    /// `epoll_wait`, with the oracles' turn at each quiescence.
+    fn epoll_wait_oracled(
+        &self,
+        epfd: Fd,
+        events: &mut [EpollEvent],
+        timeout_ms: i32,
+    ) -> io::Result<usize> {
+        let (ep, deadline, stop) = {
+            let mut k = self.k.borrow_mut();
+            let (ep, deadline) = k.epoll_wait_start(epfd, events.len(), timeout_ms)?;
+            if timeout_ms != 0 && k.violation.is_some() {
+                return Err(k.stop_error());
+            }
+            let stop = timeout_ms != 0
+                && (k.cfg.oracles.lost_wakeup || self.hooks.borrow().has_invariants());
+            (ep, deadline, stop)
+        };
+        // On entry: the loop decided to block while nothing is in flight.
+        let mut scanned = false;
+        if stop && self.k.borrow().pending() == 0 {
+            scanned = self.quiescence(epfd, timeout_ms < 0)?;
+        }
+        let mut resume = false;
+        let mut first = true;
+        loop {
+            let step = self
+                .k
+                .borrow_mut()
+                .epoll_wait_turn(ep, epfd, events, deadline, stop, resume);
+            match step {
+                kernel::epoll::WaitStep::Done(r) => return r,
+                kernel::epoll::WaitStep::Quiet => {
+                    // Nothing changed since the scan on entry if this is the first stretch.
+                    if !(first && scanned) {
+                        self.quiescence(epfd, deadline.is_none())?;
+                    }
+                    resume = true;
+                }
+            }
+            first = false;
+        }
     }
 }
 
@@ -318,11 +415,11 @@ impl Poller for Sim {
         timeout_ms: i32,
     ) -> io::Result<usize> {
         let arg = timeout_ms.into();
-        self.call(
+        self.call_with(
             Op::EpollWait,
             epfd,
             arg,
-            |k| k.epoll_wait(epfd, events, timeout_ms),
+            |s| s.epoll_wait_oracled(epfd, events, timeout_ms),
             count,
         )
     }
@@ -445,6 +542,14 @@ impl Poller for Sim {
             let f = k.file_of(fd)?;
             loop {
                 let r = k.read_once(f, buf);
+                let end = match &r {
+                    Ok(0) => !buf.is_empty(),
+                    Ok(_) => false,
+                    Err(e) => e.raw_os_error() == Some(ECONNRESET),
+                };
+                if end {
+                    k.files[f].eof_read = true;
+                }
                 if !is_eagain(&r) || k.files[f].nonblock {
                     return r;
                 }

@@ -103,3 +103,161 @@ impl Tracer {
         (self.count, self.fingerprint)
     }
 }
+
+/// The errno's symbolic name (`EAGAIN`), or `errno N` for one the simulated kernel never
+/// returns.
+pub fn errno_name(e: i32) -> String {
+    use netpoll::sys::errno::*;
+    let name = match e {
+        EPERM => "EPERM",
+        ENOENT => "ENOENT",
+        EINTR => "EINTR",
+        EBADF => "EBADF",
+        EAGAIN => "EAGAIN",
+        ENOMEM => "ENOMEM",
+        EFAULT => "EFAULT",
+        EEXIST => "EEXIST",
+        EINVAL => "EINVAL",
+        ENFILE => "ENFILE",
+        EMFILE => "EMFILE",
+        ENOSPC => "ENOSPC",
+        EPIPE => "EPIPE",
+        EDEADLK => "EDEADLK",
+        ELOOP => "ELOOP",
+        ENOTSOCK => "ENOTSOCK",
+        EDESTADDRREQ => "EDESTADDRREQ",
+        EOPNOTSUPP => "EOPNOTSUPP",
+        EAFNOSUPPORT => "EAFNOSUPPORT",
+        EADDRINUSE => "EADDRINUSE",
+        EADDRNOTAVAIL => "EADDRNOTAVAIL",
+        ENETUNREACH => "ENETUNREACH",
+        ECONNABORTED => "ECONNABORTED",
+        ECONNRESET => "ECONNRESET",
+        ENOBUFS => "ENOBUFS",
+        EISCONN => "EISCONN",
+        ENOTCONN => "ENOTCONN",
+        ETIMEDOUT => "ETIMEDOUT",
+        ECONNREFUSED => "ECONNREFUSED",
+        EALREADY => "EALREADY",
+        EINPROGRESS => "EINPROGRESS",
+        _ => return format!("errno {e}"),
+    };
+    name.to_string()
+}
+
+impl Op {
+    /// The system call's name, as `strace` would print it (`accept4`, `epoll_ctl`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::EpollCreate => "epoll_create1",
+            Op::EpollCtl => "epoll_ctl",
+            Op::EpollWait => "epoll_wait",
+            Op::Socketpair => "socketpair",
+            Op::Pipe => "pipe2",
+            Op::EventFd => "eventfd",
+            Op::Socket => "socket",
+            Op::Bind => "bind",
+            Op::Listen => "listen",
+            Op::Connect => "connect",
+            Op::Accept => "accept4",
+            Op::LocalAddr => "getsockname",
+            Op::PeerAddr => "getpeername",
+            Op::TakeError => "SO_ERROR",
+            Op::SetLinger => "SO_LINGER",
+            Op::Read => "read",
+            Op::Write => "write",
+            Op::Shutdown => "shutdown",
+            Op::Close => "close",
+            Op::Dup => "dup",
+            Op::SetNonblocking => "set_nonblocking",
+        }
+    }
+}
+
+impl Record {
+    /// The second argument in words: `ADD fd 7`, `timeout 10 ms`, `65536 bytes`.
+    pub fn arg_text(&self) -> String {
+        match self.op {
+            Op::EpollCtl => {
+                let op = match self.arg >> 32 {
+                    1 => "ADD",
+                    2 => "DEL",
+                    3 => "MOD",
+                    _ => "?",
+                };
+                format!("{op} fd {}", self.arg as u32 as i32)
+            }
+            Op::EpollWait => format!("timeout {} ms", self.arg),
+            Op::Read | Op::Write => format!("{} bytes", self.arg),
+            _ => self.arg.to_string(),
+        }
+    }
+
+    /// The result in words: a count or descriptor, an errno name, or `hang` (`Err(0)`: the
+    /// call was stopped, not failed by the kernel).
+    pub fn ret_text(&self) -> String {
+        match self.ret {
+            Ok(v) => v.to_string(),
+            Err(0) => "hang".into(),
+            Err(e) => errno_name(e),
+        }
+    }
+
+    /// The call alone, without its time: `read(fd 7, 65536 bytes) -> EAGAIN`.
+    pub fn call_text(&self) -> String {
+        format!(
+            "{}(fd {}, {}) -> {}",
+            self.op.name(),
+            self.fd,
+            self.arg_text(),
+            self.ret_text()
+        )
+    }
+}
+
+/// `      1200000 read(fd 7, 65536 bytes) -> EAGAIN`: the virtual time in nanoseconds, right
+/// aligned, then the call.
+///
+/// ```
+/// use netpoll::Poller;
+/// let sim = netpoll_sim::Sim::new(1);
+/// let [a, _b] = sim.socketpair(netpoll::sys::O_NONBLOCK).unwrap();
+/// let _ = sim.read(a, &mut [0; 16]);
+/// let line = sim.history(a).last().unwrap().to_string();
+/// assert_eq!(line.trim(), "0 read(fd 3, 16 bytes) -> EAGAIN");
+/// ```
+impl std::fmt::Display for Record {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:>12} {}", self.at_ns, self.call_text())
+    }
+}
+
+/// The last `max` records of `history` as indented lines, oldest first, as failure reports
+/// print them (`fd` names the descriptor in the heading).
+pub fn fmt_history(
+    f: &mut std::fmt::Formatter<'_>,
+    fd: Fd,
+    history: &[Record],
+    max: usize,
+) -> std::fmt::Result {
+    if history.is_empty() {
+        return writeln!(
+            f,
+            "no call on fd {fd} among the kernel's last {HISTORY_LEN} (a full trace shows all)"
+        );
+    }
+    let skip = history.len().saturating_sub(max);
+    if skip > 0 {
+        writeln!(
+            f,
+            "recent calls on fd {fd} (last {max} of {}, oldest first):",
+            history.len()
+        )?;
+    } else {
+        writeln!(f, "recent calls on fd {fd} (oldest first):")?;
+    }
+    for r in &history[skip..] {
+        writeln!(f, "  {r}")?;
+    }
+    Ok(())
+}

@@ -2,12 +2,17 @@
 //! kernel and on the simulated one with several seeds, and print how to replay a failing seed.
 #![allow(dead_code)]
 
+use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
+use std::rc::Rc;
 
+use netpoll::rt::pd::Dir;
 use netpoll::rt::{MultiRuntime, Runtime};
-use netpoll::Poller;
+use netpoll::sys::Events;
+use netpoll::{Fd, Poller};
 use netpoll_realnet::RealNet;
 use netpoll_sim::Sim;
 
@@ -62,14 +67,58 @@ pub fn sim(seed: u64) -> Sim {
     Sim::with_config(seed, cfg)
 }
 
-/// Runs `case` on the seeded runtime over the simulated kernel, once per seed.
+/// The events that wake a side's waiter (as `PollDesc::on_event` routes them).
+fn side_events(dir: Dir) -> Events {
+    match dir {
+        Dir::Read => Events::IN | Events::RDHUP | Events::HUP | Events::ERR,
+        Dir::Write => Events::OUT | Events::HUP | Events::ERR,
+    }
+}
+
+/// Arms the kernel's lost-wakeup oracle for the runtime: at each quiescence the runtime waits
+/// for what its parked tasks wait for (a registration nobody is parked on may stay ready: the
+/// runtime caches readiness), as the quiescence hook saw them just before it blocked. Listing
+/// the parked tasks costs a pass over every descriptor, so the hook does it only when the kernel
+/// will scan on entry (nothing in flight); a scan later in the same wait, after deliveries,
+/// then judges nothing, and a loop stuck there is reported as a hang.
+pub fn judge_by_parked_tasks(rt: &mut Runtime<Sim>) {
+    let parked: Rc<RefCell<BTreeMap<Fd, Events>>> = Rc::default();
+    let seen = Rc::clone(&parked);
+    rt.driver()
+        .poller()
+        .set_wants(move |s| seen.borrow().get(&s.fd).copied().unwrap_or(Events::NONE));
+    rt.set_quiescence_hook(move |d| {
+        let mut parked = parked.borrow_mut();
+        parked.clear();
+        if d.poller().pending() > 0 {
+            return Ok(());
+        }
+        for p in d.parked() {
+            *parked.entry(p.fd).or_insert(Events::NONE) |= side_events(p.dir);
+        }
+        Ok(())
+    });
+}
+
+/// Runs `case` on the seeded runtime over the simulated kernel, once per seed, with the
+/// kernel's oracles judging it ([`judge_by_parked_tasks`]).
 pub fn on_sim<Fut: Future<Output = io::Result<()>>>(case: impl Fn() -> Fut) {
     for seed in seeds() {
         let mut rt = Runtime::seeded(sim(seed), seed).expect("runtime");
-        match rt.block_on(case()) {
+        judge_by_parked_tasks(&mut rt);
+        let r = rt.block_on(case());
+        let verdict = match rt.driver().poller().violation() {
+            Some(v) => format!("\n{v}"),
+            None => String::new(),
+        };
+        match r {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => panic!("sim seed {seed}: case failed: {e}\nreplay: NETPOLL_SEED={seed}"),
-            Err(e) => panic!("sim seed {seed}: runtime failed: {e}\nreplay: NETPOLL_SEED={seed}"),
+            Ok(Err(e)) => {
+                panic!("sim seed {seed}: case failed: {e}{verdict}\nreplay: NETPOLL_SEED={seed}")
+            }
+            Err(e) => {
+                panic!("sim seed {seed}: runtime failed: {e}{verdict}\nreplay: NETPOLL_SEED={seed}")
+            }
         }
     }
 }

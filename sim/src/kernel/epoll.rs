@@ -38,7 +38,7 @@ use netpoll::sys::{
 };
 use netpoll::{EpollEvent, Fd};
 
-use super::{deadlock, FileId, ItemId, Kernel, Kind};
+use super::{FileId, ItemId, Kernel, Kind};
 
 /// The bits that are modes, not interest: kept when a oneshot item is disarmed.
 const EP_PRIVATE_BITS: Events = Events::WAKEUP
@@ -76,6 +76,8 @@ pub(crate) struct Epoll {
 #[derive(Debug, Default)]
 struct Registrations {
     by_file: Vec<RegSlot>,
+    /// How many registrations there are.
+    len: usize,
 }
 
 #[derive(Debug, Default)]
@@ -110,6 +112,7 @@ impl Registrations {
         if self.by_file.len() <= i {
             self.by_file.resize_with(i + 1, RegSlot::default);
         }
+        self.len += 1;
         let slot = &mut self.by_file[i];
         *slot = match std::mem::take(slot) {
             RegSlot::Empty => RegSlot::One((fd, it)),
@@ -132,10 +135,15 @@ impl Registrations {
             return;
         };
         *slot = match std::mem::take(slot) {
-            RegSlot::One(e) if e.0 == fd => RegSlot::Empty,
+            RegSlot::One(e) if e.0 == fd => {
+                self.len -= 1;
+                RegSlot::Empty
+            }
             RegSlot::Many(v) => {
                 let mut v = v.into_vec();
+                let before = v.len();
                 v.retain(|e| e.0 != fd);
+                self.len -= before - v.len();
                 match v.len() {
                     0 => RegSlot::Empty,
                     1 => RegSlot::One(v[0]),
@@ -193,7 +201,9 @@ impl EpItem {
 }
 
 /// A registration whose file is ready for its interest while nothing is queued to report it:
-/// at quiescence, a wakeup the event loop will never see.
+/// at quiescence, a wakeup the event loop will never see (if it waits for it: see
+/// [`crate::oracle::default_wants`]).
+#[non_exhaustive]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Stranded {
     /// The fd number the registration was made under.
@@ -206,37 +216,68 @@ pub struct Stranded {
     pub ready: Events,
     /// A oneshot registration that fired and was never re-armed.
     pub disarmed: bool,
+    /// A read on the file has returned end-of-file or a reset: the loop has seen the end.
+    pub eof_read: bool,
 }
 
 impl Kernel {
-    /// The registrations of `epfd` that are [`Stranded`].
+    /// The registrations of `epfd` that are [`Stranded`]. Changes nothing (a nested epoll file
+    /// is peeked at, not polled).
     pub(crate) fn stranded(&mut self, epfd: Fd) -> io::Result<Vec<Stranded>> {
         let ep = self.file_of(epfd)?;
-        let items: Vec<ItemId> = match &self.files[ep].kind {
-            Kind::Epoll(e) => e.items.iter().map(|(_, it)| it).collect(),
-            _ => return Err(err(EINVAL)),
+        let Kind::Epoll(e) = &self.files[ep].kind else {
+            return Err(err(EINVAL));
         };
         let mut out = Vec::new();
-        for it in items {
-            let (file, linked, interest, armed, fd, data) = {
-                let i = &self.items[it];
-                (i.file, i.linked, i.interest, i.armed(), i.fd, i.data)
-            };
-            if linked && armed {
+        for (_, it) in e.items.iter() {
+            let i = &self.items[it];
+            let armed = i.armed();
+            if i.linked && armed {
                 continue;
             }
-            let ready = self.poll_file(file, 1) & interest.readiness();
+            let ready = self.peek_file(i.file, 1) & i.interest.readiness();
             if !ready.is_empty() {
                 out.push(Stranded {
-                    fd,
-                    data,
-                    interest,
+                    fd: i.fd,
+                    data: i.data,
+                    interest: i.interest,
                     ready,
                     disarmed: !armed,
+                    eof_read: self.files[i.file].eof_read,
                 });
             }
         }
         Ok(out)
+    }
+
+    /// How many registrations `epfd` has (0 if it is not an epoll instance).
+    pub(crate) fn ep_registrations(&self, epfd: Fd) -> usize {
+        match self.file_of(epfd).map(|f| &self.files[f].kind) {
+            Ok(Kind::Epoll(e)) => e.items.len,
+            _ => 0,
+        }
+    }
+
+    /// [`ep_eventpoll_poll`](Kernel::ep_eventpoll_poll) without the pruning.
+    pub(crate) fn ep_peek(&self, ep: FileId, depth: u32) -> Events {
+        if depth > EP_MAX_NESTS + 1 {
+            return Events::NONE;
+        }
+        let Kind::Epoll(e) = &self.files[ep].kind else {
+            return Events::NONE;
+        };
+        for &(it, ticket) in &e.ready {
+            let Some(i) = self.items.get(it) else {
+                continue;
+            };
+            if !(i.linked && i.ticket == ticket && i.ep == ep) {
+                continue;
+            }
+            if !(self.peek_file(i.file, depth + 1) & i.events.readiness()).is_empty() {
+                return Events::IN | Events::RDNORM;
+            }
+        }
+        Events::NONE
     }
 
     fn epoll_mut(&mut self, ep: FileId) -> &mut Epoll {
@@ -594,55 +635,90 @@ impl Kernel {
         Some(ev)
     }
 
-    pub(crate) fn epoll_wait(
+    /// The checks `epoll_wait` makes before it waits: the instance, and the deadline.
+    pub(crate) fn epoll_wait_start(
         &mut self,
         epfd: Fd,
-        out: &mut [EpollEvent],
+        maxevents: usize,
         timeout_ms: i32,
-    ) -> io::Result<usize> {
+    ) -> io::Result<(FileId, Option<u64>)> {
         // Linux 6.18 looks the descriptor up before it checks `maxevents`.
         let ep = self.file_of(epfd)?;
-        if out.is_empty() || !self.is_epoll(ep) {
+        if maxevents == 0 || !self.is_epoll(ep) {
             return Err(err(EINVAL));
         }
         let deadline = match timeout_ms {
             t if t < 0 => None,
             t => Some(self.now_ns + t as u64 * 1_000_000),
         };
+        Ok((ep, deadline))
+    }
+
+    /// The body of `epoll_wait` on instance `ep` (after [`epoll_wait_start`]): report what is
+    /// ready, or let time pass until something is or the deadline comes. With `stop_at_quiet`,
+    /// returns [`WaitStep::Quiet`] when it is about to sleep with nothing in flight, for the
+    /// oracles; the caller then calls again with `resume` to go on sleeping.
+    ///
+    /// [`epoll_wait_start`]: Kernel::epoll_wait_start
+    pub(crate) fn epoll_wait_turn(
+        &mut self,
+        ep: FileId,
+        epfd: Fd,
+        out: &mut [EpollEvent],
+        deadline: Option<u64>,
+        stop_at_quiet: bool,
+        mut resume: bool,
+    ) -> WaitStep {
         loop {
-            let mut n = self.ep_send_events(ep, out);
-            if n < out.len() && self.fault(self.cfg.faults.spurious) {
-                if let Some(ev) = self.ep_spurious(ep) {
-                    out[n] = ev;
-                    n += 1;
-                    self.faults.spurious += 1;
+            if !resume {
+                let mut n = self.ep_send_events(ep, out);
+                if n < out.len() && self.fault(self.cfg.faults.spurious) {
+                    if let Some(ev) = self.ep_spurious(ep) {
+                        out[n] = ev;
+                        n += 1;
+                        self.faults.spurious += 1;
+                    }
+                }
+                if n > 0 || deadline.is_some_and(|d| self.now_ns >= d) {
+                    return WaitStep::Done(Ok(n));
+                }
+                if self.fault(self.cfg.faults.eintr) {
+                    self.faults.eintr += 1;
+                    return WaitStep::Done(Err(err(EINTR)));
+                }
+                if let (Some(d), Some(t)) = (deadline, self.next_event_ns()) {
+                    if t == d && self.fault(self.cfg.faults.timer_first) {
+                        // The timeout and a delivery fall on the same instant: the timeout wins.
+                        self.faults.timer_first += 1;
+                        self.now_ns = d;
+                        return WaitStep::Done(Ok(0));
+                    }
+                }
+                if stop_at_quiet && self.pending() == 0 {
+                    return WaitStep::Quiet;
                 }
             }
-            if n > 0 || deadline.is_some_and(|d| self.now_ns >= d) {
-                return Ok(n);
-            }
-            if self.fault(self.cfg.faults.eintr) {
-                self.faults.eintr += 1;
-                return Err(err(EINTR));
-            }
-            if let (Some(d), Some(t)) = (deadline, self.next_event_ns()) {
-                if t == d && self.fault(self.cfg.faults.timer_first) {
-                    // The timeout and a delivery fall on the same instant: the timeout wins.
-                    self.faults.timer_first += 1;
-                    self.now_ns = d;
-                    return Ok(0);
-                }
-            }
+            resume = false;
             self.blocked_in = Some(ep);
             let moved = self.advance(deadline);
             self.blocked_in = None;
             if !moved && deadline.is_none() {
-                return Err(deadlock(format!(
+                let msg = format!(
                     "epoll_wait(epfd {epfd}, timeout -1) would wait for ever: nothing is in \
                      flight and no registered file is ready (seed {})",
                     self.seed
-                )));
+                );
+                let call = format!("epoll_wait(fd {epfd}, timeout -1)");
+                return WaitStep::Done(Err(self.hang(call, msg)));
             }
         }
     }
+}
+
+/// How a stretch of `epoll_wait` ended.
+pub(crate) enum WaitStep {
+    /// The call's result.
+    Done(io::Result<usize>),
+    /// About to sleep with nothing in flight: the oracles' turn.
+    Quiet,
 }

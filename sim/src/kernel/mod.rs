@@ -54,6 +54,9 @@ pub(crate) struct File {
     pub(crate) watchers: WaitQueue,
     /// What kind of file, and its state.
     pub(crate) kind: Kind,
+    /// A read returned end-of-file or a reset (for the lost-wakeup oracle's default judgement:
+    /// the loop has finished reading).
+    pub(crate) eof_read: bool,
 }
 
 /// The kinds of open file.
@@ -190,6 +193,14 @@ pub(crate) struct Kernel {
     pub(crate) blocked_in: Option<FileId>,
     pub(crate) stats: Stats,
     pub(crate) faults: crate::faults::FaultCounts,
+    /// The oracles' state (see `crate::oracle`): the run's first violation,
+    pub(crate) violation: Option<crate::oracle::Violation>,
+    /// calls in a row without progress,
+    pub(crate) idle_calls: u64,
+    /// and the syscall count at the last lost-wakeup scan (for amortising it),
+    pub(crate) scan_credit: u64,
+    /// and whether the caller judges lost wakeups itself (it called `Sim::stranded`).
+    pub(crate) own_judge: bool,
 }
 
 impl Kernel {
@@ -212,6 +223,10 @@ impl Kernel {
             blocked_in: None,
             stats: Stats::default(),
             faults: crate::faults::FaultCounts::default(),
+            violation: None,
+            idle_calls: 0,
+            scan_credit: 0,
+            own_judge: false,
             cfg,
         }
     }
@@ -264,6 +279,7 @@ impl Kernel {
             nonblock,
             watchers: WaitQueue::default(),
             kind,
+            eof_read: false,
         });
         let fd = self.install(id)?;
         Ok((id, fd))
@@ -435,14 +451,124 @@ impl Kernel {
 
     /// A blocking call on a blocking descriptor cannot go on: let time pass until something
     /// happens. If nothing ever can, the real kernel would hang for ever; we say so.
+    /// Once an oracle has stopped the run, the call fails at once instead.
     pub(crate) fn block(&mut self, what: &str, fd: Fd) -> io::Result<()> {
+        if let Some(v) = &self.violation {
+            return Err(v.stop_error(""));
+        }
         if self.advance(None) {
             Ok(())
         } else {
-            Err(deadlock(format!(
+            let msg = format!(
                 "{what} on blocking fd {fd} would wait for ever: nothing is in flight (seed {})",
                 self.seed
-            )))
+            );
+            Err(self.hang(format!("{what}(fd {fd})"), msg))
+        }
+    }
+
+    /// A blocking call would sleep for ever: the hang oracle's verdict (recorded if it is on and
+    /// first), and the `Deadlock` error the call returns.
+    pub(crate) fn hang(&mut self, call: String, msg: String) -> io::Error {
+        if self.cfg.oracles.hang {
+            let v = crate::oracle::Violation::Hang {
+                call,
+                at_ns: self.now_ns,
+            };
+            self.note(v);
+            if let Some(first) = &self.violation {
+                return first.stop_error(&msg);
+            }
+        }
+        deadlock(msg)
+    }
+
+    /// The error a call stopped by the run's first violation returns.
+    pub(crate) fn stop_error(&self) -> io::Error {
+        match &self.violation {
+            Some(v) => v.stop_error(""),
+            None => unreachable!("a call was stopped with no violation recorded"),
+        }
+    }
+
+    /// After a livelock every call is stopped (a spinning loop may never block).
+    #[inline]
+    pub(crate) fn livelocked(&self) -> bool {
+        matches!(
+            self.violation,
+            Some(crate::oracle::Violation::Livelock { .. })
+        )
+    }
+
+    /// One call for the livelock budget: `progress` resets it.
+    #[inline]
+    pub(crate) fn turn(&mut self, progress: bool) {
+        if progress {
+            self.idle_calls = 0;
+            return;
+        }
+        self.idle_calls += 1;
+        let turns = self.cfg.oracles.livelock_turns;
+        if self.idle_calls >= turns {
+            self.note(crate::oracle::Violation::Livelock {
+                turns,
+                at_ns: self.now_ns,
+            });
+        }
+    }
+
+    /// Records `v` if it is the run's first violation.
+    pub(crate) fn note(&mut self, v: crate::oracle::Violation) {
+        if self.violation.is_none() {
+            self.violation = Some(v);
+        }
+    }
+
+    /// Whether the lost-wakeup scan of `epfd` is due: always when `forced` or for a small
+    /// instance, else once the calls since the last scan pay for a pass.
+    pub(crate) fn scan_due(&mut self, epfd: Fd, forced: bool) -> bool {
+        if self.own_judge {
+            return false;
+        }
+        let regs = self.ep_registrations(epfd);
+        let due = forced
+            || regs <= crate::oracle::SCAN_FREE_REGISTRATIONS
+            || self.stats.syscalls >= self.scan_credit + regs as u64;
+        if due {
+            self.scan_credit = self.stats.syscalls;
+        }
+        due
+    }
+
+    /// Every open descriptor and its file's kind, in descriptor order.
+    pub(crate) fn open_fd_kinds(&self) -> Vec<(Fd, &'static str)> {
+        self.fds
+            .iter()
+            .enumerate()
+            .filter_map(|(fd, f)| {
+                let f = f.map(|n| n.get() - 1)?;
+                let kind = match self.files[f].kind {
+                    Kind::Epoll(_) => "epoll",
+                    Kind::Unix(_) => "unix",
+                    Kind::PipeRead(_) | Kind::PipeWrite(_) => "pipe",
+                    Kind::EventFd(_) => "eventfd",
+                    Kind::Tcp(_) => "tcp",
+                };
+                Some((fd as Fd, kind))
+            })
+            .collect()
+    }
+
+    /// The file's readiness without side effects (polling a nested epoll file for real prunes
+    /// its ready list): what an oracle may look at without perturbing the run.
+    pub(crate) fn peek_file(&self, f: FileId, depth: u32) -> Events {
+        match &self.files[f].kind {
+            Kind::Epoll(_) => self.ep_peek(f, depth),
+            Kind::Unix(end) => end.poll(&self.cfg),
+            Kind::PipeRead(p) => self.pipes[*p].poll(true),
+            Kind::PipeWrite(p) => self.pipes[*p].poll(false),
+            Kind::EventFd(e) => e.poll(),
+            Kind::Tcp(s) => self.tcp_poll(s),
         }
     }
 }

@@ -1156,6 +1156,7 @@ impl Kernel {
             refs: 0,
             nonblock: false,
             watchers: super::WaitQueue::default(),
+            eof_read: false,
             kind: Kind::Tcp(TcpSock {
                 state: State::Established,
                 sock_state: SockState::Unconnected,
