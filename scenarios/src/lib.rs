@@ -32,37 +32,30 @@
 //!
 //! ## Testing your own event loop
 //!
-//! Write the loop against [`netpoll::Poller`] (as [`raw_epoll::EchoServer`] is), drive it on a
-//! [`netpoll_sim::Sim`] made from a seed, and before every sleep at quiescence ask the kernel
-//! what is stranded, as [`engine`] does:
+//! Write the loop against [`netpoll::Poller`] (as [`raw_epoll::EchoServer`] is) and run it on a
+//! [`netpoll_sim::Sim`] made from a seed: the simulated kernel judges it by itself (lost wakeups
+//! at quiescence, hangs, livelocks, leaks; see [`netpoll_sim::oracle`]). For clients, take a
+//! [`clients::ClientMix`]; to get `sweep`, replay tokens, `trace`, `shrink` and the
+//! determinism self-check for it, implement [`workload::Workload`] (its `run` is a few lines on
+//! [`workload::simulate`]) and add it to a [`registry::Registry`]:
 //!
 //! ```
-//! use netpoll::{Events, Poller};
+//! use netpoll::sys::{Events, EPOLL_CTL_ADD, O_NONBLOCK};
+//! use netpoll::{EpollEvent, Poller};
 //! use netpoll_sim::Sim;
 //!
-//! /// Call before `epoll_wait` would sleep. `wants(data)` says what your loop waits for on
-//! /// the registration with that token (a stranded `OUT` nobody waits for is no bug).
-//! fn check_lost_wakeups(sim: &Sim, ep: i32, wants: impl Fn(u64) -> Events) -> Result<(), String> {
-//!     if sim.pending() > 0 {
-//!         return Ok(()); // something in flight may still wake the fd: not quiescent
-//!     }
-//!     for s in sim.stranded(ep).map_err(|e| e.to_string())? {
-//!         if s.ready.intersects(wants(s.data)) {
-//!             return Err(format!(
-//!                 "lost wakeup: fd {} ready for {:?}, seed {}, history {:?}",
-//!                 s.fd, s.ready, sim.seed(), sim.history(s.fd)
-//!             ));
-//!         }
-//!     }
-//!     Ok(())
-//! }
-//! # let sim = Sim::new(1);
-//! # let ep = sim.epoll_create1(0).unwrap();
-//! # check_lost_wakeups(&sim, ep, |_| Events::IN).unwrap();
+//! let sim = Sim::new(7);
+//! let ep = sim.epoll_create1(0).unwrap();
+//! let [a, b] = sim.socketpair(O_NONBLOCK).unwrap();
+//! let ev = EpollEvent::new(Events::IN | Events::ET, 1);
+//! sim.epoll_ctl(ep, EPOLL_CTL_ADD, a, Some(ev)).unwrap();
+//! sim.write(b, &[7; 100]).unwrap();
+//! let mut evs = [EpollEvent::EMPTY; 8];
+//! sim.epoll_wait(ep, &mut evs, -1).unwrap();
+//! sim.read(a, &mut [0; 10]).unwrap(); // the bug: read once per edge, 90 bytes stay
+//! assert!(sim.epoll_wait(ep, &mut evs, -1).is_err()); // the run is stopped...
+//! assert_eq!(sim.violation().unwrap().oracle(), "lost-wakeup"); // ...and says why
 //! ```
-//!
-//! An `Err(kind Deadlock)` from the simulated kernel's `epoll_wait(-1)` is the hang oracle for
-//! free: nothing is in flight and nothing is ready, so the real kernel would sleep for ever.
 //!
 //! ## What is checked on every run
 //!

@@ -22,7 +22,7 @@
 //!
 //! | oracle | how |
 //! |---|---|
-//! | lost wakeup (simulated kernel) | a [quiescence hook](Runtime::set_quiescence_hook) runs whenever the runtime is about to block with no runnable task; when nothing is in flight either (`Sim::pending() == 0`) and no timer is due, every task parked on a poll descriptor ([`netpoll::rt::Driver::parked`]) whose fd is ready for its side (read: `IN`, `RDHUP`, `HUP`, `ERR`; write: `OUT`, `HUP`, `ERR`) while the kernel has no event queued for it ([`Sim::stranded`] on the driver's epoll fd) is a [`Failure::LostWakeup`] naming the fd, the task, the side, who owns the fd, and the fd's recent calls. The scan is amortised as the engine's is (once the syscalls since the last scan pay for a pass), and made every time the runtime would otherwise sleep for ever |
+//! | lost wakeup (simulated kernel) | a [quiescence hook](Runtime::set_quiescence_hook) runs whenever the runtime is about to block with no runnable task; when nothing is in flight either (`Sim::pending() == 0`) and no timer is due, every task parked on a poll descriptor ([`netpoll::rt::Driver::parked`]) whose fd is ready for its side (read: `IN`, `RDHUP`, `HUP`, `ERR`; write: `OUT`, `HUP`, `ERR`) while the kernel has no event queued for it (the kernel's scan of the driver's epoll fd, [`crate::oracle::lost_wakeup`]) is a [`Failure::LostWakeup`] naming the fd, the task, the side, who owns the fd, and the fd's recent calls. The scan is amortised as the engine's is (once the syscalls since the last scan pay for a pass), and made every time the runtime would otherwise sleep for ever |
 //! | hang | the simulated kernel's `Deadlock` from the runtime (its message names every task and what it waits on), a virtual hour passing, or (real kernel) 120 s of wall time |
 //! | data integrity | every echoed byte against the stream, in order, exactly once (the end of file after the half-close proves nothing extra came) |
 //! | totals and leaks | every connection accepted, served to end of file and closed; none closed by its deadline; no file left open once the runtime is gone |
@@ -82,12 +82,13 @@ use netpoll_sim::trace::Record;
 use netpoll_sim::Sim;
 
 use crate::engine::{check_pattern, fill_pattern, pattern};
-use crate::oracle::{io_fail, Failure};
+use crate::oracle::{io_fail, lost_wakeup, Failure};
 use crate::params::{ParamSpec, CONNS, FAULTS, MSGS, SIZE};
 use crate::rng::mix;
 use crate::trace_out::FdLabel;
 use crate::workload::{
-    fd_limit, sim_for, thread_cpu_ns, Backend, Kind, Report, Request, Run, RunStats, Workload,
+    fd_limit, sim_judged_by_loop, thread_cpu_ns, Backend, Kind, Report, Request, Run, RunStats,
+    Workload,
 };
 
 /// The registry name of the workload.
@@ -211,7 +212,7 @@ fn go(req: &Request, canary: bool, trace: bool) -> (Report, Vec<Record>) {
             (run_rt(RealNet::new(), None, None, cfg), None)
         }
         Backend::Sim => {
-            let sim = Rc::new(sim_for(req));
+            let sim = Rc::new(sim_judged_by_loop(req));
             sim.set_trace(trace);
             let out = if canary {
                 let thief = Thief::new(sim.clone());
@@ -379,35 +380,30 @@ fn lost_wakeups<P: Poller>(d: &Driver<P>, sim: &Sim, sh: &Shared) -> Result<(), 
     if parked.is_empty() {
         return Ok(());
     }
-    let stranded = sim
-        .stranded(d.epfd())
-        .map_err(|e| io_fail("Sim::stranded on the runtime's epoll fd", e))?;
-    for p in parked {
-        let Some(s) = stranded.iter().find(|s| s.fd == p.fd) else {
-            continue;
-        };
-        let wants = side_events(p.dir);
-        if (s.ready & wants).is_empty() {
-            continue;
-        }
-        return Err(Failure::LostWakeup {
-            fd: p.fd,
-            data: s.data,
-            owner: format!(
+    // What a parked task waits for: its side's events (two tasks may wait on one fd).
+    let wants = |fd: Fd| {
+        parked
+            .iter()
+            .filter(|p| p.fd == fd)
+            .fold(Events::NONE, |w, p| w | side_events(p.dir))
+    };
+    lost_wakeup(
+        sim,
+        d.epfd(),
+        |s| wants(s.fd),
+        |s| {
+            let p = parked
+                .iter()
+                .find(|p| p.fd == s.fd && s.ready.intersects(side_events(p.dir)))
+                .expect("a lost wakeup is judged by a parked task's side");
+            format!(
                 "{}; task {} is parked on its {} side",
                 sh.describe(p.fd),
                 p.task,
                 p.dir.name()
-            ),
-            interest: s.interest,
-            ready: s.ready,
-            wants,
-            disarmed: s.disarmed,
-            at_ns: sim.now_ns(),
-            history: sim.history(p.fd),
-        });
-    }
-    Ok(())
+            )
+        },
+    )
 }
 
 /// One run on `poller`; `sim` is the simulated kernel behind it (for the oracles), `thief` the

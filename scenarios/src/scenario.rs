@@ -10,7 +10,9 @@ use netpoll_realnet::RealNet;
 use crate::engine::{self, ClientMode, Spec};
 use crate::params::{ParamSpec, Params, CONNS, MSGS, SIZE};
 use crate::raw_epoll::ServerConfig;
-use crate::workload::{sim_config_for, sim_for, Backend, Kind, Report, Request, Run, Workload};
+use crate::workload::{
+    sim_config_for, sim_judged_by_loop, Backend, Kind, Report, Request, Run, Workload,
+};
 
 // Where they were before the registry: the kernel configuration a scenario's parameters make,
 // and the `faults` parameter.
@@ -76,7 +78,7 @@ impl Workload for Scenario {
                 (engine::run(&k, &spec, req.seed), None, None, Vec::new())
             }
             Backend::Sim => {
-                let k = sim_for(req);
+                let k = sim_judged_by_loop(req);
                 k.set_trace(trace);
                 let r = engine::run(&k, &spec, req.seed);
                 let records = if trace { k.take_trace() } else { Vec::new() };

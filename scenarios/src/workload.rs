@@ -164,9 +164,18 @@ pub fn simulate(
     trace: bool,
     body: impl FnOnce(&Sim, &mut RunStats) -> Result<(), Failure>,
 ) -> Run {
+    simulate_on(sim_for(req), req, trace, body)
+}
+
+/// [`simulate`] on a kernel the caller made (for example with [`sim_judged_by_loop`]).
+pub fn simulate_on(
+    k: Sim,
+    req: &Request,
+    trace: bool,
+    body: impl FnOnce(&Sim, &mut RunStats) -> Result<(), Failure>,
+) -> Run {
     let wall = Instant::now();
     let cpu = thread_cpu_ns();
-    let k = sim_for(req);
     k.set_trace(trace);
     let mut stats = RunStats::default();
     let verdict = body(&k, &mut stats);
@@ -593,6 +602,17 @@ pub fn thread_cpu_ns() -> u64 {
 /// A simulated kernel for `req`.
 pub fn sim_for(req: &Request) -> Sim {
     Sim::with_config(req.seed, sim_config_for(req))
+}
+
+/// A simulated kernel for `req` whose lost-wakeup scan runs only when the loop asks for it
+/// ([`crate::oracle::lost_wakeup`], at the moments the loop chooses, with its own judgement of
+/// what it waits for), not on its own at every quiescent `epoll_wait` with
+/// [`netpoll_sim::default_wants`]: for loops that pause reading on purpose (slow readers,
+/// backpressure), whose wants the kernel cannot guess. The other oracles stay on.
+pub fn sim_judged_by_loop(req: &Request) -> Sim {
+    let mut cfg = sim_config_for(req);
+    cfg.oracles.lost_wakeup = false;
+    Sim::with_config(req.seed, cfg)
 }
 
 /// The simulated kernel's configuration for `req`: the scenario's, with an explicit fault plan

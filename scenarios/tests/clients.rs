@@ -10,13 +10,13 @@ use netpoll::sys::{
 };
 use netpoll::{EpollEvent, Fd, Poller};
 use netpoll_scenarios::clients::{ClientMix, ClientMode, Clients};
-use netpoll_scenarios::oracle::{io_fail, Failure};
+use netpoll_scenarios::oracle::{io_fail, lost_wakeup, Failure};
 use netpoll_scenarios::params::{ParamSpec, CONNS, FAULTS};
 use netpoll_scenarios::raw_epoll::{EchoServer, ServerConfig};
 use netpoll_scenarios::registry::Registry;
 use netpoll_scenarios::run;
-use netpoll_scenarios::workload::{simulate, Request, Run, Workload};
-use netpoll_sim::Sim;
+use netpoll_scenarios::workload::{sim_judged_by_loop, simulate_on, Request, Run, Workload};
+use netpoll_sim::{Sim, SimConfig};
 
 /// Drives `server` (the crate's example) and `clients` until both are done.
 fn drive(
@@ -34,6 +34,19 @@ fn drive(
             (None, None) => -1,
             _ => 1,
         };
+        if sim.pending() == 0 {
+            // About to sleep with nothing in flight: the kernel's scan, judged by what the
+            // server and the clients wait for (a slow reader out of budget waits for nothing).
+            lost_wakeup(
+                sim,
+                ep,
+                |s| match Clients::<Sim>::owns(s.data) {
+                    true => clients.wants(s.data),
+                    false => server.wants(s.data),
+                },
+                |s| format!("token {:#x}", s.data),
+            )?;
+        }
         let n = match sim.epoll_wait(ep, &mut events, timeout) {
             Ok(n) => n,
             Err(e) if errno_of(&e) == Some(EINTR) => continue,
@@ -55,7 +68,9 @@ fn drive(
 #[test]
 fn pipelined_slow_and_idle_clients_against_the_example_server() {
     for seed in 1..=5 {
-        let sim = Sim::new(seed);
+        let mut cfg = SimConfig::default();
+        cfg.oracles.lost_wakeup = false; // judged by the loop below, which knows its wants
+        let sim = Sim::with_config(seed, cfg);
         let ep = sim.epoll_create1(EPOLL_CLOEXEC).unwrap();
         let any = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0);
         let server = EchoServer::bind(&sim, ep, any, ServerConfig::default()).unwrap();
@@ -153,7 +168,7 @@ impl Workload for MixedEcho {
         MIXED
     }
     fn run(&self, req: &Request, trace: bool) -> Run {
-        simulate(req, trace, |sim, stats| {
+        simulate_on(sim_judged_by_loop(req), req, trace, |sim, stats| {
             let ep = sim
                 .epoll_create1(EPOLL_CLOEXEC)
                 .map_err(|e| io_fail("epoll", e))?;

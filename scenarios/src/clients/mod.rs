@@ -18,6 +18,13 @@
 //!   **reset** (`SO_LINGER` 0) at a seeded point, **stall** mid-message, **read slowly**, or
 //!   connect and stay **idle**.
 //!
+//! The simulated kernel judges lost wakeups by itself, taking a registration's interest for
+//! what the loop waits for ([`netpoll_sim::default_wants`]). A slow reader out of budget (and a
+//! server that pauses reading under backpressure) leaves readable data unread on purpose; a loop
+//! with such clients makes its kernel with `oracles.lost_wakeup` off
+//! ([`crate::workload::sim_judged_by_loop`]) and, before each sleep with nothing in flight,
+//! runs [`crate::oracle::lost_wakeup`] with [`Clients::wants`] (and its server's wants).
+//!
 //! Every client socket is registered edge-triggered on the loop's epoll instance with a token
 //! that has the top two bits set ([`TOKEN`]); a server sharing the instance must keep those
 //! bits of its own tokens different (as [`crate::raw_epoll::tag`] does).

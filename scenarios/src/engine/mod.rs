@@ -15,7 +15,8 @@
 //!   timer-storm's timers all feed one timeout: `epoll_wait` sleeps to the earliest deadline,
 //!   rounded up to the millisecond ([`TICK_NS`]).
 //! - **Quiescence** (simulated kernel only): before a sleep with nothing in flight, the loop asks
-//!   the kernel which registrations are ready with no event queued ([`netpoll_sim::Sim::stranded`])
+//!   the kernel which registrations are ready with no event queued (the kernel's scan,
+//!   [`crate::oracle::lost_wakeup`])
 //!   and reports those whose readiness the owner is waiting for. The scan costs one pass over the
 //!   registrations, so it runs only when the work done since the last scan paid for it, and
 //!   always when the loop would otherwise sleep for ever.
@@ -46,7 +47,7 @@ use netpoll::sys::{errno::*, errno_of, Events, EPOLL_CLOEXEC};
 use netpoll::{EpollEvent, Fd};
 
 use crate::clients::{ClientMix, Clients};
-use crate::oracle::{io_fail, Failure};
+use crate::oracle::{io_fail, lost_wakeup, Failure};
 use crate::raw_epoll::{tag, timeout_ms, EchoServer, ServerConfig, TICK_NS};
 
 mod kernel;
@@ -375,27 +376,7 @@ impl<'k, K: Kernel> Engine<'k, K> {
         }
         self.scan_credit = syscalls;
         self.stats.quiescence_checks += 1;
-        let stranded = sim
-            .stranded(self.ep)
-            .map_err(|e| io_fail("stranded()", e))?;
-        for s in stranded {
-            let wants = self.wants(s.data);
-            if (s.ready & wants).is_empty() {
-                continue;
-            }
-            return Err(Failure::LostWakeup {
-                fd: s.fd,
-                data: s.data,
-                owner: self.owner(s.data),
-                interest: s.interest,
-                ready: s.ready,
-                wants,
-                disarmed: s.disarmed,
-                at_ns: sim.now_ns(),
-                history: sim.history(s.fd),
-            });
-        }
-        Ok(())
+        lost_wakeup(sim, self.ep, |s| self.wants(s.data), |s| self.owner(s.data))
     }
 
     fn owner(&self, data: u64) -> String {

@@ -4,7 +4,7 @@
 //! Every zoo scenario runs one reactor (an echo server and its clients on one epoll instance,
 //! in one thread, on the simulated kernel) with a deliberate bug, or, with `--param fixed=1`,
 //! its corrected twin. The oracles are the crate's: the lost-wakeup scan at quiescence
-//! ([`netpoll_sim::Sim::stranded`] against what the loop waits for), the hang oracle (the
+//! (the kernel's scan, [`crate::oracle::lost_wakeup`], against what the loop waits for), the hang oracle (the
 //! kernel's `Deadlock` from `epoll_wait(-1)`), byte-for-byte integrity of every echo, deadline
 //! accuracy, and leaks at the end.
 //!
@@ -66,10 +66,10 @@ use netpoll::sys::{
 use netpoll::{EpollEvent, Fd, Poller};
 use netpoll_sim::Sim;
 
-use crate::oracle::{io_fail, Failure};
+use crate::oracle::{io_fail, lost_wakeup, Failure};
 use crate::params::{ParamSpec, CONNS, FAULTS, MSGS, SIZE};
 use crate::rng::{mix, Rng};
-use crate::workload::{simulate, Kind, Request, Run, Workload};
+use crate::workload::{sim_judged_by_loop, simulate_on, Kind, Request, Run, Workload};
 
 mod clients;
 mod et_accept_one;
@@ -254,7 +254,7 @@ fn go(z: &ZooScenario, req: &Request, trace: bool) -> Run {
         stall_pct: p.try_get("stall-pct").unwrap_or(0),
         deadline_ns: p.try_get("deadline-ms").map(|ms| ms * 1_000_000),
     };
-    simulate(req, trace, |k, stats| {
+    simulate_on(sim_judged_by_loop(req), req, trace, |k, stats| {
         let mut zr = Zoo::new(k, cfg, req.seed)?;
         let v = zr.run();
         stats.bytes = zr.bytes;
@@ -539,34 +539,19 @@ impl<'k> Zoo<'k> {
             return Ok(());
         }
         self.scans += 1;
-        let stranded = self
-            .k
-            .stranded(self.ep)
-            .map_err(|e| io_fail("stranded()", e))?;
-        for s in stranded {
-            let wants = self.wants(s.data);
-            if (s.ready & wants).is_empty() {
-                continue;
-            }
-            let id = s.data & 0xffff_ffff;
-            let owner = match s.data & MASK {
-                LISTENER => "the listener".to_string(),
-                SERVER => format!("server connection {id}"),
-                _ => format!("client {id}"),
-            };
-            return Err(Failure::LostWakeup {
-                fd: s.fd,
-                data: s.data,
-                owner,
-                interest: s.interest,
-                ready: s.ready,
-                wants,
-                disarmed: s.disarmed,
-                at_ns: self.now_ns(),
-                history: self.k.history(s.fd),
-            });
-        }
-        Ok(())
+        lost_wakeup(
+            self.k,
+            self.ep,
+            |s| self.wants(s.data),
+            |s| {
+                let id = s.data & 0xffff_ffff;
+                match s.data & MASK {
+                    LISTENER => "the listener".to_string(),
+                    SERVER => format!("server connection {id}"),
+                    _ => format!("client {id}"),
+                }
+            },
+        )
     }
 
     /// What the loop waits for on the registration `data`.
