@@ -111,9 +111,10 @@ impl Failure {
     }
 }
 
-/// One trace record as a line of text: `at_ns call(fd, arg) -> result`.
+/// One trace record as a line of text: `at_ns call(fd, arg) -> result` (the kernel's
+/// [`Record`] `Display`).
 pub fn render_record(r: &Record) -> String {
-    format!("{:>12} {}", r.at_ns, crate::trace_out::call_text(r))
+    r.to_string()
 }
 
 pub use crate::trace_out::errno_name;

@@ -10,6 +10,8 @@ use std::collections::BTreeMap;
 
 use netpoll::Fd;
 use netpoll_sim::trace::{Op, Record};
+
+pub use netpoll_sim::trace::errno_name;
 use serde_json::{json, Value};
 
 /// An fd's owner, recorded when `Spec::label_fds` (crate::engine) is set: `(virtual ns, fd, connection
@@ -108,90 +110,9 @@ pub fn assign(records: &[Record], labels: &[FdLabel]) -> Vec<Track> {
         .collect()
 }
 
-/// The errno's symbolic name (`EAGAIN`), or `errno N` for one the loops never meet.
-pub fn errno_name(e: i32) -> String {
-    use netpoll::sys::errno::*;
-    let name = match e {
-        EAGAIN => "EAGAIN",
-        EBADF => "EBADF",
-        EINVAL => "EINVAL",
-        EPIPE => "EPIPE",
-        ECONNRESET => "ECONNRESET",
-        ECONNREFUSED => "ECONNREFUSED",
-        EINPROGRESS => "EINPROGRESS",
-        ENOTCONN => "ENOTCONN",
-        ETIMEDOUT => "ETIMEDOUT",
-        EEXIST => "EEXIST",
-        ENOENT => "ENOENT",
-        EMFILE => "EMFILE",
-        EINTR => "EINTR",
-        EADDRINUSE => "EADDRINUSE",
-        EADDRNOTAVAIL => "EADDRNOTAVAIL",
-        _ => return format!("errno {e}"),
-    };
-    name.to_string()
-}
-
-fn ret_text(r: &Record) -> String {
-    match r.ret {
-        Ok(v) => v.to_string(),
-        Err(0) => "hang".into(),
-        Err(e) => errno_name(e),
-    }
-}
-
-fn op_name(op: Op) -> &'static str {
-    match op {
-        Op::EpollCreate => "epoll_create1",
-        Op::EpollCtl => "epoll_ctl",
-        Op::EpollWait => "epoll_wait",
-        Op::Socketpair => "socketpair",
-        Op::Pipe => "pipe2",
-        Op::EventFd => "eventfd",
-        Op::Socket => "socket",
-        Op::Bind => "bind",
-        Op::Listen => "listen",
-        Op::Connect => "connect",
-        Op::Accept => "accept4",
-        Op::LocalAddr => "getsockname",
-        Op::PeerAddr => "getpeername",
-        Op::TakeError => "SO_ERROR",
-        Op::SetLinger => "SO_LINGER",
-        Op::Read => "read",
-        Op::Write => "write",
-        Op::Shutdown => "shutdown",
-        Op::Close => "close",
-        Op::Dup => "dup",
-        Op::SetNonblocking => "set_nonblocking",
-    }
-}
-
-fn arg_text(r: &Record) -> String {
-    match r.op {
-        Op::EpollCtl => {
-            let op = match r.arg >> 32 {
-                1 => "ADD",
-                2 => "DEL",
-                3 => "MOD",
-                _ => "?",
-            };
-            format!("{op} fd {}", r.arg as u32 as i32)
-        }
-        Op::EpollWait => format!("timeout {} ms", r.arg),
-        Op::Read | Op::Write => format!("{} bytes", r.arg),
-        _ => r.arg.to_string(),
-    }
-}
-
-/// One call as text: `read(fd 7, 65536 bytes) -> EAGAIN`.
+/// One call as text: `read(fd 7, 65536 bytes) -> EAGAIN` ([`Record::call_text`]).
 pub fn call_text(r: &Record) -> String {
-    format!(
-        "{}(fd {}, {}) -> {}",
-        op_name(r.op),
-        r.fd,
-        arg_text(r),
-        ret_text(r)
-    )
+    r.call_text()
 }
 
 /// The trace as compact text, one call per line:
@@ -208,10 +129,10 @@ pub fn text(records: &[Record], labels: &[FdLabel]) -> String {
             "{:>9} {:<16} {}(fd {}, {}) -> {}\n",
             r.at_ns,
             who,
-            op_name(r.op),
+            r.op.name(),
             r.fd,
-            arg_text(r),
-            ret_text(r)
+            r.arg_text(),
+            r.ret_text()
         ));
     }
     out
@@ -227,10 +148,10 @@ pub fn chrome(records: &[Record], labels: &[FdLabel], title: &str) -> Value {
     for (r, t) in records.iter().zip(tracks) {
         named.entry(t.tid()).or_insert_with(|| t.name());
         let name = match t.side() {
-            "" => op_name(r.op).to_string(),
-            side => format!("{side} {}", op_name(r.op)),
+            "" => r.op.name().to_string(),
+            side => format!("{side} {}", r.op.name()),
         };
-        let args = json!({ "fd": r.fd, "arg": arg_text(r), "ret": ret_text(r) });
+        let args = json!({ "fd": r.fd, "arg": r.arg_text(), "ret": r.ret_text() });
         if r.op == Op::EpollWait {
             events.push(json!({
                 "name": name, "cat": "poller", "ph": "X", "pid": 1, "tid": t.tid(),
