@@ -14,7 +14,6 @@
 
 use std::fmt::Write as _;
 
-use netpoll::sys::errno::*;
 use netpoll::sys::*;
 use netpoll::{EpollEvent, Events, Fd, Poller};
 use netpoll_fuzzops::seeded;
