@@ -37,6 +37,28 @@ pub fn raise_fd_limit() -> u64 {
     r.rlim_cur
 }
 
+/// Sets the soft descriptor limit (`RLIMIT_NOFILE`) to `soft` (the hard limit stays): for a
+/// child process that checks what Linux does when descriptors run out (`EMFILE`).
+///
+/// # Errors
+/// `setrlimit`'s, as an `io::Error` with its errno.
+pub fn set_fd_limit(soft: u64) -> std::io::Result<()> {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `r` is a valid, writable rlimit for getrlimit to fill.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    r.rlim_cur = soft.min(r.rlim_max);
+    // SAFETY: `r` is a valid rlimit whose soft limit does not exceed its hard one.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &r) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Ignores `SIGPIPE` for the whole process, so that writing to a pipe whose reader is gone
 /// fails with `EPIPE` instead of killing it. Rust's runtime does this before `main`; a process
 /// whose `main` is not Rust's (libFuzzer's) must call it.

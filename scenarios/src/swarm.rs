@@ -176,6 +176,7 @@ impl FaultSpec {
                     timer_first,
                     quantum_ns,
                     edge,
+                    ..FaultPlan::default()
                 }))
             }
             _ => Err(bad("unknown fault section")),

@@ -17,6 +17,16 @@
 //! | `accept_abort` | `accept4` finds the first queued connection reset: `ECONNABORTED` | Linux returns it |
 //! | `timer_first` | when a timeout expires at the same virtual instant as a delivery, the timeout wins | neither order is promised |
 //! | `edge` | `Linux` edges (every write wakes) or `EmptyToNonEmpty` (only a write into an empty buffer wakes, as on other kernels and older Linux pipes) | portability |
+//! | `cost` ([`CostModel`]) | each `Poller` call first costs virtual time (`call`: the loop's own work before it), each `epoll_wait` more on top (`turn`); packets due meanwhile arrive | handler code is not free: under load readiness piles up and `epoll_wait` returns batches |
+//! | `vary` | per run, which fault families the plan keeps, drawn from the run's seed: `Timing` (latency; tick quantum and tie order: each kept with probability 1/2) or `All` (every family) | a faulty plan must still produce the schedules the quiet one does |
+//! | `drop_event` | `epoll_wait` drops one reported readable event of a connection (not a listener) at most `drop_event_max` times a run | a broken kernel or wrapper: the canary that the oracles catch lost wakeups |
+//! | `eintr_io` | a blocking `read`, `write`, `accept4` or `connect` about to sleep fails with `EINTR` instead | signals without `SA_RESTART` |
+//! | `emfile` | a call that makes a descriptor (`socket`, `accept4`, `pipe2`, `socketpair`, `eventfd`, `epoll_create1`, `dup`) fails with `EMFILE`; a failed `accept4` leaves the connection queued, as Linux does | `RLIMIT_NOFILE` reached (the listener stays readable: a classic busy loop) |
+//! | `enomem` | `epoll_ctl(ADD)` fails with `ENOMEM`, changing nothing | `ep_insert` cannot allocate its item |
+//!
+//! `FaultPlan::none()` leaves every one of these off, and a knob that is off draws nothing, so
+//! quiet runs are the same call for call as before the knobs existed. Each family draws from its
+//! own stream (`rng::Stream`): turning one on never shifts another's draws.
 //!
 //! [`FaultPlan::swarm`] draws a random subset of faults with random weights from a seed, for
 //! swarm testing: each seed explores a different corner.
@@ -107,6 +117,46 @@ pub struct FaultPlan {
     pub quantum_ns: u64,
     /// Which writes are edges.
     pub edge: EdgePolicy,
+
+    // ----- pressure, per-run families, dropped events, errnos (see the table above) -----
+    /// The cost model; `None`: calls and turns take no virtual time.
+    pub cost: Option<Box<CostModel>>,
+    /// Which families this plan keeps for a run, drawn from the run's seed.
+    pub vary: Vary,
+    /// Probability, per `epoll_wait` that reports a connection readable, of dropping that event.
+    pub drop_event: f64,
+    /// The most events dropped in a run (0: no limit).
+    pub drop_event_max: u32,
+    /// Probability that a blocking `read`, `write`, `accept4` or `connect` about to sleep fails
+    /// with `EINTR`.
+    pub eintr_io: f64,
+    /// Probability that a call making a descriptor fails with `EMFILE`.
+    pub emfile: f64,
+    /// Probability that `epoll_ctl(ADD)` fails with `ENOMEM`.
+    pub enomem: f64,
+}
+
+/// Virtual time the loop's own work takes ([`FaultPlan::cost`]), each draw from the run's
+/// `Cost` stream.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CostModel {
+    /// What each `Poller` call costs before it runs; `None`: nothing.
+    pub call: Option<Latency>,
+    /// What each `epoll_wait` (a turn of the loop) costs on top; `None`: nothing.
+    pub turn: Option<Latency>,
+}
+
+/// Which of its fault families a plan keeps for one run ([`FaultPlan::for_run`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Vary {
+    /// All of them, every run.
+    #[default]
+    Off,
+    /// The timing families (latency; the tick quantum with its tie order) each with
+    /// probability 1/2; the others, the cost model included, always.
+    Timing,
+    /// Every family with probability 1/2 (all off in some runs).
+    All,
 }
 
 impl Default for FaultPlan {
@@ -123,6 +173,13 @@ impl Default for FaultPlan {
             timer_first: 0.0,
             quantum_ns: 0,
             edge: EdgePolicy::Linux,
+            cost: None,
+            vary: Vary::Off,
+            drop_event: 0.0,
+            drop_event_max: 0,
+            eintr_io: 0.0,
+            emfile: 0.0,
+            enomem: 0.0,
         }
     }
 }
@@ -152,6 +209,7 @@ impl FaultPlan {
             timer_first: 0.5,
             quantum_ns: 1_000_000,
             edge: EdgePolicy::Linux,
+            ..FaultPlan::default()
         }
     }
 
@@ -205,6 +263,98 @@ impl FaultPlan {
     }
 }
 
+/// [`FaultPlan::under_load`]'s cost of a call: 200 ns plus an exponential tail of mean 1 µs.
+pub const LOAD_CALL_COST: Latency = Latency::Exponential {
+    base: 200,
+    mean_extra: 1_000,
+};
+/// [`FaultPlan::under_load`]'s cost of a loop turn: 1 µs plus an exponential tail of mean 50 µs.
+pub const LOAD_TURN_COST: Latency = Latency::Exponential {
+    base: 1_000,
+    mean_extra: 50_000,
+};
+
+impl FaultPlan {
+    /// This plan with the cost model on ([`LOAD_CALL_COST`], [`LOAD_TURN_COST`]) and its timing
+    /// families varied per run ([`Vary::Timing`], unless it varies already): readiness piles up
+    /// and `epoll_wait` returns batches as under load, and some runs keep the quiet plan's
+    /// delivery times. `FaultPlan::chaos().under_load()` finds more of the zoo's bugs than
+    /// `chaos` (BENCHMARKS.md), and `FaultPlan::none().under_load()` is the quiet plan with
+    /// handler time only.
+    ///
+    /// ```
+    /// use netpoll_sim::{FaultPlan, Vary};
+    /// let p = FaultPlan::chaos().under_load();
+    /// assert!(p.cost.is_some() && p.vary == Vary::Timing);
+    /// // Some seeds run chaos without its tick quantum: deliveries as a quiet plan has them.
+    /// assert!((0..64).any(|seed| p.for_run(seed).quantum_ns == 0));
+    /// assert!((0..64).any(|seed| p.for_run(seed).quantum_ns > 0));
+    /// ```
+    pub fn under_load(mut self) -> FaultPlan {
+        self.cost = Some(Box::new(CostModel {
+            call: Some(LOAD_CALL_COST),
+            turn: Some(LOAD_TURN_COST),
+        }));
+        if self.vary == Vary::Off {
+            self.vary = Vary::Timing;
+        }
+        self
+    }
+
+    /// The plan a run seeded with `seed` uses: this one, less the families [`Vary`] drops for
+    /// that seed (drawn on their own stream, so the run's other draws are untouched).
+    ///
+    /// ```
+    /// use netpoll_sim::{FaultPlan, Vary};
+    /// let all = FaultPlan { vary: Vary::All, ..FaultPlan::chaos() };
+    /// // Some seeds run with every family off: the quiet plan's schedules.
+    /// assert!((0..2000).any(|seed| all.for_run(seed).is_quiet()));
+    /// assert_eq!(FaultPlan::none().for_run(3), FaultPlan::none());
+    /// ```
+    pub fn for_run(&self, seed: u64) -> FaultPlan {
+        let mut p = self.clone();
+        if p.vary == Vary::Off {
+            return p;
+        }
+        let mut r = stream(seed, Stream::Vary);
+        let mut keep = || r.random_bool(0.5);
+        if p.vary == Vary::All {
+            for k in [
+                &mut p.short_read,
+                &mut p.short_write,
+                &mut p.split_write,
+                &mut p.spurious,
+                &mut p.eintr,
+                &mut p.reset,
+                &mut p.accept_abort,
+                &mut p.drop_event,
+                &mut p.eintr_io,
+                &mut p.emfile,
+                &mut p.enomem,
+            ] {
+                if !keep() {
+                    *k = 0.0;
+                }
+            }
+            if !keep() {
+                p.edge = EdgePolicy::Linux;
+            }
+        }
+        if !keep() {
+            p.latency = None;
+        }
+        if !keep() {
+            p.quantum_ns = 0;
+            p.timer_first = 0.0;
+        }
+        if p.vary == Vary::All && !keep() {
+            p.cost = None;
+        }
+        p.vary = Vary::Off;
+        p
+    }
+}
+
 /// How many faults of each kind fired in a run.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[allow(missing_docs)]
@@ -217,4 +367,10 @@ pub struct FaultCounts {
     pub resets: u64,
     pub accept_aborts: u64,
     pub timer_first: u64,
+    /// Virtual nanoseconds the cost model charged.
+    pub cost_ns: u64,
+    pub dropped_events: u64,
+    pub eintr_io: u64,
+    pub emfile: u64,
+    pub enomem: u64,
 }

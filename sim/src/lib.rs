@@ -59,7 +59,7 @@ use netpoll::sys::{err, errno::*, Events};
 use netpoll::{EpollEvent, Fd, Poller};
 
 pub use config::SimConfig;
-pub use faults::{EdgePolicy, FaultCounts, FaultPlan, Latency};
+pub use faults::{CostModel, EdgePolicy, FaultCounts, FaultPlan, Latency, Vary};
 pub use kernel::epoll::Stranded;
 pub use kernel::Stats;
 use kernel::{Kernel, Kind};
@@ -203,6 +203,9 @@ impl Sim {
     ) -> io::Result<T> {
         let before = {
             let mut k = self.k.borrow_mut();
+            if k.costly {
+                k.charge_cost(op == Op::EpollWait);
+            }
             k.stats.syscalls += 1;
             (k.stats.deliveries, k.now_ns, k.livelocked())
         };
@@ -285,7 +288,7 @@ impl Sim {
                 kernel::epoll::WaitStep::Quiet => {
                     // Nothing changed since the scan on entry if this is the first stretch.
                     if !(first && scanned) {
-                        self.quiescence(epfd, deadline.is_none())?;
+                        self.quiescence_in_wait(epfd, deadline.is_none())?;
                     }
                     resume = true;
                 }

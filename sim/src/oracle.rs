@@ -528,6 +528,21 @@ impl Sim {
         Ok(scan)
     }
 
+    /// Quiescence reached inside a wait, after deliveries the loop has not seen. A harness that
+    /// did not say what its loop waits for ([`Sim::set_wants`]) may be one that judges lost
+    /// wakeups itself before each wait: before a timed sleep the kernel leaves it the verdict
+    /// (it gets control back at the timeout); before a sleep for ever it scans, since the loop
+    /// would otherwise hang.
+    pub(crate) fn quiescence_in_wait(&self, epfd: Fd, forever: bool) -> io::Result<bool> {
+        if !forever && self.hooks.borrow().wants.is_none() {
+            if !self.run_invariants(false) {
+                return Err(self.k.borrow().stop_error());
+            }
+            return Ok(false);
+        }
+        self.quiescence(epfd, true)
+    }
+
     /// Runs every invariant; `false` if one failed (and was recorded).
     fn run_invariants(&self, at_end: bool) -> bool {
         let mut checks = std::mem::take(&mut self.hooks.borrow_mut().invariants);

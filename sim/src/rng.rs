@@ -19,6 +19,14 @@ pub enum Stream {
     Faults = 3,
     /// Drawing a swarm-testing fault plan.
     Swarm = 4,
+    /// The cost model: virtual time each call and each loop turn takes.
+    Cost = 5,
+    /// Which fault families a plan with `vary` keeps for one run.
+    Vary = 6,
+    /// Injected errnos (`EINTR` on blocking calls, `EMFILE`, `ENOMEM`).
+    Errno = 7,
+    /// Dropped epoll events.
+    Drop = 8,
 }
 
 /// The kernel's random streams.
@@ -27,6 +35,9 @@ pub struct Rngs {
     net: ChaCha8Rng,
     ports: ChaCha8Rng,
     faults: ChaCha8Rng,
+    cost: ChaCha8Rng,
+    errno: ChaCha8Rng,
+    drop: ChaCha8Rng,
 }
 
 impl Rngs {
@@ -36,6 +47,9 @@ impl Rngs {
             net: stream(seed, Stream::Net),
             ports: stream(seed, Stream::Ports),
             faults: stream(seed, Stream::Faults),
+            cost: stream(seed, Stream::Cost),
+            errno: stream(seed, Stream::Errno),
+            drop: stream(seed, Stream::Drop),
         }
     }
 
@@ -44,7 +58,10 @@ impl Rngs {
         match s {
             Stream::Net => &mut self.net,
             Stream::Ports => &mut self.ports,
-            Stream::Faults | Stream::Swarm => &mut self.faults,
+            Stream::Faults | Stream::Swarm | Stream::Vary => &mut self.faults,
+            Stream::Cost => &mut self.cost,
+            Stream::Errno => &mut self.errno,
+            Stream::Drop => &mut self.drop,
         }
     }
 

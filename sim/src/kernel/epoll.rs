@@ -295,6 +295,7 @@ impl Kernel {
         if flags & !EPOLL_CLOEXEC != 0 {
             return Err(err(EINVAL));
         }
+        self.emfile_fault()?;
         Ok(self.new_file(Kind::Epoll(Epoll::default()), false)?.1)
     }
 
@@ -427,6 +428,14 @@ impl Kernel {
         let events = ev.events | Events::ERR | Events::HUP;
         match (op, existing) {
             (EPOLL_CTL_ADD, None) => {
+                if self
+                    .rng
+                    .chance(crate::rng::Stream::Errno, self.cfg.faults.enomem)
+                {
+                    // `ep_insert` could not allocate the item: nothing changes.
+                    self.faults.enomem += 1;
+                    return Err(err(ENOMEM));
+                }
                 self.ep_insert(epf, tf, fd, events, ev.data);
                 Ok(())
             }
@@ -636,6 +645,43 @@ impl Kernel {
     }
 
     /// The checks `epoll_wait` makes before it waits: the instance, and the deadline.
+    /// The `drop_event` fault: maybe drops the first reported readable event of a connection
+    /// (not a listener's: a later connection would announce it again) from `out`; returns how
+    /// many are left. The event is consumed as if reported: an edge is gone, a oneshot disarmed.
+    fn drop_event(&mut self, ep: FileId, out: &mut [EpollEvent]) -> usize {
+        let n = out.len();
+        let max = self.cfg.faults.drop_event_max;
+        if max > 0 && self.dropped >= max {
+            return n;
+        }
+        let victim = out.iter().position(|ev| {
+            ev.events.intersects(Events::IN) && !self.ep_data_is_listener(ep, ev.data)
+        });
+        let Some(v) = victim else {
+            return n;
+        };
+        if !self
+            .rng
+            .chance(crate::rng::Stream::Drop, self.cfg.faults.drop_event)
+        {
+            return n;
+        }
+        self.dropped += 1;
+        self.faults.dropped_events += 1;
+        out.copy_within(v + 1..n, v);
+        n - 1
+    }
+
+    /// Whether a registration of `ep` with user data `data` watches a listening socket.
+    fn ep_data_is_listener(&self, ep: FileId, data: u64) -> bool {
+        let Kind::Epoll(e) = &self.files[ep].kind else {
+            return false;
+        };
+        e.items
+            .iter()
+            .any(|(f, it)| self.items[it].data == data && self.tcp_is_listener(f))
+    }
+
     pub(crate) fn epoll_wait_start(
         &mut self,
         epfd: Fd,
@@ -678,6 +724,9 @@ impl Kernel {
                         n += 1;
                         self.faults.spurious += 1;
                     }
+                }
+                if n > 0 && self.cfg.faults.drop_event > 0.0 {
+                    n = self.drop_event(ep, &mut out[..n]);
                 }
                 if n > 0 || deadline.is_some_and(|d| self.now_ns >= d) {
                     return WaitStep::Done(Ok(n));

@@ -36,7 +36,7 @@ use netpoll::Fd;
 
 use crate::config::SimConfig;
 use crate::fdset::FdSet;
-use crate::rng::Rngs;
+use crate::rng::{Rngs, Stream};
 use crate::slab::Slab;
 
 pub(crate) type FileId = u32;
@@ -201,11 +201,17 @@ pub(crate) struct Kernel {
     pub(crate) scan_credit: u64,
     /// and whether the caller judges lost wakeups itself (it called `Sim::stranded`).
     pub(crate) own_judge: bool,
+    /// The fault plan has a cost model.
+    pub(crate) costly: bool,
+    /// Events dropped so far (for `drop_event_max`).
+    pub(crate) dropped: u32,
 }
 
 impl Kernel {
-    pub(crate) fn new(seed: u64, cfg: SimConfig) -> Kernel {
+    pub(crate) fn new(seed: u64, mut cfg: SimConfig) -> Kernel {
         let first = cfg.first_fd.max(0) as usize;
+        cfg.faults = cfg.faults.for_run(seed);
+        let costly = cfg.faults.cost.is_some();
         Kernel {
             seed,
             now_ns: 0,
@@ -227,6 +233,8 @@ impl Kernel {
             idle_calls: 0,
             scan_credit: 0,
             own_judge: false,
+            costly,
+            dropped: 0,
             cfg,
         }
     }
@@ -308,6 +316,7 @@ impl Kernel {
 
     pub(crate) fn dup(&mut self, fd: Fd) -> io::Result<Fd> {
         let f = self.file_of(fd)?;
+        self.emfile_fault()?;
         self.install(f)
     }
 
@@ -451,10 +460,15 @@ impl Kernel {
 
     /// A blocking call on a blocking descriptor cannot go on: let time pass until something
     /// happens. If nothing ever can, the real kernel would hang for ever; we say so.
-    /// Once an oracle has stopped the run, the call fails at once instead.
+    /// Once an oracle has stopped the run, the call fails at once instead; the `eintr_io`
+    /// fault fails it with `EINTR` (a signal arrived while it slept).
     pub(crate) fn block(&mut self, what: &str, fd: Fd) -> io::Result<()> {
         if let Some(v) = &self.violation {
             return Err(v.stop_error(""));
+        }
+        if self.rng.chance(Stream::Errno, self.cfg.faults.eintr_io) {
+            self.faults.eintr_io += 1;
+            return Err(err(EINTR));
         }
         if self.advance(None) {
             Ok(())
@@ -582,6 +596,36 @@ impl Kernel {
                 .range(crate::rng::Stream::Faults, 1, len as u64 - 1) as usize
         } else {
             len
+        }
+    }
+
+    /// The `emfile` fault: a call about to allocate a descriptor fails with `EMFILE` instead
+    /// (called after the call's own argument checks, before it changes anything).
+    pub(crate) fn emfile_fault(&mut self) -> io::Result<()> {
+        if self.rng.chance(Stream::Errno, self.cfg.faults.emfile) {
+            self.faults.emfile += 1;
+            return Err(err(EMFILE));
+        }
+        Ok(())
+    }
+
+    /// The cost model: the loop's work before a call (and, for `epoll_wait`, before a turn)
+    /// takes virtual time, during which what is due happens.
+    pub(crate) fn charge_cost(&mut self, turn: bool) {
+        let Some(cost) = self.cfg.faults.cost.as_deref().copied() else {
+            return;
+        };
+        let mut ns = 0;
+        if let Some(c) = cost.call {
+            ns += c.draw(self.rng.get(Stream::Cost));
+        }
+        if let (true, Some(c)) = (turn, cost.turn) {
+            ns += c.draw(self.rng.get(Stream::Cost));
+        }
+        if ns > 0 {
+            self.faults.cost_ns += ns;
+            self.now_ns += ns;
+            self.run_due();
         }
     }
 

@@ -325,6 +325,13 @@ impl PortTable {
     }
 }
 
+impl Kernel {
+    /// Whether file `f` is a listening TCP socket.
+    pub(crate) fn tcp_is_listener(&self, f: FileId) -> bool {
+        matches!(&self.files[f].kind, Kind::Tcp(s) if s.listen.is_some())
+    }
+}
+
 fn sock(k: &mut Kernel, f: FileId) -> &mut TcpSock {
     match &mut k.files[f].kind {
         Kind::Tcp(s) => s,
@@ -363,6 +370,7 @@ impl Kernel {
             attempt: 0,
             syns: 0,
         };
+        self.emfile_fault()?;
         Ok(self.new_file(Kind::Tcp(s), nonblock)?.1)
     }
 
@@ -618,6 +626,10 @@ impl Kernel {
         self.file_of(fd)?;
         let nonblock = Kernel::check_flags(flags, SOCK_NONBLOCK | SOCK_CLOEXEC)?;
         let f = self.tcp_of(fd, EINVAL)?;
+        // Linux allocates the new descriptor first (`get_unused_fd_flags` before `do_accept`):
+        // `EMFILE` comes before `EAGAIN` or sleeping, and consumes nothing from the queue.
+        self.emfile_fault()?;
+        self.fd_room(1)?;
         loop {
             let s = sock(self, f);
             let Some(l) = s.listen.as_mut() else {
