@@ -48,9 +48,10 @@
 //!
 //! # The canary
 //!
-//! `rt-canary` is the same workload over a [`Thief`]: a `Poller` that forwards every call, and
-//! once, in the runtime's `epoll_wait`, drops a read event for a descriptor whose reader is
-//! parked. The netpoller is correct; the kernel lost a wakeup, and the oracle must say so (the
+//! `rt-canary` is the same workload over a broken kernel: the simulated kernel's `drop_event`
+//! fault (at most once a run) drops the first readable event of a connection that
+//! `epoll_wait` would report. The netpoller is correct; the kernel lost a wakeup, and the oracle
+//! must say so (the
 //! scenario FAILS ON PURPOSE; `scenarios/tests/rt_echo.rs` checks that it does, with the fd and
 //! the replay line).
 //!
@@ -73,10 +74,9 @@ use std::rc::Rc;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
-use netpoll::rt::driver::WAKE_DATA;
 use netpoll::rt::pd::Dir;
 use netpoll::rt::{self, Driver, Runtime, TcpListener, TcpStream};
-use netpoll::{EpollEvent, Events, Fd, Poller};
+use netpoll::{Events, Fd, Poller};
 use netpoll_realnet::RealNet;
 use netpoll_sim::trace::Record;
 use netpoll_sim::Sim;
@@ -87,8 +87,8 @@ use crate::params::{ParamSpec, CONNS, FAULTS, MSGS, SIZE};
 use crate::rng::mix;
 use crate::trace_out::FdLabel;
 use crate::workload::{
-    fd_limit, sim_judged_by_loop, thread_cpu_ns, Backend, Kind, Report, Request, Run, RunStats,
-    Workload,
+    fd_limit, sim_config_for, sim_judged_by_loop, thread_cpu_ns, Backend, Kind, Report, Request,
+    Run, RunStats, Workload,
 };
 
 /// The registry name of the workload.
@@ -209,18 +209,23 @@ fn go(req: &Request, canary: bool, trace: bool) -> (Report, Vec<Record>) {
     let (mut out, sim) = match req.backend {
         Backend::Real => {
             fd_limit();
-            (run_rt(RealNet::new(), None, None, cfg), None)
+            (run_rt(RealNet::new(), None, cfg), None)
         }
         Backend::Sim => {
-            let sim = Rc::new(sim_judged_by_loop(req));
-            sim.set_trace(trace);
-            let out = if canary {
-                let thief = Thief::new(sim.clone());
-                let ctl = thief.ctl.clone();
-                run_rt(thief, Some(sim.clone()), Some(ctl), cfg)
+            let sim = Rc::new(if canary {
+                // The canary's broken kernel: its first reported readable event of a
+                // connection is dropped (the kernel's `drop_event` fault), a lost wakeup the
+                // netpoller cannot recover from.
+                let mut c = sim_config_for(req);
+                c.oracles.lost_wakeup = false;
+                c.faults.drop_event = 1.0;
+                c.faults.drop_event_max = 1;
+                Sim::with_config(req.seed, c)
             } else {
-                run_rt(sim.clone(), Some(sim.clone()), None, cfg)
-            };
+                sim_judged_by_loop(req)
+            });
+            sim.set_trace(trace);
+            let out = run_rt(sim.clone(), Some(sim.clone()), cfg);
             (out, Some(sim))
         }
     };
@@ -406,14 +411,8 @@ fn lost_wakeups<P: Poller>(d: &Driver<P>, sim: &Sim, sh: &Shared) -> Result<(), 
     )
 }
 
-/// One run on `poller`; `sim` is the simulated kernel behind it (for the oracles), `thief` the
-/// canary's control.
-fn run_rt<P: Poller + 'static>(
-    poller: P,
-    sim: Option<Rc<Sim>>,
-    thief: Option<Rc<ThiefCtl>>,
-    cfg: Cfg,
-) -> Outcome {
+/// One run on `poller`; `sim` is the simulated kernel behind it (for the oracles).
+fn run_rt<P: Poller + 'static>(poller: P, sim: Option<Rc<Sim>>, cfg: Cfg) -> Outcome {
     let mut stats = RunStats::default();
     let mut rt = match Runtime::seeded(poller, cfg.seed) {
         Ok(rt) => rt,
@@ -435,9 +434,6 @@ fn run_rt<P: Poller + 'static>(
         let mut credit = 0u64;
         let budget = start + Duration::from_secs(3600);
         rt.set_quiescence_hook(move |d| {
-            if let Some(t) = &thief {
-                t.arm(d);
-            }
             if sh.failed() {
                 return Err(io::Error::other("a task failed"));
             }
@@ -718,157 +714,4 @@ async fn client_body<P: Poller + 'static>(
         });
     }
     Ok(())
-}
-
-/// The canary's control: whom [`Thief`] may rob, and whether it did.
-#[derive(Debug, Default)]
-pub struct ThiefCtl {
-    /// Fds with a parked reader at the last quiescence hook (sorted).
-    readers: RefCell<Vec<Fd>>,
-    /// The epoll fd of the runtime.
-    epfd: Cell<Fd>,
-    /// The (fd, events) stolen, once.
-    stolen: Cell<Option<(Fd, Events)>>,
-}
-
-impl ThiefCtl {
-    /// Called from the quiescence hook, just before the runtime's blocking `epoll_wait`.
-    fn arm<P: Poller>(&self, d: &Driver<P>) {
-        if self.stolen.get().is_some() {
-            return;
-        }
-        self.epfd.set(d.epfd());
-        let mut r = self.readers.borrow_mut();
-        r.clear();
-        r.extend(
-            d.parked()
-                .iter()
-                .filter(|p| p.dir == Dir::Read)
-                .map(|p| p.fd),
-        );
-    }
-
-    /// What was stolen, if anything.
-    pub fn stolen(&self) -> Option<(Fd, Events)> {
-        self.stolen.get()
-    }
-}
-
-/// A `Poller` that forwards every call to the simulated kernel, except that, once, it drops
-/// from the runtime's `epoll_wait` a read event for a descriptor whose reader is parked (and
-/// which is not a listener: a later connection would re-announce it). The canary's broken
-/// kernel: a lost wakeup the netpoller cannot recover from.
-#[derive(Debug)]
-pub struct Thief {
-    inner: Rc<Sim>,
-    ctl: Rc<ThiefCtl>,
-    listeners: RefCell<Vec<Fd>>,
-}
-
-impl Thief {
-    fn new(inner: Rc<Sim>) -> Thief {
-        Thief {
-            inner,
-            ctl: Rc::new(ThiefCtl {
-                epfd: Cell::new(-1),
-                ..ThiefCtl::default()
-            }),
-            listeners: RefCell::new(Vec::new()),
-        }
-    }
-}
-
-impl Poller for Thief {
-    fn name(&self) -> &'static str {
-        self.inner.name()
-    }
-    fn epoll_create1(&self, flags: i32) -> io::Result<Fd> {
-        self.inner.epoll_create1(flags)
-    }
-    fn epoll_ctl(&self, epfd: Fd, op: i32, fd: Fd, event: Option<EpollEvent>) -> io::Result<()> {
-        self.inner.epoll_ctl(epfd, op, fd, event)
-    }
-    fn epoll_wait(&self, epfd: Fd, events: &mut [EpollEvent], timeout: i32) -> io::Result<usize> {
-        let mut n = self.inner.epoll_wait(epfd, events, timeout)?;
-        let c = &self.ctl;
-        if c.stolen.get().is_some() || epfd != c.epfd.get() {
-            return Ok(n);
-        }
-        let victim = events[..n].iter().position(|ev| {
-            let fd = ev.data as u32 as Fd;
-            ev.data != WAKE_DATA
-                && ev.events.intersects(side_events(Dir::Read))
-                && c.readers.borrow().contains(&fd)
-                && !self.listeners.borrow().contains(&fd)
-        });
-        if let Some(v) = victim {
-            let ev = events[v];
-            c.stolen.set(Some((ev.data as u32 as Fd, ev.events)));
-            events.copy_within(v + 1..n, v);
-            n -= 1;
-        }
-        Ok(n)
-    }
-    fn socketpair(&self, flags: i32) -> io::Result<[Fd; 2]> {
-        self.inner.socketpair(flags)
-    }
-    fn pipe2(&self, flags: i32) -> io::Result<[Fd; 2]> {
-        self.inner.pipe2(flags)
-    }
-    fn eventfd(&self, initval: u32, flags: i32) -> io::Result<Fd> {
-        self.inner.eventfd(initval, flags)
-    }
-    fn tcp_socket(&self, flags: i32) -> io::Result<Fd> {
-        self.inner.tcp_socket(flags)
-    }
-    fn bind(&self, fd: Fd, addr: SocketAddrV4) -> io::Result<()> {
-        self.inner.bind(fd, addr)
-    }
-    fn listen(&self, fd: Fd, backlog: i32) -> io::Result<()> {
-        self.listeners.borrow_mut().push(fd);
-        self.inner.listen(fd, backlog)
-    }
-    fn connect(&self, fd: Fd, addr: SocketAddrV4) -> io::Result<()> {
-        self.inner.connect(fd, addr)
-    }
-    fn accept4(&self, fd: Fd, flags: i32) -> io::Result<(Fd, SocketAddrV4)> {
-        self.inner.accept4(fd, flags)
-    }
-    fn local_addr(&self, fd: Fd) -> io::Result<SocketAddrV4> {
-        self.inner.local_addr(fd)
-    }
-    fn peer_addr(&self, fd: Fd) -> io::Result<SocketAddrV4> {
-        self.inner.peer_addr(fd)
-    }
-    fn take_socket_error(&self, fd: Fd) -> io::Result<i32> {
-        self.inner.take_socket_error(fd)
-    }
-    fn set_linger(&self, fd: Fd, linger_secs: Option<u32>) -> io::Result<()> {
-        self.inner.set_linger(fd, linger_secs)
-    }
-    fn read(&self, fd: Fd, buf: &mut [u8]) -> io::Result<usize> {
-        self.inner.read(fd, buf)
-    }
-    fn write(&self, fd: Fd, buf: &[u8]) -> io::Result<usize> {
-        self.inner.write(fd, buf)
-    }
-    fn shutdown(&self, fd: Fd, how: i32) -> io::Result<()> {
-        self.inner.shutdown(fd, how)
-    }
-    fn close(&self, fd: Fd) -> io::Result<()> {
-        self.listeners.borrow_mut().retain(|&l| l != fd);
-        self.inner.close(fd)
-    }
-    fn dup(&self, fd: Fd) -> io::Result<Fd> {
-        self.inner.dup(fd)
-    }
-    fn set_nonblocking(&self, fd: Fd, nonblocking: bool) -> io::Result<()> {
-        self.inner.set_nonblocking(fd, nonblocking)
-    }
-    fn now(&self) -> Duration {
-        self.inner.now()
-    }
-    fn short_read_drains(&self) -> bool {
-        self.inner.short_read_drains()
-    }
 }
