@@ -14,7 +14,6 @@
 
 use std::fmt::Write as _;
 
-use netpoll::sys::errno::*;
 use netpoll::sys::*;
 use netpoll::{EpollEvent, Events, Fd, Poller};
 use netpoll_fuzzops::seeded;
@@ -128,23 +127,10 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 fn errno_name(e: &std::io::Error) -> String {
-    let n = e.raw_os_error().unwrap_or(-1);
-    let s = match n {
-        EBADF => "EBADF",
-        EAGAIN => "EAGAIN",
-        EINVAL => "EINVAL",
-        EEXIST => "EEXIST",
-        ENOENT => "ENOENT",
-        EFAULT => "EFAULT",
-        ELOOP => "ELOOP",
-        EPIPE => "EPIPE",
-        ENOTSOCK => "ENOTSOCK",
-        ENOTCONN => "ENOTCONN",
-        ECONNRESET => "ECONNRESET",
-        EPERM => "EPERM",
-        _ => return format!("errno {n} ({e})"),
-    };
-    s.to_string()
+    match e.raw_os_error() {
+        Some(n) => netpoll_sim::trace::errno_name(n),
+        None => e.to_string(),
+    }
 }
 
 /// One arm's state: the descriptors it has open, in creation order, with their kinds.

@@ -24,7 +24,7 @@ use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::{Arc, Mutex};
 
-use netpoll::sys::{errno::*, EPOLL_CTL_ADD, EPOLL_CTL_MOD, SHUT_WR, SOCK_NONBLOCK};
+use netpoll::sys::{errno::*, errno_of, EPOLL_CTL_ADD, EPOLL_CTL_MOD, SHUT_WR, SOCK_NONBLOCK};
 use netpoll::{EpollEvent, Events, Fd, Poller};
 use netpoll_sim::{Sim, SimConfig, Violation};
 use proptest::collection::vec;
@@ -196,10 +196,6 @@ struct Server {
     handler: Handler,
 }
 
-fn errno(e: &io::Error) -> i32 {
-    e.raw_os_error().unwrap_or(-1)
-}
-
 fn unexpected(what: &str, e: &io::Error) -> Failure {
     Failure::Unexpected(format!("{what}: {e}"))
 }
@@ -274,8 +270,8 @@ impl Server {
                     );
                     self.note_wants(token);
                 }
-                Err(e) if errno(&e) == EAGAIN => return Ok(()),
-                Err(e) if errno(&e) == ECONNABORTED => {}
+                Err(e) if errno_of(&e) == Some(EAGAIN) => return Ok(()),
+                Err(e) if errno_of(&e) == Some(ECONNABORTED) => {}
                 Err(e) => return Err(unexpected("accept4", &e)),
             }
         }
@@ -325,8 +321,8 @@ impl Server {
                         break;
                     }
                 }
-                Err(e) if errno(&e) == EAGAIN => break,
-                Err(e) if matches!(errno(&e), ECONNRESET | EPIPE) => {
+                Err(e) if errno_of(&e) == Some(EAGAIN) => break,
+                Err(e) if matches!(errno_of(&e), Some(ECONNRESET | EPIPE)) => {
                     broken = true;
                     break;
                 }
@@ -339,8 +335,8 @@ impl Server {
             let chunk = &chunk[..chunk.len().min(4096)];
             match p.write(c.fd, chunk) {
                 Ok(n) => drop(c.out.drain(..n)),
-                Err(e) if errno(&e) == EAGAIN => break,
-                Err(e) if matches!(errno(&e), ECONNRESET | EPIPE) => broken = true,
+                Err(e) if errno_of(&e) == Some(EAGAIN) => break,
+                Err(e) if matches!(errno_of(&e), Some(ECONNRESET | EPIPE)) => broken = true,
                 Err(e) => return Err(unexpected("write", &e)),
             }
         }
@@ -412,7 +408,7 @@ impl Client {
                     self.sent.extend(self.queued.drain(..n));
                     moved = true;
                 }
-                Err(e) if matches!(errno(&e), EAGAIN | ENOTCONN) => break,
+                Err(e) if matches!(errno_of(&e), Some(EAGAIN | ENOTCONN)) => break,
                 Err(_) => {
                     self.failed = true;
                     return true;
@@ -425,7 +421,7 @@ impl Client {
                     self.shut_done = true;
                     moved = true;
                 }
-                Err(e) if errno(&e) == ENOTCONN => {}
+                Err(e) if errno_of(&e) == Some(ENOTCONN) => {}
                 Err(_) => self.failed = true,
             }
         }
@@ -437,7 +433,7 @@ impl Client {
                     self.received.extend_from_slice(&buf[..n]);
                     moved = true;
                 }
-                Err(e) if errno(&e) == EAGAIN => break,
+                Err(e) if errno_of(&e) == Some(EAGAIN) => break,
                 Err(_) => {
                     self.failed = true;
                     return true;
@@ -470,7 +466,7 @@ impl World<'_> {
                     .map_err(|e| unexpected("client socket", &e))?;
                 let failed = match p.connect(fd, self.addr) {
                     Ok(()) => false,
-                    Err(e) => errno(&e) != EINPROGRESS,
+                    Err(e) => errno_of(&e) != Some(EINPROGRESS),
                 };
                 self.clients.push(Client {
                     id: self.clients.len(),

@@ -21,6 +21,7 @@ use std::fmt;
 
 use netpoll::{Events, Fd};
 use netpoll_sim::trace::Record;
+use netpoll_sim::{Sim, Stranded, Violation};
 
 /// A failed oracle.
 #[derive(Clone, Debug, PartialEq)]
@@ -110,33 +111,85 @@ impl Failure {
     }
 }
 
-/// One trace record as a line of text: `at_ns call(fd, arg) -> result`.
+/// One trace record as a line of text: `at_ns call(fd, arg) -> result` (the kernel's
+/// [`Record`] `Display`).
 pub fn render_record(r: &Record) -> String {
-    format!("{:>12} {}", r.at_ns, crate::trace_out::call_text(r))
+    r.to_string()
 }
 
-/// The errno's symbolic name (`EAGAIN`), or `errno N` for one the loops never meet.
-pub fn errno_name(e: i32) -> String {
-    use netpoll::sys::errno::*;
-    let name = match e {
-        EAGAIN => "EAGAIN",
-        EBADF => "EBADF",
-        EINVAL => "EINVAL",
-        EPIPE => "EPIPE",
-        ECONNRESET => "ECONNRESET",
-        ECONNREFUSED => "ECONNREFUSED",
-        EINPROGRESS => "EINPROGRESS",
-        ENOTCONN => "ENOTCONN",
-        ETIMEDOUT => "ETIMEDOUT",
-        EEXIST => "EEXIST",
-        ENOENT => "ENOENT",
-        EMFILE => "EMFILE",
-        EINTR => "EINTR",
-        EADDRINUSE => "EADDRINUSE",
-        EADDRNOTAVAIL => "EADDRNOTAVAIL",
-        _ => return format!("errno {e}"),
-    };
-    name.to_string()
+pub use crate::trace_out::errno_name;
+
+/// The lost-wakeup oracle as the harnesses run it, at a moment they choose (their loop is about
+/// to sleep with nothing in flight): the simulated kernel's scan of `epfd`
+/// ([`Sim::check_lost_wakeups`]), with the loop's own judgement of what it waits for on each
+/// stranded registration (`wants`, [`Sim::set_wants`]), reported as a [`Failure::LostWakeup`]
+/// whose `owner` is `owner(data)`. There is no other scan: the kernel finds the stranded
+/// registrations, judges them by `wants`, and records the violation.
+///
+/// # Errors
+/// The lost wakeup; an [`Failure::Io`] if `epfd` is not an epoll instance.
+pub fn lost_wakeup(
+    sim: &Sim,
+    epfd: Fd,
+    wants: impl Fn(&Stranded) -> Events,
+    owner: impl Fn(&Stranded) -> String,
+) -> Result<(), Failure> {
+    // The loop's judgement of what is stranded now: `set_wants` takes a closure that outlives
+    // this call, so it gets the answers, not the loop's state.
+    let stranded = sim.stranded(epfd).map_err(|e| io_fail("stranded()", e))?;
+    let table: Vec<(Fd, u64, Events)> = stranded
+        .iter()
+        .map(|s| (s.fd, s.data, wants(s)))
+        .filter(|j| !j.2.is_empty())
+        .collect();
+    if table.is_empty() {
+        return Ok(());
+    }
+    sim.set_wants(move |s| {
+        table
+            .iter()
+            .find(|j| j.0 == s.fd && j.1 == s.data)
+            .map_or(Events::NONE, |j| j.2)
+    });
+    match sim.check_lost_wakeups(epfd) {
+        Ok(()) => Ok(()),
+        Err(Violation::LostWakeup {
+            fd,
+            data,
+            ready,
+            wanted,
+            interest,
+            disarmed,
+            at_ns,
+            history,
+            ..
+        }) => {
+            let s = stranded
+                .iter()
+                .find(|s| s.fd == fd && s.data == data)
+                .expect("the kernel reports a registration it listed as stranded");
+            Err(Failure::LostWakeup {
+                fd,
+                data,
+                owner: owner(s),
+                interest,
+                ready,
+                wants: wanted,
+                disarmed,
+                at_ns,
+                history,
+            })
+        }
+        Err(v) => Err(Failure::Invariant(v.to_string())),
+    }
+}
+
+/// A syscall's unexpected error as a [`Failure::Io`], with what the loop was doing.
+pub fn io_fail(context: impl Into<String>, e: std::io::Error) -> Failure {
+    Failure::Io {
+        context: context.into(),
+        error: e.to_string(),
+    }
 }
 
 impl fmt::Display for Failure {

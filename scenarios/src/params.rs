@@ -179,6 +179,16 @@ impl fmt::Display for Params {
     }
 }
 
+/// The fault plan: 0 none (Linux as it behaves when idle), 1 [`netpoll_sim::FaultPlan::chaos`] (every
+/// benign fault), 2 [`netpoll_sim::FaultPlan::swarm`] (a subset with weights drawn from the seed).
+pub const FAULTS: ParamSpec = ParamSpec::new(
+    "faults",
+    0,
+    0,
+    2,
+    "fault plan: 0 none, 1 chaos (every benign fault), 2 swarm (drawn from the seed)",
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -70,7 +70,9 @@ use std::collections::BinaryHeap;
 use std::io;
 use std::net::SocketAddrV4;
 
-use netpoll::sys::{errno::*, Events, EPOLL_CTL_ADD, EPOLL_CTL_MOD, SOCK_CLOEXEC, SOCK_NONBLOCK};
+use netpoll::sys::{
+    errno::*, errno_of, Events, EPOLL_CTL_ADD, EPOLL_CTL_MOD, SOCK_CLOEXEC, SOCK_NONBLOCK,
+};
 use netpoll::{EpollEvent, Fd, Poller};
 
 /// The top two bits of a registration's `data`: whose event it is.
@@ -201,10 +203,6 @@ pub struct EchoServer<'p, P: Poller> {
     accept_log: Option<Vec<(u64, Fd, SocketAddrV4)>>,
 }
 
-fn errno(e: &io::Error) -> i32 {
-    e.raw_os_error().unwrap_or(0)
-}
-
 impl<'p, P: Poller> EchoServer<'p, P> {
     /// A listening server on `addr`, registered on epoll instance `ep`.
     ///
@@ -331,8 +329,8 @@ impl<'p, P: Poller> EchoServer<'p, P> {
                     }
                     fd
                 }
-                Err(e) if errno(&e) == EAGAIN => break,
-                Err(e) if errno(&e) == ECONNABORTED => continue,
+                Err(e) if errno_of(&e) == Some(EAGAIN) => break,
+                Err(e) if errno_of(&e) == Some(ECONNABORTED) => continue,
                 Err(e) => return Err(e),
             };
             self.register(fd)?;
@@ -428,8 +426,8 @@ impl<'p, P: Poller> EchoServer<'p, P> {
                     break;
                 }
                 Ok(n) => n,
-                Err(e) if errno(&e) == EAGAIN => return Ok(()),
-                Err(e) if matches!(errno(&e), ECONNRESET | EPIPE) => {
+                Err(e) if errno_of(&e) == Some(EAGAIN) => return Ok(()),
+                Err(e) if matches!(errno_of(&e), Some(ECONNRESET | EPIPE)) => {
                     return self.close(slot, Close::Reset)
                 }
                 Err(e) => return Err(e),
@@ -479,8 +477,8 @@ impl<'p, P: Poller> EchoServer<'p, P> {
             while at < bytes.len() {
                 match self.p.write(fd, &bytes[at..]) {
                     Ok(n) => at += n,
-                    Err(e) if errno(&e) == EAGAIN => break,
-                    Err(e) if matches!(errno(&e), ECONNRESET | EPIPE) => {
+                    Err(e) if errno_of(&e) == Some(EAGAIN) => break,
+                    Err(e) if matches!(errno_of(&e), Some(ECONNRESET | EPIPE)) => {
                         return self.close(slot, Close::Reset)
                     }
                     Err(e) => return Err(e),
@@ -514,8 +512,8 @@ impl<'p, P: Poller> EchoServer<'p, P> {
                     self.stats.bytes_out += n as u64;
                     self.conn(slot).out_at += n;
                 }
-                Err(e) if errno(&e) == EAGAIN => return Ok(()),
-                Err(e) if matches!(errno(&e), ECONNRESET | EPIPE) => {
+                Err(e) if errno_of(&e) == Some(EAGAIN) => return Ok(()),
+                Err(e) if matches!(errno_of(&e), Some(ECONNRESET | EPIPE)) => {
                     return self.close(slot, Close::Reset)
                 }
                 Err(e) => return Err(e),

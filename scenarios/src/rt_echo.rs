@@ -22,7 +22,7 @@
 //!
 //! | oracle | how |
 //! |---|---|
-//! | lost wakeup (simulated kernel) | a [quiescence hook](Runtime::set_quiescence_hook) runs whenever the runtime is about to block with no runnable task; when nothing is in flight either (`Sim::pending() == 0`) and no timer is due, every task parked on a poll descriptor ([`netpoll::rt::Driver::parked`]) whose fd is ready for its side (read: `IN`, `RDHUP`, `HUP`, `ERR`; write: `OUT`, `HUP`, `ERR`) while the kernel has no event queued for it ([`Sim::stranded`] on the driver's epoll fd) is a [`Failure::LostWakeup`] naming the fd, the task, the side, who owns the fd, and the fd's recent calls. The scan is amortised as the engine's is (once the syscalls since the last scan pay for a pass), and made every time the runtime would otherwise sleep for ever |
+//! | lost wakeup (simulated kernel) | a [quiescence hook](Runtime::set_quiescence_hook) runs whenever the runtime is about to block with no runnable task; when nothing is in flight either (`Sim::pending() == 0`) and no timer is due, every task parked on a poll descriptor ([`netpoll::rt::Driver::parked`]) whose fd is ready for its side (read: `IN`, `RDHUP`, `HUP`, `ERR`; write: `OUT`, `HUP`, `ERR`) while the kernel has no event queued for it (the kernel's scan of the driver's epoll fd, [`crate::oracle::lost_wakeup`]) is a [`Failure::LostWakeup`] naming the fd, the task, the side, who owns the fd, and the fd's recent calls. The scan is amortised as the engine's is (once the syscalls since the last scan pay for a pass), and made every time the runtime would otherwise sleep for ever |
 //! | hang | the simulated kernel's `Deadlock` from the runtime (its message names every task and what it waits on), the runtime's livelock verdict (`netpoll::rt::executor::Livelock`: every wait interrupted, or only spurious events, for `LIVELOCK_TURNS` turns in a row), a virtual hour passing, or (real kernel) 120 s of wall time |
 //! | data integrity | every echoed byte against the stream, in order, exactly once (the end of file after the half-close proves nothing extra came) |
 //! | totals and leaks | every connection accepted, served to end of file and closed; none closed by its deadline; no file left open once the runtime is gone |
@@ -48,9 +48,10 @@
 //!
 //! # The canary
 //!
-//! `rt-canary` is the same workload over a [`Thief`]: a `Poller` that forwards every call, and
-//! once, in the runtime's `epoll_wait`, drops a read event for a descriptor whose reader is
-//! parked. The netpoller is correct; the kernel lost a wakeup, and the oracle must say so (the
+//! `rt-canary` is the same workload over a broken kernel: the simulated kernel's `drop_event`
+//! fault (at most once a run) drops the first readable event of a connection that
+//! `epoll_wait` would report. The netpoller is correct; the kernel lost a wakeup, and the oracle
+//! must say so (the
 //! scenario FAILS ON PURPOSE; `scenarios/tests/rt_echo.rs` checks that it does, with the fd and
 //! the replay line).
 //!
@@ -73,21 +74,23 @@ use std::rc::Rc;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
-use netpoll::rt::driver::WAKE_DATA;
 use netpoll::rt::executor::Livelock;
 use netpoll::rt::pd::Dir;
 use netpoll::rt::{self, Driver, Runtime, TcpListener, TcpStream};
-use netpoll::{EpollEvent, Events, Fd, Poller};
+use netpoll::{Events, Fd, Poller};
 use netpoll_realnet::RealNet;
 use netpoll_sim::trace::Record;
 use netpoll_sim::Sim;
 
-use crate::engine::{check_pattern, fill_pattern, pattern, thread_cpu_ns, FdLabel, RunStats};
-use crate::oracle::Failure;
-use crate::params::{ParamSpec, CONNS, MSGS, SIZE};
+use crate::engine::{check_pattern, fill_pattern, pattern};
+use crate::oracle::{io_fail, lost_wakeup, Failure};
+use crate::params::{ParamSpec, CONNS, FAULTS, MSGS, SIZE};
 use crate::rng::mix;
-use crate::run::{sim_for, Backend, Report, Request, Tracing};
-use crate::scenario::{Scenario, FAULTS};
+use crate::trace_out::FdLabel;
+use crate::workload::{
+    fd_limit, sim_config_for, sim_judged_by_loop, thread_cpu_ns, Backend, Kind, Report, Request,
+    Run, RunStats, Tracing, Workload,
+};
 
 /// The registry name of the workload.
 pub const NAME: &str = "rt-echo";
@@ -119,46 +122,65 @@ pub static PARAMS: &[ParamSpec] = &[
     FAULTS,
 ];
 
-/// The canary scenario: `rt-echo` with one event stolen from the runtime's `epoll_wait`.
-pub static CANARY_SCENARIO: Scenario = Scenario {
-    name: CANARY_NAME,
-    about: "FAILS ON PURPOSE: rt-echo over a kernel that loses one read event for a parked reader",
-    invariants: "the netpoller-level lost-wakeup oracle must report the parked task and its fd",
-    params: PARAMS,
-    test_params: &[(CONNS, 4), (MSGS, 3)],
-    real_ok: false,
-    spec: crate::scenario::base,
-};
-
-/// Whether `name` is run by this module.
-pub fn handles(name: &str) -> bool {
-    name == NAME || name == CANARY_NAME
+/// The `rt-echo` workload, or (with `canary`) `rt-canary`: the same tasks over a kernel that
+/// loses one read event for a parked reader, which the netpoller-level oracle must report.
+#[derive(Clone, Copy, Debug)]
+pub struct RtEcho {
+    /// Steal one event (`rt-canary`, which fails on purpose).
+    pub canary: bool,
 }
 
-/// Runs `req` (an `rt-echo` or `rt-canary` request), twice when the determinism check is asked
-/// for.
-pub fn execute(req: &Request) -> Report {
-    let (report, _) = go(req, Tracing::Off);
-    if req.check_determinism && req.backend == Backend::Sim && report.failure.is_none() {
-        let (again, _) = go(req, Tracing::Off);
-        if again.fingerprint != report.fingerprint {
-            let mut r = report;
-            r.failure = Some(crate::run::compare_traced(req).err().unwrap_or_else(|| {
-                Failure::Invariant(format!(
-                    "two runs of seed {} ended with different fingerprints ({:?} vs {:?}), but traced reruns agreed",
-                    req.seed, r.fingerprint, again.fingerprint
-                ))
-            }));
-            return r;
+/// `rt-echo`.
+pub static RT_ECHO: RtEcho = RtEcho { canary: false };
+/// `rt-canary`.
+pub static RT_CANARY: RtEcho = RtEcho { canary: true };
+
+impl Workload for RtEcho {
+    fn name(&self) -> &str {
+        if self.canary {
+            CANARY_NAME
+        } else {
+            NAME
         }
     }
-    report
-}
-
-/// A traced simulated run of `req`.
-pub fn traced(req: &Request, tracing: Tracing) -> (Vec<Record>, Report) {
-    let (report, records) = go(req, tracing);
-    (records, report)
+    fn about(&self) -> &str {
+        if self.canary {
+            "FAILS ON PURPOSE: rt-echo over a kernel that loses one read event for a parked reader"
+        } else {
+            "echo as tasks on the Go-style netpoller (netpoll::rt): an accept loop, a task per connection, N client tasks, seeded scheduling"
+        }
+    }
+    fn invariants(&self) -> &str {
+        if self.canary {
+            "the netpoller-level lost-wakeup oracle must report the parked task and its fd"
+        } else {
+            "no task parked on a descriptor that is ready for its side at quiescence (the netpoller-level lost-wakeup oracle); every byte echoed once and in order; every connection served to end of file and closed; no read deadline fires"
+        }
+    }
+    fn params(&self) -> &'static [ParamSpec] {
+        PARAMS
+    }
+    fn test_params(&self) -> &[(&'static str, u64)] {
+        if self.canary {
+            &[(CONNS, 4), (MSGS, 3)]
+        } else {
+            &[(CONNS, 20), (MSGS, 4), (SIZE, 300)]
+        }
+    }
+    fn real_ok(&self) -> bool {
+        !self.canary
+    }
+    fn kind(&self) -> Kind {
+        if self.canary {
+            Kind::Canary
+        } else {
+            Kind::Scenario
+        }
+    }
+    fn run(&self, req: &Request, tracing: Tracing) -> Run {
+        let (report, trace) = go(req, self.canary, tracing);
+        Run { report, trace }
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -171,7 +193,7 @@ struct Cfg {
     seed: u64,
 }
 
-fn go(req: &Request, tracing: Tracing) -> (Report, Vec<Record>) {
+fn go(req: &Request, canary: bool, tracing: Tracing) -> (Report, Vec<Record>) {
     let p = &req.params;
     let cfg = Cfg {
         conns: p.get(CONNS),
@@ -188,19 +210,24 @@ fn go(req: &Request, tracing: Tracing) -> (Report, Vec<Record>) {
     let mut trace = false;
     let (mut out, sim) = match req.backend {
         Backend::Real => {
-            crate::run::fd_limit();
-            (run_rt(RealNet::new(), None, None, cfg), None)
+            fd_limit();
+            (run_rt(RealNet::new(), None, cfg), None)
         }
         Backend::Sim => {
-            let sim = Rc::new(sim_for(req));
-            trace = tracing.install(&sim);
-            let out = if req.scenario.name == CANARY_NAME {
-                let thief = Thief::new(sim.clone());
-                let ctl = thief.ctl.clone();
-                run_rt(thief, Some(sim.clone()), Some(ctl), cfg)
+            let sim = Rc::new(if canary {
+                // The canary's broken kernel: its first reported readable event of a
+                // connection is dropped (the kernel's `drop_event` fault), a lost wakeup the
+                // netpoller cannot recover from.
+                let mut c = sim_config_for(req);
+                c.oracles.lost_wakeup = false;
+                c.faults.drop_event = 1.0;
+                c.faults.drop_event_max = 1;
+                Sim::with_config(req.seed, c)
             } else {
-                run_rt(sim.clone(), Some(sim.clone()), None, cfg)
-            };
+                sim_judged_by_loop(req)
+            });
+            trace = tracing.install(&sim);
+            let out = run_rt(sim.clone(), Some(sim.clone()), cfg);
             (out, Some(sim))
         }
     };
@@ -337,13 +364,6 @@ fn now_ns() -> u64 {
     rt::now().as_nanos() as u64
 }
 
-fn io_fail(context: impl Into<String>, e: io::Error) -> Failure {
-    Failure::Io {
-        context: context.into(),
-        error: e.to_string(),
-    }
-}
-
 /// What a run produced before the harness adds the kernel's counters.
 struct Outcome {
     stats: RunStats,
@@ -367,45 +387,34 @@ fn lost_wakeups<P: Poller>(d: &Driver<P>, sim: &Sim, sh: &Shared) -> Result<(), 
     if parked.is_empty() {
         return Ok(());
     }
-    let stranded = sim
-        .stranded(d.epfd())
-        .map_err(|e| io_fail("Sim::stranded on the runtime's epoll fd", e))?;
-    for p in parked {
-        let Some(s) = stranded.iter().find(|s| s.fd == p.fd) else {
-            continue;
-        };
-        let wants = side_events(p.dir);
-        if (s.ready & wants).is_empty() {
-            continue;
-        }
-        return Err(Failure::LostWakeup {
-            fd: p.fd,
-            data: s.data,
-            owner: format!(
+    // What a parked task waits for: its side's events (two tasks may wait on one fd).
+    let wants = |fd: Fd| {
+        parked
+            .iter()
+            .filter(|p| p.fd == fd)
+            .fold(Events::NONE, |w, p| w | side_events(p.dir))
+    };
+    lost_wakeup(
+        sim,
+        d.epfd(),
+        |s| wants(s.fd),
+        |s| {
+            let p = parked
+                .iter()
+                .find(|p| p.fd == s.fd && s.ready.intersects(side_events(p.dir)))
+                .expect("a lost wakeup is judged by a parked task's side");
+            format!(
                 "{}; task {} is parked on its {} side",
                 sh.describe(p.fd),
                 p.task,
                 p.dir.name()
-            ),
-            interest: s.interest,
-            ready: s.ready,
-            wants,
-            disarmed: s.disarmed,
-            at_ns: sim.now_ns(),
-            history: sim.history(p.fd),
-        });
-    }
-    Ok(())
+            )
+        },
+    )
 }
 
-/// One run on `poller`; `sim` is the simulated kernel behind it (for the oracles), `thief` the
-/// canary's control.
-fn run_rt<P: Poller + 'static>(
-    poller: P,
-    sim: Option<Rc<Sim>>,
-    thief: Option<Rc<ThiefCtl>>,
-    cfg: Cfg,
-) -> Outcome {
+/// One run on `poller`; `sim` is the simulated kernel behind it (for the oracles).
+fn run_rt<P: Poller + 'static>(poller: P, sim: Option<Rc<Sim>>, cfg: Cfg) -> Outcome {
     let mut stats = RunStats::default();
     let mut rt = match Runtime::seeded(poller, cfg.seed) {
         Ok(rt) => rt,
@@ -427,9 +436,6 @@ fn run_rt<P: Poller + 'static>(
         let mut credit = 0u64;
         let budget = start + Duration::from_secs(3600);
         rt.set_quiescence_hook(move |d| {
-            if let Some(t) = &thief {
-                t.arm(d);
-            }
             if sh.failed() {
                 return Err(io::Error::other("a task failed"));
             }
@@ -719,157 +725,4 @@ async fn client_body<P: Poller + 'static>(
         });
     }
     Ok(())
-}
-
-/// The canary's control: whom [`Thief`] may rob, and whether it did.
-#[derive(Debug, Default)]
-pub struct ThiefCtl {
-    /// Fds with a parked reader at the last quiescence hook (sorted).
-    readers: RefCell<Vec<Fd>>,
-    /// The epoll fd of the runtime.
-    epfd: Cell<Fd>,
-    /// The (fd, events) stolen, once.
-    stolen: Cell<Option<(Fd, Events)>>,
-}
-
-impl ThiefCtl {
-    /// Called from the quiescence hook, just before the runtime's blocking `epoll_wait`.
-    fn arm<P: Poller>(&self, d: &Driver<P>) {
-        if self.stolen.get().is_some() {
-            return;
-        }
-        self.epfd.set(d.epfd());
-        let mut r = self.readers.borrow_mut();
-        r.clear();
-        r.extend(
-            d.parked()
-                .iter()
-                .filter(|p| p.dir == Dir::Read)
-                .map(|p| p.fd),
-        );
-    }
-
-    /// What was stolen, if anything.
-    pub fn stolen(&self) -> Option<(Fd, Events)> {
-        self.stolen.get()
-    }
-}
-
-/// A `Poller` that forwards every call to the simulated kernel, except that, once, it drops
-/// from the runtime's `epoll_wait` a read event for a descriptor whose reader is parked (and
-/// which is not a listener: a later connection would re-announce it). The canary's broken
-/// kernel: a lost wakeup the netpoller cannot recover from.
-#[derive(Debug)]
-pub struct Thief {
-    inner: Rc<Sim>,
-    ctl: Rc<ThiefCtl>,
-    listeners: RefCell<Vec<Fd>>,
-}
-
-impl Thief {
-    fn new(inner: Rc<Sim>) -> Thief {
-        Thief {
-            inner,
-            ctl: Rc::new(ThiefCtl {
-                epfd: Cell::new(-1),
-                ..ThiefCtl::default()
-            }),
-            listeners: RefCell::new(Vec::new()),
-        }
-    }
-}
-
-impl Poller for Thief {
-    fn name(&self) -> &'static str {
-        self.inner.name()
-    }
-    fn epoll_create1(&self, flags: i32) -> io::Result<Fd> {
-        self.inner.epoll_create1(flags)
-    }
-    fn epoll_ctl(&self, epfd: Fd, op: i32, fd: Fd, event: Option<EpollEvent>) -> io::Result<()> {
-        self.inner.epoll_ctl(epfd, op, fd, event)
-    }
-    fn epoll_wait(&self, epfd: Fd, events: &mut [EpollEvent], timeout: i32) -> io::Result<usize> {
-        let mut n = self.inner.epoll_wait(epfd, events, timeout)?;
-        let c = &self.ctl;
-        if c.stolen.get().is_some() || epfd != c.epfd.get() {
-            return Ok(n);
-        }
-        let victim = events[..n].iter().position(|ev| {
-            let fd = ev.data as u32 as Fd;
-            ev.data != WAKE_DATA
-                && ev.events.intersects(side_events(Dir::Read))
-                && c.readers.borrow().contains(&fd)
-                && !self.listeners.borrow().contains(&fd)
-        });
-        if let Some(v) = victim {
-            let ev = events[v];
-            c.stolen.set(Some((ev.data as u32 as Fd, ev.events)));
-            events.copy_within(v + 1..n, v);
-            n -= 1;
-        }
-        Ok(n)
-    }
-    fn socketpair(&self, flags: i32) -> io::Result<[Fd; 2]> {
-        self.inner.socketpair(flags)
-    }
-    fn pipe2(&self, flags: i32) -> io::Result<[Fd; 2]> {
-        self.inner.pipe2(flags)
-    }
-    fn eventfd(&self, initval: u32, flags: i32) -> io::Result<Fd> {
-        self.inner.eventfd(initval, flags)
-    }
-    fn tcp_socket(&self, flags: i32) -> io::Result<Fd> {
-        self.inner.tcp_socket(flags)
-    }
-    fn bind(&self, fd: Fd, addr: SocketAddrV4) -> io::Result<()> {
-        self.inner.bind(fd, addr)
-    }
-    fn listen(&self, fd: Fd, backlog: i32) -> io::Result<()> {
-        self.listeners.borrow_mut().push(fd);
-        self.inner.listen(fd, backlog)
-    }
-    fn connect(&self, fd: Fd, addr: SocketAddrV4) -> io::Result<()> {
-        self.inner.connect(fd, addr)
-    }
-    fn accept4(&self, fd: Fd, flags: i32) -> io::Result<(Fd, SocketAddrV4)> {
-        self.inner.accept4(fd, flags)
-    }
-    fn local_addr(&self, fd: Fd) -> io::Result<SocketAddrV4> {
-        self.inner.local_addr(fd)
-    }
-    fn peer_addr(&self, fd: Fd) -> io::Result<SocketAddrV4> {
-        self.inner.peer_addr(fd)
-    }
-    fn take_socket_error(&self, fd: Fd) -> io::Result<i32> {
-        self.inner.take_socket_error(fd)
-    }
-    fn set_linger(&self, fd: Fd, linger_secs: Option<u32>) -> io::Result<()> {
-        self.inner.set_linger(fd, linger_secs)
-    }
-    fn read(&self, fd: Fd, buf: &mut [u8]) -> io::Result<usize> {
-        self.inner.read(fd, buf)
-    }
-    fn write(&self, fd: Fd, buf: &[u8]) -> io::Result<usize> {
-        self.inner.write(fd, buf)
-    }
-    fn shutdown(&self, fd: Fd, how: i32) -> io::Result<()> {
-        self.inner.shutdown(fd, how)
-    }
-    fn close(&self, fd: Fd) -> io::Result<()> {
-        self.listeners.borrow_mut().retain(|&l| l != fd);
-        self.inner.close(fd)
-    }
-    fn dup(&self, fd: Fd) -> io::Result<Fd> {
-        self.inner.dup(fd)
-    }
-    fn set_nonblocking(&self, fd: Fd, nonblocking: bool) -> io::Result<()> {
-        self.inner.set_nonblocking(fd, nonblocking)
-    }
-    fn now(&self) -> Duration {
-        self.inner.now()
-    }
-    fn short_read_drains(&self) -> bool {
-        self.inner.short_read_drains()
-    }
 }

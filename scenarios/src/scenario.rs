@@ -1,13 +1,23 @@
-//! The scenario registry: each [`Scenario`] has a name, typed parameters with defaults, a body
-//! (a [`Spec`] for the workload engine and the simulated kernel's configuration) and the
-//! invariants it is checked against (every run: all the oracles of [`crate::oracle`]; the
-//! scenario picks which client behaviour and which server features they meet).
+//! The echo engine's scenarios: each [`Scenario`] has a name, typed parameters with defaults,
+//! a body (a [`Spec`] for the workload engine; the simulated kernel's configuration comes from
+//! the same parameters, [`crate::workload::sim_config`]) and the invariants it is checked
+//! against (every run: all the oracles of [`crate::oracle`]; the scenario picks which client
+//! behaviour and which server features they meet). Each is a [`Workload`]; the
+//! [`crate::registry`] holds them with the zoo's, `rt-echo` and the canaries.
 
-use netpoll_sim::{FaultPlan, SimConfig};
+use netpoll_realnet::RealNet;
 
-use crate::engine::{ClientMode, Spec};
+use crate::engine::{self, ClientMode, Spec};
 use crate::params::{ParamSpec, Params, CONNS, MSGS, SIZE};
 use crate::raw_epoll::ServerConfig;
+use crate::workload::{
+    sim_config_for, sim_judged_by_loop, Backend, Kind, Report, Request, Run, Tracing, Workload,
+};
+
+// Where they were before the registry: the kernel configuration a scenario's parameters make,
+// and the `faults` parameter.
+pub use crate::params::FAULTS;
+pub use crate::workload::sim_config;
 
 /// A registered scenario.
 #[derive(Debug)]
@@ -32,20 +42,71 @@ pub struct Scenario {
     pub spec: fn(&Params) -> Spec,
 }
 
-impl Scenario {
-    /// Parameters at their defaults.
-    pub fn defaults(&self) -> Params {
-        Params::defaults(self.params)
+impl Workload for Scenario {
+    fn name(&self) -> &str {
+        self.name
     }
-
-    /// Parameters as `cargo test` uses them.
-    pub fn test_defaults(&self) -> Params {
-        let mut p = self.defaults();
-        for &(n, v) in self.test_params {
-            p.set(n, v).expect("test parameters are in range");
+    fn about(&self) -> &str {
+        self.about
+    }
+    fn invariants(&self) -> &str {
+        self.invariants
+    }
+    fn params(&self) -> &'static [ParamSpec] {
+        self.params
+    }
+    fn test_params(&self) -> &[(&'static str, u64)] {
+        self.test_params
+    }
+    fn real_ok(&self) -> bool {
+        self.real_ok
+    }
+    fn kind(&self) -> Kind {
+        if self.name == CANARY_SCENARIO.name {
+            Kind::Canary
+        } else {
+            Kind::Scenario
         }
-        p
     }
+    fn run(&self, req: &Request, tracing: Tracing) -> Run {
+        let mut spec = spec_for(self, req);
+        spec.label_fds = !matches!(tracing, Tracing::Off);
+        let (r, fingerprint, faults, records) = match req.backend {
+            Backend::Real => {
+                crate::workload::fd_limit();
+                let k = RealNet::new();
+                (engine::run(&k, &spec, req.seed), None, None, Vec::new())
+            }
+            Backend::Sim => {
+                let k = sim_judged_by_loop(req);
+                let trace = tracing.install(&k);
+                let r = engine::run(&k, &spec, req.seed);
+                let records = if trace { k.take_trace() } else { Vec::new() };
+                (r, Some(k.fingerprint()), Some(k.fault_counts()), records)
+            }
+        };
+        Run {
+            report: Report {
+                request: req.clone(),
+                stats: r.stats,
+                failure: r.verdict.err(),
+                labels: r.labels,
+                fingerprint,
+                faults,
+            },
+            trace: records,
+        }
+    }
+}
+
+/// The engine's workload for `req`, adjusted to what its kernel promises.
+pub fn spec_for(s: &Scenario, req: &Request) -> Spec {
+    let mut spec = (s.spec)(&req.params);
+    if req.backend == Backend::Sim {
+        let cfg = sim_config_for(req);
+        spec.short_read_drains = cfg.faults.short_read == 0.0;
+    }
+    spec
 }
 
 const fn conns(d: u64) -> ParamSpec {
@@ -75,40 +136,6 @@ pub fn base(p: &Params) -> Spec {
     }
     s
 }
-
-/// The simulated kernel's configuration for a run: Linux-like, with the parameters that are
-/// kernel knobs (`split-pct`, `tcp-window`, `faults`) applied. `seed` draws the swarm plan.
-pub fn sim_config(p: &Params, seed: u64) -> SimConfig {
-    let mut c = SimConfig::default();
-    match p.try_get("faults") {
-        Some(1) => c.faults = FaultPlan::chaos(),
-        Some(2) => c.faults = FaultPlan::swarm(seed),
-        _ => {}
-    }
-    if let Some(s) = p.try_get("split-pct").filter(|&s| s > 0) {
-        c.faults.split_write = s as f64 / 100.0;
-    }
-    if let Some(w) = p.try_get("tcp-window") {
-        c.tcp_window = w as usize;
-    }
-    // One process holds both ends of every connection: past half a million at once it needs
-    // a descriptor limit above Linux's default ceiling (`fs.nr_open`, 1,048,576), as a real
-    // test process would after `sysctl fs.nr_open` and `ulimit -n`.
-    if let Some(n) = p.try_get(CONNS) {
-        c.max_fds = c.max_fds.max(2 * n as usize + 64);
-    }
-    c
-}
-
-/// The fault plan: 0 none (Linux as it behaves when idle), 1 [`FaultPlan::chaos`] (every
-/// benign fault), 2 [`FaultPlan::swarm`] (a subset with weights drawn from the seed).
-pub const FAULTS: ParamSpec = ParamSpec::new(
-    "faults",
-    0,
-    0,
-    2,
-    "fault plan: 0 none, 1 chaos (every benign fault), 2 swarm (drawn from the seed)",
-);
 
 /// Echo's connect window is small by default: every connection stays open until all are done
 /// either way, and a small window keeps the conversations in flight (and so the simulated
@@ -268,7 +295,8 @@ static TIMERS: &[ParamSpec] = &[
     FAULTS,
 ];
 
-/// Every scenario, in `list` order.
+/// The engine's scenarios, in `list` order (the [`crate::registry`] puts `rt-echo` after
+/// them).
 pub static REGISTRY: &[Scenario] = &[
     Scenario {
         name: "echo",
@@ -371,15 +399,6 @@ pub static REGISTRY: &[Scenario] = &[
             ..base(p)
         },
     },
-    Scenario {
-        name: crate::rt_echo::NAME,
-        about: "echo as tasks on the Go-style netpoller (netpoll::rt): an accept loop, a task per connection, N client tasks, seeded scheduling",
-        invariants: "no task parked on a descriptor that is ready for its side at quiescence (the netpoller-level lost-wakeup oracle); every byte echoed once and in order; every connection served to end of file and closed; no read deadline fires",
-        params: crate::rt_echo::PARAMS,
-        test_params: &[(CONNS, 20), (MSGS, 4), (SIZE, 300)],
-        real_ok: true,
-        spec: base,
-    },
 ];
 
 static CANARY: &[ParamSpec] = &[conns(4), msgs(3), size(64), WINDOW, SPLIT, FAULTS];
@@ -401,18 +420,3 @@ pub static CANARY_SCENARIO: Scenario = Scenario {
         ..base(p)
     },
 };
-
-/// The scenario named `name` (the canaries included).
-pub fn find_any(name: &str) -> Option<&'static Scenario> {
-    find(name)
-        .or_else(|| (name == CANARY_SCENARIO.name).then_some(&CANARY_SCENARIO))
-        .or_else(|| {
-            (name == crate::rt_echo::CANARY_NAME).then_some(&crate::rt_echo::CANARY_SCENARIO)
-        })
-        .or_else(|| crate::zoo::find(name).map(|z| &z.scenario))
-}
-
-/// The scenario named `name`.
-pub fn find(name: &str) -> Option<&'static Scenario> {
-    REGISTRY.iter().find(|s| s.name == name)
-}

@@ -115,7 +115,7 @@ fn write_via(
     let n = match form {
         Form::Text => trace_out::write_text(records, &report.labels, &mut w)?,
         Form::Chrome => {
-            let title = format!("{} seed {} ({})", req.scenario.name, req.seed, req.params);
+            let title = format!("{} seed {} ({})", req.scenario.name(), req.seed, req.params);
             trace_out::write_chrome(records, &report.labels, &title, &mut w)?
         }
     };

@@ -13,8 +13,11 @@ use netpoll::Fd;
 use netpoll_sim::trace::{Op, Record};
 use serde_json::{json, Value};
 
-use crate::engine::FdLabel;
-use crate::oracle::errno_name;
+/// An fd's owner, recorded when `Spec::label_fds` (crate::engine) is set: `(virtual ns, fd, connection
+/// index, is the server's end)`.
+pub type FdLabel = (u64, Fd, usize, bool);
+
+pub use netpoll_sim::trace::errno_name;
 
 /// Who a record belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -134,67 +137,9 @@ pub fn assign(records: &[Record], labels: &[FdLabel]) -> Vec<Track> {
     records.iter().map(|r| a.track(r)).collect()
 }
 
-fn ret_text(r: &Record) -> String {
-    match r.ret {
-        Ok(v) => v.to_string(),
-        Err(0) => "hang".into(),
-        Err(e) => errno_name(e),
-    }
-}
-
-fn op_name(op: Op) -> &'static str {
-    match op {
-        Op::EpollCreate => "epoll_create1",
-        Op::EpollCtl => "epoll_ctl",
-        Op::EpollWait => "epoll_wait",
-        Op::Socketpair => "socketpair",
-        Op::Pipe => "pipe2",
-        Op::EventFd => "eventfd",
-        Op::Socket => "socket",
-        Op::Bind => "bind",
-        Op::Listen => "listen",
-        Op::Connect => "connect",
-        Op::Accept => "accept4",
-        Op::LocalAddr => "getsockname",
-        Op::PeerAddr => "getpeername",
-        Op::TakeError => "SO_ERROR",
-        Op::SetLinger => "SO_LINGER",
-        Op::Read => "read",
-        Op::Write => "write",
-        Op::Shutdown => "shutdown",
-        Op::Close => "close",
-        Op::Dup => "dup",
-        Op::SetNonblocking => "set_nonblocking",
-        Op::Sleep => "sleep",
-    }
-}
-
-fn arg_text(r: &Record) -> String {
-    match r.op {
-        Op::EpollCtl => {
-            let op = match r.arg >> 32 {
-                1 => "ADD",
-                2 => "DEL",
-                3 => "MOD",
-                _ => "?",
-            };
-            format!("{op} fd {}", r.arg as u32 as i32)
-        }
-        Op::EpollWait => format!("timeout {} ms", r.arg),
-        Op::Read | Op::Write => format!("{} bytes", r.arg),
-        _ => r.arg.to_string(),
-    }
-}
-
-/// One call as text: `read(fd 7, 65536 bytes) -> EAGAIN`.
+/// One call as text: `read(fd 7, 65536 bytes) -> EAGAIN` ([`Record::call_text`]).
 pub fn call_text(r: &Record) -> String {
-    format!(
-        "{}(fd {}, {}) -> {}",
-        op_name(r.op),
-        r.fd,
-        arg_text(r),
-        ret_text(r)
-    )
+    r.call_text()
 }
 
 /// The trace as compact text, one call per line:
@@ -237,10 +182,10 @@ pub fn write_text<W: Write>(
             "{:>9} {:<16} {}(fd {}, {}) -> {}",
             r.at_ns,
             who,
-            op_name(r.op),
+            r.op.name(),
             r.fd,
-            arg_text(&r),
-            ret_text(&r)
+            r.arg_text(),
+            r.ret_text()
         )?;
         n += 1;
     }
@@ -285,10 +230,10 @@ pub fn write_chrome<W: Write>(
         let t = a.track(&r);
         named.entry(t.tid()).or_insert_with(|| t.name());
         let name = match t.side() {
-            "" => op_name(r.op).to_string(),
-            side => format!("{side} {}", op_name(r.op)),
+            "" => r.op.name().to_string(),
+            side => format!("{side} {}", r.op.name()),
         };
-        let args = json!({ "fd": r.fd, "arg": arg_text(&r), "ret": ret_text(&r) });
+        let args = json!({ "fd": r.fd, "arg": r.arg_text(), "ret": r.ret_text() });
         let v = if r.op == Op::EpollWait {
             json!({
                 "name": name, "cat": "poller", "ph": "X", "pid": 1, "tid": t.tid(),

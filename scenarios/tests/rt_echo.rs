@@ -6,19 +6,24 @@
 //! A failure prints the `netpoll-sim replay` line and the `NETPOLL_SEED` line that reproduce it.
 
 use netpoll_scenarios::oracle::Failure;
+use netpoll_scenarios::registry::Registry;
 use netpoll_scenarios::run::{self, Backend, Report, Request};
-use netpoll_scenarios::scenario::{self, Scenario};
+use netpoll_scenarios::workload::Workload;
 
 fn seeds() -> Vec<u64> {
     run::test_seeds(6)
 }
 
-fn rt_echo() -> &'static Scenario {
-    scenario::find("rt-echo").expect("rt-echo is registered")
+fn rt_echo() -> &'static dyn Workload {
+    Registry::builtin()
+        .find("rt-echo")
+        .expect("rt-echo is registered")
 }
 
-fn canary() -> &'static Scenario {
-    scenario::find_any("rt-canary").expect("rt-canary is reachable")
+fn canary() -> &'static dyn Workload {
+    Registry::builtin()
+        .find("rt-canary")
+        .expect("rt-canary is registered")
 }
 
 fn must_pass(req: &Request, test: &str) -> Report {
@@ -142,8 +147,8 @@ fn rt_canary_is_caught_as_a_lost_wakeup() {
             "{summary}"
         );
         // The token round-trips and replays the same failure.
-        let again = Request::from_token(&req.token()).unwrap();
-        assert_eq!(again.scenario.name, "rt-canary");
+        let again = Registry::builtin().from_token(&req.token()).unwrap();
+        assert_eq!(again.scenario.name(), "rt-canary");
         let r2 = run::execute(&again);
         assert_eq!(r2.failure.as_ref(), Some(&f), "seed {seed}: replay differs");
         assert_eq!(r2.fingerprint, r.fingerprint);
@@ -170,8 +175,8 @@ fn rt_echo_token_round_trips() {
     p.set("window", 3).unwrap();
     p.set("faults", 2).unwrap();
     let req = Request::sim(s, p, 0xfeed);
-    let back = Request::from_token(&req.token()).unwrap();
-    assert_eq!(back.scenario.name, "rt-echo");
+    let back = Registry::builtin().from_token(&req.token()).unwrap();
+    assert_eq!(back.scenario.name(), "rt-echo");
     assert_eq!(back.params.values(), req.params.values());
     assert_eq!(back.seed, 0xfeed);
     assert_eq!(
@@ -239,7 +244,9 @@ fn rt_echo_livelock_plans_end_with_a_livelock_verdict() {
         eprintln!("{}", req.replay_line());
         let (tx, rx) = std::sync::mpsc::channel();
         let t = std::thread::spawn(move || {
-            let req = Request::from_token(&token).expect("the token decodes");
+            let req = Registry::builtin()
+                .from_token(&token)
+                .expect("the token decodes");
             let _ = tx.send(run::execute(&req));
         });
         // A watchdog on wall time, not a sleep: the run is on virtual time.
@@ -261,7 +268,7 @@ fn rt_echo_livelock_plans_end_with_a_livelock_verdict() {
             other => panic!("{other:?}"),
         }
         // `echo` reports the same plan the same way.
-        let e = scenario::find("echo").expect("echo");
+        let e = Registry::builtin().find("echo").expect("echo");
         let mut ereq = Request::sim(e, e.test_defaults(), 3);
         ereq.faults = FaultSpec::Plan(plan);
         let er = run::execute(&ereq);

@@ -3,15 +3,16 @@
 //! `NETPOLL_SEED=<seed>` replays one seed; `NETPOLL_SEEDS=<n>` sweeps seeds 1..=n (default 3).
 //! Each run prints its seed before it starts, and a failure prints the line that replays it.
 
+use netpoll_scenarios::registry::Registry;
 use netpoll_scenarios::run::{self, Backend, Request};
-use netpoll_scenarios::scenario::{self, CANARY_SCENARIO, REGISTRY};
+use netpoll_scenarios::workload::{Kind, Workload};
 
 fn seeds() -> Vec<u64> {
     run::test_seeds(3)
 }
 
 fn check(name: &str) {
-    let s = scenario::find(name).unwrap_or_else(|| panic!("no scenario {name}"));
+    let s = find(name).unwrap_or_else(|| panic!("no scenario {name}"));
     for seed in seeds() {
         let req = Request::sim(s, s.test_defaults(), seed);
         eprintln!("{name}: seed {seed} ({})", req.params);
@@ -88,18 +89,22 @@ fn every_registered_scenario_has_a_test_above() {
         "timer-storm",
         "rt-echo",
     ];
-    let names: Vec<&str> = REGISTRY.iter().map(|s| s.name).collect();
+    let names: Vec<&str> = scenarios().map(|s| s.name()).collect();
     assert_eq!(names, tested);
 }
 
 /// The determinism self-check, call by call, for every scenario and two seeds.
 #[test]
 fn two_runs_of_a_seed_are_identical_call_by_call() {
-    for s in REGISTRY {
+    for s in scenarios() {
         for seed in [1, 0xfeed] {
             let req = Request::sim(s, s.test_defaults(), seed);
             if let Err(f) = run::compare_traced(&req) {
-                panic!("{} seed {seed}: {f}\nreplay: {}", s.name, req.replay_line());
+                panic!(
+                    "{} seed {seed}: {f}\nreplay: {}",
+                    s.name(),
+                    req.replay_line()
+                );
             }
         }
     }
@@ -108,7 +113,7 @@ fn two_runs_of_a_seed_are_identical_call_by_call() {
 /// The check itself finds a difference, and says where.
 #[test]
 fn first_divergence_reports_step_and_time() {
-    let s = scenario::find("echo").unwrap();
+    let s = find("echo").unwrap();
     let (a, _) = run::traced(&Request::sim(s, s.test_defaults(), 1));
     let (b, _) = run::traced(&Request::sim(s, s.test_defaults(), 2));
     let f = run::first_divergence(&a, &b).unwrap_err();
@@ -126,7 +131,7 @@ fn first_divergence_reports_step_and_time() {
 #[test]
 fn canary_is_caught_as_a_lost_wakeup() {
     for seed in [1, 2, 3] {
-        let req = Request::sim(&CANARY_SCENARIO, CANARY_SCENARIO.defaults(), seed);
+        let req = Request::sim(canary(), canary().defaults(), seed);
         let r = run::execute(&req);
         let f = r.failure.clone().expect("the canary must fail");
         assert_eq!(f.kind(), "lost-wakeup", "{f}");
@@ -141,7 +146,7 @@ fn canary_is_caught_as_a_lost_wakeup() {
             "{summary}"
         );
         // The replay line replays it.
-        let again = Request::from_token(&req.token()).unwrap();
+        let again = Registry::builtin().from_token(&req.token()).unwrap();
         assert_eq!(
             run::execute(&again).failure.map(|f| f.kind()),
             Some("lost-wakeup")
@@ -155,10 +160,10 @@ fn canary_is_caught_as_a_lost_wakeup() {
 /// deadlock too.
 #[test]
 fn canary_under_swarm_faults_is_a_lost_wakeup_not_a_hang() {
-    let mut p = CANARY_SCENARIO.defaults();
+    let mut p = canary().defaults();
     p.set("faults", 2).unwrap();
     for seed in (0..200).chain([350, 1053, 1514]) {
-        let req = Request::sim(&CANARY_SCENARIO, p.clone(), seed);
+        let req = Request::sim(canary(), p.clone(), seed);
         let f = run::execute(&req).failure.expect("the canary must fail");
         assert_eq!(f.kind(), "lost-wakeup", "seed {seed}: {f}");
     }
@@ -166,7 +171,7 @@ fn canary_under_swarm_faults_is_a_lost_wakeup_not_a_hang() {
 
 #[test]
 fn determinism_check_on_request_passes() {
-    let s = scenario::find("reset").unwrap();
+    let s = find("reset").unwrap();
     let mut req = Request::sim(s, s.test_defaults(), 7);
     req.check_determinism = true;
     assert!(run::execute(&req).failure.is_none());
@@ -176,7 +181,7 @@ fn determinism_check_on_request_passes() {
 #[test]
 fn echo_on_the_real_kernel() {
     for name in ["echo", "half-close", "reset", "slow-clients", "rt-echo"] {
-        let s = scenario::find(name).unwrap();
+        let s = find(name).unwrap();
         let mut p = s.test_defaults();
         p.set("conns", 10).unwrap();
         let req = Request {
@@ -195,7 +200,7 @@ fn echo_on_the_real_kernel() {
 
 #[test]
 fn too_many_conns_for_real_is_refused() {
-    let s = scenario::find("echo").unwrap();
+    let s = find("echo").unwrap();
     let mut p = s.defaults();
     p.set("conns", 1_000_000).unwrap();
     let req = Request {
@@ -231,7 +236,7 @@ fn a_wait_for_ever_is_reported_as_a_hang() {
 #[test]
 fn each_scenario_exercises_its_path() {
     let run = |name: &str| {
-        let s = scenario::find(name).unwrap();
+        let s = find(name).unwrap();
         let r = run::execute(&Request::sim(s, s.test_defaults(), 1));
         assert!(r.failure.is_none(), "{name}: {}", r.failure.unwrap());
         r.stats
@@ -272,7 +277,7 @@ fn each_scenario_exercises_its_path() {
 /// `faults=2` (a swarm plan drawn from each seed).
 #[test]
 fn every_scenario_under_faults() {
-    for s in REGISTRY {
+    for s in scenarios() {
         for faults in [1, 2] {
             for seed in seeds().into_iter().take(2) {
                 let mut p = s.test_defaults();
@@ -282,7 +287,7 @@ fn every_scenario_under_faults() {
                 if let Some(f) = &r.failure {
                     panic!(
                         "{} faults={faults} seed {seed}:\n{f}\nreplay: {}",
-                        s.name,
+                        s.name(),
                         req.replay_line()
                     );
                 }
@@ -295,9 +300,24 @@ fn every_scenario_under_faults() {
 /// (found by `netpoll-sim sweep reset --seeds 1..41 --param faults=2`, seed 3).
 #[test]
 fn regression_drain_retries_eintr() {
-    let s = scenario::find("reset").unwrap();
+    let s = find("reset").unwrap();
     let mut p = s.defaults();
     p.set("faults", 2).unwrap();
     let r = run::execute(&Request::sim(s, p, 3));
     assert!(r.failure.is_none(), "{}", r.failure.unwrap());
+}
+
+fn find(name: &str) -> Option<&'static dyn Workload> {
+    Registry::builtin().find(name)
+}
+
+fn scenarios() -> impl Iterator<Item = &'static dyn Workload> {
+    Registry::builtin()
+        .of_kind(Kind::Scenario)
+        .collect::<Vec<_>>()
+        .into_iter()
+}
+
+fn canary() -> &'static dyn Workload {
+    find("canary").expect("the canary is registered")
 }

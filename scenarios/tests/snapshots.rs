@@ -1,12 +1,12 @@
 //! Small fixed-seed traces, pinned: any change in the simulated kernel's behaviour (or the
 //! loops') shows up here in review as a diff of calls.
 
+use netpoll_scenarios::registry::Registry;
 use netpoll_scenarios::run::{self, Request};
-use netpoll_scenarios::scenario;
 use netpoll_scenarios::trace_out;
 
 fn trace(name: &str, params: &[(&str, u64)], seed: u64) -> String {
-    let s = scenario::find(name).unwrap();
+    let s = Registry::builtin().find(name).unwrap();
     let mut p = s.defaults();
     for &(k, v) in params {
         p.set(k, v).unwrap();
@@ -79,7 +79,7 @@ fn streamed_trace_files_match_the_in_memory_trace() {
     use netpoll_scenarios::trace_file::{self, Form};
     let dir = std::env::temp_dir();
     for (name, faults) in [("echo", 1), ("rt-echo", 0), ("zoo-et-partial-read", 1)] {
-        let s = scenario::find_any(name).unwrap();
+        let s = Registry::builtin().find(name).unwrap();
         let mut p = s.defaults();
         for (k, v) in [("conns", 3), ("msgs", 2), ("size", 16), ("faults", faults)] {
             p.set(k, v).unwrap();

@@ -6,8 +6,8 @@
 //! Larger sweeps (release build):
 //! `netpoll-sim sweep zoo-park-no-recheck --seeds 0..100000 --faults swarm --param fixed=1`.
 
+use netpoll_scenarios::registry::Registry;
 use netpoll_scenarios::run::{execute, Report, Request};
-use netpoll_scenarios::scenario::find_any;
 use netpoll_scenarios::shrink::shrink;
 use netpoll_scenarios::swarm::{quantize, FaultSpec};
 use netpoll_scenarios::zoo::{FIXED, ZOO};
@@ -19,7 +19,7 @@ const FIND_WITHIN_SEEDS: u64 = 200;
 const FIXED_SEEDS: u64 = 2000;
 
 fn request(name: &str, fixed: u64, faults: u64, seed: u64) -> Request {
-    let s = find_any(name).expect("registered");
+    let s = Registry::builtin().find(name).expect("registered");
     let mut p = s.defaults();
     p.set(FIXED, fixed).unwrap();
     p.set("faults", faults).unwrap();
@@ -51,7 +51,7 @@ fn assert_found(name: &str, kinds: &[&str]) -> u64 {
         text.contains(&line),
         "the report lacks its replay line:\n{text}"
     );
-    let again = execute(&Request::from_token(&r.request.token()).unwrap());
+    let again = execute(&Registry::builtin().from_token(&r.request.token()).unwrap());
     assert_eq!(again.outcome(), r.outcome(), "{name}: the replay differs");
     assert_eq!(
         again.faults, r.faults,
@@ -123,10 +123,10 @@ fn fixed_timer_passes() {
 #[test]
 fn every_zoo_scenario_is_listed_and_deterministic() {
     for z in &ZOO {
-        let mut req = request(z.scenario.name, 0, 2, 3);
+        let mut req = request(z.name, 0, 2, 3);
         req.check_determinism = true;
         let r = execute(&req);
-        assert_ne!(r.outcome(), "nondeterminism", "{}", z.scenario.name);
+        assert_ne!(r.outcome(), "nondeterminism", "{}", z.name);
     }
 }
 
@@ -137,7 +137,7 @@ fn explicit_fault_plan_round_trips_through_the_token() {
     req.faults = FaultSpec::Plan(quantize(&FaultPlan::swarm(11)));
     let token = req.token();
     assert!(token.starts_with("np2-"), "{token}");
-    let back = Request::from_token(&token).unwrap();
+    let back = Registry::builtin().from_token(&token).unwrap();
     assert_eq!(back.faults, req.faults);
     let (a, b) = (execute(&req), execute(&back));
     assert_eq!(a.faults, b.faults);
@@ -148,7 +148,7 @@ fn explicit_fault_plan_round_trips_through_the_token() {
         .starts_with("np1-"));
     // Corrupt version-2 tokens are refused, not panicked on.
     for end in 0..token.len() {
-        assert!(Request::from_token(&token[..end]).is_err());
+        assert!(Registry::builtin().from_token(&token[..end]).is_err());
     }
 }
 
@@ -156,7 +156,7 @@ fn explicit_fault_plan_round_trips_through_the_token() {
 /// the same failure kind.
 #[test]
 fn a_big_failure_shrinks_to_a_small_one() {
-    let s = find_any("zoo-et-partial-read").unwrap();
+    let s = Registry::builtin().find("zoo-et-partial-read").unwrap();
     let (req, r) = (0..100)
         .find_map(|seed| {
             let mut p = s.defaults();
@@ -179,7 +179,11 @@ fn a_big_failure_shrinks_to_a_small_one() {
         panic!("expected an explicit plan, got {}", out.request.faults);
     };
     assert!(plan.short_read > 0.0, "the bug needs short reads");
-    let replayed = execute(&Request::from_token(&out.request.token()).unwrap());
+    let replayed = execute(
+        &Registry::builtin()
+            .from_token(&out.request.token())
+            .unwrap(),
+    );
     assert_eq!(replayed.outcome(), r.outcome());
     assert!(out.steps.iter().any(|s| s.kept));
 }

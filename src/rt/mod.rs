@@ -96,7 +96,7 @@ pub mod executor;
 pub mod multi;
 pub mod net;
 pub mod pd;
-mod rng;
+pub mod rng;
 mod sync;
 pub(crate) mod timer;
 pub mod wake;

@@ -52,43 +52,8 @@ pub struct Log {
     failures: Vec<String>,
 }
 
-/// The name of a Linux errno value, for readable logs.
-pub fn errno_name(e: i32) -> String {
-    let name = match e {
-        EPERM => "EPERM",
-        ENOENT => "ENOENT",
-        EINTR => "EINTR",
-        EBADF => "EBADF",
-        EAGAIN => "EAGAIN",
-        ENOMEM => "ENOMEM",
-        EFAULT => "EFAULT",
-        EEXIST => "EEXIST",
-        EINVAL => "EINVAL",
-        EMFILE => "EMFILE",
-        ENOSPC => "ENOSPC",
-        EPIPE => "EPIPE",
-        EDEADLK => "EDEADLK",
-        ELOOP => "ELOOP",
-        ENOTSOCK => "ENOTSOCK",
-        EDESTADDRREQ => "EDESTADDRREQ",
-        EOPNOTSUPP => "EOPNOTSUPP",
-        EAFNOSUPPORT => "EAFNOSUPPORT",
-        EADDRINUSE => "EADDRINUSE",
-        EADDRNOTAVAIL => "EADDRNOTAVAIL",
-        ENETUNREACH => "ENETUNREACH",
-        ECONNABORTED => "ECONNABORTED",
-        ECONNRESET => "ECONNRESET",
-        EISCONN => "EISCONN",
-        ENOTCONN => "ENOTCONN",
-        ETIMEDOUT => "ETIMEDOUT",
-        ECONNREFUSED => "ECONNREFUSED",
-        EALREADY => "EALREADY",
-        EINPROGRESS => "EINPROGRESS",
-        0 => "0",
-        _ => return format!("errno {e}"),
-    };
-    name.to_string()
-}
+/// The errno's symbolic name (`EAGAIN`): the simulated kernel's table, one for the workspace.
+pub use netpoll_sim::trace::errno_name;
 
 /// `Ok(<shown value>)` or `Err(ENAME)`.
 pub fn show<T>(r: &io::Result<T>, f: impl FnOnce(&T) -> String) -> String {

@@ -4,7 +4,7 @@
 //! Every zoo scenario runs one reactor (an echo server and its clients on one epoll instance,
 //! in one thread, on the simulated kernel) with a deliberate bug, or, with `--param fixed=1`,
 //! its corrected twin. The oracles are the crate's: the lost-wakeup scan at quiescence
-//! ([`netpoll_sim::Sim::stranded`] against what the loop waits for), the hang oracle (the
+//! (the kernel's scan, [`crate::oracle::lost_wakeup`], against what the loop waits for), the hang oracle (the
 //! kernel's `Deadlock` from `epoll_wait(-1)`), byte-for-byte integrity of every echo, deadline
 //! accuracy, and leaks at the end.
 //!
@@ -42,6 +42,14 @@
 //! probability `preempt-pct`. That is the window in which Go's netpoller, on another thread,
 //! delivers the notification.
 //!
+//! # Files
+//!
+//! `mod.rs` holds the registry entries, the reactor's state, its loop and the oracles; each bug
+//! lives in the file named after it, with its fixed twin beside it (`et_partial_read.rs` the
+//! read handler, `et_accept_one.rs` the accept handler, `oneshot_no_rearm.rs` re-arming and
+//! flushing, `park_no_recheck.rs` the poll descriptor and its tasks, `timer_not_in_timeout.rs`
+//! the loop's timeout and the idle deadlines); `clients.rs` holds the zoo's clients.
+//!
 //! # Not modelled
 //!
 //! One thread, one epoll instance, the simulated kernel only (no `--backend real`: the zoo
@@ -51,22 +59,26 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::time::Instant;
 
 use netpoll::sys::{
-    errno::*, Events, EPOLL_CLOEXEC, EPOLL_CTL_ADD, EPOLL_CTL_MOD, SOCK_CLOEXEC, SOCK_NONBLOCK,
+    errno::*, errno_of, Events, EPOLL_CLOEXEC, EPOLL_CTL_ADD, SOCK_CLOEXEC, SOCK_NONBLOCK,
 };
 use netpoll::{EpollEvent, Fd, Poller};
-use netpoll_sim::trace::Record;
 use netpoll_sim::Sim;
 
-use crate::engine::{pattern, thread_cpu_ns, RunStats, Spec};
-use crate::oracle::Failure;
-use crate::params::{ParamSpec, Params, CONNS, MSGS, SIZE};
-use crate::raw_epoll::{timeout_ms, TICK_NS};
+use crate::oracle::{io_fail, lost_wakeup, Failure};
+use crate::params::{ParamSpec, CONNS, FAULTS, MSGS, SIZE};
 use crate::rng::{mix, Rng};
-use crate::run::{sim_for, Report, Request, Tracing};
-use crate::scenario::{Scenario, FAULTS};
+use crate::workload::{sim_judged_by_loop, simulate_on, Kind, Request, Run, Tracing, Workload};
+
+mod clients;
+mod et_accept_one;
+mod et_partial_read;
+mod oneshot_no_rearm;
+mod park_no_recheck;
+mod timer_not_in_timeout;
+
+pub use park_no_recheck::Rg;
 
 /// Which bug a zoo scenario carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,13 +95,38 @@ pub enum Bug {
     TimerNotInTimeout,
 }
 
-/// A zoo scenario: the registry entry and its bug.
+/// A zoo scenario: its registry entry and its bug.
 #[derive(Debug)]
 pub struct ZooScenario {
-    /// The registry entry (`netpoll-sim run NAME`).
-    pub scenario: Scenario,
+    /// The registry name (`netpoll-sim run NAME`).
+    pub name: &'static str,
+    /// One line: the bug.
+    pub about: &'static str,
+    /// Its parameters (`fixed` among them).
+    pub params: &'static [ParamSpec],
     /// The bug (absent when `fixed=1`).
     pub bug: Bug,
+}
+
+impl Workload for ZooScenario {
+    fn name(&self) -> &str {
+        self.name
+    }
+    fn about(&self) -> &str {
+        self.about
+    }
+    fn invariants(&self) -> &str {
+        "with fixed=0 the oracles must catch the bug (lost wakeup or hang); with fixed=1 every oracle passes"
+    }
+    fn params(&self) -> &'static [ParamSpec] {
+        self.params
+    }
+    fn kind(&self) -> Kind {
+        Kind::Zoo
+    }
+    fn run(&self, req: &Request, tracing: Tracing) -> Run {
+        go(self, req, tracing)
+    }
 }
 
 /// The parameter that selects the corrected twin.
@@ -151,10 +188,6 @@ static TIMER: &[ParamSpec] = &[
     ParamSpec::new("deadline-ms", 50, 1, 60_000, "the server's idle deadline"),
 ];
 
-fn spec(p: &Params) -> Spec {
-    Spec::echo(p.get(CONNS) as usize, p.get(MSGS), p.get(SIZE))
-}
-
 const fn zoo(
     name: &'static str,
     about: &'static str,
@@ -162,15 +195,9 @@ const fn zoo(
     bug: Bug,
 ) -> ZooScenario {
     ZooScenario {
-        scenario: Scenario {
-            name,
-            about,
-            invariants: "with fixed=0 the oracles must catch the bug (lost wakeup or hang); with fixed=1 every oracle passes",
-            params,
-            test_params: &[],
-            real_ok: false,
-            spec,
-        },
+        name,
+        about,
+        params,
         bug,
     }
 }
@@ -211,36 +238,10 @@ pub static ZOO: [ZooScenario; 5] = [
 
 /// The zoo scenario named `name`.
 pub fn find(name: &str) -> Option<&'static ZooScenario> {
-    ZOO.iter().find(|z| z.scenario.name == name)
+    ZOO.iter().find(|z| z.name == name)
 }
 
-/// Runs `req` (a zoo scenario) and reports, as [`crate::run::execute`] does.
-pub fn execute(z: &ZooScenario, req: &Request) -> Report {
-    let (report, _) = go(z, req, Tracing::Off);
-    if req.check_determinism && report.failure.is_none() {
-        let (again, _) = go(z, req, Tracing::Off);
-        if again.fingerprint != report.fingerprint {
-            let mut r = report;
-            r.failure = Some(crate::run::compare_traced(req).err().unwrap_or_else(|| {
-                Failure::Invariant("two runs ended with different fingerprints".into())
-            }));
-            return r;
-        }
-    }
-    report
-}
-
-/// A traced run of `req` (a zoo scenario).
-pub fn traced(z: &ZooScenario, req: &Request, tracing: Tracing) -> (Vec<Record>, Report) {
-    let (report, records) = go(z, req, tracing);
-    (records, report)
-}
-
-fn go(z: &ZooScenario, req: &Request, tracing: Tracing) -> (Report, Vec<Record>) {
-    let wall = Instant::now();
-    let cpu = thread_cpu_ns();
-    let k = sim_for(req);
-    let trace = tracing.install(&k);
+fn go(z: &ZooScenario, req: &Request, tracing: Tracing) -> Run {
     let p = &req.params;
     let cfg = Cfg {
         bug: (p.get(FIXED) == 0).then_some(z.bug),
@@ -253,38 +254,17 @@ fn go(z: &ZooScenario, req: &Request, tracing: Tracing) -> (Report, Vec<Record>)
         stall_pct: p.try_get("stall-pct").unwrap_or(0),
         deadline_ns: p.try_get("deadline-ms").map(|ms| ms * 1_000_000),
     };
-    let mut stats = RunStats::default();
-    let verdict = match Zoo::new(&k, cfg, req.seed) {
-        Ok(mut zr) => {
-            let v = zr.run();
-            stats.bytes = zr.bytes;
-            stats.bytes_sent = zr.bytes_sent;
-            stats.epoll_events = zr.epoll_events;
-            stats.quiescence_checks = zr.scans;
-            stats.closed_idle = zr.closed_idle;
-            stats.max_late_ns = zr.max_late_ns;
-            v
-        }
-        Err(f) => Err(f),
-    };
-    let st = k.stats();
-    stats.conns = p.get(CONNS);
-    stats.syscalls = st.syscalls;
-    stats.deliveries = st.deliveries;
-    stats.events = st.syscalls + st.deliveries;
-    stats.virtual_ns = k.now_ns();
-    stats.wall_ns = wall.elapsed().as_nanos() as u64;
-    stats.cpu_ns = thread_cpu_ns().saturating_sub(cpu);
-    let records = if trace { k.take_trace() } else { Vec::new() };
-    let report = Report {
-        request: req.clone(),
-        stats,
-        failure: verdict.err(),
-        labels: Vec::new(),
-        fingerprint: Some(k.fingerprint()),
-        faults: Some(k.fault_counts()),
-    };
-    (report, records)
+    simulate_on(sim_judged_by_loop(req), req, tracing, |k, stats| {
+        let mut zr = Zoo::new(k, cfg, req.seed)?;
+        let v = zr.run();
+        stats.bytes = zr.bytes;
+        stats.bytes_sent = zr.bytes_sent;
+        stats.epoll_events = zr.epoll_events;
+        stats.quiescence_checks = zr.scans;
+        stats.closed_idle = zr.closed_idle;
+        stats.max_late_ns = zr.max_late_ns;
+        v
+    })
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -310,17 +290,6 @@ const READISH: Events = Events::IN
     .union(Events::RDHUP)
     .union(Events::HUP)
     .union(Events::ERR);
-
-/// A poll descriptor's read semaphore (see the module docs for its transitions).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Rg {
-    /// No notification pending, nobody waiting.
-    Idle,
-    /// A notification came while nobody waited.
-    Ready,
-    /// The connection's task is parked on it.
-    Waiting,
-}
 
 #[derive(Debug)]
 struct SConn {
@@ -375,17 +344,6 @@ struct Zoo<'k> {
     scans: u64,
     closed_idle: u64,
     max_late_ns: u64,
-}
-
-fn errno(e: &io::Error) -> i32 {
-    e.raw_os_error().unwrap_or(0)
-}
-
-fn io_fail(context: impl Into<String>, e: io::Error) -> Failure {
-    Failure::Io {
-        context: context.into(),
-        error: e.to_string(),
-    }
 }
 
 impl<'k> Zoo<'k> {
@@ -488,12 +446,7 @@ impl<'k> Zoo<'k> {
             if now > 3_600_000_000_000 {
                 return Err(self.hang("more than an hour of virtual time passed"));
             }
-            let timeout = match self.deadlines.peek() {
-                // The bug: the loop's timeout was written before idle deadlines existed.
-                Some(_) if self.bug(Bug::TimerNotInTimeout) => -1,
-                Some(&Reverse((d, _))) => timeout_ms(d, now),
-                None => -1,
-            };
+            let timeout = self.wait_timeout(now);
             if timeout != 0 {
                 self.quiescence()?;
             }
@@ -564,7 +517,7 @@ impl<'k> Zoo<'k> {
                 self.quiescence()?;
                 return Err(self.hang(&format!("epoll_wait would block for ever ({e})")));
             }
-            Err(e) if errno(&e) == EINTR => return Ok(()),
+            Err(e) if errno_of(&e) == Some(EINTR) => return Ok(()),
             Err(e) => return Err(io_fail("epoll_wait", e)),
         };
         self.epoll_events += n as u64;
@@ -586,34 +539,19 @@ impl<'k> Zoo<'k> {
             return Ok(());
         }
         self.scans += 1;
-        let stranded = self
-            .k
-            .stranded(self.ep)
-            .map_err(|e| io_fail("stranded()", e))?;
-        for s in stranded {
-            let wants = self.wants(s.data);
-            if (s.ready & wants).is_empty() {
-                continue;
-            }
-            let id = s.data & 0xffff_ffff;
-            let owner = match s.data & MASK {
-                LISTENER => "the listener".to_string(),
-                SERVER => format!("server connection {id}"),
-                _ => format!("client {id}"),
-            };
-            return Err(Failure::LostWakeup {
-                fd: s.fd,
-                data: s.data,
-                owner,
-                interest: s.interest,
-                ready: s.ready,
-                wants,
-                disarmed: s.disarmed,
-                at_ns: self.now_ns(),
-                history: self.k.history(s.fd),
-            });
-        }
-        Ok(())
+        lost_wakeup(
+            self.k,
+            self.ep,
+            |s| self.wants(s.data),
+            |s| {
+                let id = s.data & 0xffff_ffff;
+                match s.data & MASK {
+                    LISTENER => "the listener".to_string(),
+                    SERVER => format!("server connection {id}"),
+                    _ => format!("client {id}"),
+                }
+            },
+        )
     }
 
     /// What the loop waits for on the registration `data`.
@@ -652,54 +590,6 @@ impl<'k> Zoo<'k> {
                 },
                 None => Events::NONE,
             },
-        }
-    }
-
-    // ---- the server ----
-
-    fn accept(&mut self) -> Result<(), Failure> {
-        loop {
-            let fd = match self.k.accept4(self.listener, SOCK_NONBLOCK | SOCK_CLOEXEC) {
-                Ok((fd, _)) => fd,
-                Err(e) if errno(&e) == EAGAIN => return Ok(()),
-                Err(e) if errno(&e) == ECONNABORTED => continue,
-                Err(e) => return Err(io_fail("accept4", e)),
-            };
-            let slot = self.conns.len();
-            let deadline_ns = match self.cfg.deadline_ns {
-                Some(t) => {
-                    let d = self.now_ns() + t;
-                    self.deadlines.push(Reverse((d, slot)));
-                    d
-                }
-                None => 0,
-            };
-            self.conns.push(Some(SConn {
-                fd,
-                out: Vec::new(),
-                eof: false,
-                deadline_ns,
-                rg: Rg::Idle,
-            }));
-            self.open += 1;
-            let interest = match self.cfg.kind {
-                Bug::OneshotNoRearm => Events::IN | Events::RDHUP | Events::ONESHOT,
-                _ => Events::IN | Events::OUT | Events::RDHUP | Events::ET,
-            };
-            self.k
-                .epoll_ctl(
-                    self.ep,
-                    EPOLL_CTL_ADD,
-                    fd,
-                    Some(EpollEvent::new(interest, SERVER | slot as u64)),
-                )
-                .map_err(|e| io_fail("epoll_ctl ADD conn", e))?;
-            if self.cfg.kind == Bug::ParkNoRecheck {
-                self.runq.push_back(slot); // the connection's task starts by reading
-            }
-            if self.bug(Bug::EtAcceptOne) {
-                return Ok(()); // the bug: one accept per edge
-            }
         }
     }
 
@@ -743,78 +633,6 @@ impl<'k> Zoo<'k> {
         }
     }
 
-    fn rearm(&mut self, slot: usize) -> Result<(), Failure> {
-        let Some(c) = self.conn(slot) else {
-            return Ok(());
-        };
-        let mut interest = Events::IN | Events::RDHUP | Events::ONESHOT;
-        if !c.out.is_empty() {
-            interest |= Events::OUT;
-        }
-        let fd = c.fd;
-        self.k
-            .epoll_ctl(
-                self.ep,
-                EPOLL_CTL_MOD,
-                fd,
-                Some(EpollEvent::new(interest, SERVER | slot as u64)),
-            )
-            .map_err(|e| io_fail("epoll_ctl MOD (re-arm)", e))
-    }
-
-    /// Reads until `EAGAIN` (the partial-read bug: once), answering each read.
-    fn read_all(&mut self, slot: usize) -> Result<(), Failure> {
-        let limit = if self.cfg.kind == Bug::EtPartialRead {
-            self.cfg.read_buf.min(self.buf.len())
-        } else {
-            self.buf.len()
-        };
-        loop {
-            match self.read_once(slot, limit)? {
-                Read::Data => {
-                    if self.bug(Bug::EtPartialRead) {
-                        return Ok(()); // the bug: one read per edge
-                    }
-                }
-                Read::Again | Read::Closed => return Ok(()),
-            }
-        }
-    }
-
-    /// One read on a server connection and its answer.
-    fn read_once(&mut self, slot: usize, limit: usize) -> Result<Read, Failure> {
-        let Some(c) = self.conn(slot) else {
-            return Ok(Read::Closed);
-        };
-        if c.eof {
-            return Ok(Read::Again);
-        }
-        let fd = c.fd;
-        let n = match self.k.read(fd, &mut self.buf[..limit]) {
-            Ok(0) => {
-                let c = self.conn(slot).expect("live");
-                c.eof = true;
-                if c.out.is_empty() {
-                    self.close(slot)?;
-                    return Ok(Read::Closed);
-                }
-                return Ok(Read::Again);
-            }
-            Ok(n) => n,
-            Err(e) if errno(&e) == EAGAIN => return Ok(Read::Again),
-            Err(e) => return Err(io_fail(format!("server read on connection {slot}"), e)),
-        };
-        if let Some(t) = self.cfg.deadline_ns {
-            let now = self.now_ns();
-            self.conn(slot).expect("live").deadline_ns = now + t;
-        }
-        let buf = std::mem::take(&mut self.buf);
-        let r = self.send(slot, &buf[..n]);
-        self.buf = buf;
-        r?;
-        Ok(Read::Data)
-    }
-
     /// Answers `bytes`: behind queued output, else written now (oneshot: one write; the rest
     /// is queued for `EPOLLOUT`), the rest queued.
     fn send(&mut self, slot: usize, bytes: &[u8]) -> Result<(), Failure> {
@@ -825,7 +643,7 @@ impl<'k> Zoo<'k> {
             while at < bytes.len() {
                 match self.k.write(c.fd, &bytes[at..]) {
                     Ok(n) => at += n,
-                    Err(e) if errno(&e) == EAGAIN => break,
+                    Err(e) if errno_of(&e) == Some(EAGAIN) => break,
                     Err(e) => return Err(io_fail(format!("server write on {slot}"), e)),
                 }
                 if once {
@@ -837,255 +655,12 @@ impl<'k> Zoo<'k> {
         Ok(())
     }
 
-    fn flush(&mut self, slot: usize) -> Result<(), Failure> {
-        let c = self.conns[slot].as_mut().expect("live");
-        let mut at = 0;
-        while at < c.out.len() {
-            match self.k.write(c.fd, &c.out[at..]) {
-                Ok(n) => at += n,
-                Err(e) if errno(&e) == EAGAIN => break,
-                Err(e) => return Err(io_fail(format!("server flush on {slot}"), e)),
-            }
-        }
-        c.out.drain(..at);
-        if c.out.is_empty() && c.eof {
-            self.close(slot)?;
-        }
-        Ok(())
-    }
-
     fn close(&mut self, slot: usize) -> Result<(), Failure> {
         let c = self.conns[slot].take().expect("closing a live connection");
         self.open -= 1;
         self.k
             .close(c.fd)
             .map_err(|e| io_fail(format!("closing connection {slot}"), e))
-    }
-
-    fn on_time(&mut self) -> Result<(), Failure> {
-        let now = self.now_ns();
-        while let Some(&Reverse((d, slot))) = self.deadlines.peek() {
-            if d > now {
-                break;
-            }
-            self.deadlines.pop();
-            let Some(c) = self.conn(slot) else {
-                continue;
-            };
-            if c.deadline_ns > now {
-                let d = c.deadline_ns;
-                self.deadlines.push(Reverse((d, slot)));
-                continue;
-            }
-            let d = c.deadline_ns;
-            if now - d > TICK_NS {
-                return Err(Failure::Deadline {
-                    what: format!("the idle deadline of server connection {slot}"),
-                    deadline_ns: d,
-                    fired_ns: now,
-                    tolerance_ns: TICK_NS,
-                });
-            }
-            self.max_late_ns = self.max_late_ns.max(now - d);
-            self.closed_idle += 1;
-            self.close(slot)?;
-        }
-        Ok(())
-    }
-
-    // ---- the poll descriptor and its tasks ----
-
-    /// The netpoller saw `slot` readable.
-    fn notify(&mut self, slot: usize) {
-        let c = self.conns[slot].as_mut().expect("live");
-        match c.rg {
-            Rg::Waiting => {
-                c.rg = Rg::Idle;
-                self.runq.push_back(slot);
-            }
-            Rg::Idle | Rg::Ready => c.rg = Rg::Ready,
-        }
-    }
-
-    /// The task would block: returns whether it parked (`false`: read again).
-    fn park(&mut self, slot: usize) -> bool {
-        let buggy = self.bug(Bug::ParkNoRecheck);
-        let c = self.conns[slot].as_mut().expect("live");
-        match c.rg {
-            Rg::Waiting => panic!("double wait on the poll descriptor of connection {slot}"),
-            Rg::Ready if !buggy => {
-                c.rg = Rg::Idle; // consume the notification, read again
-                false
-            }
-            // Idle, or (the bug) Ready overwritten without a look.
-            _ => {
-                c.rg = Rg::Waiting;
-                true
-            }
-        }
-    }
-
-    /// Runs connection `slot`'s task until it parks or ends.
-    fn task(&mut self, slot: usize) -> Result<(), Failure> {
-        loop {
-            match self.read_once(slot, self.buf.len())? {
-                Read::Data => continue,
-                Read::Closed => return Ok(()),
-                Read::Again => {
-                    if self.conn(slot).is_some_and(|c| c.eof) {
-                        return Ok(()); // closes once the output is flushed
-                    }
-                    if self.rng.chance(self.cfg.preempt_pct, 100) {
-                        // Descheduled between the failed read and the park: the netpoller
-                        // runs (other threads, 1 ms) and may notify this very descriptor.
-                        self.netpoll(1)?;
-                        if self.conn(slot).is_none() {
-                            return Ok(());
-                        }
-                    }
-                    if self.park(slot) {
-                        return Ok(());
-                    }
-                }
-            }
-        }
-    }
-
-    // ---- the clients (correct edge-triggered code) ----
-
-    fn connect(&mut self, i: usize) -> Result<(), Failure> {
-        let k = self.k;
-        let fd = k
-            .tcp_socket(SOCK_NONBLOCK | SOCK_CLOEXEC)
-            .map_err(|e| io_fail("client socket", e))?;
-        self.clients[i].fd = fd;
-        let interest = Events::IN | Events::OUT | Events::RDHUP | Events::ET;
-        k.epoll_ctl(
-            self.ep,
-            EPOLL_CTL_ADD,
-            fd,
-            Some(EpollEvent::new(interest, CLIENT | i as u64)),
-        )
-        .map_err(|e| io_fail("epoll_ctl ADD client", e))?;
-        match k.connect(fd, self.addr) {
-            Ok(()) => Ok(()),
-            Err(e) if errno(&e) == EINPROGRESS => Ok(()),
-            Err(e) => Err(io_fail(format!("connect client {i}"), e)),
-        }
-    }
-
-    /// The request bytes client `c` may have written by now: one message at a time.
-    fn send_target(&self, c: &Client) -> u64 {
-        ((c.recv / self.cfg.size + 1) * self.cfg.size).min(c.send_total)
-    }
-
-    fn client_event(&mut self, i: usize, ev: Events) -> Result<(), Failure> {
-        match self.clients[i].phase {
-            Phase::Done => Ok(()),
-            Phase::Connecting => {
-                let fd = self.clients[i].fd;
-                let err = self
-                    .k
-                    .take_socket_error(fd)
-                    .map_err(|e| io_fail("SO_ERROR", e))?;
-                if err != 0 {
-                    return Err(io_fail(
-                        format!("connecting client {i}"),
-                        io::Error::from_raw_os_error(err),
-                    ));
-                }
-                if !ev.contains(Events::OUT) {
-                    return Ok(()); // spurious
-                }
-                self.clients[i].phase = Phase::Active;
-                self.client_step(i)
-            }
-            Phase::Active | Phase::Stalled => self.client_step(i),
-        }
-    }
-
-    /// Reads and writes until `EAGAIN`.
-    fn client_step(&mut self, i: usize) -> Result<(), Failure> {
-        let fd = self.clients[i].fd;
-        loop {
-            let n = match self.k.read(fd, &mut self.buf) {
-                Ok(0) => return self.client_eof(i),
-                Ok(n) => n,
-                Err(e) if errno(&e) == EAGAIN => break,
-                Err(e) => return Err(io_fail(format!("client {i} read"), e)),
-            };
-            let c = &mut self.clients[i];
-            if c.recv + n as u64 > c.sent {
-                return Err(Failure::Integrity {
-                    conn: i,
-                    offset: c.recv,
-                    detail: format!("{n} bytes arrived; only {} are owed", c.sent - c.recv),
-                });
-            }
-            if let Some(j) = (0..n).find(|&j| self.buf[j] != pattern(c.key, c.recv + j as u64)) {
-                return Err(Failure::Integrity {
-                    conn: i,
-                    offset: c.recv + j as u64,
-                    detail: "a byte differs from the request (lost or reordered bytes)".into(),
-                });
-            }
-            c.recv += n as u64;
-            self.bytes += n as u64;
-        }
-        loop {
-            let c = &self.clients[i];
-            let target = self.send_target(c);
-            if c.sent >= target {
-                break;
-            }
-            let len = ((target - c.sent) as usize).min(self.buf.len());
-            let (key, sent) = (c.key, c.sent);
-            for (j, b) in self.buf[..len].iter_mut().enumerate() {
-                *b = pattern(key, sent + j as u64);
-            }
-            match self.k.write(fd, &self.buf[..len]) {
-                Ok(n) => {
-                    self.clients[i].sent += n as u64;
-                    self.bytes_sent += n as u64;
-                }
-                Err(e) if errno(&e) == EAGAIN => break,
-                Err(e) => return Err(io_fail(format!("client {i} write"), e)),
-            }
-        }
-        let per_conn = self.cfg.msgs * self.cfg.size;
-        let c = &mut self.clients[i];
-        if c.send_total < per_conn && c.sent == c.send_total {
-            c.phase = Phase::Stalled;
-        }
-        if c.recv == per_conn {
-            self.client_close(i)?;
-        }
-        Ok(())
-    }
-
-    fn client_eof(&mut self, i: usize) -> Result<(), Failure> {
-        let c = &self.clients[i];
-        if c.phase != Phase::Stalled || c.recv != c.sent {
-            return Err(Failure::Integrity {
-                conn: i,
-                offset: c.recv,
-                detail: format!(
-                    "the server closed early (sent {} of {} bytes, {} echoed)",
-                    c.sent, c.send_total, c.recv
-                ),
-            });
-        }
-        self.client_close(i)
-    }
-
-    fn client_close(&mut self, i: usize) -> Result<(), Failure> {
-        let c = &mut self.clients[i];
-        c.phase = Phase::Done;
-        let fd = std::mem::replace(&mut c.fd, -1);
-        self.done += 1;
-        self.k
-            .close(fd)
-            .map_err(|e| io_fail(format!("closing client {i}"), e))
     }
 }
 

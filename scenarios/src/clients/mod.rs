@@ -1,0 +1,521 @@
+//! A population of TCP clients to test a server with: the clients the echo engine drives, made
+//! reusable against any server written on the [`Poller`] trait.
+//!
+//! Testing a server then means: write the server, pick a client mix ([`ClientMix`]), and run
+//! one loop that hands each event to whichever side owns its token. The clients
+//!
+//! - **connect** at most [`ClientMix::connect_window`] at a time, and make a new connection
+//!   when one times out or is reset before any answer (up to [`ClientMix::connect_retries`]
+//!   times);
+//! - send their connection's deterministic byte stream ([`pattern()`]), one message at a time or
+//!   [`ClientMix::pipeline`] messages ahead, and **check every byte** of the answer as they
+//!   read it (lost, duplicated, reordered or foreign bytes are a [`Failure::Integrity`] naming
+//!   the connection and the offset);
+//! - **generate and check incrementally**: a client holds no message, only the one shared
+//!   64 KiB buffer it writes from and reads into, so memory is bounded by what is in flight,
+//!   not by message sizes;
+//! - behave as their [`ClientMode`] says: request/response, pipeline then **half-close**,
+//!   **reset** (`SO_LINGER` 0) at a seeded point, **stall** mid-message, **read slowly**, or
+//!   connect and stay **idle**.
+//!
+//! The simulated kernel judges lost wakeups by itself, taking a registration's interest for
+//! what the loop waits for ([`netpoll_sim::default_wants`]). A slow reader out of budget (and a
+//! server that pauses reading under backpressure) leaves readable data unread on purpose; a loop
+//! with such clients makes its kernel with `oracles.lost_wakeup` off
+//! ([`crate::workload::sim_judged_by_loop`]) and, before each sleep with nothing in flight,
+//! runs [`crate::oracle::lost_wakeup`] with [`Clients::wants`] (and its server's wants).
+//!
+//! Every client socket is registered edge-triggered on the loop's epoll instance with a token
+//! that has the top two bits set ([`TOKEN`]); a server sharing the instance must keep those
+//! bits of its own tokens different (as [`crate::raw_epoll::tag`] does).
+//!
+//! ```
+//! use std::net::{Ipv4Addr, SocketAddrV4};
+//!
+//! use netpoll::sys::EPOLL_CLOEXEC;
+//! use netpoll::{EpollEvent, Poller};
+//! use netpoll_scenarios::clients::{ClientMix, ClientMode, Clients};
+//! use netpoll_scenarios::raw_epoll::{EchoServer, ServerConfig};
+//! use netpoll_sim::Sim;
+//!
+//! let sim = Sim::new(7);
+//! let ep = sim.epoll_create1(EPOLL_CLOEXEC).unwrap();
+//! let any = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0);
+//! // The server under test: here the crate's example echo server.
+//! let mut server = EchoServer::bind(&sim, ep, any, ServerConfig::default()).unwrap();
+//! let addr = server.local_addr().unwrap();
+//! // Twenty clients: ten pipeline 3 messages of 100 kB each then half-close, ten reset.
+//! let mix = ClientMix::new(20, 3, 100_000)
+//!     .group(10, ClientMode::HalfClose)
+//!     .group(10, ClientMode::Reset);
+//! let mut clients = Clients::new(&sim, ep, addr, mix, 7);
+//! let mut events = vec![EpollEvent::EMPTY; 64];
+//! while !(clients.done() && server.open_conns() == 0) {
+//!     clients.start(server.open_conns()).unwrap();
+//!     let n = sim.epoll_wait(ep, &mut events, server.timeout_ms()).unwrap();
+//!     for ev in &events[..n] {
+//!         if Clients::<Sim>::owns(ev.data) {
+//!             clients.handle(*ev).unwrap();
+//!         } else {
+//!             server.handle(*ev).unwrap();
+//!         }
+//!     }
+//!     server.on_time().unwrap();
+//! }
+//! // Every half-closing client read its 300 kB back, byte for byte; resets end early.
+//! assert!(clients.done());
+//! assert!(clients.stats().bytes >= 10 * 300_000);
+//! ```
+
+mod machine;
+pub mod pattern;
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::net::SocketAddrV4;
+
+use netpoll::{Events, Fd, Poller};
+
+use crate::oracle::Failure;
+use crate::rng::{mix, Rng};
+use crate::trace_out::FdLabel;
+
+pub use pattern::{check_pattern, fill_pattern, pattern};
+
+/// The tag (top two bits) of every client registration's token: `TOKEN | client index`.
+pub const TOKEN: u64 = 3 << 62;
+const TOKEN_MASK: u64 = 3 << 62;
+
+/// What a client does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientMode {
+    /// Send a message, read its echo, repeat ([`ClientMix::pipeline`] messages ahead); then
+    /// hold the connection until every client is done (so all connections are open at once),
+    /// then close.
+    Echo,
+    /// Send every message at once, `shutdown(SHUT_WR)`, read every echo, expect end of file.
+    HalfClose,
+    /// Each client resets (`SO_LINGER` 0, `close`) after a seeded number of whole messages plus
+    /// a seeded part of the next.
+    Reset,
+    /// `pct`% of the clients stop sending in the middle of a seeded message and wait for the
+    /// server to close them; the others echo normally and close.
+    Stall {
+        /// Percentage of clients that stall.
+        pct: u64,
+    },
+    /// Request/response, but the answer is read `chunk` bytes per `interval_ns`.
+    SlowReader {
+        /// Bytes read per tick.
+        chunk: usize,
+        /// Time between ticks.
+        interval_ns: u64,
+    },
+    /// Connect, send nothing, and hold the connection until every client is done; the server
+    /// may close it first (an idle deadline), which is no failure.
+    Idle,
+}
+
+/// Which clients there are and how they behave.
+#[derive(Clone, Debug)]
+pub struct ClientMix {
+    /// Connections, one client each.
+    pub conns: usize,
+    /// Messages per connection.
+    pub msgs: u64,
+    /// Bytes per message.
+    pub size: u64,
+    /// `(count, mode)` groups, in client order; clients beyond their sum are [`ClientMode::Echo`].
+    pub groups: Vec<(usize, ClientMode)>,
+    /// Clients connecting at once, at most.
+    pub connect_window: usize,
+    /// How often a client makes a new connection after `connect` timed out (`ETIMEDOUT`: every
+    /// SYN was dropped by a full accept queue) or the connection was reset before any answer
+    /// (the server gave up a handshake it had no queue room for). 0: either fails the run.
+    pub connect_retries: u32,
+    /// Messages a client sends ahead of the answers it has read (1: request/response).
+    pub pipeline: u64,
+    /// Answer bytes per request byte: the server repeats each byte this many times.
+    pub reply_factor: u32,
+    /// Whether a short read means the receive queue was empty: true on Linux (and on the
+    /// simulated kernel without `short_read` faults), where the clients then skip the read
+    /// that would only say `EAGAIN`. The `Poller` contract does not promise it, so under
+    /// injected short reads it must be false.
+    pub short_read_drains: bool,
+    /// Record which fd belongs to which client (for trace files).
+    pub label_fds: bool,
+}
+
+impl ClientMix {
+    /// `conns` request/response clients of `msgs` messages of `size` bytes, 512 connecting at
+    /// once, no retries, one message in flight, a plain echo.
+    pub fn new(conns: usize, msgs: u64, size: u64) -> ClientMix {
+        ClientMix {
+            conns,
+            msgs,
+            size,
+            groups: Vec::new(),
+            connect_window: 512,
+            connect_retries: 0,
+            pipeline: 1,
+            reply_factor: 1,
+            short_read_drains: false,
+            label_fds: false,
+        }
+    }
+
+    /// Adds a group of `count` clients in `mode` after the groups so far.
+    #[must_use]
+    pub fn group(mut self, count: usize, mode: ClientMode) -> ClientMix {
+        self.groups.push((count, mode));
+        self
+    }
+
+    /// Every client in `mode`.
+    #[must_use]
+    pub fn mode(mut self, mode: ClientMode) -> ClientMix {
+        self.groups = vec![(self.conns, mode)];
+        self
+    }
+
+    fn mode_of(&self, i: usize) -> ClientMode {
+        let mut end = 0;
+        for &(n, m) in &self.groups {
+            end += n;
+            if i < end {
+                return m;
+            }
+        }
+        ClientMode::Echo
+    }
+}
+
+/// What the clients did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClientStats {
+    /// Answer bytes read and checked.
+    pub bytes: u64,
+    /// Request bytes written.
+    pub bytes_sent: u64,
+    /// Connections made again after `ETIMEDOUT` or a reset before any answer.
+    pub connect_retries: u64,
+}
+
+/// Where a client is in its life.
+///
+/// ```text
+/// Idle --start--> Connecting --(OUT, SO_ERROR 0)--> Active
+///                 Connecting --(SO_ERROR ETIMEDOUT, retries left)--> Connecting (new socket)
+/// Active --(all answers in; echo, idle)--> Holding --(every client finished)--> Done
+/// Active --(all answers in; other modes) | (reset point) | (expected EOF)--> Done
+/// ```
+///
+/// Anything else (an EOF nobody expected, a connect error) ends the run with a failure. Events
+/// for a `Done` client are ignored: its fd is closed (its registration went with it; the event
+/// was already collected).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Not started yet.
+    Idle,
+    /// `connect` under way.
+    Connecting,
+    /// Sending and reading.
+    Active,
+    /// Done, connection held open until every client is done.
+    Holding,
+    /// Closed; nothing more to do.
+    Done,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stop {
+    /// Finishes all messages.
+    Complete,
+    /// Resets the connection once `send_total` bytes are written.
+    Reset,
+    /// Stops sending at `send_total` and waits for the server to close.
+    Stall,
+}
+
+#[derive(Debug)]
+struct Client {
+    fd: Fd,
+    phase: Phase,
+    mode: ClientMode,
+    key: u64,
+    /// Request bytes written.
+    sent: u64,
+    /// Response bytes read and checked.
+    recv: u64,
+    /// Request bytes this client will send in all (a stall or reset stops early).
+    send_total: u64,
+    /// What happens at `send_total`.
+    stop: Stop,
+    shut_wr: bool,
+    /// Slow reader: bytes it may still read before its next tick.
+    budget: usize,
+    /// Slow reader: a tick is queued.
+    tick_armed: bool,
+    /// Connects that timed out and were made again.
+    retries: u32,
+    /// When the client saw the server's end of file.
+    eof_ns: u64,
+}
+
+/// The clients: create with [`Clients::new`], then in every turn of the loop call
+/// [`Clients::start`], hand each event whose token [`Clients::owns`] to [`Clients::handle`],
+/// and call [`Clients::on_time`] (slow readers' ticks; [`Clients::next_deadline_ns`] says
+/// when). [`Clients::done`] says when every client finished as planned and closed.
+#[derive(Debug)]
+pub struct Clients<'k, P: Poller + ?Sized> {
+    k: &'k P,
+    ep: Fd,
+    addr: SocketAddrV4,
+    mix: ClientMix,
+    clients: Vec<Client>,
+    next_client: usize,
+    connecting: usize,
+    /// Clients that reached `Holding`, those of them closed, and the next index to look at.
+    holding: usize,
+    held_closed: usize,
+    next_to_close: usize,
+    finished: usize,
+    closed: usize,
+    buf: Vec<u8>,
+    /// Slow readers' ticks: (when, client).
+    ticks: BinaryHeap<Reverse<(u64, u32)>>,
+    stats: ClientStats,
+    labels: Vec<FdLabel>,
+    ports: BTreeMap<SocketAddrV4, usize>,
+}
+
+impl<'k, P: Poller + ?Sized> Clients<'k, P> {
+    /// The clients of `mix`, to connect to `server` and register on `ep`. `seed` draws the
+    /// per-client choices (where a client resets or stalls) and each connection's byte stream.
+    /// Nothing is opened until [`Clients::start`].
+    pub fn new(k: &'k P, ep: Fd, server: SocketAddrV4, mix: ClientMix, seed: u64) -> Self {
+        let mut rng = Rng::new(seed, 1);
+        let per_conn = mix.msgs * mix.size;
+        let clients = (0..mix.conns)
+            .map(|i| {
+                let mode = mix.mode_of(i);
+                let (send_total, stop) = match mode {
+                    ClientMode::Reset => {
+                        let at = rng.range(0, per_conn.saturating_sub(1));
+                        (at, Stop::Reset)
+                    }
+                    ClientMode::Stall { pct } if rng.chance(pct, 100) => {
+                        // Stop inside a message, never at its boundary.
+                        let msg = rng.range(0, mix.msgs - 1);
+                        let part = rng.range(1, mix.size.max(2) - 1).min(mix.size);
+                        (msg * mix.size + part, Stop::Stall)
+                    }
+                    ClientMode::Idle => (0, Stop::Complete),
+                    _ => (per_conn, Stop::Complete),
+                };
+                Client {
+                    fd: -1,
+                    phase: Phase::Idle,
+                    mode,
+                    key: mix_key(seed, i),
+                    sent: 0,
+                    recv: 0,
+                    send_total,
+                    stop,
+                    shut_wr: false,
+                    budget: 0,
+                    tick_armed: false,
+                    retries: 0,
+                    eof_ns: 0,
+                }
+            })
+            .collect();
+        Clients {
+            k,
+            ep,
+            addr: server,
+            mix,
+            clients,
+            next_client: 0,
+            connecting: 0,
+            holding: 0,
+            held_closed: 0,
+            next_to_close: 0,
+            finished: 0,
+            closed: 0,
+            buf: vec![0; 64 * 1024],
+            ticks: BinaryHeap::new(),
+            stats: ClientStats::default(),
+            labels: Vec::new(),
+            ports: BTreeMap::new(),
+        }
+    }
+
+    /// Whether an event's token is a client's.
+    pub fn owns(data: u64) -> bool {
+        data & TOKEN_MASK == TOKEN
+    }
+
+    /// Connects clients up to the window; once every client has finished, closes the held
+    /// connections, at most a window's worth whose end of file the server has not yet seen at a
+    /// time. `server_open`: connections the server holds open (0 if unknown: held connections
+    /// are then closed all at once).
+    ///
+    /// # Errors
+    /// A failed `socket`, `bind`, `epoll_ctl`, `connect` or `close`.
+    pub fn start(&mut self, server_open: usize) -> Result<(), Failure> {
+        self.close_held(server_open)?;
+        while self.next_client < self.mix.conns && self.connecting < self.mix.connect_window.max(1)
+        {
+            let i = self.next_client;
+            self.next_client += 1;
+            self.connect(i)?;
+        }
+        Ok(())
+    }
+
+    /// Every client finished as planned and closed its connection.
+    pub fn done(&self) -> bool {
+        self.closed == self.mix.conns
+    }
+
+    /// Handles an event whose token [`Clients::owns`]: reads and writes until `EAGAIN`
+    /// (edge-triggered), checking every byte read.
+    ///
+    /// # Errors
+    /// The first broken promise: a byte out of place, an end of file too early, an error no peer
+    /// behaviour explains.
+    pub fn handle(&mut self, ev: netpoll::EpollEvent) -> Result<(), Failure> {
+        let i = (ev.data & 0xffff_ffff) as usize;
+        if i >= self.clients.len() {
+            return Err(Failure::Invariant(format!(
+                "event with client token {:#x}, but there are {} clients",
+                ev.data,
+                self.clients.len()
+            )));
+        }
+        self.drive(i, ev.events)
+    }
+
+    /// The earliest slow-reader tick, in virtual (poller) ns.
+    pub fn next_deadline_ns(&self) -> Option<u64> {
+        self.ticks.peek().map(|r| r.0 .0)
+    }
+
+    /// Runs the slow readers whose tick is due at `now_ns`.
+    ///
+    /// # Errors
+    /// As [`Clients::handle`].
+    pub fn on_time(&mut self, now_ns: u64) -> Result<(), Failure> {
+        while let Some(&Reverse((at, i))) = self.ticks.peek() {
+            if at > now_ns {
+                break;
+            }
+            self.ticks.pop();
+            let i = i as usize;
+            self.clients[i].tick_armed = false;
+            if let ClientMode::SlowReader { chunk, .. } = self.clients[i].mode {
+                if self.clients[i].phase == Phase::Active {
+                    self.clients[i].budget = chunk;
+                    self.step(i, None)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// What the client with token `data` waits for now (the lost-wakeup oracle judges a ready
+    /// registration by it).
+    pub fn wants(&self, data: u64) -> Events {
+        let Some(c) = self.clients.get((data & 0xffff_ffff) as usize) else {
+            return Events::NONE;
+        };
+        match c.phase {
+            Phase::Connecting => Events::OUT | Events::ERR | Events::HUP,
+            Phase::Active => {
+                let mut w = Events::ERR | Events::HUP;
+                let slow = matches!(c.mode, ClientMode::SlowReader { .. });
+                if !slow || c.budget > 0 {
+                    w |= Events::IN | Events::RDHUP;
+                }
+                if c.sent < self.send_target(c) && !c.shut_wr {
+                    w |= Events::OUT;
+                }
+                w
+            }
+            // A held connection watches for the server misbehaving (data, FIN, reset).
+            Phase::Holding => Events::IN | Events::RDHUP | Events::HUP | Events::ERR,
+            _ => Events::NONE,
+        }
+    }
+
+    /// The client a token names, in words.
+    pub fn owner(&self, data: u64) -> String {
+        format!("client {}", data & 0xffff_ffff)
+    }
+
+    /// Clients with an open connection (registered on the epoll instance).
+    pub fn open(&self) -> usize {
+        self.next_client - self.closed
+    }
+
+    /// Clients whose connection is closed for good.
+    pub fn closed(&self) -> usize {
+        self.closed
+    }
+
+    /// Clients not done yet.
+    pub fn waiting(&self) -> usize {
+        self.clients
+            .iter()
+            .filter(|c| c.phase != Phase::Done)
+            .count()
+    }
+
+    /// The first client not done, in words (for a hang's report).
+    pub fn first_unfinished(&self) -> Option<String> {
+        let (i, c) = self
+            .clients
+            .iter()
+            .enumerate()
+            .find(|(_, c)| c.phase != Phase::Done)?;
+        Some(format!(
+            "client {i} (fd {}, {:?}, sent {}/{} bytes, read {} bytes)",
+            c.fd, c.phase, c.sent, c.send_total, c.recv
+        ))
+    }
+
+    /// Clients that stall on purpose (the server must close them for idleness).
+    pub fn stalled(&self) -> u64 {
+        self.clients
+            .iter()
+            .filter(|c| c.stop == Stop::Stall)
+            .count() as u64
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> ClientStats {
+        self.stats
+    }
+
+    /// Which fd was which client's (with [`ClientMix::label_fds`]).
+    pub fn take_labels(&mut self) -> Vec<FdLabel> {
+        std::mem::take(&mut self.labels)
+    }
+
+    /// The client whose socket has local address `addr` (with [`ClientMix::label_fds`]): how a
+    /// server's accepted connection is matched to its client.
+    pub fn client_at(&self, addr: SocketAddrV4) -> Option<usize> {
+        self.ports.get(&addr).copied()
+    }
+
+    /// The mix.
+    pub fn mix(&self) -> &ClientMix {
+        &self.mix
+    }
+}
+
+/// Connection `i`'s stream key.
+fn mix_key(seed: u64, i: usize) -> u64 {
+    mix(seed ^ mix(i as u64 + 1))
+}

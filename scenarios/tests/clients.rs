@@ -1,0 +1,216 @@
+//! The client library against servers other than the engine's loop, and user workloads in a
+//! registry: idle and pipelining clients, a server that corrupts one byte (caught, with the
+//! connection and offset), and a user workload that replays through its token.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+use netpoll::sys::{
+    errno::{EAGAIN, EINTR},
+    errno_of, Events, EPOLL_CLOEXEC, EPOLL_CTL_ADD,
+};
+use netpoll::{EpollEvent, Fd, Poller};
+use netpoll_scenarios::clients::{ClientMix, ClientMode, Clients};
+use netpoll_scenarios::oracle::{io_fail, lost_wakeup, Failure};
+use netpoll_scenarios::params::{ParamSpec, CONNS, FAULTS};
+use netpoll_scenarios::raw_epoll::{EchoServer, ServerConfig};
+use netpoll_scenarios::registry::Registry;
+use netpoll_scenarios::run;
+use netpoll_scenarios::workload::{
+    sim_judged_by_loop, simulate_on, Request, Run, Tracing, Workload,
+};
+use netpoll_sim::{Sim, SimConfig};
+
+/// Drives `server` (the crate's example) and `clients` until both are done.
+fn drive(
+    sim: &Sim,
+    ep: Fd,
+    mut server: EchoServer<'_, Sim>,
+    mix: ClientMix,
+) -> Result<u64, Failure> {
+    let addr = server.local_addr().map_err(|e| io_fail("getsockname", e))?;
+    let mut clients = Clients::new(sim, ep, addr, mix, sim.seed());
+    let mut events = vec![EpollEvent::EMPTY; 64];
+    while !(clients.done() && server.open_conns() == 0) {
+        clients.start(server.open_conns())?;
+        let timeout = match (server.next_deadline_ns(), clients.next_deadline_ns()) {
+            (None, None) => -1,
+            _ => 1,
+        };
+        if sim.pending() == 0 {
+            // About to sleep with nothing in flight: the kernel's scan, judged by what the
+            // server and the clients wait for (a slow reader out of budget waits for nothing).
+            lost_wakeup(
+                sim,
+                ep,
+                |s| match Clients::<Sim>::owns(s.data) {
+                    true => clients.wants(s.data),
+                    false => server.wants(s.data),
+                },
+                |s| format!("token {:#x}", s.data),
+            )?;
+        }
+        let n = match sim.epoll_wait(ep, &mut events, timeout) {
+            Ok(n) => n,
+            Err(e) if errno_of(&e) == Some(EINTR) => continue,
+            Err(e) => return Err(io_fail("epoll_wait", e)),
+        };
+        for ev in &events[..n] {
+            if Clients::<Sim>::owns(ev.data) {
+                clients.handle(*ev)?;
+            } else {
+                server.handle(*ev).map_err(|e| io_fail("serving", e))?;
+            }
+        }
+        server.on_time().map_err(|e| io_fail("server timers", e))?;
+        clients.on_time(sim.now_ns())?;
+    }
+    Ok(clients.stats().bytes)
+}
+
+#[test]
+fn pipelined_slow_and_idle_clients_against_the_example_server() {
+    for seed in 1..=5 {
+        let mut cfg = SimConfig::default();
+        cfg.oracles.lost_wakeup = false; // judged by the loop below, which knows its wants
+        let sim = Sim::with_config(seed, cfg);
+        let ep = sim.epoll_create1(EPOLL_CLOEXEC).unwrap();
+        let any = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0);
+        let server = EchoServer::bind(&sim, ep, any, ServerConfig::default()).unwrap();
+        let mut mix = ClientMix::new(12, 6, 5000)
+            .group(4, ClientMode::Echo)
+            .group(
+                4,
+                ClientMode::SlowReader {
+                    chunk: 1000,
+                    interval_ns: 100_000,
+                },
+            )
+            .group(4, ClientMode::Idle);
+        mix.pipeline = 3;
+        let bytes = drive(&sim, ep, server, mix).unwrap_or_else(|f| panic!("seed {seed}: {f}"));
+        // The eight talking clients got every byte back; the idle ones sent nothing and held
+        // their connections to the end.
+        assert_eq!(bytes, 8 * 6 * 5000, "seed {seed}");
+    }
+}
+
+/// An echo server (level-triggered, one read per event) that flips the byte at offset 1000 of
+/// every connection: the clients must name the connection and the offset.
+#[test]
+fn a_flipped_byte_is_reported_with_its_connection_and_offset() {
+    let sim = Sim::new(3);
+    let ep = sim.epoll_create1(EPOLL_CLOEXEC).unwrap();
+    let listener = sim.tcp_socket(netpoll::sys::SOCK_NONBLOCK).unwrap();
+    sim.bind(listener, SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0))
+        .unwrap();
+    sim.listen(listener, 16).unwrap();
+    let ev = EpollEvent::new(Events::IN, 1);
+    sim.epoll_ctl(ep, EPOLL_CTL_ADD, listener, Some(ev))
+        .unwrap();
+    let addr = sim.local_addr(listener).unwrap();
+    let mut clients = Clients::new(&sim, ep, addr, ClientMix::new(2, 1, 4000), 3);
+    let mut conns: Vec<(Fd, u64)> = Vec::new();
+    let mut events = vec![EpollEvent::EMPTY; 16];
+    let mut buf = vec![0u8; 4096];
+    let verdict = (|| -> Result<(), Failure> {
+        while !clients.done() {
+            clients.start(0)?;
+            let n = sim.epoll_wait(ep, &mut events, -1).unwrap();
+            for ev in events[..n].iter().copied() {
+                if Clients::<Sim>::owns(ev.data) {
+                    clients.handle(ev)?;
+                } else if ev.data == 1 {
+                    while let Ok((fd, _)) = sim.accept4(listener, 0) {
+                        let reg = EpollEvent::new(Events::IN, 2 + conns.len() as u64);
+                        sim.epoll_ctl(ep, EPOLL_CTL_ADD, fd, Some(reg)).unwrap();
+                        conns.push((fd, 0));
+                    }
+                } else {
+                    let (fd, off) = &mut conns[(ev.data - 2) as usize];
+                    match sim.read(*fd, &mut buf) {
+                        Ok(0) => {}
+                        Ok(n) => {
+                            for (j, b) in buf[..n].iter_mut().enumerate() {
+                                if *off + j as u64 == 1000 {
+                                    *b ^= 0x40;
+                                }
+                            }
+                            *off += n as u64;
+                            sim.write(*fd, &buf[..n]).unwrap();
+                        }
+                        Err(e) => assert_eq!(errno_of(&e), Some(EAGAIN)),
+                    }
+                }
+            }
+        }
+        Ok(())
+    })();
+    match verdict {
+        Err(Failure::Integrity { conn, offset, .. }) => {
+            assert!(conn < 2, "connection {conn}");
+            assert_eq!(offset, 1000);
+        }
+        other => panic!("expected an integrity failure at byte 1000, got {other:?}"),
+    }
+}
+
+/// A user's workload: the example server and a client mix, in a few lines.
+struct MixedEcho;
+
+static MIXED: &[ParamSpec] = &[ParamSpec::new(CONNS, 6, 1, 100, "connections"), FAULTS];
+
+impl Workload for MixedEcho {
+    fn name(&self) -> &str {
+        "user-mixed-echo"
+    }
+    fn about(&self) -> &str {
+        "the example server against half-closing and resetting clients"
+    }
+    fn params(&self) -> &'static [ParamSpec] {
+        MIXED
+    }
+    fn run(&self, req: &Request, tracing: Tracing) -> Run {
+        simulate_on(sim_judged_by_loop(req), req, tracing, |sim, stats| {
+            let ep = sim
+                .epoll_create1(EPOLL_CLOEXEC)
+                .map_err(|e| io_fail("epoll", e))?;
+            let any = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0);
+            let server = EchoServer::bind(sim, ep, any, ServerConfig::default())
+                .map_err(|e| io_fail("bind", e))?;
+            let conns = req.params.get(CONNS) as usize;
+            let mix = ClientMix::new(conns, 3, 2000)
+                .group(conns / 2, ClientMode::HalfClose)
+                .group(conns - conns / 2, ClientMode::Reset);
+            stats.bytes = drive(sim, ep, server, mix)?;
+            Ok(())
+        })
+    }
+}
+
+#[test]
+fn a_user_workload_runs_sweeps_and_replays_through_the_registry() {
+    let mut registry = Registry::builtin();
+    registry.add(MixedEcho).unwrap();
+    assert!(
+        registry.add(MixedEcho).is_err(),
+        "a name is registered once"
+    );
+    let w = registry.find("user-mixed-echo").unwrap();
+    for faults in [0, 1, 2] {
+        for seed in 1..=4 {
+            let mut p = w.defaults();
+            p.set("faults", faults).unwrap();
+            let mut req = Request::sim(w, p, seed);
+            req.check_determinism = true;
+            let r = run::execute(&req);
+            assert_eq!(r.outcome(), "pass", "{}", r);
+            let again = registry.from_token(&req.token()).unwrap();
+            assert_eq!(again.scenario.name(), "user-mixed-echo");
+            assert_eq!(run::execute(&again).fingerprint, r.fingerprint);
+        }
+    }
+    // The built-in registry alone does not know it, and says so.
+    let req = Request::sim(w, w.defaults(), 1);
+    let e = Registry::builtin().from_token(&req.token()).unwrap_err();
+    assert!(e.to_string().contains("user-mixed-echo"), "{e}");
+}
