@@ -74,7 +74,8 @@ fn latency() -> impl Strategy<Value = Option<Latency>> {
     ]
 }
 
-fn plan() -> impl Strategy<Value = FaultPlan> {
+/// Boxed: the value tree of this many knobs is too large for a test thread's stack unboxed.
+fn plan() -> BoxedStrategy<FaultPlan> {
     (
         [
             prob(),
@@ -95,7 +96,9 @@ fn plan() -> impl Strategy<Value = FaultPlan> {
         any::<bool>(),
         prop_oneof![
             3 => Just(None),
-            1 => (latency(), latency()).prop_map(|(call, turn)| Some(Box::new(CostModel { call, turn }))),
+            1 => (latency(), latency())
+                .prop_map(|(call, turn)| Some(Box::new(CostModel { call, turn })))
+                .boxed(),
         ],
     )
         .prop_map(|(p, latency, quantum_ns, e2ne, cost)| FaultPlan {
@@ -122,6 +125,7 @@ fn plan() -> impl Strategy<Value = FaultPlan> {
             enomem: p[11],
             ..FaultPlan::none()
         })
+        .boxed()
 }
 
 fn config() -> impl Strategy<Value = SimConfig> {
@@ -166,6 +170,10 @@ fn obviously_invalid(c: &SimConfig) -> Option<&'static str> {
         f.reset,
         f.accept_abort,
         f.timer_first,
+        f.drop_event,
+        f.eintr_io,
+        f.emfile,
+        f.enomem,
     ];
     if probs.iter().any(|p| p.is_nan() || *p < 0.0 || *p > 1.0) {
         return Some("probability");
