@@ -92,6 +92,7 @@ pub(crate) fn start() -> Option<&'static Current<'static>> {
         seed,
         netpoll_sim::SimConfig::linux_loopback(),
     )));
+    crate::quiet_lost_wakeup_scan(sim);
     let cur: &'static Current<'static> = Box::leak(Box::new(Current {
         sim,
         slot,
