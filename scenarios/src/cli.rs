@@ -970,6 +970,7 @@ mod tests {
     #[test]
     fn the_command_line_is_well_formed() {
         // clap's own consistency checks, with the scenario parameters added.
+        let _ = REGISTRY.set(Registry::builtin());
         let flags = param_flags();
         let mut cmd = Cli::command();
         for sub in ["run", "sweep"] {

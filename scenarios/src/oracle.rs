@@ -184,6 +184,51 @@ pub fn lost_wakeup(
     }
 }
 
+/// The run's verdict with the kernel's first [`Violation`] taken into account: once an oracle
+/// of the kernel fired, every later call fails, so an I/O error the loop reports after it is
+/// its consequence, and the kernel's diagnosis is the verdict. A verdict the loop reached by
+/// itself (a hang it diagnosed, a byte out of order, its own lost-wakeup scan) stands.
+///
+/// # Errors
+/// The verdict, or the kernel's violation in its place.
+pub fn with_kernel_verdict(sim: &Sim, verdict: Result<(), Failure>) -> Result<(), Failure> {
+    match verdict {
+        Ok(()) | Err(Failure::Io { .. }) => {}
+        Err(f) => return Err(f),
+    }
+    let Some(v) = sim.violation() else {
+        return verdict;
+    };
+    Err(match v {
+        Violation::Hang { at_ns, .. } | Violation::Livelock { at_ns, .. } => Failure::Hang {
+            detail: v.to_string(),
+            at_ns,
+        },
+        Violation::LostWakeup {
+            fd,
+            data,
+            ready,
+            wanted,
+            interest,
+            disarmed,
+            at_ns,
+            history,
+            ..
+        } => Failure::LostWakeup {
+            fd,
+            data,
+            owner: format!("registration data {data:#x}"),
+            interest,
+            ready,
+            wants: wanted,
+            disarmed,
+            at_ns,
+            history,
+        },
+        other => Failure::Invariant(other.to_string()),
+    })
+}
+
 /// A syscall's unexpected error as a [`Failure::Io`], with what the loop was doing.
 pub fn io_fail(context: impl Into<String>, e: std::io::Error) -> Failure {
     Failure::Io {

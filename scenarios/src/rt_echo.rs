@@ -227,7 +227,8 @@ fn go(req: &Request, canary: bool, tracing: Tracing) -> (Report, Vec<Record>) {
                 sim_judged_by_loop(req)
             });
             trace = tracing.install(&sim);
-            let out = run_rt(sim.clone(), Some(sim.clone()), cfg);
+            let mut out = run_rt(sim.clone(), Some(sim.clone()), cfg);
+            out.verdict = crate::oracle::with_kernel_verdict(&sim, out.verdict);
             (out, Some(sim))
         }
     };

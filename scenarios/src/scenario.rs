@@ -80,7 +80,8 @@ impl Workload for Scenario {
             Backend::Sim => {
                 let k = sim_judged_by_loop(req);
                 let trace = tracing.install(&k);
-                let r = engine::run(&k, &spec, req.seed);
+                let mut r = engine::run(&k, &spec, req.seed);
+                r.verdict = crate::oracle::with_kernel_verdict(&k, r.verdict);
                 let records = if trace { k.take_trace() } else { Vec::new() };
                 (r, Some(k.fingerprint()), Some(k.fault_counts()), records)
             }

@@ -30,10 +30,11 @@ pub enum Form {
 /// calls written and the run's report.
 ///
 /// ```
+/// use netpoll_scenarios::registry::Registry;
 /// use netpoll_scenarios::run::Request;
-/// use netpoll_scenarios::{scenario, trace_file};
+/// use netpoll_scenarios::trace_file;
 ///
-/// let s = scenario::find("echo").unwrap();
+/// let s = Registry::builtin().find("echo").unwrap();
 /// let mut p = s.defaults();
 /// p.set("conns", 2).unwrap();
 /// let req = Request::sim(s, p, 1);

@@ -217,7 +217,7 @@ pub fn simulate_on(
     let cpu = thread_cpu_ns();
     let trace = tracing.install(&k);
     let mut stats = RunStats::default();
-    let verdict = body(&k, &mut stats);
+    let verdict = crate::oracle::with_kernel_verdict(&k, body(&k, &mut stats));
     let st = k.stats();
     if stats.conns == 0 {
         stats.conns = req.params.try_get(CONNS).unwrap_or(0);

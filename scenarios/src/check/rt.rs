@@ -57,7 +57,7 @@ pub fn shared(sim: &Sim) -> io::Result<SimRc> {
 ///         });
 ///         a.write_all(b"hello").await?;
 ///         drop(a); // closes it
-///         assert_eq!(reader.await?, b"hello");
+///         assert_eq!(reader.await??, b"hello"); // the task's join, then its own result
 ///         std::io::Result::Ok(())
 ///     })?
 /// });
