@@ -281,6 +281,8 @@ impl FaultPlan {
             drop_event_max: _,
             eintr_io,
             emfile,
+            enfile,
+            enobufs,
             enomem,
         } = self;
         for (field, p) in [
@@ -295,6 +297,8 @@ impl FaultPlan {
             ("drop_event", drop_event),
             ("eintr_io", eintr_io),
             ("emfile", emfile),
+            ("enfile", enfile),
+            ("enobufs", enobufs),
             ("enomem", enomem),
         ] {
             probability(field, *p)?;

@@ -184,6 +184,68 @@ fn emfile_on_pipe2_leaves_no_descriptor_behind() {
 }
 
 #[test]
+fn enfile_fails_every_call_that_makes_a_file_but_never_dup() {
+    let p = with(
+        2,
+        FaultPlan {
+            enfile: 1.0,
+            ..FaultPlan::none()
+        },
+    );
+    let enfile = |r: std::io::Result<Fd>| r.unwrap_err().raw_os_error();
+    assert_eq!(enfile(p.tcp_socket(0)), Some(ENFILE));
+    assert_eq!(enfile(p.epoll_create1(0)), Some(ENFILE));
+    assert_eq!(enfile(p.eventfd(0, 0)), Some(ENFILE));
+    assert_eq!(p.pipe2(0).unwrap_err().raw_os_error(), Some(ENFILE));
+    assert_eq!(p.socketpair(0).unwrap_err().raw_os_error(), Some(ENFILE));
+    assert_eq!(p.open_files(), 0, "a failed call left a file behind");
+    assert_eq!(p.fault_counts().enfile, 5);
+    // Bad flags are EINVAL first, as on Linux: the fault never replaces another error.
+    assert_eq!(p.pipe2(-1).unwrap_err().raw_os_error(), Some(EINVAL));
+
+    // `dup` makes a descriptor but no file: Linux's dup(2) cannot fail with ENFILE.
+    let q = with(
+        4,
+        FaultPlan {
+            enfile: 0.5,
+            ..FaultPlan::none()
+        },
+    );
+    let ep = loop {
+        match q.epoll_create1(0) {
+            Err(e) if e.raw_os_error() == Some(ENFILE) => {}
+            r => break r.unwrap(),
+        }
+    };
+    for _ in 0..32 {
+        q.dup(ep).unwrap();
+    }
+}
+
+#[test]
+fn enobufs_fails_tcp_socket_only_and_creates_nothing() {
+    let p = with(
+        3,
+        FaultPlan {
+            enobufs: 1.0,
+            ..FaultPlan::none()
+        },
+    );
+    assert_eq!(p.tcp_socket(0).unwrap_err().raw_os_error(), Some(ENOBUFS));
+    assert_eq!(p.open_files(), 0);
+    assert_eq!(p.fault_counts().enobufs, 1);
+    // Not a socket() of AF_INET: untouched.
+    let [a, b] = p.socketpair(0).unwrap();
+    let [r, w] = p.pipe2(0).unwrap();
+    p.write(a, b"x").unwrap();
+    p.write(w, b"y").unwrap();
+    let mut buf = [0; 1];
+    assert_eq!(p.read(b, &mut buf).unwrap(), 1);
+    assert_eq!(p.read(r, &mut buf).unwrap(), 1);
+    assert_eq!(p.fault_counts().enobufs, 1);
+}
+
+#[test]
 fn enomem_on_epoll_ctl_add_registers_nothing() {
     let p = with(
         2,
