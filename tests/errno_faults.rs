@@ -220,6 +220,85 @@ fn eintr_on_a_blocking_read_consumes_nothing() {
     assert_eq!(sim.fault_counts().eintr_io, 2);
 }
 
+/// After a blocking write into the full pipe `w` failed with `EINTR`: nothing was written (the
+/// reader finds exactly the `full` bytes that were there), and the pipe takes writes again
+/// once read.
+fn write_after_eintr<P: Poller>(p: &P, e: io::Error, r: Fd, w: Fd, full: usize) {
+    assert_eq!(e.raw_os_error(), Some(EINTR), "{}: {e}", p.name());
+    p.set_nonblocking(r, true).unwrap();
+    let mut buf = vec![0u8; full + 4096];
+    assert_eq!(p.read(r, &mut buf).unwrap(), full, "{}", p.name());
+    assert!(buf[..full].iter().all(|&b| b == 7));
+    assert_eq!(p.write(w, b"more").unwrap(), 4);
+}
+
+/// After a blocking `accept4` on an empty queue failed with `EINTR`: the listener still
+/// listens; a connection made then is accepted and carries data. (Each blocking call waits in
+/// `epoll_wait` first, so that it does not sleep: on the sim the fault hits every call about to
+/// sleep, an accept waiting for the handshake's last ACK included.)
+fn accept_after_eintr<P: Poller>(p: &P, e: io::Error, l: Fd) {
+    assert_eq!(e.raw_os_error(), Some(EINTR), "{}: {e}", p.name());
+    let c = p.tcp_socket(SOCK_NONBLOCK).unwrap();
+    match p.connect(c, p.local_addr(l).unwrap()) {
+        Err(e) if e.raw_os_error() != Some(EINPROGRESS) => panic!("{}: connect: {e}", p.name()),
+        _ => {}
+    }
+    let ready = |fd: Fd| {
+        let ep = watch(p, fd, Events::IN);
+        let n = p.epoll_wait(ep, &mut [EpollEvent::EMPTY; 1], 5000).unwrap();
+        p.close(ep).unwrap();
+        assert_eq!(n, 1, "{}: fd {fd} never became readable", p.name());
+    };
+    ready(l);
+    let (s, _) = p.accept4(l, 0).unwrap();
+    assert_eq!(p.write(c, b"ok").unwrap(), 2);
+    ready(s);
+    let mut buf = [0; 4];
+    assert_eq!(p.read(s, &mut buf).unwrap(), 2, "{}", p.name());
+}
+
+fn blocking_listener<P: Poller>(p: &P) -> Fd {
+    let l = p.tcp_socket(0).unwrap();
+    p.bind(l, SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0))
+        .unwrap();
+    p.listen(l, 8).unwrap();
+    l
+}
+
+#[test]
+fn eintr_on_a_blocking_write_and_accept4_changes_nothing() {
+    let real = RealNet::new();
+    let [r, w] = real.pipe2(O_NONBLOCK).unwrap();
+    let full = fill(&real, w);
+    real.set_nonblocking(w, false).unwrap();
+    let e = process::interrupted(|| real.write(w, b"x"));
+    write_after_eintr(&real, e.unwrap_err(), r, w, full);
+    let l = blocking_listener(&real);
+    let e = process::interrupted(|| real.accept4(l, 0));
+    accept_after_eintr(&real, e.unwrap_err(), l);
+
+    let sim = sim_with(
+        1,
+        FaultPlan {
+            eintr_io: 1.0,
+            ..FaultPlan::none()
+        },
+    );
+    let [r, w] = sim.pipe2(O_NONBLOCK).unwrap();
+    let full = fill(&sim, w);
+    sim.set_nonblocking(w, false).unwrap();
+    let e = sim.write(w, b"x");
+    write_after_eintr(&sim, e.unwrap_err(), r, w, full);
+    let l = blocking_listener(&sim);
+    let e = sim.accept4(l, 0);
+    accept_after_eintr(&sim, e.unwrap_err(), l);
+    assert_eq!(
+        sim.fault_counts().eintr_io,
+        2,
+        "the write and the first accept4"
+    );
+}
+
 /// An established TCP connection: (listener, client, accepted server end).
 fn tcp_pair<P: Poller>(p: &P) -> (Fd, Fd, Fd) {
     let (l, c) = queued(p);
