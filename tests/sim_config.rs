@@ -92,6 +92,7 @@ fn plan() -> BoxedStrategy<FaultPlan> {
             prob(),
             prob(),
             prob(),
+            prob(),
         ],
         latency(),
         prop_oneof![3 => Just(0u64), 1 => delay()],
@@ -127,6 +128,7 @@ fn plan() -> BoxedStrategy<FaultPlan> {
             enomem: p[11],
             enfile: p[12],
             enobufs: p[13],
+            enomem_file: p[14],
             ..FaultPlan::none()
         })
         .boxed()
@@ -180,6 +182,7 @@ fn obviously_invalid(c: &SimConfig) -> Option<&'static str> {
         f.enomem,
         f.enfile,
         f.enobufs,
+        f.enomem_file,
     ];
     if probs.iter().any(|p| p.is_nan() || *p < 0.0 || *p > 1.0) {
         return Some("probability");

@@ -283,6 +283,7 @@ impl FaultPlan {
             emfile,
             enfile,
             enobufs,
+            enomem_file,
             enomem,
         } = self;
         for (field, p) in [
@@ -299,6 +300,7 @@ impl FaultPlan {
             ("emfile", emfile),
             ("enfile", enfile),
             ("enobufs", enobufs),
+            ("enomem_file", enomem_file),
             ("enomem", enomem),
         ] {
             probability(field, *p)?;

@@ -25,6 +25,7 @@
 //! | `enfile` | the same calls but `dup` (which makes no new file) fail with `ENFILE`, leaving the same state as `EMFILE` | the system-wide `fs.file-max` reached |
 //! | `enobufs` | TCP `socket` fails with `ENOBUFS`, creating nothing | `inet_create` cannot allocate the sock (`sk_alloc`) |
 //! | `enomem` | `epoll_ctl(ADD)` fails with `ENOMEM`, changing nothing | `ep_insert` cannot allocate its item |
+//! | `enomem_file` | `eventfd`, `epoll_create1`, `socketpair` and `accept4` fail with `ENOMEM`, creating nothing (a failed `accept4` leaves the connection queued) | the kernel cannot allocate the new file's object (`eventfd_ctx`, `eventpoll`, the unix `sk_alloc`, `sock_alloc_file`) |
 //!
 //! `FaultPlan::none()` leaves every one of these off, and a knob that is off draws nothing, so
 //! quiet runs are the same call for call as before the knobs existed. Each family draws from its
@@ -164,6 +165,9 @@ pub struct FaultPlan {
     pub enfile: f64,
     /// Probability that a TCP `socket` fails with `ENOBUFS`.
     pub enobufs: f64,
+    /// Probability that `eventfd`, `epoll_create1`, `socketpair` or `accept4` fails with
+    /// `ENOMEM`.
+    pub enomem_file: f64,
     /// Probability that `epoll_ctl(ADD)` fails with `ENOMEM`.
     pub enomem: f64,
 }
@@ -213,6 +217,7 @@ impl Default for FaultPlan {
             emfile: 0.0,
             enfile: 0.0,
             enobufs: 0.0,
+            enomem_file: 0.0,
             enomem: 0.0,
         }
     }
@@ -366,6 +371,7 @@ impl FaultPlan {
                 &mut p.emfile,
                 &mut p.enfile,
                 &mut p.enobufs,
+                &mut p.enomem_file,
                 &mut p.enomem,
             ] {
                 if !keep() {
@@ -410,5 +416,6 @@ pub struct FaultCounts {
     pub emfile: u64,
     pub enfile: u64,
     pub enobufs: u64,
+    pub enomem_file: u64,
     pub enomem: u64,
 }

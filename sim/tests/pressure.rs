@@ -246,6 +246,55 @@ fn enobufs_fails_tcp_socket_only_and_creates_nothing() {
 }
 
 #[test]
+fn enomem_file_fails_the_calls_that_allocate_an_object_and_creates_nothing() {
+    let p = with(
+        3,
+        FaultPlan {
+            enomem_file: 1.0,
+            ..FaultPlan::none()
+        },
+    );
+    let enomem = Some(ENOMEM);
+    assert_eq!(p.eventfd(0, 0).unwrap_err().raw_os_error(), enomem);
+    assert_eq!(p.epoll_create1(0).unwrap_err().raw_os_error(), enomem);
+    assert_eq!(p.socketpair(0).unwrap_err().raw_os_error(), enomem);
+    assert_eq!(p.open_files(), 0, "a failed call left a file behind");
+    assert_eq!(p.fault_counts().enomem_file, 3);
+    // Linux gives pipe2 ENFILE and TCP socket ENOBUFS for the same shortage: not this fault.
+    let [r, _w] = p.pipe2(0).unwrap();
+    p.tcp_socket(0).unwrap();
+    p.dup(r).unwrap();
+
+    // accept4 fails before it takes the connection: it stays queued, its data intact.
+    let p = with(
+        11,
+        FaultPlan {
+            enomem_file: 0.5,
+            ..FaultPlan::none()
+        },
+    );
+    let l = p.tcp_socket(0).unwrap();
+    p.bind(l, SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0))
+        .unwrap();
+    p.listen(l, 8).unwrap();
+    let c = p.tcp_socket(0).unwrap();
+    p.connect(c, p.local_addr(l).unwrap()).unwrap();
+    p.write(c, b"hi").unwrap();
+    let mut failures = 0;
+    let s = loop {
+        match p.accept4(l, 0) {
+            Ok((s, _)) => break s,
+            Err(e) if e.raw_os_error() == enomem => failures += 1,
+            Err(e) => panic!("{e}"),
+        }
+    };
+    let mut buf = [0; 4];
+    assert!(failures > 0, "seed 11 draws no ENOMEM: pick another seed");
+    assert_eq!(p.read(s, &mut buf).unwrap(), 2, "after {failures} ENOMEM");
+    assert_eq!(p.fault_counts().enomem_file, failures);
+}
+
+#[test]
 fn enomem_on_epoll_ctl_add_registers_nothing() {
     let p = with(
         2,

@@ -296,6 +296,7 @@ impl Kernel {
             return Err(err(EINVAL));
         }
         self.descriptor_fault(true)?;
+        self.enomem_file_fault()?;
         Ok(self.new_file(Kind::Epoll(Epoll::default()), false)?.1)
     }
 

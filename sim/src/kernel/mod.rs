@@ -599,6 +599,17 @@ impl Kernel {
         Ok(())
     }
 
+    /// The `enomem_file` fault, for calls whose new file or object Linux may fail to allocate
+    /// with `ENOMEM` (`eventfd`, `epoll_create1`, `socketpair`, `accept4`); called after
+    /// [`Kernel::descriptor_fault`], before the call changes anything.
+    pub(crate) fn enomem_file_fault(&mut self) -> io::Result<()> {
+        if self.rng.chance(Stream::Errno, self.cfg.faults.enomem_file) {
+            self.faults.enomem_file += 1;
+            return Err(err(ENOMEM));
+        }
+        Ok(())
+    }
+
     /// The cost model: the loop's work before a call (and, for `epoll_wait`, before a turn)
     /// takes virtual time, during which what is due happens.
     pub(crate) fn charge_cost(&mut self, turn: bool) {

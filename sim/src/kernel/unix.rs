@@ -115,6 +115,7 @@ impl Kernel {
         // The flags are or-ed into `SOCK_STREAM` (1): a stray 1 still names a stream socket.
         let nonblock = Kernel::check_flags(flags, Kernel::OPEN_FLAGS | 1)?;
         self.descriptor_fault(true)?;
+        self.enomem_file_fault()?;
         self.fd_room(2)?;
         let mk = || {
             Kind::Unix(UnixEnd {

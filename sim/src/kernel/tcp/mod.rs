@@ -371,8 +371,10 @@ impl Kernel {
         let nonblock = Kernel::check_flags(flags, SOCK_NONBLOCK | SOCK_CLOEXEC)?;
         let f = self.tcp_of(fd, EINVAL)?;
         // Linux allocates the new descriptor first (`get_unused_fd_flags` before `do_accept`):
-        // `EMFILE` comes before `EAGAIN` or sleeping, and consumes nothing from the queue.
+        // `EMFILE` comes before `EAGAIN` or sleeping, and consumes nothing from the queue; so
+        // do `ENFILE` and `ENOMEM` from making the new socket's file (`sock_alloc_file`).
         self.descriptor_fault(true)?;
+        self.enomem_file_fault()?;
         self.fd_room(1)?;
         loop {
             let s = sock(self, f);
