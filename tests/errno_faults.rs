@@ -368,10 +368,7 @@ fn the_reset_fault_leaves_what_a_linger0_close_leaves() {
                 ..FaultPlan::none()
             },
         );
-        let l = sim.tcp_socket(0).unwrap();
-        sim.bind(l, SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0))
-            .unwrap();
-        sim.listen(l, 8).unwrap();
+        let l = blocking_listener(&sim);
         let c = sim.tcp_socket(0).unwrap();
         sim.connect(c, sim.local_addr(l).unwrap()).unwrap();
         let (s, _) = sim.accept4(l, SOCK_NONBLOCK).unwrap();

@@ -273,13 +273,9 @@ fn enomem_file_fails_the_calls_that_allocate_an_object_and_creates_nothing() {
             ..FaultPlan::none()
         },
     );
-    let l = p.tcp_socket(0).unwrap();
-    p.bind(l, SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0))
-        .unwrap();
-    p.listen(l, 8).unwrap();
-    let c = p.tcp_socket(0).unwrap();
-    p.connect(c, p.local_addr(l).unwrap()).unwrap();
-    p.write(c, b"hi").unwrap();
+    let (l, c) = listener_with_clients(&p, 1);
+    p.set_nonblocking(l, false).unwrap();
+    p.write(c[0], b"hi").unwrap();
     let mut failures = 0;
     let s = loop {
         match p.accept4(l, 0) {
