@@ -10,7 +10,7 @@
 //! | module | what it holds |
 //! |---|---|
 //! | [`real`] | [`RealNet`], the `Poller` implementation, and its fd bookkeeping |
-//! | [`process`] | process-wide helpers for harnesses: thread CPU time, the fd limit, `SIGPIPE` |
+//! | [`process`] | process-wide helpers for harnesses: thread CPU time, the fd limit, `SIGPIPE`, interrupting a blocking call with a signal (`EINTR`) |
 //! | `syscall` (private) | the `syscall!` macro, turning `-1` into `io::Error::last_os_error()` |
 //! | `addr` (private) | `SocketAddrV4` <-> `sockaddr_in` (network byte order) |
 //! | `consts` (private) | compile-time checks that every number in [`netpoll::sys`] equals `libc`'s |

@@ -72,6 +72,76 @@ pub fn ignore_sigpipe() {
     });
 }
 
+/// The signal [`interrupted`] sends: its handler does nothing and is installed without
+/// `SA_RESTART`.
+pub const INTERRUPT_SIGNAL: i32 = libc::SIGUSR2;
+
+/// Runs `f` on a thread of its own and keeps sending that thread [`INTERRUPT_SIGNAL`] (every
+/// millisecond) until `f` returns; returns what `f` returned. The signal's handler does nothing
+/// and is installed (once, for the whole process) without `SA_RESTART`, so a blocking call in
+/// `f` — `epoll_wait`, a `read` on an empty socket or pipe — fails with `EINTR` as it would in
+/// a program with such a handler. `f` must make a call that blocks until interrupted; a signal
+/// that lands before the call sleeps runs the empty handler and changes nothing.
+///
+/// ```
+/// use netpoll::{EpollEvent, Poller};
+/// use netpoll_realnet::{process, RealNet};
+///
+/// let p = RealNet::new();
+/// let ep = p.epoll_create1(0).unwrap();
+/// let r = process::interrupted(|| p.epoll_wait(ep, &mut [EpollEvent::EMPTY; 1], -1));
+/// assert_eq!(r.unwrap_err().raw_os_error(), Some(libc::EINTR));
+/// ```
+pub fn interrupted<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::mpsc;
+
+    extern "C" fn nothing(_: libc::c_int) {}
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: an all-zero sigaction is a valid value (empty mask, no flags) to fill in.
+        let mut sa: libc::sigaction = unsafe { std::mem::zeroed() };
+        sa.sa_sigaction = nothing as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        sa.sa_flags = 0; // no SA_RESTART: interrupted calls fail with EINTR
+                         // SAFETY: `sa` is a valid sigaction whose handler is async-signal-safe (it does nothing);
+                         // a null old-action pointer is allowed.
+        let rc = unsafe { libc::sigaction(INTERRUPT_SIGNAL, &sa, std::ptr::null_mut()) };
+        assert_eq!(rc, 0, "sigaction({INTERRUPT_SIGNAL}) failed: a broken libc");
+    });
+
+    let done = AtomicBool::new(false);
+    let (tid_tx, tid_rx) = mpsc::channel();
+    let (exit_tx, exit_rx) = mpsc::channel::<()>();
+    let done = &done;
+    std::thread::scope(|s| {
+        let worker = s.spawn(move || {
+            // SAFETY: pthread_self has no preconditions.
+            tid_tx.send(unsafe { libc::pthread_self() }).unwrap();
+            let out = f();
+            done.store(true, Ordering::SeqCst);
+            // Stay alive until no more signals can come: pthread_kill needs a live thread.
+            let _ = exit_rx.recv();
+            out
+        });
+        let tid = tid_rx
+            .recv()
+            .expect("the worker thread died before it started");
+        while !done.load(Ordering::SeqCst) {
+            // SAFETY: `tid` names the worker, which cannot exit before `exit_tx` is sent below;
+            // the signal's handler was installed above.
+            unsafe {
+                libc::pthread_kill(tid, INTERRUPT_SIGNAL);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let _ = exit_tx.send(());
+        match worker.join() {
+            Ok(out) => out,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -85,5 +155,25 @@ mod tests {
         std::hint::black_box(x);
         assert!(super::thread_cpu_ns() >= t0);
         super::ignore_sigpipe();
+    }
+
+    #[test]
+    fn a_blocking_read_is_interrupted() {
+        let mut fds = [0; 2];
+        // SAFETY: `fds` is a valid, writable array of two ints.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        let r = super::interrupted(|| {
+            let mut b = [0u8; 1];
+            // SAFETY: `b` is a valid, writable 1-byte buffer; fds[0] is our pipe's read end.
+            let n = unsafe { libc::read(fds[0], b.as_mut_ptr().cast(), 1) };
+            // errno is per thread: read it on the thread that made the call.
+            (n, std::io::Error::last_os_error().raw_os_error())
+        });
+        assert_eq!(r, (-1, Some(libc::EINTR)));
+        // SAFETY: both descriptors are ours and open.
+        unsafe {
+            libc::close(fds[0]);
+            libc::close(fds[1]);
+        }
     }
 }

@@ -306,10 +306,26 @@ pub fn describe(p: &FaultPlan) -> String {
 
 /// The probability knobs the token format (version 2) does not carry; [`describe`] and
 /// [`FaultSpec::parse`] do.
-const EXTRA_KNOBS: [&str; 4] = ["drop_event", "eintr_io", "emfile", "enomem"];
+const EXTRA_KNOBS: [&str; 7] = [
+    "drop_event",
+    "eintr_io",
+    "emfile",
+    "enomem",
+    "enfile",
+    "enobufs",
+    "enomem_file",
+];
 
-fn extra_probs(p: &FaultPlan) -> [f64; 4] {
-    [p.drop_event, p.eintr_io, p.emfile, p.enomem]
+fn extra_probs(p: &FaultPlan) -> [f64; 7] {
+    [
+        p.drop_event,
+        p.eintr_io,
+        p.emfile,
+        p.enomem,
+        p.enfile,
+        p.enobufs,
+        p.enomem_file,
+    ]
 }
 
 fn extra_knob_mut(p: &mut FaultPlan, i: usize) -> &mut f64 {
@@ -317,7 +333,10 @@ fn extra_knob_mut(p: &mut FaultPlan, i: usize) -> &mut f64 {
         0 => &mut p.drop_event,
         1 => &mut p.eintr_io,
         2 => &mut p.emfile,
-        _ => &mut p.enomem,
+        3 => &mut p.enomem,
+        4 => &mut p.enfile,
+        5 => &mut p.enobufs,
+        _ => &mut p.enomem_file,
     }
 }
 
@@ -333,7 +352,7 @@ fn latency_text(l: Latency) -> String {
 pub const FORMS: &str = "none, chaos, swarm, quiet, or an explicit plan: KNOB=VALUE pairs \
      separated by spaces or commas, as a failure report prints them (knobs: short_read, \
      short_write, split_write, spurious, eintr, reset, accept_abort, timer_first, drop_event, \
-     eintr_io, emfile, enomem (probabilities 0..=1), latency, cost_call, cost_turn \
+     eintr_io, emfile, enomem, enfile, enobufs, enomem_file (probabilities 0..=1), latency, cost_call, cost_turn \
      (uniform:LO:HI|exp:BASE:MEAN|bimodal:FAST:SLOW:P, in ns), quantum_ns=N, drop_event_max=N, \
      edge=linux|empty-to-non-empty, vary=off|timing|all)";
 
@@ -356,6 +375,7 @@ impl FaultSpec {
     /// let mut all = FaultPlan::chaos().under_load();
     /// (all.drop_event, all.drop_event_max, all.eintr_io, all.emfile, all.enomem) =
     ///     (0.5, 3, 0.125, 0.01, 0.02);
+    /// (all.enfile, all.enobufs, all.enomem_file) = (0.03, 0.04, 0.05);
     /// all.vary = netpoll_sim::Vary::All;
     /// let text = describe(&all);
     /// assert_eq!(FaultSpec::parse(&text), Ok(FaultSpec::Plan(all)), "{text}");

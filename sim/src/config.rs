@@ -281,6 +281,9 @@ impl FaultPlan {
             drop_event_max: _,
             eintr_io,
             emfile,
+            enfile,
+            enobufs,
+            enomem_file,
             enomem,
         } = self;
         for (field, p) in [
@@ -295,6 +298,9 @@ impl FaultPlan {
             ("drop_event", drop_event),
             ("eintr_io", eintr_io),
             ("emfile", emfile),
+            ("enfile", enfile),
+            ("enobufs", enobufs),
+            ("enomem_file", enomem_file),
             ("enomem", enomem),
         ] {
             probability(field, *p)?;

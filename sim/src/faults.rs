@@ -22,7 +22,10 @@
 //! | `drop_event` | `epoll_wait` drops one reported readable event of a connection (not a listener) at most `drop_event_max` times a run | a broken kernel or wrapper: the canary that the oracles catch lost wakeups |
 //! | `eintr_io` | a blocking `read`, `write`, `accept4` or `connect` about to sleep fails with `EINTR` instead | signals without `SA_RESTART` |
 //! | `emfile` | a call that makes a descriptor (`socket`, `accept4`, `pipe2`, `socketpair`, `eventfd`, `epoll_create1`, `dup`) fails with `EMFILE`; a failed `accept4` leaves the connection queued, as Linux does | `RLIMIT_NOFILE` reached (the listener stays readable: a classic busy loop) |
+//! | `enfile` | the same calls but `dup` (which makes no new file) fail with `ENFILE`, leaving the same state as `EMFILE` | the system-wide `fs.file-max` reached |
+//! | `enobufs` | TCP `socket` fails with `ENOBUFS`, creating nothing | `inet_create` cannot allocate the sock (`sk_alloc`) |
 //! | `enomem` | `epoll_ctl(ADD)` fails with `ENOMEM`, changing nothing | `ep_insert` cannot allocate its item |
+//! | `enomem_file` | `eventfd`, `epoll_create1`, `socketpair` and `accept4` fail with `ENOMEM`, creating nothing (a failed `accept4` leaves the connection queued) | the kernel cannot allocate the new file's object (`eventfd_ctx`, `eventpoll`, the unix `sk_alloc`, `sock_alloc_file`) |
 //!
 //! `FaultPlan::none()` leaves every one of these off, and a knob that is off draws nothing, so
 //! quiet runs are the same call for call as before the knobs existed. Each family draws from its
@@ -157,6 +160,14 @@ pub struct FaultPlan {
     pub eintr_io: f64,
     /// Probability that a call making a descriptor fails with `EMFILE`.
     pub emfile: f64,
+    /// Probability that a call making a descriptor and a file (all but `dup`) fails with
+    /// `ENFILE`.
+    pub enfile: f64,
+    /// Probability that a TCP `socket` fails with `ENOBUFS`.
+    pub enobufs: f64,
+    /// Probability that `eventfd`, `epoll_create1`, `socketpair` or `accept4` fails with
+    /// `ENOMEM`.
+    pub enomem_file: f64,
     /// Probability that `epoll_ctl(ADD)` fails with `ENOMEM`.
     pub enomem: f64,
 }
@@ -204,6 +215,9 @@ impl Default for FaultPlan {
             drop_event_max: 0,
             eintr_io: 0.0,
             emfile: 0.0,
+            enfile: 0.0,
+            enobufs: 0.0,
+            enomem_file: 0.0,
             enomem: 0.0,
         }
     }
@@ -355,6 +369,9 @@ impl FaultPlan {
                 &mut p.drop_event,
                 &mut p.eintr_io,
                 &mut p.emfile,
+                &mut p.enfile,
+                &mut p.enobufs,
+                &mut p.enomem_file,
                 &mut p.enomem,
             ] {
                 if !keep() {
@@ -397,5 +414,8 @@ pub struct FaultCounts {
     pub dropped_events: u64,
     pub eintr_io: u64,
     pub emfile: u64,
+    pub enfile: u64,
+    pub enobufs: u64,
+    pub enomem_file: u64,
     pub enomem: u64,
 }

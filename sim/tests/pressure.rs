@@ -184,6 +184,113 @@ fn emfile_on_pipe2_leaves_no_descriptor_behind() {
 }
 
 #[test]
+fn enfile_fails_every_call_that_makes_a_file_but_never_dup() {
+    let p = with(
+        2,
+        FaultPlan {
+            enfile: 1.0,
+            ..FaultPlan::none()
+        },
+    );
+    let enfile = |r: std::io::Result<Fd>| r.unwrap_err().raw_os_error();
+    assert_eq!(enfile(p.tcp_socket(0)), Some(ENFILE));
+    assert_eq!(enfile(p.epoll_create1(0)), Some(ENFILE));
+    assert_eq!(enfile(p.eventfd(0, 0)), Some(ENFILE));
+    assert_eq!(p.pipe2(0).unwrap_err().raw_os_error(), Some(ENFILE));
+    assert_eq!(p.socketpair(0).unwrap_err().raw_os_error(), Some(ENFILE));
+    assert_eq!(p.open_files(), 0, "a failed call left a file behind");
+    assert_eq!(p.fault_counts().enfile, 5);
+    // Bad flags are EINVAL first, as on Linux: the fault never replaces another error.
+    assert_eq!(p.pipe2(-1).unwrap_err().raw_os_error(), Some(EINVAL));
+
+    // `dup` makes a descriptor but no file: Linux's dup(2) cannot fail with ENFILE.
+    let q = with(
+        4,
+        FaultPlan {
+            enfile: 0.5,
+            ..FaultPlan::none()
+        },
+    );
+    let ep = loop {
+        match q.epoll_create1(0) {
+            Err(e) if e.raw_os_error() == Some(ENFILE) => {}
+            r => break r.unwrap(),
+        }
+    };
+    for _ in 0..32 {
+        q.dup(ep).unwrap();
+    }
+}
+
+#[test]
+fn enobufs_fails_tcp_socket_only_and_creates_nothing() {
+    let p = with(
+        3,
+        FaultPlan {
+            enobufs: 1.0,
+            ..FaultPlan::none()
+        },
+    );
+    assert_eq!(p.tcp_socket(0).unwrap_err().raw_os_error(), Some(ENOBUFS));
+    assert_eq!(p.open_files(), 0);
+    assert_eq!(p.fault_counts().enobufs, 1);
+    // Not a socket() of AF_INET: untouched.
+    let [a, b] = p.socketpair(0).unwrap();
+    let [r, w] = p.pipe2(0).unwrap();
+    p.write(a, b"x").unwrap();
+    p.write(w, b"y").unwrap();
+    let mut buf = [0; 1];
+    assert_eq!(p.read(b, &mut buf).unwrap(), 1);
+    assert_eq!(p.read(r, &mut buf).unwrap(), 1);
+    assert_eq!(p.fault_counts().enobufs, 1);
+}
+
+#[test]
+fn enomem_file_fails_the_calls_that_allocate_an_object_and_creates_nothing() {
+    let p = with(
+        3,
+        FaultPlan {
+            enomem_file: 1.0,
+            ..FaultPlan::none()
+        },
+    );
+    let enomem = Some(ENOMEM);
+    assert_eq!(p.eventfd(0, 0).unwrap_err().raw_os_error(), enomem);
+    assert_eq!(p.epoll_create1(0).unwrap_err().raw_os_error(), enomem);
+    assert_eq!(p.socketpair(0).unwrap_err().raw_os_error(), enomem);
+    assert_eq!(p.open_files(), 0, "a failed call left a file behind");
+    assert_eq!(p.fault_counts().enomem_file, 3);
+    // Linux gives pipe2 ENFILE and TCP socket ENOBUFS for the same shortage: not this fault.
+    let [r, _w] = p.pipe2(0).unwrap();
+    p.tcp_socket(0).unwrap();
+    p.dup(r).unwrap();
+
+    // accept4 fails before it takes the connection: it stays queued, its data intact.
+    let p = with(
+        11,
+        FaultPlan {
+            enomem_file: 0.5,
+            ..FaultPlan::none()
+        },
+    );
+    let (l, c) = listener_with_clients(&p, 1);
+    p.set_nonblocking(l, false).unwrap();
+    p.write(c[0], b"hi").unwrap();
+    let mut failures = 0;
+    let s = loop {
+        match p.accept4(l, 0) {
+            Ok((s, _)) => break s,
+            Err(e) if e.raw_os_error() == enomem => failures += 1,
+            Err(e) => panic!("{e}"),
+        }
+    };
+    let mut buf = [0; 4];
+    assert!(failures > 0, "seed 11 draws no ENOMEM: pick another seed");
+    assert_eq!(p.read(s, &mut buf).unwrap(), 2, "after {failures} ENOMEM");
+    assert_eq!(p.fault_counts().enomem_file, failures);
+}
+
+#[test]
 fn enomem_on_epoll_ctl_add_registers_nothing() {
     let p = with(
         2,

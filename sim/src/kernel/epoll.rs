@@ -295,7 +295,8 @@ impl Kernel {
         if flags & !EPOLL_CLOEXEC != 0 {
             return Err(err(EINVAL));
         }
-        self.emfile_fault()?;
+        self.descriptor_fault(true)?;
+        self.enomem_file_fault()?;
         Ok(self.new_file(Kind::Epoll(Epoll::default()), false)?.1)
     }
 

@@ -45,7 +45,8 @@ fn efd(k: &mut Kernel, f: FileId) -> &mut EventFd {
 impl Kernel {
     pub(crate) fn eventfd(&mut self, initval: u32, flags: i32) -> io::Result<Fd> {
         let nonblock = Kernel::check_flags(flags, EFD_CLOEXEC | EFD_NONBLOCK | EFD_SEMAPHORE)?;
-        self.emfile_fault()?;
+        self.descriptor_fault(true)?;
+        self.enomem_file_fault()?;
         let e = EventFd {
             count: u64::from(initval),
             semaphore: flags & EFD_SEMAPHORE != 0,

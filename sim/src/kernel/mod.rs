@@ -309,7 +309,7 @@ impl Kernel {
 
     pub(crate) fn dup(&mut self, fd: Fd) -> io::Result<Fd> {
         let f = self.file_of(fd)?;
-        self.emfile_fault()?;
+        self.descriptor_fault(false)?; // dup makes no file: no ENFILE
         self.install(f)
     }
 
@@ -583,12 +583,29 @@ impl Kernel {
         }
     }
 
-    /// The `emfile` fault: a call about to allocate a descriptor fails with `EMFILE` instead
-    /// (called after the call's own argument checks, before it changes anything).
-    pub(crate) fn emfile_fault(&mut self) -> io::Result<()> {
+    /// The descriptor faults, called by a call about to allocate a descriptor (after its own
+    /// argument checks, before it changes anything): `emfile` fails it with `EMFILE`
+    /// (`get_unused_fd_flags`); then, for calls that also make a file (`new_file`: all but
+    /// `dup`), `enfile` fails it with `ENFILE` (`alloc_file` over `fs.file-max`).
+    pub(crate) fn descriptor_fault(&mut self, new_file: bool) -> io::Result<()> {
         if self.rng.chance(Stream::Errno, self.cfg.faults.emfile) {
             self.faults.emfile += 1;
             return Err(err(EMFILE));
+        }
+        if new_file && self.rng.chance(Stream::Errno, self.cfg.faults.enfile) {
+            self.faults.enfile += 1;
+            return Err(err(ENFILE));
+        }
+        Ok(())
+    }
+
+    /// The `enomem_file` fault, for calls whose new file or object Linux may fail to allocate
+    /// with `ENOMEM` (`eventfd`, `epoll_create1`, `socketpair`, `accept4`); called after
+    /// [`Kernel::descriptor_fault`], before the call changes anything.
+    pub(crate) fn enomem_file_fault(&mut self) -> io::Result<()> {
+        if self.rng.chance(Stream::Errno, self.cfg.faults.enomem_file) {
+            self.faults.enomem_file += 1;
+            return Err(err(ENOMEM));
         }
         Ok(())
     }

@@ -69,7 +69,7 @@ impl Pipe {
 impl Kernel {
     pub(crate) fn pipe2(&mut self, flags: i32) -> io::Result<[Fd; 2]> {
         let nonblock = Kernel::check_flags(flags, Kernel::OPEN_FLAGS)?;
-        self.emfile_fault()?;
+        self.descriptor_fault(true)?;
         self.fd_room(2)?;
         let p = self.pipes.insert(Pipe {
             pages: VecDeque::new(),

@@ -114,7 +114,8 @@ impl Kernel {
     pub(crate) fn socketpair(&mut self, flags: i32) -> io::Result<[Fd; 2]> {
         // The flags are or-ed into `SOCK_STREAM` (1): a stray 1 still names a stream socket.
         let nonblock = Kernel::check_flags(flags, Kernel::OPEN_FLAGS | 1)?;
-        self.emfile_fault()?;
+        self.descriptor_fault(true)?;
+        self.enomem_file_fault()?;
         self.fd_room(2)?;
         let mk = || {
             Kind::Unix(UnixEnd {

@@ -162,7 +162,12 @@ impl Kernel {
         // The flags are or-ed into `SOCK_STREAM` (1): a stray 1 still names a stream socket.
         let nonblock = Kernel::check_flags(flags, SOCK_NONBLOCK | SOCK_CLOEXEC | 1)?;
         let s = TcpSock::fresh();
-        self.emfile_fault()?;
+        self.descriptor_fault(true)?;
+        // `inet_create` cannot allocate the sock (`sk_alloc`): ENOBUFS.
+        if self.rng.chance(Stream::Errno, self.cfg.faults.enobufs) {
+            self.faults.enobufs += 1;
+            return Err(err(ENOBUFS));
+        }
         Ok(self.new_file(Kind::Tcp(s), nonblock)?.1)
     }
 
@@ -366,8 +371,10 @@ impl Kernel {
         let nonblock = Kernel::check_flags(flags, SOCK_NONBLOCK | SOCK_CLOEXEC)?;
         let f = self.tcp_of(fd, EINVAL)?;
         // Linux allocates the new descriptor first (`get_unused_fd_flags` before `do_accept`):
-        // `EMFILE` comes before `EAGAIN` or sleeping, and consumes nothing from the queue.
-        self.emfile_fault()?;
+        // `EMFILE` comes before `EAGAIN` or sleeping, and consumes nothing from the queue; so
+        // do `ENFILE` and `ENOMEM` from making the new socket's file (`sock_alloc_file`).
+        self.descriptor_fault(true)?;
+        self.enomem_file_fault()?;
         self.fd_room(1)?;
         loop {
             let s = sock(self, f);
