@@ -458,16 +458,7 @@ impl Report {
             "closed_eof": s.closed_eof,
             "failure": self.failure.as_ref().map(|f| f.to_string()),
             "peak_rss_kib": peak_rss_kib(),
-            "fault_counts": self.faults.map(|c| serde_json::json!({
-                "short_reads": c.short_reads,
-                "short_writes": c.short_writes,
-                "split_writes": c.split_writes,
-                "spurious": c.spurious,
-                "eintr": c.eintr,
-                "resets": c.resets,
-                "accept_aborts": c.accept_aborts,
-                "timer_first": c.timer_first,
-            })),
+            "fault_counts": self.faults.map(fault_counts_json),
         })
     }
 
@@ -490,6 +481,28 @@ impl Report {
         let w = self.stats.wall_ns.max(1) as u128;
         (u128::from(self.stats.events) * 1_000_000_000 / w) as u64
     }
+}
+
+/// The injected-fault counters as `run --json` prints them (a function of its own: one
+/// `json!` literal of every field would pass the macro's recursion limit).
+fn fault_counts_json(c: FaultCounts) -> serde_json::Value {
+    serde_json::json!({
+        "short_reads": c.short_reads,
+        "short_writes": c.short_writes,
+        "split_writes": c.split_writes,
+        "spurious": c.spurious,
+        "eintr": c.eintr,
+        "resets": c.resets,
+        "accept_aborts": c.accept_aborts,
+        "timer_first": c.timer_first,
+        "cost_ns": c.cost_ns,
+        "dropped_events": c.dropped_events,
+        "eintr_io": c.eintr_io,
+        "emfile": c.emfile,
+        "enfile": c.enfile,
+        "enobufs": c.enobufs,
+        "enomem": c.enomem + c.enomem_file,
+    })
 }
 
 impl fmt::Display for Report {
@@ -560,6 +573,24 @@ impl fmt::Display for Report {
                 c.accept_aborts,
                 c.timer_first
             )?;
+            // The pressure faults, only when a plan turned them on (quiet runs print as before).
+            let pressure = [
+                ("dropped events", c.dropped_events),
+                ("EINTR on blocking I/O", c.eintr_io),
+                ("EMFILE", c.emfile),
+                ("ENFILE", c.enfile),
+                ("ENOBUFS", c.enobufs),
+                ("ENOMEM", c.enomem + c.enomem_file),
+            ];
+            if pressure.iter().any(|p| p.1 > 0) || c.cost_ns > 0 {
+                let words: Vec<String> = pressure.iter().map(|(n, v)| format!("{v} {n}")).collect();
+                writeln!(
+                    f,
+                    "pressure     {}, {} ns of handler cost",
+                    words.join(", "),
+                    c.cost_ns
+                )?;
+            }
         }
         if s.connect_retries > 0 {
             writeln!(
