@@ -205,6 +205,13 @@ pub const SHUT_WR: i32 = 1;
 /// `shutdown` how: both.
 pub const SHUT_RDWR: i32 = 2;
 
+/// `recv` flag: copy the data out but leave it queued (the next read returns it again).
+pub const MSG_PEEK: i32 = 0x02;
+/// `recv` flag: do not block, as if the file were in non-blocking mode for this one call.
+pub const MSG_DONTWAIT: i32 = 0x40;
+/// `send`/`recv` flag: no `SIGPIPE` (no effect on `recv`; accepted for code that passes it).
+pub const MSG_NOSIGNAL: i32 = 0x4000;
+
 /// Linux errno values used at the kernel surface.
 pub mod errno {
     #![allow(missing_docs)]

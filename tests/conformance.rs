@@ -88,6 +88,8 @@ mod maxevents_order;
 mod nested;
 #[path = "conformance/oneshot.rs"]
 mod oneshot;
+#[path = "conformance/peek_poll.rs"]
+mod peek_poll;
 #[path = "conformance/tcp.rs"]
 mod tcp;
 #[path = "conformance/timeouts.rs"]
