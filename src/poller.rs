@@ -357,6 +357,46 @@ pub trait Poller {
         Err(crate::sys::err(crate::sys::errno::EOPNOTSUPP))
     }
 
+    /// `ioctl(fd, FIONREAD)`: how many bytes a read would find queued now. For a TCP socket,
+    /// the in-order data not yet read (a received FIN is not counted; 0 before the connection
+    /// is established); for a unix stream socket, the unread bytes; for a pipe, the bytes in
+    /// it (asked of either end). Kernels that do not implement it keep this default, which
+    /// fails with `EOPNOTSUPP`.
+    ///
+    /// # Errors
+    /// `EINVAL` (a TCP listener; an epoll instance, whose `ioctl` knows only its busy-poll
+    /// commands), `ENOTTY` (an eventfd, which has no `ioctl`), `EBADF`.
+    fn fionread(&self, fd: Fd) -> io::Result<usize> {
+        let _ = fd;
+        Err(crate::sys::err(crate::sys::errno::EOPNOTSUPP))
+    }
+
+    /// `fcntl(fd, F_GETFL)`: the open file's access mode ([`O_RDONLY`](crate::sys::O_RDONLY)
+    /// for a pipe's read end, [`O_WRONLY`](crate::sys::O_WRONLY) for its write end,
+    /// [`O_RDWR`](crate::sys::O_RDWR) for the rest) and its status flags
+    /// ([`O_NONBLOCK`](crate::sys::O_NONBLOCK)). Shared by `dup`s. Kernels that do not
+    /// implement it keep this default, which fails with `EOPNOTSUPP`.
+    ///
+    /// # Errors
+    /// `EBADF`.
+    fn get_status_flags(&self, fd: Fd) -> io::Result<i32> {
+        let _ = fd;
+        Err(crate::sys::err(crate::sys::errno::EOPNOTSUPP))
+    }
+
+    /// `fcntl(fd, F_SETFL, flags)`: sets the open file's status flags. As on Linux, the access
+    /// mode and creation flags in `flags` are ignored, so `F_SETFL(F_GETFL() | O_NONBLOCK)`
+    /// works. The simulated kernel models `O_NONBLOCK` only: it fails with `EINVAL` when
+    /// `flags` asks for `O_APPEND`, `O_ASYNC`, `O_DIRECT` or `O_NOATIME`, which Linux would
+    /// set. Kernels that do not implement it keep this default, which fails with `EOPNOTSUPP`.
+    ///
+    /// # Errors
+    /// `EBADF`; `EINVAL` (see above).
+    fn set_status_flags(&self, fd: Fd, flags: i32) -> io::Result<()> {
+        let _ = (fd, flags);
+        Err(crate::sys::err(crate::sys::errno::EOPNOTSUPP))
+    }
+
     /// `clock_gettime(CLOCK_MONOTONIC)`: time since an arbitrary fixed point. On the simulated
     /// kernel this is virtual time, moved only by waiting.
     fn now(&self) -> Duration;
@@ -450,6 +490,9 @@ macro_rules! forward {
             fn dup(&self, fd: Fd) -> io::Result<Fd> { (**self).dup(fd) }
             fn set_nonblocking(&self, fd: Fd, nonblocking: bool) -> io::Result<()> { (**self).set_nonblocking(fd, nonblocking) }
             fn poll(&self, fds: &mut [PollFd], timeout_ms: i32) -> io::Result<usize> { (**self).poll(fds, timeout_ms) }
+            fn fionread(&self, fd: Fd) -> io::Result<usize> { (**self).fionread(fd) }
+            fn get_status_flags(&self, fd: Fd) -> io::Result<i32> { (**self).get_status_flags(fd) }
+            fn set_status_flags(&self, fd: Fd, flags: i32) -> io::Result<()> { (**self).set_status_flags(fd, flags) }
             fn now(&self) -> Duration { (**self).now() }
             fn short_read_drains(&self) -> bool { (**self).short_read_drains() }
         }

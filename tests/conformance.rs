@@ -78,6 +78,8 @@ mod epoll_lt_et;
 mod eventfd;
 #[path = "conformance/exclusive.rs"]
 mod exclusive;
+#[path = "conformance/fionread_flags.rs"]
+mod fionread_flags;
 #[path = "conformance/hangups.rs"]
 mod hangups;
 #[path = "conformance/masks.rs"]

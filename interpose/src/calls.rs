@@ -1227,10 +1227,22 @@ pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
             let r = match cmd {
                 libc::F_GETFD => sim.status_flags(n).map(|_| libc::FD_CLOEXEC),
                 libc::F_SETFD => sim.status_flags(n).map(|_| 0),
-                libc::F_GETFL => sim.status_flags(n),
-                libc::F_SETFL => sim
-                    .set_nonblocking(n, arg as c_int & O_NONBLOCK != 0)
-                    .map(|()| 0),
+                libc::F_GETFL => sim.get_status_flags(n),
+                libc::F_SETFL => {
+                    let flags = arg as c_int;
+                    let unmodelled =
+                        libc::O_APPEND | libc::O_ASYNC | libc::O_DIRECT | libc::O_NOATIME;
+                    if flags & unmodelled != 0 && sim.status_flags(n).is_ok() {
+                        return fail(unsupported(
+                            libc::EINVAL,
+                            format_args!(
+                                "fcntl(fd {fd}, F_SETFL, {flags:#o}): the simulated kernel models \
+                                 O_NONBLOCK only"
+                            ),
+                        ));
+                    }
+                    sim.set_status_flags(n, flags).map(|()| 0)
+                }
                 libc::F_DUPFD | libc::F_DUPFD_CLOEXEC => new_fd(cur, sim.dup(n)),
                 _ => Err(os(unsupported(
                     libc::EINVAL,
@@ -1244,7 +1256,7 @@ pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
     })
 }
 
-/// `ioctl(2)`: `FIONBIO`, `FIOCLEX` and `FIONCLEX` on the kernel. (Same declaration note as
+/// `ioctl(2)`: `FIONBIO`, `FIONREAD`, `FIOCLEX` and `FIONCLEX` on the kernel. (Same declaration note as
 /// [`fcntl`].)
 ///
 /// # Safety
@@ -1265,6 +1277,17 @@ pub unsafe extern "C" fn ioctl(fd: c_int, req: c_ulong, arg: *mut c_void) -> c_i
                     cur.sim.set_nonblocking(n, on).map(|()| 0)
                 }
                 libc::FIOCLEX | libc::FIONCLEX => cur.sim.status_flags(n).map(|_| 0),
+                libc::FIONREAD => {
+                    if arg.is_null() {
+                        return fail(libc::EFAULT);
+                    }
+                    cur.sim.fionread(n).map(|k| {
+                        let k = c_int::try_from(k).unwrap_or(c_int::MAX);
+                        // SAFETY: FIONREAD's argument is a pointer to an int.
+                        unsafe { arg.cast::<c_int>().write_unaligned(k) };
+                        0
+                    })
+                }
                 _ => Err(os(unsupported(
                     libc::ENOTTY,
                     format_args!(

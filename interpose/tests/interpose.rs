@@ -375,6 +375,20 @@ fn std_peek_leaves_the_bytes_queued() {
         );
         assert_eq!(&b[..4], b"peek");
         assert_eq!(s.peek(&mut b[..2]).unwrap(), 2);
+        let mut queued: libc::c_int = -1;
+        // SAFETY: FIONREAD writes one int.
+        let r = unsafe { libc::ioctl(s.as_raw_fd(), libc::FIONREAD, &mut queued) };
+        assert_eq!((r, queued), (0, 4), "FIONREAD counts the peeked bytes");
+        // SAFETY: no pointers.
+        let fl = unsafe { libc::fcntl(s.as_raw_fd(), libc::F_GETFL) };
+        assert_eq!(fl, libc::O_RDWR, "blocking again");
+        // SAFETY: no pointers.
+        let r = unsafe { libc::fcntl(s.as_raw_fd(), libc::F_SETFL, fl | libc::O_APPEND) };
+        assert_eq!(
+            (r, errno(r)),
+            (-1, Some(libc::EINVAL)),
+            "O_APPEND is refused with a message"
+        );
         let mut all = [0u8; 8];
         assert_eq!(
             s.read(&mut all).unwrap(),

@@ -374,6 +374,23 @@ impl Poller for RealNet {
         Ok(n.unsigned_abs() as usize)
     }
 
+    fn fionread(&self, fd: Fd) -> io::Result<usize> {
+        let mut n: libc::c_int = 0;
+        // SAFETY: FIONREAD writes one `int` through the pointer, and `n` is a live `c_int`.
+        syscall!(ioctl(fd, libc::FIONREAD, ptr::from_mut(&mut n)))?;
+        Ok(n.unsigned_abs() as usize)
+    }
+
+    fn get_status_flags(&self, fd: Fd) -> io::Result<i32> {
+        // SAFETY: no pointers.
+        syscall!(fcntl(fd, libc::F_GETFL))
+    }
+
+    fn set_status_flags(&self, fd: Fd, flags: i32) -> io::Result<()> {
+        // SAFETY: no pointers.
+        syscall!(fcntl(fd, libc::F_SETFL, flags)).map(drop)
+    }
+
     fn now(&self) -> Duration {
         let mut ts = libc::timespec {
             tv_sec: 0,

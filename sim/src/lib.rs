@@ -214,19 +214,7 @@ impl Sim {
     /// # Errors
     /// `EBADF`.
     pub fn status_flags(&self, fd: Fd) -> io::Result<i32> {
-        let k = self.k.borrow();
-        let f = k.file_of(fd)?;
-        let mode = match k.files[f].kind {
-            Kind::PipeRead(_) => 0,
-            Kind::PipeWrite(_) => 1,
-            _ => 2,
-        };
-        let nonblock = if k.files[f].nonblock {
-            netpoll::sys::O_NONBLOCK
-        } else {
-            0
-        };
-        Ok(mode | nonblock)
+        self.k.borrow().status_flags(fd)
     }
 
     /// Events still queued to happen (packets in flight, retransmission timers).
@@ -872,6 +860,30 @@ impl Poller for Sim {
             fd,
             arg,
             |k| k.set_nonblocking(fd, nonblocking),
+            unit,
+        )
+    }
+
+    fn fionread(&self, fd: Fd) -> io::Result<usize> {
+        self.call(Op::FionRead, fd, 0, |k| k.fionread(fd), count)
+    }
+
+    fn get_status_flags(&self, fd: Fd) -> io::Result<i32> {
+        self.call(
+            Op::GetStatusFlags,
+            fd,
+            0,
+            |k| k.status_flags(fd),
+            |v| (*v).into(),
+        )
+    }
+
+    fn set_status_flags(&self, fd: Fd, flags: i32) -> io::Result<()> {
+        self.call(
+            Op::SetStatusFlags,
+            fd,
+            flags.into(),
+            |k| k.set_status_flags(fd, flags),
             unit,
         )
     }

@@ -35,6 +35,12 @@ pub enum Op {
     Recv,
     /// `poll` (`arg`: the timeout in ms; `fd` is -1).
     Poll,
+    /// `ioctl(FIONREAD)`.
+    FionRead,
+    /// `fcntl(F_GETFL)`.
+    GetStatusFlags,
+    /// `fcntl(F_SETFL)` (`arg`: the flags).
+    SetStatusFlags,
 }
 
 /// One system call and its outcome.
@@ -203,6 +209,9 @@ impl Op {
             Op::Sleep => "nanosleep",
             Op::Recv => "recv",
             Op::Poll => "poll",
+            Op::FionRead => "FIONREAD",
+            Op::GetStatusFlags => "F_GETFL",
+            Op::SetStatusFlags => "F_SETFL",
         }
     }
 }

@@ -430,6 +430,14 @@ impl Kernel {
         }
     }
 
+    /// `FIONREAD` (`SIOCINQ`): `EINVAL` on a listener, else the bytes waiting.
+    pub(crate) fn tcp_inq(&self, f: FileId) -> io::Result<usize> {
+        match sock_ref(self, f) {
+            Some(s) if s.state == State::Listen => Err(err(EINVAL)),
+            _ => Ok(self.tcp_readable(f)),
+        }
+    }
+
     pub(crate) fn tcp_take_error(&mut self, f: FileId) -> i32 {
         std::mem::take(&mut sock(self, f).err)
     }
