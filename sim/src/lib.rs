@@ -775,6 +775,10 @@ impl Poller for Sim {
 
     fn poll(&self, fds: &mut [PollFd], timeout_ms: i32) -> io::Result<usize> {
         let f = |k: &mut Kernel| {
+            // Linux: `nfds > RLIMIT_NOFILE` is EINVAL (the sim's limit is `max_fds`).
+            if fds.len() > k.cfg.max_fds {
+                return Err(err(EINVAL));
+            }
             let deadline = u64::try_from(timeout_ms)
                 .ok()
                 .map(|t| k.now_ns + t * 1_000_000);

@@ -300,3 +300,16 @@ fn the_new_calls_are_traced_and_draw_nothing_without_faults() {
     assert_eq!(n_with, n_plain + 6, "each new call is one trace record");
     assert_eq!(t_plain, t_with);
 }
+
+#[test]
+fn poll_with_more_entries_than_the_fd_limit_is_einval() {
+    let cfg = netpoll_sim::SimConfig {
+        max_fds: 5,
+        ..netpoll_sim::SimConfig::default()
+    };
+    let p = Sim::with_config(1, cfg);
+    let mut fds = [netpoll::PollFd::new(-1, Events::IN); 6];
+    let e = p.poll(&mut fds, 0).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(EINVAL));
+    assert_eq!(p.poll(&mut fds[..5], 0).unwrap(), 0);
+}
