@@ -31,6 +31,39 @@ impl EpollEvent {
     };
 }
 
+/// One entry of `poll`'s array: `struct pollfd`.
+///
+/// `events` and `revents` use the `EPOLL*` bit values ([`Events`]), which are `poll`'s
+/// `POLL*` values (`POLLIN` = [`Events::IN`], `POLLNVAL` = [`Events::NVAL`], ...).
+///
+/// ```
+/// use netpoll::poller::PollFd;
+/// use netpoll::Events;
+///
+/// let p = PollFd::new(3, Events::IN);
+/// assert_eq!((p.fd, p.events, p.revents), (3, Events::IN, Events::NONE));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct PollFd {
+    /// The descriptor; a negative one is skipped (its `revents` is set to nothing).
+    pub fd: Fd,
+    /// What the caller waits for. `ERR`, `HUP` and `NVAL` are reported whether asked or not.
+    pub events: Events,
+    /// Filled by `poll`: what is ready, masked by `events | ERR | HUP | NVAL`.
+    pub revents: Events,
+}
+
+impl PollFd {
+    /// An entry for `fd` waiting for `events`, with `revents` empty.
+    pub const fn new(fd: Fd, events: Events) -> PollFd {
+        PollFd {
+            fd,
+            events,
+            revents: Events::NONE,
+        }
+    }
+}
+
 /// The kernel surface an event loop is written against: epoll, sockets, pipes, eventfd, a clock.
 ///
 /// Every method is shaped like the Linux system call it names: descriptors are [`Fd`] integers,
@@ -249,6 +282,30 @@ pub trait Poller {
     /// `EBADF` (the write end of a pipe).
     fn read(&self, fd: Fd, buf: &mut [u8]) -> io::Result<usize>;
 
+    /// `recv(fd, buf, flags)` on a stream socket (TCP or unix), with `flags` from
+    /// [`MSG_PEEK`](crate::sys::MSG_PEEK), [`MSG_DONTWAIT`](crate::sys::MSG_DONTWAIT) and
+    /// [`MSG_NOSIGNAL`](crate::sys::MSG_NOSIGNAL). Without flags it is [`read`](Poller::read).
+    ///
+    /// - `MSG_PEEK` copies up to `buf.len()` queued bytes and leaves them queued: the next read
+    ///   returns them again, readiness does not change and the peer's room is not returned. At
+    ///   end of stream it returns `Ok(0)`, like a read. A pending socket error is still taken
+    ///   (Linux's `sock_error` clears it on a peek too).
+    /// - `MSG_DONTWAIT` makes this one call non-blocking (`EAGAIN` instead of waiting) without
+    ///   touching the open file's `O_NONBLOCK`.
+    ///
+    /// The simulated kernel models these three flags only; any other flag fails with
+    /// `EOPNOTSUPP` there (Linux accepts more: `MSG_WAITALL`, `MSG_TRUNC`, `MSG_OOB`, ...).
+    /// Kernels that do not implement `recv` keep this default, which fails with `EOPNOTSUPP`.
+    ///
+    /// # Errors
+    /// `ENOTSOCK` (a pipe, eventfd or epoll fd), `EAGAIN` (nothing queued and non-blocking, by
+    /// the file's mode or `MSG_DONTWAIT`), `ENOTCONN` (a TCP socket never connected, or a
+    /// listener), `ECONNRESET`, `EBADF`.
+    fn recv(&self, fd: Fd, buf: &mut [u8], flags: i32) -> io::Result<usize> {
+        let _ = (fd, buf, flags);
+        Err(crate::sys::err(crate::sys::errno::EOPNOTSUPP))
+    }
+
     /// `write(fd, buf)`: how many bytes were taken. Writing to a socket or pipe whose peer is gone
     /// fails with `EPIPE` (Rust programs ignore `SIGPIPE`, and `RealNet` sends with
     /// `MSG_NOSIGNAL`).
@@ -283,6 +340,62 @@ pub trait Poller {
     /// # Errors
     /// `EBADF`.
     fn set_nonblocking(&self, fd: Fd, nonblocking: bool) -> io::Result<()>;
+
+    /// `poll(fds, timeout_ms)`: fills each entry's `revents` and returns how many entries have
+    /// a non-empty one. Waits up to `timeout_ms` milliseconds (`-1`: for ever, `0`: not at all)
+    /// for at least one; returns `0` when the timeout passes with none. On the simulated kernel
+    /// the wait is virtual time. A negative `fd` is skipped (`revents` empty); a number that is
+    /// not an open descriptor reports [`Events::NVAL`](crate::Events::NVAL), which counts as
+    /// ready (Linux does not fail the call). `ERR` and `HUP` are reported whether asked for or
+    /// not. Kernels that do not implement `poll` keep this default, which fails with
+    /// `EOPNOTSUPP`.
+    ///
+    /// # Errors
+    /// `EINVAL` (more entries than the descriptor limit), `EINTR` (real kernel: a signal).
+    fn poll(&self, fds: &mut [PollFd], timeout_ms: i32) -> io::Result<usize> {
+        let _ = (fds, timeout_ms);
+        Err(crate::sys::err(crate::sys::errno::EOPNOTSUPP))
+    }
+
+    /// `ioctl(fd, FIONREAD)`: how many bytes a read would find queued now. For a TCP socket,
+    /// the in-order data not yet read (a received FIN is not counted; 0 before the connection
+    /// is established); for a unix stream socket, the unread bytes; for a pipe, the bytes in
+    /// it (asked of either end). Kernels that do not implement it keep this default, which
+    /// fails with `EOPNOTSUPP`.
+    ///
+    /// # Errors
+    /// `EINVAL` (a TCP listener; an epoll instance, whose `ioctl` knows only its busy-poll
+    /// commands), `ENOTTY` (an eventfd, which has no `ioctl`), `EBADF`.
+    fn fionread(&self, fd: Fd) -> io::Result<usize> {
+        let _ = fd;
+        Err(crate::sys::err(crate::sys::errno::EOPNOTSUPP))
+    }
+
+    /// `fcntl(fd, F_GETFL)`: the open file's access mode ([`O_RDONLY`](crate::sys::O_RDONLY)
+    /// for a pipe's read end, [`O_WRONLY`](crate::sys::O_WRONLY) for its write end,
+    /// [`O_RDWR`](crate::sys::O_RDWR) for the rest) and its status flags
+    /// ([`O_NONBLOCK`](crate::sys::O_NONBLOCK)). Shared by `dup`s. Kernels that do not
+    /// implement it keep this default, which fails with `EOPNOTSUPP`.
+    ///
+    /// # Errors
+    /// `EBADF`.
+    fn get_status_flags(&self, fd: Fd) -> io::Result<i32> {
+        let _ = fd;
+        Err(crate::sys::err(crate::sys::errno::EOPNOTSUPP))
+    }
+
+    /// `fcntl(fd, F_SETFL, flags)`: sets the open file's status flags. As on Linux, the access
+    /// mode and creation flags in `flags` are ignored, so `F_SETFL(F_GETFL() | O_NONBLOCK)`
+    /// works. The simulated kernel models `O_NONBLOCK` only: it fails with `EINVAL` when
+    /// `flags` asks for `O_APPEND`, `O_ASYNC`, `O_DIRECT` or `O_NOATIME`, which Linux would
+    /// set. Kernels that do not implement it keep this default, which fails with `EOPNOTSUPP`.
+    ///
+    /// # Errors
+    /// `EBADF`; `EINVAL` (see above).
+    fn set_status_flags(&self, fd: Fd, flags: i32) -> io::Result<()> {
+        let _ = (fd, flags);
+        Err(crate::sys::err(crate::sys::errno::EOPNOTSUPP))
+    }
 
     /// `clock_gettime(CLOCK_MONOTONIC)`: time since an arbitrary fixed point. On the simulated
     /// kernel this is virtual time, moved only by waiting.
@@ -370,11 +483,16 @@ macro_rules! forward {
             fn take_socket_error(&self, fd: Fd) -> io::Result<i32> { (**self).take_socket_error(fd) }
             fn set_linger(&self, fd: Fd, linger_secs: Option<u32>) -> io::Result<()> { (**self).set_linger(fd, linger_secs) }
             fn read(&self, fd: Fd, buf: &mut [u8]) -> io::Result<usize> { (**self).read(fd, buf) }
+            fn recv(&self, fd: Fd, buf: &mut [u8], flags: i32) -> io::Result<usize> { (**self).recv(fd, buf, flags) }
             fn write(&self, fd: Fd, buf: &[u8]) -> io::Result<usize> { (**self).write(fd, buf) }
             fn shutdown(&self, fd: Fd, how: i32) -> io::Result<()> { (**self).shutdown(fd, how) }
             fn close(&self, fd: Fd) -> io::Result<()> { (**self).close(fd) }
             fn dup(&self, fd: Fd) -> io::Result<Fd> { (**self).dup(fd) }
             fn set_nonblocking(&self, fd: Fd, nonblocking: bool) -> io::Result<()> { (**self).set_nonblocking(fd, nonblocking) }
+            fn poll(&self, fds: &mut [PollFd], timeout_ms: i32) -> io::Result<usize> { (**self).poll(fds, timeout_ms) }
+            fn fionread(&self, fd: Fd) -> io::Result<usize> { (**self).fionread(fd) }
+            fn get_status_flags(&self, fd: Fd) -> io::Result<i32> { (**self).get_status_flags(fd) }
+            fn set_status_flags(&self, fd: Fd, flags: i32) -> io::Result<()> { (**self).set_status_flags(fd, flags) }
             fn now(&self) -> Duration { (**self).now() }
             fn short_read_drains(&self) -> bool { (**self).short_read_drains() }
         }

@@ -185,6 +185,22 @@ pub const EPOLL_CTL_MOD: i32 = 3;
 pub const O_NONBLOCK: i32 = 0o4000;
 /// `O_CLOEXEC` (also `SOCK_CLOEXEC`, `EFD_CLOEXEC`, `EPOLL_CLOEXEC`).
 pub const O_CLOEXEC: i32 = 0o2000000;
+/// `O_RDONLY`: `F_GETFL`'s access mode for a pipe's read end.
+pub const O_RDONLY: i32 = 0;
+/// `O_WRONLY`: `F_GETFL`'s access mode for a pipe's write end.
+pub const O_WRONLY: i32 = 1;
+/// `O_RDWR`: `F_GETFL`'s access mode for sockets, eventfds and epoll instances.
+pub const O_RDWR: i32 = 2;
+/// `O_ACCMODE`: the access-mode bits of `F_GETFL`.
+pub const O_ACCMODE: i32 = 3;
+/// `O_APPEND` (settable with `F_SETFL` on Linux; not modelled by the simulated kernel).
+pub const O_APPEND: i32 = 0o2000;
+/// `O_ASYNC` (`FASYNC`: settable with `F_SETFL` on Linux; not modelled by the simulated kernel).
+pub const O_ASYNC: i32 = 0o20000;
+/// `O_DIRECT` (settable with `F_SETFL` on Linux; not modelled by the simulated kernel).
+pub const O_DIRECT: i32 = 0o40000;
+/// `O_NOATIME` (settable with `F_SETFL` on Linux; not modelled by the simulated kernel).
+pub const O_NOATIME: i32 = 0o1000000;
 /// `SOCK_NONBLOCK`.
 pub const SOCK_NONBLOCK: i32 = O_NONBLOCK;
 /// `SOCK_CLOEXEC`.
@@ -205,6 +221,13 @@ pub const SHUT_WR: i32 = 1;
 /// `shutdown` how: both.
 pub const SHUT_RDWR: i32 = 2;
 
+/// `recv` flag: copy the data out but leave it queued (the next read returns it again).
+pub const MSG_PEEK: i32 = 0x02;
+/// `recv` flag: do not block, as if the file were in non-blocking mode for this one call.
+pub const MSG_DONTWAIT: i32 = 0x40;
+/// `send`/`recv` flag: no `SIGPIPE` (no effect on `recv`; accepted for code that passes it).
+pub const MSG_NOSIGNAL: i32 = 0x4000;
+
 /// Linux errno values used at the kernel surface.
 pub mod errno {
     #![allow(missing_docs)]
@@ -219,6 +242,7 @@ pub mod errno {
     pub const EINVAL: i32 = 22;
     pub const ENFILE: i32 = 23;
     pub const EMFILE: i32 = 24;
+    pub const ENOTTY: i32 = 25;
     pub const ENOSPC: i32 = 28;
     pub const EPIPE: i32 = 32;
     pub const EDEADLK: i32 = 35;

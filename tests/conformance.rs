@@ -78,6 +78,8 @@ mod epoll_lt_et;
 mod eventfd;
 #[path = "conformance/exclusive.rs"]
 mod exclusive;
+#[path = "conformance/fionread_flags.rs"]
+mod fionread_flags;
 #[path = "conformance/hangups.rs"]
 mod hangups;
 #[path = "conformance/masks.rs"]
@@ -88,6 +90,8 @@ mod maxevents_order;
 mod nested;
 #[path = "conformance/oneshot.rs"]
 mod oneshot;
+#[path = "conformance/peek_poll.rs"]
+mod peek_poll;
 #[path = "conformance/tcp.rs"]
 mod tcp;
 #[path = "conformance/timeouts.rs"]

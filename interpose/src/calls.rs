@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use libc::{c_int, c_uint, c_ulong, c_void, size_t, sockaddr, socklen_t, ssize_t};
 use netpoll::sys::{errno, Events, O_CLOEXEC, O_NONBLOCK};
-use netpoll::{EpollEvent, Fd, Poller};
+use netpoll::{EpollEvent, Fd, PollFd, Poller};
 use rand::RngCore;
 
 use crate::real;
@@ -804,11 +804,26 @@ fn check_flags(call: &str, fd: c_int, flags: c_int) -> Result<bool, i32> {
     Ok(flags & libc::MSG_DONTWAIT != 0)
 }
 
+/// Flags `recv`, `recvfrom` and `recvmsg` accept on the kernel.
+const RECV_FLAGS: c_int = DATA_FLAGS | libc::MSG_PEEK;
+
+/// `readv` (flags 0) reads, so that it works on pipes; the socket calls go to
+/// [`Poller::recv`], which answers `ENOTSOCK` for a pipe as Linux does, and peeks and honours
+/// `MSG_DONTWAIT` without touching the file's `O_NONBLOCK`.
 fn sim_recv(cur: Cur, call: &str, fd: c_int, n: Fd, buf: &mut [u8], flags: c_int) -> ssize_t {
-    match check_flags(call, fd, flags) {
-        Ok(dw) => ret_size(dontwait(cur, n, dw, || cur.sim.read(n, buf))),
-        Err(e) => fail(e),
+    if call == "readv" {
+        return ret_size(cur.sim.read(n, buf));
     }
+    if flags & !RECV_FLAGS != 0 {
+        return fail(unsupported(
+            libc::EOPNOTSUPP,
+            format_args!(
+                "{call}(fd {fd}, flags {flags:#x}): only MSG_PEEK, MSG_DONTWAIT and MSG_NOSIGNAL \
+                 are modelled"
+            ),
+        ));
+    }
+    ret_size(cur.sim.recv(n, buf, flags))
 }
 
 fn sim_send(cur: Cur, call: &str, fd: c_int, n: Fd, buf: &[u8], flags: c_int) -> ssize_t {
@@ -1212,10 +1227,22 @@ pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
             let r = match cmd {
                 libc::F_GETFD => sim.status_flags(n).map(|_| libc::FD_CLOEXEC),
                 libc::F_SETFD => sim.status_flags(n).map(|_| 0),
-                libc::F_GETFL => sim.status_flags(n),
-                libc::F_SETFL => sim
-                    .set_nonblocking(n, arg as c_int & O_NONBLOCK != 0)
-                    .map(|()| 0),
+                libc::F_GETFL => sim.get_status_flags(n),
+                libc::F_SETFL => {
+                    let flags = arg as c_int;
+                    let unmodelled =
+                        libc::O_APPEND | libc::O_ASYNC | libc::O_DIRECT | libc::O_NOATIME;
+                    if flags & unmodelled != 0 && sim.status_flags(n).is_ok() {
+                        return fail(unsupported(
+                            libc::EINVAL,
+                            format_args!(
+                                "fcntl(fd {fd}, F_SETFL, {flags:#o}): the simulated kernel models \
+                                 O_NONBLOCK only"
+                            ),
+                        ));
+                    }
+                    sim.set_status_flags(n, flags).map(|()| 0)
+                }
                 libc::F_DUPFD | libc::F_DUPFD_CLOEXEC => new_fd(cur, sim.dup(n)),
                 _ => Err(os(unsupported(
                     libc::EINVAL,
@@ -1229,7 +1256,7 @@ pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
     })
 }
 
-/// `ioctl(2)`: `FIONBIO`, `FIOCLEX` and `FIONCLEX` on the kernel. (Same declaration note as
+/// `ioctl(2)`: `FIONBIO`, `FIONREAD`, `FIOCLEX` and `FIONCLEX` on the kernel. (Same declaration note as
 /// [`fcntl`].)
 ///
 /// # Safety
@@ -1250,6 +1277,17 @@ pub unsafe extern "C" fn ioctl(fd: c_int, req: c_ulong, arg: *mut c_void) -> c_i
                     cur.sim.set_nonblocking(n, on).map(|()| 0)
                 }
                 libc::FIOCLEX | libc::FIONCLEX => cur.sim.status_flags(n).map(|_| 0),
+                libc::FIONREAD => {
+                    if arg.is_null() {
+                        return fail(libc::EFAULT);
+                    }
+                    cur.sim.fionread(n).map(|k| {
+                        let k = c_int::try_from(k).unwrap_or(c_int::MAX);
+                        // SAFETY: FIONREAD's argument is a pointer to an int.
+                        unsafe { arg.cast::<c_int>().write_unaligned(k) };
+                        0
+                    })
+                }
                 _ => Err(os(unsupported(
                     libc::ENOTTY,
                     format_args!(
@@ -1297,58 +1335,38 @@ pub unsafe extern "C" fn poll(fds: *mut libc::pollfd, nfds: libc::nfds_t, timeou
     })
 }
 
+/// `poll` on the kernel ([`Poller::poll`]): virtual time passes while it waits. A zero-timeout
+/// poll that finds nothing counts towards the idle spin that lets time move.
 fn sim_poll(cur: Cur, list: &mut [libc::pollfd], timeout: c_int) -> c_int {
-    let deadline = (timeout >= 0).then(|| cur.sim.now_ns() + timeout as u64 * 1_000_000);
-    loop {
-        let mut ready = 0;
-        for p in list.iter_mut() {
-            p.revents = 0;
-            if p.fd < 0 {
-                continue;
-            }
-            let bits = match route(p.fd) {
-                Route::Sim(_, n) => match cur.sim.readiness(n) {
-                    Ok(ev) => {
-                        let want =
-                            Events::from_bits(p.events as u16 as u32) | Events::ERR | Events::HUP;
-                        (ev & want).bits()
-                    }
-                    Err(_) => libc::POLLNVAL as u32,
-                },
-                _ => libc::POLLNVAL as u32,
+    let mut fds: Vec<PollFd> = list
+        .iter()
+        .map(|p| {
+            let fd = match route(p.fd) {
+                _ if p.fd < 0 => -1,
+                Route::Sim(_, n) => n,
+                // Not one of this run's descriptors: a number the kernel never hands out, so
+                // that it reports `POLLNVAL` as Linux does for a closed one.
+                _ => Fd::MAX,
             };
-            p.revents = bits as i16;
-            if bits != 0 {
-                ready += 1;
-            }
-        }
-        if ready > 0 {
-            cur.idle.set(0);
-            return ready;
-        }
-        if timeout == 0 {
+            PollFd::new(fd, Events::from_bits(u32::from(p.events as u16)))
+        })
+        .collect();
+    let r = cur.sim.poll(&mut fds, timeout);
+    for (p, f) in list.iter_mut().zip(&fds) {
+        p.revents = f.revents.bits() as u16 as i16;
+    }
+    match r {
+        Ok(0) if timeout == 0 => {
             idle_tick(cur);
-            return 0;
+            0
         }
-        let now = cur.sim.now_ns();
-        if deadline.is_some_and(|d| now >= d) {
-            return 0;
-        }
-        match (cur.sim.next_event_ns(), deadline) {
-            (None, None) => {
-                eprintln!(
-                    "netpoll-interpose: poll(timeout -1) would wait for ever: nothing is in flight \
-                     and no descriptor is ready (seed {})",
-                    cur.sim.seed()
-                );
-                return fail(errno::EDEADLK);
+        Ok(n) => {
+            if n > 0 {
+                cur.idle.set(0);
             }
-            (t, d) => {
-                let until = t.into_iter().chain(d).min().unwrap_or(now);
-                cur.sim
-                    .sleep(Duration::from_nanos(until.saturating_sub(now)));
-            }
+            n as c_int
         }
+        Err(e) => fail(errno_of(&e)),
     }
 }
 

@@ -113,8 +113,9 @@
 //!   for programs on the sim.
 //! - **Name resolution.** `getaddrinfo` of a name fails with `EAI_FAIL` and a message; numeric
 //!   IPv4 addresses work.
-//! - **What the kernel does not model:** IPv6, UDP, unix sockets by path, `MSG_PEEK`,
-//!   `FIONREAD`, control messages, `dup2`/`dup3` onto a simulated descriptor, socket options
+//! - **What the kernel does not model:** IPv6, UDP, unix sockets by path, `recv` flags other
+//!   than `MSG_PEEK`, `MSG_DONTWAIT` and `MSG_NOSIGNAL`, `F_SETFL` flags other than
+//!   `O_NONBLOCK`, control messages, `dup2`/`dup3` onto a simulated descriptor, socket options
 //!   other than `SO_LINGER`, `SO_ERROR`, `SO_TYPE` and the remembered `SO_REUSEADDR`,
 //!   `SO_REUSEPORT`, `SO_KEEPALIVE` and `TCP_NODELAY`. Each fails with the errno Linux uses
 //!   for an unsupported request and a line on stderr, never a panic or a hang.

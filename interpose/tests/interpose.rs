@@ -281,7 +281,7 @@ fn unsupported_use_fails_with_an_errno() {
             );
             let mut b = [0u8; 1];
             assert_eq!(
-                errno(libc::recv(fd, b.as_mut_ptr().cast(), 1, libc::MSG_PEEK) as i32),
+                errno(libc::recv(fd, b.as_mut_ptr().cast(), 1, libc::MSG_OOB) as i32),
                 Some(libc::EOPNOTSUPP)
             );
             let flags = libc::fcntl(fd, libc::F_GETFL);
@@ -351,6 +351,54 @@ fn linux_loopback_timing_two_armed() {
     let sim = Sim::new(1);
     let modelled = run(&sim, read_right_after_write);
     assert_eq!(modelled.unwrap_err().kind(), io::ErrorKind::WouldBlock);
+}
+
+#[test]
+fn std_peek_leaves_the_bytes_queued() {
+    // std's `TcpStream::peek` is `recv(MSG_PEEK)`; `set_nonblocking` + `peek` is the usual way to
+    // ask "is anything there" without consuming it.
+    let sim = Sim::with_config(14, netpoll_sim::SimConfig::linux_loopback());
+    run(&sim, || {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (mut s, _) = l.accept().unwrap();
+        s.set_nonblocking(true).unwrap();
+        let mut b = [0u8; 8];
+        let e = s.peek(&mut b).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+        c.write_all(b"peek").unwrap();
+        s.set_nonblocking(false).unwrap();
+        assert_eq!(
+            s.peek(&mut b).unwrap(),
+            4,
+            "a blocking peek waits for the data"
+        );
+        assert_eq!(&b[..4], b"peek");
+        assert_eq!(s.peek(&mut b[..2]).unwrap(), 2);
+        let mut queued: libc::c_int = -1;
+        // SAFETY: FIONREAD writes one int.
+        let r = unsafe { libc::ioctl(s.as_raw_fd(), libc::FIONREAD, &mut queued) };
+        assert_eq!((r, queued), (0, 4), "FIONREAD counts the peeked bytes");
+        // SAFETY: no pointers.
+        let fl = unsafe { libc::fcntl(s.as_raw_fd(), libc::F_GETFL) };
+        assert_eq!(fl, libc::O_RDWR, "blocking again");
+        // SAFETY: no pointers.
+        let r = unsafe { libc::fcntl(s.as_raw_fd(), libc::F_SETFL, fl | libc::O_APPEND) };
+        assert_eq!(
+            (r, errno(r)),
+            (-1, Some(libc::EINVAL)),
+            "O_APPEND is refused with a message"
+        );
+        let mut all = [0u8; 8];
+        assert_eq!(
+            s.read(&mut all).unwrap(),
+            4,
+            "the peeked bytes are still there"
+        );
+        assert_eq!(&all[..4], b"peek");
+        drop(c);
+        assert_eq!(s.peek(&mut b).unwrap(), 0, "EOF through peek");
+    });
 }
 
 #[test]

@@ -12,7 +12,7 @@ use std::ptr;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use netpoll::{EpollEvent, Events, Fd, Poller};
+use netpoll::{EpollEvent, Events, Fd, PollFd, Poller};
 
 use crate::addr::{from_sockaddr_in, to_sockaddr_in};
 use crate::syscall::syscall;
@@ -302,6 +302,12 @@ impl Poller for RealNet {
         Ok(n.unsigned_abs())
     }
 
+    fn recv(&self, fd: Fd, buf: &mut [u8], flags: i32) -> io::Result<usize> {
+        // SAFETY: `buf` is `buf.len()` writable bytes.
+        let n = syscall!(recv(fd, buf.as_mut_ptr().cast(), buf.len(), flags))?;
+        Ok(n.unsigned_abs())
+    }
+
     fn write(&self, fd: Fd, buf: &[u8]) -> io::Result<usize> {
         // SAFETY: `buf` is `buf.len()` readable bytes.
         match syscall!(send(fd, buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL)) {
@@ -342,6 +348,45 @@ impl Poller for RealNet {
         } else {
             flags & !libc::O_NONBLOCK
         };
+        // SAFETY: no pointers.
+        syscall!(fcntl(fd, libc::F_SETFL, flags)).map(drop)
+    }
+
+    fn poll(&self, fds: &mut [PollFd], timeout_ms: i32) -> io::Result<usize> {
+        let mut raw: Vec<libc::pollfd> = fds
+            .iter()
+            .map(|p| libc::pollfd {
+                fd: p.fd,
+                // `POLL*` values fit in 16 bits (the epoll-only flags are above them).
+                events: p.events.bits() as u16 as i16,
+                revents: 0,
+            })
+            .collect();
+        // SAFETY: `raw` holds `raw.len()` live `pollfd`s.
+        let n = syscall!(poll(
+            raw.as_mut_ptr(),
+            raw.len() as libc::nfds_t,
+            timeout_ms
+        ))?;
+        for (p, r) in fds.iter_mut().zip(&raw) {
+            p.revents = Events::from_bits(u32::from(r.revents as u16));
+        }
+        Ok(n.unsigned_abs() as usize)
+    }
+
+    fn fionread(&self, fd: Fd) -> io::Result<usize> {
+        let mut n: libc::c_int = 0;
+        // SAFETY: FIONREAD writes one `int` through the pointer, and `n` is a live `c_int`.
+        syscall!(ioctl(fd, libc::FIONREAD, ptr::from_mut(&mut n)))?;
+        Ok(n.unsigned_abs() as usize)
+    }
+
+    fn get_status_flags(&self, fd: Fd) -> io::Result<i32> {
+        // SAFETY: no pointers.
+        syscall!(fcntl(fd, libc::F_GETFL))
+    }
+
+    fn set_status_flags(&self, fd: Fd, flags: i32) -> io::Result<()> {
         // SAFETY: no pointers.
         syscall!(fcntl(fd, libc::F_SETFL, flags)).map(drop)
     }

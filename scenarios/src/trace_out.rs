@@ -271,7 +271,7 @@ pub fn write_chrome<W: Write>(
 pub const SPILL_LEN: usize = 30;
 
 /// Every [`Op`], by its discriminant (for reading a spilled record back).
-const OPS: [Op; 21] = [
+const OPS: [Op; 27] = [
     Op::EpollCreate,
     Op::EpollCtl,
     Op::EpollWait,
@@ -293,6 +293,12 @@ const OPS: [Op; 21] = [
     Op::Close,
     Op::Dup,
     Op::SetNonblocking,
+    Op::Sleep,
+    Op::Recv,
+    Op::Poll,
+    Op::FionRead,
+    Op::GetStatusFlags,
+    Op::SetStatusFlags,
 ];
 
 /// A record as 30 bytes (little-endian time, op, fd, arg, result), for spilling a trace to a

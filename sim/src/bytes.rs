@@ -99,6 +99,19 @@ impl ByteQueue {
         }
     }
 
+    /// Copies the first `dst.len()` bytes out and leaves them queued (`MSG_PEEK`). `dst` must
+    /// not be longer than the queue.
+    pub(crate) fn peek_into(&self, dst: &mut [u8]) {
+        let n = dst.len();
+        match self {
+            ByteQueue::Inline { head, buf, .. } => {
+                let h = usize::from(*head);
+                dst.copy_from_slice(&buf[h..h + n]);
+            }
+            ByteQueue::Heap { data, head } => dst.copy_from_slice(&data[*head..*head + n]),
+        }
+    }
+
     /// Removes `len` bytes starting `at` bytes from the front.
     pub(crate) fn remove(&mut self, at: usize, n: usize) {
         match self {

@@ -60,8 +60,8 @@ use std::io;
 use std::net::SocketAddrV4;
 use std::time::Duration;
 
-use netpoll::sys::{err, errno::*, Events};
-use netpoll::{EpollEvent, Fd, Poller};
+use netpoll::sys::{err, errno::*, Events, MSG_DONTWAIT, MSG_NOSIGNAL, MSG_PEEK};
+use netpoll::{EpollEvent, Fd, PollFd, Poller};
 
 pub use config::{ConfigError, SimConfig, MAX_DELAY_NS};
 pub use faults::{CostModel, EdgePolicy, FaultCounts, FaultPlan, Latency, Vary};
@@ -214,19 +214,7 @@ impl Sim {
     /// # Errors
     /// `EBADF`.
     pub fn status_flags(&self, fd: Fd) -> io::Result<i32> {
-        let k = self.k.borrow();
-        let f = k.file_of(fd)?;
-        let mode = match k.files[f].kind {
-            Kind::PipeRead(_) => 0,
-            Kind::PipeWrite(_) => 1,
-            _ => 2,
-        };
-        let nonblock = if k.files[f].nonblock {
-            netpoll::sys::O_NONBLOCK
-        } else {
-            0
-        };
-        Ok(mode | nonblock)
+        self.k.borrow().status_flags(fd)
     }
 
     /// Events still queued to happen (packets in flight, retransmission timers).
@@ -382,7 +370,7 @@ impl Sim {
             let progress = k.stats.deliveries != before.0
                 || k.now_ns != before.1
                 || match (op, ret) {
-                    (Op::Read | Op::Write, Ok(n)) => n > 0,
+                    (Op::Read | Op::Recv | Op::Write, Ok(n)) => n > 0,
                     (
                         Op::EpollCreate
                         | Op::Socketpair
@@ -506,13 +494,43 @@ impl Kernel {
 
     fn read_raw(&mut self, f: u32, buf: &mut [u8]) -> io::Result<usize> {
         match self.files[f].kind {
-            Kind::Unix(_) => self.unix_read(f, buf),
+            Kind::Unix(_) => self.unix_read(f, buf, false),
             Kind::PipeRead(p) => self.pipe_read(p, buf),
             Kind::PipeWrite(_) => Err(err(EBADF)),
             Kind::EventFd(_) => self.eventfd_read(f, buf),
-            Kind::Tcp(_) => self.tcp_read(f, buf),
+            Kind::Tcp(_) => self.tcp_read(f, buf, false),
             Kind::Epoll(_) => Err(err(EINVAL)),
         }
+    }
+
+    /// `recv` with `MSG_PEEK`: the bytes stay queued. No fault applies (a peek consumes
+    /// nothing, so a short one would only make the program peek again).
+    fn peek(&mut self, f: u32, buf: &mut [u8]) -> io::Result<usize> {
+        match self.files[f].kind {
+            Kind::Unix(_) => self.unix_read(f, buf, true),
+            Kind::Tcp(_) => self.tcp_read(f, buf, true),
+            _ => Err(err(ENOTSOCK)),
+        }
+    }
+
+    /// One pass of `poll` over `fds`: fills every `revents`, returns how many are non-empty.
+    fn poll_scan(&mut self, fds: &mut [PollFd]) -> usize {
+        let mut ready = 0;
+        for p in fds.iter_mut() {
+            p.revents = if p.fd < 0 {
+                Events::NONE
+            } else {
+                match self.file_of(p.fd) {
+                    // Linux: `mask & (demangle_poll(events) | EPOLLERR | EPOLLHUP)`.
+                    Ok(f) => self.poll_file(f, 0) & (p.events | Events::ERR | Events::HUP),
+                    Err(_) => Events::NVAL,
+                }
+            };
+            if !p.revents.is_empty() {
+                ready += 1;
+            }
+        }
+        ready
     }
 
     fn write_once(&mut self, f: u32, buf: &[u8]) -> io::Result<usize> {
@@ -721,6 +739,73 @@ impl Poller for Sim {
         self.call(Op::Read, fd, len, f, count)
     }
 
+    fn recv(&self, fd: Fd, buf: &mut [u8], flags: i32) -> io::Result<usize> {
+        let arg = (i64::from(flags) << 32) | buf.len() as i64;
+        let f = |k: &mut Kernel| {
+            let f = k.file_of(fd)?;
+            if !matches!(k.files[f].kind, Kind::Unix(_) | Kind::Tcp(_)) {
+                return Err(err(ENOTSOCK));
+            }
+            if flags & !(MSG_PEEK | MSG_DONTWAIT | MSG_NOSIGNAL) != 0 {
+                return Err(err(EOPNOTSUPP));
+            }
+            let peek = flags & MSG_PEEK != 0;
+            loop {
+                let r = if peek {
+                    k.peek(f, buf)
+                } else {
+                    k.read_once(f, buf)
+                };
+                let end = match &r {
+                    Ok(0) => !buf.is_empty(),
+                    Ok(_) => false,
+                    Err(e) => e.raw_os_error() == Some(ECONNRESET),
+                };
+                if end {
+                    k.files[f].eof_read = true;
+                }
+                if !is_eagain(&r) || k.files[f].nonblock || flags & MSG_DONTWAIT != 0 {
+                    return r;
+                }
+                k.block("recv", fd)?;
+            }
+        };
+        self.call(Op::Recv, fd, arg, f, count)
+    }
+
+    fn poll(&self, fds: &mut [PollFd], timeout_ms: i32) -> io::Result<usize> {
+        let f = |k: &mut Kernel| {
+            // Linux: `nfds > RLIMIT_NOFILE` is EINVAL (the sim's limit is `max_fds`).
+            if fds.len() > k.cfg.max_fds {
+                return Err(err(EINVAL));
+            }
+            let deadline = u64::try_from(timeout_ms)
+                .ok()
+                .map(|t| k.now_ns + t * 1_000_000);
+            loop {
+                let n = k.poll_scan(fds);
+                if n > 0 || deadline.is_some_and(|d| k.now_ns >= d) {
+                    return Ok(n);
+                }
+                if let Some(v) = &k.violation {
+                    return Err(v.stop_error(""));
+                }
+                // Sleep to the next delivery, or to the deadline if none comes before it (the
+                // next pass then returns 0).
+                if !k.advance(deadline) && deadline.is_none() {
+                    let msg = format!(
+                        "poll(timeout -1) on {} fds would wait for ever: nothing is in flight \
+                         (seed {})",
+                        fds.len(),
+                        k.seed
+                    );
+                    return Err(k.hang("poll".to_string(), msg));
+                }
+            }
+        };
+        self.call(Op::Poll, -1, timeout_ms.into(), f, count)
+    }
+
     fn write(&self, fd: Fd, buf: &[u8]) -> io::Result<usize> {
         let f = |k: &mut Kernel| {
             let f = k.file_of(fd)?;
@@ -779,6 +864,30 @@ impl Poller for Sim {
             fd,
             arg,
             |k| k.set_nonblocking(fd, nonblocking),
+            unit,
+        )
+    }
+
+    fn fionread(&self, fd: Fd) -> io::Result<usize> {
+        self.call(Op::FionRead, fd, 0, |k| k.fionread(fd), count)
+    }
+
+    fn get_status_flags(&self, fd: Fd) -> io::Result<i32> {
+        self.call(
+            Op::GetStatusFlags,
+            fd,
+            0,
+            |k| k.status_flags(fd),
+            |v| (*v).into(),
+        )
+    }
+
+    fn set_status_flags(&self, fd: Fd, flags: i32) -> io::Result<()> {
+        self.call(
+            Op::SetStatusFlags,
+            fd,
+            flags.into(),
+            |k| k.set_status_flags(fd, flags),
             unit,
         )
     }

@@ -31,6 +31,16 @@ pub enum Op {
     SetNonblocking,
     /// Virtual time let pass by [`crate::Sim::sleep`] (`arg`: nanoseconds).
     Sleep,
+    /// `recv` (`arg`: the flags in the high 32 bits, the buffer's length in the low).
+    Recv,
+    /// `poll` (`arg`: the timeout in ms; `fd` is -1).
+    Poll,
+    /// `ioctl(FIONREAD)`.
+    FionRead,
+    /// `fcntl(F_GETFL)`.
+    GetStatusFlags,
+    /// `fcntl(F_SETFL)` (`arg`: the flags).
+    SetStatusFlags,
 }
 
 /// One system call and its outcome.
@@ -197,6 +207,11 @@ impl Op {
             Op::Dup => "dup",
             Op::SetNonblocking => "set_nonblocking",
             Op::Sleep => "nanosleep",
+            Op::Recv => "recv",
+            Op::Poll => "poll",
+            Op::FionRead => "FIONREAD",
+            Op::GetStatusFlags => "F_GETFL",
+            Op::SetStatusFlags => "F_SETFL",
         }
     }
 }
@@ -214,8 +229,9 @@ impl Record {
                 };
                 format!("{op} fd {}", self.arg as u32 as i32)
             }
-            Op::EpollWait => format!("timeout {} ms", self.arg),
+            Op::EpollWait | Op::Poll => format!("timeout {} ms", self.arg),
             Op::Read | Op::Write => format!("{} bytes", self.arg),
+            Op::Recv => format!("{} bytes, flags {:#x}", self.arg as u32, self.arg >> 32),
             _ => self.arg.to_string(),
         }
     }

@@ -237,3 +237,79 @@ fn the_fingerprint_is_a_function_of_the_seed() {
 
 // The regressions for what fuzzing found in the sim (a handshake double free, a handshake retried
 // for ever) live with the other findings in the root `tests/fuzz_twins.rs`.
+
+#[test]
+fn poll_waits_exactly_its_timeout_and_reports_a_hang() {
+    let p = Sim::new(5);
+    let [_a, b] = p.socketpair(SOCK_NONBLOCK).unwrap();
+    let mut fds = [netpoll::PollFd::new(b, Events::IN)];
+    assert_eq!(p.poll(&mut fds, 250).unwrap(), 0);
+    assert_eq!(p.now_ns(), 250_000_000, "virtual time, to the nanosecond");
+    let e = p.poll(&mut fds, -1).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::Deadlock, "{e}");
+    assert!(e.to_string().contains("poll"), "{e}");
+}
+
+#[test]
+fn the_new_calls_are_traced_and_draw_nothing_without_faults() {
+    // Two kernels of one seed: one makes the new calls (peek, poll, FIONREAD, F_GETFL/F_SETFL)
+    // between the same writes and reads as the other. Virtual time and the fingerprint of the
+    // shared calls must not move: the new calls draw no randomness when no fault is on.
+    let run = |extra: bool| {
+        let p = Sim::new(9);
+        p.set_trace(true);
+        let l = p.tcp_socket(0).unwrap();
+        p.bind(l, SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0))
+            .unwrap();
+        p.listen(l, 8).unwrap();
+        let c = p.tcp_socket(0).unwrap();
+        p.connect(c, p.local_addr(l).unwrap()).unwrap();
+        let (s, _) = p.accept4(l, 0).unwrap();
+        p.write(c, b"abc").unwrap();
+        if extra {
+            let mut fds = [netpoll::PollFd::new(s, Events::IN)];
+            assert_eq!(p.poll(&mut fds, -1).unwrap(), 1);
+            let mut b = [0u8; 8];
+            assert_eq!(p.recv(s, &mut b, MSG_PEEK).unwrap(), 3);
+            assert_eq!(p.fionread(s).unwrap(), 3);
+            let fl = p.get_status_flags(s).unwrap();
+            p.set_status_flags(s, fl).unwrap();
+            assert_eq!(
+                p.set_status_flags(s, O_APPEND).unwrap_err().raw_os_error(),
+                Some(EINVAL),
+                "O_APPEND is not modelled"
+            );
+        }
+        let mut b = [0u8; 8];
+        assert_eq!(p.read(s, &mut b).unwrap(), 3);
+        let trace = p.take_trace();
+        let ops: Vec<String> = trace
+            .iter()
+            .map(|r| r.call_text())
+            .filter(|t| {
+                !["poll", "recv", "FIONREAD", "F_GETFL", "F_SETFL"]
+                    .iter()
+                    .any(|n| t.starts_with(n))
+            })
+            .collect();
+        (ops, trace.len(), p.now_ns())
+    };
+    let (plain, n_plain, t_plain) = run(false);
+    let (with, n_with, t_with) = run(true);
+    assert_eq!(plain, with);
+    assert_eq!(n_with, n_plain + 6, "each new call is one trace record");
+    assert_eq!(t_plain, t_with);
+}
+
+#[test]
+fn poll_with_more_entries_than_the_fd_limit_is_einval() {
+    let cfg = netpoll_sim::SimConfig {
+        max_fds: 5,
+        ..netpoll_sim::SimConfig::default()
+    };
+    let p = Sim::with_config(1, cfg);
+    let mut fds = [netpoll::PollFd::new(-1, Events::IN); 6];
+    let e = p.poll(&mut fds, 0).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(EINVAL));
+    assert_eq!(p.poll(&mut fds[..5], 0).unwrap(), 0);
+}

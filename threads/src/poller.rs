@@ -6,7 +6,8 @@ use std::net::SocketAddrV4;
 use std::sync::Arc;
 use std::time::Duration;
 
-use netpoll::{EpollEvent, Events, Fd, Poller};
+use netpoll::sys::MSG_DONTWAIT;
+use netpoll::{EpollEvent, Events, Fd, PollFd, Poller};
 use netpoll_sim::Sim;
 
 use crate::report::FailureKind;
@@ -278,6 +279,55 @@ impl Poller for ThreadedSim {
         // `blocking` takes `Fn`; the buffer is borrowed mutably by exactly one successful try.
         let buf = std::cell::RefCell::new(buf);
         self.blocking(call, fd, want, |s| s.read(fd, &mut buf.borrow_mut()))
+    }
+
+    fn recv(&self, fd: Fd, buf: &mut [u8], flags: i32) -> io::Result<usize> {
+        let call = Call::on("recv", fd, buf.len() as i64);
+        let buf = std::cell::RefCell::new(buf);
+        if flags & MSG_DONTWAIT != 0 {
+            return self.call(call, |s| s.recv(fd, &mut buf.borrow_mut(), flags));
+        }
+        let want = Events::IN | Events::HUP | Events::ERR | Events::RDHUP;
+        self.blocking(call, fd, want, |s| s.recv(fd, &mut buf.borrow_mut(), flags))
+    }
+
+    /// As `epoll_wait`: polls with timeout 0 at each switch point and blocks in the scheduler
+    /// while nothing is ready and the timeout has not passed.
+    fn poll(&self, fds: &mut [PollFd], timeout_ms: i32) -> io::Result<usize> {
+        let call = Call::bare("poll");
+        let mut deadline_ns = None;
+        loop {
+            let me = self.enter(call);
+            let (r, now_ns) = {
+                let sim = lock(&self.shared.sim);
+                (sim.poll(fds, 0), sim.now_ns())
+            };
+            let d = *deadline_ns.get_or_insert_with(|| {
+                u64::try_from(timeout_ms)
+                    .ok()
+                    .map(|t| now_ns + t * 1_000_000)
+            });
+            match r {
+                Ok(0) if timeout_ms != 0 && d.is_none_or(|d| now_ns < d) => {
+                    self.shared.block(me, call, Wait::Kernel { deadline_ns: d });
+                }
+                r => return r,
+            }
+        }
+    }
+
+    fn fionread(&self, fd: Fd) -> io::Result<usize> {
+        self.call(Call::on("FIONREAD", fd, 0), |s| s.fionread(fd))
+    }
+
+    fn get_status_flags(&self, fd: Fd) -> io::Result<i32> {
+        self.call(Call::on("F_GETFL", fd, 0), |s| s.get_status_flags(fd))
+    }
+
+    fn set_status_flags(&self, fd: Fd, flags: i32) -> io::Result<()> {
+        self.call(Call::on("F_SETFL", fd, i64::from(flags)), |s| {
+            s.set_status_flags(fd, flags)
+        })
     }
 
     fn write(&self, fd: Fd, buf: &[u8]) -> io::Result<usize> {

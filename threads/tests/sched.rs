@@ -210,6 +210,33 @@ fn blocking_read_waits_for_the_writer() {
 }
 
 #[test]
+fn blocking_peek_and_poll_wait_for_the_writer() {
+    for seed in 0..20 {
+        let out = Runner::new(seed)
+            .run(Sim::new(seed), |k| {
+                let [a, b] = k.socketpair(0).unwrap(); // blocking
+                let t = spawn("writer", {
+                    let k = k.clone();
+                    move || {
+                        k.write(a, b"ok").unwrap();
+                        k.close(a).unwrap();
+                    }
+                });
+                let mut fds = [netpoll::PollFd::new(b, Events::IN)];
+                let n = k.poll(&mut fds, -1).unwrap();
+                let mut buf = [0u8; 8];
+                let peeked = k.recv(b, &mut buf, MSG_PEEK).unwrap();
+                let queued = k.fionread(b).unwrap();
+                let read = k.read(b, &mut buf).unwrap();
+                t.join();
+                (n, fds[0].revents.contains(Events::IN), peeked, queued, read)
+            })
+            .unwrap_or_else(|f| panic!("{f}"));
+        assert_eq!(out.value, (1, true, 2, 2, 2), "seed {seed}");
+    }
+}
+
+#[test]
 fn tcp_across_threads_moves_virtual_time_to_deliveries() {
     let out = Runner::new(3)
         .run(Sim::new(3), |k| {

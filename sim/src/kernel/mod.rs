@@ -30,7 +30,10 @@ pub(crate) mod unix;
 use std::io;
 use std::num::NonZeroU32;
 
-use netpoll::sys::{err, errno::*, Events, O_CLOEXEC, O_NONBLOCK};
+use netpoll::sys::{
+    err, errno::*, Events, O_APPEND, O_ASYNC, O_CLOEXEC, O_DIRECT, O_NOATIME, O_NONBLOCK, O_RDONLY,
+    O_RDWR, O_WRONLY,
+};
 use netpoll::Fd;
 
 use crate::config::SimConfig;
@@ -344,6 +347,45 @@ impl Kernel {
         let f = self.file_of(fd)?;
         self.files[f].nonblock = on;
         Ok(())
+    }
+
+    /// `fcntl(fd, F_GETFL)`: the access mode and `O_NONBLOCK`.
+    pub(crate) fn status_flags(&self, fd: Fd) -> io::Result<i32> {
+        let f = self.file_of(fd)?;
+        let mode = match self.files[f].kind {
+            Kind::PipeRead(_) => O_RDONLY,
+            Kind::PipeWrite(_) => O_WRONLY,
+            _ => O_RDWR,
+        };
+        Ok(mode
+            | if self.files[f].nonblock {
+                O_NONBLOCK
+            } else {
+                0
+            })
+    }
+
+    /// `fcntl(fd, F_SETFL, flags)`: `O_NONBLOCK` only; the other settable flags are refused.
+    pub(crate) fn set_status_flags(&mut self, fd: Fd, flags: i32) -> io::Result<()> {
+        let f = self.file_of(fd)?;
+        if flags & (O_APPEND | O_ASYNC | O_DIRECT | O_NOATIME) != 0 {
+            return Err(err(EINVAL));
+        }
+        self.files[f].nonblock = flags & O_NONBLOCK != 0;
+        Ok(())
+    }
+
+    /// `ioctl(fd, FIONREAD)`.
+    pub(crate) fn fionread(&self, fd: Fd) -> io::Result<usize> {
+        let f = self.file_of(fd)?;
+        match &self.files[f].kind {
+            Kind::Unix(u) => Ok(u.readable()),
+            Kind::PipeRead(p) | Kind::PipeWrite(p) => Ok(self.pipes[*p].readable()),
+            Kind::Tcp(_) => self.tcp_inq(f),
+            Kind::EventFd(_) => Err(err(ENOTTY)),
+            // Linux 6.9+ has an epoll ioctl (`EPIOCSPARAMS`), which answers EINVAL to others.
+            Kind::Epoll(_) => Err(err(EINVAL)),
+        }
     }
 
     /// Checks `flags` against the allowed ones; returns `O_NONBLOCK`'s presence.

@@ -133,7 +133,7 @@ impl Kernel {
         Ok([a, b])
     }
 
-    pub(crate) fn unix_read(&mut self, f: FileId, buf: &mut [u8]) -> io::Result<usize> {
+    pub(crate) fn unix_read(&mut self, f: FileId, buf: &mut [u8], peek: bool) -> io::Result<usize> {
         let u = end(self, f);
         if u.rx.is_empty() {
             if buf.is_empty() {
@@ -146,6 +146,20 @@ impl Kernel {
                 return Ok(0);
             }
             return Err(err(EAGAIN));
+        }
+        if peek {
+            // `MSG_PEEK` copies across queued skbs as a read would (unix_stream_read_generic
+            // walks on to the next one) and leaves them all queued: no room is returned.
+            let mut n = 0;
+            for skb in &u.rx {
+                if n == buf.len() {
+                    break;
+                }
+                let k = (skb.data.len() - skb.off).min(buf.len() - n);
+                buf[n..n + k].copy_from_slice(&skb.data[skb.off..skb.off + k]);
+                n += k;
+            }
+            return Ok(n);
         }
         let mut n = 0;
         let mut freed = 0;

@@ -437,6 +437,14 @@ impl Kernel {
         }
     }
 
+    /// `FIONREAD` (`SIOCINQ`): `EINVAL` on a listener, else the bytes waiting.
+    pub(crate) fn tcp_inq(&self, f: FileId) -> io::Result<usize> {
+        match sock_ref(self, f) {
+            Some(s) if s.state == State::Listen => Err(err(EINVAL)),
+            _ => Ok(self.tcp_readable(f)),
+        }
+    }
+
     pub(crate) fn tcp_take_error(&mut self, f: FileId) -> i32 {
         std::mem::take(&mut sock(self, f).err)
     }
@@ -491,7 +499,7 @@ impl Kernel {
         free > 0 && free >= used / 2
     }
 
-    pub(crate) fn tcp_read(&mut self, f: FileId, buf: &mut [u8]) -> io::Result<usize> {
+    pub(crate) fn tcp_read(&mut self, f: FileId, buf: &mut [u8], peek: bool) -> io::Result<usize> {
         // `sock_read_iter` answers an empty read before the protocol is asked.
         if buf.is_empty() {
             return Ok(0);
@@ -506,6 +514,11 @@ impl Kernel {
                 let d = &mut self.net.conns[c].dir[e];
                 if d.rx_len > 0 {
                     let n = d.rx_len.min(buf.len());
+                    if peek {
+                        // `MSG_PEEK`: the bytes stay queued and no room is returned.
+                        d.buf.peek_into(&mut buf[..n]);
+                        return Ok(n);
+                    }
                     d.buf.pop_into(&mut buf[..n]);
                     d.rx_len -= n;
                     self.tcp_space_returned(c, 1 - e);
