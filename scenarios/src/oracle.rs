@@ -153,7 +153,26 @@ pub fn lost_wakeup(
     });
     match sim.check_lost_wakeups(epfd) {
         Ok(()) => Ok(()),
-        Err(Violation::LostWakeup {
+        Err(v) => Err(failure_of(v, |fd, data| {
+            let s = stranded
+                .iter()
+                .find(|s| s.fd == fd && s.data == data)
+                .expect("the kernel reports a registration it listed as stranded");
+            owner(s)
+        })),
+    }
+}
+
+/// The kernel's [`Violation`] as the harness's [`Failure`]: a lost wakeup keeps every field
+/// (its owner named by `owner(fd, data)`), a hang or livelock is a [`Failure::Hang`], the rest
+/// an [`Failure::Invariant`].
+fn failure_of(v: Violation, owner: impl FnOnce(Fd, u64) -> String) -> Failure {
+    match v {
+        Violation::Hang { at_ns, .. } | Violation::Livelock { at_ns, .. } => Failure::Hang {
+            detail: v.to_string(),
+            at_ns,
+        },
+        Violation::LostWakeup {
             fd,
             data,
             ready,
@@ -163,24 +182,18 @@ pub fn lost_wakeup(
             at_ns,
             history,
             ..
-        }) => {
-            let s = stranded
-                .iter()
-                .find(|s| s.fd == fd && s.data == data)
-                .expect("the kernel reports a registration it listed as stranded");
-            Err(Failure::LostWakeup {
-                fd,
-                data,
-                owner: owner(s),
-                interest,
-                ready,
-                wants: wanted,
-                disarmed,
-                at_ns,
-                history,
-            })
-        }
-        Err(v) => Err(Failure::Invariant(v.to_string())),
+        } => Failure::LostWakeup {
+            fd,
+            data,
+            owner: owner(fd, data),
+            interest,
+            ready,
+            wants: wanted,
+            disarmed,
+            at_ns,
+            history,
+        },
+        other => Failure::Invariant(other.to_string()),
     }
 }
 
@@ -199,34 +212,9 @@ pub fn with_kernel_verdict(sim: &Sim, verdict: Result<(), Failure>) -> Result<()
     let Some(v) = sim.violation() else {
         return verdict;
     };
-    Err(match v {
-        Violation::Hang { at_ns, .. } | Violation::Livelock { at_ns, .. } => Failure::Hang {
-            detail: v.to_string(),
-            at_ns,
-        },
-        Violation::LostWakeup {
-            fd,
-            data,
-            ready,
-            wanted,
-            interest,
-            disarmed,
-            at_ns,
-            history,
-            ..
-        } => Failure::LostWakeup {
-            fd,
-            data,
-            owner: format!("registration data {data:#x}"),
-            interest,
-            ready,
-            wants: wanted,
-            disarmed,
-            at_ns,
-            history,
-        },
-        other => Failure::Invariant(other.to_string()),
-    })
+    Err(failure_of(v, |_, data| {
+        format!("registration data {data:#x}")
+    }))
 }
 
 /// A syscall's unexpected error as a [`Failure::Io`], with what the loop was doing.
