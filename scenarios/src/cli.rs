@@ -436,32 +436,29 @@ fn list() -> ExitCode {
             }
         }
     };
-    for s in registry().of_kind(Kind::Scenario) {
-        out!("{:<14} {}", s.name(), s.about());
-        out!("{:<14} checks: {}", "", s.invariants());
-        params(s);
-        if !s.real_ok() {
-            out!("{:<16}(simulated kernel only)", "");
+    for kind in [Kind::Scenario, Kind::Canary, Kind::Zoo] {
+        for s in registry().of_kind(kind) {
+            match kind {
+                Kind::Scenario => {
+                    out!("{:<14} {}", s.name(), s.about());
+                    out!("{:<14} checks: {}", "", s.invariants());
+                }
+                Kind::Canary => out!(
+                    "{:<14} {} (not in sweeps of the registry)",
+                    s.name(),
+                    s.about()
+                ),
+                Kind::Zoo => out!(
+                    "{:<14} {} (bug zoo; --fixed 1 runs the corrected loop)",
+                    s.name(),
+                    s.about()
+                ),
+            }
+            params(s);
+            if kind != Kind::Zoo && !s.real_ok() {
+                out!("{:<16}(simulated kernel only)", "");
+            }
         }
-    }
-    for c in registry().of_kind(Kind::Canary) {
-        out!(
-            "{:<14} {} (not in sweeps of the registry)",
-            c.name(),
-            c.about()
-        );
-        params(c);
-        if !c.real_ok() {
-            out!("{:<16}(simulated kernel only)", "");
-        }
-    }
-    for s in registry().of_kind(Kind::Zoo) {
-        out!(
-            "{:<14} {} (bug zoo; --fixed 1 runs the corrected loop)",
-            s.name(),
-            s.about()
-        );
-        params(s);
     }
     out!("\nEach parameter is a flag of `run` and `sweep` (`--window 5`), or `--param window=5`.");
     ExitCode::SUCCESS

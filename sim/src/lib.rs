@@ -505,6 +505,39 @@ impl Kernel {
 
     /// `recv` with `MSG_PEEK`: the bytes stay queued. No fault applies (a peek consumes
     /// nothing, so a short one would only make the program peek again).
+    /// `read` and `recv`: one read (or peek), sleeping on `fd` while it would block unless the
+    /// file is non-blocking or `dontwait`; end of file or a reset marks the file as read to its
+    /// end (the lost-wakeup oracle stops expecting input there).
+    fn read_until_ready(
+        &mut self,
+        f: u32,
+        fd: Fd,
+        buf: &mut [u8],
+        peek: bool,
+        dontwait: bool,
+        call: &'static str,
+    ) -> io::Result<usize> {
+        loop {
+            let r = if peek {
+                self.peek(f, buf)
+            } else {
+                self.read_once(f, buf)
+            };
+            let end = match &r {
+                Ok(0) => !buf.is_empty(),
+                Ok(_) => false,
+                Err(e) => e.raw_os_error() == Some(ECONNRESET),
+            };
+            if end {
+                self.files[f].eof_read = true;
+            }
+            if !is_eagain(&r) || self.files[f].nonblock || dontwait {
+                return r;
+            }
+            self.block(call, fd)?;
+        }
+    }
+
     fn peek(&mut self, f: u32, buf: &mut [u8]) -> io::Result<usize> {
         match self.files[f].kind {
             Kind::Unix(_) => self.unix_read(f, buf, true),
@@ -720,21 +753,7 @@ impl Poller for Sim {
         let len = buf.len() as i64;
         let f = |k: &mut Kernel| {
             let f = k.file_of(fd)?;
-            loop {
-                let r = k.read_once(f, buf);
-                let end = match &r {
-                    Ok(0) => !buf.is_empty(),
-                    Ok(_) => false,
-                    Err(e) => e.raw_os_error() == Some(ECONNRESET),
-                };
-                if end {
-                    k.files[f].eof_read = true;
-                }
-                if !is_eagain(&r) || k.files[f].nonblock {
-                    return r;
-                }
-                k.block("read", fd)?;
-            }
+            k.read_until_ready(f, fd, buf, false, false, "read")
         };
         self.call(Op::Read, fd, len, f, count)
     }
@@ -749,26 +768,8 @@ impl Poller for Sim {
             if flags & !(MSG_PEEK | MSG_DONTWAIT | MSG_NOSIGNAL) != 0 {
                 return Err(err(EOPNOTSUPP));
             }
-            let peek = flags & MSG_PEEK != 0;
-            loop {
-                let r = if peek {
-                    k.peek(f, buf)
-                } else {
-                    k.read_once(f, buf)
-                };
-                let end = match &r {
-                    Ok(0) => !buf.is_empty(),
-                    Ok(_) => false,
-                    Err(e) => e.raw_os_error() == Some(ECONNRESET),
-                };
-                if end {
-                    k.files[f].eof_read = true;
-                }
-                if !is_eagain(&r) || k.files[f].nonblock || flags & MSG_DONTWAIT != 0 {
-                    return r;
-                }
-                k.block("recv", fd)?;
-            }
+            let (peek, dontwait) = (flags & MSG_PEEK != 0, flags & MSG_DONTWAIT != 0);
+            k.read_until_ready(f, fd, buf, peek, dontwait, "recv")
         };
         self.call(Op::Recv, fd, arg, f, count)
     }
