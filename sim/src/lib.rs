@@ -110,6 +110,23 @@ pub struct Sim {
     hooks: RefCell<oracle::Hooks>,
 }
 
+/// A simulated thread blocked (or about to block) in `epoll_wait`: see
+/// [`Sim::epoll_wait_begin`]. It holds a reference to the epoll instance until
+/// [`Sim::epoll_wait_end`].
+#[derive(Debug)]
+pub struct EpollWaiter {
+    ep: u32,
+    epfd: Fd,
+    waiter: u64,
+}
+
+impl EpollWaiter {
+    /// The waiter id given to [`Sim::epoll_wait_begin`].
+    pub fn waiter(&self) -> u64 {
+        self.waiter
+    }
+}
+
 impl Sim {
     /// A kernel with the default (Linux-like) configuration.
     pub fn new(seed: u64) -> Sim {
@@ -241,6 +258,98 @@ impl Sim {
     /// let time pass only when every thread is blocked, instead of inside one thread's call.
     pub fn advance(&self, limit_ns: Option<u64>) -> bool {
         self.k.borrow_mut().advance(limit_ns)
+    }
+
+    /// A simulated thread begins `epoll_wait(epfd, .., maxevents, ..)` as `waiter` (an id of
+    /// the caller's choosing, unique among the threads of one run), for schedulers that run
+    /// several threads on one kernel (`netpoll-threads`). The checks are `epoll_wait`'s
+    /// (`EBADF`, `EINVAL`); the returned [`EpollWaiter`] holds a reference to the instance, as
+    /// Linux's `epoll_wait` holds the file, so another thread's `close(epfd)` neither wakes the
+    /// waiter nor frees the instance under it.
+    ///
+    /// The protocol: [`epoll_wait_try`](Sim::epoll_wait_try); if it reports nothing and the
+    /// caller is to block, [`epoll_wait_sleep`](Sim::epoll_wait_sleep) puts the waiter on the
+    /// instance's wait queue and the caller blocks until [`take_woken`](Sim::take_woken) names
+    /// it or its deadline passes, then tries again; [`epoll_wait_end`](Sim::epoll_wait_end) when
+    /// it returns. Like Linux's `ep_poll`, a waiter goes to the head of the queue and one
+    /// wakeup of the instance wakes one waiter.
+    ///
+    /// # Errors
+    /// `EBADF`, `EINVAL`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use netpoll::{sys::*, EpollEvent, Events, Poller};
+    /// use netpoll_sim::Sim;
+    ///
+    /// let sim = Sim::new(1);
+    /// let [a, b] = sim.socketpair(SOCK_NONBLOCK)?;
+    /// let ep = sim.epoll_create1(0)?;
+    /// sim.epoll_ctl(ep, EPOLL_CTL_ADD, b, Some(EpollEvent::new(Events::IN | Events::ET, 7)))?;
+    /// let mut evs = [EpollEvent::EMPTY; 4];
+    /// let (w1, w2) = (sim.epoll_wait_begin(ep, 4, 1)?, sim.epoll_wait_begin(ep, 4, 2)?);
+    /// assert_eq!(sim.epoll_wait_try(&w1, &mut evs)?, 0);
+    /// sim.epoll_wait_sleep(&w1);
+    /// assert_eq!(sim.epoll_wait_try(&w2, &mut evs)?, 0);
+    /// sim.epoll_wait_sleep(&w2);
+    /// sim.write(a, b"x")?;
+    /// assert_eq!(sim.take_woken(), [2]); // one edge wakes one waiter: the last to block
+    /// assert_eq!(sim.epoll_wait_try(&w2, &mut evs)?, 1);
+    /// sim.epoll_wait_end(w2);
+    /// sim.epoll_wait_end(w1);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn epoll_wait_begin(
+        &self,
+        epfd: Fd,
+        maxevents: usize,
+        waiter: u64,
+    ) -> io::Result<EpollWaiter> {
+        let mut k = self.k.borrow_mut();
+        let (ep, _) = k.epoll_wait_start(epfd, maxevents, 0)?;
+        k.files[ep].refs += 1;
+        Ok(EpollWaiter { ep, epfd, waiter })
+    }
+
+    /// One try of a waiter's `epoll_wait`: what `epoll_wait` with timeout 0 reports on the
+    /// waiter's instance (even if `epfd` was closed meanwhile). Recorded in the trace as an
+    /// `epoll_wait` with timeout 0. Never blocks.
+    pub fn epoll_wait_try(&self, w: &EpollWaiter, out: &mut [EpollEvent]) -> io::Result<usize> {
+        self.call(
+            Op::EpollWait,
+            w.epfd,
+            0,
+            |k| {
+                if out.is_empty() {
+                    return Err(err(EINVAL));
+                }
+                let now = k.now_ns;
+                match k.epoll_wait_turn(w.ep, w.epfd, out, Some(now), false, false) {
+                    kernel::epoll::WaitStep::Done(r) => r,
+                    kernel::epoll::WaitStep::Quiet => unreachable!("a try never stops at quiet"),
+                }
+            },
+            count,
+        )
+    }
+
+    /// The waiter blocks: onto the head of its instance's wait queue.
+    pub fn epoll_wait_sleep(&self, w: &EpollWaiter) {
+        self.k.borrow_mut().ep_wait_enqueue(w.ep, w.waiter);
+    }
+
+    /// The waiter returns from `epoll_wait`: off the wait queue (if a timeout, not a wakeup,
+    /// ended its sleep), and its reference to the instance is dropped.
+    pub fn epoll_wait_end(&self, w: EpollWaiter) {
+        let mut k = self.k.borrow_mut();
+        k.ep_wait_dequeue(w.ep, w.waiter);
+        k.put_file(w.ep);
+    }
+
+    /// The waiters that wakeups took off epoll wait queues since the last call, in wake order.
+    pub fn take_woken(&self) -> Vec<u64> {
+        self.k.borrow_mut().take_woken()
     }
 
     /// Whether `fd`'s open file is in non-blocking mode (`O_NONBLOCK`, shared by `dup`s).

@@ -111,9 +111,7 @@ impl ThreadedSim {
     fn call<T>(&self, call: Call, f: impl FnOnce(&Sim) -> io::Result<T>) -> io::Result<T> {
         self.enter(call);
         let r = f(&lock(&self.shared.sim));
-        if changed(&r) {
-            self.shared.kernel_changed();
-        }
+        self.shared.after_call(changed(&r));
         r
     }
 
@@ -139,14 +137,74 @@ impl ThreadedSim {
             };
             match r {
                 Some(r) => {
-                    if changed(&r) {
-                        self.shared.kernel_changed();
-                    }
+                    self.shared.after_call(changed(&r));
                     return r;
                 }
-                None => self
-                    .shared
-                    .block(me, call, Wait::Kernel { deadline_ns: None }),
+                None => self.shared.block(
+                    me,
+                    call,
+                    Wait::Kernel {
+                        deadline_ns: None,
+                        queued: false,
+                    },
+                ),
+            }
+        }
+    }
+}
+
+impl ThreadedSim {
+    /// The body of `epoll_wait`, `epoll_pwait` and `epoll_pwait2`: `timeout_ns` `None` waits
+    /// for ever.
+    fn ep_poll(
+        &self,
+        call: Call,
+        epfd: Fd,
+        events: &mut [EpollEvent],
+        timeout_ns: Option<u64>,
+    ) -> io::Result<usize> {
+        let me = self.enter(call);
+        let (w, deadline_ns) = {
+            let sim = lock(&self.shared.sim);
+            let w = sim.epoll_wait_begin(epfd, events.len(), u64::from(me.0));
+            (w, timeout_ns.map(|t| sim.now_ns().saturating_add(t)))
+        };
+        let w = match w {
+            Ok(w) => w,
+            Err(e) => {
+                self.shared.after_call(false);
+                return Err(e);
+            }
+        };
+        let mut first = true;
+        loop {
+            if !first {
+                self.enter(call);
+            }
+            first = false;
+            let (r, now_ns) = {
+                let sim = lock(&self.shared.sim);
+                (sim.epoll_wait_try(&w, events), sim.now_ns())
+            };
+            match r {
+                Ok(0) if timeout_ns != Some(0) && deadline_ns.is_none_or(|d| now_ns < d) => {
+                    lock(&self.shared.sim).epoll_wait_sleep(&w);
+                    // A try can wake another waiter (a level-triggered item re-queued).
+                    self.shared.after_call(false);
+                    self.shared.block(
+                        me,
+                        call,
+                        Wait::Kernel {
+                            deadline_ns,
+                            queued: true,
+                        },
+                    );
+                }
+                r => {
+                    lock(&self.shared.sim).epoll_wait_end(w);
+                    self.shared.after_call(matches!(r, Ok(n) if n > 0));
+                    return r;
+                }
             }
         }
     }
@@ -167,39 +225,24 @@ impl Poller for ThreadedSim {
         })
     }
 
-    /// Polls with timeout 0 at each switch point; while nothing is ready and the timeout has
-    /// not passed, the thread blocks in the scheduler. The deadline is taken at the first try.
+    /// Linux's `ep_poll` with the scheduler: tries with timeout 0 at each switch point; while
+    /// nothing is ready and the timeout has not passed, the thread goes on the instance's wait
+    /// queue (at the head) and blocks until a wakeup of the instance takes it off (one wakeup,
+    /// one waiter) or the timeout passes. The deadline is taken at the first try; the thread
+    /// holds the instance for the whole call, so another thread's `close(epfd)` does not end it.
     fn epoll_wait(
         &self,
         epfd: Fd,
         events: &mut [EpollEvent],
         timeout_ms: i32,
     ) -> io::Result<usize> {
-        let call = Call::on("epoll_wait", epfd, i64::from(timeout_ms));
-        let mut deadline_ns = None;
-        loop {
-            let me = self.enter(call);
-            let (r, now_ns) = {
-                let sim = lock(&self.shared.sim);
-                (sim.epoll_wait(epfd, events, 0), sim.now_ns())
-            };
-            let d = *deadline_ns.get_or_insert_with(|| {
-                u64::try_from(timeout_ms)
-                    .ok()
-                    .map(|t| now_ns + t * 1_000_000)
-            });
-            match r {
-                Ok(0) if timeout_ms != 0 && d.is_none_or(|d| now_ns < d) => {
-                    self.shared.block(me, call, Wait::Kernel { deadline_ns: d });
-                }
-                r => {
-                    if matches!(r, Ok(n) if n > 0) {
-                        self.shared.kernel_changed();
-                    }
-                    return r;
-                }
-            }
-        }
+        let timeout_ns = u64::try_from(timeout_ms).ok().map(|t| t * 1_000_000);
+        self.ep_poll(
+            Call::on("epoll_wait", epfd, i64::from(timeout_ms)),
+            epfd,
+            events,
+            timeout_ns,
+        )
     }
 
     fn socketpair(&self, flags: i32) -> io::Result<[Fd; 2]> {
@@ -237,7 +280,7 @@ impl Poller for ThreadedSim {
         self.enter(call);
         let r = lock(&self.shared.sim).connect(fd, addr);
         // EINPROGRESS starts a handshake: the kernel changed even though the call "failed".
-        self.shared.kernel_changed();
+        self.shared.after_call(true);
         r
     }
 
@@ -309,7 +352,14 @@ impl Poller for ThreadedSim {
             });
             match r {
                 Ok(0) if timeout_ms != 0 && d.is_none_or(|d| now_ns < d) => {
-                    self.shared.block(me, call, Wait::Kernel { deadline_ns: d });
+                    self.shared.block(
+                        me,
+                        call,
+                        Wait::Kernel {
+                            deadline_ns: d,
+                            queued: false,
+                        },
+                    );
                 }
                 r => return r,
             }

@@ -103,8 +103,13 @@ impl fmt::Display for Call {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Wait {
     /// A change of the kernel's state (another thread's call, or virtual time), and optionally a
-    /// deadline in virtual nanoseconds.
-    Kernel { deadline_ns: Option<u64> },
+    /// deadline in virtual nanoseconds. With `queued`, the thread sits on a kernel wait queue
+    /// (`epoll_wait`) and only a wakeup the kernel names ([`Sim::take_woken`]) or the deadline
+    /// makes it runnable; otherwise every change does.
+    Kernel {
+        deadline_ns: Option<u64>,
+        queued: bool,
+    },
     /// Another simulated thread to finish.
     Join(Tid),
     /// An [`unpark`](crate::Thread::unpark).
@@ -366,14 +371,34 @@ impl Shared {
         });
     }
 
-    /// The kernel's state may have changed (a call by the running thread succeeded): every
-    /// thread blocked on the kernel becomes runnable, to retry.
-    pub(crate) fn kernel_changed(&self) {
+    /// After a call by the running thread: the waiters the kernel woke from its wait queues
+    /// become runnable; and if the kernel's state may have changed (`changed`: the call
+    /// succeeded), so does every thread blocked on the kernel but not on a wait queue, to retry.
+    pub(crate) fn after_call(&self, changed: bool) {
         let mut st = lock(&self.state);
-        st.idle = 0;
-        for th in &mut st.threads {
-            if let Status::Blocked(Wait::Kernel { .. }, _) = th.status {
-                th.status = Status::Runnable;
+        let woken = lock(&self.sim).take_woken();
+        if changed || !woken.is_empty() {
+            st.idle = 0;
+        }
+        Self::wake_kernel_waiters(&mut st, changed, &woken, None);
+    }
+
+    /// Makes runnable the threads blocked on the kernel that `woken` names, whose deadline is
+    /// at or before `now_ns`, or (with `all`) that are not on a wait queue.
+    fn wake_kernel_waiters(st: &mut State, all: bool, woken: &[u64], now_ns: Option<u64>) {
+        for (i, th) in st.threads.iter_mut().enumerate() {
+            if let Status::Blocked(
+                Wait::Kernel {
+                    deadline_ns,
+                    queued,
+                },
+                _,
+            ) = th.status
+            {
+                let due = matches!((deadline_ns, now_ns), (Some(d), Some(now)) if d <= now);
+                if (all && !queued) || due || woken.contains(&(i as u64)) {
+                    th.status = Status::Runnable;
+                }
             }
         }
     }
@@ -502,7 +527,7 @@ impl Shared {
         let mut any_kernel = false;
         let mut deadline: Option<u64> = None;
         for th in &st.threads {
-            if let Status::Blocked(Wait::Kernel { deadline_ns }, _) = th.status {
+            if let Status::Blocked(Wait::Kernel { deadline_ns, .. }, _) = th.status {
                 any_kernel = true;
                 if let Some(d) = deadline_ns {
                     deadline = Some(deadline.map_or(d, |e| e.min(d)));
@@ -512,16 +537,16 @@ impl Shared {
         if !any_kernel {
             return false;
         }
-        let moved = lock(&self.sim).advance(deadline);
+        let (moved, now_ns, woken) = {
+            let sim = lock(&self.sim);
+            let moved = sim.advance(deadline);
+            (moved, sim.now_ns(), sim.take_woken())
+        };
         if !moved && deadline.is_none() {
             return false;
         }
         st.idle = 0;
-        for th in &mut st.threads {
-            if let Status::Blocked(Wait::Kernel { .. }, _) = th.status {
-                th.status = Status::Runnable;
-            }
-        }
+        Self::wake_kernel_waiters(st, true, &woken, Some(now_ns));
         true
     }
 
@@ -540,12 +565,18 @@ impl Shared {
                             "running".to_owned()
                         }
                         Status::Runnable => "runnable".to_owned(),
-                        Status::Blocked(Wait::Kernel { deadline_ns: None }, c) => {
+                        Status::Blocked(
+                            Wait::Kernel {
+                                deadline_ns: None, ..
+                            },
+                            c,
+                        ) => {
                             format!("blocked in {c}")
                         }
                         Status::Blocked(
                             Wait::Kernel {
                                 deadline_ns: Some(d),
+                                ..
                             },
                             c,
                         ) => {

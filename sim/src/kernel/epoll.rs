@@ -66,6 +66,10 @@ pub(crate) struct Epoll {
     ready: VecDeque<(ItemId, u32)>,
     /// Registrations by (open file, fd number).
     items: Registrations,
+    /// Linux's `ep->wq`: the threads blocked in `epoll_wait` on this instance (waiter ids of a
+    /// multi-threaded scheduler), head first. `ep_poll` adds itself at the head, exclusively, so
+    /// one wakeup wakes one waiter, the one that blocked last.
+    wq: VecDeque<u64>,
 }
 
 /// An instance's registrations, in (open file, fd number) order: a table indexed by file id
@@ -334,7 +338,8 @@ impl Kernel {
         let (ep, exclusive, interest) = (item.ep, item.exclusive(), item.events);
         self.link(it);
         let mut ewake = false;
-        if self.blocked_in == Some(ep) {
+        if self.ep_waitqueue_active(ep) {
+            self.ep_wake_one(ep);
             ewake = if exclusive {
                 match (key.intersects(Events::IN), key.intersects(Events::OUT)) {
                     (true, false) => interest.contains(Events::IN),
@@ -476,6 +481,7 @@ impl Kernel {
             watchers.push_front(it);
         }
         if !self.ep_item_poll(it, 1).is_empty() && self.link(it) {
+            self.ep_wake_one(ep);
             self.wake(ep, Events::IN);
         }
     }
@@ -487,6 +493,7 @@ impl Kernel {
         item.data = data;
         let ep = item.ep;
         if !self.ep_item_poll(it, 1).is_empty() && self.link(it) {
+            self.ep_wake_one(ep);
             self.wake(ep, Events::IN);
         }
     }
@@ -618,7 +625,61 @@ impl Kernel {
             }
         }
         self.stats.epoll_events += n as u64;
+        // `ep_done_scan`: items left on the ready list (level-triggered re-queues, what did not
+        // fit) wake the next waiter, which is how one level-triggered event reaches every thread
+        // blocked on the instance, one after the other.
+        if !self.epoll_mut(ep).wq.is_empty() && self.ep_has_ready(ep) {
+            self.ep_wake_one(ep);
+        }
         n
+    }
+
+    /// Whether `ep`'s ready list holds a live entry (stale ones are skipped, not pruned).
+    fn ep_has_ready(&self, ep: FileId) -> bool {
+        let Kind::Epoll(e) = &self.files[ep].kind else {
+            return false;
+        };
+        e.ready.iter().any(|&(it, ticket)| {
+            self.items
+                .get(it)
+                .is_some_and(|i| i.linked && i.ticket == ticket && i.ep == ep)
+        })
+    }
+
+    /// Linux's `waitqueue_active(&ep->wq)`: a thread is blocked in `epoll_wait` on `ep`.
+    fn ep_waitqueue_active(&self, ep: FileId) -> bool {
+        self.blocked_in == Some(ep)
+            || matches!(&self.files[ep].kind, Kind::Epoll(e) if !e.wq.is_empty())
+    }
+
+    /// `wake_up(&ep->wq)`: every waiter is exclusive, so this wakes the one at the head, which
+    /// leaves the queue (`ep_autoremove_wake_function`) and is told to the scheduler through
+    /// [`Kernel::take_woken`].
+    fn ep_wake_one(&mut self, ep: FileId) {
+        if let Some(w) = self.epoll_mut(ep).wq.pop_front() {
+            self.woken.push(w);
+        }
+    }
+
+    /// A thread of a multi-threaded scheduler blocks in `epoll_wait` on `ep` as `waiter`:
+    /// added at the head of `ep->wq` (`__add_wait_queue_exclusive`).
+    pub(crate) fn ep_wait_enqueue(&mut self, ep: FileId, waiter: u64) {
+        let wq = &mut self.epoll_mut(ep).wq;
+        if !wq.contains(&waiter) {
+            wq.push_front(waiter);
+        }
+    }
+
+    /// `waiter` stops waiting on `ep` (it timed out, or returns): off the queue if still on it.
+    pub(crate) fn ep_wait_dequeue(&mut self, ep: FileId, waiter: u64) {
+        if let Some(Kind::Epoll(e)) = self.files.get_mut(ep).map(|f| &mut f.kind) {
+            e.wq.retain(|&w| w != waiter);
+        }
+    }
+
+    /// The waiters woken since the last call, in wake order.
+    pub(crate) fn take_woken(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.woken)
     }
 
     /// A spurious event: a random armed registration of `ep` that is not queued, reported with

@@ -188,6 +188,8 @@ pub(crate) struct Kernel {
     queue_seq: u64,
     /// The epoll instance whose `epoll_wait` is blocked right now (for `EPOLLEXCLUSIVE`).
     pub(crate) blocked_in: Option<FileId>,
+    /// Waiters of a multi-threaded scheduler woken from epoll wait queues, not yet told to it.
+    pub(crate) woken: Vec<u64>,
     pub(crate) stats: Stats,
     pub(crate) faults: crate::faults::FaultCounts,
     /// The oracles' state (see `crate::oracle`): the run's first violation,
@@ -223,6 +225,7 @@ impl Kernel {
             queue: queue::EventQueue::default(),
             queue_seq: 0,
             blocked_in: None,
+            woken: Vec::new(),
             stats: Stats::default(),
             faults: crate::faults::FaultCounts::default(),
             violation: None,
