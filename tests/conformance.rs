@@ -86,6 +86,14 @@ mod hangups;
 mod masks;
 #[path = "conformance/maxevents_order.rs"]
 mod maxevents_order;
+#[path = "conformance/mt_blocking.rs"]
+mod mt_blocking;
+#[path = "conformance/mt_epoll.rs"]
+mod mt_epoll;
+#[path = "conformance/mt_exclusive.rs"]
+mod mt_exclusive;
+#[path = "conformance/mt_harness.rs"]
+mod mt_harness;
 #[path = "conformance/nested.rs"]
 mod nested;
 #[path = "conformance/oneshot.rs"]

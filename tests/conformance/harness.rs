@@ -42,7 +42,7 @@ pub fn seed() -> u64 {
 /// Real arms of most cases take this for reading; cases that observe descriptor *numbers* take it
 /// for writing, so that no other test thread allocates or frees descriptors in the same process
 /// while they look (the real descriptor table is shared by all test threads).
-static FD_TABLE: RwLock<()> = RwLock::new(());
+pub(crate) static FD_TABLE: RwLock<()> = RwLock::new(());
 
 /// The observations of one arm.
 #[derive(Debug)]
@@ -83,7 +83,7 @@ pub fn val<T: Copy>(r: &io::Result<T>) -> Result<T, i32> {
 }
 
 impl Log {
-    fn new(arm: &'static str) -> Log {
+    pub(crate) fn new(arm: &'static str) -> Log {
         Log {
             arm,
             lines: Vec::new(),
@@ -306,21 +306,24 @@ pub enum Fds {
     Exclusive,
 }
 
-struct ArmResult {
-    log: Log,
-    panic: Option<String>,
+pub(crate) struct ArmResult {
+    pub(crate) log: Log,
+    pub(crate) panic: Option<String>,
+}
+
+/// A panic payload's message.
+pub(crate) fn panic_text(e: &(dyn std::any::Any + Send)) -> String {
+    e.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "panic".to_string())
 }
 
 fn run_arm<P: Poller>(p: P, arm: &'static str, case: fn(&P, &mut Log)) -> ArmResult {
     let mut log = Log::new(arm);
     let r = catch_unwind(AssertUnwindSafe(|| case(&p, &mut log)));
     drop(p);
-    let panic = r.err().map(|e| {
-        e.downcast_ref::<String>()
-            .cloned()
-            .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_else(|| "panic".to_string())
-    });
+    let panic = r.err().map(|e| panic_text(&*e));
     ArmResult { log, panic }
 }
 
@@ -353,7 +356,11 @@ pub fn run(name: &str, fds: Fds, real_case: fn(&Real, &mut Log), sim_case: fn(&S
     };
     let real = guard(&|| run_arm(new_real(), "real", real_case));
     let sim = guard(&|| run_arm(new_sim(seed), "sim", sim_case));
+    compare(name, seed, &real, &sim);
+}
 
+/// Fails with a report if either arm missed an expectation or panicked, or if the logs differ.
+pub(crate) fn compare(name: &str, seed: u64, real: &ArmResult, sim: &ArmResult) {
     let short = name.rsplit("::").next().unwrap_or(name);
     let mut report = String::new();
     let mut failed = false;
@@ -399,8 +406,8 @@ pub fn run(name: &str, fds: Fds, real_case: fn(&Real, &mut Log), sim_case: fn(&S
     }
     if failed {
         let _ = writeln!(report);
-        report.push_str(&render("real", &real));
-        report.push_str(&render("sim", &sim));
+        report.push_str(&render("real", real));
+        report.push_str(&render("sim", sim));
         panic!(
             "conformance case `{name}` failed (sim seed {seed}; replay: NETPOLL_SEED={seed} cargo test --test conformance {short})\n{report}"
         );
@@ -428,6 +435,28 @@ macro_rules! cases {
     };
     ($($(#[$m:meta])* $name:ident),* $(,)?) => {
         $( $crate::cases!(@one $crate::harness::Fds::Shared, $(#[$m])* $name); )*
+    };
+}
+
+/// Declares threaded cases: for each `fn name<P: Threads>(p: &P, log: &mut Log)` in scope, a
+/// test `name::real_vs_sim` that runs it on real threads over `RealNet` and on simulated
+/// threads over `ThreadedSim` (several seeds), see `mt_harness.rs`.
+#[macro_export]
+macro_rules! mt_cases {
+    ($($(#[$m:meta])* $name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[test]
+                $(#[$m])*
+                fn real_vs_sim() {
+                    $crate::mt_harness::run(
+                        module_path!(),
+                        super::$name::<$crate::mt_harness::RealT>,
+                        super::$name::<$crate::mt_harness::SimT>,
+                    );
+                }
+            }
+        )*
     };
 }
 

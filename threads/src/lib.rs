@@ -364,6 +364,50 @@ pub fn yield_now() {
     yield_in(Call::bare("yield"));
 }
 
+/// Blocks the calling simulated thread until every other thread is blocked or finished and
+/// the kernel has nothing in flight that falls due before the earliest timeout of a blocked
+/// thread: the point where, on a real machine, the other threads have reached their blocking
+/// calls and loopback traffic has arrived. Virtual time moves only to deliver what is in
+/// flight, never to a thread's timeout. For tests that assert "this waiter is still blocked".
+///
+/// # Panics
+/// If called from a thread that is not a simulated thread.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::atomic::{AtomicBool, Ordering};
+/// use std::sync::Arc;
+/// use netpoll::{sys::*, Poller};
+/// use netpoll_sim::Sim;
+/// use netpoll_threads::Runner;
+///
+/// Runner::new(1).run(Sim::new(1), |k| {
+///     let [a, b] = k.socketpair(0).unwrap(); // blocking
+///     let done = Arc::new(AtomicBool::new(false));
+///     let reader = netpoll_threads::spawn("reader", {
+///         let (k, done) = (k.clone(), done.clone());
+///         move || {
+///             let mut buf = [0u8; 8];
+///             let n = k.read(b, &mut buf).unwrap();
+///             done.store(true, Ordering::Relaxed);
+///             n
+///         }
+///     });
+///     netpoll_threads::settle();
+///     assert!(!done.load(Ordering::Relaxed)); // blocked in read
+///     k.write(a, b"hi").unwrap();
+///     netpoll_threads::settle();
+///     assert!(done.load(Ordering::Relaxed));
+///     assert_eq!(reader.join(), 2);
+/// }).unwrap();
+/// ```
+pub fn settle() {
+    let call = Call::bare("settle");
+    let (s, me) = current_or_panic(call.op);
+    s.block(me, call, Wait::Settle);
+}
+
 /// A switch point reported as `call`.
 pub(crate) fn yield_in(call: Call) {
     let (s, me) = current_or_panic(call.op);

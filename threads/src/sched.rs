@@ -114,6 +114,9 @@ pub(crate) enum Wait {
     Join(Tid),
     /// An [`unpark`](crate::Thread::unpark).
     Park,
+    /// [`settle`](crate::settle): no other thread runnable and nothing in flight in the kernel
+    /// before the earliest deadline.
+    Settle,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -511,6 +514,9 @@ impl Shared {
                 st.threads[next.0 as usize].cv.notify_one();
                 return true;
             }
+            if self.settle_step(st) {
+                continue;
+            }
             if !self.let_time_pass(st) {
                 let msg = "every thread is blocked, nothing is in flight in the kernel and no \
                            thread waits with a timeout: the program would hang for ever"
@@ -519,6 +525,56 @@ impl Shared {
                 return false;
             }
         }
+    }
+
+    /// Nobody is runnable and a thread settles: deliver the kernel's next event if it falls
+    /// before every deadline (what real loopback does in no time), else let the settling
+    /// threads run. `false` if nobody settles.
+    fn settle_step(&self, st: &mut State) -> bool {
+        if !st
+            .threads
+            .iter()
+            .any(|th| matches!(th.status, Status::Blocked(Wait::Settle, _)))
+        {
+            return false;
+        }
+        let deadline = Self::earliest_deadline(st);
+        let (moved, woken) = {
+            let sim = lock(&self.sim);
+            let due = sim
+                .next_event_ns()
+                .is_some_and(|t| deadline.is_none_or(|d| t < d));
+            let moved = due && sim.advance(deadline);
+            (moved, sim.take_woken())
+        };
+        if moved {
+            st.idle = 0;
+            Self::wake_kernel_waiters(st, true, &woken, None);
+        } else {
+            for th in &mut st.threads {
+                if matches!(th.status, Status::Blocked(Wait::Settle, _)) {
+                    th.status = Status::Runnable;
+                }
+            }
+        }
+        true
+    }
+
+    /// The earliest deadline of a thread blocked on the kernel.
+    fn earliest_deadline(st: &State) -> Option<u64> {
+        st.threads
+            .iter()
+            .filter_map(|th| match th.status {
+                Status::Blocked(
+                    Wait::Kernel {
+                        deadline_ns: Some(d),
+                        ..
+                    },
+                    _,
+                ) => Some(d),
+                _ => None,
+            })
+            .min()
     }
 
     /// Nobody is runnable: move virtual time to the kernel's next event or the earliest
@@ -584,6 +640,7 @@ impl Shared {
                         }
                         Status::Blocked(Wait::Join(t), _) => format!("blocked joining {t}"),
                         Status::Blocked(Wait::Park, c) => format!("parked in {c}"),
+                        Status::Blocked(Wait::Settle, _) => "settling".to_owned(),
                         Status::Finished => "finished".to_owned(),
                     },
                     last_call: th.last,

@@ -418,7 +418,9 @@ impl Kernel {
             };
             i += 1;
             let exclusive = self.items[it].exclusive();
-            if self.ep_poll_callback(it, key) && exclusive {
+            // A wakeup without a key is a state change (`sock_def_wakeup`, a pipe's release):
+            // Linux wakes the whole queue then (`wake_up_interruptible_all`), exclusive or not.
+            if self.ep_poll_callback(it, key) && exclusive && !key.is_empty() {
                 return;
             }
         }
