@@ -29,7 +29,7 @@ pub mod poller;
 pub mod rt;
 pub mod sys;
 
-pub use poller::{EpollEvent, Fd, NoKernel, PollFd, Poller};
+pub use poller::{EpollEvent, Fd, NoKernel, PollFd, Poller, Timespec};
 
 /// `#[netpoll::test]`: a `#[test]` whose body (`fn name(sim: &Sim) -> io::Result<()>`) runs on
 /// the simulated kernel once per seed, with the arguments `seeds = 0..1000`,

@@ -64,6 +64,54 @@ impl PollFd {
     }
 }
 
+/// `struct timespec`: the timeout of [`Poller::epoll_pwait2`], to the nanosecond.
+///
+/// Kept as the two signed fields the kernel reads, so that an invalid one (a negative field, or
+/// `nsec` of a second or more) can be passed and fail with `EINVAL` as on Linux.
+///
+/// ```
+/// use netpoll::poller::Timespec;
+/// use std::time::Duration;
+///
+/// let t = Timespec::from(Duration::from_micros(1_500));
+/// assert_eq!((t.sec, t.nsec), (0, 1_500_000));
+/// assert!(t.is_valid());
+/// assert_eq!(t.as_nanos(), Some(1_500_000));
+/// assert!(!Timespec { sec: 0, nsec: 1_000_000_000 }.is_valid());
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct Timespec {
+    /// Seconds (`tv_sec`).
+    pub sec: i64,
+    /// Nanoseconds (`tv_nsec`), below one second.
+    pub nsec: i64,
+}
+
+impl Timespec {
+    /// Linux's `timespec64_valid`: both fields non-negative and `nsec` under a second.
+    pub const fn is_valid(&self) -> bool {
+        self.sec >= 0 && self.nsec >= 0 && self.nsec < 1_000_000_000
+    }
+
+    /// The duration in nanoseconds (saturating), or `None` if not [valid](Self::is_valid).
+    pub fn as_nanos(&self) -> Option<u64> {
+        self.is_valid().then(|| {
+            (self.sec as u64)
+                .saturating_mul(1_000_000_000)
+                .saturating_add(self.nsec as u64)
+        })
+    }
+}
+
+impl From<Duration> for Timespec {
+    fn from(d: Duration) -> Timespec {
+        Timespec {
+            sec: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+            nsec: i64::from(d.subsec_nanos()),
+        }
+    }
+}
+
 /// The kernel surface an event loop is written against: epoll, sockets, pipes, eventfd, a clock.
 ///
 /// Every method is shaped like the Linux system call it names: descriptors are [`Fd`] integers,
@@ -335,6 +383,77 @@ pub trait Poller {
     /// `EBADF`, `EMFILE`.
     fn dup(&self, fd: Fd) -> io::Result<Fd>;
 
+    /// `dup2(oldfd, newfd)`: makes `newfd` refer to `oldfd`'s open file, closing what `newfd`
+    /// referred to first (silently, and atomically with the switch: no other thread can get the
+    /// number in between). Returns `newfd`. When the two are equal it only checks that `oldfd`
+    /// is open. Closing the replaced file removes its epoll registrations only if that was its
+    /// last descriptor, as `close` does. Kernels that do not implement it keep this default,
+    /// which fails with `EOPNOTSUPP`.
+    ///
+    /// # Errors
+    /// `EBADF` (`oldfd` not open, or `newfd` negative or not below the descriptor limit).
+    fn dup2(&self, oldfd: Fd, newfd: Fd) -> io::Result<Fd> {
+        let _ = (oldfd, newfd);
+        Err(crate::sys::err(crate::sys::errno::EOPNOTSUPP))
+    }
+
+    /// `dup3(oldfd, newfd, flags)`: [`dup2`](Poller::dup2) with `flags` (`O_CLOEXEC` or 0),
+    /// and `EINVAL` instead of a no-op when the two descriptors are equal. Kernels that do not
+    /// implement it keep this default, which fails with `EOPNOTSUPP`.
+    ///
+    /// # Errors
+    /// `EINVAL` (flags other than `O_CLOEXEC`, checked first; `oldfd == newfd`), `EBADF` (as
+    /// `dup2`).
+    fn dup3(&self, oldfd: Fd, newfd: Fd, flags: i32) -> io::Result<Fd> {
+        let _ = (oldfd, newfd, flags);
+        Err(crate::sys::err(crate::sys::errno::EOPNOTSUPP))
+    }
+
+    /// `epoll_pwait(epfd, events, events.len(), timeout_ms, sigmask)`: [`epoll_wait`] with the
+    /// thread's signal mask replaced by `sigmask` for the duration of the wait. `sigmask` is the
+    /// kernel's 64-bit signal set (bit `n - 1` for signal `n`); `None` passes a null mask, which
+    /// makes the call exactly `epoll_wait`. The simulated kernel delivers no signals, so it
+    /// accepts any mask and ignores it (its injected `EINTR` fault is not masked). This default
+    /// serves `None` by calling `epoll_wait` and fails with `EOPNOTSUPP` otherwise.
+    ///
+    /// # Errors
+    /// As [`epoll_wait`].
+    ///
+    /// [`epoll_wait`]: Poller::epoll_wait
+    fn epoll_pwait(
+        &self,
+        epfd: Fd,
+        events: &mut [EpollEvent],
+        timeout_ms: i32,
+        sigmask: Option<u64>,
+    ) -> io::Result<usize> {
+        match sigmask {
+            None => self.epoll_wait(epfd, events, timeout_ms),
+            Some(_) => Err(crate::sys::err(crate::sys::errno::EOPNOTSUPP)),
+        }
+    }
+
+    /// `epoll_pwait2(epfd, events, events.len(), timeout, sigmask)`: [`epoll_pwait`] with a
+    /// nanosecond timeout: `None` waits for ever, a zero [`Timespec`] not at all. On the
+    /// simulated kernel the timeout is virtual time, to the nanosecond. Kernels that do not
+    /// implement it keep this default, which fails with `EOPNOTSUPP`.
+    ///
+    /// # Errors
+    /// `EINVAL` (an invalid `timeout`, checked before the descriptor), and as [`epoll_wait`].
+    ///
+    /// [`epoll_pwait`]: Poller::epoll_pwait
+    /// [`epoll_wait`]: Poller::epoll_wait
+    fn epoll_pwait2(
+        &self,
+        epfd: Fd,
+        events: &mut [EpollEvent],
+        timeout: Option<Timespec>,
+        sigmask: Option<u64>,
+    ) -> io::Result<usize> {
+        let _ = (epfd, events, timeout, sigmask);
+        Err(crate::sys::err(crate::sys::errno::EOPNOTSUPP))
+    }
+
     /// `fcntl(fd, F_SETFL, O_NONBLOCK or 0)`: the open file's blocking mode.
     ///
     /// # Errors
@@ -488,6 +607,14 @@ macro_rules! forward {
             fn shutdown(&self, fd: Fd, how: i32) -> io::Result<()> { (**self).shutdown(fd, how) }
             fn close(&self, fd: Fd) -> io::Result<()> { (**self).close(fd) }
             fn dup(&self, fd: Fd) -> io::Result<Fd> { (**self).dup(fd) }
+            fn dup2(&self, oldfd: Fd, newfd: Fd) -> io::Result<Fd> { (**self).dup2(oldfd, newfd) }
+            fn dup3(&self, oldfd: Fd, newfd: Fd, flags: i32) -> io::Result<Fd> { (**self).dup3(oldfd, newfd, flags) }
+            fn epoll_pwait(&self, epfd: Fd, events: &mut [EpollEvent], timeout_ms: i32, sigmask: Option<u64>) -> io::Result<usize> {
+                (**self).epoll_pwait(epfd, events, timeout_ms, sigmask)
+            }
+            fn epoll_pwait2(&self, epfd: Fd, events: &mut [EpollEvent], timeout: Option<Timespec>, sigmask: Option<u64>) -> io::Result<usize> {
+                (**self).epoll_pwait2(epfd, events, timeout, sigmask)
+            }
             fn set_nonblocking(&self, fd: Fd, nonblocking: bool) -> io::Result<()> { (**self).set_nonblocking(fd, nonblocking) }
             fn poll(&self, fds: &mut [PollFd], timeout_ms: i32) -> io::Result<usize> { (**self).poll(fds, timeout_ms) }
             fn fionread(&self, fd: Fd) -> io::Result<usize> { (**self).fionread(fd) }

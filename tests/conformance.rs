@@ -38,6 +38,10 @@
 //! | `exclusive` | `EPOLLEXCLUSIVE` |
 //! | `buffers` | full buffers, `EPOLLOUT` coming back, stream reads, pipe pages |
 //! | `masks` | exact masks with every readiness bit asked for |
+//! | `dup_pwait` | `dup2`, `dup3`, `epoll_pwait` (signal masks), `epoll_pwait2` (nanosecond timeouts) |
+//! | `mt_epoll` | threads blocked in `epoll_wait` on one instance: LT/ET/ONESHOT wakeups, `epoll_ctl`, `close`, `shutdown` from another thread, nesting, timeouts (see `mt_harness`) |
+//! | `mt_exclusive` | `EPOLLEXCLUSIVE` with waiters: wake-one across instances |
+//! | `mt_blocking` | threads blocked in `read`, `write`, `accept4`, `poll` |
 
 /// The two kernels under test.
 mod arms {
@@ -72,6 +76,8 @@ mod close_dup;
 mod ctl_errors;
 #[path = "conformance/ctl_ready.rs"]
 mod ctl_ready;
+#[path = "conformance/dup_pwait.rs"]
+mod dup_pwait;
 #[path = "conformance/epoll_lt_et.rs"]
 mod epoll_lt_et;
 #[path = "conformance/eventfd.rs"]

@@ -173,28 +173,9 @@ impl Poller for RealNet {
         events: &mut [EpollEvent],
         timeout_ms: i32,
     ) -> io::Result<usize> {
-        thread_local! {
-            /// The kernel's packed `epoll_event`s, reused from call to call so that a wait does
-            /// not allocate.
-            static RAW: std::cell::RefCell<Vec<libc::epoll_event>> =
-                const { std::cell::RefCell::new(Vec::new()) };
-        }
-        RAW.with(|raw| {
-            let mut raw = raw.borrow_mut();
-            if raw.len() < events.len() {
-                raw.resize(events.len(), libc::epoll_event { events: 0, u64: 0 });
-            }
-            // An empty slice passes 0, for which the kernel answers EINVAL.
-            let max = i32::try_from(events.len()).unwrap_or(i32::MAX);
-            // SAFETY: `raw` has room for at least `events.len() >= max` entries.
-            let n = syscall!(epoll_wait(epfd, raw.as_mut_ptr(), max, timeout_ms))?;
-            let n = usize::try_from(n).unwrap_or(0);
-            for (out, r) in events.iter_mut().zip(&raw[..n]) {
-                // `epoll_event` is packed on x86_64: copy the fields out by value, no references.
-                let (bits, data) = (r.events, r.u64);
-                *out = EpollEvent::new(Events::from_bits(bits), data);
-            }
-            Ok(n)
+        with_raw_events(events, |raw, max| {
+            // SAFETY: `raw` has room for `max` entries.
+            syscall!(epoll_wait(epfd, raw, max, timeout_ms))
         })
     }
 
@@ -340,6 +321,74 @@ impl Poller for RealNet {
         syscall!(dup(fd)).map(|fd| self.track(fd))
     }
 
+    fn dup2(&self, oldfd: Fd, newfd: Fd) -> io::Result<Fd> {
+        // SAFETY: no pointers. A descriptor `newfd` referred to is closed by the kernel; if this
+        // `RealNet` made it, it stays tracked under the same number, now the duplicate.
+        syscall!(dup2(oldfd, newfd)).map(|fd| self.track(fd))
+    }
+
+    fn dup3(&self, oldfd: Fd, newfd: Fd, flags: i32) -> io::Result<Fd> {
+        // SAFETY: no pointers (as `dup2`).
+        syscall!(dup3(oldfd, newfd, flags)).map(|fd| self.track(fd))
+    }
+
+    fn epoll_pwait(
+        &self,
+        epfd: Fd,
+        events: &mut [EpollEvent],
+        timeout_ms: i32,
+        sigmask: Option<u64>,
+    ) -> io::Result<usize> {
+        let set = sigmask.map(sigset);
+        let mask = set
+            .as_ref()
+            .map_or(ptr::null(), |s| s as *const libc::sigset_t);
+        with_raw_events(events, |raw, max| {
+            // SAFETY: `raw` has room for `max` entries; `mask` is null or points at a live
+            // `sigset_t`.
+            syscall!(epoll_pwait(epfd, raw, max, timeout_ms, mask))
+        })
+    }
+
+    fn epoll_pwait2(
+        &self,
+        epfd: Fd,
+        events: &mut [EpollEvent],
+        timeout: Option<netpoll::Timespec>,
+        sigmask: Option<u64>,
+    ) -> io::Result<usize> {
+        let ts = timeout.map(|t| libc::timespec {
+            tv_sec: t.sec as libc::time_t,
+            tv_nsec: t.nsec as _,
+        });
+        let ts_ptr = ts
+            .as_ref()
+            .map_or(ptr::null(), |t| t as *const libc::timespec);
+        // The raw system call takes the kernel's signal set: 64 bits.
+        let mask_ptr = sigmask.as_ref().map_or(ptr::null(), |m| m as *const u64);
+        with_raw_events(events, |raw, max| {
+            // SAFETY: `raw` has room for `max` entries; `ts_ptr` and `mask_ptr` are null or
+            // point at live values of the kernel's layout (`struct __kernel_timespec` is
+            // `timespec` on 64-bit targets; the set is 8 bytes, the size passed).
+            let r = unsafe {
+                libc::syscall(
+                    libc::SYS_epoll_pwait2,
+                    epfd,
+                    raw,
+                    max,
+                    ts_ptr,
+                    mask_ptr,
+                    std::mem::size_of::<u64>(),
+                )
+            };
+            if r == -1 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(r as i32)
+            }
+        })
+    }
+
     fn set_nonblocking(&self, fd: Fd, nonblocking: bool) -> io::Result<()> {
         // SAFETY: no pointers.
         let flags = syscall!(fcntl(fd, libc::F_GETFL))?;
@@ -408,3 +457,48 @@ impl Poller for RealNet {
 
 #[cfg(test)]
 mod tests;
+
+/// Runs one call of the `epoll_wait` family on a buffer of the kernel's packed `epoll_event`s
+/// with room for `events.len()` entries (reused from call to call so that a wait does not
+/// allocate), then copies what it reported into `events`.
+fn with_raw_events(
+    events: &mut [EpollEvent],
+    call: impl FnOnce(*mut libc::epoll_event, i32) -> io::Result<i32>,
+) -> io::Result<usize> {
+    thread_local! {
+        static RAW: std::cell::RefCell<Vec<libc::epoll_event>> =
+            const { std::cell::RefCell::new(Vec::new()) };
+    }
+    RAW.with(|raw| {
+        let mut raw = raw.borrow_mut();
+        if raw.len() < events.len() {
+            raw.resize(events.len(), libc::epoll_event { events: 0, u64: 0 });
+        }
+        // An empty slice passes 0, for which the kernel answers EINVAL.
+        let max = i32::try_from(events.len()).unwrap_or(i32::MAX);
+        let n = call(raw.as_mut_ptr(), max)?;
+        let n = usize::try_from(n).unwrap_or(0);
+        for (out, r) in events.iter_mut().zip(&raw[..n]) {
+            // `epoll_event` is packed on x86_64: copy the fields out by value, no references.
+            let (bits, data) = (r.events, r.u64);
+            *out = EpollEvent::new(Events::from_bits(bits), data);
+        }
+        Ok(n)
+    })
+}
+
+/// The C library's `sigset_t` holding the signals of a 64-bit kernel set (bit `n - 1`: signal
+/// `n`).
+fn sigset(mask: u64) -> libc::sigset_t {
+    // SAFETY: `sigset_t` is plain data; `sigemptyset` initialises it.
+    let mut set: libc::sigset_t = unsafe { mem::zeroed() };
+    // SAFETY: `set` is a valid, writable `sigset_t`.
+    unsafe { libc::sigemptyset(&mut set) };
+    for sig in 1..=64 {
+        if mask & (1 << (sig - 1)) != 0 {
+            // SAFETY: as above; an out-of-range signal number only fails with EINVAL.
+            unsafe { libc::sigaddset(&mut set, sig) };
+        }
+    }
+    set
+}

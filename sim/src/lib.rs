@@ -307,7 +307,7 @@ impl Sim {
         waiter: u64,
     ) -> io::Result<EpollWaiter> {
         let mut k = self.k.borrow_mut();
-        let (ep, _) = k.epoll_wait_start(epfd, maxevents, 0)?;
+        let (ep, _) = k.epoll_wait_start(epfd, maxevents, Some(0))?;
         k.files[ep].refs += 1;
         Ok(EpollWaiter { ep, epfd, waiter })
     }
@@ -515,22 +515,22 @@ impl Sim {
         &self,
         epfd: Fd,
         events: &mut [EpollEvent],
-        timeout_ms: i32,
+        timeout_ns: Option<u64>,
     ) -> io::Result<usize> {
         let (ep, deadline, stop) = {
             let mut k = self.k.borrow_mut();
-            let (ep, deadline) = k.epoll_wait_start(epfd, events.len(), timeout_ms)?;
-            if timeout_ms != 0 && k.violation.is_some() {
+            let (ep, deadline) = k.epoll_wait_start(epfd, events.len(), timeout_ns)?;
+            if timeout_ns != Some(0) && k.violation.is_some() {
                 return Err(k.stop_error());
             }
-            let stop = timeout_ms != 0
+            let stop = timeout_ns != Some(0)
                 && (k.cfg.oracles.lost_wakeup || self.hooks.borrow().has_invariants());
             (ep, deadline, stop)
         };
         // On entry: the loop decided to block while nothing is in flight.
         let mut scanned = false;
         if stop && self.k.borrow().pending() == 0 {
-            scanned = self.quiescence(epfd, timeout_ms < 0)?;
+            scanned = self.quiescence(epfd, timeout_ns.is_none())?;
         }
         let mut resume = false;
         let mut first = true;
@@ -552,6 +552,11 @@ impl Sim {
             first = false;
         }
     }
+}
+
+/// An `epoll_wait` timeout in milliseconds (negative: for ever) in nanoseconds.
+fn ms_to_ns(timeout_ms: i32) -> Option<u64> {
+    u64::try_from(timeout_ms).ok().map(|t| t * 1_000_000)
 }
 
 fn unit(_: &()) -> i64 {
@@ -741,7 +746,49 @@ impl Poller for Sim {
             Op::EpollWait,
             epfd,
             arg,
-            |s| s.epoll_wait_oracled(epfd, events, timeout_ms),
+            |s| s.epoll_wait_oracled(epfd, events, ms_to_ns(timeout_ms)),
+            count,
+        )
+    }
+
+    /// The mask is accepted and ignored: the simulated kernel delivers no signals.
+    fn epoll_pwait(
+        &self,
+        epfd: Fd,
+        events: &mut [EpollEvent],
+        timeout_ms: i32,
+        _sigmask: Option<u64>,
+    ) -> io::Result<usize> {
+        self.epoll_wait(epfd, events, timeout_ms)
+    }
+
+    /// The timeout is virtual time to the nanosecond; the mask is accepted and ignored. Traced
+    /// as an `epoll_wait` whose timeout is rounded up to whole milliseconds.
+    fn epoll_pwait2(
+        &self,
+        epfd: Fd,
+        events: &mut [EpollEvent],
+        timeout: Option<netpoll::Timespec>,
+        _sigmask: Option<u64>,
+    ) -> io::Result<usize> {
+        let timeout_ns = match timeout.map(|t| t.as_nanos()) {
+            Some(None) => Some(Err(err(EINVAL))),
+            Some(Some(ns)) => Some(Ok(ns)),
+            None => None,
+        };
+        let arg = match timeout_ns {
+            Some(Ok(ns)) => i64::try_from(ns.div_ceil(1_000_000)).unwrap_or(i64::MAX),
+            _ => -1,
+        };
+        self.call_with(
+            Op::EpollWait,
+            epfd,
+            arg,
+            |s| match timeout_ns {
+                Some(Err(e)) => Err(e),
+                Some(Ok(ns)) => s.epoll_wait_oracled(epfd, events, Some(ns)),
+                None => s.epoll_wait_oracled(epfd, events, None),
+            },
             count,
         )
     }
@@ -965,6 +1012,16 @@ impl Poller for Sim {
 
     fn dup(&self, fd: Fd) -> io::Result<Fd> {
         self.call(Op::Dup, fd, 0, |k| k.dup(fd), new_fd)
+    }
+
+    fn dup2(&self, oldfd: Fd, newfd: Fd) -> io::Result<Fd> {
+        let arg = newfd.into();
+        self.call(Op::Dup, oldfd, arg, |k| k.dup2(oldfd, newfd), new_fd)
+    }
+
+    fn dup3(&self, oldfd: Fd, newfd: Fd, flags: i32) -> io::Result<Fd> {
+        let arg = newfd.into();
+        self.call(Op::Dup, oldfd, arg, |k| k.dup3(oldfd, newfd, flags), new_fd)
     }
 
     fn set_nonblocking(&self, fd: Fd, nonblocking: bool) -> io::Result<()> {

@@ -338,7 +338,60 @@ pub fn mt_lt_read_by_waiter_stops_the_chain<P: Threads>(p: &P, log: &mut Log) {
     close_all(p, &[ep, a, b]);
 }
 
+pub fn mt_epoll_pwait2_waiters_et_one_each<P: Threads>(p: &P, log: &mut Log) {
+    let (a, b, ep) = pair_watched(p, log, IN | ET);
+    let pw = |name: &str| {
+        bg(p, name, move |p| {
+            let mut buf = [netpoll::EpollEvent::EMPTY; 4];
+            let t = netpoll::Timespec {
+                sec: 0,
+                nsec: 300_000_000,
+            };
+            val(&p.epoll_pwait2(ep, &mut buf, Some(t), Some(0))).map(|n| {
+                buf[..n]
+                    .iter()
+                    .map(|e| (e.data, e.events))
+                    .collect::<Vec<_>>()
+            })
+        })
+    };
+    let w1 = pw("w1");
+    let w2 = pw("w2");
+    p.settle();
+    log.count("write", p.write(a, b"x"), Ok(1));
+    p.settle();
+    log.expect("returned", done_count(&[&w1, &w2]), 1);
+    let mut got = vec![w1.join(), w2.join()];
+    got.sort();
+    log.expect(
+        "one edge, one waiter",
+        got,
+        vec![Ok(vec![]), Ok(vec![(1, IN)])],
+    );
+    close_all(p, &[ep, a, b]);
+}
+
+pub fn mt_dup2_over_epfd_keeps_the_waiter<P: Threads>(p: &P, log: &mut Log) {
+    let (a, b, ep) = pair_watched(p, log, IN);
+    let w = bg(p, "w", move |p| {
+        let mut buf = [netpoll::EpollEvent::EMPTY; 4];
+        val(&p.epoll_pwait(ep, &mut buf, -1, None)).map(|n| (buf[0].data, n))
+    });
+    p.settle();
+    log.check(
+        "dup2(a, ep) replaces the instance's number",
+        matches!(p.dup2(a, ep), Ok(n) if n == ep),
+    );
+    p.settle();
+    log.expect("still blocked", w.done(), false);
+    log.count("write", p.write(a, b"x"), Ok(1));
+    log.expect("woken through the replaced instance", w.join(), Ok((1, 1)));
+    close_all(p, &[ep, a, b]);
+}
+
 crate::mt_cases! {
+    mt_epoll_pwait2_waiters_et_one_each,
+    mt_dup2_over_epfd_keeps_the_waiter,
     mt_et_one_write_wakes_one_waiter,
     mt_lt_one_write_wakes_every_waiter,
     mt_oneshot_wakes_one_until_rearmed,

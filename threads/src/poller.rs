@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use netpoll::sys::MSG_DONTWAIT;
-use netpoll::{EpollEvent, Events, Fd, PollFd, Poller};
+use netpoll::{EpollEvent, Events, Fd, PollFd, Poller, Timespec};
 use netpoll_sim::Sim;
 
 use crate::report::FailureKind;
@@ -245,6 +245,46 @@ impl Poller for ThreadedSim {
         )
     }
 
+    /// As `epoll_wait`; the mask is accepted and ignored (no signals on the simulated kernel).
+    fn epoll_pwait(
+        &self,
+        epfd: Fd,
+        events: &mut [EpollEvent],
+        timeout_ms: i32,
+        _sigmask: Option<u64>,
+    ) -> io::Result<usize> {
+        let timeout_ns = u64::try_from(timeout_ms).ok().map(|t| t * 1_000_000);
+        self.ep_poll(
+            Call::on("epoll_pwait", epfd, i64::from(timeout_ms)),
+            epfd,
+            events,
+            timeout_ns,
+        )
+    }
+
+    /// As `epoll_wait`, with the deadline to the nanosecond of virtual time.
+    fn epoll_pwait2(
+        &self,
+        epfd: Fd,
+        events: &mut [EpollEvent],
+        timeout: Option<Timespec>,
+        _sigmask: Option<u64>,
+    ) -> io::Result<usize> {
+        let arg = timeout
+            .and_then(|t| t.as_nanos())
+            .map_or(-1, |ns| i64::try_from(ns).unwrap_or(i64::MAX));
+        let call = Call::on("epoll_pwait2", epfd, arg);
+        let timeout_ns = match timeout.map(|t| t.as_nanos()) {
+            Some(None) => {
+                self.enter(call);
+                return Err(netpoll::sys::err(netpoll::sys::errno::EINVAL));
+            }
+            Some(Some(ns)) => Some(ns),
+            None => None,
+        };
+        self.ep_poll(call, epfd, events, timeout_ns)
+    }
+
     fn socketpair(&self, flags: i32) -> io::Result<[Fd; 2]> {
         self.call(Call::bare("socketpair"), |s| s.socketpair(flags))
     }
@@ -398,6 +438,18 @@ impl Poller for ThreadedSim {
 
     fn dup(&self, fd: Fd) -> io::Result<Fd> {
         self.call(Call::on("dup", fd, 0), |s| s.dup(fd))
+    }
+
+    fn dup2(&self, oldfd: Fd, newfd: Fd) -> io::Result<Fd> {
+        self.call(Call::on("dup2", oldfd, i64::from(newfd)), |s| {
+            s.dup2(oldfd, newfd)
+        })
+    }
+
+    fn dup3(&self, oldfd: Fd, newfd: Fd, flags: i32) -> io::Result<Fd> {
+        self.call(Call::on("dup3", oldfd, i64::from(newfd)), |s| {
+            s.dup3(oldfd, newfd, flags)
+        })
     }
 
     fn set_nonblocking(&self, fd: Fd, nonblocking: bool) -> io::Result<()> {

@@ -748,17 +748,14 @@ impl Kernel {
         &mut self,
         epfd: Fd,
         maxevents: usize,
-        timeout_ms: i32,
+        timeout_ns: Option<u64>,
     ) -> io::Result<(FileId, Option<u64>)> {
         // Linux 6.18 looks the descriptor up before it checks `maxevents`.
         let ep = self.file_of(epfd)?;
         if maxevents == 0 || !self.is_epoll(ep) {
             return Err(err(EINVAL));
         }
-        let deadline = match timeout_ms {
-            t if t < 0 => None,
-            t => Some(self.now_ns + t as u64 * 1_000_000),
-        };
+        let deadline = timeout_ns.map(|t| self.now_ns.saturating_add(t));
         Ok((ep, deadline))
     }
 

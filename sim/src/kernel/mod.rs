@@ -319,6 +319,54 @@ impl Kernel {
         self.install(f)
     }
 
+    /// `dup3(old, new, flags)`, in Linux's order of checks (`ksys_dup3`).
+    pub(crate) fn dup3(&mut self, old: Fd, new: Fd, flags: i32) -> io::Result<Fd> {
+        if flags & !O_CLOEXEC != 0 || old == new {
+            return Err(err(EINVAL));
+        }
+        if new < 0 || new as usize >= self.cfg.max_fds {
+            return Err(err(EBADF));
+        }
+        let f = self.file_of(old)?;
+        self.install_at(f, new);
+        Ok(new)
+    }
+
+    /// `dup2(old, new)`: as `dup3` with no flags, except that equal descriptors only check that
+    /// `old` is open.
+    pub(crate) fn dup2(&mut self, old: Fd, new: Fd) -> io::Result<Fd> {
+        if old == new {
+            self.file_of(old)?;
+            return Ok(new);
+        }
+        self.dup3(old, new, 0)
+    }
+
+    /// Makes descriptor `fd` (below the limit) refer to `file`, closing what it referred to.
+    fn install_at(&mut self, file: FileId, fd: Fd) {
+        let n = fd as usize;
+        self.files[file].refs += 1;
+        let slot = file.checked_add(1).and_then(NonZeroU32::new);
+        if let Ok(replaced) = self.file_of(fd) {
+            self.fds[n] = slot;
+            self.put_file(replaced);
+            return;
+        }
+        if n >= self.fds.len() {
+            for free in self.fds.len()..n {
+                self.free_fds.insert(free as u32);
+            }
+            self.fds.resize(n + 1, None);
+        } else if !self.free_fds.remove(n as u32) {
+            // A number below `first_fd` (standard streams, not modelled): counted as open
+            // already.
+            self.fds[n] = slot;
+            return;
+        }
+        self.fds[n] = slot;
+        self.open_fds += 1;
+    }
+
     /// Drops one descriptor's reference to `f`; the last one releases the file.
     pub(crate) fn put_file(&mut self, f: FileId) {
         let file = &mut self.files[f];
