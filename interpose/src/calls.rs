@@ -329,6 +329,25 @@ unsafe fn sim_epoll_wait(
     max: c_int,
     timeout: c_int,
 ) -> c_int {
+    // SAFETY: as this function's.
+    unsafe {
+        sim_epoll_wait_with(cur, out, max, timeout == 0, |buf| {
+            cur.sim.epoll_wait(ep, buf, timeout)
+        })
+    }
+}
+
+/// [`sim_epoll_wait`] with the kernel call given (`zero`: the timeout is zero).
+///
+/// # Safety
+/// `out` has room for `max` events.
+unsafe fn sim_epoll_wait_with(
+    cur: Cur,
+    out: *mut libc::epoll_event,
+    max: c_int,
+    zero: bool,
+    wait: impl FnOnce(&mut [EpollEvent]) -> io::Result<usize>,
+) -> c_int {
     if max <= 0 || max > (i32::MAX / 16) {
         return fail(libc::EINVAL);
     }
@@ -338,7 +357,7 @@ unsafe fn sim_epoll_wait(
     let mut buf = cur.events.borrow_mut();
     buf.clear();
     buf.resize(max as usize, EpollEvent::EMPTY);
-    let r = cur.sim.epoll_wait(ep, &mut buf, timeout);
+    let r = wait(&mut buf);
     if let Ok(n) = r {
         for (i, e) in buf[..n].iter().enumerate() {
             let ev = libc::epoll_event {
@@ -348,7 +367,7 @@ unsafe fn sim_epoll_wait(
             // SAFETY: `i < n <= max`, and `out` has room for `max` events.
             unsafe { out.add(i).write_unaligned(ev) };
         }
-        if n == 0 && timeout == 0 {
+        if n == 0 && zero {
             idle_tick(cur);
         } else {
             cur.idle.set(0);
@@ -1156,6 +1175,72 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
         }
         Route::Stale => 0,
         r => misuse(r, "close", fd),
+    })
+}
+
+/// `epoll_pwait2(2)`: on the simulated kernel the timeout is virtual time to the nanosecond and
+/// the signal mask is ignored (it has no signals).
+///
+/// # Safety
+/// As for the C function.
+#[no_mangle]
+pub unsafe extern "C" fn epoll_pwait2(
+    epfd: c_int,
+    ev: *mut libc::epoll_event,
+    max: c_int,
+    timeout: *const libc::timespec,
+    mask: *const libc::sigset_t,
+) -> c_int {
+    guard("epoll_pwait2", || match route(epfd) {
+        // SAFETY: forwarded unchanged.
+        Route::Real => unsafe { real::epoll_pwait2(epfd, ev, max, timeout, mask) },
+        Route::Sim(cur, ep) => {
+            // SAFETY: the program's `timespec`, if not null.
+            let ts = (!timeout.is_null()).then(|| unsafe { timeout.read_unaligned() });
+            let ts = ts.map(|t| netpoll::Timespec {
+                sec: t.tv_sec,
+                nsec: t.tv_nsec,
+            });
+            let zero = ts.is_some_and(|t| t.sec == 0 && t.nsec == 0);
+            // SAFETY: the program's buffer of `max` events.
+            unsafe {
+                sim_epoll_wait_with(cur, ev, max, zero, |buf| {
+                    cur.sim.epoll_pwait2(ep, buf, ts, None)
+                })
+            }
+        }
+        r => misuse(r, "epoll_pwait2", epfd),
+    })
+}
+
+/// `dup2(2)`: both descriptors real, or both of the calling thread's simulated kernel (which
+/// cannot lend its files to the real one, nor the reverse: `EBADF`).
+///
+/// # Safety
+/// As for the C function.
+#[no_mangle]
+pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
+    guard("dup2", || match (route(old), route(new)) {
+        // SAFETY: forwarded unchanged.
+        (Route::Real, Route::Real) => unsafe { real::dup2(old, new) },
+        (Route::Sim(cur, o), Route::Sim(_, n)) => ret_int(new_fd(cur, cur.sim.dup2(o, n))),
+        (Route::Sim(..), Route::Real) | (Route::Real, Route::Sim(..)) => fail(libc::EBADF),
+        (Route::Sim(..), r) | (r, _) => misuse(r, "dup2", old.max(new)),
+    })
+}
+
+/// `dup3(2)`: as [`dup2`].
+///
+/// # Safety
+/// As for the C function.
+#[no_mangle]
+pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
+    guard("dup3", || match (route(old), route(new)) {
+        // SAFETY: forwarded unchanged.
+        (Route::Real, Route::Real) => unsafe { real::dup3(old, new, flags) },
+        (Route::Sim(cur, o), Route::Sim(_, n)) => ret_int(new_fd(cur, cur.sim.dup3(o, n, flags))),
+        (Route::Sim(..), Route::Real) | (Route::Real, Route::Sim(..)) => fail(libc::EBADF),
+        (Route::Sim(..), r) | (r, _) => misuse(r, "dup3", old.max(new)),
     })
 }
 

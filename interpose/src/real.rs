@@ -125,6 +125,13 @@ forward! {
     shutdown(fd: c_int, how: c_int) -> c_int = sys(libc::SYS_shutdown, fd, how) as c_int;
     close(fd: c_int) -> c_int = sys(libc::SYS_close, fd) as c_int;
     dup(fd: c_int) -> c_int = sys(libc::SYS_dup, fd) as c_int;
+    // Without glibc's, `dup2(fd, fd)` fails with EINVAL here instead of returning `fd`.
+    dup2(old: c_int, new: c_int) -> c_int = sys(libc::SYS_dup3, old, new, 0) as c_int;
+    dup3(old: c_int, new: c_int, flags: c_int) -> c_int =
+        sys(libc::SYS_dup3, old, new, flags) as c_int;
+    epoll_pwait2(epfd: c_int, ev: *mut libc::epoll_event, max: c_int,
+        timeout: *const libc::timespec, mask: *const libc::sigset_t) -> c_int =
+        sys(libc::SYS_epoll_pwait2, epfd, ev, max, timeout, mask, 8usize) as c_int;
     pipe(fds: *mut c_int) -> c_int = sys(libc::SYS_pipe2, fds, 0) as c_int;
     pipe2(fds: *mut c_int, flags: c_int) -> c_int = sys(libc::SYS_pipe2, fds, flags) as c_int;
     fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int = sys(libc::SYS_fcntl, fd, cmd, arg) as c_int;

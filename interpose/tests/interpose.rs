@@ -461,3 +461,58 @@ fn linger_reads_back_what_was_set() {
         assert_eq!(get(), (1, 0));
     });
 }
+
+#[test]
+fn dup2_dup3_and_epoll_pwait2_route_to_the_sim() {
+    let sim = Sim::new(9);
+    run(&sim, || {
+        let mut sv = [0i32; 2];
+        // SAFETY: `sv` has room for two descriptors.
+        assert_eq!(
+            unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, sv.as_mut_ptr()) },
+            0
+        );
+        let [a, b] = sv;
+        assert!(a >= SIM_BASE && b >= SIM_BASE);
+        // SAFETY: plain descriptors.
+        let c = unsafe { libc::dup(b) };
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::dup2(a, c) }, c);
+        // SAFETY: as above.
+        assert_eq!(errno(unsafe { libc::dup3(a, a, 0) }), Some(libc::EINVAL));
+        // SAFETY: as above: a real descriptor number cannot take a simulated file.
+        assert_eq!(errno(unsafe { libc::dup2(a, 0) }), Some(libc::EBADF));
+        // SAFETY: as above.
+        let ep = unsafe { libc::epoll_create1(0) };
+        let mut ev = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: 5,
+        };
+        // SAFETY: `ev` is a live event.
+        assert_eq!(
+            unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, b, &mut ev) },
+            0
+        );
+        let ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 2_500_000,
+        };
+        let mut out = [libc::epoll_event { events: 0, u64: 0 }; 4];
+        let before = sim.now_ns();
+        // SAFETY: `out` has room for 4 events; `ts` is live; a null mask.
+        let n = unsafe { libc::epoll_pwait2(ep, out.as_mut_ptr(), 4, &ts, std::ptr::null()) };
+        assert_eq!(n, 0);
+        assert_eq!(
+            sim.now_ns() - before,
+            2_500_000,
+            "virtual time to the nanosecond"
+        );
+        // SAFETY: `c` is `a` now: a write on it reaches `b`.
+        assert_eq!(unsafe { libc::write(c, b"x".as_ptr().cast(), 1) }, 1);
+        // SAFETY: as above, no timeout.
+        let n = unsafe {
+            libc::epoll_pwait2(ep, out.as_mut_ptr(), 4, std::ptr::null(), std::ptr::null())
+        };
+        assert_eq!((n, { out[0].u64 }), (1, 5));
+    });
+}
