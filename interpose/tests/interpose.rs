@@ -467,8 +467,8 @@ fn dup2_dup3_and_epoll_pwait2_route_to_the_sim() {
     let sim = Sim::new(9);
     run(&sim, || {
         let mut sv = [0i32; 2];
-        // SAFETY: `sv` has room for two descriptors.
         assert_eq!(
+            // SAFETY: `sv` has room for two descriptors.
             unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, sv.as_mut_ptr()) },
             0
         );
@@ -488,8 +488,8 @@ fn dup2_dup3_and_epoll_pwait2_route_to_the_sim() {
             events: libc::EPOLLIN as u32,
             u64: 5,
         };
-        // SAFETY: `ev` is a live event.
         assert_eq!(
+            // SAFETY: `ev` is a live event.
             unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, b, &mut ev) },
             0
         );

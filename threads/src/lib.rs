@@ -48,7 +48,7 @@
 //! |---|---|
 //! | `sched.rs` | the scheduler: the token, thread states, blocking, virtual time, failures (start here) |
 //! | `policy.rs` | [`Policy`]: who runs next |
-//! | `poller.rs` | [`ThreadedSim`]: the kernel shared by the threads; which calls block |
+//! | `poller.rs` | [`ThreadedSim`]: the kernel shared by the threads; which calls block; `epoll_wait` on the kernel's wait queues |
 //! | `report.rs` | [`Report`] and [`Failure`]: the schedule, one track per thread; replay lines |
 //! | [`sync`] | a [`Mutex`](sync::Mutex) and a [`Condvar`](sync::Condvar) whose blocking is the scheduler's |
 //!
@@ -56,7 +56,12 @@
 //!
 //! A call that would block (`epoll_wait` with a timeout, a `read`, `write` or `accept4` on a
 //! blocking descriptor, [`JoinHandle::join`], [`park`]) takes its thread off the runnable set.
-//! A thread blocked on the kernel becomes runnable again, and retries its call, as soon as
+//! A thread blocked in `epoll_wait` (or `epoll_pwait`, `epoll_pwait2`) waits on the epoll
+//! instance's wait queue as in Linux's `ep_poll`: it becomes runnable only when the kernel wakes
+//! it (one wakeup of the instance wakes one waiter, the last to block; a level-triggered item
+//! left ready after a delivery wakes the next) or its timeout passes, and it holds the instance
+//! for the whole call, so another thread's `close(epfd)` does not end the wait. A thread
+//! blocked in another call becomes runnable again, and retries its call, as soon as
 //! another thread's call may have changed the kernel (any call that succeeded). Virtual time
 //! moves only when no thread is runnable: to the kernel's next queued event (a packet on the
 //! loopback network) or the earliest `epoll_wait` deadline, whichever is first. If there is
@@ -92,9 +97,12 @@
 //!   each try is a non-blocking poll, which never draws those faults.
 //! - A blocking `connect`, and a blocking `write` larger than the room in the buffer, let virtual
 //!   time pass inside the call as on one thread, instead of blocking in the scheduler.
-//! - Linux's wait-queue semantics for several waiters on one epoll instance (who is woken by
-//!   one event, `EPOLLEXCLUSIVE`): every blocked waiter retries, and the schedule decides who
-//!   gets there first.
+//! - Wait queues of blocking `read`, `write`, `accept4` and `poll`: every thread blocked in one
+//!   retries after any change, and the schedule decides who gets there first. What each returns
+//!   matches Linux (one byte, one connection: one thread returns; a hangup: all do), but how
+//!   many threads woke and went back to sleep does not. Such a thread also keeps only its
+//!   descriptor number, not the file: another thread's `close` of the descriptor makes its
+//!   retry fail with `EBADF`, where Linux would leave it blocked on the file.
 //! - [`Poller::now`](netpoll::Poller::now) and [`ThreadedSim::with_sim`] are not switch points
 //!   and are not checked for the calling thread (they change nothing another thread can see).
 //! - `std::sync` primitives: a simulated thread that blocks on a `std::sync::Mutex` held by

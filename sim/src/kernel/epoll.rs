@@ -19,10 +19,18 @@
 //! - **Nesting**: an epoll fd polls readable when one of its ready items really is ready (and
 //!   polling it prunes the items that are not). Adding an epoll fd checks for cycles and for a
 //!   chain of more than 5 instances (`EP_MAX_NESTS` + 1): `ELOOP`.
+//! - **Waiters** (`ep->wq`): a thread of a multi-threaded scheduler blocked in `epoll_wait` is
+//!   a waiter id on its instance's queue, added at the head (`__add_wait_queue_exclusive`). Every
+//!   wakeup of the instance (`ep_poll_callback`, `ADD`/`MOD` of a ready file, and `ep_done_scan`
+//!   finding items left on the ready list after a delivery) wakes one waiter, the head, which
+//!   leaves the queue; the scheduler learns who through `take_woken`. So one edge wakes one
+//!   thread, and a level-triggered item, re-queued after each delivery, wakes the waiters one
+//!   after the other.
 //! - **`EPOLLEXCLUSIVE`**: exclusive items wake after the others; the first one whose instance
-//!   had a blocked waiter stops the wakeup. In a single-threaded program nobody is blocked when
-//!   another syscall wakes a file, so every instance hears of it; during a blocked `epoll_wait`
-//!   only the first does.
+//!   had a blocked waiter (the single-threaded `epoll_wait` in progress, or a queued waiter) and
+//!   whose interest matches the key stops the wakeup; a wakeup without a key (a state change:
+//!   hangup, shutdown) reaches every item. In a single-threaded program nobody is blocked when
+//!   another syscall wakes a file, so every instance hears of it.
 //!
 //! # Not modelled
 //!
