@@ -120,6 +120,12 @@ pub struct EpollWaiter {
     waiter: u64,
 }
 
+/// An open file held by a blocked simulated thread: see [`Sim::hold_file`].
+#[derive(Debug)]
+pub struct FileHold {
+    file: u32,
+}
+
 impl EpollWaiter {
     /// The waiter id given to [`Sim::epoll_wait_begin`].
     pub fn waiter(&self) -> u64 {
@@ -345,6 +351,65 @@ impl Sim {
         let mut k = self.k.borrow_mut();
         k.ep_wait_dequeue(w.ep, w.waiter);
         k.put_file(w.ep);
+    }
+
+    /// Holds `fd`'s open file for a simulated thread blocked in a call on it, as Linux's
+    /// `fdget` does for the whole system call: another thread's `close(fd)` then leaves the
+    /// file open under the blocked call (see [`Sim::on_held`]). Give it back with
+    /// [`Sim::release_file`].
+    ///
+    /// # Errors
+    /// `EBADF`.
+    pub fn hold_file(&self, fd: Fd) -> io::Result<FileHold> {
+        let mut k = self.k.borrow_mut();
+        let file = k.file_of(fd)?;
+        k.files[file].refs += 1;
+        Ok(FileHold { file })
+    }
+
+    /// Gives back a held file: the last reference releases it, as a `close` would.
+    pub fn release_file(&self, h: FileHold) {
+        self.k.borrow_mut().put_file(h.file);
+    }
+
+    /// Runs `f` with a descriptor for the held file: `fd` if it still refers to it, else (it was
+    /// closed, or `dup2`'d over, by another thread) a temporary descriptor installed for the
+    /// length of `f` and removed after, leaving the descriptor table as it was. If no descriptor
+    /// can be installed (the table is full), `f` gets `fd`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use netpoll::{sys::*, Poller};
+    /// use netpoll_sim::Sim;
+    ///
+    /// let sim = Sim::new(1);
+    /// let [a, b] = sim.socketpair(SOCK_NONBLOCK)?;
+    /// let held = sim.hold_file(b)?;
+    /// sim.close(b)?; // another thread's close: the file stays open
+    /// sim.write(a, b"hi")?;
+    /// let mut buf = [0u8; 4];
+    /// assert_eq!(sim.on_held(b, &held, |fd| sim.read(fd, &mut buf))?, 2);
+    /// sim.release_file(held);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn on_held<R>(&self, fd: Fd, h: &FileHold, f: impl FnOnce(Fd) -> R) -> R {
+        let temp = {
+            let mut k = self.k.borrow_mut();
+            if k.file_of(fd).ok() == Some(h.file) {
+                None
+            } else {
+                k.install(h.file).ok()
+            }
+        };
+        match temp {
+            None => f(fd),
+            Some(t) => {
+                let r = f(t);
+                let _ = self.k.borrow_mut().close(t);
+                r
+            }
+        }
     }
 
     /// The waiters that wakeups took off epoll wait queues since the last call, in wake order.

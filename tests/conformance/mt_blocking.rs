@@ -166,7 +166,59 @@ pub fn mt_poll_woken_by_write<P: Threads>(p: &P, log: &mut Log) {
     close_all(p, &[a, b]);
 }
 
+pub fn mt_close_does_not_wake_a_blocked_reader<P: Threads>(p: &P, log: &mut Log) {
+    let [a, b] = log.ok("socketpair (blocking)", p.socketpair(0));
+    let r = bg_read(p, "reader", b);
+    p.settle();
+    log.ok("close b from another thread", p.close(b));
+    p.settle();
+    log.expect(
+        "the reader is still blocked (it holds the file)",
+        r.done(),
+        false,
+    );
+    log.count("write a", p.write(a, b"hi"), Ok(2));
+    log.expect(
+        "the reader gets the data through the closed descriptor",
+        r.join(),
+        Ok(b"hi".to_vec()),
+    );
+    log.err(
+        "now the file is gone: write a",
+        p.write(a, b"x"),
+        netpoll::sys::errno::EPIPE,
+    );
+    close_all(p, &[a]);
+}
+
+pub fn mt_close_does_not_wake_a_blocked_accept<P: Threads>(p: &P, log: &mut Log) {
+    let l = log.ok("tcp_socket (blocking)", p.tcp_socket(0));
+    log.ok(
+        "bind",
+        p.bind(l, SocketAddrV4::new([127, 0, 0, 1].into(), 0)),
+    );
+    log.ok("listen", p.listen(l, 16));
+    let addr = log.ok("local_addr", p.local_addr(l));
+    let acc = bg(p, "acceptor", move |p| {
+        p.accept4(l, SOCK_NONBLOCK)
+            .map(|(fd, _)| {
+                let _ = p.close(fd);
+            })
+            .map_err(|e| e.raw_os_error())
+    });
+    p.settle();
+    log.ok("close the listener from another thread", p.close(l));
+    p.settle();
+    log.expect("accept still blocked", acc.done(), false);
+    let c = p.tcp_socket(SOCK_NONBLOCK).expect("socket");
+    let _ = p.connect(c, addr);
+    log.expect("the still-listening file accepts it", acc.join(), Ok(()));
+    close_all(p, &[c]);
+}
+
 crate::mt_cases! {
+    mt_close_does_not_wake_a_blocked_reader,
+    mt_close_does_not_wake_a_blocked_accept,
     mt_two_blocking_readers_one_write,
     mt_blocking_reader_woken_by_peer_close,
     mt_blocking_reader_woken_by_shutdown_wr,

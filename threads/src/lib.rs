@@ -62,7 +62,10 @@
 //! left ready after a delivery wakes the next) or its timeout passes, and it holds the instance
 //! for the whole call, so another thread's `close(epfd)` does not end the wait. A thread
 //! blocked in another call becomes runnable again, and retries its call, as soon as
-//! another thread's call may have changed the kernel (any call that succeeded). Virtual time
+//! another thread's call may have changed the kernel (any call that succeeded); it too holds
+//! the open file while blocked, so a `close` of its descriptor by another thread neither wakes
+//! it nor ends the call, which goes on on the file ([`Sim::on_held`](netpoll_sim::Sim::on_held)),
+//! as on Linux. Virtual time
 //! moves only when no thread is runnable: to the kernel's next queued event (a packet on the
 //! loopback network) or the earliest `epoll_wait` deadline, whichever is first. If there is
 //! neither, every thread would wait for ever: the run fails with [`FailureKind::Deadlock`],
@@ -100,9 +103,7 @@
 //! - Wait queues of blocking `read`, `write`, `accept4` and `poll`: every thread blocked in one
 //!   retries after any change, and the schedule decides who gets there first. What each returns
 //!   matches Linux (one byte, one connection: one thread returns; a hangup: all do), but how
-//!   many threads woke and went back to sleep does not. Such a thread also keeps only its
-//!   descriptor number, not the file: another thread's `close` of the descriptor makes its
-//!   retry fail with `EBADF`, where Linux would leave it blocked on the file.
+//!   many threads woke and went back to sleep does not.
 //! - [`Poller::now`](netpoll::Poller::now) and [`ThreadedSim::with_sim`] are not switch points
 //!   and are not checked for the calling thread (they change nothing another thread can see).
 //! - `std::sync` primitives: a simulated thread that blocks on a `std::sync::Mutex` held by

@@ -116,24 +116,41 @@ impl ThreadedSim {
     }
 
     /// A call on `fd` that blocks while `fd` is a blocking descriptor and not ready for `want`.
+    /// Once blocked, the thread holds the open file (as Linux's `fdget` does for the whole
+    /// call): if another thread closes `fd`, the call goes on on the file.
     fn blocking<T>(
         &self,
         call: Call,
         fd: Fd,
         want: Events,
-        f: impl Fn(&Sim) -> io::Result<T>,
+        f: impl Fn(&Sim, Fd) -> io::Result<T>,
     ) -> io::Result<T> {
+        let mut hold = None;
         loop {
             let me = self.enter(call);
             let r = {
                 let sim = lock(&self.shared.sim);
-                let would_block = sim.is_nonblocking(fd).is_ok_and(|nb| !nb)
-                    && sim.readiness(fd).is_ok_and(|r| !r.intersects(want));
-                if would_block {
-                    None
-                } else {
-                    Some(f(&sim))
+                let attempt = |fd: Fd| {
+                    let would_block = sim.is_nonblocking(fd).is_ok_and(|nb| !nb)
+                        && sim.readiness(fd).is_ok_and(|r| !r.intersects(want));
+                    if would_block {
+                        None
+                    } else {
+                        Some(f(&sim, fd))
+                    }
+                };
+                let r = match &hold {
+                    Some(h) => sim.on_held(fd, h, attempt),
+                    None => attempt(fd),
+                };
+                if r.is_some() {
+                    if let Some(h) = hold.take() {
+                        sim.release_file(h);
+                    }
+                } else if hold.is_none() {
+                    hold = sim.hold_file(fd).ok();
                 }
+                r
             };
             match r {
                 Some(r) => {
@@ -329,7 +346,7 @@ impl Poller for ThreadedSim {
             Call::on("accept4", fd, i64::from(flags)),
             fd,
             Events::IN,
-            |s| s.accept4(fd, flags),
+            |s, fd| s.accept4(fd, flags),
         )
     }
 
@@ -361,7 +378,7 @@ impl Poller for ThreadedSim {
         let want = Events::IN | Events::HUP | Events::ERR | Events::RDHUP;
         // `blocking` takes `Fn`; the buffer is borrowed mutably by exactly one successful try.
         let buf = std::cell::RefCell::new(buf);
-        self.blocking(call, fd, want, |s| s.read(fd, &mut buf.borrow_mut()))
+        self.blocking(call, fd, want, |s, fd| s.read(fd, &mut buf.borrow_mut()))
     }
 
     fn recv(&self, fd: Fd, buf: &mut [u8], flags: i32) -> io::Result<usize> {
@@ -371,7 +388,9 @@ impl Poller for ThreadedSim {
             return self.call(call, |s| s.recv(fd, &mut buf.borrow_mut(), flags));
         }
         let want = Events::IN | Events::HUP | Events::ERR | Events::RDHUP;
-        self.blocking(call, fd, want, |s| s.recv(fd, &mut buf.borrow_mut(), flags))
+        self.blocking(call, fd, want, |s, fd| {
+            s.recv(fd, &mut buf.borrow_mut(), flags)
+        })
     }
 
     /// As `epoll_wait`: polls with timeout 0 at each switch point and blocks in the scheduler
@@ -423,7 +442,7 @@ impl Poller for ThreadedSim {
     fn write(&self, fd: Fd, buf: &[u8]) -> io::Result<usize> {
         let call = Call::on("write", fd, buf.len() as i64);
         let want = Events::OUT | Events::HUP | Events::ERR;
-        self.blocking(call, fd, want, |s| s.write(fd, buf))
+        self.blocking(call, fd, want, |s, fd| s.write(fd, buf))
     }
 
     fn shutdown(&self, fd: Fd, how: i32) -> io::Result<()> {

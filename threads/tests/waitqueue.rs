@@ -57,7 +57,13 @@ fn one_write(seed: u64, policy: Policy, interest: Events) -> (Vec<Step>, Vec<Tid
 #[test]
 fn one_edge_wakes_exactly_one_waiter_the_last_to_block() {
     for seed in 0..40 {
-        for policy in [Policy::Random, Policy::Pct { depth: 3, steps: 200 }] {
+        for policy in [
+            Policy::Random,
+            Policy::Pct {
+                depth: 3,
+                steps: 200,
+            },
+        ] {
             let (after, blocked) = one_write(seed, policy, Events::IN | Events::ET);
             let tries: Vec<Tid> = after
                 .iter()
