@@ -319,9 +319,8 @@ pub fn mt_nested_lt_two_outer_waiters_both<P: Threads>(p: &P, log: &mut Log) {
 }
 
 pub fn mt_lt_read_by_waiter_stops_the_chain<P: Threads>(p: &P, log: &mut Log) {
-    // The waiter that gets the event drains the socket before anyone else runs on the real
-    // kernel? Not deterministic: instead one waiter, which drains, and a second that blocks
-    // only after the drain: it must stay blocked.
+    // One waiter gets the event and drains the socket; a second waiter that blocks after the
+    // drain finds nothing re-queued (the re-poll of the level-triggered item drops it).
     let (a, b, ep) = pair_watched(p, log, IN);
     let w1 = bg(p, "w1", move |p| {
         let got = wait(p, ep, 8, -1);

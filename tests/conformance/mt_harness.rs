@@ -14,7 +14,8 @@
 //! waiters returned, what each got, who is still blocked. Every wait of the real arm is bounded
 //! (waits use [`BLOCK_MS`] timeouts or are released by a later step of the case), and the real
 //! arm runs under a wall-clock limit, so a disagreement fails, never hangs. The sim arm runs under
-//! [`SIM_SEEDS`] consecutive seeds from the case's seed, each a different interleaving, and every
+//! [`SIM_SEEDS`] consecutive seeds from the case's seed (even seeds with uniform random choices,
+//! odd ones with PCT priority schedules of depth 3), each a different interleaving, and every
 //! seed must give the same log.
 
 use std::cell::RefCell;
@@ -24,6 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use netpoll::{Fd, Poller};
+use netpoll_threads::Policy;
 
 use crate::harness::{compare, new_sim, panic_text, seed, val, ArmResult, Log, Waited, FD_TABLE};
 
@@ -269,19 +271,23 @@ fn run_real(case: fn(&RealT, &mut Log)) -> ArmResult {
     })
 }
 
-fn run_sim(case: fn(&SimT, &mut Log), seed: u64) -> ArmResult {
+fn run_sim(case: fn(&SimT, &mut Log), seed: u64, policy: Policy) -> ArmResult {
     let log = Arc::new(Mutex::new(Log::new("sim")));
-    let r = netpoll_threads::Runner::new(seed).run(new_sim(seed), {
-        let log = log.clone();
-        move |k| case(&k, &mut log.lock().unwrap_or_else(|e| e.into_inner()))
-    });
+    let r = netpoll_threads::Runner::new(seed)
+        .policy(policy)
+        .run(new_sim(seed), {
+            let log = log.clone();
+            move |k| case(&k, &mut log.lock().unwrap_or_else(|e| e.into_inner()))
+        });
     let log = Arc::try_unwrap(log)
         .ok()
         .map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()))
         .unwrap_or_else(|| Log::new("sim"));
     ArmResult {
         log,
-        panic: r.err().map(|f| format!("sim seed {seed}: {f}")),
+        panic: r
+            .err()
+            .map(|f| format!("sim seed {seed} ({policy:?}): {f}")),
     }
 }
 
@@ -292,7 +298,16 @@ pub fn run(name: &str, real_case: fn(&RealT, &mut Log), sim_case: fn(&SimT, &mut
     let real = run_real(real_case);
     let base = seed();
     for s in base..base + SIM_SEEDS {
-        let sim = run_sim(sim_case, s);
+        // Uniform choices, and PCT's priority schedules with a few preemptions.
+        let policy = if s % 2 == 0 {
+            Policy::Random
+        } else {
+            Policy::Pct {
+                depth: 3,
+                steps: 200,
+            }
+        };
+        let sim = run_sim(sim_case, s, policy);
         compare(name, s, &real, &sim);
     }
 }

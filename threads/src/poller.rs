@@ -18,13 +18,16 @@ use crate::sched::{self, lock, Call, Shared, Tid, Wait};
 ///
 /// Clone it into each thread (clones share one kernel). Calls behave as on
 /// [`Sim`], except that a call that would block does not move virtual time by itself: the
-/// thread blocks in the scheduler and retries when another thread's call has changed the kernel,
-/// or when every thread is blocked and time moves to the kernel's next event or the earliest
-/// `epoll_wait` deadline.
+/// thread blocks in the scheduler and retries when it is woken (see the table), or when every
+/// thread is blocked and time moves to the kernel's next event or the earliest deadline.
+///
+/// | call | blocks when | woken by |
+/// |---|---|---|
+/// | `epoll_wait`, `epoll_pwait`, `epoll_pwait2` with a timeout other than 0 | no event is ready (until the timeout) | the kernel, one waiter per wakeup of the instance (Linux's `ep->wq`) |
+/// | `read`, `recv`, `write`, `accept4` on a blocking descriptor, `poll` | see below | any change another thread makes |
 ///
 /// | call | blocks when |
 /// |---|---|
-/// | `epoll_wait` with a timeout other than 0 | no event is ready (until the timeout) |
 /// | `read` on a blocking descriptor | it is not readable (`EPOLLIN`, `EPOLLHUP`, `EPOLLERR`, `EPOLLRDHUP`) |
 /// | `write` on a blocking descriptor | it is not writable (`EPOLLOUT`, `EPOLLHUP`, `EPOLLERR`) |
 /// | `accept4` on a blocking listener | no connection is queued |
