@@ -460,6 +460,7 @@ impl Kernel {
             }
             let (_, what) = self.queue.pop().expect("peeked");
             self.stats.deliveries += 1;
+            self.warm_ahead();
             match what {
                 Later::Net(pkt) => self.deliver(pkt),
             }

@@ -147,6 +147,44 @@ impl Kernel {
         self.wake(f, Events::NONE);
     }
 
+    /// Brings into the cache what the next few deliveries will touch, in three stages a few
+    /// events apart, each reading what the one before brought in: the connection (which names
+    /// the receiving socket), the socket's file (which names its epoll items), the first item.
+    ///
+    /// With 100,000 connections open at once, nearly every delivery missed the cache on each of
+    /// them in turn: that wait was most of the run. Plain reads started early overlap those
+    /// misses with the work of the deliveries before (safe code has no prefetch instruction).
+    /// Only reads: what the run does is unchanged.
+    #[inline]
+    pub(crate) fn warm_ahead(&self) {
+        const STEP: usize = 4;
+        let conn_of = |n: usize| match self.queue.ahead(n) {
+            Some(Later::Net(
+                Packet::Data { conn, to, .. } | Packet::Fin { conn, to } | Packet::Rst { conn, to },
+            )) => Some((*conn, *to)),
+            _ => None,
+        };
+        let end_of = |n: usize| {
+            let (c, to) = conn_of(n)?;
+            self.net.conns.get(c)?.end[to]
+        };
+        if let Some((c, to)) = conn_of(3 * STEP) {
+            if let Some(cn) = self.net.conns.get(c) {
+                std::hint::black_box((cn.packets, cn.dir[to].rx_len));
+            }
+        }
+        if let Some(f) = end_of(2 * STEP) {
+            if let Some(file) = self.files.get(f) {
+                std::hint::black_box(file.refs);
+            }
+        }
+        if let Some(f) = end_of(STEP) {
+            if let Some(it) = self.files.get(f).and_then(|file| file.watchers.get(0)) {
+                std::hint::black_box(self.items.get(it).map(|i| i.ep));
+            }
+        }
+    }
+
     /// A packet or timer arrives.
     pub(crate) fn deliver(&mut self, pkt: Packet) {
         match pkt {
