@@ -250,6 +250,14 @@ impl Kernel {
             .ok_or_else(|| err(EBADF))
     }
 
+    /// Reads `fd`'s slot in the descriptor table, so that the call the event loop makes on an
+    /// event it was just given finds it in the cache (with 100,000 connections open at once,
+    /// that lookup missed on nearly every `read`: a tenth of the run). Only a read.
+    #[inline]
+    pub(crate) fn warm_fd(&self, fd: Fd) {
+        std::hint::black_box(self.fds.get(fd as usize).copied().flatten());
+    }
+
     /// Whether a new descriptor can be allocated.
     pub(crate) fn fd_room(&self, n: usize) -> io::Result<()> {
         if self.open_fds + n > self.cfg.max_fds {
