@@ -15,7 +15,7 @@
 //! - `late`: a small heap for keys that land in the current bucket (or earlier) after it
 //!   opened (a zero latency drawn by a fault plan). A pop takes the smaller of the two heads.
 //! - `ring`: the next [`RING`] buckets, each an unsorted vector (a push is an append). When
-//!   `run` and `late` run dry the next non-empty bucket is sorted into `run`.
+//!   `run` and `late` are empty, the next pop sorts the next non-empty bucket into `run`.
 //! - `far`: a heap for anything further ahead (SYN retransmissions after a second, long
 //!   latencies drawn by a fault plan); its keys move into the ring as the current bucket
 //!   catches up.
@@ -23,11 +23,15 @@
 //! Payloads travel with their keys: kept apart in a slab, each pop missed the cache on a slot
 //! written tens of thousands of events earlier.
 //!
+//! The current bucket moves on only when a pop needs it to, never when a push lands in an empty
+//! queue or a bucket runs dry: a kernel pushes at "now plus a latency", and "now" may be well
+//! before the next queued key. (Moving on early once put every SYN of a 100,000-connection burst
+//! behind the first one drawn, in the small heap meant for stragglers.)
+//!
 //! Keys come out in exactly the order one heap would give (every key is unique: its low bits
-//! are an insertion sequence), so the change is invisible to a run. The queue keeps one
-//! invariant that makes `peek` cheap: `run` and `late` are both empty only when the whole queue
-//! is.
+//! are an insertion sequence), so the change is invisible to a run.
 
+use std::cell::Cell;
 use std::collections::BinaryHeap;
 
 /// log2 of a bucket's width in nanoseconds.
@@ -76,6 +80,8 @@ pub(crate) struct EventQueue<T> {
     far: BinaryHeap<Ev<T>>,
     /// The current bucket.
     cur: u64,
+    /// The smallest key in `ring` and `far`, once `peek` has looked for it (`None`: not known).
+    next: Cell<Option<u128>>,
 }
 
 impl<T> Default for EventQueue<T> {
@@ -87,6 +93,7 @@ impl<T> Default for EventQueue<T> {
             in_ring: 0,
             far: BinaryHeap::new(),
             cur: 0,
+            next: Cell::new(None),
         }
     }
 }
@@ -100,8 +107,28 @@ impl<T> EventQueue<T> {
     pub(crate) fn peek(&self) -> Option<u128> {
         match (self.run.last(), self.late.peek()) {
             (Some(a), Some(b)) => Some(a.0.min(b.0)),
+            (None, None) => self.peek_beyond(),
             (a, b) => a.or(b).map(|e| e.0),
         }
+    }
+
+    /// The smallest key beyond the current bucket (in the ring or far), remembered until the
+    /// queue changes.
+    fn peek_beyond(&self) -> Option<u128> {
+        if let Some(k) = self.next.get() {
+            return Some(k);
+        }
+        let k = if self.in_ring > 0 {
+            let mut b = self.cur + 1;
+            while self.ring[(b % RING) as usize].is_empty() {
+                b += 1;
+            }
+            self.ring[(b % RING) as usize].iter().map(|e| e.0).min()
+        } else {
+            self.far.peek().map(|e| e.0)
+        };
+        self.next.set(k);
+        k
     }
 
     /// The payload `n` places behind the next one in the current bucket's sorted run (0: the
@@ -114,16 +141,14 @@ impl<T> EventQueue<T> {
     }
 
     pub(crate) fn push(&mut self, key: u128, val: T) {
-        if self.run.is_empty() && self.late.is_empty() {
-            // The whole queue is empty (the invariant): the new key opens its bucket.
-            debug_assert!(self.in_ring == 0 && self.far.is_empty());
-            self.cur = self.cur.max(bucket(key));
-        }
         self.place(Ev(key, val));
     }
 
     /// Removes and returns the smallest key and its payload.
     pub(crate) fn pop(&mut self) -> Option<(u128, T)> {
+        if self.run.is_empty() && self.late.is_empty() {
+            self.refill();
+        }
         let from_run = match (self.run.last(), self.late.peek()) {
             (Some(a), Some(b)) => a.0 < b.0,
             (Some(_), None) => true,
@@ -135,9 +160,6 @@ impl<T> EventQueue<T> {
         } else {
             self.late.pop().expect("peeked")
         };
-        if self.run.is_empty() && self.late.is_empty() {
-            self.refill();
-        }
         Some((k, v))
     }
 
@@ -145,7 +167,12 @@ impl<T> EventQueue<T> {
         let b = bucket(e.0);
         if b <= self.cur {
             self.late.push(e);
-        } else if b - self.cur <= RING {
+            return;
+        }
+        if let Some(k) = self.next.get() {
+            self.next.set(Some(k.min(e.0)));
+        }
+        if b - self.cur <= RING {
             self.ring[(b % RING) as usize].push(e);
             self.in_ring += 1;
         } else {
@@ -155,6 +182,7 @@ impl<T> EventQueue<T> {
 
     /// `run` and `late` ran dry: make the next non-empty bucket current.
     fn refill(&mut self) {
+        self.next.set(None);
         let next = if self.in_ring > 0 {
             let mut b = self.cur + 1;
             while self.ring[(b % RING) as usize].is_empty() {
