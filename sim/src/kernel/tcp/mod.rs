@@ -430,9 +430,9 @@ impl Kernel {
     /// Bytes waiting to be read on `f`.
     pub(crate) fn tcp_readable(&self, f: FileId) -> usize {
         match sock_ref(self, f) {
-            Some(s) if s.state != State::SynSent => {
-                s.conn.map_or(0, |(c, e)| self.net.conns[c].dir[e].rx_len)
-            }
+            Some(s) if s.state != State::SynSent => s
+                .conn
+                .map_or(0, |(c, e)| self.net.conns[c].dir[e].rx_len as usize),
             _ => 0,
         }
     }
@@ -489,8 +489,7 @@ impl Kernel {
         let Some((c, e)) = s.conn else {
             return (self.cfg.tcp_window, 0);
         };
-        let d = &self.net.conns[c].dir[1 - e];
-        let used = d.buf.len();
+        let used = self.net.conns[c].bufs[1 - e].len();
         (self.cfg.tcp_window.saturating_sub(used), used)
     }
 
@@ -511,16 +510,17 @@ impl Kernel {
         let conn = s.conn;
         if let Some((c, e)) = conn {
             if s.state != State::SynSent {
-                let d = &mut self.net.conns[c].dir[e];
+                let cn = &mut self.net.conns[c];
+                let d = &mut cn.dir[e];
                 if d.rx_len > 0 {
-                    let n = d.rx_len.min(buf.len());
+                    let n = (d.rx_len as usize).min(buf.len());
                     if peek {
                         // `MSG_PEEK`: the bytes stay queued and no room is returned.
-                        d.buf.peek_into(&mut buf[..n]);
+                        cn.bufs[e].peek_into(&mut buf[..n]);
                         return Ok(n);
                     }
-                    d.buf.pop_into(&mut buf[..n]);
-                    d.rx_len -= n;
+                    cn.bufs[e].pop_into(&mut buf[..n]);
+                    d.rx_len -= n as u32;
                     self.tcp_space_returned(c, 1 - e);
                     return Ok(n);
                 }
@@ -595,7 +595,7 @@ impl Kernel {
             // gets an `OUT` edge when room returns, as after `EAGAIN`.
             self.net.conns[c].dir[1 - e].nospace = true;
         }
-        self.net.conns[c].dir[1 - e].buf.push(&buf[..n]);
+        self.net.conns[c].bufs[1 - e].push(&buf[..n]);
         let mss = self.cfg.tcp_mss.max(1);
         let mut off = 0;
         while off < n {
@@ -699,9 +699,8 @@ impl Kernel {
         conn.end[e] = None;
         // Unread bytes go; bytes still in flight stay until their segments arrive and are
         // discarded.
-        let d = &mut conn.dir[e];
-        d.buf.discard_front(d.rx_len);
-        d.rx_len = 0;
+        conn.bufs[e].discard_front(conn.dir[e].rx_len as usize);
+        conn.dir[e].rx_len = 0;
         self.conn_maybe_free(c);
     }
 }
