@@ -605,7 +605,7 @@ impl Kernel {
             if revents.is_empty() {
                 continue;
             }
-            self.warm_fd(self.items[it].fd);
+            self.warm_for_call(&self.items[it]);
             let item = &mut self.items[it];
             out[n] = EpollEvent::new(revents, item.data);
             n += 1;
