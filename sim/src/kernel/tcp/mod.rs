@@ -553,7 +553,7 @@ impl Kernel {
     /// out of room earlier and is writable again.
     fn tcp_space_returned(&mut self, c: u32, writer: usize) {
         let conn = &self.net.conns[c];
-        let Some(w) = conn.end[writer] else {
+        let Some(w) = conn.end(writer) else {
             return;
         };
         if !conn.dir[1 - writer].nospace {
@@ -695,7 +695,7 @@ impl Kernel {
         if s.state == State::Established {
             let conn = &self.net.conns[c];
             let unread = conn.dir[e].rx_len > 0;
-            let peer_alive = conn.end[1 - e].is_some();
+            let peer_alive = conn.end(1 - e).is_some();
             if peer_alive && (s.linger0 || unread) {
                 self.send(Packet::Rst { conn: c, to: 1 - e }, Some((c, 1 - e)));
             } else if peer_alive && s.shutdown & SEND_SHUTDOWN == 0 {
@@ -703,7 +703,7 @@ impl Kernel {
             }
         }
         let conn = &mut self.net.conns[c];
-        conn.end[e] = None;
+        conn.set_end(e, None);
         // Unread bytes go; bytes still in flight stay until their segments arrive and are
         // discarded.
         conn.bufs[e].discard_front(conn.dir[e].rx_len as usize);
