@@ -202,7 +202,7 @@ impl<T> EventQueue<T> {
             // The empty run's allocation becomes the slot's, so neither is allocated again.
             std::mem::swap(&mut self.run, &mut self.ring[slot]);
             // Largest first; keys are unique, so an unstable sort gives the one order.
-            self.run.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+            self.run.sort_unstable_by_key(|e| std::cmp::Reverse(e.0));
         }
         while let Some(e) = self.far.peek() {
             if bucket(e.0) - self.cur > RING {
