@@ -120,7 +120,7 @@ pub(crate) enum Packet {
 }
 
 /// How many deliveries [`Kernel::warm_ahead`] prepares at a time.
-const WARM: usize = 8;
+const WARM: usize = 16;
 
 /// The network: connections, bound ports, listeners.
 #[derive(Debug, Default)]
