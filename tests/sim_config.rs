@@ -11,7 +11,9 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use netpoll::sys::{errno::*, *};
 use netpoll::{EpollEvent, Events, Poller};
 use netpoll_fuzzops::seeded;
-use netpoll_sim::{CostModel, EdgePolicy, FaultPlan, Latency, Sim, SimConfig, MAX_DELAY_NS};
+use netpoll_sim::{
+    CostModel, EdgePolicy, FaultPlan, Latency, Sim, SimConfig, MAX_DELAY_NS, MAX_TCP_WINDOW,
+};
 use proptest::prelude::*;
 
 fn replay(test: &str) -> String {
@@ -357,7 +359,20 @@ fn the_reported_configs_are_refused_by_name() {
             }),
             "faults.eintr",
         ),
+        (
+            SimConfig {
+                tcp_window: MAX_TCP_WINDOW + 1,
+                ..SimConfig::default()
+            },
+            "tcp_window",
+        ),
     ];
+    // The largest window itself is fine.
+    let largest = SimConfig {
+        tcp_window: MAX_TCP_WINDOW,
+        ..SimConfig::default()
+    };
+    assert!(Sim::try_with_config(1, largest).is_ok());
     for (cfg, field) in cases {
         let e = Sim::try_with_config(1, cfg).expect_err(field);
         assert_eq!(e.field(), field, "{e}");

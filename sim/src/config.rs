@@ -45,7 +45,7 @@ pub struct SimConfig {
     pub pipe_pages: usize,
     /// Bytes one direction of a TCP connection holds (in flight plus unread) before `write`
     /// returns `EAGAIN` (Linux on loopback: about 3.9 MB, the grown send buffer plus the peer's
-    /// receive buffer; it varies from run to run there).
+    /// receive buffer; it varies from run to run there). At most [`MAX_TCP_WINDOW`].
     pub tcp_window: usize,
     /// TCP maximum segment size on loopback: larger writes travel as several segments.
     pub tcp_mss: usize,
@@ -194,6 +194,9 @@ fn delay(field: &str, ns: u64) -> Result<(), ConfigError> {
         Err(ConfigError::new(field, ns, DELAY))
     }
 }
+
+/// The largest `tcp_window` (1 GiB): a direction's byte counts fit in 32 bits.
+pub const MAX_TCP_WINDOW: usize = 1 << 30;
 
 fn at_least_one(field: &str, n: usize) -> Result<(), ConfigError> {
     if n >= 1 {
@@ -371,6 +374,13 @@ impl SimConfig {
             ));
         }
         at_least_one("tcp_window", self.tcp_window)?;
+        if self.tcp_window > MAX_TCP_WINDOW {
+            return Err(ConfigError::new(
+                "tcp_window",
+                self.tcp_window,
+                "must be at most 1 GiB (1073741824), as Linux's largest socket buffer",
+            ));
+        }
         at_least_one("tcp_mss", self.tcp_mss)?;
         let (lo, hi) = self.latency_ns;
         delay("latency_ns.1", hi)?;

@@ -318,6 +318,8 @@ impl<'k, K: Kernel> Engine<'k, K> {
             } else {
                 idle_turns = 0;
             }
+            self.server.warm(&events[..n]);
+            self.clients.warm(&events[..n]);
             for ev in &events[..n] {
                 let ev = *ev;
                 if EchoServer::<K>::owns(ev.data) {

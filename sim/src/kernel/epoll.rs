@@ -620,6 +620,7 @@ impl Kernel {
             if revents.is_empty() {
                 continue;
             }
+            self.warm_for_call(&self.items[it]);
             let item = &mut self.items[it];
             out[n] = EpollEvent::new(revents, item.data);
             n += 1;

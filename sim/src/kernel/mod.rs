@@ -253,6 +253,21 @@ impl Kernel {
             .ok_or_else(|| err(EBADF))
     }
 
+    /// Reads what the event loop's next call on a reported event touches (the descriptor's
+    /// slot in the table; a TCP socket's byte buffers), so that it finds them in the cache: with
+    /// 100,000 connections open at once, the descriptor lookup alone missed on nearly every
+    /// `read`, a tenth of the run. Only reads.
+    #[inline]
+    pub(crate) fn warm_for_call(&self, item: &epoll::EpItem) {
+        std::hint::black_box(self.fds.get(item.fd as usize).copied().flatten());
+        if let Some(File {
+            kind: Kind::Tcp(s), ..
+        }) = self.files.get(item.file)
+        {
+            self.tcp_warm_buffers(s);
+        }
+    }
+
     /// Whether a new descriptor can be allocated.
     pub(crate) fn fd_room(&self, n: usize) -> io::Result<()> {
         if self.open_fds + n > self.cfg.max_fds {
@@ -513,6 +528,7 @@ impl Kernel {
             }
             let (_, what) = self.queue.pop().expect("peeked");
             self.stats.deliveries += 1;
+            self.warm_ahead();
             match what {
                 Later::Net(pkt) => self.deliver(pkt),
             }

@@ -430,9 +430,9 @@ impl Kernel {
     /// Bytes waiting to be read on `f`.
     pub(crate) fn tcp_readable(&self, f: FileId) -> usize {
         match sock_ref(self, f) {
-            Some(s) if s.state != State::SynSent => {
-                s.conn.map_or(0, |(c, e)| self.net.conns[c].dir[e].rx_len)
-            }
+            Some(s) if s.state != State::SynSent => s
+                .conn
+                .map_or(0, |(c, e)| self.net.conns[c].dir[e].rx_len as usize),
             _ => 0,
         }
     }
@@ -489,9 +489,15 @@ impl Kernel {
         let Some((c, e)) = s.conn else {
             return (self.cfg.tcp_window, 0);
         };
-        let d = &self.net.conns[c].dir[1 - e];
-        let used = d.buf.len();
+        let used = self.net.conns[c].bufs[1 - e].len();
         (self.cfg.tcp_window.saturating_sub(used), used)
+    }
+
+    /// Reads the socket's two byte buffers (see [`Kernel::warm_for_call`]).
+    pub(crate) fn tcp_warm_buffers(&self, s: &TcpSock) {
+        if let Some(cn) = s.conn.and_then(|(c, _)| self.net.conns.get(c)) {
+            std::hint::black_box((cn.bufs[0].len(), cn.bufs[1].len()));
+        }
     }
 
     fn tcp_writable(&self, s: &TcpSock) -> bool {
@@ -511,16 +517,17 @@ impl Kernel {
         let conn = s.conn;
         if let Some((c, e)) = conn {
             if s.state != State::SynSent {
-                let d = &mut self.net.conns[c].dir[e];
+                let cn = &mut self.net.conns[c];
+                let d = &mut cn.dir[e];
                 if d.rx_len > 0 {
-                    let n = d.rx_len.min(buf.len());
+                    let n = (d.rx_len as usize).min(buf.len());
                     if peek {
                         // `MSG_PEEK`: the bytes stay queued and no room is returned.
-                        d.buf.peek_into(&mut buf[..n]);
+                        cn.bufs[e].peek_into(&mut buf[..n]);
                         return Ok(n);
                     }
-                    d.buf.pop_into(&mut buf[..n]);
-                    d.rx_len -= n;
+                    cn.bufs[e].pop_into(&mut buf[..n]);
+                    d.rx_len -= n as u32;
                     self.tcp_space_returned(c, 1 - e);
                     return Ok(n);
                 }
@@ -546,7 +553,7 @@ impl Kernel {
     /// out of room earlier and is writable again.
     fn tcp_space_returned(&mut self, c: u32, writer: usize) {
         let conn = &self.net.conns[c];
-        let Some(w) = conn.end[writer] else {
+        let Some(w) = conn.end(writer) else {
             return;
         };
         if !conn.dir[1 - writer].nospace {
@@ -595,7 +602,7 @@ impl Kernel {
             // gets an `OUT` edge when room returns, as after `EAGAIN`.
             self.net.conns[c].dir[1 - e].nospace = true;
         }
-        self.net.conns[c].dir[1 - e].buf.push(&buf[..n]);
+        self.net.conns[c].bufs[1 - e].push(&buf[..n]);
         let mss = self.cfg.tcp_mss.max(1);
         let mut off = 0;
         while off < n {
@@ -688,7 +695,7 @@ impl Kernel {
         if s.state == State::Established {
             let conn = &self.net.conns[c];
             let unread = conn.dir[e].rx_len > 0;
-            let peer_alive = conn.end[1 - e].is_some();
+            let peer_alive = conn.end(1 - e).is_some();
             if peer_alive && (s.linger0 || unread) {
                 self.send(Packet::Rst { conn: c, to: 1 - e }, Some((c, 1 - e)));
             } else if peer_alive && s.shutdown & SEND_SHUTDOWN == 0 {
@@ -696,12 +703,11 @@ impl Kernel {
             }
         }
         let conn = &mut self.net.conns[c];
-        conn.end[e] = None;
+        conn.set_end(e, None);
         // Unread bytes go; bytes still in flight stay until their segments arrive and are
         // discarded.
-        let d = &mut conn.dir[e];
-        d.buf.discard_front(d.rx_len);
-        d.rx_len = 0;
+        conn.bufs[e].discard_front(conn.dir[e].rx_len as usize);
+        conn.dir[e].rx_len = 0;
         self.conn_maybe_free(c);
     }
 }
