@@ -128,17 +128,18 @@
 
 mod auto;
 mod calls;
+#[cfg(feature = "check")]
+mod check;
 mod real;
 mod state;
+mod waits;
 
-use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
-
-use netpoll_sim::rng::{stream, Stream};
 use netpoll_sim::Sim;
 
 pub use auto::VAR as SEED_VAR;
 pub use calls::{MONOTONIC_START, REALTIME_START};
+#[cfg(feature = "check")]
+pub use check::{tokio_runtime, CheckInterposed};
 pub use state::{sim_fd, SIM_BASE};
 
 /// Runs `f` with the calling thread on `sim`: every socket, epoll, eventfd and pipe it creates
@@ -170,16 +171,8 @@ pub use state::{sim_fd, SIM_BASE};
 /// ```
 pub fn run<T>(sim: &Sim, f: impl FnOnce() -> T) -> T {
     keep_symbols();
-    quiet_lost_wakeup_scan(sim);
     let slot = state::claim_slot().expect("at most 1,024 netpoll_interpose runs alive at once");
-    let cur = state::Current {
-        sim,
-        slot,
-        rng: RefCell::new(stream(sim.seed(), Stream::Getrandom)),
-        idle: Cell::new(0),
-        opts: RefCell::new(BTreeMap::new()),
-        events: RefCell::new(Vec::new()),
-    };
+    let cur = state::Current::new(sim, slot, sim.seed());
     struct Release(u32);
     impl Drop for Release {
         fn drop(&mut self) {

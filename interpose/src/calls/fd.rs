@@ -31,6 +31,7 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
             let r = cur.sim.close(n);
             if r.is_ok() {
                 cur.opts.borrow_mut().retain(|k, _| k.0 != n);
+                cur.waits.closed(n);
             }
             ret_int(r.map(|()| 0))
         }
