@@ -9,6 +9,7 @@
 
 use std::future::Future;
 use std::io;
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 
 use netpoll_scenarios::check::{Check, CheckError, Passed};
 use netpoll_sim::Sim;
@@ -100,7 +101,7 @@ impl CheckInterposed for Check {
         self,
         mut f: impl FnMut() -> io::Result<()>,
     ) -> Result<Passed, CheckError> {
-        self.try_run(|sim: &Sim| crate::run(sim, &mut f))
+        self.try_run(|sim: &Sim| crate::run(sim, || naming_limits(&mut f)))
     }
 
     #[track_caller]
@@ -111,10 +112,38 @@ impl CheckInterposed for Check {
     {
         self.try_run(|sim: &Sim| {
             crate::run(sim, || {
-                let rt = tokio_runtime(sim.seed())?;
-                rt.block_on(f())
+                naming_limits(|| {
+                    let rt = tokio_runtime(sim.seed())?;
+                    rt.block_on(f())
+                })
             })
         })
+    }
+}
+
+/// Runs `f` on a run; if it fails (an `Err` or a panic) after the program ran into something
+/// the simulated kernel does not support ([`crate::take_limitation`]), the error or the panic
+/// message says so, next to the program's own words.
+fn naming_limits<T>(f: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
+    let note = |msg: &dyn std::fmt::Display| {
+        crate::take_limitation().map(|why| format!("{msg}\n(netpoll-interpose: {why})"))
+    };
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Err(e)) => Err(match note(&e) {
+            Some(m) => io::Error::new(e.kind(), m),
+            None => e,
+        }),
+        Ok(v) => v,
+        Err(p) => {
+            let msg = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned());
+            match msg.and_then(|m| note(&m)) {
+                Some(m) => std::panic::panic_any(m),
+                None => resume_unwind(p),
+            }
+        }
     }
 }
 

@@ -190,6 +190,22 @@ pub fn quiet_lost_wakeup_scan(sim: &Sim) {
     sim.set_wants(|_| netpoll::sys::Events::NONE);
 }
 
+/// The last feature the calling thread's run does not support that the program ran into (a
+/// thread, a host name, a descriptor of an ended run), with what in tokio needs it; taken, so
+/// the next call returns `None` until another refusal. `None` off a run.
+///
+/// ```
+/// let sim = netpoll_sim::Sim::new(1);
+/// netpoll_interpose::run(&sim, || {
+///     assert!(std::thread::Builder::new().spawn(|| ()).is_err());
+///     let why = netpoll_interpose::take_limitation().unwrap();
+///     assert!(why.contains("spawn_blocking"), "{why}");
+/// });
+/// ```
+pub fn take_limitation() -> Option<String> {
+    state::existing().and_then(|c| c.limit.borrow_mut().take())
+}
+
 /// Whether the calling thread is inside [`run`].
 pub fn on_sim() -> bool {
     state::current().is_some()

@@ -47,6 +47,8 @@ pub(crate) struct Current<'a> {
     pub events: RefCell<Vec<EpollEvent>>,
     /// What the program waits for on each descriptor: the async lost-wakeup oracle's input.
     pub waits: Waits,
+    /// The last unsupported feature the program ran into (`calls/limits.rs`).
+    pub limit: RefCell<Option<String>>,
 }
 
 impl<'a> Current<'a> {
@@ -63,6 +65,7 @@ impl<'a> Current<'a> {
             opts: RefCell::new(BTreeMap::new()),
             events: RefCell::new(Vec::new()),
             waits,
+            limit: RefCell::new(None),
         }
     }
 }

@@ -264,3 +264,45 @@ fn the_attribute_runs_std_code() -> io::Result<()> {
     let _c = std::net::TcpStream::connect(l.local_addr()?)?;
     l.accept().map(drop)
 }
+
+/// The unsupported features fail with an error that names the limitation, next to tokio's own.
+#[test]
+fn unsupported_tokio_features_fail_naming_the_limitation() {
+    let report = |f: fn()
+        -> std::pin::Pin<Box<dyn std::future::Future<Output = io::Result<()>>>>| {
+        match Check::new()
+            .env(|_| None)
+            .seeds(0..1)
+            .try_run_tokio(f)
+            .expect_err("unsupported")
+        {
+            CheckError::Failed(f) => f.diagnosis,
+            e => panic!("{e}"),
+        }
+    };
+    let blocking = report(|| {
+        Box::pin(async {
+            tokio::task::spawn_blocking(|| 1).await?;
+            Ok(())
+        })
+    });
+    assert!(
+        blocking.contains("spawn") && blocking.contains("cannot start threads"),
+        "{blocking}"
+    );
+    let multi = report(|| {
+        Box::pin(async {
+            tokio::runtime::Builder::new_multi_thread().build()?;
+            Ok(())
+        })
+    });
+    assert!(multi.contains("multi-thread runtime"), "{multi}");
+    let dns = report(|| {
+        Box::pin(async {
+            TcpStream::connect("localhost:80").await?;
+            Ok(())
+        })
+    });
+    // tokio resolves names on a blocking thread: the refusal names both.
+    assert!(dns.contains("name resolution"), "{dns}");
+}

@@ -10,6 +10,7 @@
 mod data;
 mod epoll;
 mod fd;
+mod limits;
 mod socket;
 mod thread;
 mod time;
@@ -17,6 +18,7 @@ mod time;
 pub use data::*;
 pub use epoll::*;
 pub use fd::*;
+use limits::{refuse, Limit};
 use socket::pair;
 pub use socket::*;
 pub use thread::*;

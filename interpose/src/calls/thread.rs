@@ -28,14 +28,7 @@ pub unsafe extern "C" fn pthread_create(
         }
         // SAFETY: forwarded unchanged.
         None => unsafe { real::pthread_create(t, attr, start, arg) },
-        Some(_) => unsupported(
-            libc::EAGAIN,
-            format_args!(
-                "a thread on the simulated kernel cannot spawn threads (tokio's spawn_blocking, \
-                 name resolution, file I/O and the multi-thread runtime need them): not \
-                 supported yet"
-            ),
-        ),
+        Some(_) => refuse(format_args!("pthread_create"), Limit::Threads, libc::EAGAIN),
     })
 }
 
@@ -60,9 +53,10 @@ pub unsafe extern "C" fn getaddrinfo(
         if current().is_some() && !numeric {
             // SAFETY: as above.
             let name = unsafe { std::ffi::CStr::from_ptr(node) }.to_string_lossy();
-            eprintln!(
-                "netpoll-interpose: getaddrinfo({name:?}): the simulated kernel has no name \
-                 resolution; use a numeric IPv4 address"
+            refuse(
+                format_args!("getaddrinfo({name:?})"),
+                Limit::NameResolution,
+                libc::EAI_FAIL,
             );
             return libc::EAI_FAIL;
         }
