@@ -265,20 +265,19 @@ fn the_attribute_runs_std_code() -> io::Result<()> {
     l.accept().map(drop)
 }
 
+type BoxedTest = Pin<Box<dyn std::future::Future<Output = io::Result<()>>>>;
+
 /// The unsupported features fail with an error that names the limitation, next to tokio's own.
 #[test]
 fn unsupported_tokio_features_fail_naming_the_limitation() {
-    let report = |f: fn()
-        -> std::pin::Pin<Box<dyn std::future::Future<Output = io::Result<()>>>>| {
-        match Check::new()
-            .env(|_| None)
-            .seeds(0..1)
-            .try_run_tokio(f)
-            .expect_err("unsupported")
-        {
-            CheckError::Failed(f) => f.diagnosis,
-            e => panic!("{e}"),
-        }
+    let report = |f: fn() -> BoxedTest| match Check::new()
+        .env(|_| None)
+        .seeds(0..1)
+        .try_run_tokio(f)
+        .expect_err("unsupported")
+    {
+        CheckError::Failed(f) => f.diagnosis,
+        e => panic!("{e}"),
     };
     let blocking = report(|| {
         Box::pin(async {
