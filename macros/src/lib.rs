@@ -35,8 +35,9 @@
 //! // std::net or mio code: `CheckInterposed::run_interposed`.
 //! #[netpoll::test(interposed, seeds = 0..100)]
 //! fn std_echo() -> std::io::Result<()> { Ok(()) }
-//! ``` Other
-//! attributes (`#[should_panic]`, `#[ignore]`) are kept. `NETPOLL_SEED`, `NETPOLL_SEEDS`,
+//! ```
+//!
+//! Other attributes (`#[should_panic]`, `#[ignore]`) are kept. `NETPOLL_SEED`, `NETPOLL_SEEDS`,
 //! `NETPOLL_FAULTS` and `NETPOLL_CHECK_DETERMINISM` override the arguments at run time.
 
 use proc_macro::TokenStream;
