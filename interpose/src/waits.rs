@@ -18,6 +18,7 @@
 //! | call on the descriptor | then it wants |
 //! |---|---|
 //! | a read (`read`, `recv*`, `readv`) that fails with `EAGAIN`, or fills part of the buffer (tokio clears read readiness after a short read: on Linux it means the socket is drained) | `IN` |
+//! | a `recv(MSG_PEEK)` that fails with `EAGAIN` (a peek that sees bytes consumes none: no wait) | `IN` |
 //! | an `accept` that fails with `EAGAIN` | `IN` |
 //! | a write (`write`, `send*`, `writev`) that fails with `EAGAIN`, or takes part of the buffer (tokio clears write readiness after a short write) | `OUT` |
 //! | `connect` that fails with `EINPROGRESS` | `OUT`, until `getsockopt(SO_ERROR)` or a write |

@@ -39,7 +39,13 @@ fn sim_recv(cur: Cur, call: &str, fd: c_int, n: Fd, buf: &mut [u8], flags: c_int
         ));
     }
     let r = cur.sim.recv(n, buf, flags);
-    cur.waits.after_read(n, buf.len(), &r);
+    // A peek that saw bytes consumed none: tokio keeps its readiness then, so only its EAGAIN
+    // says the task waits.
+    let asked = match (&r, flags & libc::MSG_PEEK != 0) {
+        (Ok(got), true) => *got,
+        _ => buf.len(),
+    };
+    cur.waits.after_read(n, asked, &r);
     ret_size(r)
 }
 
