@@ -12,8 +12,11 @@ use std::ptr;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use netpoll::{EpollEvent, Fd};
+use netpoll_sim::rng::{stream, Stream};
 use netpoll_sim::Sim;
 use rand_chacha::ChaCha8Rng;
+
+use crate::waits::Waits;
 
 /// The first number of a simulated descriptor: 2^30.
 pub const SIM_BASE: i32 = 1 << 30;
@@ -42,6 +45,29 @@ pub(crate) struct Current<'a> {
     pub opts: RefCell<BTreeMap<(Fd, i32, i32), i32>>,
     /// `epoll_wait`'s result buffer, kept between calls.
     pub events: RefCell<Vec<EpollEvent>>,
+    /// What the program waits for on each descriptor: the async lost-wakeup oracle's input.
+    pub waits: Waits,
+    /// The last unsupported feature the program ran into (`calls/limits.rs`).
+    pub limit: RefCell<Option<String>>,
+}
+
+impl<'a> Current<'a> {
+    /// The run of `sim` in `slot`, with `getrandom` drawing from `seed`'s stream; the kernel's
+    /// lost-wakeup scan judges by the run's [`Waits`].
+    pub(crate) fn new(sim: &'a Sim, slot: u32, seed: u64) -> Current<'a> {
+        let waits = Waits::default();
+        waits.install(sim);
+        Current {
+            sim,
+            slot,
+            rng: RefCell::new(stream(seed, Stream::Getrandom)),
+            idle: Cell::new(0),
+            opts: RefCell::new(BTreeMap::new()),
+            events: RefCell::new(Vec::new()),
+            waits,
+            limit: RefCell::new(None),
+        }
+    }
 }
 
 thread_local! {

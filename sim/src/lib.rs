@@ -664,6 +664,15 @@ impl Kernel {
                 let r = self.read_raw(f, &mut buf[..len]);
                 if matches!(r, Ok(n) if n == len) {
                     self.faults.short_reads += 1;
+                    // On Linux a read returns less than the buffer only when the queue ran dry,
+                    // and bytes queued later come with an `EPOLLIN` edge; tokio clears its read
+                    // readiness after a short read and waits for that edge. The fault is the
+                    // rest arriving just after the read: with Linux's edges, the edge follows
+                    // it. Under `EmptyToNonEmpty` the rest lands in a buffer that is not empty,
+                    // which wakes nobody: the data stays with no edge, as on those kernels.
+                    if self.cfg.faults.edge == EdgePolicy::Linux {
+                        self.wake(f, Events::IN | Events::RDNORM);
+                    }
                 }
                 return r;
             }
@@ -755,6 +764,12 @@ impl Kernel {
                 let r = self.write_raw(f, &buf[..len]);
                 if matches!(r, Ok(n) if n == len) {
                     self.faults.short_writes += 1;
+                    // On Linux a write stops short only when the buffer is full, and the
+                    // writer then gets an `EPOLLOUT` edge when room returns (`SOCK_NOSPACE`,
+                    // `sk_write_space`); tokio clears its write readiness after a short write
+                    // and waits for that edge. The fault is a buffer that filled and drained
+                    // again at once: the edge follows the write.
+                    self.wake(f, Events::OUT | Events::WRNORM);
                 }
                 return r;
             }
