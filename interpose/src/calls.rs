@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use libc::{c_int, c_uint, c_ulong, c_void, size_t, sockaddr, socklen_t, ssize_t};
 use netpoll::sys::{errno, Events, O_CLOEXEC, O_NONBLOCK};
-use netpoll::{EpollEvent, Fd, PollFd, Poller};
+use netpoll::{EpollEvent, Fd, PollFd};
 use rand::RngCore;
 
 use crate::real;
@@ -95,7 +95,8 @@ fn new_fd(cur: Cur, r: io::Result<Fd>) -> io::Result<c_int> {
 ///
 /// On a run, whatever the call made due at this instant is delivered before it returns
 /// (`Sim::settle`): with zero latency, Linux's loopback timing.
-fn guard<T>(name: &str, f: impl FnOnce() -> T) -> T {
+pub(crate) fn guard<T>(name: &str, f: impl FnOnce() -> T) -> T {
+    let _inside = crate::state::inside();
     let r = catch_unwind(AssertUnwindSafe(|| {
         let v = f();
         if let Some(cur) = crate::state::existing() {
@@ -1223,7 +1224,7 @@ pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
         // SAFETY: forwarded unchanged.
         Route::Real => unsafe { real::fcntl(fd, cmd, arg) },
         Route::Sim(cur, n) => {
-            let sim = cur.sim;
+            let sim = &cur.sim;
             let r = match cmd {
                 libc::F_GETFD => sim.status_flags(n).map(|_| libc::FD_CLOEXEC),
                 libc::F_SETFD => sim.status_flags(n).map(|_| 0),
@@ -1492,6 +1493,7 @@ pub unsafe extern "C" fn sched_yield() -> c_int {
         // SAFETY: forwarded unchanged.
         None => unsafe { real::sched_yield() },
         Some(cur) => {
+            crate::threads::yield_now(cur);
             idle_tick(cur);
             0
         }
@@ -1520,9 +1522,10 @@ pub unsafe extern "C" fn getrandom(buf: *mut c_void, len: size_t, flags: c_uint)
     })
 }
 
-/// `pthread_create(3)`: a thread on a run cannot start another (the simulated kernel is driven
-/// by one thread): `EAGAIN` and a message. This is what tokio's `spawn_blocking`, its name
-/// resolution and its multi-thread runtime run into.
+/// `pthread_create(3)`: a thread of a threaded run ([`crate::run_threads`]) starts another
+/// simulated thread on the same kernel (`threads.rs`). A thread on a one-thread run cannot
+/// start another (its kernel is driven by one thread): `EAGAIN` and a message. This is what
+/// tokio's `spawn_blocking`, its name resolution and its multi-thread runtime run into there.
 ///
 /// # Safety
 /// As for the C function.
@@ -1546,12 +1549,17 @@ pub unsafe extern "C" fn pthread_create(
         }
         // SAFETY: forwarded unchanged.
         None => unsafe { real::pthread_create(t, attr, start, arg) },
+        // SAFETY: as for this function.
+        Some(cur) if cur.sim.is_threaded() => unsafe {
+            crate::threads::create(cur, t, attr, start, arg)
+        },
         Some(_) => unsupported(
             libc::EAGAIN,
             format_args!(
-                "a thread on the simulated kernel cannot spawn threads (tokio's spawn_blocking, \
-                 name resolution, file I/O and the multi-thread runtime need them): not \
-                 supported yet"
+                "a thread on a one-thread run of the simulated kernel (netpoll_interpose::run) \
+                 cannot spawn threads (tokio's spawn_blocking, name resolution, file I/O and \
+                 the multi-thread runtime need them): run the program under \
+                 netpoll_interpose::run_threads"
             ),
         ),
     })

@@ -127,8 +127,11 @@
 
 mod auto;
 mod calls;
+mod futex;
+mod kernel;
 mod real;
 mod state;
+mod threads;
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
@@ -139,6 +142,7 @@ use netpoll_sim::Sim;
 pub use auto::VAR as SEED_VAR;
 pub use calls::{MONOTONIC_START, REALTIME_START};
 pub use state::{sim_fd, SIM_BASE};
+pub use threads::run_threads;
 
 /// Runs `f` with the calling thread on `sim`: every socket, epoll, eventfd and pipe it creates
 /// is `sim`'s, its clocks read `sim`'s virtual time, and its sleeps pass virtually. Returns
@@ -172,7 +176,7 @@ pub fn run<T>(sim: &Sim, f: impl FnOnce() -> T) -> T {
     quiet_lost_wakeup_scan(sim);
     let slot = state::claim_slot().expect("at most 1,024 netpoll_interpose runs alive at once");
     let cur = state::Current {
-        sim,
+        sim: kernel::Kernel::Single(sim),
         slot,
         rng: RefCell::new(stream(sim.seed(), Stream::Getrandom)),
         idle: Cell::new(0),
@@ -246,6 +250,9 @@ fn keep_symbols() {
         calls::sched_yield as *const (),
         calls::getrandom as *const (),
         calls::pthread_create as *const (),
+        threads::pthread_join as *const (),
+        threads::pthread_setname_np as *const (),
+        futex::syscall as *const (),
         calls::getaddrinfo as *const (),
     ];
     std::hint::black_box(table);

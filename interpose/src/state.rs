@@ -12,8 +12,9 @@ use std::ptr;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use netpoll::{EpollEvent, Fd};
-use netpoll_sim::Sim;
 use rand_chacha::ChaCha8Rng;
+
+use crate::kernel::Kernel;
 
 /// The first number of a simulated descriptor: 2^30.
 pub const SIM_BASE: i32 = 1 << 30;
@@ -31,7 +32,7 @@ pub(crate) const IDLE_SPINS: u32 = 32;
 
 /// The calling thread's run.
 pub(crate) struct Current<'a> {
-    pub sim: &'a Sim,
+    pub sim: Kernel<'a>,
     pub slot: u32,
     /// `getrandom`'s stream.
     pub rng: RefCell<ChaCha8Rng>,
@@ -48,6 +49,29 @@ thread_local! {
     // A const initialiser and no destructor: reading it never allocates or registers anything,
     // so it is safe from inside any interposed call, even during thread start-up and exit.
     static CURRENT: Cell<*const Current<'static>> = const { Cell::new(ptr::null()) };
+    /// How many interposed calls are under way on this thread. A call made from inside one (by
+    /// the interposer, the simulated kernel or the thread scheduler: their own locks) is
+    /// forwarded to glibc.
+    static DEPTH: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Whether the calling thread is inside an interposed call.
+pub(crate) fn nested() -> bool {
+    DEPTH.with(Cell::get) > 0
+}
+
+/// Counts the calling thread as inside an interposed call until the guard drops.
+pub(crate) fn inside() -> Inside {
+    DEPTH.with(|d| d.set(d.get() + 1));
+    Inside(())
+}
+
+pub(crate) struct Inside(());
+
+impl Drop for Inside {
+    fn drop(&mut self) {
+        DEPTH.with(|d| d.set(d.get() - 1));
+    }
 }
 
 /// The calling thread's run, if it is on one.

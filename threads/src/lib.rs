@@ -101,6 +101,8 @@
 //!   another simulated thread stalls the run (reported by the watchdog). Use [`sync`]'s, or
 //!   [`park`] / [`Thread::unpark`] to build others.
 
+mod futex;
+pub mod host;
 mod policy;
 mod poller;
 mod report;
@@ -114,6 +116,7 @@ use netpoll_sim::Sim;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
+pub use futex::{futex_wait, futex_wake, sleep, FutexWait};
 pub use policy::Policy;
 pub use poller::ThreadedSim;
 pub use report::{Failure, FailureKind, Report, Step, ThreadReport};
@@ -252,13 +255,22 @@ impl Runner {
             }
         }
         let os = std::mem::take(&mut st.os);
+        // A hosted thread that has not finished waits for ever after a failure (it cannot
+        // unwind through its host's C frames): it is left behind, like a spinning one.
+        let stuck: Vec<Tid> = st
+            .threads
+            .iter()
+            .enumerate()
+            .filter(|(_, th)| th.hosted && th.status != sched::Status::Finished)
+            .map(|(i, _)| Tid(i as u32))
+            .collect();
         let failure = st.failure.clone();
         let names = Shared::names(&st);
         let schedule = std::mem::take(&mut st.schedule);
         let steps = st.step;
         drop(st);
         for (t, h) in os {
-            if Some(t) != spinning {
+            if Some(t) != spinning && !stuck.contains(&t) {
                 // Panics were caught in the thread; nothing is left to propagate.
                 let _ = h.join();
             }

@@ -34,7 +34,8 @@
 //! [`Runner::run`]: crate::Runner::run
 
 use std::any::Any;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -109,24 +110,30 @@ pub(crate) enum Wait {
     Join(Tid),
     /// An [`unpark`](crate::Thread::unpark).
     Park,
+    /// A [`futex_wake`](crate::futex_wake) on the word it waits on, or virtual time reaching
+    /// the deadline (see `futex.rs`).
+    Futex { deadline_ns: Option<u64> },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Status {
+pub(crate) enum Status {
     Runnable,
     Blocked(Wait, Call),
     Finished,
 }
 
 #[derive(Debug)]
-struct Th {
-    name: String,
-    status: Status,
+pub(crate) struct Th {
+    pub(crate) name: String,
+    pub(crate) status: Status,
     last: Option<Call>,
     /// An unpark that arrived while the thread was not parked (`std::thread::park`'s token).
     unparked: bool,
     /// The thread waits here for the token: a hand-off wakes exactly the thread chosen.
     cv: Arc<Condvar>,
+    /// Run by a host layer (the interposer) that cannot unwind through its callers: after a
+    /// failure it stays parked for ever instead, and the supervisor does not join it.
+    pub(crate) hosted: bool,
 }
 
 /// Payload of the unwinding that ends a simulated thread after the run failed elsewhere.
@@ -141,19 +148,21 @@ pub(crate) struct Cfg {
 }
 
 pub(crate) struct State {
-    threads: Vec<Th>,
-    current: Option<Tid>,
-    chooser: Chooser,
-    rng: ChaCha8Rng,
+    pub(crate) threads: Vec<Th>,
+    pub(crate) current: Option<Tid>,
+    pub(crate) chooser: Chooser,
+    pub(crate) rng: ChaCha8Rng,
     /// Switch points so far (the PCT clock).
     pub(crate) step: u64,
     /// Switch points since the kernel last changed.
-    idle: u64,
+    pub(crate) idle: u64,
+    /// Futex wait queues: the word's address -> (waiter, bitset), oldest first.
+    pub(crate) futex: BTreeMap<usize, VecDeque<(Tid, u32)>>,
     pub(crate) schedule: Vec<Step>,
     pub(crate) failure: Option<Failure>,
     pub(crate) os: Vec<(Tid, OsJoinHandle<()>)>,
     pub(crate) cfg: Cfg,
-    finished: usize,
+    pub(crate) finished: usize,
     /// Whether the run is over (every thread finished, or a failure was reported).
     pub(crate) over: bool,
 }
@@ -181,7 +190,9 @@ pub(crate) struct Shared {
 
 thread_local! {
     /// The scheduler this OS thread belongs to, and its id there.
-    static CURRENT: RefCell<Option<(Arc<Shared>, Tid)>> = const { RefCell::new(None) };
+    pub(crate) static CURRENT: RefCell<Option<(Arc<Shared>, Tid)>> = const { RefCell::new(None) };
+    /// Whether this OS thread is a hosted simulated thread (see `Th::hosted`).
+    pub(crate) static HOSTED: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Locks `m`, ignoring poisoning: the scheduler never panics while it holds a lock (failures
@@ -214,7 +225,17 @@ pub(crate) fn os_thread_name() -> String {
     }
 }
 
+/// Ends the calling simulated thread after the run failed elsewhere: it unwinds, or, for a
+/// hosted thread (which must not unwind through C frames), it waits for ever.
 fn abort() -> ! {
+    if HOSTED.with(Cell::get) {
+        let m = Mutex::new(());
+        let cv = Condvar::new();
+        let mut g = lock(&m);
+        loop {
+            g = cv.wait(g).unwrap_or_else(|e| e.into_inner());
+        }
+    }
     panic::resume_unwind(Box::new(Aborted))
 }
 
@@ -225,6 +246,19 @@ fn panic_message(p: &(dyn Any + Send)) -> String {
         s.clone()
     } else {
         "(a panic payload that is not a string)".to_owned()
+    }
+}
+
+impl Th {
+    pub(crate) fn new(name: String, hosted: bool) -> Th {
+        Th {
+            name,
+            status: Status::Runnable,
+            last: None,
+            unparked: false,
+            cv: Arc::new(Condvar::new()),
+            hosted,
+        }
     }
 }
 
@@ -240,12 +274,14 @@ impl Shared {
                     last: None,
                     unparked: false,
                     cv: Arc::new(Condvar::new()),
+                    hosted: false,
                 }],
                 current: Some(Tid(0)),
                 chooser,
                 rng,
                 step: 0,
                 idle: 0,
+                futex: BTreeMap::new(),
                 schedule: Vec::new(),
                 failure: None,
                 os: Vec::new(),
@@ -305,6 +341,7 @@ impl Shared {
             last: None,
             unparked: false,
             cv: Arc::new(Condvar::new()),
+            hosted: false,
         });
         let State { chooser, rng, .. } = &mut *st;
         chooser.on_spawn(tid, rng);
@@ -313,7 +350,11 @@ impl Shared {
     }
 
     /// Waits until `me` holds the token; unwinds if the run failed meanwhile.
-    fn wait_turn<'a>(&'a self, mut st: MutexGuard<'a, State>, me: Tid) -> MutexGuard<'a, State> {
+    pub(crate) fn wait_turn<'a>(
+        &'a self,
+        mut st: MutexGuard<'a, State>,
+        me: Tid,
+    ) -> MutexGuard<'a, State> {
         if st.current != Some(me) && st.failure.is_none() {
             let cv = Arc::clone(&st.threads[me.0 as usize].cv);
             while st.current != Some(me) && st.failure.is_none() {
@@ -414,7 +455,7 @@ impl Shared {
     }
 
     /// `me` returned from its closure (or panicked with `panicked`).
-    fn finish(&self, me: Tid, panicked: Option<String>) {
+    pub(crate) fn finish(&self, me: Tid, panicked: Option<String>) {
         let mut st = lock(&self.state);
         if st.failure.is_some() {
             return;
@@ -497,29 +538,48 @@ impl Shared {
     }
 
     /// Nobody is runnable: move virtual time to the kernel's next event or the earliest
-    /// deadline, and make the kernel's waiters retry. `false` if time cannot move.
+    /// deadline (of an `epoll_wait` or a timed futex wait), make the kernel's waiters retry and
+    /// wake the futex waiters whose deadline has come. `false` if time cannot move.
     fn let_time_pass(&self, st: &mut State) -> bool {
         let mut any_kernel = false;
         let mut deadline: Option<u64> = None;
         for th in &st.threads {
-            if let Status::Blocked(Wait::Kernel { deadline_ns }, _) = th.status {
-                any_kernel = true;
-                if let Some(d) = deadline_ns {
-                    deadline = Some(deadline.map_or(d, |e| e.min(d)));
+            let d = match th.status {
+                Status::Blocked(Wait::Kernel { deadline_ns }, _) => {
+                    any_kernel = true;
+                    deadline_ns
                 }
+                Status::Blocked(Wait::Futex { deadline_ns }, _) => deadline_ns,
+                _ => None,
+            };
+            if let Some(d) = d {
+                deadline = Some(deadline.map_or(d, |e| e.min(d)));
             }
         }
-        if !any_kernel {
+        if !any_kernel && deadline.is_none() {
             return false;
         }
-        let moved = lock(&self.sim).advance(deadline);
-        if !moved && deadline.is_none() {
-            return false;
-        }
+        let now_ns = {
+            let sim = lock(&self.sim);
+            let due = deadline.is_some_and(|d| d <= sim.now_ns());
+            if !due && !sim.advance(deadline) && deadline.is_none() {
+                return false;
+            }
+            sim.now_ns()
+        };
         st.idle = 0;
         for th in &mut st.threads {
-            if let Status::Blocked(Wait::Kernel { .. }, _) = th.status {
-                th.status = Status::Runnable;
+            match th.status {
+                Status::Blocked(Wait::Kernel { .. }, _) => th.status = Status::Runnable,
+                Status::Blocked(
+                    Wait::Futex {
+                        deadline_ns: Some(d),
+                    },
+                    _,
+                ) if d <= now_ns => {
+                    th.status = Status::Runnable;
+                }
+                _ => {}
             }
         }
         true
@@ -553,6 +613,15 @@ impl Shared {
                         }
                         Status::Blocked(Wait::Join(t), _) => format!("blocked joining {t}"),
                         Status::Blocked(Wait::Park, c) => format!("parked in {c}"),
+                        Status::Blocked(Wait::Futex { deadline_ns: None }, c) => {
+                            format!("waiting in {c}")
+                        }
+                        Status::Blocked(
+                            Wait::Futex {
+                                deadline_ns: Some(d),
+                            },
+                            c,
+                        ) => format!("waiting in {c} until {d} ns"),
                         Status::Finished => "finished".to_owned(),
                     },
                     last_call: th.last,
