@@ -33,7 +33,8 @@
 //! |---|---|
 //! | this file | [`run`]: puts the calling thread on a simulated kernel for a closure |
 //! | `state.rs` | the thread's run, and descriptor numbering: routing by number |
-//! | `calls.rs` | the `#[no_mangle] extern "C"` definitions, one per interposed function |
+//! | `calls/mod.rs` | what every interposed call shares: routing, errno, the panic guard, buffers |
+//! | `calls/{epoll,socket,data,fd,time,thread}.rs` | the `#[no_mangle] extern "C"` definitions, one file per call family |
 //! | `real.rs` | glibc's definitions through `dlsym(RTLD_NEXT)`, raw `syscall` fallbacks |
 //! | `auto.rs` | `NETPOLL_SIM=<seed>`: every new thread (every libtest test) on a kernel of its own |
 //!

@@ -576,6 +576,12 @@ impl Kernel {
                 let r = self.write_raw(f, &buf[..len]);
                 if matches!(r, Ok(n) if n == len) {
                     self.faults.short_writes += 1;
+                    // On Linux a write stops short only when the buffer is full, and the
+                    // writer then gets an `EPOLLOUT` edge when room returns (`SOCK_NOSPACE`,
+                    // `sk_write_space`); tokio clears its write readiness after a short write
+                    // and waits for that edge. The fault is a buffer that filled and drained
+                    // again at once: the edge follows the write.
+                    self.wake(f, Events::OUT | Events::WRNORM);
                 }
                 return r;
             }

@@ -121,6 +121,38 @@ fn short_writes_take_less_than_there_is_room_for() {
     assert_eq!(p.fault_counts().short_writes, 1);
 }
 
+/// A write cut short is followed by an `EPOLLOUT` edge for an edge-triggered writer, with no
+/// read by the peer: the fault is a buffer that filled and drained again at once. (On Linux a
+/// short write means the buffer filled, and the edge comes when room returns; tokio waits for
+/// it. `scenarios/tests/sim_findings.rs` checks the sequence with a drain on both kernels.)
+#[test]
+fn a_short_write_is_followed_by_an_out_edge() {
+    for seed in 0..20 {
+        let p = sim(
+            seed,
+            FaultPlan {
+                short_write: 1.0,
+                ..FaultPlan::none()
+            },
+        );
+        let [a, _b] = p.socketpair(SOCK_NONBLOCK).unwrap();
+        let ep = p.epoll_create1(0).unwrap();
+        let ev = EpollEvent::new(Events::OUT | Events::ET, 1);
+        p.epoll_ctl(ep, EPOLL_CTL_ADD, a, Some(ev)).unwrap();
+        let mut evs = [EpollEvent::EMPTY; 4];
+        assert_eq!(p.epoll_wait(ep, &mut evs, 0).unwrap(), 1, "the first edge");
+        assert_eq!(p.epoll_wait(ep, &mut evs, 0).unwrap(), 0, "no second edge");
+        let n = p.write(a, &[7u8; 100]).unwrap();
+        assert!((1..100).contains(&n), "seed {seed}: {n}");
+        let got = p.epoll_wait(ep, &mut evs, 0).unwrap();
+        assert!(
+            got == 1 && evs[0].events.contains(Events::OUT),
+            "seed {seed}: no EPOLLOUT edge after a short write: {:?}",
+            &evs[..got]
+        );
+    }
+}
+
 #[test]
 fn spurious_events_report_an_idle_fd_and_read_says_eagain() {
     let p = sim(
