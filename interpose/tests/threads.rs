@@ -345,3 +345,43 @@ fn a_thread_outside_the_run_gets_ebadf_on_its_descriptors() {
     outside.join().unwrap();
     assert_eq!(out.value, (-1, libc::EBADF));
 }
+
+/// Prints one seeded multi-thread run's fingerprint when run as a child of
+/// `one_seed_gives_one_fingerprint_in_two_processes`; does nothing otherwise.
+#[test]
+fn child_fingerprint() {
+    let Ok(seed) = std::env::var("NETPOLL_THREADS_CHILD_SEED") else {
+        return;
+    };
+    let seed: u64 = seed.parse().expect("a seed");
+    let (results, schedule, (calls, trace)) = tokio_run(Runner::new(seed), seed);
+    println!("fingerprint {results:?} {schedule:016x} {calls} {trace:016x}");
+}
+
+#[test]
+fn one_seed_gives_one_fingerprint_in_two_processes() {
+    let child = |seed: u64| {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "child_fingerprint",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ])
+            .env("NETPOLL_THREADS_CHILD_SEED", seed.to_string())
+            .output()
+            .expect("the test binary runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.lines()
+            .find_map(|l| l.find("fingerprint ").map(|i| l[i..].to_owned()))
+            .unwrap_or_else(|| panic!("no fingerprint line in {text}"))
+    };
+    assert_eq!(child(11), child(11));
+    assert_ne!(child(11), child(12));
+}

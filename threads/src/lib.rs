@@ -51,6 +51,8 @@
 //! | `poller.rs` | [`ThreadedSim`]: the kernel shared by the threads; which calls block |
 //! | `report.rs` | [`Report`] and [`Failure`]: the schedule, one track per thread; replay lines |
 //! | [`sync`] | a [`Mutex`](sync::Mutex) and a [`Condvar`](sync::Condvar) whose blocking is the scheduler's |
+//! | `futex.rs` | [`futex_wait`] / [`futex_wake`] (with deadlines in virtual time) and [`sleep`] |
+//! | [`host`] | hooks for a layer that hosts unmodified code (netpoll-interpose): threads it creates, threads that never unwind |
 //!
 //! ## Blocking and time
 //!
@@ -59,7 +61,8 @@
 //! A thread blocked on the kernel becomes runnable again, and retries its call, as soon as
 //! another thread's call may have changed the kernel (any call that succeeded). Virtual time
 //! moves only when no thread is runnable: to the kernel's next queued event (a packet on the
-//! loopback network) or the earliest `epoll_wait` deadline, whichever is first. If there is
+//! loopback network) or the earliest deadline (of an `epoll_wait`, a timed [`futex_wait`] or a
+//! [`sleep`]), whichever is first. If there is
 //! neither, every thread would wait for ever: the run fails with [`FailureKind::Deadlock`],
 //! reporting each thread's blocking call.
 //!
@@ -99,7 +102,9 @@
 //!   and are not checked for the calling thread (they change nothing another thread can see).
 //! - `std::sync` primitives: a simulated thread that blocks on a `std::sync::Mutex` held by
 //!   another simulated thread stalls the run (reported by the watchdog). Use [`sync`]'s, or
-//!   [`park`] / [`Thread::unpark`] to build others.
+//!   [`park`] / [`Thread::unpark`] or [`futex_wait`] / [`futex_wake`] to build others. Under
+//!   `netpoll_interpose::run_threads`, std's own primitives (built on Linux's futex) become
+//!   these futex waits and wakes, and `std::thread::spawn` starts simulated threads.
 
 mod futex;
 pub mod host;
