@@ -10,7 +10,6 @@
 
 use std::cell::Cell;
 use std::cell::RefCell;
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Once;
 
@@ -98,7 +97,7 @@ pub(crate) fn start() -> Option<&'static Current<'static>> {
         slot,
         rng: RefCell::new(stream(seed, Stream::Getrandom)),
         idle: Cell::new(0),
-        opts: RefCell::new(BTreeMap::new()),
+        opts: state::Opts::default(),
         events: RefCell::new(Vec::new()),
     }));
     std::mem::forget(state::enter(cur));

@@ -187,7 +187,6 @@ mod state;
 mod threads;
 
 use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
 
 use netpoll_sim::rng::{stream, Stream};
 use netpoll_sim::Sim;
@@ -233,7 +232,7 @@ pub fn run<T>(sim: &Sim, f: impl FnOnce() -> T) -> T {
         slot,
         rng: RefCell::new(stream(sim.seed(), Stream::Getrandom)),
         idle: Cell::new(0),
-        opts: RefCell::new(BTreeMap::new()),
+        opts: state::Opts::default(),
         events: RefCell::new(Vec::new()),
     };
     struct Release(u32);

@@ -10,6 +10,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::ptr;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use netpoll::{EpollEvent, Fd};
 use rand_chacha::ChaCha8Rng;
@@ -39,10 +40,28 @@ pub(crate) struct Current<'a> {
     /// Zero-timeout waits and yields since time last moved.
     pub idle: Cell<u32>,
     /// Socket options the kernel does not model but that programs set and read back:
-    /// (fd, level, name) -> value.
-    pub opts: RefCell<BTreeMap<(Fd, i32, i32), i32>>,
+    /// (fd, level, name) -> value. Shared by the threads of a threaded run.
+    pub opts: Opts,
     /// `epoll_wait`'s result buffer, kept between calls.
     pub events: RefCell<Vec<EpollEvent>>,
+}
+
+/// A run's remembered socket options, shared by its threads (only one runs at a time, so the
+/// lock is never contended).
+#[derive(Clone, Default)]
+pub(crate) struct Opts(Arc<Mutex<OptMap>>);
+
+/// (fd, level, name) -> value.
+type OptMap = BTreeMap<(Fd, i32, i32), i32>;
+
+impl Opts {
+    pub(crate) fn borrow(&self) -> MutexGuard<'_, OptMap> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn borrow_mut(&self) -> MutexGuard<'_, OptMap> {
+        self.borrow()
+    }
 }
 
 thread_local! {
@@ -53,6 +72,22 @@ thread_local! {
     /// the interposer, the simulated kernel or the thread scheduler: their own locks) is
     /// forwarded to glibc.
     static DEPTH: Cell<u32> = const { Cell::new(0) };
+    /// Whether this thread is off every run for now (it supervises a threaded run: its own
+    /// waits are real, and it gets no `NETPOLL_SIM` kernel meanwhile).
+    static OFF: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Takes the calling thread off every run until the guard drops.
+pub(crate) fn off() -> Off {
+    Off(OFF.with(|o| o.replace(true)))
+}
+
+pub(crate) struct Off(bool);
+
+impl Drop for Off {
+    fn drop(&mut self) {
+        OFF.with(|o| o.set(self.0));
+    }
 }
 
 /// Whether the calling thread is inside an interposed call.
@@ -76,6 +111,9 @@ impl Drop for Inside {
 
 /// The calling thread's run, if it is on one.
 pub(crate) fn current() -> Option<&'static Current<'static>> {
+    if OFF.with(Cell::get) {
+        return None;
+    }
     let p = CURRENT.with(Cell::get);
     if p.is_null() && crate::auto::eligible() {
         return crate::auto::start();
@@ -90,6 +128,9 @@ pub(crate) fn current() -> Option<&'static Current<'static>> {
 
 /// The calling thread's run if it already has one (never makes a `NETPOLL_SIM` kernel).
 pub(crate) fn existing() -> Option<&'static Current<'static>> {
+    if OFF.with(Cell::get) {
+        return None;
+    }
     let p = CURRENT.with(Cell::get);
     // SAFETY: as in `current`.
     unsafe { p.as_ref() }

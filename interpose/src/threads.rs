@@ -34,7 +34,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::calls::guard;
 use crate::kernel::Kernel;
 use crate::real;
-use crate::state::{self, existing, nested, Current};
+use crate::state::{self, existing, nested, Current, Opts};
 
 /// Runs `f` on `sim` as the first of a set of simulated threads under `runner`'s seeded
 /// scheduler, with the threads it starts (`std::thread::spawn`, tokio's multi-thread runtime
@@ -90,11 +90,12 @@ where
     crate::quiet_lost_wakeup_scan(&sim);
     let slot = state::claim_slot().expect("at most 1,024 netpoll_interpose runs alive at once");
     let seed = sim.seed();
+    let opts = Opts::default();
     // This thread only supervises: its own waits are real, whatever run it is on.
-    let prev = state::take_current();
+    let off = state::off();
     let r = runner.run(sim, move |k| {
         host::hosted();
-        let cur = current(k, slot, seed, Tid(0));
+        let cur = current(k, slot, seed, Tid(0), opts);
         let _entered = state::enter(&cur);
         let main = std::thread::Builder::new()
             .name("main".to_owned())
@@ -105,15 +106,13 @@ where
             Err(p) => std::panic::resume_unwind(p),
         }
     });
-    if let Some(p) = prev {
-        std::mem::forget(state::enter(p));
-    }
+    drop(off);
     state::release_slot(slot);
     r
 }
 
 /// The per-thread state of simulated thread `tid` of a threaded run.
-fn current(k: ThreadedSim, slot: u32, seed: u64, tid: Tid) -> Current<'static> {
+fn current(k: ThreadedSim, slot: u32, seed: u64, tid: Tid, opts: Opts) -> Current<'static> {
     let rng = if tid.0 == 0 {
         stream(seed, Stream::Getrandom)
     } else {
@@ -127,7 +126,7 @@ fn current(k: ThreadedSim, slot: u32, seed: u64, tid: Tid) -> Current<'static> {
         slot,
         rng: std::cell::RefCell::new(rng),
         idle: std::cell::Cell::new(0),
-        opts: std::cell::RefCell::new(BTreeMap::new()),
+        opts,
         events: std::cell::RefCell::new(Vec::new()),
     }
 }
@@ -146,6 +145,7 @@ struct Start {
     reserved: Reserved,
     slot: u32,
     seed: u64,
+    opts: Opts,
 }
 
 /// `pthread_create` on a simulated thread of a threaded run: the new thread joins the run.
@@ -168,6 +168,7 @@ pub(crate) unsafe fn create(
         reserved: reserved.clone(),
         slot: cur.slot,
         seed,
+        opts: cur.opts.clone(),
     }));
     // SAFETY: the trampoline takes back `s` on the new thread and calls `start(arg)` there.
     let r = unsafe { real::pthread_create(t, attr, trampoline, s.cast()) };
@@ -194,8 +195,13 @@ extern "C" fn trampoline(p: *mut c_void) -> *mut c_void {
     EXIT.with(|_| {});
     s.reserved.attach();
     let k = host::current_kernel().expect("an attached thread is a simulated thread");
-    let cur: &'static Current<'static> =
-        Box::leak(Box::new(current(k, s.slot, s.seed, s.reserved.tid())));
+    let cur: &'static Current<'static> = Box::leak(Box::new(current(
+        k,
+        s.slot,
+        s.seed,
+        s.reserved.tid(),
+        s.opts.clone(),
+    )));
     std::mem::forget(state::enter(cur));
     (s.start)(s.arg)
 }

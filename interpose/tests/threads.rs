@@ -385,3 +385,17 @@ fn one_seed_gives_one_fingerprint_in_two_processes() {
     assert_eq!(child(11), child(11));
     assert_ne!(child(11), child(12));
 }
+
+#[test]
+fn socket_options_are_shared_by_the_threads_of_a_run() {
+    let out = run_threads(Runner::new(2), Sim::new(2), || {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        c.set_nodelay(true).unwrap();
+        std::thread::spawn(move || c.nodelay().unwrap())
+            .join()
+            .unwrap()
+    })
+    .unwrap_or_else(|f| panic!("{f}"));
+    assert!(out.value, "TCP_NODELAY set on one thread reads back on another");
+}
