@@ -397,5 +397,64 @@ fn socket_options_are_shared_by_the_threads_of_a_run() {
             .unwrap()
     })
     .unwrap_or_else(|f| panic!("{f}"));
-    assert!(out.value, "TCP_NODELAY set on one thread reads back on another");
+    assert!(
+        out.value,
+        "TCP_NODELAY set on one thread reads back on another"
+    );
+}
+
+/// A simulated thread that spins without a switch point holds the token: the watchdog reports
+/// it with its last call (here after 300 ms of wall-clock time), and the test goes on.
+#[test]
+fn a_thread_spinning_without_a_switch_point_is_reported() {
+    static STOP: AtomicBool = AtomicBool::new(false);
+    let r = run_threads(
+        Runner::new(1).watchdog(Duration::from_millis(300)),
+        Sim::new(1),
+        || {
+            let _l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            while !STOP.load(Ordering::SeqCst) {
+                std::hint::spin_loop();
+            }
+        },
+    );
+    STOP.store(true, Ordering::SeqCst);
+    let f = r.expect_err("the thread never reached a switch point");
+    assert_eq!(f.kind, FailureKind::Spin);
+    let text = f.to_string();
+    assert!(text.contains("`main`") && text.contains("listen"), "{text}");
+}
+
+/// A lost update between two std threads (load, a switch point, store) is found by sweeping
+/// seeds, and its seed replays it.
+#[test]
+fn a_race_between_std_threads_is_found_by_seed_and_replayed() {
+    use std::sync::atomic::AtomicU32;
+    let count = |seed: u64| {
+        run_threads(Runner::new(seed), Sim::new(seed), || {
+            let n = Arc::new(AtomicU32::new(0));
+            let hs: Vec<_> = (0..2)
+                .map(|_| {
+                    let n = n.clone();
+                    std::thread::spawn(move || {
+                        let v = n.load(Ordering::SeqCst);
+                        std::thread::yield_now();
+                        n.store(v + 1, Ordering::SeqCst);
+                    })
+                })
+                .collect();
+            for h in hs {
+                h.join().unwrap();
+            }
+            n.load(Ordering::SeqCst)
+        })
+        .unwrap_or_else(|f| panic!("{f}"))
+        .value
+    };
+    let lost = (0..100)
+        .find(|&s| count(s) != 2)
+        .expect("some seed loses an update");
+    assert_eq!(count(lost), 1, "seed {lost} replays the lost update");
+    assert_eq!(count(lost), 1);
+    assert!((0..100).any(|s| count(s) == 2), "and some seed does not");
 }

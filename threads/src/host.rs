@@ -16,6 +16,35 @@
 //! A hosted thread ([`hosted`], and every attached thread) never unwinds when the run fails
 //! elsewhere: it waits for ever instead, and [`Runner::run`](crate::Runner::run) returns the
 //! failure without joining it (the thread is left behind, as a spinning one is).
+//!
+//! ```
+//! use netpoll::{sys::*, Poller};
+//! use netpoll_sim::Sim;
+//! use netpoll_threads::{host, Runner};
+//!
+//! let out = Runner::new(3).run(Sim::new(3), |k| {
+//!     let [r, w] = k.pipe2(O_NONBLOCK).unwrap();
+//!     // A thread the host makes itself (here with std; the interposer uses pthread_create).
+//!     let reserved = host::reserve("writer");
+//!     let tid = reserved.tid();
+//!     let os = std::thread::spawn({
+//!         let (reserved, k) = (reserved.clone(), k.clone());
+//!         move || {
+//!             reserved.attach();
+//!             k.write(w, b"hi").unwrap();
+//!             host::detach();
+//!         }
+//!     });
+//!     reserved.started();
+//!     host::join(tid);
+//!     os.join().unwrap();
+//!     let mut buf = [0u8; 2];
+//!     k.read(r, &mut buf).unwrap();
+//!     buf
+//! }).unwrap();
+//! assert_eq!(&out.value, b"hi");
+//! assert_eq!(out.report.thread_names(), ["main", "writer"]);
+//! ```
 
 use std::cell::Cell;
 use std::sync::Arc;
