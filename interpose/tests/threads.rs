@@ -458,3 +458,36 @@ fn a_race_between_std_threads_is_found_by_seed_and_replayed() {
     assert_eq!(count(lost), 1);
     assert!((0..100).any(|s| count(s) == 2), "and some seed does not");
 }
+
+/// std's other futex-based primitives: scoped threads, `RwLock`, `Barrier`, `OnceLock`.
+#[test]
+fn std_scope_rwlock_barrier_and_oncelock_run_on_simulated_threads() {
+    use std::sync::{Barrier, OnceLock, RwLock};
+    for seed in 0..20 {
+        let out = run_threads(Runner::new(seed), Sim::new(seed), || {
+            let lock = RwLock::new(Vec::new());
+            let barrier = Barrier::new(3);
+            let once = OnceLock::new();
+            std::thread::scope(|s| {
+                for i in 0..3 {
+                    let (lock, barrier, once) = (&lock, &barrier, &once);
+                    s.spawn(move || {
+                        let first = *once.get_or_init(|| {
+                            std::thread::yield_now();
+                            i
+                        });
+                        barrier.wait();
+                        let seen = lock.read().unwrap().len();
+                        std::thread::yield_now();
+                        lock.write().unwrap().push((i, first, seen));
+                    });
+                }
+            });
+            lock.into_inner().unwrap()
+        })
+        .unwrap_or_else(|f| panic!("{f}"));
+        let v = out.value;
+        assert_eq!(v.len(), 3, "seed {seed}");
+        assert!(v.iter().all(|e| e.1 == v[0].1), "seed {seed}: one initialiser: {v:?}");
+    }
+}
