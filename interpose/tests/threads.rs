@@ -488,6 +488,49 @@ fn std_scope_rwlock_barrier_and_oncelock_run_on_simulated_threads() {
         .unwrap_or_else(|f| panic!("{f}"));
         let v = out.value;
         assert_eq!(v.len(), 3, "seed {seed}");
-        assert!(v.iter().all(|e| e.1 == v[0].1), "seed {seed}: one initialiser: {v:?}");
+        assert!(
+            v.iter().all(|e| e.1 == v[0].1),
+            "seed {seed}: one initialiser: {v:?}"
+        );
+    }
+}
+
+/// FINDINGS.md T3: with `EdgePolicy::EmptyToNonEmpty` (a write into a non-empty buffer makes
+/// no new edge, as on other kernels), tokio's multi-thread runtime hangs: mio's eventfd waker is
+/// written on every wake and never read, so after the first wake the counter stays non-zero and
+/// later wakes of the worker parked in `epoll_wait` make no edge. On Linux every eventfd write
+/// wakes the waiters. Each seed's hang is reported as a deadlock and replays; the same seeds
+/// pass with Linux's edges.
+#[test]
+fn finding_t3_tokio_multi_thread_loses_driver_wakes_under_empty_to_nonempty_edges() {
+    use netpoll_sim::{EdgePolicy, FaultPlan, SimConfig};
+    let coalescing = |seed| {
+        let faults = FaultPlan {
+            edge: EdgePolicy::EmptyToNonEmpty,
+            ..FaultPlan::none()
+        };
+        Sim::with_config(
+            seed,
+            SimConfig {
+                faults,
+                ..SimConfig::default()
+            },
+        )
+    };
+    for seed in 0..5 {
+        let hang = |sim| {
+            run_threads(Runner::new(seed), sim, || tokio_echo(4, 6))
+                .expect_err("the driver's wake is lost")
+        };
+        let (a, b) = (hang(coalescing(seed)), hang(coalescing(seed)));
+        assert_eq!(a.kind, FailureKind::Deadlock, "{a}");
+        assert!(a.to_string().contains("epoll_wait(fd 3, -1)"), "{a}");
+        assert_eq!(
+            a.to_string(),
+            b.to_string(),
+            "seed {seed} replays the same hang"
+        );
+        let linux = run_threads(Runner::new(seed), Sim::new(seed), || tokio_echo(4, 6));
+        assert!(linux.is_ok(), "seed {seed} with Linux's edges");
     }
 }
