@@ -561,8 +561,7 @@ impl Shared {
         }
         let now_ns = {
             let sim = lock(&self.sim);
-            let due = deadline.is_some_and(|d| d <= sim.now_ns());
-            if !due && !sim.advance(deadline) && deadline.is_none() {
+            if !sim.advance(deadline) && deadline.is_none() {
                 return false;
             }
             sim.now_ns()
