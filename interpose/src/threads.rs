@@ -52,8 +52,9 @@ use crate::state::{self, existing, nested, Current, Opts};
 ///
 /// # Errors
 /// The scheduler's [`Failure`]: a deadlock (every thread blocked, with what each waits for), a
-/// panic in `f` or in a thread nobody joins, a livelock, a thread that spins without a switch
-/// point. Its `Display` has the schedule, one column per thread, and the replay line. Threads
+/// panic in `f` (a panic in another thread is std's to report: its `join` returns it), a
+/// livelock, a thread that spins without a switch point or blocks where the scheduler cannot
+/// see (the watchdog). Its `Display` has the schedule, one column per thread, and the replay line. Threads
 /// still blocked when the run fails are left waiting (they cannot unwind through C frames);
 /// the test goes on.
 ///
