@@ -9,12 +9,10 @@
 //! thread's start routine returns.
 
 use std::cell::Cell;
-use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Once;
 
 use libc::c_void;
-use netpoll_sim::rng::{stream, Stream};
 use netpoll_sim::Sim;
 
 use crate::state::{self, Current};
@@ -91,15 +89,7 @@ pub(crate) fn start() -> Option<&'static Current<'static>> {
         seed,
         netpoll_sim::SimConfig::linux_loopback(),
     )));
-    crate::quiet_lost_wakeup_scan(sim);
-    let cur: &'static Current<'static> = Box::leak(Box::new(Current {
-        sim: crate::kernel::Kernel::Single(sim),
-        slot,
-        rng: RefCell::new(stream(seed, Stream::Getrandom)),
-        idle: Cell::new(0),
-        opts: state::Opts::default(),
-        events: RefCell::new(Vec::new()),
-    }));
+    let cur: &'static Current<'static> = Box::leak(Box::new(Current::new(sim, slot, seed)));
     std::mem::forget(state::enter(cur));
     Some(cur)
 }

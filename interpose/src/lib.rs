@@ -35,6 +35,9 @@
 //! | `state.rs` | the thread's run, and descriptor numbering: routing by number |
 //! | `calls/mod.rs` | what every interposed call shares: routing, errno, the panic guard, buffers |
 //! | `calls/{epoll,socket,data,fd,time,thread}.rs` | the `#[no_mangle] extern "C"` definitions, one file per call family |
+//! | `calls/limits.rs` | the one place that refuses what a run does not support, naming the limitation |
+//! | `waits.rs` | the async lost-wakeup oracle: what the program waits for on each descriptor |
+//! | `check.rs` | [`CheckInterposed`]: `Check::run_tokio` and `run_interposed` (feature `check`, on by default) |
 //! | `real.rs` | glibc's definitions through `dlsym(RTLD_NEXT)`, raw `syscall` fallbacks |
 //! | `auto.rs` | `NETPOLL_SIM=<seed>`: every new thread (every libtest test) on a kernel of its own |
 //! | `kernel.rs` | the kernel a run drives: a `Sim` of its own, or the threads' shared `ThreadedSim` |
@@ -97,6 +100,18 @@
 //!   wake from a thread that is not on the run is not seen). On [`run_threads`], the thread
 //!   blocks in the scheduler; time reaches its deadline when no thread can run. An untimed
 //!   futex wait on [`run`] goes to Linux.
+//! - `getrandom` draws from the run's own ChaCha stream, so std's `RandomState` keys made on
+//!   a thread's first hash map, if that is on a run, follow the seed.
+//! - tokio's own randomness (the branch order of `select!` without `biased;`) comes from the
+//!   runtime's generator, which tokio 1.54 seeds in `Builder::new_*` by hashing a process-wide
+//!   counter with a `RandomState` (whose keys std makes once per thread, then increments): it
+//!   depends on how many runtimes and hash maps the process made before, not on the seed, and
+//!   no interposed call can reset it. What users must set: build with
+//!   `RUSTFLAGS="--cfg tokio_unstable"`; [`tokio_runtime`] (and so
+//!   [`CheckInterposed::run_tokio`]) then calls `Builder::rng_seed` with the run's seed, and
+//!   one seed gives one branch order, two seeds two (`tests/select_seed.rs`, run by CI in a
+//!   target directory of its own). A test that builds its own runtime calls `rng_seed` itself,
+//!   or writes `biased;`.
 //!
 //! ## Threads: [`run_threads`]
 //!
@@ -138,34 +153,49 @@
 //! call on a real descriptor), is reported by the watchdog with its last call. A run's threads
 //! never unwind through the interposer's C frames: when the run fails, those still blocked are
 //! left waiting, and [`run_threads`] returns the failure.
-//! - `getrandom` draws from the run's own ChaCha stream, so std's `RandomState` keys made on
-//!   the run follow the seed. tokio seeds its runtime (the branch order of `select!`) from
-//!   `RandomState`: create the runtime inside [`run`] and its choices follow the seed. With
-//!   `--cfg tokio_unstable`, `Builder::rng_seed` fixes it explicitly.
 //!
 //! ## Over many seeds, under faults
 //!
-//! [`run`] takes any [`Sim`], so a sweep is a loop over seeds and fault plans
-//! (`SimConfig { faults: FaultPlan::chaos(), .. }`; the examples take `--faults
-//! none|chaos|swarm|loopback`). The one-call check (`netpoll_scenarios::check::Check`, being
-//! written on another branch) hands its closure a `&Sim` per seed; a tokio program runs under it
-//! as `Check::new().run(|sim| netpoll_interpose::run(sim, || program()))`, judged by the same
-//! oracles. That integration, and the `#[netpoll::test]` attribute for async tests, are not
-//! done here.
+//! [`CheckInterposed`] gives `netpoll_scenarios::check::Check` two more ways to run:
+//! `run_tokio(|| async { ... })` (a fresh `current_thread` runtime with every driver per seed,
+//! as `#[madsim::test]` does) and `run_interposed(|| ...)` (std::net or mio code). Each seed
+//! runs on a fresh kernel under the check's fault plan and oracles; a failure prints the seed,
+//! the oracle, the replay line and the shrunk fault plan. `#[netpoll::test(tokio, seeds = ..,
+//! faults = "chaos")]` on an `async fn` writes the `#[test]` around it
+//! (`#[netpoll::test(interposed)]` for a plain function). The examples take `--faults
+//! none|chaos|swarm|loopback` or one knob alone.
+//!
+//! ## The lost-wakeup oracle for async programs
+//!
+//! The kernel's scan judges, at quiescence (the runtime asleep in `epoll_wait` with nothing in
+//! flight), the registrations that are ready with no event queued, by what the program wants
+//! on each. For a program on a run, what it wants comes from its own calls (`waits.rs`): after
+//! a read that got `EAGAIN` or fewer bytes than asked, it wants `IN`; after a write that got
+//! `EAGAIN` or took part of the buffer, `OUT`; after `accept` got `EAGAIN`, `IN`; after a
+//! `connect` in progress, `OUT` until `SO_ERROR` is read. That is tokio's contract: those are
+//! exactly the results after which `PollEvented` clears its cached readiness and parks the
+//! task on the next edge. So a registration that is ready for what the program last waited
+//! for, whose edge was reported and that nobody read since, is an edge that woke no task: a
+//! future that returned `Pending` without registering its waker. A program that gets `EAGAIN`
+//! and then, on purpose, waits for something else (polling with `try_read` and a timer) is
+//! reported too: switch the oracle off for it (`Check::oracles`, or
+//! [`quiet_lost_wakeup_scan`] inside the run).
 //!
 //! ## Not supported
 //!
 //! - **Threads on [`run`] and under `NETPOLL_SIM`.** Such a run is one thread: `pthread_create`
-//!   on it fails with `EAGAIN` and a message naming [`run_threads`], and tokio's
-//!   `spawn_blocking`, file I/O, name resolution and multi-thread runtime stop with tokio's
-//!   own error naming the failed spawn. Under [`run_threads`] they work.
+//!   on it fails with `EAGAIN` and a message naming the limitation and [`run_threads`]: tokio's
+//!   `spawn_blocking`, file I/O, name resolution and multi-thread runtime stop with tokio's own
+//!   error naming the failed spawn ("OS can't spawn worker thread"), and the limitation. Under
+//!   [`run_threads`] they work.
 //! - **Futex commands** other than `FUTEX_WAIT`, `FUTEX_WAKE` and their `_BITSET` forms
 //!   (requeue, `WAKE_OP`, priority inheritance) fail with `ENOSYS` and a message on a simulated
 //!   thread. std and tokio use none of them.
 //! - **Signals.** tokio's signal driver (features `signal`, `process`) keeps one socket pair
 //!   for the whole process: made on the first run's kernel, it is a dead descriptor for every
-//!   later runtime (`Failed building the Runtime: EBADF`). Build tokio without those features
-//!   for programs on the sim.
+//!   later runtime; its `F_DUPFD_CLOEXEC` fails with `EBADF` and a message naming this
+//!   (`Failed building the Runtime: EBADF`). Build tokio without those features for programs
+//!   on the sim.
 //! - **Name resolution.** `getaddrinfo` of a name fails with `EAI_FAIL` and a message; numeric
 //!   IPv4 addresses work.
 //! - **What the kernel does not model:** IPv6, UDP, unix sockets by path, `recv` flags other
@@ -180,19 +210,21 @@
 
 mod auto;
 mod calls;
+#[cfg(feature = "check")]
+mod check;
 mod futex;
 mod kernel;
 mod real;
 mod state;
 mod threads;
+mod waits;
 
-use std::cell::{Cell, RefCell};
-
-use netpoll_sim::rng::{stream, Stream};
 use netpoll_sim::Sim;
 
 pub use auto::VAR as SEED_VAR;
 pub use calls::{MONOTONIC_START, REALTIME_START};
+#[cfg(feature = "check")]
+pub use check::{tokio_runtime, CheckInterposed};
 pub use state::{sim_fd, SIM_BASE};
 pub use threads::run_threads;
 
@@ -203,11 +235,10 @@ pub use threads::run_threads;
 /// Runs may nest (the inner one wins until it returns) and may go on on several threads at
 /// once, one kernel each.
 ///
-/// The kernel's own lost-wakeup scan is switched off for `sim` ([`quiet_lost_wakeup_scan`]):
-/// it judges a registration by its interest, and runtimes that cache readiness (mio's users,
-/// tokio) keep an edge for a task that has not asked yet, which that judgement would call lost.
-/// The hang, livelock and leak oracles stay on. A lost-wakeup oracle that asks the runtime what
-/// its tasks wait for is future work (issue 11, part 5).
+/// The kernel's lost-wakeup scan judges `sim`'s registrations by what the program's own calls
+/// say it waits for (a task that got `EAGAIN` waits for the next edge: see "The lost-wakeup
+/// oracle for async programs" above), not by their interest: runtimes that cache readiness
+/// (mio's users, tokio) keep an edge for a task that has not asked yet.
 ///
 /// # Panics
 /// If 1,024 runs are alive at once in the process.
@@ -225,16 +256,8 @@ pub use threads::run_threads;
 /// ```
 pub fn run<T>(sim: &Sim, f: impl FnOnce() -> T) -> T {
     keep_symbols();
-    quiet_lost_wakeup_scan(sim);
     let slot = state::claim_slot().expect("at most 1,024 netpoll_interpose runs alive at once");
-    let cur = state::Current {
-        sim: kernel::Kernel::Single(sim),
-        slot,
-        rng: RefCell::new(stream(sim.seed(), Stream::Getrandom)),
-        idle: Cell::new(0),
-        opts: state::Opts::default(),
-        events: RefCell::new(Vec::new()),
-    };
+    let cur = state::Current::new(sim, slot, sim.seed());
     struct Release(u32);
     impl Drop for Release {
         fn drop(&mut self) {
@@ -246,10 +269,32 @@ pub fn run<T>(sim: &Sim, f: impl FnOnce() -> T) -> T {
     f()
 }
 
-/// Tells `sim`'s lost-wakeup scan that the program waits for nothing it could see: the kernel
-/// cannot know which cached edges an unmodified runtime's tasks still wait for.
+/// Switches the async lost-wakeup judgement off for `sim`: its scan takes the program to wait
+/// for nothing. For a program that gets `EAGAIN` and then waits for something else on purpose
+/// (it polls with `try_read` and a timer); call it inside [`run`], after the run began.
+///
+/// ```
+/// let sim = netpoll_sim::Sim::new(1);
+/// netpoll_interpose::run(&sim, || netpoll_interpose::quiet_lost_wakeup_scan(&sim));
+/// ```
 pub fn quiet_lost_wakeup_scan(sim: &Sim) {
     sim.set_wants(|_| netpoll::sys::Events::NONE);
+}
+
+/// The last feature the calling thread's run does not support that the program ran into (a
+/// thread, a host name, a descriptor of an ended run), with what in tokio needs it; taken, so
+/// the next call returns `None` until another refusal. `None` off a run.
+///
+/// ```
+/// let sim = netpoll_sim::Sim::new(1);
+/// netpoll_interpose::run(&sim, || {
+///     assert!(std::thread::Builder::new().spawn(|| ()).is_err());
+///     let why = netpoll_interpose::take_limitation().unwrap();
+///     assert!(why.contains("spawn_blocking"), "{why}");
+/// });
+/// ```
+pub fn take_limitation() -> Option<String> {
+    state::existing().and_then(|c| c.limit.borrow_mut().take())
 }
 
 /// Whether the calling thread is inside [`run`].

@@ -13,9 +13,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use netpoll::{EpollEvent, Fd};
+use netpoll_sim::rng::{stream, Stream};
+use netpoll_sim::Sim;
 use rand_chacha::ChaCha8Rng;
 
 use crate::kernel::Kernel;
+use crate::waits::Waits;
 
 /// The first number of a simulated descriptor: 2^30.
 pub const SIM_BASE: i32 = 1 << 30;
@@ -44,6 +47,29 @@ pub(crate) struct Current<'a> {
     pub opts: Opts,
     /// `epoll_wait`'s result buffer, kept between calls.
     pub events: RefCell<Vec<EpollEvent>>,
+    /// What the program waits for on each descriptor: the async lost-wakeup oracle's input.
+    pub waits: Waits,
+    /// The last unsupported feature the program ran into (`calls/limits.rs`).
+    pub limit: RefCell<Option<String>>,
+}
+
+impl<'a> Current<'a> {
+    /// The run of `sim` in `slot`, with `getrandom` drawing from `seed`'s stream; the kernel's
+    /// lost-wakeup scan judges by the run's [`Waits`].
+    pub(crate) fn new(sim: &'a Sim, slot: u32, seed: u64) -> Current<'a> {
+        let waits = Waits::default();
+        waits.install(sim);
+        Current {
+            sim: Kernel::Single(sim),
+            slot,
+            rng: RefCell::new(stream(seed, Stream::Getrandom)),
+            idle: Cell::new(0),
+            opts: Opts::default(),
+            events: RefCell::new(Vec::new()),
+            waits,
+            limit: RefCell::new(None),
+        }
+    }
 }
 
 /// A run's remembered socket options, shared by its threads (only one runs at a time, so the

@@ -129,6 +129,10 @@ fn current(k: ThreadedSim, slot: u32, seed: u64, tid: Tid, opts: Opts) -> Curren
         idle: std::cell::Cell::new(0),
         opts,
         events: std::cell::RefCell::new(Vec::new()),
+        // The async lost-wakeup oracle judges one thread's waits; on a threaded run the
+        // kernel's scan stays quiet (`run_threads`), and this one is not installed.
+        waits: crate::waits::Waits::default(),
+        limit: std::cell::RefCell::new(None),
     }
 }
 

@@ -495,14 +495,14 @@ fn std_scope_rwlock_barrier_and_oncelock_run_on_simulated_threads() {
     }
 }
 
-/// FINDINGS.md T3: with `EdgePolicy::EmptyToNonEmpty` (a write into a non-empty buffer makes
+/// FINDINGS.md T4: with `EdgePolicy::EmptyToNonEmpty` (a write into a non-empty buffer makes
 /// no new edge, as on other kernels), tokio's multi-thread runtime hangs: mio's eventfd waker is
 /// written on every wake and never read, so after the first wake the counter stays non-zero and
 /// later wakes of the worker parked in `epoll_wait` make no edge. On Linux every eventfd write
 /// wakes the waiters. Each seed's hang is reported as a deadlock and replays; the same seeds
 /// pass with Linux's edges.
 #[test]
-fn finding_t3_tokio_multi_thread_loses_driver_wakes_under_empty_to_nonempty_edges() {
+fn finding_t4_tokio_multi_thread_loses_driver_wakes_under_empty_to_nonempty_edges() {
     use netpoll_sim::{EdgePolicy, FaultPlan, SimConfig};
     let coalescing = |seed| {
         let faults = FaultPlan {

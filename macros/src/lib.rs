@@ -17,8 +17,27 @@
 //! Arguments, all optional: `seeds` (a range of `u64`, default `0..1000`), `faults` (`"none"`,
 //! `"chaos"`, `"swarm"` or an explicit plan as a failure report prints it; default `"none"`),
 //! `check_determinism` (default `false`), `shrink_runs` (default 64). The function takes one
-//! argument, the kernel (`&Sim`), and returns `std::io::Result<()>` or nothing. Other
-//! attributes (`#[should_panic]`, `#[ignore]`) are kept. `NETPOLL_SEED`, `NETPOLL_SEEDS`,
+//! argument, the kernel (`&Sim`), and returns `std::io::Result<()>` or nothing.
+//!
+//! Unmodified programs (the crate needs `netpoll-interpose` as a dev-dependency too, which links
+//! the interposer into that test binary only):
+//!
+//! ```ignore
+//! // An async tokio test, as #[madsim::test] or #[tokio::test]: each seed runs it on a fresh
+//! // current_thread runtime on a fresh simulated kernel (`CheckInterposed::run_tokio`).
+//! #[netpoll::test(tokio, seeds = 0..200, faults = "chaos")]
+//! async fn echo() -> std::io::Result<()> {
+//!     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//!     // ...
+//!     Ok(())
+//! }
+//!
+//! // std::net or mio code: `CheckInterposed::run_interposed`.
+//! #[netpoll::test(interposed, seeds = 0..100)]
+//! fn std_echo() -> std::io::Result<()> { Ok(()) }
+//! ```
+//!
+//! Other attributes (`#[should_panic]`, `#[ignore]`) are kept. `NETPOLL_SEED`, `NETPOLL_SEEDS`,
 //! `NETPOLL_FAULTS` and `NETPOLL_CHECK_DETERMINISM` override the arguments at run time.
 
 use proc_macro::TokenStream;
@@ -26,10 +45,10 @@ use quote::{quote, quote_spanned};
 use syn::parse::Parser;
 use syn::punctuated::Punctuated;
 use syn::spanned::Spanned;
-use syn::{Expr, ExprLit, ItemFn, Lit, MetaNameValue, ReturnType, Token};
+use syn::{Expr, ExprLit, ItemFn, Lit, Meta, ReturnType, Token};
 
-/// `#[netpoll::test(seeds = A..B, faults = "swarm", check_determinism = true)]`: see the
-/// [crate docs](crate).
+/// `#[netpoll::test(seeds = A..B, faults = "swarm", check_determinism = true)]`, and
+/// `#[netpoll::test(tokio, ...)]` on an `async fn` of nothing: see the [crate docs](crate).
 #[proc_macro_attribute]
 pub fn test(args: TokenStream, item: TokenStream) -> TokenStream {
     match expand(args.into(), item.into()) {
@@ -42,10 +61,29 @@ fn expand(
     args: proc_macro2::TokenStream,
     item: proc_macro2::TokenStream,
 ) -> syn::Result<proc_macro2::TokenStream> {
-    let args = Punctuated::<MetaNameValue, Token![,]>::parse_terminated.parse2(args)?;
+    let args = Punctuated::<Meta, Token![,]>::parse_terminated.parse2(args)?;
     let mut f: ItemFn = syn::parse2(item)?;
     let mut calls = Vec::new();
+    let mut mode = Mode::Poller;
     for a in &args {
+        let a = match a {
+            Meta::Path(p) if p.is_ident("tokio") => {
+                mode = Mode::Tokio;
+                continue;
+            }
+            Meta::Path(p) if p.is_ident("interposed") => {
+                mode = Mode::Interposed;
+                continue;
+            }
+            Meta::NameValue(a) => a,
+            other => {
+                return Err(syn::Error::new(
+                    other.span(),
+                    "unknown argument: expected tokio, interposed, seeds = A..B, faults = \
+                     \"swarm\", check_determinism = true or shrink_runs = N",
+                ))
+            }
+        };
         let name = a
             .path
             .get_ident()
@@ -71,46 +109,103 @@ fn expand(
             _ => {
                 return Err(syn::Error::new(
                     a.path.span(),
-                    "unknown argument: expected seeds = A..B, faults = \"swarm\", \
-                     check_determinism = true or shrink_runs = N",
+                    "unknown argument: expected tokio, interposed, seeds = A..B, faults = \
+                     \"swarm\", check_determinism = true or shrink_runs = N",
                 ))
             }
         });
     }
-    if f.sig.inputs.len() != 1 {
+    let arity = match mode {
+        Mode::Poller => 1,
+        Mode::Tokio | Mode::Interposed => 0,
+    };
+    if f.sig.inputs.len() != arity {
         return Err(syn::Error::new(
             f.sig.inputs.span(),
-            "a #[netpoll::test] function takes one argument, the simulated kernel: `sim: &Sim`",
+            match mode {
+                Mode::Poller => {
+                    "a #[netpoll::test] function takes one argument, the simulated kernel: \
+                     `sim: &Sim`"
+                }
+                _ => {
+                    "a #[netpoll::test(tokio)] or #[netpoll::test(interposed)] function takes no \
+                     argument: its sockets are on the simulated kernel already"
+                }
+            },
         ));
     }
-    if f.sig.asyncness.is_some() {
-        return Err(syn::Error::new(
-            f.sig.asyncness.span(),
-            "a #[netpoll::test] function is not async: run tasks with \
-             netpoll_scenarios::check::runtime(sim)?.block_on(...)",
-        ));
+    match (mode, f.sig.asyncness.is_some()) {
+        (Mode::Tokio, false) => {
+            return Err(syn::Error::new(
+                f.sig.fn_token.span(),
+                "a #[netpoll::test(tokio)] function is async",
+            ))
+        }
+        (Mode::Poller, true) => {
+            return Err(syn::Error::new(
+                f.sig.asyncness.span(),
+                "a #[netpoll::test] function is not async: run tasks with \
+                 netpoll_scenarios::check::runtime(sim)?.block_on(...), or write \
+                 #[netpoll::test(tokio)] for a tokio test",
+            ))
+        }
+        (Mode::Interposed, true) => {
+            return Err(syn::Error::new(
+                f.sig.asyncness.span(),
+                "a #[netpoll::test(interposed)] function is not async: write \
+                 #[netpoll::test(tokio)] for a tokio test",
+            ))
+        }
+        _ => {}
     }
     let name = f.sig.ident.clone();
-    let call = match &f.sig.output {
-        ReturnType::Default => quote! { { __netpoll_test_body(sim); ::std::io::Result::Ok(()) } },
-        ReturnType::Type(..) => quote! { __netpoll_test_body(sim) },
-    };
+    let returns = !matches!(f.sig.output, ReturnType::Default);
     let attrs = std::mem::take(&mut f.attrs);
     let vis = f.vis.clone();
     f.sig.ident = syn::Ident::new("__netpoll_test_body", name.span());
     f.vis = syn::Visibility::Inherited;
+    let run = match (mode, returns) {
+        (Mode::Poller, false) => {
+            quote! { .run(|sim| { __netpoll_test_body(sim); ::std::io::Result::Ok(()) }) }
+        }
+        (Mode::Poller, true) => quote! { .run(|sim| __netpoll_test_body(sim)) },
+        (Mode::Interposed, false) => quote! {
+            .run_interposed(|| { __netpoll_test_body(); ::std::io::Result::Ok(()) })
+        },
+        (Mode::Interposed, true) => quote! { .run_interposed(__netpoll_test_body) },
+        (Mode::Tokio, false) => quote! {
+            .run_tokio(|| async { __netpoll_test_body().await; ::std::io::Result::Ok(()) })
+        },
+        (Mode::Tokio, true) => quote! { .run_tokio(__netpoll_test_body) },
+    };
+    let import = match mode {
+        Mode::Poller => quote! {},
+        _ => quote! { use ::netpoll_interpose::CheckInterposed as _; },
+    };
     Ok(quote! {
         #(#attrs)*
         #[test]
         #vis fn #name() {
             #f
+            #import
             ::netpoll_scenarios::check::Check::new()
                 #(#calls)*
                 .test_name(&::netpoll_scenarios::check::__test_path(
                     ::std::module_path!(),
                     ::std::stringify!(#name),
                 ))
-                .run(|sim| #call);
+                #run;
         }
     })
+}
+
+/// What the test's body is.
+#[derive(Clone, Copy)]
+enum Mode {
+    /// A function of the kernel, `fn(sim: &Sim)`: `Check::run`.
+    Poller,
+    /// An async function of nothing, run on tokio on the kernel: `run_tokio`.
+    Tokio,
+    /// A function of nothing whose std or mio calls go to the kernel: `run_interposed`.
+    Interposed,
 }

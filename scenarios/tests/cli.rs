@@ -746,7 +746,7 @@ fn trace_refuses_an_unwritable_path_before_running() {
 fn merged_shards_fail_the_seeds_the_whole_sweep_fails() {
     let sweep = &[
         "sweep",
-        "zoo-et-partial-read",
+        "zoo-oneshot-no-rearm",
         "--seeds",
         "0..60",
         "--faults",

@@ -70,7 +70,7 @@ fn env_keys(yaml: &str) -> BTreeMap<String, String> {
 
 /// The sweep both tests run: small, with failing and passing seeds.
 const SWEEP: [(&str, &str); 4] = [
-    ("SCENARIO", "zoo-et-partial-read"),
+    ("SCENARIO", "zoo-oneshot-no-rearm"),
     ("SEEDS", "0..60"),
     ("FAULTS", "swarm"),
     ("SWEEP_ARGS", "--conns 4"),

@@ -7,7 +7,7 @@
 //!
 //! | knob | what it does | why an event loop must cope |
 //! |---|---|---|
-//! | `short_read` | a read returns fewer bytes than are buffered | `read` promises at least 1 byte |
+//! | `short_read` | a read returns fewer bytes than are buffered, as if the rest arrived just after it: with `Linux` edges an `EPOLLIN` edge follows (on Linux a short read means the queue ran dry, and later bytes come with an edge); under `EmptyToNonEmpty` none does (the rest landed in a non-empty buffer) | `read` promises at least 1 byte |
 //! | `short_write` | a write takes fewer bytes than there is room for, as if the buffer had filled and drained again at once: an `EPOLLOUT` edge follows (on Linux a short write means a full buffer, and the edge comes when room returns) | `write` promises at least 1 byte |
 //! | `split_write` | a TCP write travels as several segments (each a wakeup) | segmentation is the network's choice |
 //! | `latency` | per-packet latency distribution; different draws reorder packets *between* connections, never within one | delivery order across connections is not defined |

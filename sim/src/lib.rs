@@ -485,6 +485,15 @@ impl Kernel {
                 let r = self.read_raw(f, &mut buf[..len]);
                 if matches!(r, Ok(n) if n == len) {
                     self.faults.short_reads += 1;
+                    // On Linux a read returns less than the buffer only when the queue ran dry,
+                    // and bytes queued later come with an `EPOLLIN` edge; tokio clears its read
+                    // readiness after a short read and waits for that edge. The fault is the
+                    // rest arriving just after the read: with Linux's edges, the edge follows
+                    // it. Under `EmptyToNonEmpty` the rest lands in a buffer that is not empty,
+                    // which wakes nobody: the data stays with no edge, as on those kernels.
+                    if self.cfg.faults.edge == EdgePolicy::Linux {
+                        self.wake(f, Events::IN | Events::RDNORM);
+                    }
                 }
                 return r;
             }

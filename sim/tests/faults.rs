@@ -153,6 +153,42 @@ fn a_short_write_is_followed_by_an_out_edge() {
     }
 }
 
+/// The mirror image: a read cut short is followed by an `EPOLLIN` edge for an edge-triggered
+/// reader, with no new write by the peer (the fault is the rest arriving just after the read;
+/// on Linux a short read means the queue ran dry). tokio clears its read readiness after a
+/// short read and waits for that edge.
+#[test]
+fn a_short_read_is_followed_by_an_in_edge() {
+    for seed in 0..20 {
+        let p = sim(
+            seed,
+            FaultPlan {
+                short_read: 1.0,
+                ..FaultPlan::none()
+            },
+        );
+        let [a, b] = p.socketpair(SOCK_NONBLOCK).unwrap();
+        let ep = p.epoll_create1(0).unwrap();
+        let ev = EpollEvent::new(Events::IN | Events::ET, 1);
+        p.epoll_ctl(ep, EPOLL_CTL_ADD, a, Some(ev)).unwrap();
+        p.write(b, &[7u8; 100]).unwrap();
+        let mut evs = [EpollEvent::EMPTY; 4];
+        assert_eq!(
+            p.epoll_wait(ep, &mut evs, 0).unwrap(),
+            1,
+            "the write's edge"
+        );
+        let n = p.read(a, &mut [0u8; 1000]).unwrap();
+        assert!((1..100).contains(&n), "seed {seed}: {n}");
+        let got = p.epoll_wait(ep, &mut evs, 0).unwrap();
+        assert!(
+            got == 1 && evs[0].events.contains(Events::IN),
+            "seed {seed}: no EPOLLIN edge after a short read: {:?}",
+            &evs[..got]
+        );
+    }
+}
+
 #[test]
 fn spurious_events_report_an_idle_fd_and_read_says_eagain() {
     let p = sim(

@@ -36,14 +36,18 @@ pub enum Faults {
     Only(&'static str),
 }
 
-/// The chaos plan's knobs that `--faults <knob>` turns on alone.
-const KNOBS: [&str; 6] = [
+/// The chaos plan's knobs that `--faults <knob>` turns on alone, and two more: `edge`
+/// (coalesced edges: only a write into an empty buffer wakes, `EdgePolicy::EmptyToNonEmpty`)
+/// and `eintr_io` (blocking calls about to sleep fail with `EINTR`, at 0.2).
+const KNOBS: [&str; 8] = [
     "short_read",
     "short_write",
     "split_write",
     "spurious",
     "eintr",
     "timer_first",
+    "edge",
+    "eintr_io",
 ];
 
 impl Args {
@@ -73,6 +77,8 @@ impl Args {
                     "split_write" => f.split_write = c.split_write,
                     "spurious" => f.spurious = c.spurious,
                     "eintr" => f.eintr = c.eintr,
+                    "edge" => f.edge = netpoll_sim::EdgePolicy::EmptyToNonEmpty,
+                    "eintr_io" => f.eintr_io = 0.2,
                     _ => {
                         f.timer_first = c.timer_first;
                         f.quantum_ns = c.quantum_ns;
@@ -90,7 +96,7 @@ impl Args {
 
 const USAGE: &str = "usage: [--sim SEED | --real] [--conns N] [--faults PLAN] [--workers N]\n\
                      PLAN: none, chaos, swarm, loopback, or one chaos knob alone: short_read,\n\
-                     short_write, split_write, spurious, eintr, timer_first\n\
+                     short_write, split_write, spurious, eintr, timer_first, edge, eintr_io\n\
                      --workers N: tokio's multi-thread runtime (tokio_echo only)\n\
                      (default: --sim 1 --conns 10 --faults none, current_thread)";
 

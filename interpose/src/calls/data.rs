@@ -25,7 +25,9 @@ const RECV_FLAGS: c_int = DATA_FLAGS | libc::MSG_PEEK;
 /// `MSG_DONTWAIT` without touching the file's `O_NONBLOCK`.
 fn sim_recv(cur: Cur, call: &str, fd: c_int, n: Fd, buf: &mut [u8], flags: c_int) -> ssize_t {
     if call == "readv" {
-        return ret_size(cur.sim.read(n, buf));
+        let r = cur.sim.read(n, buf);
+        cur.waits.after_read(n, buf.len(), &r);
+        return ret_size(r);
     }
     if flags & !RECV_FLAGS != 0 {
         return fail(unsupported(
@@ -36,12 +38,18 @@ fn sim_recv(cur: Cur, call: &str, fd: c_int, n: Fd, buf: &mut [u8], flags: c_int
             ),
         ));
     }
-    ret_size(cur.sim.recv(n, buf, flags))
+    let r = cur.sim.recv(n, buf, flags);
+    cur.waits.after_read(n, buf.len(), &r);
+    ret_size(r)
 }
 
 fn sim_send(cur: Cur, call: &str, fd: c_int, n: Fd, buf: &[u8], flags: c_int) -> ssize_t {
     match check_flags(call, fd, flags) {
-        Ok(dw) => ret_size(dontwait(cur, n, dw, || cur.sim.write(n, buf))),
+        Ok(dw) => {
+            let r = dontwait(cur, n, dw, || cur.sim.write(n, buf));
+            cur.waits.after_write(n, buf.len(), &r);
+            ret_size(r)
+        }
         Err(e) => fail(e),
     }
 }
@@ -57,7 +65,11 @@ pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, len: size_t) -> ssize
         Route::Real => unsafe { real::read(fd, buf, len) },
         // SAFETY: the program's buffer of `len` bytes.
         Route::Sim(cur, n) => match unsafe { out_buf(buf, len) } {
-            Some(b) => ret_size(cur.sim.read(n, b)),
+            Some(b) => {
+                let r = cur.sim.read(n, b);
+                cur.waits.after_read(n, b.len(), &r);
+                ret_size(r)
+            }
             None => fail(libc::EFAULT),
         },
         r => misuse(r, "read", fd),
@@ -75,7 +87,11 @@ pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, len: size_t) -> ss
         Route::Real => unsafe { real::write(fd, buf, len) },
         // SAFETY: the program's buffer of `len` bytes.
         Route::Sim(cur, n) => match unsafe { in_buf(buf, len) } {
-            Some(b) => ret_size(cur.sim.write(n, b)),
+            Some(b) => {
+                let r = cur.sim.write(n, b);
+                cur.waits.after_write(n, b.len(), &r);
+                ret_size(r)
+            }
             None => fail(libc::EFAULT),
         },
         r => misuse(r, "write", fd),

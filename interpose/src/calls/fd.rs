@@ -31,6 +31,7 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
             let r = cur.sim.close(n);
             if r.is_ok() {
                 cur.opts.borrow_mut().retain(|k, _| k.0 != n);
+                cur.waits.closed(n);
             }
             ret_int(r.map(|()| 0))
         }
@@ -132,6 +133,11 @@ pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
             ret_int(r)
         }
         Route::Stale if cmd == libc::F_GETFD => 0,
+        Route::Stale if matches!(cmd, libc::F_DUPFD | libc::F_DUPFD_CLOEXEC) => fail(refuse(
+            format_args!("fcntl(fd {fd}, F_DUPFD)"),
+            Limit::EndedRun,
+            libc::EBADF,
+        )),
         r => misuse(r, "fcntl", fd),
     })
 }

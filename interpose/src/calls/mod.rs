@@ -10,6 +10,7 @@
 mod data;
 mod epoll;
 mod fd;
+mod limits;
 mod socket;
 mod thread;
 mod time;
@@ -17,6 +18,7 @@ mod time;
 pub use data::*;
 pub use epoll::*;
 pub use fd::*;
+use limits::{refuse, Limit};
 use socket::pair;
 pub use socket::*;
 pub use thread::*;
@@ -57,13 +59,14 @@ fn unsupported(e: i32, what: std::fmt::Arguments<'_>) -> i32 {
     e
 }
 
-/// The errno of a kernel error. The simulated kernel's hang report has none: it is printed
-/// and becomes `EDEADLK`, so the program's own error path (usually a panic) takes over.
+/// The errno of a kernel error. A run the kernel's oracles stopped (a hang, a lost wakeup, a
+/// livelock) has none: the reason is printed and becomes `EDEADLK`, so the program's own error
+/// path (usually a panic) takes over.
 fn errno_of(e: &io::Error) -> i32 {
     match e.raw_os_error() {
         Some(n) => n,
         None if e.kind() == io::ErrorKind::Deadlock => {
-            eprintln!("netpoll-interpose: the program would hang for ever: {e}");
+            eprintln!("netpoll-interpose: the simulated kernel stopped the program: {e}");
             errno::EDEADLK
         }
         None => unsupported(libc::EIO, format_args!("{e}")),

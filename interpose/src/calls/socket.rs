@@ -130,7 +130,9 @@ pub unsafe extern "C" fn accept4(
         // SAFETY: forwarded unchanged.
         Route::Real => unsafe { real::accept4(fd, addr, len, flags) },
         Route::Sim(cur, n) => {
-            let r = cur.sim.accept4(n, flags).and_then(|(c, peer)| {
+            let r = cur.sim.accept4(n, flags);
+            cur.waits.after_accept(n, &r);
+            let r = r.and_then(|(c, peer)| {
                 let h = new_fd(cur, Ok(c))?;
                 // SAFETY: the program's address buffer of `*len` bytes, or NULL.
                 match unsafe { write_addr(peer, addr, len) } {
@@ -172,7 +174,11 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
         Route::Real => unsafe { real::connect(fd, addr, len) },
         // SAFETY: the program's address of `len` bytes.
         Route::Sim(cur, n) => match unsafe { read_addr("connect", addr, len) } {
-            Ok(a) => ret_int(cur.sim.connect(n, a).map(|()| 0)),
+            Ok(a) => {
+                let r = cur.sim.connect(n, a);
+                cur.waits.after_connect(n, &r);
+                ret_int(r.map(|()| 0))
+            }
             Err(e) => fail(e),
         },
         r => misuse(r, "connect", fd),
@@ -283,7 +289,10 @@ pub unsafe extern "C" fn getsockopt(
                 };
             }
             let v = match (level, name) {
-                (libc::SOL_SOCKET, libc::SO_ERROR) => cur.sim.take_socket_error(n),
+                (libc::SOL_SOCKET, libc::SO_ERROR) => {
+                    cur.waits.after_take_error(n);
+                    cur.sim.take_socket_error(n)
+                }
                 (libc::SOL_SOCKET, libc::SO_TYPE) => cur.sim.status_flags(n).map(|_| libc::SOCK_STREAM),
                 _ if remembered(level, name) => cur
                     .sim

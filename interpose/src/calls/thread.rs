@@ -33,15 +33,7 @@ pub unsafe extern "C" fn pthread_create(
         Some(cur) if cur.sim.is_threaded() => unsafe {
             crate::threads::create(cur, t, attr, start, arg)
         },
-        Some(_) => unsupported(
-            libc::EAGAIN,
-            format_args!(
-                "a thread on a one-thread run of the simulated kernel (netpoll_interpose::run) \
-                 cannot spawn threads (tokio's spawn_blocking, name resolution, file I/O and \
-                 the multi-thread runtime need them): run the program under \
-                 netpoll_interpose::run_threads"
-            ),
-        ),
+        Some(_) => refuse(format_args!("pthread_create"), Limit::Threads, libc::EAGAIN),
     })
 }
 
@@ -66,9 +58,10 @@ pub unsafe extern "C" fn getaddrinfo(
         if current().is_some() && !numeric {
             // SAFETY: as above.
             let name = unsafe { std::ffi::CStr::from_ptr(node) }.to_string_lossy();
-            eprintln!(
-                "netpoll-interpose: getaddrinfo({name:?}): the simulated kernel has no name \
-                 resolution; use a numeric IPv4 address"
+            refuse(
+                format_args!("getaddrinfo({name:?})"),
+                Limit::NameResolution,
+                libc::EAI_FAIL,
             );
             return libc::EAI_FAIL;
         }
