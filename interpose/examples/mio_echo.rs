@@ -197,6 +197,10 @@ fn echo(conns: usize) -> io::Result<Digest> {
 
 fn main() {
     let args = common::args();
+    if args.workers > 0 {
+        eprintln!("error: --workers: mio_echo is single-threaded (tokio_echo takes --workers)");
+        std::process::exit(2);
+    }
     match args.sim() {
         None => common::report(echo(args.conns).expect("echo"), None),
         Some(sim) => {

@@ -3,7 +3,12 @@
 //! ```text
 //! cargo run --release -p netpoll-interpose --example tokio_echo -- --sim 7 --conns 10000
 //! cargo run --release -p netpoll-interpose --example tokio_echo -- --real --conns 10000
+//! cargo run --release -p netpoll-interpose --example tokio_echo -- --sim 7 --workers 4
 //! ```
+//!
+//! With `--workers N` the server runs on tokio's multi-thread runtime; on the sim, under
+//! `netpoll_interpose::run_threads`, each of its threads is a simulated thread and the seed
+//! picks the interleaving (the same seed gives the same `fingerprint` in every process).
 //!
 //! Each client connects, sends its message, half-closes, and reads the echo to the end; the
 //! server echoes each connection in a task of its own (`tokio::io::copy`). Clients run in
@@ -72,8 +77,46 @@ async fn echo(conns: usize) -> Digest {
     d
 }
 
+/// `--workers N`: the multi-thread runtime; on the sim every thread it starts (workers, the
+/// blocking pool) is a simulated thread, interleaved by the seed.
+fn multi_thread(args: common::Args) {
+    let go = move || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(args.workers)
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(echo(args.conns))
+    };
+    let Some(sim) = args.sim() else {
+        return common::report(go(), None);
+    };
+    let seed = sim.seed();
+    match netpoll_interpose::run_threads(netpoll_threads::Runner::new(seed), sim, go) {
+        Ok(out) => {
+            let s = out.report.schedule();
+            let handoffs = s.windows(2).filter(|w| w[0].tid != w[1].tid).count();
+            eprintln!(
+                "threads: {}, switch points: {}, hand-offs: {handoffs}, schedule {:016x}",
+                out.report.thread_names().len(),
+                out.report.steps(),
+                out.report.schedule_hash()
+            );
+            out.kernel
+                .with_sim(|sim| common::report(out.value, Some(sim)));
+        }
+        Err(failure) => {
+            eprintln!("{failure}");
+            std::process::exit(1);
+        }
+    }
+}
+
 fn main() {
     let args = common::args();
+    if args.workers > 0 {
+        return multi_thread(args);
+    }
     let go = || {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -103,7 +103,10 @@ fn finish() {
         return;
     };
     state::release_slot(cur.slot);
-    let sim: *const Sim = cur.sim;
+    let crate::kernel::Kernel::Single(sim) = cur.sim else {
+        unreachable!("a NETPOLL_SIM thread's kernel is its own");
+    };
+    let sim: *const Sim = sim;
     // SAFETY: both were leaked from boxes in `start`, on this thread, and nothing refers to
     // them any more: the thread is off the kernel and its start routine has returned.
     unsafe {

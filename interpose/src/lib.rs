@@ -25,7 +25,7 @@
 //! ```
 //!
 //! (The examples `tokio_echo` and `mio_echo` run an echo server with N clients on either
-//! kernel; `tests/interpose.rs` is the test binary.)
+//! kernel; `tests/interpose.rs` is the test binary, `tests/threads.rs` the one for threads.)
 //!
 //! ## Map
 //!
@@ -40,6 +40,9 @@
 //! | `check.rs` | [`CheckInterposed`]: `Check::run_tokio` and `run_interposed` (feature `check`, on by default) |
 //! | `real.rs` | glibc's definitions through `dlsym(RTLD_NEXT)`, raw `syscall` fallbacks |
 //! | `auto.rs` | `NETPOLL_SIM=<seed>`: every new thread (every libtest test) on a kernel of its own |
+//! | `kernel.rs` | the kernel a run drives: a `Sim` of its own, or the threads' shared `ThreadedSim` |
+//! | `threads.rs` | [`run_threads`]; `pthread_create`, `pthread_join`, `pthread_setname_np` on its threads |
+//! | `futex.rs` | `syscall(SYS_futex)`: waits and wakes as switch points; timed waits in virtual time |
 //!
 //! ## Which binaries get the interposer
 //!
@@ -91,6 +94,12 @@
 //! - `nanosleep` and `clock_nanosleep` (`std::thread::sleep`) let virtual time pass.
 //! - A loop that waits without blocking (zero-timeout `epoll_wait` or `poll`, `sched_yield`)
 //!   lets virtual time move to the next delivery after a short run of idle calls.
+//! - Timed futex waits (`recv_timeout`, `Condvar::wait_timeout`, `thread::park_timeout`) follow
+//!   virtual time: on [`run`], nothing on the run can wake the thread, so a wait whose word
+//!   still holds the expected value lets virtual time pass to its deadline and times out (a
+//!   wake from a thread that is not on the run is not seen). On [`run_threads`], the thread
+//!   blocks in the scheduler; time reaches its deadline when no thread can run. An untimed
+//!   futex wait on [`run`] goes to Linux.
 //! - `getrandom` draws from the run's own ChaCha stream, so std's `RandomState` keys made on
 //!   a thread's first hash map, if that is on a run, follow the seed.
 //! - tokio's own randomness (the branch order of `select!` without `biased;`) comes from the
@@ -103,6 +112,47 @@
 //!   one seed gives one branch order, two seeds two (`tests/select_seed.rs`, run by CI in a
 //!   target directory of its own). A test that builds its own runtime calls `rng_seed` itself,
 //!   or writes `biased;`.
+//!
+//! ## Threads: [`run_threads`]
+//!
+//! [`run`] is one thread. [`run_threads`] runs a closure and every thread it starts (through
+//! `pthread_create`, so `std::thread::spawn`, tokio's multi-thread runtime and its
+//! `spawn_blocking` pool) as simulated threads of `netpoll-threads`: real OS threads of which
+//! exactly one runs at a time, sharing one kernel, with the seed choosing who runs at each
+//! switch point. The switch points are every call on the kernel, every futex wait and wake
+//! (std's `Mutex`, `Condvar`, `park` and channels), `sched_yield`, thread creation and
+//! `pthread_join`. A thread blocked in `epoll_wait`, a futex or a join is not runnable until
+//! another thread (or virtual time) wakes it; all threads blocked with nothing in flight is a
+//! deadlock, reported with each thread's blocking call. The same seed gives the same schedule
+//! and the same kernel trace in every process (`tests/threads.rs` checks it in two); another
+//! seed gives another interleaving.
+//!
+//! ```
+//! let out = netpoll_interpose::run_threads(
+//!     netpoll_threads::Runner::new(5),
+//!     netpoll_sim::Sim::new(5),
+//!     || {
+//!         let rt = tokio::runtime::Builder::new_multi_thread()
+//!             .worker_threads(2)
+//!             .enable_all()
+//!             .build()
+//!             .unwrap();
+//!         rt.block_on(async { tokio::task::spawn_blocking(|| 6 * 7).await.unwrap() })
+//!     },
+//! )
+//! .unwrap();
+//! assert_eq!(out.value, 42);
+//! ```
+//!
+//! Only threads created by a simulated thread join the scheduler. The test harness's threads,
+//! glibc's and std's own helpers and threads started outside the run keep running on Linux;
+//! one that calls on a run's descriptor gets `EBADF` and a message. A futex wake from such a
+//! thread does not reach a simulated thread waiting in the scheduler (the wait must be timed
+//! to see it). The scheduler's misuse reports apply: a simulated thread that spins without a
+//! switch point, or blocks in something the scheduler cannot see (a glibc lock, a blocking
+//! call on a real descriptor), is reported by the watchdog with its last call. A run's threads
+//! never unwind through the interposer's C frames: when the run fails, those still blocked are
+//! left waiting, and [`run_threads`] returns the failure.
 //!
 //! ## Over many seeds, under faults
 //!
@@ -133,13 +183,14 @@
 //!
 //! ## Not supported
 //!
-//! Each refusal below prints a line naming the limitation, and [`take_limitation`] returns it;
-//! under [`CheckInterposed`] the failure report adds it to tokio's own error.
-//!
-//! - **Threads.** A run is one thread. `pthread_create` on a run's thread fails with `EAGAIN`
-//!   and a message: tokio's `spawn_blocking`, file I/O, name resolution and the multi-thread
-//!   runtime stop with tokio's own error naming the failed spawn ("OS can't spawn worker
-//!   thread"), and the limitation.
+//! - **Threads on [`run`] and under `NETPOLL_SIM`.** Such a run is one thread: `pthread_create`
+//!   on it fails with `EAGAIN` and a message naming the limitation and [`run_threads`]: tokio's
+//!   `spawn_blocking`, file I/O, name resolution and multi-thread runtime stop with tokio's own
+//!   error naming the failed spawn ("OS can't spawn worker thread"), and the limitation. Under
+//!   [`run_threads`] they work.
+//! - **Futex commands** other than `FUTEX_WAIT`, `FUTEX_WAKE` and their `_BITSET` forms
+//!   (requeue, `WAKE_OP`, priority inheritance) fail with `ENOSYS` and a message on a simulated
+//!   thread. std and tokio use none of them.
 //! - **Signals.** tokio's signal driver (features `signal`, `process`) keeps one socket pair
 //!   for the whole process: made on the first run's kernel, it is a dead descriptor for every
 //!   later runtime; its `F_DUPFD_CLOEXEC` fails with `EBADF` and a message naming this
@@ -153,8 +204,6 @@
 //!   other than `SO_LINGER`, `SO_ERROR`, `SO_TYPE` and the remembered `SO_REUSEADDR`,
 //!   `SO_REUSEPORT`, `SO_KEEPALIVE` and `TCP_NODELAY`. Each fails with the errno Linux uses
 //!   for an unsupported request and a line on stderr, never a panic or a hang.
-//! - **Timed futex waits** (`Condvar::wait_timeout`, `recv_timeout`) are not interposed: on a
-//!   run they wait in real time.
 //! - **Static builds** work for the forwarded calls (raw system calls), but have not been
 //!   tested.
 //! - Descriptors of more than 1,024 runs alive at once.
@@ -163,8 +212,11 @@ mod auto;
 mod calls;
 #[cfg(feature = "check")]
 mod check;
+mod futex;
+mod kernel;
 mod real;
 mod state;
+mod threads;
 mod waits;
 
 use netpoll_sim::Sim;
@@ -174,6 +226,7 @@ pub use calls::{MONOTONIC_START, REALTIME_START};
 #[cfg(feature = "check")]
 pub use check::{tokio_runtime, CheckInterposed};
 pub use state::{sim_fd, SIM_BASE};
+pub use threads::run_threads;
 
 /// Runs `f` with the calling thread on `sim`: every socket, epoll, eventfd and pipe it creates
 /// is `sim`'s, its clocks read `sim`'s virtual time, and its sleeps pass virtually. Returns
@@ -297,6 +350,9 @@ fn keep_symbols() {
         calls::sched_yield as *const (),
         calls::getrandom as *const (),
         calls::pthread_create as *const (),
+        threads::pthread_join as *const (),
+        threads::pthread_setname_np as *const (),
+        futex::syscall as *const (),
         calls::getaddrinfo as *const (),
     ];
     std::hint::black_box(table);

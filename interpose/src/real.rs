@@ -152,6 +152,10 @@ forward! {
         start: extern "C" fn(*mut c_void) -> *mut c_void, arg: *mut c_void) -> c_int = libc::EAGAIN;
     getaddrinfo(node: *const libc::c_char, service: *const libc::c_char,
         hints: *const libc::addrinfo, res: *mut *mut libc::addrinfo) -> c_int = libc::EAI_SYSTEM;
+    pthread_join(t: libc::pthread_t, ret: *mut *mut c_void) -> c_int = libc::ESRCH;
+    pthread_setname_np(t: libc::pthread_t, name: *const libc::c_char) -> c_int = 0;
+    syscall(num: c_long, a1: c_long, a2: c_long, a3: c_long, a4: c_long, a5: c_long, a6: c_long)
+        -> c_long = crate::futex::raw_syscall(num, [a1, a2, a3, a4, a5, a6]);
 }
 
 /// `clock_nanosleep` returns the error number rather than setting `errno`.

@@ -10,12 +10,14 @@ use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::ptr;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use netpoll::{EpollEvent, Fd};
 use netpoll_sim::rng::{stream, Stream};
 use netpoll_sim::Sim;
 use rand_chacha::ChaCha8Rng;
 
+use crate::kernel::Kernel;
 use crate::waits::Waits;
 
 /// The first number of a simulated descriptor: 2^30.
@@ -34,15 +36,15 @@ pub(crate) const IDLE_SPINS: u32 = 32;
 
 /// The calling thread's run.
 pub(crate) struct Current<'a> {
-    pub sim: &'a Sim,
+    pub sim: Kernel<'a>,
     pub slot: u32,
     /// `getrandom`'s stream.
     pub rng: RefCell<ChaCha8Rng>,
     /// Zero-timeout waits and yields since time last moved.
     pub idle: Cell<u32>,
     /// Socket options the kernel does not model but that programs set and read back:
-    /// (fd, level, name) -> value.
-    pub opts: RefCell<BTreeMap<(Fd, i32, i32), i32>>,
+    /// (fd, level, name) -> value. Shared by the threads of a threaded run.
+    pub opts: Opts,
     /// `epoll_wait`'s result buffer, kept between calls.
     pub events: RefCell<Vec<EpollEvent>>,
     /// What the program waits for on each descriptor: the async lost-wakeup oracle's input.
@@ -58,11 +60,11 @@ impl<'a> Current<'a> {
         let waits = Waits::default();
         waits.install(sim);
         Current {
-            sim,
+            sim: Kernel::Single(sim),
             slot,
             rng: RefCell::new(stream(seed, Stream::Getrandom)),
             idle: Cell::new(0),
-            opts: RefCell::new(BTreeMap::new()),
+            opts: Opts::default(),
             events: RefCell::new(Vec::new()),
             waits,
             limit: RefCell::new(None),
@@ -70,14 +72,74 @@ impl<'a> Current<'a> {
     }
 }
 
+/// A run's remembered socket options, shared by its threads (only one runs at a time, so the
+/// lock is never contended).
+#[derive(Clone, Default)]
+pub(crate) struct Opts(Arc<Mutex<OptMap>>);
+
+/// (fd, level, name) -> value.
+type OptMap = BTreeMap<(Fd, i32, i32), i32>;
+
+impl Opts {
+    pub(crate) fn borrow(&self) -> MutexGuard<'_, OptMap> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn borrow_mut(&self) -> MutexGuard<'_, OptMap> {
+        self.borrow()
+    }
+}
+
 thread_local! {
     // A const initialiser and no destructor: reading it never allocates or registers anything,
     // so it is safe from inside any interposed call, even during thread start-up and exit.
     static CURRENT: Cell<*const Current<'static>> = const { Cell::new(ptr::null()) };
+    /// How many interposed calls are under way on this thread. A call made from inside one (by
+    /// the interposer, the simulated kernel or the thread scheduler: their own locks) is
+    /// forwarded to glibc.
+    static DEPTH: Cell<u32> = const { Cell::new(0) };
+    /// Whether this thread is off every run for now (it supervises a threaded run: its own
+    /// waits are real, and it gets no `NETPOLL_SIM` kernel meanwhile).
+    static OFF: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Takes the calling thread off every run until the guard drops.
+pub(crate) fn off() -> Off {
+    Off(OFF.with(|o| o.replace(true)))
+}
+
+pub(crate) struct Off(bool);
+
+impl Drop for Off {
+    fn drop(&mut self) {
+        OFF.with(|o| o.set(self.0));
+    }
+}
+
+/// Whether the calling thread is inside an interposed call.
+pub(crate) fn nested() -> bool {
+    DEPTH.with(Cell::get) > 0
+}
+
+/// Counts the calling thread as inside an interposed call until the guard drops.
+pub(crate) fn inside() -> Inside {
+    DEPTH.with(|d| d.set(d.get() + 1));
+    Inside(())
+}
+
+pub(crate) struct Inside(());
+
+impl Drop for Inside {
+    fn drop(&mut self) {
+        DEPTH.with(|d| d.set(d.get() - 1));
+    }
 }
 
 /// The calling thread's run, if it is on one.
 pub(crate) fn current() -> Option<&'static Current<'static>> {
+    if OFF.with(Cell::get) {
+        return None;
+    }
     let p = CURRENT.with(Cell::get);
     if p.is_null() && crate::auto::eligible() {
         return crate::auto::start();
@@ -92,6 +154,9 @@ pub(crate) fn current() -> Option<&'static Current<'static>> {
 
 /// The calling thread's run if it already has one (never makes a `NETPOLL_SIM` kernel).
 pub(crate) fn existing() -> Option<&'static Current<'static>> {
+    if OFF.with(Cell::get) {
+        return None;
+    }
     let p = CURRENT.with(Cell::get);
     // SAFETY: as in `current`.
     unsafe { p.as_ref() }

@@ -51,6 +51,8 @@
 //! | `poller.rs` | [`ThreadedSim`]: the kernel shared by the threads; which calls block; `epoll_wait` on the kernel's wait queues |
 //! | `report.rs` | [`Report`] and [`Failure`]: the schedule, one track per thread; replay lines |
 //! | [`sync`] | a [`Mutex`](sync::Mutex) and a [`Condvar`](sync::Condvar) whose blocking is the scheduler's |
+//! | `futex.rs` | [`futex_wait`] / [`futex_wake`] (with deadlines in virtual time) and [`sleep`] |
+//! | [`host`] | hooks for a layer that hosts unmodified code (netpoll-interpose): threads it creates, threads that never unwind |
 //!
 //! ## Blocking and time
 //!
@@ -67,7 +69,8 @@
 //! it nor ends the call, which goes on on the file ([`Sim::on_held`](netpoll_sim::Sim::on_held)),
 //! as on Linux. Virtual time
 //! moves only when no thread is runnable: to the kernel's next queued event (a packet on the
-//! loopback network) or the earliest `epoll_wait` deadline, whichever is first. If there is
+//! loopback network) or the earliest deadline (of an `epoll_wait`, a timed [`futex_wait`] or a
+//! [`sleep`]), whichever is first. If there is
 //! neither, every thread would wait for ever: the run fails with [`FailureKind::Deadlock`],
 //! reporting each thread's blocking call.
 //!
@@ -108,8 +111,12 @@
 //!   and are not checked for the calling thread (they change nothing another thread can see).
 //! - `std::sync` primitives: a simulated thread that blocks on a `std::sync::Mutex` held by
 //!   another simulated thread stalls the run (reported by the watchdog). Use [`sync`]'s, or
-//!   [`park`] / [`Thread::unpark`] to build others.
+//!   [`park`] / [`Thread::unpark`] or [`futex_wait`] / [`futex_wake`] to build others. Under
+//!   `netpoll_interpose::run_threads`, std's own primitives (built on Linux's futex) become
+//!   these futex waits and wakes, and `std::thread::spawn` starts simulated threads.
 
+mod futex;
+pub mod host;
 mod policy;
 mod poller;
 mod report;
@@ -123,6 +130,7 @@ use netpoll_sim::Sim;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
+pub use futex::{futex_wait, futex_wake, sleep, FutexWait};
 pub use policy::Policy;
 pub use poller::ThreadedSim;
 pub use report::{Failure, FailureKind, Report, Step, ThreadReport};
@@ -261,13 +269,22 @@ impl Runner {
             }
         }
         let os = std::mem::take(&mut st.os);
+        // A hosted thread that has not finished waits for ever after a failure (it cannot
+        // unwind through its host's C frames): it is left behind, like a spinning one.
+        let stuck: Vec<Tid> = st
+            .threads
+            .iter()
+            .enumerate()
+            .filter(|(_, th)| th.hosted && th.status != sched::Status::Finished)
+            .map(|(i, _)| Tid(i as u32))
+            .collect();
         let failure = st.failure.clone();
         let names = Shared::names(&st);
         let schedule = std::mem::take(&mut st.schedule);
         let steps = st.step;
         drop(st);
         for (t, h) in os {
-            if Some(t) != spinning {
+            if Some(t) != spinning && !stuck.contains(&t) {
                 // Panics were caught in the thread; nothing is left to propagate.
                 let _ = h.join();
             }

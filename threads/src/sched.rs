@@ -34,7 +34,8 @@
 //! [`Runner::run`]: crate::Runner::run
 
 use std::any::Any;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -117,24 +118,30 @@ pub(crate) enum Wait {
     /// [`settle`](crate::settle): no other thread runnable and nothing in flight in the kernel
     /// before the earliest deadline.
     Settle,
+    /// A [`futex_wake`](crate::futex_wake) on the word it waits on, or virtual time reaching
+    /// the deadline (see `futex.rs`).
+    Futex { deadline_ns: Option<u64> },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Status {
+pub(crate) enum Status {
     Runnable,
     Blocked(Wait, Call),
     Finished,
 }
 
 #[derive(Debug)]
-struct Th {
-    name: String,
-    status: Status,
+pub(crate) struct Th {
+    pub(crate) name: String,
+    pub(crate) status: Status,
     last: Option<Call>,
     /// An unpark that arrived while the thread was not parked (`std::thread::park`'s token).
     unparked: bool,
     /// The thread waits here for the token: a hand-off wakes exactly the thread chosen.
     cv: Arc<Condvar>,
+    /// Run by a host layer (the interposer) that cannot unwind through its callers: after a
+    /// failure it stays parked for ever instead, and the supervisor does not join it.
+    pub(crate) hosted: bool,
 }
 
 /// Payload of the unwinding that ends a simulated thread after the run failed elsewhere.
@@ -149,19 +156,21 @@ pub(crate) struct Cfg {
 }
 
 pub(crate) struct State {
-    threads: Vec<Th>,
-    current: Option<Tid>,
-    chooser: Chooser,
-    rng: ChaCha8Rng,
+    pub(crate) threads: Vec<Th>,
+    pub(crate) current: Option<Tid>,
+    pub(crate) chooser: Chooser,
+    pub(crate) rng: ChaCha8Rng,
     /// Switch points so far (the PCT clock).
     pub(crate) step: u64,
     /// Switch points since the kernel last changed.
-    idle: u64,
+    pub(crate) idle: u64,
+    /// Futex wait queues: the word's address -> (waiter, bitset), oldest first.
+    pub(crate) futex: BTreeMap<usize, VecDeque<(Tid, u32)>>,
     pub(crate) schedule: Vec<Step>,
     pub(crate) failure: Option<Failure>,
     pub(crate) os: Vec<(Tid, OsJoinHandle<()>)>,
     pub(crate) cfg: Cfg,
-    finished: usize,
+    pub(crate) finished: usize,
     /// Whether the run is over (every thread finished, or a failure was reported).
     pub(crate) over: bool,
 }
@@ -189,7 +198,9 @@ pub(crate) struct Shared {
 
 thread_local! {
     /// The scheduler this OS thread belongs to, and its id there.
-    static CURRENT: RefCell<Option<(Arc<Shared>, Tid)>> = const { RefCell::new(None) };
+    pub(crate) static CURRENT: RefCell<Option<(Arc<Shared>, Tid)>> = const { RefCell::new(None) };
+    /// Whether this OS thread is a hosted simulated thread (see `Th::hosted`).
+    pub(crate) static HOSTED: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Locks `m`, ignoring poisoning: the scheduler never panics while it holds a lock (failures
@@ -222,7 +233,17 @@ pub(crate) fn os_thread_name() -> String {
     }
 }
 
+/// Ends the calling simulated thread after the run failed elsewhere: it unwinds, or, for a
+/// hosted thread (which must not unwind through C frames), it waits for ever.
 fn abort() -> ! {
+    if HOSTED.with(Cell::get) {
+        let m = Mutex::new(());
+        let cv = Condvar::new();
+        let mut g = lock(&m);
+        loop {
+            g = cv.wait(g).unwrap_or_else(|e| e.into_inner());
+        }
+    }
     panic::resume_unwind(Box::new(Aborted))
 }
 
@@ -233,6 +254,19 @@ fn panic_message(p: &(dyn Any + Send)) -> String {
         s.clone()
     } else {
         "(a panic payload that is not a string)".to_owned()
+    }
+}
+
+impl Th {
+    pub(crate) fn new(name: String, hosted: bool) -> Th {
+        Th {
+            name,
+            status: Status::Runnable,
+            last: None,
+            unparked: false,
+            cv: Arc::new(Condvar::new()),
+            hosted,
+        }
     }
 }
 
@@ -248,12 +282,14 @@ impl Shared {
                     last: None,
                     unparked: false,
                     cv: Arc::new(Condvar::new()),
+                    hosted: false,
                 }],
                 current: Some(Tid(0)),
                 chooser,
                 rng,
                 step: 0,
                 idle: 0,
+                futex: BTreeMap::new(),
                 schedule: Vec::new(),
                 failure: None,
                 os: Vec::new(),
@@ -313,6 +349,7 @@ impl Shared {
             last: None,
             unparked: false,
             cv: Arc::new(Condvar::new()),
+            hosted: false,
         });
         let State { chooser, rng, .. } = &mut *st;
         chooser.on_spawn(tid, rng);
@@ -321,7 +358,11 @@ impl Shared {
     }
 
     /// Waits until `me` holds the token; unwinds if the run failed meanwhile.
-    fn wait_turn<'a>(&'a self, mut st: MutexGuard<'a, State>, me: Tid) -> MutexGuard<'a, State> {
+    pub(crate) fn wait_turn<'a>(
+        &'a self,
+        mut st: MutexGuard<'a, State>,
+        me: Tid,
+    ) -> MutexGuard<'a, State> {
         if st.current != Some(me) && st.failure.is_none() {
             let cv = Arc::clone(&st.threads[me.0 as usize].cv);
             while st.current != Some(me) && st.failure.is_none() {
@@ -442,7 +483,7 @@ impl Shared {
     }
 
     /// `me` returned from its closure (or panicked with `panicked`).
-    fn finish(&self, me: Tid, panicked: Option<String>) {
+    pub(crate) fn finish(&self, me: Tid, panicked: Option<String>) {
         let mut st = lock(&self.state);
         if st.failure.is_some() {
             return;
@@ -560,7 +601,7 @@ impl Shared {
         true
     }
 
-    /// The earliest deadline of a thread blocked on the kernel.
+    /// The earliest deadline of a thread blocked on the kernel or in a timed futex wait.
     fn earliest_deadline(st: &State) -> Option<u64> {
         st.threads
             .iter()
@@ -571,6 +612,12 @@ impl Shared {
                         ..
                     },
                     _,
+                )
+                | Status::Blocked(
+                    Wait::Futex {
+                        deadline_ns: Some(d),
+                    },
+                    _,
                 ) => Some(d),
                 _ => None,
             })
@@ -578,19 +625,25 @@ impl Shared {
     }
 
     /// Nobody is runnable: move virtual time to the kernel's next event or the earliest
-    /// deadline, and make the kernel's waiters retry. `false` if time cannot move.
+    /// deadline (of an `epoll_wait` or a timed futex wait), make the kernel's waiters retry and
+    /// wake the futex waiters whose deadline has come. `false` if time cannot move.
     fn let_time_pass(&self, st: &mut State) -> bool {
         let mut any_kernel = false;
         let mut deadline: Option<u64> = None;
         for th in &st.threads {
-            if let Status::Blocked(Wait::Kernel { deadline_ns, .. }, _) = th.status {
-                any_kernel = true;
-                if let Some(d) = deadline_ns {
-                    deadline = Some(deadline.map_or(d, |e| e.min(d)));
+            let d = match th.status {
+                Status::Blocked(Wait::Kernel { deadline_ns, .. }, _) => {
+                    any_kernel = true;
+                    deadline_ns
                 }
+                Status::Blocked(Wait::Futex { deadline_ns }, _) => deadline_ns,
+                _ => None,
+            };
+            if let Some(d) = d {
+                deadline = Some(deadline.map_or(d, |e| e.min(d)));
             }
         }
-        if !any_kernel {
+        if !any_kernel && deadline.is_none() {
             return false;
         }
         let (moved, now_ns, woken) = {
@@ -603,6 +656,19 @@ impl Shared {
         }
         st.idle = 0;
         Self::wake_kernel_waiters(st, true, &woken, Some(now_ns));
+        for th in &mut st.threads {
+            if let Status::Blocked(
+                Wait::Futex {
+                    deadline_ns: Some(d),
+                },
+                _,
+            ) = th.status
+            {
+                if d <= now_ns {
+                    th.status = Status::Runnable;
+                }
+            }
+        }
         true
     }
 
@@ -641,6 +707,15 @@ impl Shared {
                         Status::Blocked(Wait::Join(t), _) => format!("blocked joining {t}"),
                         Status::Blocked(Wait::Park, c) => format!("parked in {c}"),
                         Status::Blocked(Wait::Settle, _) => "settling".to_owned(),
+                        Status::Blocked(Wait::Futex { deadline_ns: None }, c) => {
+                            format!("waiting in {c}")
+                        }
+                        Status::Blocked(
+                            Wait::Futex {
+                                deadline_ns: Some(d),
+                            },
+                            c,
+                        ) => format!("waiting in {c} until {d} ns"),
                         Status::Finished => "finished".to_owned(),
                     },
                     last_call: th.last,

@@ -19,6 +19,9 @@ pub struct Args {
     pub conns: usize,
     /// The sim's fault plan.
     pub faults: Faults,
+    /// `--workers N`: tokio's multi-thread runtime with N workers (on the sim, under
+    /// `netpoll_interpose::run_threads`); 0 is the `current_thread` runtime.
+    pub workers: usize,
 }
 
 /// `--faults`: which fault plan the simulated kernel runs under.
@@ -91,10 +94,11 @@ impl Args {
     }
 }
 
-const USAGE: &str = "usage: [--sim SEED | --real] [--conns N] [--faults PLAN]\n\
+const USAGE: &str = "usage: [--sim SEED | --real] [--conns N] [--faults PLAN] [--workers N]\n\
                      PLAN: none, chaos, swarm, loopback, or one chaos knob alone: short_read,\n\
                      short_write, split_write, spurious, eintr, timer_first, edge, eintr_io\n\
-                     (default: --sim 1 --conns 10 --faults none)";
+                     --workers N: tokio's multi-thread runtime (tokio_echo only)\n\
+                     (default: --sim 1 --conns 10 --faults none, current_thread)";
 
 /// Parses `std::env::args`; bad input prints a message and the usage, and exits with 2.
 pub fn args() -> Args {
@@ -102,6 +106,7 @@ pub fn args() -> Args {
         arm: Arm::Sim(1),
         conns: 10,
         faults: Faults::None,
+        workers: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -109,6 +114,12 @@ pub fn args() -> Args {
             "--real" => a.arm = Arm::Real,
             "--sim" => a.arm = Arm::Sim(number(&flag, it.next())),
             "--conns" => a.conns = number(&flag, it.next()) as usize,
+            "--workers" => {
+                a.workers = number(&flag, it.next()) as usize;
+                if a.workers == 0 || a.workers > 64 {
+                    usage("--workers must be between 1 and 64");
+                }
+            }
             "--faults" => {
                 a.faults = match it.next().as_deref() {
                     Some("none") => Faults::None,

@@ -135,7 +135,7 @@ pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
         // SAFETY: forwarded unchanged.
         Route::Real => unsafe { real::fcntl(fd, cmd, arg) },
         Route::Sim(cur, n) => {
-            let sim = cur.sim;
+            let sim = &cur.sim;
             let r = match cmd {
                 libc::F_GETFD => sim.status_flags(n).map(|_| libc::FD_CLOEXEC),
                 libc::F_SETFD => sim.status_flags(n).map(|_| 0),

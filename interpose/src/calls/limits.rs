@@ -24,10 +24,11 @@ impl Limit {
     fn says(self) -> &'static str {
         match self {
             Limit::Threads => {
-                "a thread on the simulated kernel cannot start threads yet, so tokio's \
-                 spawn_blocking, its file I/O, its name resolution (lookup_host, connecting to a \
-                 host name) and the multi-thread runtime do not run on it; use the \
-                 current_thread runtime and numeric addresses"
+                "a thread on a one-thread run of the simulated kernel (netpoll_interpose::run, \
+                 NETPOLL_SIM) cannot start threads, so tokio's spawn_blocking, its file I/O, its \
+                 name resolution (lookup_host, connecting to a host name) and the multi-thread \
+                 runtime do not run on it; run the program under netpoll_interpose::run_threads, \
+                 or use the current_thread runtime and numeric addresses"
             }
             Limit::NameResolution => {
                 "the simulated kernel has no name resolution; use a numeric IPv4 address"

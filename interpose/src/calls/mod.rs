@@ -31,7 +31,9 @@ use std::time::Duration;
 
 use libc::{c_int, c_uint, c_ulong, c_void, size_t, sockaddr, socklen_t, ssize_t};
 use netpoll::sys::{errno, Events, O_CLOEXEC, O_NONBLOCK};
-use netpoll::{EpollEvent, Fd, PollFd, Poller};
+#[allow(unused_imports)] // Named by doc links; the calls reach it through `Kernel`'s `Deref`.
+use netpoll::Poller;
+use netpoll::{EpollEvent, Fd, PollFd};
 use rand::RngCore;
 
 use crate::real;
@@ -113,7 +115,8 @@ fn new_fd(cur: Cur, r: io::Result<Fd>) -> io::Result<c_int> {
 ///
 /// On a run, whatever the call made due at this instant is delivered before it returns
 /// (`Sim::settle`): with zero latency, Linux's loopback timing.
-fn guard<T>(name: &str, f: impl FnOnce() -> T) -> T {
+pub(crate) fn guard<T>(name: &str, f: impl FnOnce() -> T) -> T {
+    let _inside = crate::state::inside();
     let r = catch_unwind(AssertUnwindSafe(|| {
         let v = f();
         if let Some(cur) = crate::state::existing() {

@@ -2,9 +2,10 @@
 
 use super::*;
 
-/// `pthread_create(3)`: a thread on a run cannot start another (the simulated kernel is driven
-/// by one thread): `EAGAIN` and a message. This is what tokio's `spawn_blocking`, its name
-/// resolution and its multi-thread runtime run into.
+/// `pthread_create(3)`: a thread of a threaded run ([`crate::run_threads`]) starts another
+/// simulated thread on the same kernel (`threads.rs`). A thread on a one-thread run cannot
+/// start another (its kernel is driven by one thread): `EAGAIN` and a message. This is what
+/// tokio's `spawn_blocking`, its name resolution and its multi-thread runtime run into there.
 ///
 /// # Safety
 /// As for the C function.
@@ -28,6 +29,10 @@ pub unsafe extern "C" fn pthread_create(
         }
         // SAFETY: forwarded unchanged.
         None => unsafe { real::pthread_create(t, attr, start, arg) },
+        // SAFETY: as for this function.
+        Some(cur) if cur.sim.is_threaded() => unsafe {
+            crate::threads::create(cur, t, attr, start, arg)
+        },
         Some(_) => refuse(format_args!("pthread_create"), Limit::Threads, libc::EAGAIN),
     })
 }

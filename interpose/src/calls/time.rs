@@ -121,6 +121,7 @@ pub unsafe extern "C" fn sched_yield() -> c_int {
         // SAFETY: forwarded unchanged.
         None => unsafe { real::sched_yield() },
         Some(cur) => {
+            crate::threads::yield_now(cur);
             idle_tick(cur);
             0
         }
