@@ -74,9 +74,10 @@ pub fn shrink(req: &Request, max_runs: u32) -> Result<Shrunk, String> {
             req.seed
         ));
     }
+    // Under chaos or swarm, shrink the phase that failed: its request makes that run alone.
     let mut s = Shrinker {
         kind,
-        cur: req,
+        cur: first.request.clone(),
         report: first,
         steps: Vec::new(),
         runs: 1,
@@ -84,7 +85,7 @@ pub fn shrink(req: &Request, max_runs: u32) -> Result<Shrunk, String> {
         floor: BTreeMap::new(),
     };
     let param = s.cur.params.try_get("faults").unwrap_or(0);
-    let named = matches!(s.cur.faults, FaultSpec::Chaos | FaultSpec::Swarm);
+    let named = s.cur.faults.is_named();
     if param != 0 || named {
         let plan = sim_config_for(&s.cur).faults;
         let mut c = s.cur.clone();
@@ -244,7 +245,7 @@ pub trait FaultTrial {
 /// `seed`, then knobs are turned off, then halved, until nothing more can be taken away or the
 /// budget is spent. The result is `t`'s final [`faults`](FaultTrial::faults).
 pub fn shrink_faults(t: &mut impl FaultTrial, seed: u64) {
-    if matches!(t.faults(), FaultSpec::Chaos | FaultSpec::Swarm) {
+    if t.faults().is_named() {
         let was = t.faults().to_string();
         let plan = t.faults().plan(seed).expect("a named plan");
         t.attempt(
