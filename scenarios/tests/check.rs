@@ -15,7 +15,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use netpoll::sys::errno::{EAGAIN, ECONNABORTED, EINPROGRESS};
 use netpoll::sys::{errno_of, EPOLL_CTL_ADD, EPOLL_CTL_MOD, SOCK_NONBLOCK};
 use netpoll::{EpollEvent, Events, Fd, Poller};
-use netpoll_scenarios::check::{Check, CheckError, Failure, Faults};
+use netpoll_scenarios::check::{Check, CheckError, Failure, Faults, Phase};
 use netpoll_sim::{Oracles, Sim, Violation};
 
 // ---------------------------------------------------------------------------------------------
@@ -435,7 +435,15 @@ fn failures_print_everything_and_their_replay_lines_reproduce_them() {
         assert_eq!((again.seed, again.oracle), (f.seed, f.oracle), "{text}");
         assert_eq!(again.diagnosis, f.diagnosis, "{text}");
 
+        // A quiet-phase failure has no faults to shrink, and its replay line names no faults.
+        if f.phase == Phase::Quiet {
+            assert!(f.shrunk.is_none(), "{text}");
+            assert!(f.replay.contains("NETPOLL_FAULTS=none "), "{text}");
+            continue;
+        }
         // Swarm faults played a part: the shrunk plan replays to the same oracle too.
+        assert_eq!(f.phase, Phase::Faulted, "{text}");
+        assert!(f.replay.contains("NETPOLL_FAULTS=swarm-only "), "{text}");
         let (spec, line) = f.shrunk.as_ref().expect("a shrunk plan");
         assert_ne!(*spec, Faults::Swarm, "{text}");
         let shrunk = rerun(line, mode);
@@ -458,12 +466,15 @@ fn the_oneshot_bug_needs_no_faults_and_the_et_bug_does() {
         "{oneshot}"
     );
     assert!(oneshot.diagnosis.contains("never re-armed"), "{oneshot}");
-    assert_eq!(
-        oneshot.shrunk.as_ref().map(|s| &s.0),
-        Some(&Faults::None),
+    // Swarm runs each seed's quiet phase first, and that is where it fails: no faults to shrink.
+    assert_eq!(oneshot.phase, Phase::Quiet, "{oneshot}");
+    assert!(oneshot.shrunk.is_none(), "{oneshot}");
+    assert!(
+        oneshot.to_string().contains("phase:  the quiet phase"),
         "{oneshot}"
     );
     let et = failure(Mode::EtReadOnce);
+    assert_eq!(et.phase, Phase::Faulted, "{et}");
     let (plan, _) = et.shrunk.as_ref().expect("shrunk");
     assert!(matches!(plan, Faults::Plan(_)), "{et}");
 }

@@ -122,7 +122,7 @@ use netpoll_sim::trace::Record;
 use netpoll_sim::{Oracles, Sim, SimConfig};
 
 use crate::shrink::{shrink_faults, FaultTrial};
-use crate::swarm::Phase;
+pub use crate::swarm::Phase;
 use env::Settings;
 pub use env::SEEDS_FORMS;
 use judge::{Ended, Finding, Invariant};
