@@ -86,8 +86,8 @@ use crate::engine::{check_pattern, fill_pattern, pattern};
 use crate::oracle::{io_fail, lost_wakeup, Failure};
 use crate::params::{ParamSpec, CONNS, FAULTS, MSGS, SIZE};
 use crate::rng::mix;
-use crate::trace_out::FdLabel;
 use crate::swarm::Phase;
+use crate::trace_out::FdLabel;
 use crate::workload::{
     fd_limit, sim_config_for, sim_judged_by_loop, thread_cpu_ns, Backend, Kind, Report, Request,
     Run, RunStats, Tracing, Workload,

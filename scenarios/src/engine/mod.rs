@@ -136,6 +136,34 @@ pub struct RunResult {
     pub labels: Vec<FdLabel>,
 }
 
+/// The handler cost charged by turn ([`Engine::cost_marks`]), for [`tolerance_of`].
+struct CostMarks<'a> {
+    /// Whether the kernel is the simulated one.
+    sim: bool,
+    /// The cost charged so far.
+    now: u64,
+    /// `(turn start, cost charged by then)`, one per new total.
+    marks: &'a [(u64, u64)],
+}
+
+/// How late a deadline due at `deadline_ns` may fire at `fired_ns`: [`REAL_SLACK_NS`] on the
+/// real kernel; on the simulated one a tick (the millisecond timeout's rounding) plus the
+/// handler cost charged between the last turn that began by the deadline and the first that
+/// began after the firing. A loop sleeps past a deadline by at most the rounding; every other
+/// instant after it is the loop's own work, which the cost model charges, so a correct loop
+/// under a cost model is never called late (timer-storm's oracle stays sharp without one: the
+/// bound is then the tick alone).
+fn tolerance_of(m: &CostMarks<'_>, deadline_ns: u64, fired_ns: u64) -> u64 {
+    if !m.sim {
+        return REAL_SLACK_NS;
+    }
+    let before = m.marks.partition_point(|&(at, _)| at <= deadline_ns);
+    let from = before.checked_sub(1).map_or(0, |j| m.marks[j].1);
+    let after = m.marks.partition_point(|&(at, _)| at <= fired_ns);
+    let to = m.marks.get(after).map_or(m.now, |&(_, c)| c);
+    TICK_NS + to.saturating_sub(from)
+}
+
 /// The event loop and everything it drives.
 struct Engine<'k, K: Kernel> {
     k: &'k K,
@@ -148,6 +176,11 @@ struct Engine<'k, K: Kernel> {
     /// Syscalls since the last quiescence scan.
     scan_credit: u64,
     start_ns: u64,
+    /// The handler cost the simulated kernel charged ([`netpoll_sim::CostModel`]) as of the
+    /// start of the loop's turns: `(instant, cost so far)`, one entry per new cost total (so a
+    /// run without a cost model keeps one). A deadline may be late by the loop's own work
+    /// after it fell due; [`Engine::tolerance`] adds it to the lateness bound.
+    cost_marks: Vec<(u64, u64)>,
 }
 
 /// Runs `spec` on `k` with `seed` (the harness's own choices; the simulated kernel has its own
@@ -227,7 +260,32 @@ impl<'k, K: Kernel> Engine<'k, K> {
             stats: RunStats::default(),
             scan_credit: 0,
             start_ns,
+            cost_marks: Vec::new(),
         })
+    }
+
+    /// The handler cost charged so far (0 on the real kernel).
+    fn cost_ns(&self) -> u64 {
+        self.k.sim().map_or(0, |s| s.fault_counts().cost_ns)
+    }
+
+    /// Notes the cost charged so far at the start of a turn.
+    fn mark_turn(&mut self, now: u64) {
+        let cost = self.cost_ns();
+        if self.cost_marks.last().is_none_or(|&(_, c)| c != cost) {
+            self.cost_marks.push((now, cost));
+        }
+    }
+
+    /// The lateness bound of a deadline due at `deadline_ns` that fired at `fired_ns`
+    /// ([`tolerance_of`]).
+    fn tolerance(&self, deadline_ns: u64, fired_ns: u64) -> u64 {
+        let marks = CostMarks {
+            sim: self.k.sim().is_some(),
+            now: self.cost_ns(),
+            marks: &self.cost_marks,
+        };
+        tolerance_of(&marks, deadline_ns, fired_ns)
     }
 
     fn now_ns(&self) -> u64 {
@@ -270,6 +328,9 @@ impl<'k, K: Kernel> Engine<'k, K> {
                 break;
             }
             let now = self.now_ns();
+            if !real {
+                self.mark_turn(now);
+            }
             if instant.0 == now {
                 instant.1 += 1;
                 if instant.1 > TURNS_PER_INSTANT_MAX && !real {
@@ -396,14 +457,16 @@ impl<'k, K: Kernel> Engine<'k, K> {
     }
 
     fn on_storm(&mut self) -> Result<(), Failure> {
-        let tolerance = if self.k.sim().is_some() {
-            TICK_NS
-        } else {
-            REAL_SLACK_NS
+        let now = self.now_ns();
+        let span = self.spec.timer_span_ns;
+        let marks = CostMarks {
+            sim: self.k.sim().is_some(),
+            now: self.cost_ns(),
+            marks: &self.cost_marks,
         };
         let late = self
             .storm
-            .fire(self.now_ns(), tolerance, self.spec.timer_span_ns)?;
+            .fire(now, |d| tolerance_of(&marks, d, now), span)?;
         self.stats.max_late_ns = self.stats.max_late_ns.max(late);
         Ok(())
     }
@@ -411,13 +474,9 @@ impl<'k, K: Kernel> Engine<'k, K> {
     /// The goal is met: check the deadlines, let the network drain, check for leaks.
     fn finish(&mut self) -> Result<(), Failure> {
         let sim = self.k.sim();
-        let tolerance = if sim.is_some() {
-            TICK_NS
-        } else {
-            REAL_SLACK_NS
-        };
         let closes = self.server.stats().idle_closes.clone();
         for (deadline, at) in closes {
+            let tolerance = self.tolerance(deadline, at);
             if at < deadline || at - deadline > tolerance {
                 return Err(Failure::Deadline {
                     what: "a server idle deadline".into(),
