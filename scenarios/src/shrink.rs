@@ -31,7 +31,7 @@ use netpoll_sim::{EdgePolicy, FaultPlan};
 use crate::params::{CONNS, MSGS, SIZE};
 use crate::rng::mix;
 use crate::run::{execute, sim_config_for, Report, Request};
-use crate::swarm::{knob_mut, quantize, FaultSpec, KNOBS};
+use crate::swarm::{carried, knob_mut, quantize, FaultSpec, KNOBS};
 
 /// One attempted change.
 #[derive(Clone, Debug)]
@@ -92,7 +92,9 @@ pub fn shrink(req: &Request, max_runs: u32) -> Result<Shrunk, String> {
         if param != 0 {
             c.params.set("faults", 0).expect("0 is in range");
         }
-        c.faults = FaultSpec::Plan(quantize(&plan));
+        // What a token carries (no cost model): kept only if it still fails the same way, so
+        // the token printed at the end replays exactly the run that failed.
+        c.faults = FaultSpec::Plan(carried(&plan));
         let was = if named {
             s.cur.faults.to_string()
         } else {

@@ -341,6 +341,37 @@ pub fn quantize(p: &FaultPlan) -> FaultPlan {
     q
 }
 
+/// `p` as a version-2 token carries it: [`quantize`]d, without what the token format does not
+/// hold (the cost model, [`Vary`], dropped events and the errno knobs). The scenario shrinker
+/// turns a named plan into this one, so that the token it prints replays exactly the run it
+/// made.
+///
+/// ```
+/// use netpoll_scenarios::swarm::{carried, FaultSpec};
+/// use netpoll_scenarios::token::Token;
+/// use netpoll_sim::FaultPlan;
+///
+/// let plan = carried(&FaultPlan::chaos()); // chaos charges handler cost; a token cannot say so
+/// assert!(plan.cost.is_none());
+/// let t = Token { scenario: "echo".into(), values: vec![], seed: 1, faults: FaultSpec::Plan(plan) };
+/// assert_eq!(Token::decode(&t.encode()).unwrap(), t);
+/// ```
+pub fn carried(p: &FaultPlan) -> FaultPlan {
+    FaultPlan {
+        cost: None,
+        vary: Vary::Off,
+        drop_event: 0.0,
+        drop_event_max: 0,
+        eintr_io: 0.0,
+        emfile: 0.0,
+        enfile: 0.0,
+        enobufs: 0.0,
+        enomem_file: 0.0,
+        enomem: 0.0,
+        ..quantize(p)
+    }
+}
+
 /// The plan in one line: its non-zero knobs only (`quiet` when none is on), each exactly (the
 /// shortest decimal that reads back as the same number), so that [`FaultSpec::parse`] reads it
 /// back as the very same plan: `short_read=0.25 eintr=0.05 latency=exp:1000:40000

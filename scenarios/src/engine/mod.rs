@@ -45,9 +45,10 @@ use std::time::Instant;
 
 use netpoll::sys::{errno::*, errno_of, Events, EPOLL_CLOEXEC};
 use netpoll::{EpollEvent, Fd};
+use netpoll_sim::Sim;
 
 use crate::clients::{ClientMix, Clients};
-use crate::oracle::{io_fail, lost_wakeup, Failure};
+use crate::oracle::{io_fail, lost_wakeup, Failure, Lateness};
 use crate::raw_epoll::{tag, timeout_ms, EchoServer, ServerConfig, TICK_NS};
 
 mod kernel;
@@ -136,32 +137,12 @@ pub struct RunResult {
     pub labels: Vec<FdLabel>,
 }
 
-/// The handler cost charged by turn ([`Engine::cost_marks`]), for [`tolerance_of`].
-struct CostMarks<'a> {
-    /// Whether the kernel is the simulated one.
-    sim: bool,
-    /// The cost charged so far.
-    now: u64,
-    /// `(turn start, cost charged by then)`, one per new total.
-    marks: &'a [(u64, u64)],
-}
-
-/// How late a deadline due at `deadline_ns` may fire at `fired_ns`: [`REAL_SLACK_NS`] on the
-/// real kernel; on the simulated one a tick (the millisecond timeout's rounding) plus the
-/// handler cost charged between the last turn that began by the deadline and the first that
-/// began after the firing. A loop sleeps past a deadline by at most the rounding; every other
-/// instant after it is the loop's own work, which the cost model charges, so a correct loop
-/// under a cost model is never called late (timer-storm's oracle stays sharp without one: the
-/// bound is then the tick alone).
-fn tolerance_of(m: &CostMarks<'_>, deadline_ns: u64, fired_ns: u64) -> u64 {
-    if !m.sim {
-        return REAL_SLACK_NS;
+/// [`Engine::tolerance`], for a caller that holds other parts of the engine.
+fn tolerance(sim: Option<&Sim>, lateness: &Lateness, deadline_ns: u64, fired_ns: u64) -> u64 {
+    match sim {
+        None => REAL_SLACK_NS,
+        Some(sim) => TICK_NS + lateness.allowance(sim, deadline_ns, fired_ns),
     }
-    let before = m.marks.partition_point(|&(at, _)| at <= deadline_ns);
-    let from = before.checked_sub(1).map_or(0, |j| m.marks[j].1);
-    let after = m.marks.partition_point(|&(at, _)| at <= fired_ns);
-    let to = m.marks.get(after).map_or(m.now, |&(_, c)| c);
-    TICK_NS + to.saturating_sub(from)
 }
 
 /// The event loop and everything it drives.
@@ -176,11 +157,8 @@ struct Engine<'k, K: Kernel> {
     /// Syscalls since the last quiescence scan.
     scan_credit: u64,
     start_ns: u64,
-    /// The handler cost the simulated kernel charged ([`netpoll_sim::CostModel`]) as of the
-    /// start of the loop's turns: `(instant, cost so far)`, one entry per new cost total (so a
-    /// run without a cost model keeps one). A deadline may be late by the loop's own work
-    /// after it fell due; [`Engine::tolerance`] adds it to the lateness bound.
-    cost_marks: Vec<(u64, u64)>,
+    /// The handler cost charged by turn, for the deadline oracles' bound ([`Lateness`]).
+    lateness: Lateness,
 }
 
 /// Runs `spec` on `k` with `seed` (the harness's own choices; the simulated kernel has its own
@@ -260,32 +238,15 @@ impl<'k, K: Kernel> Engine<'k, K> {
             stats: RunStats::default(),
             scan_credit: 0,
             start_ns,
-            cost_marks: Vec::new(),
+            lateness: Lateness::default(),
         })
     }
 
-    /// The handler cost charged so far (0 on the real kernel).
-    fn cost_ns(&self) -> u64 {
-        self.k.sim().map_or(0, |s| s.fault_counts().cost_ns)
-    }
-
-    /// Notes the cost charged so far at the start of a turn.
-    fn mark_turn(&mut self, now: u64) {
-        let cost = self.cost_ns();
-        if self.cost_marks.last().is_none_or(|&(_, c)| c != cost) {
-            self.cost_marks.push((now, cost));
-        }
-    }
-
-    /// The lateness bound of a deadline due at `deadline_ns` that fired at `fired_ns`
-    /// ([`tolerance_of`]).
+    /// How late a deadline due at `deadline_ns` may fire at `fired_ns`: [`REAL_SLACK_NS`] on
+    /// the real kernel; on the simulated one a tick (the millisecond timeout's rounding) plus
+    /// the handler cost charged after the deadline ([`Lateness`]).
     fn tolerance(&self, deadline_ns: u64, fired_ns: u64) -> u64 {
-        let marks = CostMarks {
-            sim: self.k.sim().is_some(),
-            now: self.cost_ns(),
-            marks: &self.cost_marks,
-        };
-        tolerance_of(&marks, deadline_ns, fired_ns)
+        tolerance(self.k.sim(), &self.lateness, deadline_ns, fired_ns)
     }
 
     fn now_ns(&self) -> u64 {
@@ -328,8 +289,8 @@ impl<'k, K: Kernel> Engine<'k, K> {
                 break;
             }
             let now = self.now_ns();
-            if !real {
-                self.mark_turn(now);
+            if let Some(sim) = self.k.sim() {
+                self.lateness.mark_turn(sim);
             }
             if instant.0 == now {
                 instant.1 += 1;
@@ -459,14 +420,10 @@ impl<'k, K: Kernel> Engine<'k, K> {
     fn on_storm(&mut self) -> Result<(), Failure> {
         let now = self.now_ns();
         let span = self.spec.timer_span_ns;
-        let marks = CostMarks {
-            sim: self.k.sim().is_some(),
-            now: self.cost_ns(),
-            marks: &self.cost_marks,
-        };
+        let (sim, lateness) = (self.k.sim(), &self.lateness);
         let late = self
             .storm
-            .fire(now, |d| tolerance_of(&marks, d, now), span)?;
+            .fire(now, |d| tolerance(sim, lateness, d, now), span)?;
         self.stats.max_late_ns = self.stats.max_late_ns.max(late);
         Ok(())
     }
