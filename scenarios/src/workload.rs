@@ -522,17 +522,17 @@ impl fmt::Display for Report {
         writeln!(f, "scenario     {} ({})", r.scenario.name(), r.params)?;
         writeln!(f, "backend      {}", r.backend)?;
         writeln!(f, "seed         {}", r.seed)?;
-        if self.phase != Phase::Single {
-            writeln!(
+        match (self.phase, &self.failure) {
+            (Phase::Single, _) => {}
+            (phase, Some(_)) => writeln!(
                 f,
-                "phase        {} of chaos/swarm{}",
-                self.phase,
-                if self.failure.is_some() {
-                    " failed; the replay below reruns that run alone"
-                } else {
-                    ""
-                }
-            )?;
+                "phase        {phase} of chaos/swarm failed; the replay below reruns that run alone"
+            )?,
+            (_, None) => writeln!(
+                f,
+                "phase        the quiet phase and the faulted phase of chaos/swarm passed (counts \
+                 below: the faulted run; wall and cpu time: both)"
+            )?,
         }
         if let Some(p) = r
             .backend
