@@ -221,21 +221,11 @@ impl FaultSpec {
                     }
                     _ => return Err(bad("unknown latency distribution")),
                 };
-                let [short_read, short_write, split_write, spurious, eintr, reset, accept_abort, timer_first] =
-                    ps;
                 let plan = FaultPlan {
-                    short_read,
-                    short_write,
-                    split_write,
                     latency,
-                    spurious,
-                    eintr,
-                    reset,
-                    accept_abort,
-                    timer_first,
                     quantum_ns,
                     edge,
-                    ..FaultPlan::default()
+                    ..probs_only(ps)
                 };
                 if plan.validate().is_err() {
                     return Err(bad(
@@ -357,19 +347,24 @@ pub fn quantize(p: &FaultPlan) -> FaultPlan {
 /// assert_eq!(Token::decode(&t.encode()).unwrap(), t);
 /// ```
 pub fn carried(p: &FaultPlan) -> FaultPlan {
+    // What the token holds, named one by one: a knob added later is left out until the token
+    // format carries it.
+    let q = quantize(p);
     FaultPlan {
-        cost: None,
-        vary: Vary::Off,
-        drop_event: 0.0,
-        drop_event_max: 0,
-        eintr_io: 0.0,
-        emfile: 0.0,
-        enfile: 0.0,
-        enobufs: 0.0,
-        enomem_file: 0.0,
-        enomem: 0.0,
-        ..quantize(p)
+        latency: q.latency,
+        quantum_ns: q.quantum_ns,
+        edge: q.edge,
+        ..probs_only(probs(&q))
     }
+}
+
+/// A plan with the [`KNOBS`] probabilities `ps` and nothing else on.
+fn probs_only(ps: [f64; 8]) -> FaultPlan {
+    let mut plan = FaultPlan::none();
+    for (i, x) in ps.into_iter().enumerate() {
+        *knob_mut(&mut plan, i) = x;
+    }
+    plan
 }
 
 /// The plan in one line: its non-zero knobs only (`quiet` when none is on), each exactly (the
