@@ -15,7 +15,9 @@
 //! ```
 //!
 //! Arguments, all optional: `seeds` (a range of `u64`, default `0..1000`), `faults` (`"none"`,
-//! `"chaos"`, `"swarm"` or an explicit plan as a failure report prints it; default `"none"`),
+//! `"chaos"`, `"swarm"` (each seed runs twice: the quiet phase, exactly `"none"`'s run, then
+//! the faulted one), `"chaos-only"`, `"swarm-only"` or an explicit plan as a failure report
+//! prints it; default `"none"`),
 //! `check_determinism` (default `false`), `shrink_runs` (default 64). The function takes one
 //! argument, the kernel (`&Sim`), and returns `std::io::Result<()>` or nothing.
 //!

@@ -36,7 +36,7 @@ use crate::params::{ParamError, Params, CONNS, MSGS, SIZE};
 use crate::registry::Registry;
 use crate::run::{self, Backend, Report, Request};
 use crate::shard::{self, FailureLine, Line, Seeds, Shard, Summary};
-use crate::swarm::FaultSpec;
+use crate::swarm::{FaultSpec, Phase};
 use crate::workload::{Kind, Workload};
 use crate::{shrink, trace_file};
 
@@ -835,7 +835,8 @@ fn sweep(plan: &SweepPlan) -> ExitCode {
                     ..probe.clone()
                 };
                 let r = run::execute(&req);
-                let fail = r.failure.as_ref().map(|f| failure_line(&req, f));
+                // The failing phase's request: its token replays the run that failed.
+                let fail = r.failure.as_ref().map(|f| failure_line(&r, f));
                 if tx.send((i, r.stats.events, fail)).is_err() {
                     return;
                 }
@@ -873,13 +874,18 @@ fn sweep(plan: &SweepPlan) -> ExitCode {
     }
 }
 
-fn failure_line(req: &Request, f: &Failure) -> FailureLine {
+fn failure_line(r: &Report, f: &Failure) -> FailureLine {
+    let req = &r.request;
+    let message = match r.phase {
+        Phase::Single => f.to_string(),
+        phase => format!("in {phase}: {f}"),
+    };
     FailureLine {
         scenario: req.scenario.name().to_string(),
         seed: req.seed,
         oracle: f.kind().to_string(),
         token: req.token(),
-        message: f.to_string(),
+        message,
     }
 }
 

@@ -308,3 +308,40 @@ impl fmt::Display for Failure {
         }
     }
 }
+
+/// How late a loop's deadline may fire when handler code costs virtual time
+/// ([`netpoll_sim::CostModel`]): the deadline oracles of the echo engine and the zoo add
+/// [`allowance`](Self::allowance) to their tick of rounding. A loop sleeps past a deadline by at
+/// most the rounding of its millisecond timeout; every other instant after the deadline is the
+/// loop's own work, which the cost model charges. Without a cost model the allowance is 0, so
+/// the oracles stay as sharp as before.
+#[derive(Debug, Default)]
+pub struct Lateness {
+    /// `(turn start, cost charged by then)`, one entry per new total.
+    marks: Vec<(u64, u64)>,
+}
+
+impl Lateness {
+    /// Notes, at the start of a loop turn (before its timeout is computed), the cost `sim`
+    /// charged so far.
+    pub fn mark_turn(&mut self, sim: &Sim) {
+        let cost = sim.fault_counts().cost_ns;
+        if self.marks.last().is_none_or(|&(_, c)| c != cost) {
+            self.marks.push((sim.now_ns(), cost));
+        }
+    }
+
+    /// The handler cost charged between the last turn that began by `deadline_ns` and the
+    /// first that began after `fired_ns` (or now, on `sim`): what a deadline due at
+    /// `deadline_ns` and fired at `fired_ns` may be late beyond the rounding.
+    pub fn allowance(&self, sim: &Sim, deadline_ns: u64, fired_ns: u64) -> u64 {
+        let before = self.marks.partition_point(|&(at, _)| at <= deadline_ns);
+        let from = before.checked_sub(1).map_or(0, |j| self.marks[j].1);
+        let after = self.marks.partition_point(|&(at, _)| at <= fired_ns);
+        let to = self
+            .marks
+            .get(after)
+            .map_or_else(|| sim.fault_counts().cost_ns, |&(_, c)| c);
+        to.saturating_sub(from)
+    }
+}

@@ -86,6 +86,7 @@ use crate::engine::{check_pattern, fill_pattern, pattern};
 use crate::oracle::{io_fail, lost_wakeup, Failure};
 use crate::params::{ParamSpec, CONNS, FAULTS, MSGS, SIZE};
 use crate::rng::mix;
+use crate::swarm::Phase;
 use crate::trace_out::FdLabel;
 use crate::workload::{
     fd_limit, sim_config_for, sim_judged_by_loop, thread_cpu_ns, Backend, Kind, Report, Request,
@@ -262,6 +263,7 @@ fn go(req: &Request, canary: bool, tracing: Tracing) -> (Report, Vec<Record>) {
         labels: if trace { out.labels } else { Vec::new() },
         fingerprint: sim.as_ref().map(|s| s.fingerprint()),
         faults: sim.as_ref().map(|s| s.fault_counts()),
+        phase: Phase::Single,
     };
     (report, records)
 }

@@ -94,6 +94,7 @@ impl Workload for Scenario {
                 labels: r.labels,
                 fingerprint,
                 faults,
+                phase: crate::swarm::Phase::Single,
             },
             trace: records,
         }

@@ -31,7 +31,7 @@ use netpoll_sim::{EdgePolicy, FaultPlan};
 use crate::params::{CONNS, MSGS, SIZE};
 use crate::rng::mix;
 use crate::run::{execute, sim_config_for, Report, Request};
-use crate::swarm::{knob_mut, quantize, FaultSpec, KNOBS};
+use crate::swarm::{carried, knob_mut, quantize, FaultSpec, KNOBS};
 
 /// One attempted change.
 #[derive(Clone, Debug)]
@@ -74,9 +74,10 @@ pub fn shrink(req: &Request, max_runs: u32) -> Result<Shrunk, String> {
             req.seed
         ));
     }
+    // Under chaos or swarm, shrink the phase that failed: its request makes that run alone.
     let mut s = Shrinker {
         kind,
-        cur: req,
+        cur: first.request.clone(),
         report: first,
         steps: Vec::new(),
         runs: 1,
@@ -84,14 +85,16 @@ pub fn shrink(req: &Request, max_runs: u32) -> Result<Shrunk, String> {
         floor: BTreeMap::new(),
     };
     let param = s.cur.params.try_get("faults").unwrap_or(0);
-    let named = matches!(s.cur.faults, FaultSpec::Chaos | FaultSpec::Swarm);
+    let named = s.cur.faults.is_named();
     if param != 0 || named {
         let plan = sim_config_for(&s.cur).faults;
         let mut c = s.cur.clone();
         if param != 0 {
             c.params.set("faults", 0).expect("0 is in range");
         }
-        c.faults = FaultSpec::Plan(quantize(&plan));
+        // What a token carries (no cost model): kept only if it still fails the same way, so
+        // the token printed at the end replays exactly the run that failed.
+        c.faults = FaultSpec::Plan(carried(&plan));
         let was = if named {
             s.cur.faults.to_string()
         } else {
@@ -244,7 +247,7 @@ pub trait FaultTrial {
 /// `seed`, then knobs are turned off, then halved, until nothing more can be taken away or the
 /// budget is spent. The result is `t`'s final [`faults`](FaultTrial::faults).
 pub fn shrink_faults(t: &mut impl FaultTrial, seed: u64) {
-    if matches!(t.faults(), FaultSpec::Chaos | FaultSpec::Swarm) {
+    if t.faults().is_named() {
         let was = t.faults().to_string();
         let plan = t.faults().plan(seed).expect("a named plan");
         t.attempt(

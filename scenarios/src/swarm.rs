@@ -11,6 +11,14 @@
 //!   which overrides the parameter: what the shrinker writes when it turns single knobs off or
 //!   lowers probabilities. It is carried in a version-2 token.
 //!
+//! **Two phases.** Under `chaos` or `swarm` (the parameter or the spec) a seed runs twice
+//! ([`FaultSpec::phases`]): the quiet phase, exactly the run `none` makes, then the faulted
+//! phase. The seed fails if either fails, so `chaos` and `swarm` find everything `none` finds
+//! (a plan's lock-step timing can hide a loop's bug that the quiet timing shows) and everything
+//! their plan alone finds, for at most twice the cost per seed. A failure's report says which
+//! phase failed, and its token names that run alone (`none`, or `chaos-only` / `swarm-only`), so
+//! the replay is exact.
+//!
 //! A plan replaces the scenario's, except that a scenario's own `split-pct` is kept when the
 //! plan splits less often. Every fault the kernel injects is drawn from the run's seed, so the
 //! token (scenario, parameters, seed, fault spec) replays the faults exactly, and the report
@@ -20,7 +28,7 @@
 //!
 //! A token without an explicit plan is a version-1 token, byte for byte what earlier builds
 //! wrote. A token with one is version 2: the version-1 body followed by the fault section (a
-//! tag byte: 1 chaos, 2 swarm, 3 plan; a plan then carries eight probabilities in ppm as
+//! tag byte: 1 chaos, 2 swarm, 3 plan, 4 chaos's faulted phase alone, 5 swarm's; a plan then carries eight probabilities in ppm as
 //! varints, in [`KNOBS`] order, the quantum in ns, the edge policy byte, and a latency tag with
 //! its numbers). Builds that read only version 1 refuse it cleanly ("format version 2 is not
 //! supported").
@@ -35,10 +43,15 @@ pub enum FaultSpec {
     /// The scenario's own configuration.
     #[default]
     None,
-    /// [`FaultPlan::chaos`].
+    /// [`FaultPlan::chaos`], and the quiet run too: each seed runs twice ([`FaultSpec::phases`]),
+    /// first exactly as under `None`, then under the plan, and fails if either run fails.
     Chaos,
-    /// [`FaultPlan::swarm`] of the run's seed.
+    /// [`FaultPlan::swarm`] of the run's seed, and the quiet run too, as for `Chaos`.
     Swarm,
+    /// The faulted run of `Chaos` alone (what the replay of a failing faulted phase names).
+    ChaosOnly,
+    /// The faulted run of `Swarm` alone.
+    SwarmOnly,
     /// An explicit plan (probabilities are kept in whole parts per million, see [`quantize`]).
     Plan(FaultPlan),
 }
@@ -57,13 +70,55 @@ impl FaultSpec {
         }
     }
 
-    /// The plan for a run with `seed` (`None`: keep the scenario's).
+    /// The plan of a faulted run with `seed` (`None`: keep the scenario's). For `Chaos` and
+    /// `Swarm` this is their faulted phase's plan; their quiet phase keeps the scenario's.
     pub fn plan(&self, seed: u64) -> Option<FaultPlan> {
         match self {
             FaultSpec::None => None,
-            FaultSpec::Chaos => Some(FaultPlan::chaos()),
-            FaultSpec::Swarm => Some(FaultPlan::swarm(seed)),
+            FaultSpec::Chaos | FaultSpec::ChaosOnly => Some(FaultPlan::chaos()),
+            FaultSpec::Swarm | FaultSpec::SwarmOnly => Some(FaultPlan::swarm(seed)),
             FaultSpec::Plan(p) => Some(p.clone()),
+        }
+    }
+
+    /// Whether this is a named plan (`chaos` or `swarm`, with or without their quiet phase).
+    pub fn is_named(&self) -> bool {
+        matches!(
+            self,
+            FaultSpec::Chaos | FaultSpec::Swarm | FaultSpec::ChaosOnly | FaultSpec::SwarmOnly
+        )
+    }
+
+    /// The runs a seed makes under this spec, in order, each with the spec that makes that run
+    /// alone: the one place where `chaos` and `swarm` expand into their two phases, used by
+    /// [`Check`](crate::check::Check) (and so `#[netpoll::test]`) and by `run`, `sweep`,
+    /// `replay`, `trace` and `shrink` ([`crate::run::phases`]).
+    ///
+    /// `Chaos` and `Swarm` run the quiet phase first (exactly the run `None` makes for that
+    /// seed), then the faulted one (`ChaosOnly`, `SwarmOnly`): a seed fails if either fails, so
+    /// they find every failure `none` finds and every one their plan alone finds, at up to twice
+    /// the cost per seed. The failing phase's spec is what a replay names, so a replay reruns
+    /// exactly the run that failed. Every other spec is one run.
+    ///
+    /// ```
+    /// use netpoll_scenarios::swarm::{FaultSpec, Phase};
+    /// assert_eq!(
+    ///     FaultSpec::Chaos.phases(),
+    ///     vec![(Phase::Quiet, FaultSpec::None), (Phase::Faulted, FaultSpec::ChaosOnly)]
+    /// );
+    /// assert_eq!(FaultSpec::SwarmOnly.phases(), vec![(Phase::Single, FaultSpec::SwarmOnly)]);
+    /// ```
+    pub fn phases(&self) -> Vec<(Phase, FaultSpec)> {
+        match self {
+            FaultSpec::Chaos => vec![
+                (Phase::Quiet, FaultSpec::None),
+                (Phase::Faulted, FaultSpec::ChaosOnly),
+            ],
+            FaultSpec::Swarm => vec![
+                (Phase::Quiet, FaultSpec::None),
+                (Phase::Faulted, FaultSpec::SwarmOnly),
+            ],
+            other => vec![(Phase::Single, other.clone())],
         }
     }
 
@@ -81,6 +136,8 @@ impl FaultSpec {
             FaultSpec::None => {}
             FaultSpec::Chaos => out.push(1),
             FaultSpec::Swarm => out.push(2),
+            FaultSpec::ChaosOnly => out.push(4),
+            FaultSpec::SwarmOnly => out.push(5),
             FaultSpec::Plan(p) => {
                 out.push(3);
                 for x in probs(p) {
@@ -127,6 +184,8 @@ impl FaultSpec {
         match byte()? {
             1 => Ok(FaultSpec::Chaos),
             2 => Ok(FaultSpec::Swarm),
+            4 => Ok(FaultSpec::ChaosOnly),
+            5 => Ok(FaultSpec::SwarmOnly),
             3 => {
                 let mut ps = [0.0; 8];
                 for p in &mut ps {
@@ -162,21 +221,11 @@ impl FaultSpec {
                     }
                     _ => return Err(bad("unknown latency distribution")),
                 };
-                let [short_read, short_write, split_write, spurious, eintr, reset, accept_abort, timer_first] =
-                    ps;
                 let plan = FaultPlan {
-                    short_read,
-                    short_write,
-                    split_write,
                     latency,
-                    spurious,
-                    eintr,
-                    reset,
-                    accept_abort,
-                    timer_first,
                     quantum_ns,
                     edge,
-                    ..FaultPlan::default()
+                    ..probs_only(ps)
                 };
                 if plan.validate().is_err() {
                     return Err(bad(
@@ -197,8 +246,32 @@ impl fmt::Display for FaultSpec {
             FaultSpec::None => f.write_str("none"),
             FaultSpec::Chaos => f.write_str("chaos"),
             FaultSpec::Swarm => f.write_str("swarm"),
+            FaultSpec::ChaosOnly => f.write_str("chaos-only"),
+            FaultSpec::SwarmOnly => f.write_str("swarm-only"),
             FaultSpec::Plan(p) => f.write_str(&describe(p)),
         }
+    }
+}
+
+/// Which run of a seed a report is about ([`FaultSpec::phases`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Phase {
+    /// The one run of a spec that is not `chaos` or `swarm`.
+    #[default]
+    Single,
+    /// The quiet run of `chaos` or `swarm`: exactly the run `none` makes.
+    Quiet,
+    /// The faulted run of `chaos` or `swarm`.
+    Faulted,
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Phase::Single => "the only run",
+            Phase::Quiet => "the quiet phase (the run `none` makes)",
+            Phase::Faulted => "the faulted phase",
+        })
     }
 }
 
@@ -256,6 +329,42 @@ pub fn quantize(p: &FaultPlan) -> FaultPlan {
         *p_slow = to_ppm(*p_slow) as f64 / 1e6;
     }
     q
+}
+
+/// `p` as a version-2 token carries it: [`quantize`]d, without what the token format does not
+/// hold (the cost model, [`Vary`], dropped events and the errno knobs). The scenario shrinker
+/// turns a named plan into this one, so that the token it prints replays exactly the run it
+/// made.
+///
+/// ```
+/// use netpoll_scenarios::swarm::{carried, FaultSpec};
+/// use netpoll_scenarios::token::Token;
+/// use netpoll_sim::FaultPlan;
+///
+/// let plan = carried(&FaultPlan::chaos()); // chaos charges handler cost; a token cannot say so
+/// assert!(plan.cost.is_none());
+/// let t = Token { scenario: "echo".into(), values: vec![], seed: 1, faults: FaultSpec::Plan(plan) };
+/// assert_eq!(Token::decode(&t.encode()).unwrap(), t);
+/// ```
+pub fn carried(p: &FaultPlan) -> FaultPlan {
+    // What the token holds, named one by one: a knob added later is left out until the token
+    // format carries it.
+    let q = quantize(p);
+    FaultPlan {
+        latency: q.latency,
+        quantum_ns: q.quantum_ns,
+        edge: q.edge,
+        ..probs_only(probs(&q))
+    }
+}
+
+/// A plan with the [`KNOBS`] probabilities `ps` and nothing else on.
+fn probs_only(ps: [f64; 8]) -> FaultPlan {
+    let mut plan = FaultPlan::none();
+    for (i, x) in ps.into_iter().enumerate() {
+        *knob_mut(&mut plan, i) = x;
+    }
+    plan
 }
 
 /// The plan in one line: its non-zero knobs only (`quiet` when none is on), each exactly (the
@@ -349,7 +458,7 @@ fn latency_text(l: Latency) -> String {
 }
 
 /// The accepted forms of a fault spec, for error messages.
-pub const FORMS: &str = "none, chaos, swarm, quiet, or an explicit plan: KNOB=VALUE pairs \
+pub const FORMS: &str = "none, chaos, swarm, chaos-only, swarm-only, quiet, or an explicit plan: KNOB=VALUE pairs \
      separated by spaces or commas, as a failure report prints them (knobs: short_read, \
      short_write, split_write, spurious, eintr, reset, accept_abort, timer_first, drop_event, \
      eintr_io, emfile, enomem, enfile, enobufs, enomem_file (probabilities 0..=1), latency, cost_call, cost_turn \
@@ -357,7 +466,7 @@ pub const FORMS: &str = "none, chaos, swarm, quiet, or an explicit plan: KNOB=VA
      edge=linux|empty-to-non-empty, vary=off|timing|all)";
 
 impl FaultSpec {
-    /// Reads a spec: `none`, `chaos`, `swarm`, or an explicit plan as [`describe`] writes it
+    /// Reads a spec: `none`, `chaos`, `swarm`, `chaos-only`, `swarm-only`, or an explicit plan as [`describe`] writes it
     /// (`quiet` is the explicit plan with nothing on). Pairs may be separated by spaces or
     /// commas.
     ///
@@ -387,6 +496,8 @@ impl FaultSpec {
             "none" => return Ok(FaultSpec::None),
             "chaos" => return Ok(FaultSpec::Chaos),
             "swarm" => return Ok(FaultSpec::Swarm),
+            "chaos-only" => return Ok(FaultSpec::ChaosOnly),
+            "swarm-only" => return Ok(FaultSpec::SwarmOnly),
             "quiet" => return Ok(FaultSpec::Plan(FaultPlan::none())),
             "" => return Err(format!("an empty fault spec; expected {FORMS}")),
             _ => {}

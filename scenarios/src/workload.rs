@@ -67,7 +67,7 @@ use serde::Serialize;
 
 use crate::oracle::Failure;
 use crate::params::{ParamError, ParamSpec, Params, CONNS, MSGS, SIZE, TOTAL_BYTES_MAX};
-use crate::swarm::FaultSpec;
+use crate::swarm::{FaultSpec, Phase};
 use crate::token::{Token, TokenError};
 use crate::trace_out::FdLabel;
 
@@ -237,6 +237,7 @@ pub fn simulate_on(
             labels: Vec::new(),
             fingerprint: Some(k.fingerprint()),
             faults: Some(k.fault_counts()),
+            phase: Phase::Single,
         },
         trace: records,
     }
@@ -408,6 +409,10 @@ pub struct Report {
     pub fingerprint: Option<(u64, u64)>,
     /// The faults the simulated kernel injected.
     pub faults: Option<FaultCounts>,
+    /// Which run of the seed this is: under `chaos` or `swarm` a seed runs a quiet phase and a
+    /// faulted one ([`FaultSpec::phases`]), and a failure's report is its failing phase's, whose
+    /// [`request`](Self::request) replays that run alone.
+    pub phase: Phase,
 }
 
 impl Report {
@@ -440,6 +445,11 @@ impl Report {
             "wall_ns": s.wall_ns,
             "cpu_ns": s.cpu_ns,
             "outcome": self.outcome(),
+            "phase": match self.phase {
+                Phase::Single => None,
+                Phase::Quiet => Some("quiet"),
+                Phase::Faulted => Some("faulted"),
+            },
             "replay": r.replay_line(),
             "token": (r.backend == Backend::Sim).then(|| r.token()),
             "determinism": self.determinism(),
@@ -512,6 +522,18 @@ impl fmt::Display for Report {
         writeln!(f, "scenario     {} ({})", r.scenario.name(), r.params)?;
         writeln!(f, "backend      {}", r.backend)?;
         writeln!(f, "seed         {}", r.seed)?;
+        match (self.phase, &self.failure) {
+            (Phase::Single, _) => {}
+            (phase, Some(_)) => writeln!(
+                f,
+                "phase        {phase} of chaos/swarm failed; the replay below reruns that run alone"
+            )?,
+            (_, None) => writeln!(
+                f,
+                "phase        the quiet phase and the faulted phase of chaos/swarm passed (counts \
+                 below: the faulted run; wall and cpu time: both)"
+            )?,
+        }
         if let Some(p) = r
             .backend
             .eq(&Backend::Sim)

@@ -15,7 +15,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use netpoll::sys::errno::{EAGAIN, ECONNABORTED, EINPROGRESS};
 use netpoll::sys::{errno_of, EPOLL_CTL_ADD, EPOLL_CTL_MOD, SOCK_NONBLOCK};
 use netpoll::{EpollEvent, Events, Fd, Poller};
-use netpoll_scenarios::check::{Check, CheckError, Failure, Faults};
+use netpoll_scenarios::check::{Check, CheckError, Failure, Faults, Phase};
 use netpoll_sim::{Oracles, Sim, Violation};
 
 // ---------------------------------------------------------------------------------------------
@@ -435,7 +435,15 @@ fn failures_print_everything_and_their_replay_lines_reproduce_them() {
         assert_eq!((again.seed, again.oracle), (f.seed, f.oracle), "{text}");
         assert_eq!(again.diagnosis, f.diagnosis, "{text}");
 
+        // A quiet-phase failure has no faults to shrink, and its replay line names no faults.
+        if f.phase == Phase::Quiet {
+            assert!(f.shrunk.is_none(), "{text}");
+            assert!(f.replay.contains("NETPOLL_FAULTS=none "), "{text}");
+            continue;
+        }
         // Swarm faults played a part: the shrunk plan replays to the same oracle too.
+        assert_eq!(f.phase, Phase::Faulted, "{text}");
+        assert!(f.replay.contains("NETPOLL_FAULTS=swarm-only "), "{text}");
         let (spec, line) = f.shrunk.as_ref().expect("a shrunk plan");
         assert_ne!(*spec, Faults::Swarm, "{text}");
         let shrunk = rerun(line, mode);
@@ -458,12 +466,15 @@ fn the_oneshot_bug_needs_no_faults_and_the_et_bug_does() {
         "{oneshot}"
     );
     assert!(oneshot.diagnosis.contains("never re-armed"), "{oneshot}");
-    assert_eq!(
-        oneshot.shrunk.as_ref().map(|s| &s.0),
-        Some(&Faults::None),
+    // Swarm runs each seed's quiet phase first, and that is where it fails: no faults to shrink.
+    assert_eq!(oneshot.phase, Phase::Quiet, "{oneshot}");
+    assert!(oneshot.shrunk.is_none(), "{oneshot}");
+    assert!(
+        oneshot.to_string().contains("phase:  the quiet phase"),
         "{oneshot}"
     );
     let et = failure(Mode::EtReadOnce);
+    assert_eq!(et.phase, Phase::Faulted, "{et}");
     let (plan, _) = et.shrunk.as_ref().expect("shrunk");
     assert!(matches!(plan, Faults::Plan(_)), "{et}");
 }
@@ -784,4 +795,83 @@ fn tasks_are_judged_by_what_they_wait_for() {
         panic!("{plain:?}")
     };
     assert_eq!(f.oracle, "lost-wakeup", "{f}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// chaos and swarm include none's schedules.
+
+/// A pair of sockets, some bytes through them, and whether any fault (the cost model included)
+/// fired: a stand-in for a loop whose bug shows only with the quiet timing (`quiet_bug`) or
+/// only under a fault plan (`fault_bug`).
+fn ping(sim: &Sim, fail_when_quiet: bool) -> io::Result<()> {
+    let [a, b] = sim.socketpair(SOCK_NONBLOCK)?;
+    let sent = sim.write(a, b"ping")?;
+    let mut got = 0;
+    while got < sent {
+        match sim.read(b, &mut [0u8; 4]) {
+            Err(e) if errno_of(&e) == Some(EAGAIN) => {
+                sim.sleep(std::time::Duration::from_millis(1))
+            }
+            r => got += r?,
+        }
+    }
+    sim.close(a)?;
+    sim.close(b)?;
+    let quiet = sim.fault_counts() == netpoll_sim::FaultCounts::default();
+    if quiet == fail_when_quiet {
+        return Err(io::Error::other(if quiet {
+            "quiet-only bug"
+        } else {
+            "fault-only bug"
+        }));
+    }
+    Ok(())
+}
+
+fn ping_failure(faults: Faults, fail_when_quiet: bool) -> Failure {
+    let r = Check::new()
+        .seeds(0..20)
+        .faults(faults)
+        .env(|_| None)
+        .shrink_runs(0)
+        .test_name("replay_test")
+        .try_run(|sim| ping(sim, fail_when_quiet));
+    match r {
+        Err(CheckError::Failed(f)) => *f,
+        other => panic!("expected a failure, got {other:?}"),
+    }
+}
+
+#[test]
+fn chaos_and_swarm_find_what_none_finds_and_name_the_phase_that_failed() {
+    for (named, only) in [(Faults::Chaos, "chaos-only"), (Faults::Swarm, "swarm-only")] {
+        // A bug only the quiet timing shows: chaos's faulted run alone (the cost model fires on
+        // every call) would never find it; its quiet phase does, on the first seed.
+        let f = ping_failure(named.clone(), true);
+        assert_eq!((f.seed, f.phase), (0, Phase::Quiet), "{f}");
+        assert!(f.replay.contains("NETPOLL_FAULTS=none "), "{f}");
+        assert!(f.to_string().contains("phase:  the quiet phase"), "{f}");
+        // A bug only the faults show: found in the faulted phase, whose replay line reruns
+        // that run alone and fails the same way.
+        let f = ping_failure(named, false);
+        assert_eq!(f.phase, Phase::Faulted, "{f}");
+        assert!(f.replay.contains(&format!("NETPOLL_FAULTS={only} ")), "{f}");
+        let vars = replay_env(&f.replay);
+        let again = Check::new()
+            .seeds(0..20)
+            .shrink_runs(0)
+            .env(move |k| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()))
+            .try_run(|sim| ping(sim, false));
+        let Err(CheckError::Failed(again)) = again else {
+            panic!("the replay line {:?} did not fail", f.replay)
+        };
+        assert_eq!(
+            (again.seed, again.phase),
+            (f.seed, Phase::Single),
+            "{again}"
+        );
+        assert_eq!(again.diagnosis, f.diagnosis);
+    }
+    // `none` and explicit plans are one run per seed.
+    assert_eq!(ping_failure(Faults::None, true).phase, Phase::Single);
 }

@@ -3,6 +3,9 @@
 use std::io::Write;
 use std::process::{Command, Output};
 
+use netpoll_scenarios::registry::Registry;
+use netpoll_scenarios::token::Token;
+
 /// The binary under test: this build's, or `NETPOLL_SIM_EXE` (to run these tests against an
 /// installed or older `netpoll-sim`).
 fn exe() -> String {
@@ -712,12 +715,41 @@ fn a_seed_range_too_large_for_one_process_advises_a_shard_count_that_works() {
 }
 
 #[test]
-fn shrink_names_the_fault_plan_of_the_faults_parameter() {
-    let token = canary_token(&["--faults", "swarm"]);
-    let o = bin(&["shrink", &token, "--max-runs", "1"]);
+fn shrink_names_the_fault_plan_of_the_faults_parameter_and_shrinks_the_phase_that_failed() {
+    // The canary drops events with or without faults: under swarm its quiet phase (the run
+    // `none` makes) fails first, and the failure's token is none's.
+    let o = bin(&[
+        "run", "canary", "--seed", "1", "--json", "--faults", "swarm",
+    ]);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(v["phase"], "quiet", "{v}");
+    let quiet = v["token"].as_str().unwrap().to_string();
+    assert_eq!(
+        quiet,
+        canary_token(&[]),
+        "the quiet phase's token is none's"
+    );
+    // A token naming swarm through the `faults` parameter (as earlier builds wrote them):
+    // the header names swarm, the result the phase that failed.
+    let mut t = Token::decode(&quiet).unwrap();
+    let at = Registry::builtin()
+        .find("canary")
+        .unwrap()
+        .params()
+        .iter()
+        .position(|p| p.name == "faults")
+        .unwrap();
+    t.values[at] = 2;
+    let o = bin(&["shrink", &t.encode(), "--max-runs", "1"]);
     assert_eq!(code(&o), 1, "{}", stderr(&o));
     assert!(stderr(&o).contains("faults swarm)"), "{}", stderr(&o));
-    assert!(stdout(&o).contains("faults swarm)"), "{}", stdout(&o));
+    assert!(stdout(&o).contains("faults none)"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("phase        the quiet phase"),
+        "{}",
+        stdout(&o)
+    );
 }
 
 #[test]

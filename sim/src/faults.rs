@@ -231,7 +231,12 @@ impl FaultPlan {
 
     /// Every benign fault on at a moderate rate (no resets or aborts, which change what a
     /// correct program observes): short I/O, split writes, jittery latency, spurious events,
-    /// `EINTR`, timer/readiness ties in both orders.
+    /// `EINTR`, timer/readiness ties in both orders, and the loop's own work taking virtual
+    /// time ([`LOAD_COST`]), so that readiness piles up and `epoll_wait` returns batches.
+    ///
+    /// Its lock-step timing can hide a bug the quiet plan shows: the scenarios' and `Check`'s
+    /// `chaos` therefore run each seed twice, quiet and with this plan
+    /// (`netpoll_scenarios::swarm::FaultSpec::phases`).
     pub fn chaos() -> FaultPlan {
         FaultPlan {
             short_read: 0.2,
@@ -248,29 +253,36 @@ impl FaultPlan {
             timer_first: 0.5,
             quantum_ns: 1_000_000,
             edge: EdgePolicy::Linux,
+            cost: Some(Box::new(LOAD_COST)),
             ..FaultPlan::default()
         }
     }
 
     /// Swarm testing: a random subset of the benign faults, each with a random weight, drawn
-    /// from `seed` alone (its own stream, so the run's other draws are untouched). Resets and
-    /// aborts are left to scenarios that expect them.
+    /// from `seed` alone (its own stream, so the run's other draws are untouched): short I/O,
+    /// split writes, spurious events, `EINTR` on waits, ties, a latency distribution, the tick
+    /// quantum, the edge policy; then, from a second stream (so those stay as they were), a
+    /// turn cost (the cost model, in half the seeds) and `EINTR` on blocking I/O.
+    ///
+    /// Resets and aborts are left to scenarios that expect them, and so are the errnos that
+    /// change what a correct program observes (`EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`: a
+    /// connection refused or dropped), and dropped events (a broken kernel).
     pub fn swarm(seed: u64) -> FaultPlan {
         let mut r = stream(seed, Stream::Swarm);
-        let mut knob = |max: f64| {
+        fn knob(r: &mut impl Rng, max: f64) -> f64 {
             if r.random_bool(0.5) {
                 r.random_range(0.0..max)
             } else {
                 0.0
             }
-        };
+        }
         let mut plan = FaultPlan {
-            short_read: knob(0.5),
-            short_write: knob(0.5),
-            split_write: knob(0.5),
-            spurious: knob(0.2),
-            eintr: knob(0.2),
-            timer_first: knob(1.0),
+            short_read: knob(&mut r, 0.5),
+            short_write: knob(&mut r, 0.5),
+            split_write: knob(&mut r, 0.5),
+            spurious: knob(&mut r, 0.2),
+            eintr: knob(&mut r, 0.2),
+            timer_first: knob(&mut r, 1.0),
             ..FaultPlan::default()
         };
         if r.random_bool(0.5) {
@@ -293,6 +305,22 @@ impl FaultPlan {
         if r.random_bool(0.2) {
             plan.edge = EdgePolicy::EmptyToNonEmpty;
         }
+        // Knobs added later come from a stream of their own, so a seed's earlier knobs stay as
+        // they were. The loop's own work takes virtual time in half the seeds: a turn costs 1 µs plus an
+        // exponential tail whose mean is drawn (calls themselves stay free: charging each call
+        // lowered park-no-recheck's detection, BENCHMARKS.md).
+        let mut r = stream(seed, Stream::SwarmLater);
+        if r.random_bool(0.5) {
+            plan.cost = Some(Box::new(CostModel {
+                call: None,
+                turn: Some(Latency::Exponential {
+                    base: 1_000,
+                    mean_extra: r.random_range(1_000..100_000),
+                }),
+            }));
+        }
+        // Blocking I/O interrupted by signals (nonblocking loops never see it).
+        plan.eintr_io = knob(&mut r, 0.2);
         plan
     }
 
@@ -311,6 +339,12 @@ pub const LOAD_CALL_COST: Latency = Latency::Exponential {
 pub const LOAD_TURN_COST: Latency = Latency::Exponential {
     base: 1_000,
     mean_extra: 50_000,
+};
+/// The cost model of [`FaultPlan::under_load`] and [`FaultPlan::chaos`]: [`LOAD_CALL_COST`]
+/// per call, [`LOAD_TURN_COST`] more per loop turn.
+pub const LOAD_COST: CostModel = CostModel {
+    call: Some(LOAD_CALL_COST),
+    turn: Some(LOAD_TURN_COST),
 };
 
 impl FaultPlan {

@@ -50,6 +50,7 @@ pub mod config;
 pub mod faults;
 mod fdset;
 mod kernel;
+pub mod netpoller;
 pub mod oracle;
 pub mod rng;
 mod slab;

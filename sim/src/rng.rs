@@ -30,6 +30,9 @@ pub enum Stream {
     Drop = 8,
     /// The cost model: virtual time each call and each loop turn takes.
     Cost = 9,
+    /// Drawing the knobs a swarm plan gained later (its cost model, `EINTR` on blocking I/O),
+    /// apart from [`Stream::Swarm`] so that a seed's earlier knobs stay as they were.
+    SwarmLater = 10,
 }
 
 /// The kernel's random streams.
@@ -61,7 +64,11 @@ impl Rngs {
         match s {
             Stream::Net => &mut self.net,
             Stream::Ports => &mut self.ports,
-            Stream::Faults | Stream::Swarm | Stream::Vary | Stream::Getrandom => &mut self.faults,
+            Stream::Faults
+            | Stream::Swarm
+            | Stream::SwarmLater
+            | Stream::Vary
+            | Stream::Getrandom => &mut self.faults,
             Stream::Cost => &mut self.cost,
             Stream::Errno => &mut self.errno,
             Stream::Drop => &mut self.drop,

@@ -2,16 +2,12 @@
 //! kernel and on the simulated one with several seeds, and print how to replay a failing seed.
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::sync::{Arc, Mutex};
 
-use netpoll::rt::pd::Dir;
 use netpoll::rt::{MultiRuntime, Runtime};
-use netpoll::sys::Events;
-use netpoll::{Fd, Poller};
+use netpoll::Poller;
 use netpoll_realnet::RealNet;
 use netpoll_sim::Sim;
 
@@ -66,40 +62,8 @@ pub fn sim(seed: u64) -> Sim {
     Sim::with_config(seed, cfg)
 }
 
-/// The events that wake a side's waiter (as `PollDesc::on_event` routes them).
-fn side_events(dir: Dir) -> Events {
-    match dir {
-        Dir::Read => Events::IN | Events::RDHUP | Events::HUP | Events::ERR,
-        Dir::Write => Events::OUT | Events::HUP | Events::ERR,
-    }
-}
-
-/// Arms the kernel's lost-wakeup oracle for the runtime: at each quiescence the runtime waits
-/// for what its parked tasks wait for (a registration nobody is parked on may stay ready: the
-/// runtime caches readiness), as the quiescence hook saw them just before it blocked. Listing
-/// the parked tasks costs a pass over every descriptor, so the hook does it only when the kernel
-/// will scan on entry (nothing in flight); a scan later in the same wait, after deliveries,
-/// then judges nothing, and a loop stuck there is reported as a hang.
-pub fn judge_by_parked_tasks(rt: &mut Runtime<Sim>) {
-    // Shared with the kernel's hook, which must be `Send` (uncontended: one thread).
-    let parked: Arc<Mutex<BTreeMap<Fd, Events>>> = Arc::default();
-    let seen = Arc::clone(&parked);
-    rt.driver().poller().set_wants(move |s| {
-        let seen = seen.lock().expect("not poisoned");
-        seen.get(&s.fd).copied().unwrap_or(Events::NONE)
-    });
-    rt.set_quiescence_hook(move |d| {
-        let mut parked = parked.lock().expect("not poisoned");
-        parked.clear();
-        if d.poller().pending() > 0 {
-            return Ok(());
-        }
-        for p in d.parked() {
-            *parked.entry(p.fd).or_insert(Events::NONE) |= side_events(p.dir);
-        }
-        Ok(())
-    });
-}
+/// The kernel's lost-wakeup judgement for the runtime (the one copy, in the sim's crate).
+pub use netpoll_sim::netpoller::judge_by_parked_tasks;
 
 /// Runs `case` on the seeded runtime over the simulated kernel, once per seed, with the
 /// kernel's oracles judging it ([`judge_by_parked_tasks`]).

@@ -55,13 +55,24 @@
 //!
 //! The check stops at the first failing seed.
 //!
+//! ## Two phases under `chaos` and `swarm`
+//!
+//! A fault plan's timing can hide a bug that the quiet timing shows (chaos moves client and
+//! server in lock-step), so under [`Faults::Chaos`] and [`Faults::Swarm`] each seed runs twice:
+//! first the quiet phase, exactly the run [`Faults::None`] makes, then the faulted phase. The
+//! seed fails if either fails, so `chaos` and `swarm` find every failure `none` finds; the cost
+//! is at most twice `none`'s per seed. The report says which phase failed ([`Failure::phase`]),
+//! and its replay line names that run alone (`NETPOLL_FAULTS=none`, or `chaos-only` /
+//! `swarm-only`), so it reruns exactly the failing run. [`crate::swarm::FaultSpec::phases`] is
+//! the one place that expands a spec into its runs.
+//!
 //! ## The environment
 //!
 //! | variable | effect |
 //! |---|---|
 //! | `NETPOLL_SEED=N` | run only seed `N` (what a replay line sets) |
 //! | `NETPOLL_SEEDS=A..B` | run seeds `A..B` (also `A..=B`, or a count `N` from the check's first seed) |
-//! | `NETPOLL_FAULTS=F` | `none`, `chaos`, `swarm`, or an explicit plan as a report prints it (`short_read=0.25 eintr=0.05`) |
+//! | `NETPOLL_FAULTS=F` | `none`, `chaos`, `swarm`, `chaos-only`, `swarm-only`, or an explicit plan as a report prints it (`short_read=0.25 eintr=0.05`) |
 //! | `NETPOLL_CHECK_DETERMINISM=1` | run each seed twice and compare every call and result |
 //!
 //! A bad value fails the check with a message naming the variable and the accepted forms
@@ -111,6 +122,7 @@ use netpoll_sim::trace::Record;
 use netpoll_sim::{Oracles, Sim, SimConfig};
 
 use crate::shrink::{shrink_faults, FaultTrial};
+pub use crate::swarm::Phase;
 use env::Settings;
 pub use env::SEEDS_FORMS;
 use judge::{Ended, Finding, Invariant};
@@ -350,27 +362,32 @@ impl Check {
         };
         let env = Rc::clone(&self.env);
         let s = env::resolve(base, |k| env(k)).map_err(CheckError::Config)?;
+        // Under chaos or swarm each seed runs the quiet phase, then the faulted one.
+        let phases = s.faults.phases();
         for (passed, seed) in s.seeds.clone().enumerate() {
-            let first = self.run_seed(seed, &s.faults, false, &mut f);
-            let finding = match first.finding {
-                Some(x) => Some(x),
-                None if s.check_determinism => {
-                    let second = self.run_seed(seed, &s.faults, false, &mut f);
-                    (second.fingerprint != first.fingerprint)
-                        .then(|| self.divergence(seed, &s.faults, &mut f))
+            for (phase, spec) in &phases {
+                let first = self.run_seed(seed, spec, false, &mut f);
+                let finding = match first.finding {
+                    Some(x) => Some(x),
+                    None if s.check_determinism => {
+                        let second = self.run_seed(seed, spec, false, &mut f);
+                        (second.fingerprint != first.fingerprint)
+                            .then(|| self.divergence(seed, spec, &mut f))
+                    }
+                    None => None,
+                };
+                if let Some(finding) = finding {
+                    let target = Target::detect(caller, self.test_name.as_deref());
+                    let run = FailedRun {
+                        seed,
+                        phase: *phase,
+                        spec,
+                        passed: passed as u64,
+                    };
+                    return Err(CheckError::Failed(Box::new(
+                        self.report(run, &s, finding, &target, &mut f),
+                    )));
                 }
-                None => None,
-            };
-            if let Some(finding) = finding {
-                let target = Target::detect(caller, self.test_name.as_deref());
-                return Err(CheckError::Failed(Box::new(self.report(
-                    seed,
-                    &s,
-                    finding,
-                    passed as u64,
-                    &target,
-                    &mut f,
-                ))));
             }
         }
         Ok(Passed {
@@ -442,19 +459,25 @@ impl Check {
         }
     }
 
-    /// The report of a failing seed: replay line, trace file, shrunk fault plan.
+    /// The report of a failing seed: replay line, trace file, shrunk fault plan, all of the
+    /// phase that failed (its spec makes that run alone).
     fn report(
         &self,
-        seed: u64,
+        run: FailedRun<'_>,
         s: &Settings,
         finding: Finding,
-        passed: u64,
         target: &Target,
         f: &mut impl FnMut(&Sim) -> io::Result<()>,
     ) -> Failure {
+        let FailedRun {
+            seed,
+            phase,
+            spec,
+            passed,
+        } = run;
         let nondet = finding.kind == "nondeterminism";
-        let replay = report::replay_line(target, seed, &s.faults, nondet);
-        let traced = self.run_seed(seed, &s.faults, true, f);
+        let replay = report::replay_line(target, seed, spec, nondet);
+        let traced = self.run_seed(seed, spec, true, f);
         let title = format!("{} seed {seed}", target.test.as_deref().unwrap_or("check"));
         let trace = report::write_trace(&traced.records, target, seed, &title);
         let mut diagnosis = finding.diagnosis;
@@ -464,13 +487,13 @@ impl Check {
                  depends on something besides the seed; NETPOLL_CHECK_DETERMINISM=1 shows where)",
             );
         }
-        let shrunk = (!nondet && s.faults != Faults::None && self.shrink_runs > 0).then(|| {
+        let shrunk = (!nondet && *spec != Faults::None && self.shrink_runs > 0).then(|| {
             let mut t = Trial {
                 check: self,
                 f,
                 seed,
                 kind: finding.kind,
-                cur: s.faults.clone(),
+                cur: spec.clone(),
                 runs: 0,
             };
             shrink_faults(&mut t, seed);
@@ -481,6 +504,7 @@ impl Check {
         Failure {
             seed,
             faults: s.faults.clone(),
+            phase,
             oracle: finding.kind,
             diagnosis,
             violation: finding.violation,
@@ -490,6 +514,16 @@ impl Check {
             passed,
         }
     }
+}
+
+/// Which run of which seed failed, for [`Check::report`].
+struct FailedRun<'a> {
+    seed: u64,
+    phase: Phase,
+    /// The spec that makes that run alone.
+    spec: &'a Faults,
+    /// Seeds that passed before this one.
+    passed: u64,
 }
 
 /// One run's outcome.

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use netpoll_sim::trace::Record;
 use netpoll_sim::Violation;
 
-use crate::swarm::FaultSpec;
+use crate::swarm::{FaultSpec, Phase};
 
 /// A seed that failed, with everything needed to understand and replay it. Its `Display` is the
 /// report [`Check::run`](super::Check::run) fails the test with.
@@ -16,8 +16,11 @@ use crate::swarm::FaultSpec;
 pub struct Failure {
     /// The failing seed.
     pub seed: u64,
-    /// The fault spec it ran with.
+    /// The check's fault spec.
     pub faults: FaultSpec,
+    /// Which of the seed's runs failed: under `chaos` or `swarm`, the quiet phase (the run
+    /// `none` makes) or the faulted one; the [`replay`](Self::replay) line reruns that run alone.
+    pub phase: Phase,
     /// Which oracle fired: `lost-wakeup`, `hang`, `livelock`, `leak`, `invariant` (the kernel's
     /// oracles), `panic` or `error` (the closure panicked or returned `Err`), or
     /// `nondeterminism` (the determinism check).
@@ -50,6 +53,13 @@ impl fmt::Display for Failure {
             self.passed,
             if self.passed == 1 { "" } else { "s" }
         )?;
+        if self.phase != Phase::Single {
+            writeln!(
+                f,
+                "phase:  {} failed (each seed runs the quiet phase, then the faulted one)",
+                self.phase
+            )?;
+        }
         writeln!(f, "oracle: {}", self.oracle)?;
         for line in self.diagnosis.trim_end().lines() {
             writeln!(f, "  {line}")?;

@@ -1,15 +1,10 @@
 //! `netpoll::rt` tasks inside a [`Check`](super::Check): a runtime on the check's kernel, and
 //! the lost-wakeup judgement that fits a netpoller.
 
-use std::collections::BTreeMap;
 use std::io;
 use std::rc::Rc;
-use std::sync::{Arc, Mutex};
 
-use netpoll::rt::pd::Dir;
 use netpoll::rt::Runtime;
-use netpoll::sys::Events;
-use netpoll::{Fd, Poller};
 use netpoll_sim::Sim;
 
 use super::CURRENT;
@@ -71,42 +66,6 @@ pub fn runtime(sim: &Sim) -> io::Result<Runtime<SimRc>> {
     Ok(rt)
 }
 
-/// The events that wake a side's waiter (as the poll descriptor routes them).
-fn side_events(dir: Dir) -> Events {
-    match dir {
-        Dir::Read => Events::IN | Events::RDHUP | Events::HUP | Events::ERR,
-        Dir::Write => Events::OUT | Events::HUP | Events::ERR,
-    }
-}
-
-/// Arms the kernel's lost-wakeup oracle for a netpoller: at each quiescence the runtime waits
-/// for what its parked tasks wait for, as the runtime's quiescence hook saw them just before it
-/// blocked. A registration nobody is parked on may stay ready with no event queued (the
-/// runtime cached the edge for a task that has not asked yet), so the kernel's default
-/// judgement (the registration's interest) would be a false alarm there. [`runtime`] does this
-/// for you; it replaces the runtime's quiescence hook.
-///
-/// Listing the parked tasks costs a pass over every descriptor, so the hook does it only when
-/// the kernel will scan (nothing in flight).
-pub fn judge_by_parked_tasks<P: Poller + std::borrow::Borrow<Sim> + 'static>(rt: &mut Runtime<P>) {
-    // Shared with the kernel's hook, which is `Send` (uncontended: one thread runs both).
-    let parked: Arc<Mutex<BTreeMap<Fd, Events>>> = Arc::default();
-    let seen = Arc::clone(&parked);
-    let sim: &Sim = std::borrow::Borrow::borrow(rt.driver().poller());
-    sim.set_wants(move |s| {
-        let seen = seen.lock().expect("the parked table is never poisoned");
-        seen.get(&s.fd).copied().unwrap_or(Events::NONE)
-    });
-    rt.set_quiescence_hook(move |d| {
-        let mut parked = parked.lock().expect("the parked table is never poisoned");
-        parked.clear();
-        let sim: &Sim = std::borrow::Borrow::borrow(d.poller());
-        if sim.pending() > 0 {
-            return Ok(());
-        }
-        for p in d.parked() {
-            *parked.entry(p.fd).or_insert(Events::NONE) |= side_events(p.dir);
-        }
-        Ok(())
-    });
-}
+/// The kernel's lost-wakeup judgement for a netpoller (one copy, in the simulated kernel's
+/// crate; re-exported here): [`runtime`] arms it for you.
+pub use netpoll_sim::netpoller::judge_by_parked_tasks;

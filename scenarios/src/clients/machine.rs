@@ -155,9 +155,11 @@ impl<P: Poller + ?Sized> Clients<'_, P> {
                     return self.on_eof(i);
                 }
                 Err(e)
-                    if matches!(errno_of(&e), Some(ECONNRESET | EPIPE))
+                    if matches!(errno_of(&e), Some(ECONNRESET | EPIPE | ETIMEDOUT))
                         && self.may_reconnect(i) =>
                 {
+                    // Reset, or timed out: the handshake completed on this side, but the full
+                    // accept queue never took it and the server gave up on it.
                     return self.reconnect(i);
                 }
                 Err(e) => return Err(io_fail(format!("client {i} read"), e)),
@@ -217,9 +219,11 @@ impl<P: Poller + ?Sized> Clients<'_, P> {
                 }
                 Err(e) if errno_of(&e) == Some(EAGAIN) => break,
                 Err(e)
-                    if matches!(errno_of(&e), Some(ECONNRESET | EPIPE))
+                    if matches!(errno_of(&e), Some(ECONNRESET | EPIPE | ETIMEDOUT))
                         && self.may_reconnect(i) =>
                 {
+                    // Reset, or timed out: the handshake completed on this side, but the full
+                    // accept queue never took it and the server gave up on it.
                     return self.reconnect(i);
                 }
                 Err(e) => return Err(io_fail(format!("client {i} write"), e)),

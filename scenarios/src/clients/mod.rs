@@ -130,8 +130,9 @@ pub struct ClientMix {
     /// Clients connecting at once, at most.
     pub connect_window: usize,
     /// How often a client makes a new connection after `connect` timed out (`ETIMEDOUT`: every
-    /// SYN was dropped by a full accept queue) or the connection was reset before any answer
-    /// (the server gave up a handshake it had no queue room for). 0: either fails the run.
+    /// SYN was dropped by a full accept queue) or the connection was reset or timed out before
+    /// any answer (the server gave up a handshake it had no queue room for). 0: either fails
+    /// the run.
     pub connect_retries: u32,
     /// Messages a client sends ahead of the answers it has read (1: request/response).
     pub pipeline: u64,

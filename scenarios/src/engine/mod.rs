@@ -45,9 +45,10 @@ use std::time::Instant;
 
 use netpoll::sys::{errno::*, errno_of, Events, EPOLL_CLOEXEC};
 use netpoll::{EpollEvent, Fd};
+use netpoll_sim::Sim;
 
 use crate::clients::{ClientMix, Clients};
-use crate::oracle::{io_fail, lost_wakeup, Failure};
+use crate::oracle::{io_fail, lost_wakeup, Failure, Lateness};
 use crate::raw_epoll::{tag, timeout_ms, EchoServer, ServerConfig, TICK_NS};
 
 mod kernel;
@@ -136,6 +137,14 @@ pub struct RunResult {
     pub labels: Vec<FdLabel>,
 }
 
+/// [`Engine::tolerance`], for a caller that holds other parts of the engine.
+fn tolerance(sim: Option<&Sim>, lateness: &Lateness, deadline_ns: u64, fired_ns: u64) -> u64 {
+    match sim {
+        None => REAL_SLACK_NS,
+        Some(sim) => TICK_NS + lateness.allowance(sim, deadline_ns, fired_ns),
+    }
+}
+
 /// The event loop and everything it drives.
 struct Engine<'k, K: Kernel> {
     k: &'k K,
@@ -148,6 +157,8 @@ struct Engine<'k, K: Kernel> {
     /// Syscalls since the last quiescence scan.
     scan_credit: u64,
     start_ns: u64,
+    /// The handler cost charged by turn, for the deadline oracles' bound ([`Lateness`]).
+    lateness: Lateness,
 }
 
 /// Runs `spec` on `k` with `seed` (the harness's own choices; the simulated kernel has its own
@@ -227,7 +238,15 @@ impl<'k, K: Kernel> Engine<'k, K> {
             stats: RunStats::default(),
             scan_credit: 0,
             start_ns,
+            lateness: Lateness::default(),
         })
+    }
+
+    /// How late a deadline due at `deadline_ns` may fire at `fired_ns`: [`REAL_SLACK_NS`] on
+    /// the real kernel; on the simulated one a tick (the millisecond timeout's rounding) plus
+    /// the handler cost charged after the deadline ([`Lateness`]).
+    fn tolerance(&self, deadline_ns: u64, fired_ns: u64) -> u64 {
+        tolerance(self.k.sim(), &self.lateness, deadline_ns, fired_ns)
     }
 
     fn now_ns(&self) -> u64 {
@@ -270,6 +289,9 @@ impl<'k, K: Kernel> Engine<'k, K> {
                 break;
             }
             let now = self.now_ns();
+            if let Some(sim) = self.k.sim() {
+                self.lateness.mark_turn(sim);
+            }
             if instant.0 == now {
                 instant.1 += 1;
                 if instant.1 > TURNS_PER_INSTANT_MAX && !real {
@@ -398,14 +420,12 @@ impl<'k, K: Kernel> Engine<'k, K> {
     }
 
     fn on_storm(&mut self) -> Result<(), Failure> {
-        let tolerance = if self.k.sim().is_some() {
-            TICK_NS
-        } else {
-            REAL_SLACK_NS
-        };
+        let now = self.now_ns();
+        let span = self.spec.timer_span_ns;
+        let (sim, lateness) = (self.k.sim(), &self.lateness);
         let late = self
             .storm
-            .fire(self.now_ns(), tolerance, self.spec.timer_span_ns)?;
+            .fire(now, |d| tolerance(sim, lateness, d, now), span)?;
         self.stats.max_late_ns = self.stats.max_late_ns.max(late);
         Ok(())
     }
@@ -413,13 +433,9 @@ impl<'k, K: Kernel> Engine<'k, K> {
     /// The goal is met: check the deadlines, let the network drain, check for leaks.
     fn finish(&mut self) -> Result<(), Failure> {
         let sim = self.k.sim();
-        let tolerance = if sim.is_some() {
-            TICK_NS
-        } else {
-            REAL_SLACK_NS
-        };
         let closes = self.server.stats().idle_closes.clone();
         for (deadline, at) in closes {
+            let tolerance = self.tolerance(deadline, at);
             if at < deadline || at - deadline > tolerance {
                 return Err(Failure::Deadline {
                     what: "a server idle deadline".into(),

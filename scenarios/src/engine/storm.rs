@@ -42,9 +42,14 @@ impl Storm {
     }
 
     /// Fires the timers due at `now` (each firing cancels or moves another), checking that none
-    /// fires early, more than `tolerance` late, or out of deadline order. Returns the largest
-    /// lateness seen.
-    pub(super) fn fire(&mut self, now: u64, tolerance: u64, span_ns: u64) -> Result<u64, Failure> {
+    /// fires early, more than `tolerance(deadline)` late, or out of deadline order. Returns the
+    /// largest lateness seen.
+    pub(super) fn fire(
+        &mut self,
+        now: u64,
+        tolerance: impl Fn(u64) -> u64,
+        span_ns: u64,
+    ) -> Result<u64, Failure> {
         let mut max_late = 0;
         while let Some(&Reverse((d, id))) = self.heap.peek() {
             if d > now {
@@ -56,6 +61,7 @@ impl Storm {
                 continue; // cancelled or moved
             }
             *slot = None;
+            let tolerance = tolerance(d);
             if now < d || now - d > tolerance {
                 return Err(Failure::Deadline {
                     what: format!("storm timer {id}"),

@@ -66,7 +66,7 @@ use netpoll::sys::{
 use netpoll::{EpollEvent, Fd, Poller};
 use netpoll_sim::Sim;
 
-use crate::oracle::{io_fail, lost_wakeup, Failure};
+use crate::oracle::{io_fail, lost_wakeup, Failure, Lateness};
 use crate::params::{ParamSpec, CONNS, FAULTS, MSGS, SIZE};
 use crate::rng::{mix, Rng};
 use crate::workload::{sim_judged_by_loop, simulate_on, Kind, Request, Run, Tracing, Workload};
@@ -344,6 +344,8 @@ struct Zoo<'k> {
     scans: u64,
     closed_idle: u64,
     max_late_ns: u64,
+    /// The handler cost charged by turn, for the idle deadline's bound.
+    lateness: Lateness,
 }
 
 impl<'k> Zoo<'k> {
@@ -411,6 +413,7 @@ impl<'k> Zoo<'k> {
             scans: 0,
             closed_idle: 0,
             max_late_ns: 0,
+            lateness: Lateness::default(),
         })
     }
 
@@ -446,6 +449,7 @@ impl<'k> Zoo<'k> {
             if now > 3_600_000_000_000 {
                 return Err(self.hang("more than an hour of virtual time passed"));
             }
+            self.lateness.mark_turn(self.k);
             let timeout = self.wait_timeout(now);
             if timeout != 0 {
                 self.quiescence()?;
