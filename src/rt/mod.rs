@@ -37,7 +37,7 @@
 //! | [`wake`] | waking a blocked poll loop from another thread (eventfd, coalesced) |
 //! | `timer` | the timer heap (sleeps and descriptor deadlines) |
 //! | [`executor`] | [`Runtime`]: the single-threaded executor, FIFO or seeded, with a quiescence hook for oracles |
-//! | [`multi`] | [`MultiRuntime`]: N worker threads sharing one driver (real kernel) |
+//! | [`multi`] | [`MultiRuntime`]: N worker threads sharing one driver, on `std` threads or simulated ones ([`Threads`]) |
 //! | [`net`] | [`TcpListener`], [`TcpStream`], [`UnixStream`], [`PipeReader`], [`PipeWriter`] |
 //!
 //! ## How a read parks
@@ -114,6 +114,7 @@ use std::time::Duration;
 pub use driver::Driver;
 pub use executor::Runtime;
 pub use multi::MultiRuntime;
+pub use sync::{Joiner, OsThreads, Threads, Unparker};
 pub use net::{pipe, PipeReader, PipeWriter, TcpListener, TcpStream, UnixStream};
 
 use driver::DriverApi;

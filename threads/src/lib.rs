@@ -51,6 +51,7 @@
 //! | `poller.rs` | [`ThreadedSim`]: the kernel shared by the threads; which calls block |
 //! | `report.rs` | [`Report`] and [`Failure`]: the schedule, one track per thread; replay lines |
 //! | [`sync`] | a [`Mutex`](sync::Mutex) and a [`Condvar`](sync::Condvar) whose blocking is the scheduler's |
+//! | [`SimThreads`] | the seam that runs `netpoll::rt::MultiRuntime`'s workers here |
 //!
 //! ## Blocking and time
 //!
@@ -407,6 +408,55 @@ pub(crate) fn park_in(call: Call) {
     let (s, me) = current_or_panic(call.op);
     s.switch(me, call);
     s.block(me, call, Wait::Park);
+}
+
+/// The [`netpoll::rt::Threads`] seam on simulated threads: a
+/// [`MultiRuntime`](netpoll::rt::MultiRuntime) built with it (over a [`ThreadedSim`]) starts
+/// its workers with [`spawn`], parks them with [`park`], and makes each of its synchronisation
+/// points a switch point, so that the seed interleaves the workers there as well as at every
+/// kernel call.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use netpoll::rt::{self, MultiRuntime, UnixStream};
+/// use netpoll_sim::Sim;
+/// use netpoll_threads::{Runner, SimThreads, ThreadedSim};
+///
+/// let out = Runner::new(3).run(Sim::new(3), |k| {
+///     let rt = MultiRuntime::with_threads(k, 2, Arc::new(SimThreads)).unwrap();
+///     rt.block_on(async {
+///         let (a, b) = UnixStream::<ThreadedSim>::pair().unwrap();
+///         let reader = rt::spawn(async move {
+///             let mut buf = [0u8; 8];
+///             b.read(&mut buf).await.unwrap()
+///         });
+///         a.write_all(b"hi").await.unwrap();
+///         reader.await.unwrap()
+///     })
+///     .unwrap()
+/// }).unwrap();
+/// assert_eq!(out.value, 2);
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SimThreads;
+
+impl netpoll::rt::Threads for SimThreads {
+    fn spawn(&self, name: String, f: Box<dyn FnOnce() + Send>) -> netpoll::rt::Joiner {
+        let h = spawn(name, f);
+        Box::new(move || h.join())
+    }
+    fn unparker(&self) -> netpoll::rt::Unparker {
+        let t = current();
+        Arc::new(move || t.unpark())
+    }
+    fn park(&self) {
+        park_in(Call::bare("rt_park"));
+    }
+    fn sync_point(&self, what: &'static str) {
+        yield_in(Call::bare(what));
+    }
 }
 
 /// A handle to a simulated thread, for [`unpark`](Thread::unpark).
