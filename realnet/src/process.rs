@@ -3,10 +3,20 @@
 
 /// CPU time (user + system) the calling thread has used, in nanoseconds (0 if unknown).
 pub fn thread_cpu_ns() -> u64 {
+    cpu_ns(libc::RUSAGE_THREAD)
+}
+
+/// CPU time (user + system) the whole process has used, every thread, in nanoseconds (0 if
+/// unknown).
+pub fn process_cpu_ns() -> u64 {
+    cpu_ns(libc::RUSAGE_SELF)
+}
+
+fn cpu_ns(who: libc::c_int) -> u64 {
     // SAFETY: an all-zero `rusage` is a valid value for getrusage to overwrite.
     let mut u: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: `u` is a valid, writable rusage.
-    if unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut u) } != 0 {
+    if unsafe { libc::getrusage(who, &mut u) } != 0 {
         return 0;
     }
     let tv = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1000;

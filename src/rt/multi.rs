@@ -197,10 +197,12 @@ impl Shared {
         (self.main)();
     }
 
-    /// Unparks up to `n` sleeping workers.
-    fn wake_sleepers(&self, n: usize) {
+    /// The poll role was released: unparks one sleeping worker per queued task, and at least
+    /// one (to take the role).
+    fn wake_sleepers(&self) {
         let woken: Vec<_> = {
             let mut q = self.lock_queue();
+            let n = q.tasks.len().max(1);
             let keep = q.sleepers.len().saturating_sub(n);
             q.sleepers.split_off(keep)
         };
@@ -516,12 +518,12 @@ impl<P: Poller + Send + Sync + 'static> Worker<P> {
     /// One turn of the driver in the poll role, then the role released.
     fn poll(&self) -> io::Result<()> {
         let shared = &self.shared;
-        let quiet = {
-            let q = shared.lock_queue();
-            q.tasks.is_empty() && q.sleepers.len() + 1 == self.workers
-        };
-        if quiet && !shared.shutdown.load(Ordering::SeqCst) {
-            if let Some(hook) = lock(&self.hook).as_mut() {
+        if let Some(hook) = lock(&self.hook).as_mut() {
+            let quiet = {
+                let q = shared.lock_queue();
+                q.tasks.is_empty() && q.sleepers.len() + 1 == self.workers
+            };
+            if quiet && !shared.shutdown.load(Ordering::SeqCst) {
                 if let Err(e) = hook(&self.driver) {
                     shared.poll_busy.store(false, Ordering::SeqCst);
                     return Err(e);
@@ -536,8 +538,7 @@ impl<P: Poller + Send + Sync + 'static> Worker<P> {
         shared.poll_busy.store(false, Ordering::SeqCst);
         r?;
         // Hand the poll role and the extra tasks to sleeping workers.
-        let queued = shared.lock_queue().tasks.len();
-        shared.wake_sleepers(queued.max(1));
+        shared.wake_sleepers();
         Ok(())
     }
 }
