@@ -342,7 +342,9 @@ fn on_threads(sim: Sim, cfg: Cfg) -> (Outcome, Option<ThreadedSim>, u64) {
                 let op = st.call.op.bytes().fold(0u64, |h, b| mix(h ^ u64::from(b)));
                 mix(h ^ (u64::from(st.tid.0) << 32) ^ op ^ u64::from(st.blocked))
             });
-            (o.value, Some(k), schedule)
+            let mut out = o.value;
+            out.stats.switch_points = o.report.steps();
+            (out, Some(k), schedule)
         }
         Err(f) => {
             // A spinning thread may hold the kernel for ever: do not touch it then.
@@ -554,20 +556,25 @@ impl Quiet {
         }
     }
 
-    fn judge<P: Poller>(&mut self, d: &Driver<P>, sim: &Sim) -> io::Result<()> {
+    /// `Err` stops the runtime, with the failure to record (if not recorded already).
+    fn judge<P: Poller>(
+        &mut self,
+        d: &Driver<P>,
+        sim: &Sim,
+    ) -> Result<(), (io::Error, Option<Failure>)> {
         let sh = &self.sh;
         if sh.failed() {
-            return Err(io::Error::other("a task failed"));
+            return Err((io::Error::other("a task failed"), None));
         }
         // The kernel's clock, not `d.poller()`'s: on simulated threads that is the same kernel,
         // already locked by the caller.
         let now = Poller::now(sim);
         if now > self.budget {
-            sh.fail(Failure::Hang {
+            let f = Failure::Hang {
                 detail: "more than an hour of virtual time passed".into(),
                 at_ns: sim.now_ns(),
-            });
-            return Err(io::Error::other("virtual time budget"));
+            };
+            return Err((io::Error::other("virtual time budget"), Some(f)));
         }
         if sim.pending() > 0 {
             return Ok(()); // something in flight may still wake a parked task
@@ -584,13 +591,7 @@ impl Quiet {
         }
         self.credit = syscalls;
         self.scans.fetch_add(1, Relaxed);
-        match lost_wakeups(d, sim, sh) {
-            Ok(()) => Ok(()),
-            Err(f) => {
-                sh.fail(f);
-                Err(io::Error::other("lost wakeup"))
-            }
-        }
+        lost_wakeups(d, sim, sh).map_err(|f| (io::Error::other("lost wakeup"), Some(f)))
     }
 }
 
@@ -606,7 +607,15 @@ fn run_single<P: Poller + 'static>(poller: P, sim: Option<Rc<Sim>>, cfg: Cfg) ->
     let start = rt.driver().poller().now();
     if let Some(sim) = sim.clone() {
         let mut q = Quiet::new(&sh, &scans, start);
-        rt.set_quiescence_hook(move |d| q.judge(d, &sim));
+        rt.set_quiescence_hook(move |d| match q.judge(d, &sim) {
+            Ok(()) => Ok(()),
+            Err((e, f)) => {
+                if let Some(f) = f {
+                    q.sh.fail(f);
+                }
+                Err(e)
+            }
+        });
     }
     let r = rt.block_on(main_or_timeout::<P>(sh.clone(), cfg, sim.is_none()));
     let end = rt.driver().poller().now();
@@ -633,7 +642,19 @@ fn run_multi<P: Poller + Send + Sync + 'static>(
     let start = rt.driver().poller().now();
     if let Some(k) = sim.clone() {
         let mut q = Quiet::new(&sh, &scans, start);
-        rt.set_quiescence_hook(move |d| k.with_sim(|s| q.judge(d, s)));
+        rt.set_quiescence_hook(move |d| {
+            // Judged with the kernel locked; the failure is recorded after (recording wakes the
+            // main task, a switch point, which must not happen with the kernel locked).
+            match k.with_sim(|s| q.judge(d, s)) {
+                Ok(()) => Ok(()),
+                Err((e, f)) => {
+                    if let Some(f) = f {
+                        q.sh.fail(f);
+                    }
+                    Err(e)
+                }
+            }
+        });
     }
     let r = rt.block_on(main_or_timeout::<P>(sh.clone(), cfg, sim.is_none()));
     let end = rt.driver().poller().now();

@@ -323,6 +323,11 @@ impl<P: Poller> Driver<P> {
         }
     }
 
+    /// Whether a turn is about to block, or blocks, in `epoll_wait` (its last dispatch done).
+    pub(crate) fn polling(&self) -> bool {
+        self.signal.is_polling()
+    }
+
     /// Wakes the loop if it is blocked in `epoll_wait` (coalesced; see [`super::wake`]).
     pub fn wake_loop(&self) {
         if self.signal.notify() {

@@ -509,26 +509,54 @@ impl<P: Poller + Send + Sync + 'static> Worker<P> {
                 && !shared.shutdown.load(Ordering::SeqCst)
             {
                 q.sleepers.push((self.id, me.clone()));
+                let last = q.sleepers.len() + 1 == self.workers;
                 drop(q);
+                // The last worker to sleep while the poller waits in `epoll_wait` makes the
+                // runtime quiescent: judge it now, the poller cannot.
+                if last && self.driver.polling() {
+                    if let Err(e) = self.quiescent() {
+                        shared.fail(Failure::Io(e));
+                        continue;
+                    }
+                }
                 shared.threads.park();
             }
+        }
+    }
+
+    /// Runs the quiescence hook if the runtime is quiescent: nothing queued, every worker but
+    /// the poller asleep (the caller is the poller about to turn, or the last worker to fall
+    /// asleep while the poller waits).
+    fn quiescent(&self) -> io::Result<()> {
+        if lock(&self.hook).is_none() {
+            return Ok(());
+        }
+        let quiet = {
+            let q = self.shared.lock_queue();
+            q.tasks.is_empty() && q.sleepers.len() + 1 >= self.workers
+        };
+        if !quiet || self.shared.shutdown.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        // No lock of the runtime is held across the hook (it may wake tasks, which are
+        // synchronisation points); a hook already running on another thread judges for both.
+        let mut hook = match self.hook.try_lock() {
+            Ok(h) => h,
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return Ok(()),
+        };
+        match hook.as_mut() {
+            Some(hook) => hook(&self.driver),
+            None => Ok(()),
         }
     }
 
     /// One turn of the driver in the poll role, then the role released.
     fn poll(&self) -> io::Result<()> {
         let shared = &self.shared;
-        if let Some(hook) = lock(&self.hook).as_mut() {
-            let quiet = {
-                let q = shared.lock_queue();
-                q.tasks.is_empty() && q.sleepers.len() + 1 == self.workers
-            };
-            if quiet && !shared.shutdown.load(Ordering::SeqCst) {
-                if let Err(e) = hook(&self.driver) {
-                    shared.poll_busy.store(false, Ordering::SeqCst);
-                    return Err(e);
-                }
-            }
+        if let Err(e) = self.quiescent() {
+            shared.poll_busy.store(false, Ordering::SeqCst);
+            return Err(e);
         }
         BATCHING.with(|b| b.set(true));
         let r = self.driver.turn(true, false, || {

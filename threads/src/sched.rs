@@ -218,6 +218,16 @@ fn abort() -> ! {
     panic::resume_unwind(Box::new(Aborted))
 }
 
+/// [`abort`], except in a thread that is already unwinding (from [`abort`] or a panic): a
+/// destructor that makes a call on the way out (closing a descriptor) must not panic again,
+/// which would abort the whole process. The run has failed and its report is taken; the call
+/// goes through without the scheduler.
+fn abort_unless_unwinding() {
+    if !std::thread::panicking() {
+        abort();
+    }
+}
+
 fn panic_message(p: &(dyn Any + Send)) -> String {
     if let Some(s) = p.downcast_ref::<&str>() {
         (*s).to_owned()
@@ -320,7 +330,7 @@ impl Shared {
                 st = cv.wait(st).unwrap_or_else(|e| e.into_inner());
             }
         }
-        if st.failure.is_some() {
+        if st.failure.is_some() && !std::thread::panicking() {
             drop(st);
             abort();
         }
@@ -333,7 +343,8 @@ impl Shared {
         let mut st = lock(&self.state);
         if st.failure.is_some() {
             drop(st);
-            abort();
+            abort_unless_unwinding();
+            return;
         }
         debug_assert_eq!(st.current, Some(me), "switch: {me} runs without the token");
         st.threads[me.0 as usize].last = Some(call);
@@ -348,7 +359,8 @@ impl Shared {
             );
             self.fail(&mut st, FailureKind::Livelock, msg);
             drop(st);
-            abort();
+            abort_unless_unwinding();
+            return;
         }
         let next = self.choose(&mut st, Some(me));
         let next = next.expect("switch: the running thread is runnable");
@@ -384,7 +396,8 @@ impl Shared {
         let mut st = lock(&self.state);
         if st.failure.is_some() {
             drop(st);
-            abort();
+            abort_unless_unwinding();
+            return;
         }
         if wait == Wait::Park && std::mem::take(&mut st.threads[me.0 as usize].unparked) {
             return;
@@ -409,7 +422,7 @@ impl Shared {
             drop(self.wait_turn(st, me));
         } else {
             drop(st);
-            abort();
+            abort_unless_unwinding();
         }
     }
 

@@ -97,8 +97,12 @@ impl Workload for ThreadedZoo {
             body(k, cfg)
         });
         let k = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let mut steps = 0;
         let (verdict, k) = match r {
-            Ok(o) => (o.value, k),
+            Ok(o) => {
+                steps = o.report.steps();
+                (o.value, k)
+            }
             Err(f) => {
                 // A spinning thread may hold the kernel for ever: do not touch it then.
                 let k = k.filter(|_| f.kind != FailureKind::Spin);
@@ -116,6 +120,7 @@ impl Workload for ThreadedZoo {
         let mut stats = RunStats {
             conns: cfg.conns,
             bytes: *verdict.as_ref().unwrap_or(&0),
+            switch_points: steps,
             ..RunStats::default()
         };
         let mut records = Vec::new();
