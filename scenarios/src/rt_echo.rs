@@ -4,8 +4,9 @@
 //! # What runs
 //!
 //! One seeded [`Runtime`] (the run's seed picks which runnable task goes next, and the order of
-//! readiness and timers at one instant) over the simulated kernel, or over real epoll with
-//! `--backend real`. Every piece is a task in blocking style:
+//! readiness and timers at one instant), or with `--workers N` a [`MultiRuntime`] of N
+//! simulated threads interleaved by the seed, over the simulated kernel, or over real epoll
+//! with `--backend real`. Every piece is a task in blocking style:
 //!
 //! - the **server**: an accept loop that takes exactly `conns` connections and spawns one task
 //!   per connection; that task reads (with a read deadline of `deadline-ms` from each read,
@@ -57,8 +58,15 @@
 //!
 //! # Not modelled
 //!
-//! - One thread: the single-threaded [`Runtime`], not [`netpoll::rt::MultiRuntime`] (which the
-//!   simulated kernel cannot host). Clients and server share the runtime and its epoll instance.
+//! - Clients and server share the runtime and its epoll instance.
+//! - With `workers` (`--workers N`, N ≥ 1), a [`MultiRuntime`] of N workers: on the simulated
+//!   kernel they are simulated threads ([`netpoll_threads`]) sharing the kernel, interleaved by
+//!   the seed at every kernel call and every synchronisation point of the runtime; on the real
+//!   kernel they are `std` threads (no replay). The lost-wakeup oracle runs at the runtime's
+//!   quiescence (the poller about to block with every other worker asleep and nothing queued);
+//!   a run whose threads all block with nothing in flight is a hang with each thread's blocking
+//!   call. The fingerprint includes a hash of the schedule. The default (0) is the
+//!   single-threaded, seeded [`Runtime`].
 //! - A message is written in full before its echo is read, so `size` is capped at 64 KiB:
 //!   larger ones could fill both directions' buffers on real Linux and deadlock by design.
 //! - No resets, stalls or slow readers (the hand-written scenarios cover those); under the
@@ -69,8 +77,8 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::net::{Ipv4Addr, Shutdown, SocketAddrV4};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
@@ -303,7 +311,8 @@ fn cpu_ns(cfg: Cfg) -> u64 {
 
 /// The kernel's verdicts and figures after a run on the simulated kernel.
 fn after_sim(out: &mut Outcome, sim: &Sim) {
-    out.verdict = crate::oracle::with_kernel_verdict(sim, std::mem::replace(&mut out.verdict, Ok(())));
+    out.verdict =
+        crate::oracle::with_kernel_verdict(sim, std::mem::replace(&mut out.verdict, Ok(())));
     if out.verdict.is_ok() {
         // The runtime is gone (its tasks, descriptors, epoll instance): nothing may be left.
         let open = sim.open_files();

@@ -298,7 +298,11 @@ fn rt_echo_on_four_workers() {
         let again = run::execute(&req);
         assert_eq!(again.fingerprint, r.fingerprint, "seed {seed}");
         assert_eq!(
-            (again.stats.syscalls, again.stats.epoll_events, again.stats.virtual_ns),
+            (
+                again.stats.syscalls,
+                again.stats.epoll_events,
+                again.stats.virtual_ns
+            ),
             (r.stats.syscalls, r.stats.epoll_events, r.stats.virtual_ns),
             "seed {seed}"
         );
@@ -318,27 +322,51 @@ fn rt_echo_workers_seeds_give_distinct_schedules() {
             r.fingerprint.expect("a simulated run has a fingerprint")
         })
         .collect();
-    eprintln!("rt-echo workers=4 conns=4 msgs=2: {} distinct schedules in 100 seeds", prints.len());
-    assert!(prints.len() >= 95, "{} distinct schedules in 100 seeds", prints.len());
+    eprintln!(
+        "rt-echo workers=4 conns=4 msgs=2: {} distinct schedules in 100 seeds",
+        prints.len()
+    );
+    assert!(
+        prints.len() >= 95,
+        "{} distinct schedules in 100 seeds",
+        prints.len()
+    );
 }
 
-/// The netpoller-level oracle works across threads: the canary's lost event is reported as a
-/// lost wakeup by the `MultiRuntime`'s quiescence hook.
+/// The netpoller-level oracle works across threads: the canary's lost event, when it strands a
+/// parked reader, is reported as a lost wakeup by the `MultiRuntime`'s quiescence hook. With
+/// threads the dropped event is not always a parked reader's (the reader may be running and read
+/// the data anyway: the run passes), and it may be the runtime's own wake eventfd's (every
+/// thread then blocks: a hang naming each thread's blocking call). Nothing else may happen.
 #[test]
 fn rt_canary_on_workers_reports_the_lost_wakeup() {
     let c = canary();
     let mut p = c.defaults();
     p.set("workers", 3).unwrap();
-    let mut found = 0;
-    for seed in seeds() {
+    let mut lost = 0;
+    let runs = 8;
+    for seed in 0..runs {
         let r = run::execute(&Request::sim(c, p.clone(), seed));
-        let f = r.failure.as_ref().expect("the canary fails on purpose");
-        if let Failure::LostWakeup { owner, .. } = f {
-            assert!(owner.contains("parked on its read side"), "{owner}");
-            found += 1;
-        } else {
-            panic!("seed {seed}: the canary on workers failed as {}, not a lost wakeup:\n{r}", r.outcome());
+        match &r.failure {
+            Some(Failure::LostWakeup { owner, .. }) => {
+                assert!(owner.contains("parked on its read side"), "{owner}");
+                lost += 1;
+            }
+            None => {}
+            Some(Failure::Hang { detail, .. }) => {
+                assert!(
+                    detail.contains("blocked in epoll_wait"),
+                    "seed {seed}: {detail}"
+                );
+            }
+            Some(f) => panic!(
+                "seed {seed}: the canary on workers failed as {}:\n{r}",
+                f.kind()
+            ),
         }
     }
-    assert!(found > 0);
+    assert!(
+        lost * 2 >= runs,
+        "{lost} lost wakeups reported in {runs} seeds"
+    );
 }

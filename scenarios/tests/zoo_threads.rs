@@ -9,7 +9,6 @@
 
 use netpoll_scenarios::registry::Registry;
 use netpoll_scenarios::run::{execute, test_seeds, Report, Request};
-use netpoll_scenarios::workload::Workload;
 use netpoll_scenarios::zoo::{FIXED, THREADED};
 
 /// Seeds within which each race must be found.
@@ -40,10 +39,16 @@ fn assert_found_and_replayed(name: &str) {
     assert!(text.contains("Deadlock"), "{text}");
     assert!(text.contains("parked in park()"), "{text}");
     let line = r.request.replay_line();
-    assert!(text.contains(&line), "the report lacks its replay line:\n{text}");
+    assert!(
+        text.contains(&line),
+        "the report lacks its replay line:\n{text}"
+    );
     let again = execute(&Registry::builtin().from_token(&r.request.token()).unwrap());
     assert_eq!(again.outcome(), r.outcome(), "{name}: the replay differs");
-    assert_eq!(again.fingerprint, r.fingerprint, "{name}: the replay differs");
+    assert_eq!(
+        again.fingerprint, r.fingerprint,
+        "{name}: the replay differs"
+    );
     assert_eq!(
         again.failure.map(|f| f.to_string()),
         r.failure.map(|f| f.to_string()),

@@ -98,6 +98,9 @@
 //!   gets there first.
 //! - [`Poller::now`](netpoll::Poller::now) and [`ThreadedSim::with_sim`] are not switch points
 //!   and are not checked for the calling thread (they change nothing another thread can see).
+//! - Weak memory orderings inside `netpoll::rt`'s lock-free parts (the poll descriptor's
+//!   state words): with [`SimThreads`] the runtime's synchronisation points are switch points,
+//!   but each point is one atomic step. loom (`--cfg loom`) checks orderings.
 //! - `std::sync` primitives: a simulated thread that blocks on a `std::sync::Mutex` held by
 //!   another simulated thread stalls the run (reported by the watchdog). Use [`sync`]'s, or
 //!   [`park`] / [`Thread::unpark`] to build others.

@@ -151,7 +151,9 @@ pub(super) fn body(k: ThreadedSim, cfg: Cfg) -> Result<u64, Failure> {
         .enumerate()
         .map(|(i, &(fd, _, ref pd))| {
             let (k, pd) = (k.clone(), pd.clone());
-            spawn(format!("reader-{i}"), move || read_until_closed(&k, fd, &pd))
+            spawn(format!("reader-{i}"), move || {
+                read_until_closed(&k, fd, &pd)
+            })
         })
         .collect();
     let msg = [7u8; 16];

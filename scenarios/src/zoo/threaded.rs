@@ -20,7 +20,9 @@ use netpoll_threads::{FailureKind, Policy, Runner, ThreadedSim};
 
 use crate::oracle::Failure;
 use crate::params::{ParamSpec, CONNS, MSGS};
-use crate::workload::{sim_judged_by_loop, Kind, Report, Request, Run, RunStats, Tracing, Workload};
+use crate::workload::{
+    sim_judged_by_loop, Kind, Report, Request, Run, RunStats, Tracing, Workload,
+};
 
 use super::FIXED;
 
@@ -56,7 +58,13 @@ const P_FIXED: ParamSpec = ParamSpec::new(FIXED, 0, 0, 1, "1: run the corrected 
 /// The parameters both threaded entries take.
 pub static PARAMS: &[ParamSpec] = &[
     ParamSpec::new(CONNS, 3, 1, 64, "connections (close) or submitters (spin)"),
-    ParamSpec::new(MSGS, 4, 1, 10_000, "messages per connection, or tasks per submitter"),
+    ParamSpec::new(
+        MSGS,
+        4,
+        1,
+        10_000,
+        "messages per connection, or tasks per submitter",
+    ),
     ParamSpec::new("workers", 2, 1, 16, "worker threads"),
     P_FIXED,
 ];
@@ -92,10 +100,12 @@ impl Workload for ThreadedZoo {
         let trace = tracing.install(&sim);
         let slot: Arc<Mutex<Option<ThreadedSim>>> = Arc::default();
         let keep = slot.clone();
-        let r = Runner::new(req.seed).policy(Policy::Random).run(sim, move |k| {
-            *keep.lock().unwrap_or_else(|e| e.into_inner()) = Some(k.clone());
-            body(k, cfg)
-        });
+        let r = Runner::new(req.seed)
+            .policy(Policy::Random)
+            .run(sim, move |k| {
+                *keep.lock().unwrap_or_else(|e| e.into_inner()) = Some(k.clone());
+                body(k, cfg)
+            });
         let k = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
         let mut steps = 0;
         let (verdict, k) = match r {
