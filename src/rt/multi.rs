@@ -514,7 +514,7 @@ impl<P: Poller + Send + Sync + 'static> Worker<P> {
                 // The last worker to sleep while the poller waits in `epoll_wait` makes the
                 // runtime quiescent: judge it now, the poller cannot.
                 if last && self.driver.polling() {
-                    if let Err(e) = self.quiescent() {
+                    if let Err(e) = self.quiescent(false) {
                         shared.fail(Failure::Io(e));
                         continue;
                     }
@@ -527,7 +527,12 @@ impl<P: Poller + Send + Sync + 'static> Worker<P> {
     /// Runs the quiescence hook if the runtime is quiescent: nothing queued, every worker but
     /// the poller asleep (the caller is the poller about to turn, or the last worker to fall
     /// asleep while the poller waits).
-    fn quiescent(&self) -> io::Result<()> {
+    ///
+    /// `poller`: the caller holds the poll role and has not started its turn. Otherwise the
+    /// poller must be inside its wait, checked after the last synchronisation point before the
+    /// hook (a poller that returned from `epoll_wait` and is still dispatching has taken events
+    /// from the kernel that its tasks have not seen yet).
+    fn quiescent(&self, poller: bool) -> io::Result<()> {
         if lock(&self.hook).is_none() {
             return Ok(());
         }
@@ -535,7 +540,10 @@ impl<P: Poller + Send + Sync + 'static> Worker<P> {
             let q = self.shared.lock_queue();
             q.tasks.is_empty() && q.sleepers.len() + 1 >= self.workers
         };
-        if !quiet || self.shared.shutdown.load(Ordering::SeqCst) {
+        if !quiet
+            || self.shared.shutdown.load(Ordering::SeqCst)
+            || (!poller && !self.driver.polling())
+        {
             return Ok(());
         }
         // No lock of the runtime is held across the hook (it may wake tasks, which are
@@ -554,7 +562,7 @@ impl<P: Poller + Send + Sync + 'static> Worker<P> {
     /// One turn of the driver in the poll role, then the role released.
     fn poll(&self) -> io::Result<()> {
         let shared = &self.shared;
-        if let Err(e) = self.quiescent() {
+        if let Err(e) = self.quiescent(true) {
             shared.poll_busy.store(false, Ordering::SeqCst);
             return Err(e);
         }
