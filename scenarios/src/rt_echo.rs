@@ -90,12 +90,13 @@ use netpoll::{Events, Fd, Poller};
 use netpoll_realnet::RealNet;
 use netpoll_sim::trace::Record;
 use netpoll_sim::Sim;
-use netpoll_threads::{FailureKind, Policy, Runner, SimThreads, ThreadedSim};
+use netpoll_threads::{SimThreads, ThreadedSim};
 
 use crate::engine::{check_pattern, fill_pattern, pattern};
 use crate::oracle::{io_fail, lost_wakeup, Failure};
 use crate::params::{ParamSpec, CONNS, FAULTS, MSGS, SIZE};
 use crate::rng::mix;
+use crate::threaded::run_threads;
 use crate::trace_out::FdLabel;
 use crate::workload::{
     fd_limit, sim_config_for, sim_judged_by_loop, thread_cpu_ns, Backend, Kind, Report, Request,
@@ -329,51 +330,26 @@ fn after_sim(out: &mut Outcome, sim: &Sim) {
 }
 
 /// Runs the workload on a [`MultiRuntime`] of `cfg.workers` simulated threads sharing `sim`,
-/// interleaved by the run's seed ([`Policy::Random`]). Returns the outcome, the kernel, and a
+/// interleaved by the run's seed ([`netpoll_threads::Policy::Random`]). Returns the outcome, the kernel, and a
 /// hash of the schedule (which thread made which call, in order). A failure of the threads
 /// themselves (every thread blocked with nothing in flight, a panic, a livelock) is a hang or
 /// a panic of the run, with the scheduler's report (each thread's blocking call).
 fn on_threads(sim: Sim, cfg: Cfg) -> (Outcome, Option<ThreadedSim>, u64) {
-    let slot: Arc<Mutex<Option<ThreadedSim>>> = Arc::default();
-    let keep = slot.clone();
-    let r = Runner::new(cfg.seed)
-        .policy(Policy::Random)
-        .run(sim, move |k| {
-            *lock(&keep) = Some(k.clone());
-            run_multi(k.clone(), Arc::new(SimThreads), Some(k), cfg)
-        });
-    let k = lock(&slot)
-        .take()
-        .expect("the main simulated thread always starts");
-    match r {
-        Ok(o) => {
-            let schedule = o.report.schedule().iter().fold(0u64, |h, st| {
-                let op = st.call.op.bytes().fold(0u64, |h, b| mix(h ^ u64::from(b)));
-                mix(h ^ (u64::from(st.tid.0) << 32) ^ op ^ u64::from(st.blocked))
-            });
-            let mut out = o.value;
-            out.stats.switch_points = o.report.steps();
-            (out, Some(k), schedule)
+    let run = run_threads(sim, cfg.seed, move |k| {
+        run_multi(k.clone(), Arc::new(SimThreads), Some(k), cfg)
+    });
+    let out = match run.value {
+        Ok(mut out) => {
+            out.stats.switch_points = run.switch_points;
+            out
         }
-        Err(f) => {
-            // A spinning thread may hold the kernel for ever: do not touch it then.
-            let k = Some(k).filter(|_| f.kind != FailureKind::Spin);
-            let at_ns = k.as_ref().map_or(0, |k| k.with_sim(Sim::now_ns));
-            let failure = match f.kind {
-                FailureKind::Panic => Failure::Invariant(format!("a thread panicked: {f}")),
-                _ => Failure::Hang {
-                    detail: f.to_string(),
-                    at_ns,
-                },
-            };
-            let out = Outcome {
-                stats: RunStats::default(),
-                verdict: Err(failure),
-                labels: Vec::new(),
-            };
-            (out, k, 0)
-        }
-    }
+        Err(failure) => Outcome {
+            stats: RunStats::default(),
+            verdict: Err(failure),
+            labels: Vec::new(),
+        },
+    };
+    (out, run.kernel, run.schedule)
 }
 
 /// Who holds an fd, for reports.
@@ -565,6 +541,17 @@ impl Quiet {
         }
     }
 
+    /// Records what [`judge`](Self::judge) found (outside the kernel's lock) and says whether
+    /// the runtime goes on.
+    fn settle(&self, r: Result<(), (io::Error, Option<Failure>)>) -> io::Result<()> {
+        r.map_err(|(e, f)| {
+            if let Some(f) = f {
+                self.sh.fail(f);
+            }
+            e
+        })
+    }
+
     /// `Err` stops the runtime, with the failure to record (if not recorded already).
     fn judge<P: Poller>(
         &mut self,
@@ -616,14 +603,9 @@ fn run_single<P: Poller + 'static>(poller: P, sim: Option<Rc<Sim>>, cfg: Cfg) ->
     let start = rt.driver().poller().now();
     if let Some(sim) = sim.clone() {
         let mut q = Quiet::new(&sh, &scans, start);
-        rt.set_quiescence_hook(move |d| match q.judge(d, &sim) {
-            Ok(()) => Ok(()),
-            Err((e, f)) => {
-                if let Some(f) = f {
-                    q.sh.fail(f);
-                }
-                Err(e)
-            }
+        rt.set_quiescence_hook(move |d| {
+            let r = q.judge(d, &sim);
+            q.settle(r)
         });
     }
     let r = rt.block_on(main_or_timeout::<P>(sh.clone(), cfg, sim.is_none()));
@@ -654,15 +636,8 @@ fn run_multi<P: Poller + Send + Sync + 'static>(
         rt.set_quiescence_hook(move |d| {
             // Judged with the kernel locked; the failure is recorded after (recording wakes the
             // main task, a switch point, which must not happen with the kernel locked).
-            match k.with_sim(|s| q.judge(d, s)) {
-                Ok(()) => Ok(()),
-                Err((e, f)) => {
-                    if let Some(f) = f {
-                        q.sh.fail(f);
-                    }
-                    Err(e)
-                }
-            }
+            let r = k.with_sim(|s| q.judge(d, s));
+            q.settle(r)
         });
     }
     let r = rt.block_on(main_or_timeout::<P>(sh.clone(), cfg, sim.is_none()));

@@ -1,7 +1,7 @@
 //! The zoo's races between threads: small Go-style runtimes on simulated threads
 //! ([`netpoll_threads`]) sharing one simulated kernel, each with one real race of a
 //! multi-threaded netpoller, or (`--param fixed=1`) its corrected twin. The run's seed picks
-//! the interleaving ([`Policy::Random`]) at every kernel call and every lock, park and yield.
+//! the interleaving (`netpoll_threads::Policy::Random`) at every kernel call and every lock, park and yield.
 //!
 //! | scenario | the bug | found as |
 //! |---|---|---|
@@ -11,15 +11,14 @@
 //! Both are found within 1,000 seeds and replay by token; their twins pass 10,000 seeds
 //! (`scenarios/tests/zoo.rs`).
 
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use netpoll_realnet::process::process_cpu_ns;
-use netpoll_sim::Sim;
-use netpoll_threads::{FailureKind, Policy, Runner, ThreadedSim};
+use netpoll_threads::ThreadedSim;
 
 use crate::oracle::Failure;
 use crate::params::{ParamSpec, CONNS, MSGS};
+use crate::threaded::run_threads;
 use crate::workload::{
     sim_judged_by_loop, Kind, Report, Request, Run, RunStats, Tracing, Workload,
 };
@@ -98,35 +97,9 @@ impl Workload for ThreadedZoo {
         let cpu = process_cpu_ns();
         let sim = sim_judged_by_loop(req);
         let trace = tracing.install(&sim);
-        let slot: Arc<Mutex<Option<ThreadedSim>>> = Arc::default();
-        let keep = slot.clone();
-        let r = Runner::new(req.seed)
-            .policy(Policy::Random)
-            .run(sim, move |k| {
-                *keep.lock().unwrap_or_else(|e| e.into_inner()) = Some(k.clone());
-                body(k, cfg)
-            });
-        let k = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
-        let mut steps = 0;
-        let (verdict, k) = match r {
-            Ok(o) => {
-                steps = o.report.steps();
-                (o.value, k)
-            }
-            Err(f) => {
-                // A spinning thread may hold the kernel for ever: do not touch it then.
-                let k = k.filter(|_| f.kind != FailureKind::Spin);
-                let at_ns = k.as_ref().map_or(0, |k| k.with_sim(Sim::now_ns));
-                let failure = match f.kind {
-                    FailureKind::Panic => Failure::Invariant(format!("a thread panicked: {f}")),
-                    _ => Failure::Hang {
-                        detail: f.to_string(),
-                        at_ns,
-                    },
-                };
-                (Err(failure), k)
-            }
-        };
+        let run = run_threads(sim, req.seed, move |k| body(k, cfg));
+        let verdict = run.value.and_then(|v| v);
+        let (k, steps) = (run.kernel, run.switch_points);
         let mut stats = RunStats {
             conns: cfg.conns,
             bytes: *verdict.as_ref().unwrap_or(&0),
