@@ -148,6 +148,7 @@ pub struct Runner {
     policy: Policy,
     max_idle_steps: u64,
     watchdog: Duration,
+    pin: bool,
 }
 
 /// What a successful run returns.
@@ -170,7 +171,19 @@ impl Runner {
             policy: Policy::Random,
             max_idle_steps: 100_000,
             watchdog: Duration::from_secs(10),
+            pin: true,
         }
+    }
+
+    /// Whether the run's OS threads are pinned to one CPU (the one the caller runs on when the
+    /// run starts); on by default. Only one runs at a time, so this loses no parallelism, and a
+    /// hand-off between threads on one CPU costs about half the CPU time of one between CPUs
+    /// (`BENCHMARKS.md`, "The multi-threaded netpoller on simulated threads"). It never changes
+    /// the schedule: the seed decides who runs. Turn it off when many runs share a process on
+    /// several CPUs and each should be free to move.
+    pub fn pin_to_one_cpu(mut self, pin: bool) -> Runner {
+        self.pin = pin;
+        self
     }
 
     /// Who runs next.
@@ -211,6 +224,11 @@ impl Runner {
             seed: self.seed,
             policy: self.policy,
             max_idle_steps: self.max_idle_steps,
+            cpu: if self.pin {
+                netpoll_realnet::process::current_cpu()
+            } else {
+                None
+            },
         };
         let shared = Arc::new(Shared::new(cfg, sim, rng));
         let kernel = ThreadedSim {

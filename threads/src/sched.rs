@@ -138,6 +138,8 @@ pub(crate) struct Cfg {
     pub(crate) seed: u64,
     pub(crate) policy: Policy,
     pub(crate) max_idle_steps: u64,
+    /// The CPU every thread of the run is pinned to (they run one at a time), if any.
+    pub(crate) cpu: Option<usize>,
 }
 
 pub(crate) struct State {
@@ -278,9 +280,14 @@ impl Shared {
     ) {
         let shared = Arc::clone(self);
         let name = format!("sim-{tid}-{}", st.threads[tid.0 as usize].name);
+        let cpu = st.cfg.cpu;
         let h = std::thread::Builder::new()
             .name(name)
             .spawn(move || {
+                if let Some(cpu) = cpu {
+                    // Only a cost: the token decides who runs, never the OS.
+                    let _ = netpoll_realnet::process::pin_thread_to_cpu(cpu);
+                }
                 CURRENT.with(|c| *c.borrow_mut() = Some((Arc::clone(&shared), tid)));
                 let r = panic::catch_unwind(AssertUnwindSafe(|| {
                     drop(shared.wait_turn(lock(&shared.state), tid));
