@@ -152,8 +152,48 @@ pub fn interrupted<T: Send>(f: impl FnOnce() -> T + Send) -> T {
     })
 }
 
+/// The CPU the calling thread is running on now (`sched_getcpu`), or `None` if unknown.
+pub fn current_cpu() -> Option<usize> {
+    // SAFETY: sched_getcpu takes no arguments and only reads the calling thread's state.
+    let cpu = unsafe { libc::sched_getcpu() };
+    usize::try_from(cpu).ok()
+}
+
+/// Pins the calling thread to `cpu` (`sched_setaffinity`); `false` if that failed (the thread
+/// then runs where it did). Threads that take turns, one running at a time (simulated threads),
+/// hand over far cheaper on one CPU: no cross-CPU wakeups.
+pub fn pin_thread_to_cpu(cpu: usize) -> bool {
+    // SAFETY: an all-zero `cpu_set_t` is the empty set, a valid value.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    if cpu >= 8 * std::mem::size_of::<libc::cpu_set_t>() {
+        return false;
+    }
+    // SAFETY: `set` is a valid cpu_set_t and `cpu` is within its size (checked above).
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: pid 0 is the calling thread; `set` is a valid cpu_set_t of the size passed.
+    unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0 }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_thread_pinned_to_a_cpu_stays_there() {
+        std::thread::spawn(|| {
+            let cpu = super::current_cpu().expect("sched_getcpu works on Linux");
+            assert!(super::pin_thread_to_cpu(cpu));
+            for _ in 0..100 {
+                std::thread::yield_now();
+                assert_eq!(super::current_cpu(), Some(cpu));
+            }
+            assert!(
+                !super::pin_thread_to_cpu(usize::MAX),
+                "a CPU beyond the set is refused"
+            );
+        })
+        .join()
+        .unwrap();
+    }
+
     #[test]
     fn the_fd_limit_is_known_and_cpu_time_moves() {
         assert!(super::raise_fd_limit() >= 1024);
@@ -186,26 +226,4 @@ mod tests {
             libc::close(fds[1]);
         }
     }
-}
-
-/// The CPU the calling thread is running on now (`sched_getcpu`), or `None` if unknown.
-pub fn current_cpu() -> Option<usize> {
-    // SAFETY: sched_getcpu takes no arguments and only reads the calling thread's state.
-    let cpu = unsafe { libc::sched_getcpu() };
-    usize::try_from(cpu).ok()
-}
-
-/// Pins the calling thread to `cpu` (`sched_setaffinity`); `false` if that failed (the thread
-/// then runs where it did). Threads that take turns, one running at a time (simulated threads),
-/// hand over far cheaper on one CPU: no cross-CPU wakeups.
-pub fn pin_thread_to_cpu(cpu: usize) -> bool {
-    // SAFETY: an all-zero `cpu_set_t` is the empty set, a valid value.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    if cpu >= 8 * std::mem::size_of::<libc::cpu_set_t>() {
-        return false;
-    }
-    // SAFETY: `set` is a valid cpu_set_t and `cpu` is within its size (checked above).
-    unsafe { libc::CPU_SET(cpu, &mut set) };
-    // SAFETY: pid 0 is the calling thread; `set` is a valid cpu_set_t of the size passed.
-    unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0 }
 }
