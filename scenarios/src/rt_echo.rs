@@ -266,8 +266,10 @@ fn go(req: &Request, canary: bool, tracing: Tracing) -> (Report, Vec<Record>) {
                 } else {
                     out.labels.clear();
                 }
+                // With threads, the schedule too (one thread has none: unchanged).
                 let (a, b) = sim.fingerprint();
-                fingerprint = Some((a, mix(b ^ schedule)));
+                let b = if schedule == 0 { b } else { mix(b ^ schedule) };
+                fingerprint = Some((a, b));
                 faults = Some(sim.fault_counts());
                 out
             };
