@@ -14,9 +14,10 @@
 //! | [`registry`] | the workloads by name, built-in and user-added: what `list`, `run`, `sweep`, `replay`, `trace`, `shrink` and replay tokens look workloads up in |
 //! | [`scenario`] | the echo engine's scenarios: each one's parameters, defaults and [`engine::Spec`] |
 //! | [`engine`] | the event loop that drives [`raw_epoll`]'s server and a [`clients`] population, and checks the oracles as it goes (`kernel.rs` the kernel adapter, `storm.rs` the timer storm) |
-//! | [`rt_echo`] | `rt-echo`: the echo workload as tasks on the netpoller (`netpoll::rt`), with the lost-wakeup oracle at the netpoller's level (a task parked on a ready descriptor), and its canary |
+//! | [`rt_echo`] | `rt-echo`: the echo workload as tasks on the netpoller (`netpoll::rt`), on one thread or (`--workers N`) a `MultiRuntime` of simulated threads, with the lost-wakeup oracle at the netpoller's level (a task parked on a ready descriptor), and its canary |
 //! | [`check`] | **test your own loop**: [`check::Check`] runs a closure on the simulated kernel over many seeds and fault plans, and reports the first failure with a replay line, a trace file and a shrunk fault plan |
-//! | [`zoo`] | the bug zoo: small event loops with a real lost-wakeup bug each (one file per bug, with its fixed twin), run as `zoo-*` workloads |
+//! | [`zoo`] | the bug zoo: small event loops with a real lost-wakeup bug each (one file per bug, with its fixed twin), run as `zoo-*` workloads; `zoo-mt-*` are races between simulated threads |
+//! | [`threaded`] | running a workload on simulated threads (`netpoll-threads`): the kernel kept for the report, the scheduler's failures as the crate's (used by `rt-echo --workers` and the `zoo-mt-*` races) |
 //! | [`oracle`] | the failures a run can be found guilty of, and how each is reported |
 //! | [`run`] | one run of any workload ([`run::execute`], [`run::traced`]), the determinism self-check, the seeds a test runs |
 //! | [`token`] | replay tokens (`np1-...`): encoding, checking, decoding |
@@ -30,7 +31,7 @@
 //! | [`shard`] | sweeps beyond one machine: `--shard K/N` seed sets, the `sweep --json` lines, and `netpoll-sim merge` |
 //!
 //! Arrows point down the table's layers: `params`, `rng`, `trace_out`, `oracle`, `swarm`, `token`
-//! at the bottom; `workload` on them; `clients` and `engine` on those; the workloads (`scenario`,
+//! at the bottom; `workload` and `threaded` on them; `clients` and `engine` on those; the workloads (`scenario`,
 //! `rt_echo`, `zoo`) above; `registry` and `run` on top, and the CLI (`main.rs`) over all. No two
 //! modules import each other.
 //!
@@ -105,6 +106,7 @@ pub mod scenario;
 pub mod shard;
 pub mod shrink;
 pub mod swarm;
+pub mod threaded;
 pub mod token;
 pub mod trace_file;
 pub mod trace_out;

@@ -63,6 +63,11 @@ impl Registry {
         entries.push(&crate::scenario::CANARY_SCENARIO);
         entries.push(&crate::rt_echo::RT_CANARY);
         entries.extend(crate::zoo::ZOO.iter().map(|z| z as &'static dyn Workload));
+        entries.extend(
+            crate::zoo::THREADED
+                .iter()
+                .map(|z| z as &'static dyn Workload),
+        );
         Registry { entries }
     }
 

@@ -4,8 +4,9 @@
 //! # What runs
 //!
 //! One seeded [`Runtime`] (the run's seed picks which runnable task goes next, and the order of
-//! readiness and timers at one instant) over the simulated kernel, or over real epoll with
-//! `--backend real`. Every piece is a task in blocking style:
+//! readiness and timers at one instant), or with `--workers N` a [`MultiRuntime`] of N
+//! simulated threads interleaved by the seed, over the simulated kernel, or over real epoll
+//! with `--backend real`. Every piece is a task in blocking style:
 //!
 //! - the **server**: an accept loop that takes exactly `conns` connections and spawns one task
 //!   per connection; that task reads (with a read deadline of `deadline-ms` from each read,
@@ -57,8 +58,15 @@
 //!
 //! # Not modelled
 //!
-//! - One thread: the single-threaded [`Runtime`], not [`netpoll::rt::MultiRuntime`] (which the
-//!   simulated kernel cannot host). Clients and server share the runtime and its epoll instance.
+//! - Clients and server share the runtime and its epoll instance.
+//! - With `workers` (`--workers N`, N ≥ 1), a [`MultiRuntime`] of N workers: on the simulated
+//!   kernel they are simulated threads ([`netpoll_threads`]) sharing the kernel, interleaved by
+//!   the seed at every kernel call and every synchronisation point of the runtime; on the real
+//!   kernel they are `std` threads (no replay). The lost-wakeup oracle runs at the runtime's
+//!   quiescence (the poller about to block with every other worker asleep and nothing queued);
+//!   a run whose threads all block with nothing in flight is a hang with each thread's blocking
+//!   call. The fingerprint includes a hash of the schedule. The default (0) is the
+//!   single-threaded, seeded [`Runtime`].
 //! - A message is written in full before its echo is read, so `size` is capped at 64 KiB:
 //!   larger ones could fill both directions' buffers on real Linux and deadlock by design.
 //! - No resets, stalls or slow readers (the hand-written scenarios cover those); under the
@@ -66,27 +74,30 @@
 //!   reports spurious events and `EINTR`.
 //! - On the real kernel there is no lost-wakeup oracle and no replay.
 
-use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::io;
 use std::net::{Ipv4Addr, Shutdown, SocketAddrV4};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use netpoll::rt::executor::Livelock;
 use netpoll::rt::pd::Dir;
-use netpoll::rt::{self, Driver, Runtime, TcpListener, TcpStream};
+use netpoll::rt::{self, Driver, MultiRuntime, OsThreads, Runtime, TcpListener, TcpStream};
 use netpoll::{Events, Fd, Poller};
 use netpoll_realnet::RealNet;
 use netpoll_sim::trace::Record;
 use netpoll_sim::Sim;
+use netpoll_threads::{SimThreads, ThreadedSim};
 
 use crate::engine::{check_pattern, fill_pattern, pattern};
 use crate::oracle::{io_fail, lost_wakeup, Failure};
 use crate::params::{ParamSpec, CONNS, FAULTS, MSGS, SIZE};
 use crate::rng::mix;
 use crate::swarm::Phase;
+use crate::threaded::run_threads;
 use crate::trace_out::FdLabel;
 use crate::workload::{
     fd_limit, sim_config_for, sim_judged_by_loop, thread_cpu_ns, Backend, Kind, Report, Request,
@@ -97,6 +108,9 @@ use crate::workload::{
 pub const NAME: &str = "rt-echo";
 /// The registry name of its canary (fails on purpose).
 pub const CANARY_NAME: &str = "rt-canary";
+
+/// The `workers` parameter.
+const WORKERS: &str = "workers";
 
 /// Bytes a server connection reads at once (and the client's read buffer), at most.
 const BUF_MAX: usize = 16 * 1024;
@@ -113,6 +127,13 @@ pub static PARAMS: &[ParamSpec] = &[
         "bytes per message (written in full before the echo is read)",
     ),
     ParamSpec::new("window", 64, 1, 1_000_000, "clients connecting at once"),
+    ParamSpec::new(
+        WORKERS,
+        0,
+        0,
+        64,
+        "worker threads of a MultiRuntime, simulated threads interleaved by the seed (0: the single-threaded runtime)",
+    ),
     ParamSpec::new(
         "deadline-ms",
         60_000,
@@ -192,6 +213,8 @@ struct Cfg {
     window: u64,
     deadline: Option<Duration>,
     seed: u64,
+    /// 0: the single-threaded runtime; otherwise a `MultiRuntime` of that many workers.
+    workers: u64,
 }
 
 fn go(req: &Request, canary: bool, tracing: Tracing) -> (Report, Vec<Record>) {
@@ -205,17 +228,26 @@ fn go(req: &Request, canary: bool, tracing: Tracing) -> (Report, Vec<Record>) {
             .filter(|&ms| ms > 0)
             .map(Duration::from_millis),
         seed: req.seed,
+        workers: p.get(WORKERS),
     };
     let wall = Instant::now();
-    let cpu = thread_cpu_ns();
-    let mut trace = false;
-    let (mut out, sim) = match req.backend {
+    let cpu = cpu_ns(cfg);
+    let mut records = Vec::new();
+    let mut fingerprint = None;
+    let mut faults = None;
+    let mut out = match req.backend {
         Backend::Real => {
             fd_limit();
-            (run_rt(RealNet::new(), None, cfg), None)
+            let mut out = if cfg.workers == 0 {
+                run_single(RealNet::new(), None, cfg)
+            } else {
+                run_multi(RealNet::new(), Arc::new(OsThreads), None, cfg)
+            };
+            out.stats.events = out.stats.epoll_events;
+            out
         }
         Backend::Sim => {
-            let sim = Rc::new(if canary {
+            let sim = if canary {
                 // The canary's broken kernel: its first reported readable event of a
                 // connection is dropped (the kernel's `drop_event` fault), a lost wakeup the
                 // netpoller cannot recover from.
@@ -226,46 +258,102 @@ fn go(req: &Request, canary: bool, tracing: Tracing) -> (Report, Vec<Record>) {
                 Sim::with_config(req.seed, c)
             } else {
                 sim_judged_by_loop(req)
-            });
-            trace = tracing.install(&sim);
-            let mut out = run_rt(sim.clone(), Some(sim.clone()), cfg);
-            out.verdict = crate::oracle::with_kernel_verdict(&sim, out.verdict);
-            (out, Some(sim))
-        }
-    };
-    let mut records = Vec::new();
-    if let Some(sim) = &sim {
-        if out.verdict.is_ok() {
-            // The runtime is gone (its tasks, descriptors, epoll instance): nothing may be left.
-            let open = sim.open_files();
-            if open != 0 {
-                out.verdict = Err(Failure::Invariant(format!(
-                    "{open} files are open after the runtime was dropped; expected none"
-                )));
+            };
+            let trace = tracing.install(&sim);
+            let mut judge = |mut out: Outcome, sim: &Sim, schedule: u64| {
+                after_sim(&mut out, sim);
+                if trace {
+                    records = sim.take_trace();
+                } else {
+                    out.labels.clear();
+                }
+                // With threads, the schedule too (one thread has none: unchanged).
+                let (a, b) = sim.fingerprint();
+                let b = if schedule == 0 { b } else { mix(b ^ schedule) };
+                fingerprint = Some((a, b));
+                faults = Some(sim.fault_counts());
+                out
+            };
+            if cfg.workers == 0 {
+                let sim = Rc::new(sim);
+                let out = run_single(sim.clone(), Some(sim.clone()), cfg);
+                judge(out, &sim, 0)
+            } else {
+                match on_threads(sim, cfg) {
+                    (out, Some(k), schedule) => k.with_sim(|sim| judge(out, sim, schedule)),
+                    // A thread spins holding the kernel: report without it.
+                    (out, None, _) => out,
+                }
             }
         }
-        let st = sim.stats();
-        out.stats.syscalls = st.syscalls;
-        out.stats.deliveries = st.deliveries;
-        out.stats.events = st.syscalls + st.deliveries;
-        if trace {
-            records = sim.take_trace();
-        }
-    } else {
-        out.stats.events = out.stats.epoll_events;
+    };
+    if req.backend == Backend::Real {
+        out.labels.clear();
     }
     out.stats.wall_ns = wall.elapsed().as_nanos() as u64;
-    out.stats.cpu_ns = thread_cpu_ns().saturating_sub(cpu);
+    out.stats.cpu_ns = cpu_ns(cfg).saturating_sub(cpu);
     let report = Report {
         request: req.clone(),
         stats: out.stats,
         failure: out.verdict.err(),
-        labels: if trace { out.labels } else { Vec::new() },
-        fingerprint: sim.as_ref().map(|s| s.fingerprint()),
-        faults: sim.as_ref().map(|s| s.fault_counts()),
+        labels: out.labels,
+        fingerprint,
+        faults,
         phase: Phase::Single,
     };
     (report, records)
+}
+
+/// CPU time so far: the calling thread's on one thread, the process's with workers (they run
+/// on threads of their own).
+fn cpu_ns(cfg: Cfg) -> u64 {
+    if cfg.workers == 0 {
+        thread_cpu_ns()
+    } else {
+        netpoll_realnet::process::process_cpu_ns()
+    }
+}
+
+/// The kernel's verdicts and figures after a run on the simulated kernel.
+fn after_sim(out: &mut Outcome, sim: &Sim) {
+    out.verdict =
+        crate::oracle::with_kernel_verdict(sim, std::mem::replace(&mut out.verdict, Ok(())));
+    if out.verdict.is_ok() {
+        // The runtime is gone (its tasks, descriptors, epoll instance): nothing may be left.
+        let open = sim.open_files();
+        if open != 0 {
+            out.verdict = Err(Failure::Invariant(format!(
+                "{open} files are open after the runtime was dropped; expected none"
+            )));
+        }
+    }
+    let st = sim.stats();
+    out.stats.syscalls = st.syscalls;
+    out.stats.deliveries = st.deliveries;
+    out.stats.events = st.syscalls + st.deliveries;
+}
+
+/// Runs the workload on a [`MultiRuntime`] of `cfg.workers` simulated threads sharing `sim`,
+/// interleaved by the run's seed ([`netpoll_threads::Policy::Random`]). Returns the outcome, the kernel, and a
+/// hash of the schedule (which thread made which call, in order). A failure of the threads
+/// themselves (every thread blocked with nothing in flight, a panic, a livelock) is a hang or
+/// a panic of the run, with the scheduler's report (each thread's blocking call).
+fn on_threads(sim: Sim, cfg: Cfg) -> (Outcome, Option<ThreadedSim>, u64) {
+    let run = run_threads(sim, cfg.seed, move |k| {
+        run_multi(k.clone(), Arc::new(SimThreads), Some(k), cfg)
+    });
+    let out = match run.value {
+        Ok(mut out) => {
+            out.stats.switch_points = run.switch_points;
+            out
+        }
+        Err(failure) => Outcome {
+            stats: RunStats::default(),
+            verdict: Err(failure),
+            labels: Vec::new(),
+        },
+    };
+    (out, run.kernel, run.schedule)
 }
 
 /// Who holds an fd, for reports.
@@ -277,29 +365,41 @@ enum Owner {
     Server(SocketAddrV4),
 }
 
-/// What the tasks share with each other and with the harness.
+/// What the tasks share with each other and with the harness (across worker threads when
+/// `workers` is set: atomics and locks, uncontended on one thread).
 #[derive(Default)]
 struct Shared {
-    failure: RefCell<Option<Failure>>,
+    failure: Mutex<Option<Failure>>,
     /// Units of work left: every client, every server connection, the accept loop.
-    left: Cell<u64>,
-    main: RefCell<Option<Waker>>,
-    bytes: Cell<u64>,
-    bytes_sent: Cell<u64>,
-    accepted: Cell<u64>,
-    closed_eof: Cell<u64>,
-    closed_idle: Cell<u64>,
+    left: AtomicU64,
+    main: Mutex<Option<Waker>>,
+    bytes: AtomicU64,
+    bytes_sent: AtomicU64,
+    accepted: AtomicU64,
+    closed_eof: AtomicU64,
+    closed_idle: AtomicU64,
     /// Owners by fd number (numbers are reused: the latest owner wins, which is the live one).
-    owners: RefCell<Vec<Option<Owner>>>,
+    owners: Mutex<Vec<Option<Owner>>>,
     /// Clients by their local address.
-    ports: RefCell<BTreeMap<SocketAddrV4, u64>>,
+    ports: Mutex<BTreeMap<SocketAddrV4, u64>>,
     /// (virtual ns, fd, owner) in order of opening, for trace files.
-    opened: RefCell<Vec<(u64, Fd, Owner)>>,
+    opened: Mutex<Vec<(u64, Fd, Owner)>>,
+}
+
+/// Locks `m`, ignoring poisoning (a task's panic fails the run anyway).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Shared {
+    fn for_run(cfg: Cfg) -> Arc<Shared> {
+        let sh = Shared::default();
+        sh.left.store(2 * cfg.conns + 1, Relaxed);
+        Arc::new(sh)
+    }
+
     fn fail(&self, f: Failure) {
-        let mut slot = self.failure.borrow_mut();
+        let mut slot = lock(&self.failure);
         if slot.is_none() {
             *slot = Some(f);
         }
@@ -308,38 +408,39 @@ impl Shared {
     }
 
     fn failed(&self) -> bool {
-        self.failure.borrow().is_some()
+        lock(&self.failure).is_some()
     }
 
     fn done_one(&self) {
-        self.left.set(self.left.get() - 1);
-        if self.left.get() == 0 {
+        if self.left.fetch_sub(1, Relaxed) == 1 {
             self.wake_main();
         }
     }
 
     fn wake_main(&self) {
-        if let Some(w) = self.main.borrow_mut().take() {
+        let w = lock(&self.main).take();
+        if let Some(w) = w {
             w.wake();
         }
     }
 
     fn own(&self, fd: Fd, who: Owner) {
         let i = fd as usize;
-        let mut o = self.owners.borrow_mut();
+        let mut o = lock(&self.owners);
         if o.len() <= i {
             o.resize(i + 1, None);
         }
         o[i] = Some(who);
-        self.opened.borrow_mut().push((now_ns(), fd, who));
+        lock(&self.opened).push((now_ns(), fd, who));
     }
 
     fn client_of(&self, peer: SocketAddrV4) -> Option<u64> {
-        self.ports.borrow().get(&peer).copied()
+        lock(&self.ports).get(&peer).copied()
     }
 
     fn describe(&self, fd: Fd) -> String {
-        match self.owners.borrow().get(fd as usize).copied().flatten() {
+        let who = lock(&self.owners).get(fd as usize).copied().flatten();
+        match who {
             Some(Owner::Listener) => "the listener".into(),
             Some(Owner::Client(i)) => format!("client {i}"),
             Some(Owner::Server(peer)) => match self.client_of(peer) {
@@ -351,8 +452,8 @@ impl Shared {
     }
 
     fn labels(&self) -> Vec<FdLabel> {
-        self.opened
-            .borrow()
+        let opened = lock(&self.opened).clone();
+        opened
             .iter()
             .filter_map(|&(at, fd, who)| match who {
                 Owner::Listener => None,
@@ -360,6 +461,14 @@ impl Shared {
                 Owner::Server(peer) => self.client_of(peer).map(|i| (at, fd, i as usize, true)),
             })
             .collect()
+    }
+
+    fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Relaxed);
+    }
+
+    fn get(c: &AtomicU64) -> u64 {
+        c.load(Relaxed)
     }
 }
 
@@ -416,85 +525,163 @@ fn lost_wakeups<P: Poller>(d: &Driver<P>, sim: &Sim, sh: &Shared) -> Result<(), 
     )
 }
 
-/// One run on `poller`; `sim` is the simulated kernel behind it (for the oracles).
-fn run_rt<P: Poller + 'static>(poller: P, sim: Option<Rc<Sim>>, cfg: Cfg) -> Outcome {
-    let mut stats = RunStats::default();
+/// The quiescence oracle's state: run whenever the runtime is about to block with no runnable
+/// task (the single-threaded runtime's hook, or a [`MultiRuntime`]'s when every other worker
+/// sleeps).
+struct Quiet {
+    sh: Arc<Shared>,
+    scans: Arc<AtomicU64>,
+    credit: u64,
+    budget: Duration,
+}
+
+impl Quiet {
+    fn new(sh: &Arc<Shared>, scans: &Arc<AtomicU64>, start: Duration) -> Quiet {
+        Quiet {
+            sh: sh.clone(),
+            scans: scans.clone(),
+            credit: 0,
+            budget: start + Duration::from_secs(3600),
+        }
+    }
+
+    /// Records what [`judge`](Self::judge) found (outside the kernel's lock) and says whether
+    /// the runtime goes on.
+    fn settle(&self, r: Result<(), (io::Error, Option<Failure>)>) -> io::Result<()> {
+        r.map_err(|(e, f)| {
+            if let Some(f) = f {
+                self.sh.fail(f);
+            }
+            e
+        })
+    }
+
+    /// `Err` stops the runtime, with the failure to record (if not recorded already).
+    fn judge<P: Poller>(
+        &mut self,
+        d: &Driver<P>,
+        sim: &Sim,
+    ) -> Result<(), (io::Error, Option<Failure>)> {
+        let sh = &self.sh;
+        if sh.failed() {
+            return Err((io::Error::other("a task failed"), None));
+        }
+        // The kernel's clock, not `d.poller()`'s: on simulated threads that is the same kernel,
+        // already locked by the caller.
+        let now = Poller::now(sim);
+        if now > self.budget {
+            let f = Failure::Hang {
+                detail: "more than an hour of virtual time passed".into(),
+                at_ns: sim.now_ns(),
+            };
+            return Err((io::Error::other("virtual time budget"), Some(f)));
+        }
+        if sim.pending() > 0 {
+            return Ok(()); // something in flight may still wake a parked task
+        }
+        let next = d.next_timer();
+        if next.is_some_and(|t| t <= now) {
+            return Ok(()); // a timer is due: the runtime will not sleep
+        }
+        // The scan is a pass over the descriptor table: amortise it over the work done,
+        // unless the runtime would sleep for ever.
+        let syscalls = sim.stats().syscalls;
+        if next.is_some() && syscalls < self.credit + sim.open_files() as u64 {
+            return Ok(());
+        }
+        self.credit = syscalls;
+        self.scans.fetch_add(1, Relaxed);
+        lost_wakeups(d, sim, sh).map_err(|f| (io::Error::other("lost wakeup"), Some(f)))
+    }
+}
+
+/// One run on the single-threaded runtime over `poller`; `sim` is the simulated kernel behind
+/// it (for the oracles).
+fn run_single<P: Poller + 'static>(poller: P, sim: Option<Rc<Sim>>, cfg: Cfg) -> Outcome {
     let mut rt = match Runtime::seeded(poller, cfg.seed) {
         Ok(rt) => rt,
-        Err(e) => {
-            return Outcome {
-                stats,
-                verdict: Err(io_fail("creating the runtime", e)),
-                labels: Vec::new(),
-            }
-        }
+        Err(e) => return Outcome::broken(e),
     };
-    let sh = Rc::new(Shared::default());
-    sh.left.set(2 * cfg.conns + 1);
+    let sh = Shared::for_run(cfg);
+    let scans = Arc::new(AtomicU64::new(0));
     let start = rt.driver().poller().now();
-    let scans = Rc::new(Cell::new(0u64));
     if let Some(sim) = sim.clone() {
-        let sh = sh.clone();
-        let scans = scans.clone();
-        let mut credit = 0u64;
-        let budget = start + Duration::from_secs(3600);
+        let mut q = Quiet::new(&sh, &scans, start);
         rt.set_quiescence_hook(move |d| {
-            if sh.failed() {
-                return Err(io::Error::other("a task failed"));
-            }
-            let now = d.poller().now();
-            if now > budget {
-                sh.fail(Failure::Hang {
-                    detail: "more than an hour of virtual time passed".into(),
-                    at_ns: sim.now_ns(),
-                });
-                return Err(io::Error::other("virtual time budget"));
-            }
-            if sim.pending() > 0 {
-                return Ok(()); // something in flight may still wake a parked task
-            }
-            let next = d.next_timer();
-            if next.is_some_and(|t| t <= now) {
-                return Ok(()); // a timer is due: the runtime will not sleep
-            }
-            // The scan is a pass over the descriptor table: amortise it over the work done,
-            // unless the runtime would sleep for ever.
-            let syscalls = sim.stats().syscalls;
-            if next.is_some() && syscalls < credit + sim.open_files() as u64 {
-                return Ok(());
-            }
-            credit = syscalls;
-            scans.set(scans.get() + 1);
-            match lost_wakeups(d, &sim, &sh) {
-                Ok(()) => Ok(()),
-                Err(f) => {
-                    sh.fail(f);
-                    Err(io::Error::other("lost wakeup"))
-                }
-            }
+            let r = q.judge(d, &sim);
+            q.settle(r)
         });
     }
-    let real = sim.is_none();
-    let sh2 = sh.clone();
-    let r = rt.block_on(async move {
-        let main = main_task::<P>(sh2.clone(), cfg);
-        if real {
-            match rt::timeout(Duration::from_secs(120), main).await {
-                Ok(r) => r,
-                Err(_) => Err(Failure::Hang {
-                    detail: format!(
-                        "the run took more than 120 s on the real kernel; {} units of work left",
-                        sh2.left.get()
-                    ),
-                    at_ns: now_ns(),
-                }),
-            }
-        } else {
-            main.await
-        }
-    });
+    let r = rt.block_on(main_or_timeout::<P>(sh.clone(), cfg, sim.is_none()));
     let end = rt.driver().poller().now();
-    stats.epoll_events = rt.driver().dispatched();
+    let events = rt.driver().dispatched();
+    drop(rt); // closes whatever the tasks still held (after a failure)
+    let now = sim.as_ref().map_or(0, |s| s.now_ns());
+    judged(r, &sh, cfg, now, &scans).with_times(events, start, end)
+}
+
+/// One run on a [`MultiRuntime`] of `workers` threads over `poller`: `std` threads on the real
+/// kernel, or (`sim`) simulated threads sharing the simulated kernel, interleaved by the seed.
+fn run_multi<P: Poller + Send + Sync + 'static>(
+    poller: P,
+    threads: Arc<dyn netpoll::rt::Threads>,
+    sim: Option<ThreadedSim>,
+    cfg: Cfg,
+) -> Outcome {
+    let mut rt = match MultiRuntime::with_threads(poller, cfg.workers as usize, threads) {
+        Ok(rt) => rt,
+        Err(e) => return Outcome::broken(e),
+    };
+    let sh = Shared::for_run(cfg);
+    let scans = Arc::new(AtomicU64::new(0));
+    let start = rt.driver().poller().now();
+    if let Some(k) = sim.clone() {
+        let mut q = Quiet::new(&sh, &scans, start);
+        rt.set_quiescence_hook(move |d| {
+            // Judged with the kernel locked; the failure is recorded after (recording wakes the
+            // main task, a switch point, which must not happen with the kernel locked).
+            let r = k.with_sim(|s| q.judge(d, s));
+            q.settle(r)
+        });
+    }
+    let r = rt.block_on(main_or_timeout::<P>(sh.clone(), cfg, sim.is_none()));
+    let end = rt.driver().poller().now();
+    let events = rt.driver().dispatched();
+    drop(rt); // closes whatever the tasks still held (after a failure)
+    let now = sim.as_ref().map_or(0, |k| k.with_sim(Sim::now_ns));
+    judged(r, &sh, cfg, now, &scans).with_times(events, start, end)
+}
+
+/// The main task, bounded by 120 s of wall time on the real kernel.
+async fn main_or_timeout<P: Poller + 'static>(
+    sh: Arc<Shared>,
+    cfg: Cfg,
+    real: bool,
+) -> Result<(), Failure> {
+    let main = main_task::<P>(sh.clone(), cfg);
+    if !real {
+        return main.await;
+    }
+    match rt::timeout(Duration::from_secs(120), main).await {
+        Ok(r) => r,
+        Err(_) => Err(Failure::Hang {
+            detail: format!(
+                "the run took more than 120 s on the real kernel; {} units of work left",
+                Shared::get(&sh.left)
+            ),
+            at_ns: now_ns(),
+        }),
+    }
+}
+
+/// The run's verdict from what `block_on` returned and what the tasks recorded.
+fn judged(
+    r: io::Result<Result<(), Failure>>,
+    sh: &Shared,
+    cfg: Cfg,
+    now_ns: u64,
+    scans: &AtomicU64,
+) -> Outcome {
     let mut verdict = match r {
         Ok(v) => v,
         // The runtime's own verdicts: no task can ever run again, or the kernel keeps it
@@ -502,84 +689,105 @@ fn run_rt<P: Poller + 'static>(poller: P, sim: Option<Rc<Sim>>, cfg: Cfg) -> Out
         Err(e) if e.kind() == io::ErrorKind::Deadlock || Livelock::is_livelock(&e) => Err(Failure::Hang {
             detail: format!(
                 "{e}; {} units of work left ({} clients and server connections, and the accept loop)",
-                sh.left.get(),
+                Shared::get(&sh.left),
                 2 * cfg.conns + 1
             ),
-            at_ns: sim.as_ref().map_or(0, |s| s.now_ns()),
+            at_ns: now_ns,
         }),
         Err(e) => Err(io_fail("running the runtime", e)),
     };
     // A task's failure (or the oracle's) is the run's, whatever the runtime said after it.
-    if let Some(f) = sh.failure.borrow_mut().take() {
+    if let Some(f) = lock(&sh.failure).take() {
         verdict = Err(f);
     }
     if verdict.is_ok() {
-        verdict = totals(&sh, cfg);
+        verdict = totals(sh, cfg);
     }
-    stats.conns = sh.accepted.get();
-    stats.bytes = sh.bytes.get();
-    stats.bytes_sent = sh.bytes_sent.get();
-    stats.closed_eof = sh.closed_eof.get();
-    stats.closed_idle = sh.closed_idle.get();
-    stats.virtual_ns = end.saturating_sub(start).as_nanos() as u64;
-    stats.quiescence_checks = scans.get();
-    let labels = sh.labels();
-    drop(rt); // closes whatever the tasks still held (after a failure)
+    let stats = RunStats {
+        conns: Shared::get(&sh.accepted),
+        bytes: Shared::get(&sh.bytes),
+        bytes_sent: Shared::get(&sh.bytes_sent),
+        closed_eof: Shared::get(&sh.closed_eof),
+        closed_idle: Shared::get(&sh.closed_idle),
+        quiescence_checks: scans.load(Relaxed),
+        ..RunStats::default()
+    };
     Outcome {
         stats,
         verdict,
-        labels,
+        labels: sh.labels(),
+    }
+}
+
+impl Outcome {
+    fn broken(e: io::Error) -> Outcome {
+        Outcome {
+            stats: RunStats::default(),
+            verdict: Err(io_fail("creating the runtime", e)),
+            labels: Vec::new(),
+        }
+    }
+
+    /// Adds the driver's figures.
+    fn with_times(mut self, epoll_events: u64, start: Duration, end: Duration) -> Outcome {
+        self.stats.epoll_events = epoll_events;
+        self.stats.virtual_ns = end.saturating_sub(start).as_nanos() as u64;
+        self
     }
 }
 
 fn totals(sh: &Shared, cfg: Cfg) -> Result<(), Failure> {
     let want = cfg.conns * cfg.msgs * cfg.size;
-    if sh.accepted.get() != cfg.conns {
+    if Shared::get(&sh.accepted) != cfg.conns {
         return Err(Failure::Invariant(format!(
             "the server accepted {} connections of {}",
-            sh.accepted.get(),
+            Shared::get(&sh.accepted),
             cfg.conns
         )));
     }
-    if sh.closed_idle.get() != 0 {
+    if Shared::get(&sh.closed_idle) != 0 {
         return Err(Failure::Invariant(format!(
             "{} connections were closed by the server's read deadline; no client stalls",
-            sh.closed_idle.get()
+            Shared::get(&sh.closed_idle)
         )));
     }
-    if sh.closed_eof.get() != cfg.conns {
+    if Shared::get(&sh.closed_eof) != cfg.conns {
         return Err(Failure::Invariant(format!(
             "{} server connections ended at end of file, of {}",
-            sh.closed_eof.get(),
+            Shared::get(&sh.closed_eof),
             cfg.conns
         )));
     }
-    if sh.bytes.get() != want || sh.bytes_sent.get() != want {
+    if Shared::get(&sh.bytes) != want || Shared::get(&sh.bytes_sent) != want {
         return Err(Failure::Invariant(format!(
             "{} bytes echoed and {} sent; expected {want} each",
-            sh.bytes.get(),
-            sh.bytes_sent.get()
+            Shared::get(&sh.bytes),
+            Shared::get(&sh.bytes_sent)
         )));
     }
     Ok(())
 }
 
-async fn main_task<P: Poller + 'static>(sh: Rc<Shared>, cfg: Cfg) -> Result<(), Failure> {
+async fn main_task<P: Poller + 'static>(sh: Arc<Shared>, cfg: Cfg) -> Result<(), Failure> {
     let any = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0);
     let ln = TcpListener::<P>::bind(any).map_err(|e| io_fail("binding the listener", e))?;
     sh.own(ln.as_raw_fd(), Owner::Listener);
     let addr = ln
         .local_addr()
         .map_err(|e| io_fail("the listener's address", e))?;
-    rt::spawn_local(accept_loop(ln, sh.clone(), cfg));
+    rt::spawn(accept_loop(ln, sh.clone(), cfg));
     for i in 0..cfg.window.min(cfg.conns) {
-        rt::spawn_local(client::<P>(sh.clone(), cfg, addr, i));
+        rt::spawn(client::<P>(sh.clone(), cfg, addr, i));
     }
     std::future::poll_fn(|cx| {
-        if sh.left.get() == 0 || sh.failed() {
+        if Shared::get(&sh.left) == 0 || sh.failed() {
+            return Poll::Ready(());
+        }
+        *lock(&sh.main) = Some(cx.waker().clone());
+        // Again after storing the waker: on several workers the last unit may end in between.
+        if Shared::get(&sh.left) == 0 || sh.failed() {
             Poll::Ready(())
         } else {
-            *sh.main.borrow_mut() = Some(cx.waker().clone());
             Poll::Pending
         }
     })
@@ -587,13 +795,13 @@ async fn main_task<P: Poller + 'static>(sh: Rc<Shared>, cfg: Cfg) -> Result<(), 
     Ok(())
 }
 
-async fn accept_loop<P: Poller + 'static>(ln: TcpListener<P>, sh: Rc<Shared>, cfg: Cfg) {
+async fn accept_loop<P: Poller + 'static>(ln: TcpListener<P>, sh: Arc<Shared>, cfg: Cfg) {
     for _ in 0..cfg.conns {
         match ln.accept().await {
             Ok((conn, peer)) => {
-                sh.accepted.set(sh.accepted.get() + 1);
+                Shared::add(&sh.accepted, 1);
                 sh.own(conn.as_raw_fd(), Owner::Server(peer));
-                rt::spawn_local(serve(conn, sh.clone(), cfg));
+                rt::spawn(serve(conn, sh.clone(), cfg));
             }
             Err(e) => return sh.fail(io_fail("accepting", e)),
         }
@@ -602,7 +810,7 @@ async fn accept_loop<P: Poller + 'static>(ln: TcpListener<P>, sh: Rc<Shared>, cf
     sh.done_one();
 }
 
-async fn serve<P: Poller + 'static>(conn: TcpStream<P>, sh: Rc<Shared>, cfg: Cfg) {
+async fn serve<P: Poller + 'static>(conn: TcpStream<P>, sh: Arc<Shared>, cfg: Cfg) {
     // Twice the message: most reads are short, so the netpoller's short-read shortcut (park
     // without the read that would say EAGAIN) is on the path.
     let mut buf = vec![0u8; (2 * cfg.size as usize).clamp(1, BUF_MAX)];
@@ -616,13 +824,13 @@ async fn serve<P: Poller + 'static>(conn: TcpStream<P>, sh: Rc<Shared>, cfg: Cfg
         let n = match conn.read(&mut buf).await {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::TimedOut => {
-                sh.closed_idle.set(sh.closed_idle.get() + 1);
+                Shared::add(&sh.closed_idle, 1);
                 break;
             }
             Err(e) => return sh.fail(io_fail(format!("server reading fd {fd}"), e)),
         };
         if n == 0 {
-            sh.closed_eof.set(sh.closed_eof.get() + 1);
+            Shared::add(&sh.closed_eof, 1);
             break;
         }
         if let Err(e) = conn.write_all(&buf[..n]).await {
@@ -633,7 +841,18 @@ async fn serve<P: Poller + 'static>(conn: TcpStream<P>, sh: Rc<Shared>, cfg: Cfg
     sh.done_one();
 }
 
-async fn client<P: Poller + 'static>(sh: Rc<Shared>, cfg: Cfg, addr: SocketAddrV4, i: u64) {
+/// [`client`], boxed: a client starts the next one, and the explicit `Send` future type breaks
+/// that cycle for the compiler.
+fn client_task<P: Poller + 'static>(
+    sh: Arc<Shared>,
+    cfg: Cfg,
+    addr: SocketAddrV4,
+    i: u64,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+    Box::pin(client::<P>(sh, cfg, addr, i))
+}
+
+async fn client<P: Poller + 'static>(sh: Arc<Shared>, cfg: Cfg, addr: SocketAddrV4, i: u64) {
     if let Err(f) = client_body::<P>(&sh, cfg, addr, i).await {
         return sh.fail(f);
     }
@@ -641,7 +860,7 @@ async fn client<P: Poller + 'static>(sh: Rc<Shared>, cfg: Cfg, addr: SocketAddrV
 }
 
 async fn client_body<P: Poller + 'static>(
-    sh: &Rc<Shared>,
+    sh: &Arc<Shared>,
     cfg: Cfg,
     addr: SocketAddrV4,
     i: u64,
@@ -660,10 +879,10 @@ async fn client_body<P: Poller + 'static>(
     let local = s
         .local_addr()
         .map_err(|e| io_fail(format!("client {i}'s address"), e))?;
-    sh.ports.borrow_mut().insert(local, i);
+    lock(&sh.ports).insert(local, i);
     let next = i + cfg.window;
     if next < cfg.conns {
-        rt::spawn_local(client::<P>(sh.clone(), cfg, addr, next));
+        rt::spawn(client_task::<P>(sh.clone(), cfg, addr, next));
     }
     let key = mix(cfg.seed ^ mix(i + 1));
     let mut out = vec![0u8; cfg.size as usize];
@@ -674,7 +893,7 @@ async fn client_body<P: Poller + 'static>(
         s.write_all(&out)
             .await
             .map_err(|e| io_fail(format!("client {i} writing message {m}"), e))?;
-        sh.bytes_sent.set(sh.bytes_sent.get() + cfg.size);
+        Shared::add(&sh.bytes_sent, cfg.size);
         if m + 1 == cfg.msgs {
             // Half-close behind the last message, before its echo: the server may see the data
             // and the end of file in one edge.
@@ -711,7 +930,7 @@ async fn client_body<P: Poller + 'static>(
                 });
             }
             got += n as u64;
-            sh.bytes.set(sh.bytes.get() + n as u64);
+            Shared::add(&sh.bytes, n as u64);
         }
     }
     // Everything came back once; anything more would be a duplicate.

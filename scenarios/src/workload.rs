@@ -572,6 +572,13 @@ impl fmt::Display for Report {
             "kernel time "
         };
         writeln!(f, "{label} {:.6} s", s.virtual_ns as f64 / 1e9)?;
+        if s.switch_points > 0 {
+            writeln!(
+                f,
+                "threads      {} switch points (simulated threads, interleaved by the seed)",
+                s.switch_points
+            )?;
+        }
         writeln!(
             f,
             "wall time    {:.3} s (cpu {:.3} s)",
@@ -710,6 +717,8 @@ pub struct RunStats {
     pub connect_retries: u64,
     /// Times the server stopped reading a connection at its high-water mark.
     pub server_paused: u64,
+    /// Switch points of the simulated threads' scheduler (0: one thread).
+    pub switch_points: u64,
 }
 
 /// CPU time (user + system) the calling thread has used, in ns.

@@ -323,6 +323,11 @@ impl<P: Poller> Driver<P> {
         }
     }
 
+    /// Whether a turn is about to block, or blocks, in `epoll_wait` (its last dispatch done).
+    pub(crate) fn polling(&self) -> bool {
+        self.signal.is_polling()
+    }
+
     /// Wakes the loop if it is blocked in `epoll_wait` (coalesced; see [`super::wake`]).
     pub fn wake_loop(&self) {
         if self.signal.notify() {
@@ -418,14 +423,12 @@ impl<P: Poller> Driver<P> {
             }
             Err(e) => return Err(e),
         };
+        let mut woken = false;
         {
             let t = self.table.lock().unwrap_or_else(|e| e.into_inner());
             for ev in &scratch.events[..n] {
                 if ev.data == WAKE_DATA {
-                    let mut buf = [0u8; 8];
-                    // A spurious event on the eventfd reads nothing: not a wake.
-                    turn.remote_wake |= self.poller.read(self.wake_fd, &mut buf).is_ok();
-                    self.signal.drained();
+                    woken = true;
                     continue;
                 }
                 let (fd, seq) = PollDesc::split_data(ev.data);
@@ -434,6 +437,14 @@ impl<P: Poller> Driver<P> {
                     _ => {} // stale: the descriptor was closed (and maybe its number reused)
                 }
             }
+        }
+        // The eventfd is read with no lock held: on simulated threads a Poller call is a switch
+        // point, and another thread may need the table meanwhile.
+        if woken {
+            let mut buf = [0u8; 8];
+            // A spurious event on the eventfd reads nothing: not a wake.
+            turn.remote_wake |= self.poller.read(self.wake_fd, &mut buf).is_ok();
+            self.signal.drained();
         }
         {
             let now = self.poller.now();

@@ -37,7 +37,7 @@
 //! | [`wake`] | waking a blocked poll loop from another thread (eventfd, coalesced) |
 //! | `timer` | the timer heap (sleeps and descriptor deadlines) |
 //! | [`executor`] | [`Runtime`]: the single-threaded executor, FIFO or seeded, with a quiescence hook for oracles |
-//! | [`multi`] | [`MultiRuntime`]: N worker threads sharing one driver (real kernel) |
+//! | [`multi`] | [`MultiRuntime`]: N worker threads sharing one driver, on `std` threads or simulated ones ([`Threads`]) |
 //! | [`net`] | [`TcpListener`], [`TcpStream`], [`UnixStream`], [`PipeReader`], [`PipeWriter`] |
 //!
 //! ## How a read parks
@@ -79,6 +79,9 @@
 //!
 //! - No work stealing: a [`MultiRuntime`]'s workers share one FIFO queue (simple, and enough to
 //!   use N threads; per-worker queues would cut lock traffic).
+//! - On simulated threads ([`Threads`]), the poll descriptor's atomics (shared with the
+//!   single-threaded runtime, whose hot path must stay free of hooks) are not switch points:
+//!   the multi-threaded runtime's own synchronisation points and every kernel call are.
 //! - No task cancellation other than dropping the runtime; no `EPOLLEXCLUSIVE`; IPv4 only (the
 //!   trait's addresses are `SocketAddrV4`).
 //! - A net value dropped on a thread outside its runtime cannot reach the Poller (it is found
@@ -115,6 +118,7 @@ pub use driver::Driver;
 pub use executor::Runtime;
 pub use multi::MultiRuntime;
 pub use net::{pipe, PipeReader, PipeWriter, TcpListener, TcpStream, UnixStream};
+pub use sync::{Joiner, OsThreads, Threads, Unparker};
 
 use driver::DriverApi;
 use timer::{Action, SleepShared};

@@ -1,25 +1,37 @@
-//! [`MultiRuntime`]: N worker threads sharing one driver (one epoll instance), for the real
-//! kernel.
+//! [`MultiRuntime`]: N worker threads sharing one driver (one epoll instance), on `std` threads
+//! or on simulated ones (see [`Threads`]).
 //!
 //! Tasks are `Send` and live in one shared FIFO queue; any worker runs any task. As in Go, there
 //! is no dedicated poller thread: a worker that finds no task takes the poll role (if no other
 //! worker holds it) and turns the driver, blocking until the next event or timer; the other idle
-//! workers sleep on a condition variable. Tasks the poll loop wakes are queued, and idle workers
-//! are notified once per turn, not once per task.
+//! workers sleep (parked, on a list kept under the queue's lock, like Go's idle Ms). Tasks the
+//! poll loop wakes are queued, and sleepers are woken once per turn, not once per task.
 //!
 //! Who wakes whom, so that nothing sleeps while there is work:
 //!
-//! - a task queued while a worker sleeps on the condvar: the condvar is notified;
+//! - a task queued while a worker sleeps: the sleeper is taken off the list and unparked;
 //! - a task queued from outside the workers (a plain thread, `block_on`) while every worker is
 //!   busy or polling: the poller is woken through the driver's eventfd ([`super::wake`]:
 //!   coalesced, and free when nobody is blocked in `epoll_wait`). A task queued by a worker
 //!   (spawned, or woken while it was running) does not wake the poller: that worker is not idle
 //!   and comes back to the queue after its current task;
-//! - the poll role released: one sleeping worker is notified, so that it can take it (the
-//!   sleeper checks the role under the queue lock, and the releaser notifies under it).
+//! - the poll role released: one sleeper is unparked, so that it can take it (a worker goes to
+//!   sleep only under the queue lock and only while the role is held, and the releaser clears
+//!   the role before it looks at the list under that lock).
 //!
 //! A task state word (`IDLE`, `SCHEDULED`, `RUNNING`, `NOTIFIED`, `DONE`) makes sure a task is
 //! queued at most once and that a wake during its own poll re-queues it after the poll.
+//!
+//! # On simulated threads
+//!
+//! [`MultiRuntime::with_threads`] takes the [`Threads`] seam. With `netpoll_threads::SimThreads`
+//! and the simulated kernel's threaded wrapper as the poller, every worker is a simulated thread
+//! and the seed interleaves them at every kernel call and at the runtime's synchronisation
+//! points (`rt_queue_lock`, `rt_poll_role`, `rt_task_wake`, `rt_wake_poller`, and parking), so a
+//! lost wakeup between workers is found by seed and replayed. The
+//! [quiescence hook](MultiRuntime::set_quiescence_hook) runs when the poller is about to block
+//! while every other worker sleeps and nothing is queued: the moment a netpoller-level
+//! lost-wakeup oracle can judge.
 
 use std::any::Any;
 use std::cell::Cell;
@@ -29,16 +41,19 @@ use std::future::Future;
 use std::io;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll, Wake, Waker};
-use std::thread::{self, Thread};
 
 use super::driver::{Driver, DriverApi};
+use super::sync::{OsThreads, Threads, Unparker};
 use super::{enter, set_current_task, Ctx, Exec};
 use crate::Poller;
 
 type SendFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// A quiescence hook: see [`MultiRuntime::set_quiescence_hook`].
+type Hook<P> = Box<dyn FnMut(&Driver<P>) -> io::Result<()> + Send>;
 
 const IDLE: u8 = 0;
 const SCHEDULED: u8 = 1;
@@ -47,8 +62,8 @@ const NOTIFIED: u8 = 3;
 const DONE: u8 = 4;
 
 thread_local! {
-    /// Set while this worker dispatches a turn: wakes queue without notifying, and the worker
-    /// notifies once afterwards.
+    /// Set while this worker dispatches a turn: wakes queue without unparking, and the worker
+    /// unparks sleepers once afterwards.
     static BATCHING: Cell<bool> = const { Cell::new(false) };
     /// Set on worker threads: a worker that queues a task will come back for it, so it never
     /// breaks a blocked poller's `epoll_wait` for it (that costs an eventfd write and read).
@@ -67,6 +82,10 @@ impl Wake for Task {
         self.wake_by_ref();
     }
     fn wake_by_ref(self: &Arc<Self>) {
+        let Some(s) = self.shared.upgrade() else {
+            return;
+        };
+        s.threads.sync_point("rt_task_wake");
         let mut cur = self.state.load(Ordering::Acquire);
         loop {
             let next = match cur {
@@ -83,18 +102,21 @@ impl Wake for Task {
             }
         }
         if cur == IDLE {
-            if let Some(s) = self.shared.upgrade() {
-                s.push(self.clone());
-            }
+            s.push(self.clone());
         }
     }
 }
 
+/// The run queue and the workers sleeping until it has something (or the poll role is free).
+struct Queue {
+    tasks: VecDeque<Arc<Task>>,
+    /// Sleeping workers, by worker number, most recent last.
+    sleepers: Vec<(usize, Unparker)>,
+}
+
 /// The part of a multi-threaded runtime that does not depend on the Poller type.
 pub(crate) struct Shared {
-    queue: Mutex<VecDeque<Arc<Task>>>,
-    cv: Condvar,
-    idle: AtomicUsize,
+    queue: Mutex<Queue>,
     poll_busy: AtomicBool,
     shutdown: AtomicBool,
     /// Every live task, to drop them when the runtime stops.
@@ -102,7 +124,8 @@ pub(crate) struct Shared {
     next_id: AtomicU64,
     wake_poller: Box<dyn Fn() + Send + Sync>,
     failure: Mutex<Option<Failure>>,
-    main: Mutex<Option<Thread>>,
+    main: Unparker,
+    threads: Arc<dyn Threads>,
 }
 
 enum Failure {
@@ -110,21 +133,36 @@ enum Failure {
     Io(io::Error),
 }
 
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 impl Shared {
-    fn lock_queue(&self) -> MutexGuard<'_, VecDeque<Arc<Task>>> {
-        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    /// Locks the run queue: a synchronisation point.
+    fn lock_queue(&self) -> MutexGuard<'_, Queue> {
+        self.threads.sync_point("rt_queue_lock");
+        lock(&self.queue)
     }
 
     fn push(&self, t: Arc<Task>) {
-        self.lock_queue().push_back(t);
-        if BATCHING.with(Cell::get) {
-            return;
+        let sleeper = {
+            let mut q = self.lock_queue();
+            q.tasks.push_back(t);
+            if BATCHING.with(Cell::get) {
+                return;
+            }
+            q.sleepers.pop()
+        };
+        match sleeper {
+            Some((_, unpark)) => unpark(),
+            None if !WORKER.with(Cell::get) => self.wake_poller(),
+            None => {}
         }
-        if self.idle.load(Ordering::SeqCst) > 0 {
-            self.cv.notify_one();
-        } else if !WORKER.with(Cell::get) {
-            (self.wake_poller)();
-        }
+    }
+
+    fn wake_poller(&self) {
+        self.threads.sync_point("rt_wake_poller");
+        (self.wake_poller)();
     }
 
     pub(crate) fn spawn(self: &Arc<Self>, fut: SendFuture) {
@@ -135,16 +173,13 @@ impl Shared {
             fut: Mutex::new(Some(fut)),
             shared: Arc::downgrade(self),
         });
-        self.tasks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id, t.clone());
+        lock(&self.tasks).insert(id, t.clone());
         self.push(t);
     }
 
     fn fail(&self, f: Failure) {
         {
-            let mut slot = self.failure.lock().unwrap_or_else(|e| e.into_inner());
+            let mut slot = lock(&self.failure);
             if slot.is_none() {
                 *slot = Some(f);
             }
@@ -154,18 +189,32 @@ impl Shared {
 
     fn stop(&self) {
         self.shutdown.store(true, Ordering::SeqCst);
-        drop(self.lock_queue());
-        self.cv.notify_all();
-        (self.wake_poller)();
-        if let Some(t) = self.main.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
-            t.unpark();
+        let sleepers = std::mem::take(&mut self.lock_queue().sleepers);
+        for (_, unpark) in sleepers {
+            unpark();
+        }
+        self.wake_poller();
+        (self.main)();
+    }
+
+    /// The poll role was released: unparks one sleeping worker per queued task, and at least
+    /// one (to take the role).
+    fn wake_sleepers(&self) {
+        let woken: Vec<_> = {
+            let mut q = self.lock_queue();
+            let n = q.tasks.len().max(1);
+            let keep = q.sleepers.len().saturating_sub(n);
+            q.sleepers.split_off(keep)
+        };
+        for (_, unpark) in woken {
+            unpark();
         }
     }
 
     fn run(&self, t: Arc<Task>) {
         t.state.store(RUNNING, Ordering::Release);
         let waker = Waker::from(t.clone());
-        let mut slot = t.fut.lock().unwrap_or_else(|e| e.into_inner());
+        let mut slot = lock(&t.fut);
         let Some(fut) = slot.as_mut() else {
             return;
         };
@@ -180,10 +229,7 @@ impl Shared {
                 let fut = slot.take();
                 drop(slot);
                 drop(fut);
-                self.tasks
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&t.id);
+                lock(&self.tasks).remove(&t.id);
             }
             Ok(Poll::Pending) => {
                 drop(slot);
@@ -207,8 +253,9 @@ impl Shared {
 
 /// A multi-threaded runtime: `workers` threads sharing one driver. See the [module docs](self).
 ///
-/// It needs a `Send + Sync` poller: the real kernel (`netpoll_realnet::RealNet`), not the
-/// simulated one.
+/// It needs a `Send + Sync` poller: the real kernel (`netpoll_realnet::RealNet`), or the
+/// simulated kernel shared by simulated threads (`netpoll_threads::ThreadedSim`, with
+/// `netpoll_threads::SimThreads` as the [`Threads`] seam).
 ///
 /// # Examples
 ///
@@ -241,6 +288,8 @@ impl Shared {
 pub struct MultiRuntime<P: Poller + Send + Sync + 'static> {
     driver: Arc<Driver<P>>,
     workers: usize,
+    threads: Arc<dyn Threads>,
+    hook: Arc<Mutex<Option<Hook<P>>>>,
 }
 
 impl<P: Poller + Send + Sync + 'static> fmt::Debug for MultiRuntime<P> {
@@ -251,27 +300,43 @@ impl<P: Poller + Send + Sync + 'static> fmt::Debug for MultiRuntime<P> {
     }
 }
 
-struct ThreadWaker(Thread);
+struct ThreadWaker(Unparker);
 
 impl Wake for ThreadWaker {
     fn wake(self: Arc<Self>) {
-        self.0.unpark();
+        (self.0)();
     }
     fn wake_by_ref(self: &Arc<Self>) {
-        self.0.unpark();
+        (self.0)();
     }
 }
 
 impl<P: Poller + Send + Sync + 'static> MultiRuntime<P> {
-    /// A runtime with `workers` threads (at least 1), started by each
-    /// [`block_on`](Self::block_on).
+    /// A runtime with `workers` threads (at least 1) on `std` threads ([`OsThreads`]), started
+    /// by each [`block_on`](Self::block_on).
     ///
     /// # Errors
     /// Creating the epoll instance or the wake eventfd failed.
     pub fn new(poller: P, workers: usize) -> io::Result<MultiRuntime<P>> {
+        MultiRuntime::with_threads(poller, workers, Arc::new(OsThreads))
+    }
+
+    /// A runtime whose `workers` threads (at least 1) are started, parked and woken through
+    /// `threads`, which also sees its synchronisation points (see [`Threads`]). `block_on` must
+    /// then be called from a thread `threads` can park.
+    ///
+    /// # Errors
+    /// Creating the epoll instance or the wake eventfd failed.
+    pub fn with_threads(
+        poller: P,
+        workers: usize,
+        threads: Arc<dyn Threads>,
+    ) -> io::Result<MultiRuntime<P>> {
         Ok(MultiRuntime {
             driver: Arc::new(Driver::new(poller)?),
             workers: workers.max(1),
+            threads,
+            hook: Arc::new(Mutex::new(None)),
         })
     }
 
@@ -280,11 +345,30 @@ impl<P: Poller + Send + Sync + 'static> MultiRuntime<P> {
         &self.driver
     }
 
+    /// The number of worker threads.
+    pub fn workers(&self) -> usize {
+        self.workers
+    }
+
+    /// Calls `hook` whenever the runtime is quiescent: the worker holding the poll role is
+    /// about to block in `epoll_wait`, nothing is queued, and every other worker sleeps. No
+    /// task can run until the kernel reports an event or a timer fires, so that is where an
+    /// oracle can judge the runtime (for example: no task parked on a descriptor that is ready
+    /// for it). An `Err` stops the runtime, and [`block_on`](Self::block_on) returns it.
+    ///
+    /// The hook runs on the polling worker, with no lock of the runtime held.
+    pub fn set_quiescence_hook(
+        &mut self,
+        hook: impl FnMut(&Driver<P>) -> io::Result<()> + Send + 'static,
+    ) {
+        *lock(&self.hook) = Some(Box::new(hook));
+    }
+
     /// Runs `fut` as a task on the workers until it completes, then stops the workers and drops
     /// every task still alive.
     ///
     /// # Errors
-    /// An `epoll_wait` error.
+    /// An `epoll_wait` error, or the quiescence hook's.
     ///
     /// # Panics
     /// If `fut` panicked: the panic is resumed here. A spawned task's panic comes back through
@@ -295,10 +379,12 @@ impl<P: Poller + Send + Sync + 'static> MultiRuntime<P> {
         F::Output: Send + 'static,
     {
         let d = Arc::downgrade(&self.driver);
+        let main = self.threads.unparker();
         let shared = Arc::new(Shared {
-            queue: Mutex::new(VecDeque::new()),
-            cv: Condvar::new(),
-            idle: AtomicUsize::new(0),
+            queue: Mutex::new(Queue {
+                tasks: VecDeque::new(),
+                sleepers: Vec::new(),
+            }),
             poll_busy: AtomicBool::new(false),
             shutdown: AtomicBool::new(false),
             tasks: Mutex::new(BTreeMap::new()),
@@ -309,7 +395,8 @@ impl<P: Poller + Send + Sync + 'static> MultiRuntime<P> {
                 }
             }),
             failure: Mutex::new(None),
-            main: Mutex::new(Some(thread::current())),
+            main: main.clone(),
+            threads: self.threads.clone(),
         });
         let ctx = Ctx {
             driver: self.driver.clone() as Arc<dyn DriverApi>,
@@ -319,18 +406,21 @@ impl<P: Poller + Send + Sync + 'static> MultiRuntime<P> {
             let _g = enter(ctx.clone());
             super::spawn(fut)
         };
-        let threads: Vec<_> = (0..self.workers)
+        let joins: Vec<_> = (0..self.workers)
             .map(|i| {
-                let shared = shared.clone();
-                let driver = self.driver.clone();
-                thread::Builder::new()
-                    .name(format!("netpoll-worker-{i}"))
-                    .spawn(move || worker(&shared, &driver))
-                    .expect("spawn a worker thread")
+                let w = Worker {
+                    id: i,
+                    workers: self.workers,
+                    shared: shared.clone(),
+                    driver: self.driver.clone(),
+                    hook: self.hook.clone(),
+                };
+                self.threads
+                    .spawn(format!("netpoll-worker-{i}"), Box::new(move || w.run()))
             })
             .collect();
         // Wait for the main task on this thread.
-        let waker = Waker::from(Arc::new(ThreadWaker(thread::current())));
+        let waker = Waker::from(Arc::new(ThreadWaker(main)));
         let mut handle = std::pin::pin!(handle);
         let out = loop {
             if shared.shutdown.load(Ordering::SeqCst) {
@@ -339,28 +429,23 @@ impl<P: Poller + Send + Sync + 'static> MultiRuntime<P> {
             if let Poll::Ready(v) = handle.as_mut().poll(&mut Context::from_waker(&waker)) {
                 break Some(v);
             }
-            thread::park();
+            self.threads.park();
         };
         shared.stop();
-        for t in threads {
-            let _ = t.join();
+        for join in joins {
+            join();
         }
         // Drop what is left, inside a context so that descriptors close through the driver.
         {
             let _g = enter(ctx);
-            let tasks =
-                std::mem::take(&mut *shared.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+            let tasks = std::mem::take(&mut *lock(&shared.tasks));
             for t in tasks.values() {
-                let f = t.fut.lock().unwrap_or_else(|e| e.into_inner()).take();
+                let f = lock(&t.fut).take();
                 drop(f);
             }
-            shared.lock_queue().clear();
+            lock(&shared.queue).tasks.clear();
         }
-        let failure = shared
-            .failure
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        let failure = lock(&shared.failure).take();
         match (out, failure) {
             (_, Some(Failure::Panic(p))) => std::panic::resume_unwind(p),
             (_, Some(Failure::Io(e))) => Err(e),
@@ -373,58 +458,123 @@ impl<P: Poller + Send + Sync + 'static> MultiRuntime<P> {
     }
 }
 
-fn worker<P: Poller + Send + Sync + 'static>(shared: &Arc<Shared>, driver: &Arc<Driver<P>>) {
-    let _g = enter(Ctx {
-        driver: driver.clone() as Arc<dyn DriverApi>,
-        exec: Exec::Multi(shared.clone()),
-    });
-    WORKER.with(|w| w.set(true));
-    loop {
-        if shared.shutdown.load(Ordering::SeqCst) {
-            return;
-        }
-        let next = shared.lock_queue().pop_front();
-        if let Some(t) = next {
-            shared.run(t);
-            continue;
-        }
-        if shared
-            .poll_busy
-            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-        {
-            BATCHING.with(|b| b.set(true));
-            let r = driver.turn(true, false, || {
-                !shared.lock_queue().is_empty() || shared.shutdown.load(Ordering::SeqCst)
-            });
-            BATCHING.with(|b| b.set(false));
-            shared.poll_busy.store(false, Ordering::SeqCst);
-            if let Err(e) = r {
-                shared.fail(Failure::Io(e));
+/// One worker thread.
+struct Worker<P: Poller + Send + Sync + 'static> {
+    id: usize,
+    workers: usize,
+    shared: Arc<Shared>,
+    driver: Arc<Driver<P>>,
+    hook: Arc<Mutex<Option<Hook<P>>>>,
+}
+
+impl<P: Poller + Send + Sync + 'static> Worker<P> {
+    fn run(self) {
+        let shared = &self.shared;
+        let _g = enter(Ctx {
+            driver: self.driver.clone() as Arc<dyn DriverApi>,
+            exec: Exec::Multi(shared.clone()),
+        });
+        WORKER.with(|w| w.set(true));
+        let me = shared.threads.unparker();
+        loop {
+            if shared.shutdown.load(Ordering::SeqCst) {
                 return;
             }
-            // Hand the poll role and the extra tasks to sleeping workers.
-            let queued = {
-                let q = shared.lock_queue();
-                q.len()
+            let next = {
+                let mut q = shared.lock_queue();
+                // Off the sleepers' list, in case the park returned spuriously.
+                q.sleepers.retain(|s| s.0 != self.id);
+                q.tasks.pop_front()
             };
-            let idle = shared.idle.load(Ordering::SeqCst);
-            if idle > 0 {
-                for _ in 0..idle.min(queued.max(1)) {
-                    shared.cv.notify_one();
-                }
+            if let Some(t) = next {
+                shared.run(t);
+                continue;
             }
-            continue;
+            shared.threads.sync_point("rt_poll_role");
+            if shared
+                .poll_busy
+                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                if let Err(e) = self.poll() {
+                    shared.fail(Failure::Io(e));
+                    return;
+                }
+                continue;
+            }
+            // Another worker polls: sleep until a task is queued or the poll role is free.
+            let mut q = shared.lock_queue();
+            if q.tasks.is_empty()
+                && shared.poll_busy.load(Ordering::SeqCst)
+                && !shared.shutdown.load(Ordering::SeqCst)
+            {
+                q.sleepers.push((self.id, me.clone()));
+                let last = q.sleepers.len() + 1 == self.workers;
+                drop(q);
+                // The last worker to sleep while the poller waits in `epoll_wait` makes the
+                // runtime quiescent: judge it now, the poller cannot.
+                if last && self.driver.polling() {
+                    if let Err(e) = self.quiescent(false) {
+                        shared.fail(Failure::Io(e));
+                        continue;
+                    }
+                }
+                shared.threads.park();
+            }
         }
-        // Another worker polls: sleep until a task is queued or the poll role is free.
-        let mut q = shared.lock_queue();
-        shared.idle.fetch_add(1, Ordering::SeqCst);
-        while q.is_empty()
-            && shared.poll_busy.load(Ordering::SeqCst)
-            && !shared.shutdown.load(Ordering::SeqCst)
+    }
+
+    /// Runs the quiescence hook if the runtime is quiescent: nothing queued, every worker but
+    /// the poller asleep (the caller is the poller about to turn, or the last worker to fall
+    /// asleep while the poller waits).
+    ///
+    /// `poller`: the caller holds the poll role and has not started its turn. Otherwise the
+    /// poller must be inside its wait, checked after the last synchronisation point before the
+    /// hook (a poller that returned from `epoll_wait` and is still dispatching has taken events
+    /// from the kernel that its tasks have not seen yet).
+    fn quiescent(&self, poller: bool) -> io::Result<()> {
+        if lock(&self.hook).is_none() {
+            return Ok(());
+        }
+        let quiet = {
+            let q = self.shared.lock_queue();
+            q.tasks.is_empty() && q.sleepers.len() + 1 >= self.workers
+        };
+        if !quiet
+            || self.shared.shutdown.load(Ordering::SeqCst)
+            || (!poller && !self.driver.polling())
         {
-            q = shared.cv.wait(q).unwrap_or_else(|e| e.into_inner());
+            return Ok(());
         }
-        shared.idle.fetch_sub(1, Ordering::SeqCst);
+        // No lock of the runtime is held across the hook (it may wake tasks, which are
+        // synchronisation points); a hook already running on another thread judges for both.
+        let mut hook = match self.hook.try_lock() {
+            Ok(h) => h,
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return Ok(()),
+        };
+        match hook.as_mut() {
+            Some(hook) => hook(&self.driver),
+            None => Ok(()),
+        }
+    }
+
+    /// One turn of the driver in the poll role, then the role released.
+    fn poll(&self) -> io::Result<()> {
+        let shared = &self.shared;
+        if let Err(e) = self.quiescent(true) {
+            shared.poll_busy.store(false, Ordering::SeqCst);
+            return Err(e);
+        }
+        BATCHING.with(|b| b.set(true));
+        let r = self.driver.turn(true, false, || {
+            !shared.lock_queue().tasks.is_empty() || shared.shutdown.load(Ordering::SeqCst)
+        });
+        BATCHING.with(|b| b.set(false));
+        shared.poll_busy.store(false, Ordering::SeqCst);
+        r?;
+        // Hand the poll role and the extra tasks to sleeping workers.
+        shared.wake_sleepers();
+        Ok(())
     }
 }

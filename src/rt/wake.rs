@@ -68,6 +68,13 @@ impl WakeSignal {
         !self.pending.swap(true, Ordering::AcqRel)
     }
 
+    /// Whether the loop is between [`begin_poll`](Self::begin_poll) and
+    /// [`end_poll`](Self::end_poll): it has dispatched its last turn and is about to block, or
+    /// blocks, in `epoll_wait`.
+    pub fn is_polling(&self) -> bool {
+        self.polling.load(Ordering::SeqCst)
+    }
+
     /// The loop read the eventfd: later notifiers must write again.
     pub fn drained(&self) {
         self.pending.store(false, Ordering::SeqCst);

@@ -53,6 +53,7 @@
 //! | [`sync`] | a [`Mutex`](sync::Mutex) and a [`Condvar`](sync::Condvar) whose blocking is the scheduler's |
 //! | `futex.rs` | [`futex_wait`] / [`futex_wake`] (with deadlines in virtual time) and [`sleep`] |
 //! | [`host`] | hooks for a layer that hosts unmodified code (netpoll-interpose): threads it creates, threads that never unwind |
+//! | [`SimThreads`] | the seam that runs `netpoll::rt::MultiRuntime`'s workers here |
 //!
 //! ## Blocking and time
 //!
@@ -109,6 +110,9 @@
 //!   many threads woke and went back to sleep does not.
 //! - [`Poller::now`](netpoll::Poller::now) and [`ThreadedSim::with_sim`] are not switch points
 //!   and are not checked for the calling thread (they change nothing another thread can see).
+//! - Weak memory orderings inside `netpoll::rt`'s lock-free parts (the poll descriptor's
+//!   state words): with [`SimThreads`] the runtime's synchronisation points are switch points,
+//!   but each point is one atomic step. loom (`--cfg loom`) checks orderings.
 //! - `std::sync` primitives: a simulated thread that blocks on a `std::sync::Mutex` held by
 //!   another simulated thread stalls the run (reported by the watchdog). Use [`sync`]'s, or
 //!   [`park`] / [`Thread::unpark`] or [`futex_wait`] / [`futex_wake`] to build others. Under
@@ -161,6 +165,7 @@ pub struct Runner {
     policy: Policy,
     max_idle_steps: u64,
     watchdog: Duration,
+    pin: bool,
 }
 
 /// What a successful run returns.
@@ -183,7 +188,19 @@ impl Runner {
             policy: Policy::Random,
             max_idle_steps: 100_000,
             watchdog: Duration::from_secs(10),
+            pin: true,
         }
+    }
+
+    /// Whether the run's OS threads are pinned to one CPU (the one the caller runs on when the
+    /// run starts); on by default. Only one runs at a time, so this loses no parallelism, and a
+    /// hand-off between threads on one CPU costs about half the CPU time of one between CPUs
+    /// (`BENCHMARKS.md`, "The multi-threaded netpoller on simulated threads"). It never changes
+    /// the schedule: the seed decides who runs. Turn it off when many runs share a process on
+    /// several CPUs and each should be free to move.
+    pub fn pin_to_one_cpu(mut self, pin: bool) -> Runner {
+        self.pin = pin;
+        self
     }
 
     /// Who runs next.
@@ -224,6 +241,11 @@ impl Runner {
             seed: self.seed,
             policy: self.policy,
             max_idle_steps: self.max_idle_steps,
+            cpu: if self.pin {
+                netpoll_realnet::process::current_cpu()
+            } else {
+                None
+            },
         };
         let shared = Arc::new(Shared::new(cfg, sim, rng));
         let kernel = ThreadedSim {
@@ -477,6 +499,55 @@ pub(crate) fn park_in(call: Call) {
     let (s, me) = current_or_panic(call.op);
     s.switch(me, call);
     s.block(me, call, Wait::Park);
+}
+
+/// The [`netpoll::rt::Threads`] seam on simulated threads: a
+/// [`MultiRuntime`](netpoll::rt::MultiRuntime) built with it (over a [`ThreadedSim`]) starts
+/// its workers with [`spawn`], parks them with [`park`], and makes each of its synchronisation
+/// points a switch point, so that the seed interleaves the workers there as well as at every
+/// kernel call.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use netpoll::rt::{self, MultiRuntime, UnixStream};
+/// use netpoll_sim::Sim;
+/// use netpoll_threads::{Runner, SimThreads, ThreadedSim};
+///
+/// let out = Runner::new(3).run(Sim::new(3), |k| {
+///     let rt = MultiRuntime::with_threads(k, 2, Arc::new(SimThreads)).unwrap();
+///     rt.block_on(async {
+///         let (a, b) = UnixStream::<ThreadedSim>::pair().unwrap();
+///         let reader = rt::spawn(async move {
+///             let mut buf = [0u8; 8];
+///             b.read(&mut buf).await.unwrap()
+///         });
+///         a.write_all(b"hi").await.unwrap();
+///         reader.await.unwrap()
+///     })
+///     .unwrap()
+/// }).unwrap();
+/// assert_eq!(out.value, 2);
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SimThreads;
+
+impl netpoll::rt::Threads for SimThreads {
+    fn spawn(&self, name: String, f: Box<dyn FnOnce() + Send>) -> netpoll::rt::Joiner {
+        let h = spawn(name, f);
+        Box::new(move || h.join())
+    }
+    fn unparker(&self) -> netpoll::rt::Unparker {
+        let t = current();
+        Arc::new(move || t.unpark())
+    }
+    fn park(&self) {
+        park_in(Call::bare("rt_park"));
+    }
+    fn sync_point(&self, what: &'static str) {
+        yield_in(Call::bare(what));
+    }
 }
 
 /// A handle to a simulated thread, for [`unpark`](Thread::unpark).

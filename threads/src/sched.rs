@@ -153,6 +153,8 @@ pub(crate) struct Cfg {
     pub(crate) seed: u64,
     pub(crate) policy: Policy,
     pub(crate) max_idle_steps: u64,
+    /// The CPU every thread of the run is pinned to (they run one at a time), if any.
+    pub(crate) cpu: Option<usize>,
 }
 
 pub(crate) struct State {
@@ -247,6 +249,16 @@ fn abort() -> ! {
     panic::resume_unwind(Box::new(Aborted))
 }
 
+/// [`abort`], except in a thread that is already unwinding (from [`abort`] or a panic): a
+/// destructor that makes a call on the way out (closing a descriptor) must not panic again,
+/// which would abort the whole process. The run has failed and its report is taken; the call
+/// goes through without the scheduler.
+fn abort_unless_unwinding() {
+    if !std::thread::panicking() {
+        abort();
+    }
+}
+
 fn panic_message(p: &(dyn Any + Send)) -> String {
     if let Some(s) = p.downcast_ref::<&str>() {
         (*s).to_owned()
@@ -312,9 +324,14 @@ impl Shared {
     ) {
         let shared = Arc::clone(self);
         let name = format!("sim-{tid}-{}", st.threads[tid.0 as usize].name);
+        let cpu = st.cfg.cpu;
         let h = std::thread::Builder::new()
             .name(name)
             .spawn(move || {
+                if let Some(cpu) = cpu {
+                    // Only a cost: the token decides who runs, never the OS.
+                    let _ = netpoll_realnet::process::pin_thread_to_cpu(cpu);
+                }
                 CURRENT.with(|c| *c.borrow_mut() = Some((Arc::clone(&shared), tid)));
                 let r = panic::catch_unwind(AssertUnwindSafe(|| {
                     drop(shared.wait_turn(lock(&shared.state), tid));
@@ -369,7 +386,7 @@ impl Shared {
                 st = cv.wait(st).unwrap_or_else(|e| e.into_inner());
             }
         }
-        if st.failure.is_some() {
+        if st.failure.is_some() && !std::thread::panicking() {
             drop(st);
             abort();
         }
@@ -382,7 +399,8 @@ impl Shared {
         let mut st = lock(&self.state);
         if st.failure.is_some() {
             drop(st);
-            abort();
+            abort_unless_unwinding();
+            return;
         }
         debug_assert_eq!(st.current, Some(me), "switch: {me} runs without the token");
         st.threads[me.0 as usize].last = Some(call);
@@ -397,7 +415,8 @@ impl Shared {
             );
             self.fail(&mut st, FailureKind::Livelock, msg);
             drop(st);
-            abort();
+            abort_unless_unwinding();
+            return;
         }
         let next = self.choose(&mut st, Some(me));
         let next = next.expect("switch: the running thread is runnable");
@@ -453,7 +472,8 @@ impl Shared {
         let mut st = lock(&self.state);
         if st.failure.is_some() {
             drop(st);
-            abort();
+            abort_unless_unwinding();
+            return;
         }
         if wait == Wait::Park && std::mem::take(&mut st.threads[me.0 as usize].unparked) {
             return;
@@ -478,7 +498,7 @@ impl Shared {
             drop(self.wait_turn(st, me));
         } else {
             drop(st);
-            abort();
+            abort_unless_unwinding();
         }
     }
 

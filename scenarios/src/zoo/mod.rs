@@ -15,6 +15,11 @@
 //! | `zoo-oneshot-no-rearm` | oneshot connections are re-armed after every read, but the path that flushes queued output on `EPOLLOUT` returns without re-arming | a write cut short (`short_write` fault), so output is queued | lost wakeup (oneshot disarmed) |
 //! | `zoo-park-no-recheck` | a Go-style poll descriptor whose `park` overwrites the ready flag instead of re-checking it, so a notification that lands between the failed read and the park is lost | the scheduler polling between the two (`preempt-pct`) while the peer's next message arrives | lost wakeup |
 //! | `zoo-timer-not-in-timeout` | the idle deadline is armed but the `epoll_wait` timeout ignores it (`-1`) | a client that stalls mid-message | hang, or a deadline fired late |
+//! | `zoo-mt-close-no-wake` | a close marks the poll descriptor closed and takes it off the epoll set, but leaves the reader parked on it asleep | the close landing while the reader is parked (simulated threads, interleaved by seed) | hang, with each thread's blocking call |
+//! | `zoo-mt-spin-no-recheck` | an idle worker drops its "spinning" count after its last look at the run queue, and parks; a submitter that saw it spinning skipped the wake | a task queued between that look and the drop (simulated threads) | hang, with each thread's blocking call |
+//!
+//! The last two are races between threads, in [`threaded`]: Go-style runtimes on
+//! [`netpoll_threads`]'s simulated threads, not the one-thread reactor below.
 //!
 //! The zoo has its own small loop (clients included) rather than switches in
 //! [`crate::raw_epoll::EchoServer`]: the example server stays free of deliberate bugs, and a
@@ -74,8 +79,11 @@ use crate::workload::{sim_judged_by_loop, simulate_on, Kind, Request, Run, Traci
 mod clients;
 mod et_accept_one;
 mod et_partial_read;
+mod mt_close_no_wake;
+mod mt_spin_no_recheck;
 mod oneshot_no_rearm;
 mod park_no_recheck;
+pub mod threaded;
 mod timer_not_in_timeout;
 
 pub use park_no_recheck::Rg;
@@ -234,6 +242,22 @@ pub static ZOO: [ZooScenario; 5] = [
         TIMER,
         Bug::TimerNotInTimeout,
     ),
+];
+
+/// The zoo's races between threads (see [`threaded`]), in `list` order.
+pub static THREADED: [threaded::ThreadedZoo; 2] = [
+    threaded::ThreadedZoo {
+        name: "zoo-mt-close-no-wake",
+        about: "BUG: a close marks the poll descriptor closed but leaves its parked reader asleep (threads)",
+        params: threaded::PARAMS,
+        body: mt_close_no_wake::body,
+    },
+    threaded::ThreadedZoo {
+        name: "zoo-mt-spin-no-recheck",
+        about: "BUG: an idle worker stops spinning after its last look at the run queue, and parks (threads)",
+        params: threaded::PARAMS,
+        body: mt_spin_no_recheck::body,
+    },
 ];
 
 /// The zoo scenario named `name`.
