@@ -14,9 +14,9 @@
 //! before the side's current deadline. A later deadline only records itself in the slot; when
 //! the carrier reaches the top of the heap it is moved to the current deadline (or dropped if
 //! the deadline was cleared), and it fires only when its key is the current deadline's. A
-//! deadline earlier than the carrier pushes a new carrier (the old entry is then stale). So the
-//! heap holds one entry per side with a deadline, not one per re-arm, and a re-arm costs no
-//! heap operation.
+//! deadline earlier than the carrier pushes a new carrier (the old entry is then stale), and so
+//! does one that comes after every entry of the run ([`Timers`]): appending it costs less than
+//! moving the old carrier through the heap later. Either way a re-arm costs no heap operation.
 //!
 //! Entries with the same instant fire in the order they were armed (`seq` breaks ties; a moved
 //! carrier takes the seq of the arming it stands for), exactly the order a heap of every arming
@@ -282,7 +282,7 @@ impl Timers {
 
     /// Sets (`Some`) or clears the deadline of `pd`'s `dir` side (its generation was just
     /// bumped, under the same lock); returns whether a new entry is now the earliest. Re-arming
-    /// at or after the side's carrier costs no heap operation (see the [module docs](self)).
+    /// costs no heap operation: an append to the run, or nothing (see the [module docs](self)).
     pub(crate) fn set_deadline(
         &mut self,
         pd: &Arc<PollDesc>,
@@ -300,8 +300,15 @@ impl Timers {
         DeadlineSlot::set(&slot.want_at, ns(at));
         DeadlineSlot::set(&slot.want_seq, seq);
         let carrier = DeadlineSlot::get(&slot.carrier_seq) != NONE;
-        if carrier && DeadlineSlot::get(&slot.carrier_at) <= ns(at) {
-            return false; // the carrier moves here when it comes due
+        // In deadline order (the usual "now + timeout"), a new carrier costs an append and the
+        // old one is popped from the run's front in O(1) when it comes first; out of order, the
+        // old carrier is moved here when it comes due (a heap operation then, not now).
+        let in_order = self
+            .run
+            .back()
+            .is_none_or(|last| (last.at, last.seq) <= (at, seq));
+        if carrier && DeadlineSlot::get(&slot.carrier_at) <= ns(at) && !in_order {
+            return false;
         }
         slot.set_carrier(ns(at), seq);
         self.insert(Entry {
@@ -547,21 +554,28 @@ mod tests {
     }
 
     #[test]
-    fn rearming_later_does_not_grow_the_heap() {
+    fn rearming_in_deadline_order_never_touches_the_heap() {
         let mut t = Timers::default();
         let pd = PollDesc::new(3, 0);
         for k in 1..=10_000u64 {
             pd.read.reset_deadline(false);
             t.set_deadline(&pd, Dir::Read, Some(Duration::from_nanos(k)));
         }
-        assert_eq!(t.heap.len() + t.run.len(), 1, "one carrier for one side");
-        // The carrier moves to the last deadline, which is the one that fires.
+        assert!(
+            t.heap.is_empty(),
+            "in deadline order, re-arming never touches the heap"
+        );
         assert_eq!(t.next(), Some(Duration::from_nanos(10_000)));
+        assert_eq!(
+            t.run.len(),
+            1,
+            "next() dropped the stale carriers in front of the live one"
+        );
         let mut out = Vec::new();
         t.due(Duration::from_nanos(20_000), &mut out);
         assert_eq!(out.len(), 1);
-        assert_eq!(out[0].seq, 9_999);
-        assert!(out[0].clone_gen() == pd.read.generation());
+        assert_eq!(out[0].seq, 9_999, "the last arming fires");
+        assert_eq!(out[0].clone_gen(), pd.read.generation());
         // An earlier deadline pushes a new carrier at once.
         pd.read.reset_deadline(false);
         t.set_deadline(&pd, Dir::Read, Some(Duration::from_nanos(30_000)));
@@ -569,6 +583,33 @@ mod tests {
         t.set_deadline(&pd, Dir::Read, Some(Duration::from_nanos(25_000)));
         assert_eq!(t.heap.len() + t.run.len(), 2);
         assert_eq!(t.next(), Some(Duration::from_nanos(25_000)));
+    }
+
+    #[test]
+    fn a_carrier_out_of_order_moves_when_it_comes_first() {
+        let mut t = Timers::default();
+        let (a, b) = (PollDesc::new(3, 0), PollDesc::new(4, 0));
+        let ms = Duration::from_millis;
+        for (pd, at) in [(&a, 100), (&b, 200), (&a, 150)] {
+            pd.read.reset_deadline(false);
+            t.set_deadline(pd, Dir::Read, Some(ms(at)));
+        }
+        assert_eq!(
+            t.heap.len() + t.run.len(),
+            2,
+            "a's re-arm before b's deadline pushed nothing"
+        );
+        assert_eq!(t.next(), Some(ms(150)), "a's carrier moved from 100 to 150");
+        assert_eq!(
+            t.heap.len(),
+            1,
+            "into the heap: it is before the run's last entry"
+        );
+        let mut out = Vec::new();
+        t.due(ms(200), &mut out);
+        let seqs: Vec<u64> = out.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, [2, 1], "a (armed third) at 150, then b at 200");
+        assert_eq!(t.next(), None);
     }
 
     impl Entry {
