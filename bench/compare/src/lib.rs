@@ -5,6 +5,8 @@
 
 use std::time::Instant;
 
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
 /// The run's shape, from `--conns N --msgs M --size B --per-node K --seed S`.
 #[derive(Clone, Copy, Debug)]
 pub struct Shape {
@@ -91,5 +93,20 @@ pub fn finish(name: &str, s: Shape, echoed: u64, started: Instant) {
     if echoed != want {
         eprintln!("FAIL: {echoed} bytes echoed, expected {want}");
         std::process::exit(1);
+    }
+}
+
+/// The server's side of one connection: read into a buffer twice the message size and write
+/// back what came, until end of file. The flush matters to madsim, whose streams buffer
+/// writes until flushed; it costs turmoil nothing.
+pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut c: S, s: Shape) {
+    let mut buf = vec![0u8; 2 * s.size as usize];
+    loop {
+        let n = c.read(&mut buf).await.expect("server read");
+        if n == 0 {
+            break;
+        }
+        c.write_all(&buf[..n]).await.expect("server write");
+        c.flush().await.expect("server flush");
     }
 }

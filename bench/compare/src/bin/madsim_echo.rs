@@ -12,7 +12,7 @@ fn main() {
 fn main() {
     use madsim::net::{TcpListener, TcpStream};
     use madsim::runtime::{Handle, Runtime};
-    use netpoll_compare::{fill, finish, Shape};
+    use netpoll_compare::{fill, finish, serve, Shape};
     use std::net::{IpAddr, Ipv4Addr, SocketAddr};
     use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
     use std::sync::Arc;
@@ -35,18 +35,8 @@ fn main() {
             let ln = TcpListener::bind(addr).await.expect("bind");
             ready_tx.send(()).ok();
             loop {
-                let (mut c, _) = ln.accept().await.expect("accept");
-                madsim::task::spawn(async move {
-                    let mut buf = vec![0u8; 2 * s.size as usize];
-                    loop {
-                        let n = c.read(&mut buf).await.expect("server read");
-                        if n == 0 {
-                            break;
-                        }
-                        c.write_all(&buf[..n]).await.expect("server write");
-                        c.flush().await.expect("server flush");
-                    }
-                });
+                let (c, _) = ln.accept().await.expect("accept");
+                madsim::task::spawn(serve(c, s));
             }
         });
         ready_rx.await.expect("server up");

@@ -3,7 +3,7 @@
 //! connection a task on its host. The listener's queue (`tcp_capacity`, default 64) is raised
 //! to `--conns` so that no connection is refused.
 
-use netpoll_compare::{fill, finish, Shape};
+use netpoll_compare::{fill, finish, serve, Shape};
 use std::cell::Cell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -21,17 +21,8 @@ fn main() {
     sim.host("server", move || async move {
         let ln = TcpListener::bind(("0.0.0.0", 7000)).await?;
         loop {
-            let (mut c, _) = ln.accept().await?;
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 2 * s.size as usize];
-                loop {
-                    let n = c.read(&mut buf).await.expect("server read");
-                    if n == 0 {
-                        break;
-                    }
-                    c.write_all(&buf[..n]).await.expect("server write");
-                }
-            });
+            let (c, _) = ln.accept().await?;
+            tokio::spawn(serve(c, s));
         }
     });
     let echoed = Rc::new(Cell::new(0u64));
