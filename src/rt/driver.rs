@@ -343,17 +343,16 @@ impl<P: Poller> Driver<P> {
     {
         let now = self.poller.now();
         let expired = at.is_some_and(|at| at <= now);
-        let gen = pd.side(dir).reset_deadline(expired);
-        if let (Some(at), false) = (at, expired) {
-            DriverApi::add_timer(
-                self,
-                at,
-                Action::Deadline {
-                    pd: Arc::downgrade(pd),
-                    dir,
-                    gen,
-                },
-            );
+        // The generation and the timer change together under the timer lock, so that the
+        // heap fires a deadline with the generation it was armed with.
+        let earliest = {
+            let mut timers = self.timers.lock().unwrap_or_else(|e| e.into_inner());
+            pd.side(dir).reset_deadline(expired);
+            timers.set_deadline(pd, dir, at.filter(|_| !expired))
+        };
+        if earliest {
+            // A loop blocked in epoll_wait sleeps until the previous earliest timer.
+            self.wake_loop();
         }
     }
 

@@ -147,6 +147,8 @@ struct Waiter {
 pub struct Side {
     state: AtomicU64,
     slot: Mutex<Option<Waiter>>,
+    /// The deadline's timer (kept by the driver's timer heap, under its lock).
+    pub(crate) timer: super::timer::DeadlineSlot,
 }
 
 impl Default for Side {
@@ -174,6 +176,7 @@ impl Side {
         Side {
             state: AtomicU64::new(NIL),
             slot: Mutex::new(None),
+            timer: super::timer::DeadlineSlot::default(),
         }
     }
 
