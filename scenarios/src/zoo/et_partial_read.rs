@@ -1,5 +1,12 @@
 //! `zoo-et-partial-read`: the edge-triggered read handler. The bug reads once per event (a
 //! buffer's worth) instead of until `EAGAIN`; the twin reads until `EAGAIN`.
+//!
+//! On Linux the bug loses data only when more bytes arrive in one edge than one read takes
+//! (every arrival brings its own edge, and a read takes all that is buffered up to its
+//! length). So the entry's messages (6,000 bytes by default) outgrow its read buffer (4,096):
+//! a request larger than the handler's buffer, the classic form of this bug. Its detection
+//! before issue 11's fix came from a `short_read` fault that cut a read and sent no edge
+//! after, which Linux never does (FINDINGS.md, T1b).
 
 use netpoll::sys::{errno::EAGAIN, errno_of};
 

@@ -151,10 +151,14 @@ const fn p_size(d: u64) -> ParamSpec {
 }
 const P_FIXED: ParamSpec = ParamSpec::new(FIXED, 0, 0, 1, "1: run the corrected loop");
 
+/// `zoo-et-partial-read`'s messages (6,000 bytes) outgrow its handler's default read buffer
+/// (4,096): more bytes arrive in one edge than one read takes, which is how reading once per
+/// edge loses data on Linux. With messages that fit one read (`--size 64`) the bug is latent:
+/// Linux follows every arrival with an edge, so no fault plan Linux can produce exposes it.
 static ET_READ: &[ParamSpec] = &[
     p_conns(),
     p_msgs(),
-    p_size(64),
+    p_size(6000),
     P_FIXED,
     FAULTS,
     ParamSpec::new(
