@@ -15,6 +15,7 @@ use std::sync::Once;
 use libc::c_void;
 use netpoll_sim::Sim;
 
+use crate::replay;
 use crate::state::{self, Current};
 
 /// The environment variable.
@@ -118,16 +119,19 @@ fn finish() {
 fn install_hook() {
     static HOOK: Once = Once::new();
     HOOK.call_once(|| {
+        // Once, before any panic: the binary's target does not change.
+        let target = replay::this_target();
         let prev = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
             prev(info);
             if AUTO.with(Cell::get) == ACTIVE {
+                // libtest names the thread with the test's full path, what `--exact` matches.
                 let name = std::thread::current().name().unwrap_or("").to_owned();
+                let line = replay::line(VAR, BASE.load(Ordering::Acquire), &target, &name);
                 eprintln!(
                     "netpoll-interpose: `{name}` ran on the simulated kernel, seed {}; replay: \
-                     {VAR}={} cargo test -- --exact {name}",
+                     {line}",
                     SEED.with(Cell::get),
-                    BASE.load(Ordering::Acquire)
                 );
             }
         }));

@@ -40,6 +40,7 @@
 //! | `check.rs` | [`CheckInterposed`]: `Check::run_tokio` and `run_interposed` (feature `check`, on by default) |
 //! | `real.rs` | glibc's definitions through `dlsym(RTLD_NEXT)`, raw `syscall` fallbacks |
 //! | `auto.rs` | `NETPOLL_SIM=<seed>`: every new thread (every libtest test) on a kernel of its own |
+//! | `replay.rs` | the replay line of a failing `NETPOLL_SIM` test: `--test <target>` or `--lib`, `--exact <path>` |
 //! | `kernel.rs` | the kernel a run drives: a `Sim` of its own, or the threads' shared `ThreadedSim` |
 //! | `threads.rs` | [`run_threads`]; `pthread_create`, `pthread_join`, `pthread_setname_np` on its threads |
 //! | `futex.rs` | `syscall(SYS_futex)`: waits and wakes as switch points; timed waits in virtual time |
@@ -59,7 +60,10 @@
 //! a suite of `#[test]` or `#[tokio::test]` functions (tokio's default test runtime is
 //! `current_thread`) runs on the simulated kernel unchanged, each test with a seed that does
 //! not depend on the order or the parallelism. A failing test prints its seed and the replay
-//! line. These kernels use [`netpoll_sim::SimConfig::linux_loopback`]. A value that is not a
+//! line, which reruns that test alone: `NETPOLL_SIM=<seed> cargo test --test <target> --
+//! --exact <test path>` for an integration test (`tests/<target>.rs`; the target is read from
+//! the binary's name, cargo's `<target>-<hash>`), `--lib` for the library's unit tests, and no
+//! selector when the package's layout does not say which target built the binary. These kernels use [`netpoll_sim::SimConfig::linux_loopback`]. A value that is not a
 //! number stops the program with a message and exit status 2. A test file that never names the
 //! crate links it with one line, `extern crate netpoll_interpose;`. tokio's 55 TCP tests run
 //! this way: 30 pass on the sim, and each of the others fails with a message naming what is
@@ -215,6 +219,7 @@ mod check;
 mod futex;
 mod kernel;
 mod real;
+mod replay;
 mod state;
 mod threads;
 mod waits;

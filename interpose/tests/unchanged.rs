@@ -85,3 +85,43 @@ fn driver_runs_them_on_the_sim() {
         "the suite under NETPOLL_SIM=5:\n{stdout}\n{stderr}"
     );
 }
+
+/// Fails on the sim when run as a child of `a_failure_prints_its_exact_replay_line`; passes
+/// otherwise. In a module, so that its full path is not its name.
+mod replay {
+    #[test]
+    fn fails_when_asked() {
+        super::on_sim_iff_asked();
+        if std::env::var_os("NETPOLL_UNCHANGED_FAIL").is_some() {
+            panic!("asked to fail");
+        }
+    }
+}
+
+#[test]
+fn a_failure_prints_its_exact_replay_line() {
+    if std::env::var_os(netpoll_interpose::SEED_VAR).is_some() {
+        return;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let out = Command::new(exe)
+        .args(["--exact", "replay::fails_when_asked"])
+        .env(netpoll_interpose::SEED_VAR, "5")
+        .env("NETPOLL_UNCHANGED_FAIL", "1")
+        .output()
+        .unwrap();
+    // libtest prints a failed test's captured output (the panic hook's too) on stdout.
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "the test fails:\n{all}");
+    // This file is `tests/unchanged.rs`: the line names its target and the test's full path.
+    assert!(
+        all.contains(
+            "replay: NETPOLL_SIM=5 cargo test --test unchanged -- --exact replay::fails_when_asked\n"
+        ),
+        "{all}"
+    );
+}
