@@ -367,10 +367,7 @@ fn after_sim(out: &mut Outcome, sim: &Sim) {
             )));
         }
     }
-    let st = sim.stats();
-    out.stats.syscalls = st.syscalls;
-    out.stats.deliveries = st.deliveries;
-    out.stats.events = st.syscalls + st.deliveries;
+    out.stats.count_kernel(sim);
 }
 
 /// Runs the workload on a [`MultiRuntime`] of `cfg.workers` simulated threads sharing `sim`,

@@ -218,13 +218,10 @@ pub fn simulate_on(
     let trace = tracing.install(&k);
     let mut stats = RunStats::default();
     let verdict = crate::oracle::with_kernel_verdict(&k, body(&k, &mut stats));
-    let st = k.stats();
     if stats.conns == 0 {
         stats.conns = req.params.try_get(CONNS).unwrap_or(0);
     }
-    stats.syscalls = st.syscalls;
-    stats.deliveries = st.deliveries;
-    stats.events = st.syscalls + st.deliveries;
+    stats.count_kernel(&k);
     stats.virtual_ns = k.now_ns();
     stats.wall_ns = wall.elapsed().as_nanos() as u64;
     stats.cpu_ns = thread_cpu_ns().saturating_sub(cpu);
@@ -719,6 +716,17 @@ pub struct RunStats {
     pub server_paused: u64,
     /// Switch points of the simulated threads' scheduler (0: one thread).
     pub switch_points: u64,
+}
+
+impl RunStats {
+    /// Takes the simulated kernel's own counts: its syscalls, its deliveries, and their sum as
+    /// the run's events.
+    pub fn count_kernel(&mut self, sim: &Sim) {
+        let st = sim.stats();
+        self.syscalls = st.syscalls;
+        self.deliveries = st.deliveries;
+        self.events = st.syscalls + st.deliveries;
+    }
 }
 
 /// CPU time (user + system) the calling thread has used, in ns.

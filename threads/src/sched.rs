@@ -446,22 +446,25 @@ impl Shared {
         Self::wake_kernel_waiters(&mut st, changed, &woken, None);
     }
 
-    /// Makes runnable the threads blocked on the kernel that `woken` names, whose deadline is
-    /// at or before `now_ns`, or (with `all`) that are not on a wait queue.
+    /// Makes runnable the threads blocked on the kernel that `woken` names or (with `all`) that
+    /// are not on a wait queue, and every thread in the kernel or a timed futex wait whose
+    /// deadline is at or before `now_ns`.
     fn wake_kernel_waiters(st: &mut State, all: bool, woken: &[u64], now_ns: Option<u64>) {
+        let due = |deadline_ns: Option<u64>| matches!((deadline_ns, now_ns), (Some(d), Some(now)) if d <= now);
         for (i, th) in st.threads.iter_mut().enumerate() {
-            if let Status::Blocked(
-                Wait::Kernel {
-                    deadline_ns,
-                    queued,
-                },
-                _,
-            ) = th.status
-            {
-                let due = matches!((deadline_ns, now_ns), (Some(d), Some(now)) if d <= now);
-                if (all && !queued) || due || woken.contains(&(i as u64)) {
-                    th.status = Status::Runnable;
-                }
+            let wake = match th.status {
+                Status::Blocked(
+                    Wait::Kernel {
+                        deadline_ns,
+                        queued,
+                    },
+                    _,
+                ) => (all && !queued) || due(deadline_ns) || woken.contains(&(i as u64)),
+                Status::Blocked(Wait::Futex { deadline_ns }, _) => due(deadline_ns),
+                _ => false,
+            };
+            if wake {
+                th.status = Status::Runnable;
             }
         }
     }
@@ -676,19 +679,6 @@ impl Shared {
         }
         st.idle = 0;
         Self::wake_kernel_waiters(st, true, &woken, Some(now_ns));
-        for th in &mut st.threads {
-            if let Status::Blocked(
-                Wait::Futex {
-                    deadline_ns: Some(d),
-                },
-                _,
-            ) = th.status
-            {
-                if d <= now_ns {
-                    th.status = Status::Runnable;
-                }
-            }
-        }
         true
     }
 

@@ -112,10 +112,7 @@ impl Workload for ThreadedZoo {
         let mut faults = None;
         if let Some(k) = k {
             k.with_sim(|s| {
-                let st = s.stats();
-                stats.syscalls = st.syscalls;
-                stats.deliveries = st.deliveries;
-                stats.events = st.syscalls + st.deliveries;
+                stats.count_kernel(s);
                 stats.virtual_ns = s.now_ns();
                 fingerprint = Some(s.fingerprint());
                 faults = Some(s.fault_counts());
