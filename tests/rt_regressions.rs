@@ -24,6 +24,16 @@ use netpoll::{EpollEvent, Events, Fd, Poller};
 use netpoll_realnet::RealNet;
 use netpoll_sim::Sim;
 
+/// The tests here that open real descriptors hold this lock for their whole run:
+/// `stale_event_for_reused_fd_real` asserts that a closed number is reused by the next
+/// socketpair (lowest free), which another test opening descriptors on its own thread would take.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// A Poller that remembers the last epoll user data seen for each fd number, and can replay
 /// one as an extra event.
 struct Replaying<P> {
@@ -191,6 +201,7 @@ fn stale_event_for_reused_fd<P: Poller + 'static>(inner: P) {
 
 #[test]
 fn stale_event_for_reused_fd_real() {
+    let _serial = serial();
     stale_event_for_reused_fd(RealNet::new());
 }
 
@@ -230,6 +241,7 @@ fn a_stream_dropped_off_the_runtime_is_closed_by_its_next_turn() {
             &format!("sim seed {seed} (replay: NETPOLL_SEED={seed})"),
         );
     }
+    let _serial = serial();
     case(Runtime::new(RealNet::new()).expect("runtime"), "real");
 }
 
