@@ -39,8 +39,28 @@
 //! fn std_echo() -> std::io::Result<()> { Ok(()) }
 //! ```
 //!
+//! Simulated threads (`Check::run_threads`): the function takes the threads' shared kernel,
+//! `k: netpoll_threads::ThreadedSim`, and starts threads with `netpoll_threads::spawn`; the seed
+//! also picks the interleaving. `schedule` is `"random"` (the default) or `"pct:DEPTH:STEPS"`.
+//! With `tokio` or `interposed`, `threads` runs the unmodified program with the threads it
+//! starts (`netpoll-interpose`'s threaded checks); `workers = N` (default 2) sizes a tokio
+//! `multi_thread` runtime.
+//!
+//! ```ignore
+//! #[netpoll::test(threads, seeds = 0..500, schedule = "pct:3:200")]
+//! fn two_threads(k: netpoll_threads::ThreadedSim) -> std::io::Result<()> {
+//!     // ... netpoll_threads::spawn(...) ...
+//!     Ok(())
+//! }
+//!
+//! // #[tokio::test(flavor = "multi_thread", worker_threads = 2)], on the sim:
+//! #[netpoll::test(tokio, threads, workers = 2, seeds = 0..50)]
+//! async fn echo_mt() -> std::io::Result<()> { Ok(()) }
+//! ```
+//!
 //! Other attributes (`#[should_panic]`, `#[ignore]`) are kept. `NETPOLL_SEED`, `NETPOLL_SEEDS`,
-//! `NETPOLL_FAULTS` and `NETPOLL_CHECK_DETERMINISM` override the arguments at run time.
+//! `NETPOLL_FAULTS`, `NETPOLL_CHECK_DETERMINISM` and (threads) `NETPOLL_SCHEDULE` override the
+//! arguments at run time.
 
 use proc_macro::TokenStream;
 use quote::{quote, quote_spanned};
@@ -67,8 +87,14 @@ fn expand(
     let mut f: ItemFn = syn::parse2(item)?;
     let mut calls = Vec::new();
     let mut mode = Mode::Poller;
+    let mut threads = false;
+    let mut workers = None;
     for a in &args {
         let a = match a {
+            Meta::Path(p) if p.is_ident("threads") => {
+                threads = true;
+                continue;
+            }
             Meta::Path(p) if p.is_ident("tokio") => {
                 mode = Mode::Tokio;
                 continue;
@@ -78,13 +104,7 @@ fn expand(
                 continue;
             }
             Meta::NameValue(a) => a,
-            other => {
-                return Err(syn::Error::new(
-                    other.span(),
-                    "unknown argument: expected tokio, interposed, seeds = A..B, faults = \
-                     \"swarm\", check_determinism = true or shrink_runs = N",
-                ))
-            }
+            other => return Err(syn::Error::new(other.span(), UNKNOWN)),
         };
         let name = a
             .path
@@ -108,14 +128,32 @@ fn expand(
             }
             "check_determinism" => quote_spanned! {v.span()=> .check_determinism(#v) },
             "shrink_runs" => quote_spanned! {v.span()=> .shrink_runs(#v) },
-            _ => {
-                return Err(syn::Error::new(
-                    a.path.span(),
-                    "unknown argument: expected tokio, interposed, seeds = A..B, faults = \
-                     \"swarm\", check_determinism = true or shrink_runs = N",
-                ))
+            "schedule" => {
+                let Expr::Lit(ExprLit {
+                    lit: Lit::Str(s), ..
+                }) = v
+                else {
+                    return Err(syn::Error::new(
+                        v.span(),
+                        "schedule = \"random\" | \"pct:DEPTH:STEPS\"",
+                    ));
+                };
+                quote_spanned! {v.span()=> .schedule_str(#s) }
             }
+            "workers" => {
+                workers = Some(v.clone());
+                continue;
+            }
+            _ => return Err(syn::Error::new(a.path.span(), UNKNOWN)),
         });
+    }
+    if let Some(w) = &workers {
+        if !(threads && matches!(mode, Mode::Tokio)) {
+            return Err(syn::Error::new(
+                w.span(),
+                "workers = N sizes the tokio runtime of #[netpoll::test(tokio, threads)]",
+            ));
+        }
     }
     let arity = match mode {
         Mode::Poller => 1,
@@ -125,6 +163,10 @@ fn expand(
         return Err(syn::Error::new(
             f.sig.inputs.span(),
             match mode {
+                Mode::Poller if threads => {
+                    "a #[netpoll::test(threads)] function takes one argument, the threads' \
+                     shared kernel: `k: netpoll_threads::ThreadedSim`"
+                }
                 Mode::Poller => {
                     "a #[netpoll::test] function takes one argument, the simulated kernel: \
                      `sim: &Sim`"
@@ -167,6 +209,32 @@ fn expand(
     f.sig.ident = syn::Ident::new("__netpoll_test_body", name.span());
     f.vis = syn::Visibility::Inherited;
     let run = match (mode, returns) {
+        (Mode::Poller, false) if threads => quote! {
+            .run_threads(|k| { __netpoll_test_body(k); ::std::io::Result::Ok(()) })
+        },
+        (Mode::Poller, true) if threads => quote! { .run_threads(__netpoll_test_body) },
+        (Mode::Interposed, false) if threads => quote! {
+            .run_threads_interposed(|| { __netpoll_test_body(); ::std::io::Result::Ok(()) })
+        },
+        (Mode::Interposed, true) if threads => {
+            quote! { .run_threads_interposed(__netpoll_test_body) }
+        }
+        (Mode::Tokio, returns) if threads => {
+            let w = match &workers {
+                Some(w) => quote! { #w },
+                None => quote! { 2 },
+            };
+            if returns {
+                quote! { .run_tokio_threads(#w, __netpoll_test_body) }
+            } else {
+                quote! {
+                    .run_tokio_threads(#w, || async {
+                        __netpoll_test_body().await;
+                        ::std::io::Result::Ok(())
+                    })
+                }
+            }
+        }
         (Mode::Poller, false) => {
             quote! { .run(|sim| { __netpoll_test_body(sim); ::std::io::Result::Ok(()) }) }
         }
@@ -200,6 +268,11 @@ fn expand(
         }
     })
 }
+
+/// The error for an argument the attribute does not know.
+const UNKNOWN: &str = "unknown argument: expected tokio, interposed, threads, seeds = A..B, \
+     faults = \"swarm\", check_determinism = true, shrink_runs = N, schedule = \"pct:3:1000\" \
+     or workers = N";
 
 /// What the test's body is.
 #[derive(Clone, Copy)]

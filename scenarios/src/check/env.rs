@@ -1,8 +1,10 @@
 //! The environment overrides of a [`Check`](super::Check): `NETPOLL_SEED`, `NETPOLL_SEEDS`,
-//! `NETPOLL_FAULTS`, `NETPOLL_CHECK_DETERMINISM`. Each bad value is an error that names the
-//! variable, the value and the accepted forms.
+//! `NETPOLL_FAULTS`, `NETPOLL_CHECK_DETERMINISM`, and for threaded checks `NETPOLL_SCHEDULE`.
+//! Each bad value is an error that names the variable, the value and the accepted forms.
 
 use std::ops::Range;
+
+use netpoll_threads::Policy;
 
 use crate::swarm::{FaultSpec, FORMS};
 
@@ -12,6 +14,24 @@ pub(crate) struct Settings {
     pub seeds: Range<u64>,
     pub faults: FaultSpec,
     pub check_determinism: bool,
+    /// Who runs next at each switch point of a threaded check.
+    pub schedule: Policy,
+}
+
+/// The accepted forms of `NETPOLL_SCHEDULE`.
+pub const SCHEDULE_FORMS: &str =
+    "random (uniform choice at every switch point) or pct:DEPTH:STEPS \
+     (PCT priorities with DEPTH - 1 preemptions drawn from the first STEPS switch points, e.g. \
+     pct:3:1000)";
+
+/// Reads a schedule policy as `NETPOLL_SCHEDULE` or `schedule = "..."` gives it.
+///
+/// # Errors
+/// Anything but `random` or `pct:DEPTH:STEPS` with both at least 1, in words.
+pub(crate) fn parse_schedule(s: &str) -> Result<Policy, String> {
+    s.trim()
+        .parse::<Policy>()
+        .map_err(|_| format!("{s:?} is not a schedule: expected {SCHEDULE_FORMS}"))
 }
 
 /// The accepted forms of `NETPOLL_SEEDS`.
@@ -97,6 +117,9 @@ pub(crate) fn resolve(
             }
         })?;
     }
+    if let Some(v) = var("NETPOLL_SCHEDULE") {
+        s.schedule = parse_schedule(&v).map_err(|e| format!("NETPOLL_SCHEDULE={v:?}: {e}"))?;
+    }
     if let Some(v) = var("NETPOLL_CHECK_DETERMINISM") {
         s.check_determinism = parse_bool(&v).ok_or_else(|| {
             format!(
@@ -116,6 +139,7 @@ mod tests {
             seeds: 0..100,
             faults: FaultSpec::None,
             check_determinism: false,
+            schedule: Policy::Random,
         }
     }
 
@@ -143,6 +167,17 @@ mod tests {
                 .unwrap()
                 .check_determinism
         );
+        assert_eq!(
+            with(&[("NETPOLL_SCHEDULE", "pct:3:500")]).unwrap().schedule,
+            Policy::Pct {
+                depth: 3,
+                steps: 500
+            }
+        );
+        assert_eq!(
+            with(&[("NETPOLL_SCHEDULE", " random ")]).unwrap().schedule,
+            Policy::Random
+        );
         assert!(
             !with(&[("NETPOLL_CHECK_DETERMINISM", "0")])
                 .unwrap()
@@ -164,6 +199,11 @@ mod tests {
             ("NETPOLL_FAULTS", "short_read=2", "probability"),
             ("NETPOLL_FAULTS", "", "empty fault spec"),
             ("NETPOLL_CHECK_DETERMINISM", "maybe", "expected 1, true"),
+            ("NETPOLL_SCHEDULE", "fair", "expected random (uniform"),
+            ("NETPOLL_SCHEDULE", "pct:0:100", "pct:DEPTH:STEPS"),
+            ("NETPOLL_SCHEDULE", "pct:3", "pct:DEPTH:STEPS"),
+            ("NETPOLL_SCHEDULE", "pct:3:x", "pct:DEPTH:STEPS"),
+            ("NETPOLL_SCHEDULE", "", "not a schedule"),
         ] {
             let e = with(&[(k, v)]).unwrap_err();
             assert!(e.contains(k), "{k}={v}: {e}");

@@ -109,6 +109,7 @@ mod env;
 mod judge;
 mod report;
 mod rt;
+mod threads;
 
 use std::cell::RefCell;
 use std::fmt;
@@ -120,15 +121,19 @@ use std::rc::Rc;
 use netpoll::Fd;
 use netpoll_sim::trace::Record;
 use netpoll_sim::{Oracles, Sim, SimConfig};
+use netpoll_threads::Policy;
 
 use crate::shrink::{shrink_faults, FaultTrial};
 pub use crate::swarm::Phase;
 use env::Settings;
-pub use env::SEEDS_FORMS;
+pub use env::{SCHEDULE_FORMS, SEEDS_FORMS};
 use judge::{Ended, Finding, Invariant};
 pub use report::Failure;
 use report::Target;
 pub use rt::{judge_by_parked_tasks, runtime, shared, SimRc};
+pub use threads::multi_runtime;
+#[doc(hidden)]
+pub use threads::{Launch, ThreadedBody};
 
 /// Which faults the simulated kernel injects: `None`, `Chaos` (every benign fault),
 /// `Swarm` (a subset with weights drawn from each seed: the best default for hunting), or an
@@ -149,6 +154,8 @@ pub struct Check {
     shrink_runs: u32,
     env: Rc<EnvFn>,
     test_name: Option<String>,
+    /// Who runs next in a threaded check.
+    schedule: Policy,
     /// Builder input that was bad (a fault spec that did not parse, an unbounded seed range):
     /// reported by `try_run`.
     bad_input: Option<String>,
@@ -165,6 +172,7 @@ impl fmt::Debug for Check {
                 &self.invariants.iter().map(|(n, _)| n).collect::<Vec<_>>(),
             )
             .field("expect_open", &self.expect_open)
+            .field("schedule", &self.schedule)
             .finish_non_exhaustive()
     }
 }
@@ -205,6 +213,10 @@ pub struct Passed {
     pub faults: Faults,
     /// Whether each seed was run twice and compared.
     pub determinism_checked: bool,
+    /// For a threaded check ([`Check::run_threads`]): each run's seed and the hash of its
+    /// schedule (which thread made which call, in order), in the order they ran (under `chaos`
+    /// and `swarm`, two per seed: the quiet phase, then the faulted one). Empty otherwise.
+    pub schedules: Vec<(u64, u64)>,
 }
 
 impl Check {
@@ -221,6 +233,7 @@ impl Check {
             shrink_runs: 64,
             env: Rc::new(|k| std::env::var(k).ok()),
             test_name: None,
+            schedule: Policy::Random,
             bad_input: None,
         }
     }
@@ -325,6 +338,26 @@ impl Check {
         self
     }
 
+    /// How a threaded check ([`Check::run_threads`]) picks who runs at each switch point:
+    /// [`Policy::Random`] (the default; uniform choice) or [`Policy::Pct`] (priority schedules
+    /// with `depth - 1` preemptions, as shuttle's PCT). `NETPOLL_SCHEDULE` overrides it. A
+    /// check of one thread ignores it.
+    pub fn schedule(mut self, policy: Policy) -> Check {
+        self.schedule = policy;
+        self
+    }
+
+    /// [`schedule`](Self::schedule) as text: `"random"` or `"pct:DEPTH:STEPS"` (what
+    /// `#[netpoll::test(threads, schedule = "...")]` calls). Text that does not parse fails the
+    /// check with the accepted forms.
+    pub fn schedule_str(mut self, policy: &str) -> Check {
+        match env::parse_schedule(policy) {
+            Ok(p) => self.schedule = p,
+            Err(e) => self.bad_input = Some(format!("schedule = {policy:?}: {e}")),
+        }
+        self
+    }
+
     /// The test's path as libtest names it (`module::test_fn`), for the replay line;
     /// `#[netpoll::test]` sets it. Without it, the test thread's name is used.
     pub fn test_name(mut self, name: &str) -> Check {
@@ -350,8 +383,17 @@ impl Check {
     /// [`CheckError::Config`] for bad input, [`CheckError::Failed`] with the report of the
     /// first failing seed.
     #[track_caller]
-    pub fn try_run(self, mut f: impl FnMut(&Sim) -> io::Result<()>) -> Result<Passed, CheckError> {
+    pub fn try_run(self, f: impl FnMut(&Sim) -> io::Result<()>) -> Result<Passed, CheckError> {
         let caller = Location::caller();
+        self.check_body(&mut OneThread(f), caller)
+    }
+
+    /// The loop over seeds and phases, whichever way `body` runs a seed.
+    fn check_body(
+        self,
+        body: &mut impl Body,
+        caller: &'static Location<'static>,
+    ) -> Result<Passed, CheckError> {
         if let Some(e) = &self.bad_input {
             return Err(CheckError::Config(e.clone()));
         }
@@ -359,20 +401,26 @@ impl Check {
             seeds: self.seeds.clone(),
             faults: self.faults.clone(),
             check_determinism: self.check_determinism,
+            schedule: self.schedule,
         };
         let env = Rc::clone(&self.env);
         let s = env::resolve(base, |k| env(k)).map_err(CheckError::Config)?;
         // Under chaos or swarm each seed runs the quiet phase, then the faulted one.
         let phases = s.faults.phases();
+        let mut schedules = Vec::new();
         for (passed, seed) in s.seeds.clone().enumerate() {
             for (phase, spec) in &phases {
-                let first = self.run_seed(seed, spec, false, &mut f);
+                let first = body.run_seed(&self, &s, seed, spec, false);
+                if let Some(h) = first.schedule {
+                    schedules.push((seed, h));
+                }
                 let finding = match first.finding {
                     Some(x) => Some(x),
                     None if s.check_determinism => {
-                        let second = self.run_seed(seed, spec, false, &mut f);
-                        (second.fingerprint != first.fingerprint)
-                            .then(|| self.divergence(seed, spec, &mut f))
+                        let second = body.run_seed(&self, &s, seed, spec, false);
+                        (second.fingerprint != first.fingerprint
+                            || second.schedule != first.schedule)
+                            .then(|| self.divergence(&s, seed, spec, body))
                     }
                     None => None,
                 };
@@ -385,7 +433,7 @@ impl Check {
                         passed: passed as u64,
                     };
                     return Err(CheckError::Failed(Box::new(
-                        self.report(run, &s, finding, &target, &mut f),
+                        self.report(run, &s, finding, &target, body),
                     )));
                 }
             }
@@ -394,10 +442,24 @@ impl Check {
             seeds: s.seeds,
             faults: s.faults,
             determinism_checked: s.check_determinism,
+            schedules,
         })
     }
 
-    /// One run of `seed`.
+    /// The kernel of one run of `seed` under `faults`: the check's configuration with the
+    /// fault plan applied, tracing on when `trace`, the oracles armed.
+    fn kernel(&self, seed: u64, faults: &Faults, trace: bool) -> Sim {
+        let mut cfg = self.config.clone();
+        faults.apply(seed, &mut cfg);
+        let sim = Sim::with_config(seed, cfg);
+        if trace {
+            sim.set_trace(true);
+        }
+        judge::arm(&sim, &self.invariants, &self.expect_open);
+        sim
+    }
+
+    /// One run of `seed` on the calling thread.
     fn run_seed(
         &self,
         seed: u64,
@@ -405,13 +467,7 @@ impl Check {
         trace: bool,
         f: &mut impl FnMut(&Sim) -> io::Result<()>,
     ) -> Run {
-        let mut cfg = self.config.clone();
-        faults.apply(seed, &mut cfg);
-        let sim = Rc::new(Sim::with_config(seed, cfg));
-        if trace {
-            sim.set_trace(true);
-        }
-        judge::arm(&sim, &self.invariants, &self.expect_open);
+        let sim = Rc::new(self.kernel(seed, faults, trace));
         let ended = {
             let _current = Current::enter(&sim);
             let _quiet = QuietPanics::enter();
@@ -428,33 +484,48 @@ impl Check {
         Run {
             finding,
             fingerprint: sim.fingerprint(),
+            schedule: None,
             records: if trace { sim.take_trace() } else { Vec::new() },
         }
     }
 
-    /// Two traced runs of a seed whose fingerprints differed: the first call that differs.
+    /// Two traced runs of a seed whose fingerprints (or schedules) differed: the first call
+    /// that differs.
     fn divergence(
         &self,
+        s: &Settings,
         seed: u64,
         faults: &Faults,
-        f: &mut impl FnMut(&Sim) -> io::Result<()>,
+        body: &mut impl Body,
     ) -> Finding {
-        let a = self.run_seed(seed, faults, true, f).records;
-        let b = self.run_seed(seed, faults, true, f).records;
-        let step = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
+        let a = body.run_seed(self, s, seed, faults, true);
+        let b = body.run_seed(self, s, seed, faults, true);
+        let (ra, rb) = (&a.records, &b.records);
+        let step = ra.iter().zip(rb).take_while(|(x, y)| x == y).count();
         let show = |r: Option<&Record>| match r {
             Some(r) => r.to_string(),
             None => "(run ended)".into(),
+        };
+        let what = if ra == rb {
+            format!(
+                "two runs of seed {seed} made the same calls with the same results, but their \
+                 schedules differ (hash {:#018x} vs {:#018x})",
+                a.schedule.unwrap_or(0),
+                b.schedule.unwrap_or(0)
+            )
+        } else {
+            format!(
+                "two runs of seed {seed} differ at call {step}:\n  first:  {}\n  second: {}",
+                show(ra.get(step)),
+                show(rb.get(step)),
+            )
         };
         Finding {
             violation: None,
             kind: "nondeterminism",
             diagnosis: format!(
-                "two runs of seed {seed} differ at call {step}:\n  first:  {}\n  second: {}\n\
-                 (the closure depends on something besides the seed: the wall clock, OS \
-                 randomness, a HashMap's order, another thread)",
-                show(a.get(step)),
-                show(b.get(step)),
+                "{what}\n(the closure depends on something besides the seed: the wall clock, \
+                 OS randomness, a HashMap's order, a thread the check did not start)"
             ),
         }
     }
@@ -467,7 +538,7 @@ impl Check {
         s: &Settings,
         finding: Finding,
         target: &Target,
-        f: &mut impl FnMut(&Sim) -> io::Result<()>,
+        body: &mut impl Body,
     ) -> Failure {
         let FailedRun {
             seed,
@@ -476,8 +547,9 @@ impl Check {
             passed,
         } = run;
         let nondet = finding.kind == "nondeterminism";
-        let replay = report::replay_line(target, seed, spec, nondet);
-        let traced = self.run_seed(seed, spec, true, f);
+        let schedule = body.threaded().then_some(s.schedule);
+        let replay = report::replay_line(target, seed, spec, nondet, schedule);
+        let traced = body.run_seed(self, s, seed, spec, true);
         let title = format!("{} seed {seed}", target.test.as_deref().unwrap_or("check"));
         let trace = report::write_trace(&traced.records, target, seed, &title);
         let mut diagnosis = finding.diagnosis;
@@ -490,7 +562,8 @@ impl Check {
         let shrunk = (!nondet && *spec != Faults::None && self.shrink_runs > 0).then(|| {
             let mut t = Trial {
                 check: self,
-                f,
+                settings: s,
+                body,
                 seed,
                 kind: finding.kind,
                 cur: spec.clone(),
@@ -498,7 +571,7 @@ impl Check {
             };
             shrink_faults(&mut t, seed);
             let spec = t.cur;
-            let line = report::replay_line(target, seed, &spec, false);
+            let line = report::replay_line(target, seed, &spec, false, schedule);
             (spec, line)
         });
         Failure {
@@ -512,7 +585,46 @@ impl Check {
             trace,
             shrunk,
             passed,
+            schedule,
+            schedule_hash: traced.schedule,
         }
+    }
+}
+
+/// How a check runs its closure for one seed: on the calling thread ([`Check::try_run`]), or
+/// as simulated threads ([`Check::try_run_threads`], `threads.rs`).
+trait Body {
+    /// One run of `seed` under `faults` (traced when `trace`).
+    fn run_seed(
+        &mut self,
+        check: &Check,
+        s: &Settings,
+        seed: u64,
+        faults: &Faults,
+        trace: bool,
+    ) -> Run;
+
+    /// Whether the runs are threaded (their replay line names the schedule policy).
+    fn threaded(&self) -> bool;
+}
+
+/// A closure run on the calling thread.
+struct OneThread<F>(F);
+
+impl<F: FnMut(&Sim) -> io::Result<()>> Body for OneThread<F> {
+    fn run_seed(
+        &mut self,
+        check: &Check,
+        _s: &Settings,
+        seed: u64,
+        faults: &Faults,
+        trace: bool,
+    ) -> Run {
+        check.run_seed(seed, faults, trace, &mut self.0)
+    }
+
+    fn threaded(&self) -> bool {
+        false
     }
 }
 
@@ -530,20 +642,23 @@ struct FailedRun<'a> {
 struct Run {
     finding: Option<Finding>,
     fingerprint: (u64, u64),
+    /// A threaded run's schedule hash.
+    schedule: Option<u64>,
     records: Vec<Record>,
 }
 
 /// A failing seed whose fault plan is being shrunk.
-struct Trial<'a, F> {
+struct Trial<'a, B> {
     check: &'a Check,
-    f: &'a mut F,
+    settings: &'a Settings,
+    body: &'a mut B,
     seed: u64,
     kind: &'static str,
     cur: Faults,
     runs: u32,
 }
 
-impl<F: FnMut(&Sim) -> io::Result<()>> FaultTrial for Trial<'_, F> {
+impl<B: Body> FaultTrial for Trial<'_, B> {
     fn faults(&self) -> &Faults {
         &self.cur
     }
@@ -553,7 +668,9 @@ impl<F: FnMut(&Sim) -> io::Result<()>> FaultTrial for Trial<'_, F> {
             return false;
         }
         self.runs += 1;
-        let r = self.check.run_seed(self.seed, &faults, false, self.f);
+        let r = self
+            .body
+            .run_seed(self.check, self.settings, self.seed, &faults, false);
         let same = r.finding.is_some_and(|x| x.kind == self.kind);
         if same {
             self.cur = faults;

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use netpoll_sim::trace::Record;
 use netpoll_sim::Violation;
+use netpoll_threads::Policy;
 
 use crate::swarm::{FaultSpec, Phase};
 
@@ -41,6 +42,12 @@ pub struct Failure {
     pub shrunk: Option<(FaultSpec, String)>,
     /// Seeds that passed before this one.
     pub passed: u64,
+    /// For a threaded check ([`Check::run_threads`](super::Check::run_threads)): the schedule
+    /// policy the failing run used (its replay line sets it with `NETPOLL_SCHEDULE`).
+    pub schedule: Option<Policy>,
+    /// For a threaded check: the hash of the failing run's schedule (which thread made which
+    /// call, in order), equal for every rerun of the replay line.
+    pub schedule_hash: Option<u64>,
 }
 
 impl fmt::Display for Failure {
@@ -59,6 +66,13 @@ impl fmt::Display for Failure {
                 "phase:  {} failed (each seed runs the quiet phase, then the faulted one)",
                 self.phase
             )?;
+        }
+        if let Some(p) = self.schedule {
+            write!(f, "threads: simulated, schedule {p}")?;
+            match self.schedule_hash {
+                Some(h) => writeln!(f, ", schedule hash {h:#018x}")?,
+                None => writeln!(f)?,
+            }
         }
         writeln!(f, "oracle: {}", self.oracle)?;
         for line in self.diagnosis.trim_end().lines() {
@@ -169,12 +183,22 @@ fn shell_quote(s: &str) -> String {
     }
 }
 
-/// The line that reruns `seed` with `faults` (and the determinism check when `determinism`).
-pub(crate) fn replay_line(t: &Target, seed: u64, faults: &FaultSpec, determinism: bool) -> String {
+/// The line that reruns `seed` with `faults` (and the determinism check when `determinism`; the
+/// schedule policy of a threaded check when `schedule`).
+pub(crate) fn replay_line(
+    t: &Target,
+    seed: u64,
+    faults: &FaultSpec,
+    determinism: bool,
+    schedule: Option<Policy>,
+) -> String {
     let mut line = format!(
         "NETPOLL_SEED={seed} NETPOLL_FAULTS={}",
         shell_quote(&faults.to_string())
     );
+    if let Some(p) = schedule {
+        line.push_str(&format!(" NETPOLL_SCHEDULE={p}"));
+    }
     if determinism {
         line.push_str(" NETPOLL_CHECK_DETERMINISM=1");
     }
@@ -279,13 +303,21 @@ mod tests {
             test: Some("a::b".into()),
         };
         assert_eq!(
-            replay_line(&t, 7, &FaultSpec::Swarm, false),
+            replay_line(&t, 7, &FaultSpec::Swarm, false, None),
             "NETPOLL_SEED=7 NETPOLL_FAULTS=swarm cargo test -p p --test t -- --exact a::b"
         );
         let plan = FaultSpec::parse("short_read=0.5 eintr=0.25").unwrap();
         assert_eq!(
-            replay_line(&t, 7, &plan, true),
+            replay_line(&t, 7, &plan, true, None),
             "NETPOLL_SEED=7 NETPOLL_FAULTS='short_read=0.5 eintr=0.25' NETPOLL_CHECK_DETERMINISM=1 cargo test -p p --test t -- --exact a::b"
+        );
+        let pct = Policy::Pct {
+            depth: 3,
+            steps: 200,
+        };
+        assert_eq!(
+            replay_line(&t, 9, &FaultSpec::None, false, Some(pct)),
+            "NETPOLL_SEED=9 NETPOLL_FAULTS=none NETPOLL_SCHEDULE=pct:3:200 cargo test -p p --test t -- --exact a::b"
         );
     }
 }
