@@ -9,10 +9,12 @@
 
 use std::future::Future;
 use std::io;
-use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe, Location};
+use std::sync::Arc;
 
-use netpoll_scenarios::check::{Check, CheckError, Passed};
+use netpoll_scenarios::check::{Check, CheckError, Launch, Passed};
 use netpoll_sim::Sim;
+use netpoll_threads::{host, Runner, ThreadedSim};
 
 /// `Check` for unmodified programs: each seed runs the closure inside [`crate::run`] on that
 /// seed's kernel.
@@ -93,6 +95,115 @@ pub trait CheckInterposed: Sized {
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = io::Result<()>>;
+
+    /// Runs `f` inside [`crate::run_threads`] once per seed: std::net and mio code with the
+    /// threads it starts (`std::thread::spawn`, scoped threads, std's locks and channels), as
+    /// simulated threads that the seed interleaves (the check's `schedule`, `NETPOLL_SCHEDULE`).
+    /// A deadlock between them fails the seed with each thread's blocking call; the replay line
+    /// reruns that interleaving. See `Check::run_threads` for the rest.
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use netpoll_interpose::CheckInterposed;
+    /// use netpoll_scenarios::check::Check;
+    ///
+    /// Check::new().seeds(0..20).run_threads_interposed(|| {
+    ///     let total = Arc::new(Mutex::new(0));
+    ///     let hs: Vec<_> = (1..=3)
+    ///         .map(|i| {
+    ///             let total = total.clone();
+    ///             std::thread::spawn(move || *total.lock().unwrap() += i)
+    ///         })
+    ///         .collect();
+    ///     for h in hs {
+    ///         h.join().unwrap();
+    ///     }
+    ///     assert_eq!(*total.lock().unwrap(), 6);
+    ///     Ok(())
+    /// });
+    /// ```
+    #[track_caller]
+    fn run_threads_interposed(self, f: impl Fn() -> io::Result<()> + Send + Sync + 'static) {
+        if let Err(e) = self.try_run_threads_interposed(f) {
+            panic!("{e}");
+        }
+    }
+
+    /// As [`run_threads_interposed`](Self::run_threads_interposed), returning the outcome.
+    ///
+    /// # Errors
+    /// As [`Check::try_run`].
+    #[track_caller]
+    fn try_run_threads_interposed(
+        self,
+        f: impl Fn() -> io::Result<()> + Send + Sync + 'static,
+    ) -> Result<Passed, CheckError>;
+
+    /// Runs the future `f` makes on a tokio `multi_thread` runtime of `workers` worker threads
+    /// with every driver on ([`tokio_runtime_threads`]), built inside [`crate::run_threads`]
+    /// once per seed: what `#[tokio::test(flavor = "multi_thread", worker_threads = N)]` runs,
+    /// on the simulated kernel, with the workers and the blocking pool (`spawn_blocking`) as
+    /// simulated threads interleaved by the seed. A task that panics or an `Err` fails the
+    /// seed, and so does a deadlock (each thread's blocking call is reported) and every oracle
+    /// of the kernel but the async lost-wakeup one, which judges one thread's waits (see
+    /// [`crate::run_threads`]). The runtime is dropped inside the run.
+    ///
+    /// ```
+    /// use netpoll_interpose::CheckInterposed;
+    /// use netpoll_scenarios::check::Check;
+    /// use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    ///
+    /// Check::new().seeds(0..10).run_tokio_threads(2, || async {
+    ///     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    ///     let addr = l.local_addr()?;
+    ///     let server = tokio::spawn(async move {
+    ///         let (mut s, _) = l.accept().await?;
+    ///         let mut buf = [0; 4];
+    ///         s.read_exact(&mut buf).await?;
+    ///         // The blocking pool is simulated threads too.
+    ///         let up = tokio::task::spawn_blocking(move || buf.to_ascii_uppercase()).await?;
+    ///         s.write_all(&up).await
+    ///     });
+    ///     let mut c = tokio::net::TcpStream::connect(addr).await?;
+    ///     c.write_all(b"ping").await?;
+    ///     let mut buf = [0; 4];
+    ///     c.read_exact(&mut buf).await?;
+    ///     assert_eq!(&buf, b"PING");
+    ///     server.await?
+    /// });
+    /// ```
+    #[track_caller]
+    fn run_tokio_threads<F, Fut>(self, workers: usize, f: F)
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = io::Result<()>>,
+    {
+        if let Err(e) = self.try_run_tokio_threads(workers, f) {
+            panic!("{e}");
+        }
+    }
+
+    /// As [`run_tokio_threads`](Self::run_tokio_threads), returning the outcome.
+    ///
+    /// # Errors
+    /// As [`Check::try_run`].
+    #[track_caller]
+    fn try_run_tokio_threads<F, Fut>(self, workers: usize, f: F) -> Result<Passed, CheckError>
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = io::Result<()>>;
+}
+
+/// How an interposed threaded check starts each run: [`crate::run_threads`], which hosts the
+/// threads the program starts; the check's closure runs on the run's `main` thread.
+fn launch() -> Launch {
+    Arc::new(|runner: Runner, sim: Sim, body| {
+        crate::run_threads(runner, sim, move || {
+            let k: ThreadedSim =
+                host::current_kernel().expect("run_threads runs its closure on a simulated thread");
+            body(k)
+        })
+    })
 }
 
 impl CheckInterposed for Check {
@@ -118,6 +229,34 @@ impl CheckInterposed for Check {
                 })
             })
         })
+    }
+
+    #[track_caller]
+    fn try_run_threads_interposed(
+        self,
+        f: impl Fn() -> io::Result<()> + Send + Sync + 'static,
+    ) -> Result<Passed, CheckError> {
+        let caller = Location::caller();
+        let body = Arc::new(move |_k: ThreadedSim| naming_limits(&f));
+        self.__try_run_threads_with(launch(), body, caller)
+    }
+
+    #[track_caller]
+    fn try_run_tokio_threads<F, Fut>(self, workers: usize, f: F) -> Result<Passed, CheckError>
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = io::Result<()>>,
+    {
+        let caller = Location::caller();
+        let body = Arc::new(move |k: ThreadedSim| {
+            naming_limits(|| {
+                let rt = tokio_runtime_threads(k.with_sim(Sim::seed), workers)?;
+                let r = rt.block_on(f());
+                drop(rt);
+                r
+            })
+        });
+        self.__try_run_threads_with(launch(), body, caller)
     }
 }
 
@@ -145,6 +284,23 @@ fn naming_limits<T>(f: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
             }
         }
     }
+}
+
+/// The runtime [`CheckInterposed::run_tokio_threads`] builds for each seed: `multi_thread`
+/// with `workers` worker threads (at least 1), every driver the program's tokio features have,
+/// and, with `--cfg tokio_unstable`, its random generator seeded with `seed` (as
+/// [`tokio_runtime`]). Call it inside [`crate::run_threads`].
+///
+/// # Errors
+/// What `Builder::build` returns.
+pub fn tokio_runtime_threads(seed: u64, workers: usize) -> io::Result<tokio::runtime::Runtime> {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    b.worker_threads(workers.max(1)).enable_all();
+    #[cfg(tokio_unstable)]
+    b.rng_seed(tokio::runtime::RngSeed::from_bytes(&seed.to_le_bytes()));
+    #[cfg(not(tokio_unstable))]
+    let _ = seed;
+    b.build()
 }
 
 /// The runtime [`CheckInterposed::run_tokio`] builds for each seed: `current_thread`, every

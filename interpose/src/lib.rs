@@ -229,7 +229,7 @@ use netpoll_sim::Sim;
 pub use auto::VAR as SEED_VAR;
 pub use calls::{MONOTONIC_START, REALTIME_START};
 #[cfg(feature = "check")]
-pub use check::{tokio_runtime, CheckInterposed};
+pub use check::{tokio_runtime, tokio_runtime_threads, CheckInterposed};
 pub use state::{sim_fd, SIM_BASE};
 pub use threads::run_threads;
 

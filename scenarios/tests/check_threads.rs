@@ -229,6 +229,7 @@ fn a_stop_lost_between_threads_is_found_and_replayed() {
             .seeds(0..500)
             .try_run_threads(|k| stop_race(k, false)),
     );
+    eprintln!("{f}");
     assert_eq!(f.oracle, "deadlock", "{f}");
     // Each thread's blocking call.
     assert!(
@@ -279,6 +280,7 @@ fn a_lost_edge_between_threads_is_a_lost_wakeup() {
             .seeds(0..500)
             .try_run_threads(|k| et_read_once(k, false)),
     );
+    eprintln!("{f}");
     assert_eq!(f.oracle, "lost-wakeup", "{f}");
     assert!(
         matches!(
@@ -438,4 +440,43 @@ fn bad_schedules_are_named() {
 #[netpoll_scenarios::test(threads, seeds = 0..100, schedule = "pct:3:60")]
 fn fixed_stop_under_the_attribute(k: ThreadedSim) -> io::Result<()> {
     stop_race(k, true)
+}
+
+/// How many of 1,000 seeds find each bug, per schedule policy (a figure for the docs, not a
+/// test): `cargo test --release -p netpoll-scenarios --test check_threads detection_rates --
+/// --ignored --nocapture`.
+#[test]
+#[ignore]
+fn detection_rates() {
+    for policy in [
+        Policy::Random,
+        Policy::Pct {
+            depth: 2,
+            steps: 40,
+        },
+        Policy::Pct {
+            depth: 3,
+            steps: 40,
+        },
+    ] {
+        for (name, body) in [
+            (
+                "stop_race",
+                stop_race as fn(ThreadedSim, bool) -> io::Result<()>,
+            ),
+            ("et_read_once", et_read_once),
+        ] {
+            let found = (0..1000)
+                .filter(|&s| {
+                    check(&[])
+                        .seeds(s..s + 1)
+                        .schedule(policy)
+                        .shrink_runs(0)
+                        .try_run_threads(move |k| body(k, false))
+                        .is_err()
+                })
+                .count();
+            println!("{name} under {policy}: {found} of 1000 seeds");
+        }
+    }
 }

@@ -73,7 +73,8 @@
 //! | `NETPOLL_SEED=N` | run only seed `N` (what a replay line sets) |
 //! | `NETPOLL_SEEDS=A..B` | run seeds `A..B` (also `A..=B`, or a count `N` from the check's first seed) |
 //! | `NETPOLL_FAULTS=F` | `none`, `chaos`, `swarm`, `chaos-only`, `swarm-only`, or an explicit plan as a report prints it (`short_read=0.25 eintr=0.05`) |
-//! | `NETPOLL_CHECK_DETERMINISM=1` | run each seed twice and compare every call and result |
+//! | `NETPOLL_CHECK_DETERMINISM=1` | run each seed twice and compare every call and result (and, threaded, the schedule) |
+//! | `NETPOLL_SCHEDULE=P` | threaded checks: `random` or `pct:DEPTH:STEPS` (see [`Check::schedule`]) |
 //!
 //! A bad value fails the check with a message naming the variable and the accepted forms
 //! ([`Check::try_run`] returns it as [`CheckError::Config`]).
@@ -85,6 +86,28 @@
 //! oracle what the runtime waits for: the sides its parked tasks are parked on
 //! ([`judge_by_parked_tasks`]), since a netpoller keeps edges for tasks that have not asked yet.
 //!
+//! ## Threads
+//!
+//! [`Check::run_threads`] runs the closure as simulated threads ([`netpoll_threads`]): it gets
+//! the seed's kernel as a [`netpoll_threads::ThreadedSim`] and starts threads with
+//! [`netpoll_threads::spawn`] (or runs a [`netpoll::rt::MultiRuntime`] from
+//! [`multi_runtime`]). Exactly one thread runs at a time; at every kernel call, lock, park,
+//! spawn and join the seed picks who runs next, uniformly or by PCT priorities
+//! ([`Check::schedule`], `NETPOLL_SCHEDULE`), so one seed is one interleaving. Seeds, both
+//! phases, the oracles, shrinking and the trace file are the one-thread check's; on top:
+//!
+//! - every thread blocked with nothing in flight fails the seed as a `deadlock` with each
+//!   thread's blocking call and the last switch points, one column per thread; when a thread
+//!   waits in an epoll instance that has a ready registration nothing will report, the kernel's
+//!   lost-wakeup oracle names it (`lost-wakeup`);
+//! - a thread that panics (`panic`, naming the thread), a livelock of idle switch points, a
+//!   thread spinning without a call (`spin`, by a wall-clock watchdog that only reports);
+//! - the replay line adds `NETPOLL_SCHEDULE`, the report the schedule's hash
+//!   ([`Failure::schedule_hash`]), and [`Passed::schedules`] lists each run's.
+//!
+//! `#[netpoll::test(threads, schedule = "pct:3:1000")]` on a function of
+//! `k: ThreadedSim` writes the test.
+//!
 //! ## Map
 //!
 //! | file | what it holds |
@@ -94,6 +117,7 @@
 //! | `check/judge.rs` | the one place that asks the simulated kernel's oracles for a verdict |
 //! | `check/report.rs` | [`Failure`]: the report, its replay line, the trace file under the target directory |
 //! | `check/rt.rs` | [`runtime`], [`shared`], [`judge_by_parked_tasks`]: `netpoll::rt` tasks inside a check |
+//! | `check/threads.rs` | [`Check::run_threads`]: one seed on simulated threads, the scheduler's failures as findings; [`multi_runtime`] |
 //!
 //! Shrinking reuses [`crate::shrink::shrink_faults`], the fault-plan half of the scenario
 //! shrinker, and fault specs are [`crate::swarm::FaultSpec`] (re-exported here as [`Faults`]).
