@@ -85,14 +85,15 @@ pub(crate) fn this_target() -> Target {
     target(name, &root, package.as_deref())
 }
 
-/// The command that reruns test `test` (its full path) of `target` under base seed `seed`.
-pub(crate) fn line(var: &str, seed: u64, target: &Target, test: &str) -> String {
+/// The command that reruns test `test` (its full path) of `target` with `var` set to `value`
+/// (a seed, or `threads:<seed>`).
+pub(crate) fn line(var: &str, value: &str, target: &Target, test: &str) -> String {
     let select = match target {
         Target::Test(t) => format!(" --test {t}"),
         Target::Lib => " --lib".to_owned(),
         Target::Unknown => String::new(),
     };
-    format!("{var}={seed} cargo test{select} -- --exact {test}")
+    format!("{var}={value} cargo test{select} -- --exact {test}")
 }
 
 #[cfg(test)]
@@ -192,16 +193,16 @@ mod tests {
     fn the_line_selects_the_target_and_the_exact_path() {
         let test = Target::Test("tcp_split".into());
         assert_eq!(
-            line("NETPOLL_SIM", 1, &test, "split"),
+            line("NETPOLL_SIM", "1", &test, "split"),
             "NETPOLL_SIM=1 cargo test --test tcp_split -- --exact split"
         );
         assert_eq!(
-            line("NETPOLL_SIM", 7, &Target::Lib, "tests::foo"),
+            line("NETPOLL_SIM", "7", &Target::Lib, "tests::foo"),
             "NETPOLL_SIM=7 cargo test --lib -- --exact tests::foo"
         );
         assert_eq!(
-            line("NETPOLL_SIM", 7, &Target::Unknown, "split"),
-            "NETPOLL_SIM=7 cargo test -- --exact split"
+            line("NETPOLL_SIM", "threads:7", &Target::Unknown, "split"),
+            "NETPOLL_SIM=threads:7 cargo test -- --exact split"
         );
     }
 }

@@ -116,6 +116,11 @@ impl Drop for Off {
     }
 }
 
+/// Whether the calling thread is off every run for now (a supervisor of a threaded run).
+pub(crate) fn is_off() -> bool {
+    OFF.with(Cell::get)
+}
+
 /// Whether the calling thread is inside an interposed call.
 pub(crate) fn nested() -> bool {
     DEPTH.with(Cell::get) > 0

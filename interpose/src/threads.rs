@@ -87,6 +87,26 @@ where
     T: Send + 'static,
     F: FnOnce() -> T + Send + 'static,
 {
+    run_hosted(runner, sim, move || {
+        let main = std::thread::Builder::new()
+            .name("main".to_owned())
+            .spawn(f)
+            .expect("netpoll-interpose: the run's main thread could not be started");
+        match main.join() {
+            Ok(v) => v,
+            Err(p) => std::panic::resume_unwind(p),
+        }
+    })
+}
+
+/// A threaded run whose first simulated thread (hosted, on the run) runs `first`, which starts
+/// the program's threads itself: [`run_threads`] starts the closure on a std thread, a
+/// `NETPOLL_SIM=threads:<seed>` test (`auto.rs`) libtest's start routine on a raw one.
+pub(crate) fn run_hosted<T, F>(runner: Runner, sim: Sim, first: F) -> Result<Outcome<T>, Failure>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
     crate::keep_symbols();
     crate::quiet_lost_wakeup_scan(&sim);
     let slot = state::claim_slot().expect("at most 1,024 netpoll_interpose runs alive at once");
@@ -98,14 +118,7 @@ where
         host::hosted();
         let cur = current(k, slot, seed, Tid(0), opts);
         let _entered = state::enter(&cur);
-        let main = std::thread::Builder::new()
-            .name("main".to_owned())
-            .spawn(f)
-            .expect("netpoll-interpose: the run's main thread could not be started");
-        match main.join() {
-            Ok(v) => v,
-            Err(p) => std::panic::resume_unwind(p),
-        }
+        first()
     });
     drop(off);
     state::release_slot(slot);
@@ -266,6 +279,7 @@ pub unsafe extern "C" fn pthread_setname_np(
             // SAFETY: a non-NULL name is a NUL-terminated string, as the C function requires.
             let n = unsafe { std::ffi::CStr::from_ptr(name) };
             host::set_name(n.to_string_lossy());
+            crate::auto::named();
         });
     }
     // SAFETY: forwarded unchanged.

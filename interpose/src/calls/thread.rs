@@ -18,7 +18,20 @@ pub unsafe extern "C" fn pthread_create(
 ) -> c_int {
     guard("pthread_create", || match current() {
         None if crate::auto::base_seed().is_some() => {
-            let s = Box::into_raw(Box::new(crate::auto::Start { start, arg }));
+            let mut stack = 0;
+            if !attr.is_null() {
+                // SAFETY: a non-NULL `attr` is an initialised attribute object, as
+                // `pthread_create` requires; `stack` is a valid place for the size.
+                unsafe { libc::pthread_attr_getstacksize(attr, &mut stack) };
+            }
+            let s = Box::into_raw(Box::new(crate::auto::Start {
+                start,
+                arg,
+                // A thread that a supervisor of a threaded run starts is that run's first
+                // thread, not a test.
+                threaded: crate::auto::threaded() && !crate::state::is_off(),
+                stack,
+            }));
             // SAFETY: the trampoline takes back `s` and calls `start(arg)` on the new thread.
             let r = unsafe { real::pthread_create(t, attr, crate::auto::trampoline, s.cast()) };
             if r != 0 {
