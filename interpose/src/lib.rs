@@ -37,9 +37,9 @@
 //! | `calls/{epoll,socket,data,fd,time,thread}.rs` | the `#[no_mangle] extern "C"` definitions, one file per call family |
 //! | `calls/limits.rs` | the one place that refuses what a run does not support, naming the limitation |
 //! | `waits.rs` | the async lost-wakeup oracle: what the program waits for on each descriptor |
-//! | `check.rs` | [`CheckInterposed`]: `Check::run_tokio` and `run_interposed` (feature `check`, on by default) |
+//! | `check.rs` | [`CheckInterposed`]: `Check::run_tokio`, `run_interposed`, and with threads `run_tokio_threads`, `run_threads_interposed` (feature `check`, on by default) |
 //! | `real.rs` | glibc's definitions through `dlsym(RTLD_NEXT)`, raw `syscall` fallbacks |
-//! | `auto.rs` | `NETPOLL_SIM=<seed>`: every new thread (every libtest test) on a kernel of its own |
+//! | `auto.rs` | `NETPOLL_SIM=<seed>`: every new thread (every libtest test) on a kernel of its own; `NETPOLL_SIM=threads:<seed>`: every test as a threaded run |
 //! | `replay.rs` | the replay line of a failing `NETPOLL_SIM` test: `--test <target>` or `--lib`, `--exact <path>` |
 //! | `kernel.rs` | the kernel a run drives: a `Sim` of its own, or the threads' shared `ThreadedSim` |
 //! | `threads.rs` | [`run_threads`]; `pthread_create`, `pthread_join`, `pthread_setname_np` on its threads |
@@ -68,6 +68,18 @@
 //! crate links it with one line, `extern crate netpoll_interpose;`. tokio's 55 TCP tests run
 //! this way: 30 pass on the sim, and each of the others fails with a message naming what is
 //! not supported (BENCHMARKS.md lists them).
+//!
+//! `NETPOLL_SIM=threads:<seed>` runs each test as simulated threads instead (as
+//! [`run_threads`] does): the test, and every thread it starts (tokio's `multi_thread`
+//! workers and blocking pool, `std::thread::spawn`), share a kernel of its own, and the seed
+//! interleaves them (`NETPOLL_SCHEDULE=random` or `pct:DEPTH:STEPS` picks the policy). So
+//! `#[tokio::test(flavor = "multi_thread", worker_threads = 2)]` tests run on the sim without
+//! an edit (`tests/unchanged_threads.rs`). Each run's seed is the variable's (a test's name is
+//! not known before its thread starts). A failing test prints its replay line
+//! (`NETPOLL_SIM=threads:<seed> [NETPOLL_SCHEDULE=...] cargo test --test <target> -- --exact
+//! <test path>`); a run the scheduler fails (a deadlock, reported with each thread's blocking
+//! call) prints the report and the replay line and ends the test process with status 101: the
+//! test's threads cannot be unwound, and libtest would wait for them for ever.
 //!
 //! ## Loopback timing
 //!
@@ -169,6 +181,13 @@
 //! (`#[netpoll::test(interposed)]` for a plain function). The examples take `--faults
 //! none|chaos|swarm|loopback` or one knob alone.
 //!
+//! With threads: `run_tokio_threads(workers, || async { ... })` (a `multi_thread` runtime per
+//! seed, what `#[tokio::test(flavor = "multi_thread")]` runs) and `run_threads_interposed(||
+//! ...)` (std threads) run each seed inside [`run_threads`], interleaved by the seed under the
+//! check's `schedule` (`NETPOLL_SCHEDULE`); a deadlock fails the seed with each thread's
+//! blocking call, and the replay line names the schedule. `#[netpoll::test(tokio, threads,
+//! workers = 2)]` writes the test.
+//!
 //! ## The lost-wakeup oracle for async programs
 //!
 //! The kernel's scan judges, at quiescence (the runtime asleep in `epoll_wait` with nothing in
@@ -187,11 +206,12 @@
 //!
 //! ## Not supported
 //!
-//! - **Threads on [`run`] and under `NETPOLL_SIM`.** Such a run is one thread: `pthread_create`
-//!   on it fails with `EAGAIN` and a message naming the limitation and [`run_threads`]: tokio's
-//!   `spawn_blocking`, file I/O, name resolution and multi-thread runtime stop with tokio's own
-//!   error naming the failed spawn ("OS can't spawn worker thread"), and the limitation. Under
-//!   [`run_threads`] they work.
+//! - **Threads on [`run`] and under `NETPOLL_SIM=<seed>`.** Such a run is one thread:
+//!   `pthread_create` on it fails with `EAGAIN` and a message naming the limitation and
+//!   [`run_threads`]: tokio's `spawn_blocking`, file I/O, name resolution and multi-thread
+//!   runtime stop with tokio's own error naming the failed spawn ("OS can't spawn worker
+//!   thread"), and the limitation. Under [`run_threads`], the threaded checks and
+//!   `NETPOLL_SIM=threads:<seed>` they work.
 //! - **Futex commands** other than `FUTEX_WAIT`, `FUTEX_WAKE` and their `_BITSET` forms
 //!   (requeue, `WAKE_OP`, priority inheritance) fail with `ENOSYS` and a message on a simulated
 //!   thread. std and tokio use none of them.
