@@ -247,3 +247,13 @@ fn detection_rates() {
     });
     println!("condvar_wait: {condvar} of 200 seeds; notify_waiters: {notify} of 200 seeds");
 }
+
+#[netpoll_scenarios::test(interposed, threads, seeds = 0..5)]
+fn std_threads_under_the_attribute() -> io::Result<()> {
+    condvar_wait(true)
+}
+
+#[netpoll_scenarios::test(interposed, threads, seeds = 0..5, schedule = "pct:2:30")]
+fn std_threads_under_the_attribute_returning_nothing() {
+    condvar_wait(true).unwrap();
+}

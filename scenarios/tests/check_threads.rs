@@ -480,3 +480,8 @@ fn detection_rates() {
         }
     }
 }
+
+#[netpoll_scenarios::test(threads, seeds = 0..20)]
+fn fixed_et_echo_under_the_attribute_returning_nothing(k: ThreadedSim) {
+    et_read_once(k, true).unwrap();
+}
