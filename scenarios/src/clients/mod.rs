@@ -259,8 +259,7 @@ impl Reconnect {
         let shift = n.saturating_sub(1).min(63);
         let b = self
             .backoff_ns
-            .checked_mul(1u64 << shift)
-            .unwrap_or(u64::MAX)
+            .saturating_mul(1u64 << shift)
             .min(self.max_backoff_ns);
         (b / 2, b)
     }
