@@ -561,7 +561,8 @@ impl<'k, P: Poller + ?Sized> Clients<'k, P> {
         format!("client {}", data & 0xffff_ffff)
     }
 
-    /// Clients with an open connection (registered on the epoll instance).
+    /// Clients started and not closed for good: those with a connection (registered on the
+    /// epoll instance), and those waiting out a [`Reconnect`] backoff, which have none.
     pub fn open(&self) -> usize {
         self.next_client - self.closed
     }
