@@ -7,7 +7,7 @@
 
 use netpoll_realnet::RealNet;
 
-use crate::engine::{self, ClientMode, Spec};
+use crate::engine::{self, ClientMode, Reconnect, Spec};
 use crate::params::{ParamSpec, Params, CONNS, MSGS, SIZE};
 use crate::raw_epoll::ServerConfig;
 use crate::workload::{
@@ -339,14 +339,14 @@ pub static REGISTRY: &[Scenario] = &[
     Scenario {
         name: "accept-storm",
         about: "every client connects at once, far beyond the listen backlog, to a server that accepts in paced batches",
-        invariants: "dropped SYNs are retransmitted (and a connection that timed out or was reset unserved is made again, up to 16 times) until every connection is accepted and served; the muted listener is re-armed by EPOLL_CTL_MOD",
+        invariants: "dropped SYNs are retransmitted (and a connection that timed out or was reset unserved is made again after a jittered backoff, for up to ten minutes of virtual time) until every connection is accepted and served; the muted listener is re-armed by EPOLL_CTL_MOD",
         params: STORM,
         test_params: &[(CONNS, 200)],
         real_ok: false,
         spec: |p| {
             let mut s = base(p);
             s.connect_window = s.conns;
-            s.connect_retries = 16;
+            s.reconnect = Some(Reconnect::default());
             s.server = ServerConfig {
                 backlog: p.get("backlog") as i32,
                 accept_batch: p.get("batch") as usize,

@@ -9,16 +9,16 @@ use netpoll::sys::{
     errno_of, Events, EPOLL_CLOEXEC, EPOLL_CTL_ADD,
 };
 use netpoll::{EpollEvent, Fd, Poller};
-use netpoll_scenarios::clients::{ClientMix, ClientMode, Clients};
+use netpoll_scenarios::clients::{ClientMix, ClientMode, ClientStats, Clients, Reconnect};
 use netpoll_scenarios::oracle::{io_fail, lost_wakeup, Failure};
 use netpoll_scenarios::params::{ParamSpec, CONNS, FAULTS};
-use netpoll_scenarios::raw_epoll::{EchoServer, ServerConfig};
+use netpoll_scenarios::raw_epoll::{timeout_ms, EchoServer, ServerConfig};
 use netpoll_scenarios::registry::Registry;
 use netpoll_scenarios::run;
 use netpoll_scenarios::workload::{
     sim_judged_by_loop, simulate_on, Request, Run, Tracing, Workload,
 };
-use netpoll_sim::{Sim, SimConfig};
+use netpoll_sim::{FaultPlan, Sim, SimConfig};
 
 /// Drives `server` (the crate's example) and `clients` until both are done.
 fn drive(
@@ -213,4 +213,97 @@ fn a_user_workload_runs_sweeps_and_replays_through_the_registry() {
     let req = Request::sim(w, w.defaults(), 1);
     let e = Registry::builtin().from_token(&req.token()).unwrap_err();
     assert!(e.to_string().contains("user-mixed-echo"), "{e}");
+}
+
+/// Drives `server` and `clients` until both are done, sleeping to the earliest deadline (the
+/// server's accept pauses, the clients' reconnects) with the kernel judging lost wakeups.
+/// Returns the clients' counters and the virtual time the run took.
+fn drive_storm(
+    sim: &Sim,
+    ep: Fd,
+    mut server: EchoServer<'_, Sim>,
+    mix: ClientMix,
+) -> Result<(ClientStats, u64), Failure> {
+    let addr = server.local_addr().map_err(|e| io_fail("getsockname", e))?;
+    let mut clients = Clients::new(sim, ep, addr, mix, sim.seed());
+    let mut events = vec![EpollEvent::EMPTY; 256];
+    while !(clients.done() && server.open_conns() == 0) {
+        clients.start(server.open_conns())?;
+        let next = [server.next_deadline_ns(), clients.next_deadline_ns()]
+            .into_iter()
+            .flatten()
+            .min();
+        let timeout = next.map_or(-1, |d| timeout_ms(d, sim.now_ns()));
+        let n = match sim.epoll_wait(ep, &mut events, timeout) {
+            Ok(n) => n,
+            Err(e) if errno_of(&e) == Some(EINTR) => continue,
+            Err(e) => return Err(io_fail("epoll_wait", e)),
+        };
+        for ev in &events[..n] {
+            if Clients::<Sim>::owns(ev.data) {
+                clients.handle(*ev)?;
+            } else {
+                server.handle(*ev).map_err(|e| io_fail("serving", e))?;
+            }
+        }
+        server.on_time().map_err(|e| io_fail("server timers", e))?;
+        clients.on_time(sim.now_ns())?;
+    }
+    Ok((clients.stats(), sim.now_ns()))
+}
+
+/// A storm of 300 clients at a server with a backlog of 1 that accepts one connection per
+/// 200 µs, under the swarm plan of seed 4 (every packet lands on a 1 ms tick, so refused
+/// clients come back together). `accept_pause_ns` of an hour is a server that mutes its
+/// listener and, in effect, never re-arms it.
+fn storm(accept_pause_ns: u64) -> Result<(ClientStats, u64), Failure> {
+    let cfg = SimConfig {
+        faults: FaultPlan::swarm(4),
+        ..SimConfig::default()
+    };
+    assert_eq!(
+        cfg.faults.quantum_ns, 1_000_000,
+        "the plan this test is about"
+    );
+    let sim = Sim::with_config(4, cfg);
+    let ep = sim.epoll_create1(EPOLL_CLOEXEC).unwrap();
+    let any = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0);
+    let server_cfg = ServerConfig {
+        backlog: 1,
+        accept_batch: 1,
+        accept_pause_ns,
+        ..ServerConfig::default()
+    };
+    let server = EchoServer::bind(&sim, ep, any, server_cfg).unwrap();
+    let mut mix = ClientMix::new(300, 1, 32);
+    mix.connect_window = 300;
+    mix.reconnect = Some(Reconnect::default());
+    drive_storm(&sim, ep, server, mix)
+}
+
+/// Regression (`netpoll-sim sweep accept-storm --faults swarm`, 120 of 500 seeds): clients
+/// that reconnected at once, up to 16 times, exhausted their attempts against a correct server
+/// under the swarm plan's 1 ms tick (each wave of refused clients came back on one tick, where
+/// the queue takes `backlog + 1`). With jittered backoff bounded by virtual time the same
+/// storm is served; and a server that stops accepting is still reported, by the client that
+/// gave up, with how long it tried.
+#[test]
+fn reconnect_backoff_serves_a_storm_and_still_reports_a_server_that_stops_accepting() {
+    let (stats, took_ns) = storm(200_000).unwrap_or_else(|f| panic!("a correct server: {f}"));
+    assert_eq!(stats.bytes, 300 * 32);
+    assert!(
+        stats.connect_retries > 0,
+        "no client was refused: {stats:?}"
+    );
+    let budget = Reconnect::default().give_up_after_ns;
+    assert!(took_ns < budget, "took {took_ns} ns");
+
+    let f = storm(3_600_000_000_000).expect_err("a server that never accepts again");
+    let text = f.to_string();
+    assert_eq!(f.kind(), "io-error", "{text}");
+    assert!(
+        text.contains("no answer from the server after")
+            && text.contains("reconnect budget is 600 s"),
+        "{text}"
+    );
 }

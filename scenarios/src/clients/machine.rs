@@ -11,7 +11,7 @@ use netpoll::sys::{
 use netpoll::{EpollEvent, Poller};
 
 use super::pattern::{check_pattern, fill_pattern, pattern};
-use super::{Client, ClientMode, Clients, Phase, Stop, TOKEN};
+use super::{Client, ClientMode, Clients, Phase, Stop, RECONNECT_TICK, TOKEN};
 use crate::oracle::{io_fail, Failure};
 
 impl<P: Poller + ?Sized> Clients<'_, P> {
@@ -19,7 +19,16 @@ impl<P: Poller + ?Sized> Clients<'_, P> {
         self.k.now().as_nanos() as u64
     }
 
+    /// Client `i` starts: it takes a place in the connect window and makes its first connection.
     pub(super) fn connect(&mut self, i: usize) -> Result<(), Failure> {
+        self.connecting += 1;
+        self.clients[i].first_connect_ns = self.now_ns();
+        self.open_socket(i)
+    }
+
+    /// Opens client `i`'s socket, registers it and starts `connect` (its first connection, or a
+    /// new one after a [`Reconnect`](super::Reconnect) backoff).
+    pub(super) fn open_socket(&mut self, i: usize) -> Result<(), Failure> {
         let k = self.k;
         let fd = k
             .tcp_socket(SOCK_NONBLOCK | SOCK_CLOEXEC)
@@ -34,7 +43,6 @@ impl<P: Poller + ?Sized> Clients<'_, P> {
         let c = &mut self.clients[i];
         c.fd = fd;
         c.phase = Phase::Connecting;
-        self.connecting += 1;
         let interest = Events::IN | Events::OUT | Events::RDHUP | Events::ET;
         let token = TOKEN | i as u64;
         k.epoll_ctl(
@@ -86,14 +94,18 @@ impl<P: Poller + ?Sized> Clients<'_, P> {
                 }
                 if err == ETIMEDOUT && self.may_reconnect(i) {
                     // The server was too busy for every SYN retransmission.
-                    self.connecting -= 1;
                     return self.reconnect(i);
                 }
                 if err != 0 {
-                    return Err(io_fail(
-                        format!("connecting client {i}"),
-                        io::Error::from_raw_os_error(err),
-                    ));
+                    return Err(self.connect_failed(i, "connecting", err));
+                }
+                if self.clients[i].send_total == 0 && !self.established(fd)? {
+                    // A spurious `OUT` (epoll may report one): the handshake is still under
+                    // way. A client that writes proves its connection by its first write (one
+                    // tried too early says EAGAIN, and the real edge follows); one that will
+                    // write nothing (a reset at byte 0, an idle client) would close or hold a
+                    // connection the server never saw, so it asks.
+                    return Ok(());
                 }
                 self.connecting -= 1;
                 self.clients[i].phase = Phase::Active;
@@ -162,7 +174,7 @@ impl<P: Poller + ?Sized> Clients<'_, P> {
                     // accept queue never took it and the server gave up on it.
                     return self.reconnect(i);
                 }
-                Err(e) => return Err(io_fail(format!("client {i} read"), e)),
+                Err(e) => return Err(self.io_failed(i, "read", e)),
             };
             let c = &mut self.clients[i];
             let expected_total = c.sent * factor;
@@ -226,7 +238,7 @@ impl<P: Poller + ?Sized> Clients<'_, P> {
                     // accept queue never took it and the server gave up on it.
                     return self.reconnect(i);
                 }
-                Err(e) => return Err(io_fail(format!("client {i} write"), e)),
+                Err(e) => return Err(self.io_failed(i, "write", e)),
             }
         }
         let c = &self.clients[i];
@@ -269,26 +281,77 @@ impl<P: Poller + ?Sized> Clients<'_, P> {
     }
 
     /// Whether client `i` may give up its connection and make a new one: only where the
-    /// scenario allows it (an overloaded server), and only before any answer came back.
+    /// workload allows it ([`ClientMix::reconnect`](super::ClientMix::reconnect)), only before
+    /// any answer came back, and only inside the reconnect budget of virtual time.
     fn may_reconnect(&self, i: usize) -> bool {
         let c = &self.clients[i];
-        c.retries < self.mix.connect_retries && c.recv == 0
+        let Some(r) = self.mix.reconnect else {
+            return false;
+        };
+        c.recv == 0 && self.now_ns().saturating_sub(c.first_connect_ns) < r.give_up_after_ns
+    }
+
+    /// Whether `fd`'s handshake is complete (`getpeername`: `ENOTCONN` while it is not).
+    fn established(&self, fd: netpoll::Fd) -> Result<bool, Failure> {
+        match self.k.peer_addr(fd) {
+            Ok(_) => Ok(true),
+            Err(e) if errno_of(&e) == Some(ENOTCONN) => Ok(false),
+            Err(e) => Err(io_fail("getpeername", e)),
+        }
+    }
+
+    /// The failure for a connect that failed with `errno` where no reconnect is allowed.
+    fn connect_failed(&self, i: usize, what: &str, errno: i32) -> Failure {
+        self.io_failed(i, what, io::Error::from_raw_os_error(errno))
+    }
+
+    /// The failure for client `i`'s `what` failing with `e`. A client that still had no answer
+    /// when its reconnect budget ran out says so: the server did not serve it in time (a slow
+    /// server, or one that never accepts), which is what a user needs to read first.
+    fn io_failed(&self, i: usize, what: &str, e: io::Error) -> Failure {
+        let c = &self.clients[i];
+        let refused = matches!(errno_of(&e), Some(ECONNRESET | EPIPE | ETIMEDOUT));
+        match self.mix.reconnect {
+            Some(r) if refused && c.recv == 0 => {
+                let tried_s = self.now_ns().saturating_sub(c.first_connect_ns) as f64 / 1e9;
+                io_fail(
+                    format!(
+                        "client {i} {what}: no answer from the server after {} connections in \
+                         {tried_s:.3} s of virtual time (the reconnect budget is {} s)",
+                        c.retries + 1,
+                        r.give_up_after_ns as f64 / 1e9
+                    ),
+                    e,
+                )
+            }
+            _ => io_fail(format!("client {i} {what}"), e),
+        }
     }
 
     /// Client `i`'s connection timed out or was reset before it was ever served (Linux resets a
-    /// handshake the full accept queue never took): start over with a new socket, as a client
-    /// library would. The request stream starts again from its first byte.
+    /// handshake the full accept queue never took): close it and, after a jittered backoff
+    /// ([`Reconnect`](super::Reconnect)), start over with a new socket, as a client library
+    /// would. The request stream starts again from its first byte.
     fn reconnect(&mut self, i: usize) -> Result<(), Failure> {
+        let r = self.mix.reconnect.expect("may_reconnect checked");
+        let now = self.now_ns();
         let c = &mut self.clients[i];
+        if c.phase == Phase::Active {
+            // Back among the clients still connecting (the window counts them).
+            self.connecting += 1;
+        }
         c.retries += 1;
         c.sent = 0;
         c.shut_wr = false;
+        c.phase = Phase::Backoff;
+        let (lo, hi) = r.delay_range_ns(c.retries);
+        let at = now + self.backoff_rng.range(lo, hi);
+        c.reconnect_at_ns = at;
         let fd = std::mem::replace(&mut c.fd, -1);
-        self.stats.connect_retries += 1;
+        self.ticks.push(Reverse((at, i as u32 | RECONNECT_TICK)));
         self.k
             .close(fd)
-            .map_err(|e| io_fail("closing a failed connection", e))?;
-        self.connect(i)
+            .map_err(|e| io_fail("closing a failed connection", e))
     }
 
     /// A held connection had an event: the server must neither send nor close now (an idle

@@ -4,9 +4,10 @@
 //! Testing a server then means: write the server, pick a client mix ([`ClientMix`]), and run
 //! one loop that hands each event to whichever side owns its token. The clients
 //!
-//! - **connect** at most [`ClientMix::connect_window`] at a time, and make a new connection
-//!   when one times out or is reset before any answer (up to [`ClientMix::connect_retries`]
-//!   times);
+//! - **connect** at most [`ClientMix::connect_window`] at a time, and, when the server has no
+//!   room (the attempt times out, or is reset before any answer), make a new connection after a
+//!   jittered exponential backoff, for as long as [`ClientMix::reconnect`]'s budget of virtual
+//!   time allows ([`Reconnect`]);
 //! - send their connection's deterministic byte stream ([`pattern()`]), one message at a time or
 //!   [`ClientMix::pipeline`] messages ahead, and **check every byte** of the answer as they
 //!   read it (lost, duplicated, reordered or foreign bytes are a [`Failure::Integrity`] naming
@@ -85,6 +86,8 @@ pub use pattern::{check_pattern, fill_pattern, pattern};
 /// The tag (top two bits) of every client registration's token: `TOKEN | client index`.
 pub const TOKEN: u64 = 3 << 62;
 const TOKEN_MASK: u64 = 3 << 62;
+/// Marks a timer entry as a reconnect (not a slow reader's tick).
+const RECONNECT_TICK: u32 = 1 << 31;
 
 /// What a client does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -129,11 +132,11 @@ pub struct ClientMix {
     pub groups: Vec<(usize, ClientMode)>,
     /// Clients connecting at once, at most.
     pub connect_window: usize,
-    /// How often a client makes a new connection after `connect` timed out (`ETIMEDOUT`: every
-    /// SYN was dropped by a full accept queue) or the connection was reset or timed out before
-    /// any answer (the server gave up a handshake it had no queue room for). 0: either fails
-    /// the run.
-    pub connect_retries: u32,
+    /// Whether and how a client makes a new connection after `connect` timed out (`ETIMEDOUT`:
+    /// every SYN was dropped by a full accept queue) or the connection was reset or timed out
+    /// before any answer (the server gave up a handshake it had no queue room for). `None`:
+    /// either fails the run.
+    pub reconnect: Option<Reconnect>,
     /// Messages a client sends ahead of the answers it has read (1: request/response).
     pub pipeline: u64,
     /// Answer bytes per request byte: the server repeats each byte this many times.
@@ -149,7 +152,7 @@ pub struct ClientMix {
 
 impl ClientMix {
     /// `conns` request/response clients of `msgs` messages of `size` bytes, 512 connecting at
-    /// once, no retries, one message in flight, a plain echo.
+    /// once, no reconnects, one message in flight, a plain echo.
     pub fn new(conns: usize, msgs: u64, size: u64) -> ClientMix {
         ClientMix {
             conns,
@@ -157,7 +160,7 @@ impl ClientMix {
             size,
             groups: Vec::new(),
             connect_window: 512,
-            connect_retries: 0,
+            reconnect: None,
             pipeline: 1,
             reply_factor: 1,
             short_read_drains: false,
@@ -191,6 +194,77 @@ impl ClientMix {
     }
 }
 
+/// When and for how long a client connects again after the server had no room for it.
+///
+/// A server under a connection storm legitimately refuses many attempts: Linux drops a SYN
+/// when the accept queue is full (the client's `connect` fails with `ETIMEDOUT` after its SYN
+/// retransmissions), and resets a handshake it completed but never had queue room for (the
+/// client's first read or write fails with `ECONNRESET`). A client library then tries again,
+/// as real ones do (gRPC's connection backoff, the AWS SDKs' retry policy): after a backoff
+/// that doubles with each failure, up to a cap, with random jitter so that clients refused
+/// together do not come back together (without it every refused client returns at the same
+/// instant, and under a fault plan that lands every packet on the same millisecond tick the
+/// queue takes only `backlog + 1` of them each time, so a correct server looks as if it never
+/// serves the rest).
+///
+/// The budget is virtual time, not a number of attempts: how many attempts a legitimately
+/// slow run needs depends on the schedule (the fault plan, the latency, the tick quantum),
+/// while the time a user is willing to wait for a connection does not. A client that is still
+/// refused once `give_up_after_ns` have passed since its first `connect` fails the run, with
+/// the number of connections it made and how long it tried, so the report says "the server
+/// accepted too slowly", not a bare `ECONNRESET`.
+///
+/// The n-th new connection waits a delay drawn uniformly from `[b/2, b]`, where `b` is
+/// `backoff_ns * 2^(n-1)` capped at `max_backoff_ns` ("equal jitter"), from the clients' own
+/// seeded stream (the kernel's streams are untouched). A loop whose clients may reconnect must
+/// call [`Clients::on_time`] when [`Clients::next_deadline_ns`] is due, as it does for slow
+/// readers.
+///
+/// ```
+/// use netpoll_scenarios::clients::{ClientMix, Reconnect};
+///
+/// let mut mix = ClientMix::new(2000, 1, 32);
+/// mix.reconnect = Some(Reconnect::default());
+/// let r = mix.reconnect.unwrap();
+/// assert_eq!(r.delay_range_ns(1), (50_000_000, 100_000_000)); // 50..=100 ms
+/// assert_eq!(r.delay_range_ns(3), (200_000_000, 400_000_000));
+/// assert_eq!(r.delay_range_ns(30), (5_000_000_000, 10_000_000_000)); // capped at 10 s
+/// assert_eq!(r.give_up_after_ns, 600_000_000_000); // ten minutes
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reconnect {
+    /// The first backoff's upper end (ns); each later one doubles.
+    pub backoff_ns: u64,
+    /// The largest backoff (ns).
+    pub max_backoff_ns: u64,
+    /// How long after its first `connect` a client stops trying (ns of virtual time).
+    pub give_up_after_ns: u64,
+}
+
+impl Default for Reconnect {
+    /// 100 ms doubling to 10 s, for ten minutes.
+    fn default() -> Self {
+        Reconnect {
+            backoff_ns: 100_000_000,
+            max_backoff_ns: 10_000_000_000,
+            give_up_after_ns: 600_000_000_000,
+        }
+    }
+}
+
+impl Reconnect {
+    /// The range (inclusive, ns) the backoff before a client's `n`-th new connection is drawn
+    /// from (`n` from 1).
+    pub fn delay_range_ns(&self, n: u32) -> (u64, u64) {
+        let shift = n.saturating_sub(1).min(63);
+        let b = self
+            .backoff_ns
+            .saturating_mul(1u64 << shift)
+            .min(self.max_backoff_ns);
+        (b / 2, b)
+    }
+}
+
 /// What the clients did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ClientStats {
@@ -206,7 +280,9 @@ pub struct ClientStats {
 ///
 /// ```text
 /// Idle --start--> Connecting --(OUT, SO_ERROR 0)--> Active
-///                 Connecting --(SO_ERROR ETIMEDOUT, retries left)--> Connecting (new socket)
+///                 Connecting --(SO_ERROR ETIMEDOUT, budget left)--> Backoff
+/// Active --(ECONNRESET/ETIMEDOUT before any answer, budget left)--> Backoff
+/// Backoff --(its delay passed: on_time)--> Connecting (new socket)
 /// Active --(all answers in; echo, idle)--> Holding --(every client finished)--> Done
 /// Active --(all answers in; other modes) | (reset point) | (expected EOF)--> Done
 /// ```
@@ -220,6 +296,9 @@ pub enum Phase {
     Idle,
     /// `connect` under way.
     Connecting,
+    /// The server had no room for the last attempt: waiting out a backoff before connecting
+    /// again (no socket open; see [`Reconnect`]).
+    Backoff,
     /// Sending and reading.
     Active,
     /// Done, connection held open until every client is done.
@@ -259,6 +338,10 @@ struct Client {
     tick_armed: bool,
     /// Connects that timed out and were made again.
     retries: u32,
+    /// When the client first called `connect`.
+    first_connect_ns: u64,
+    /// In `Backoff`: when it connects again.
+    reconnect_at_ns: u64,
     /// When the client saw the server's end of file.
     eof_ns: u64,
 }
@@ -283,8 +366,10 @@ pub struct Clients<'k, P: Poller + ?Sized> {
     finished: usize,
     closed: usize,
     buf: Vec<u8>,
-    /// Slow readers' ticks: (when, client).
+    /// Slow readers' ticks and reconnects after a backoff: (when, client).
     ticks: BinaryHeap<Reverse<(u64, u32)>>,
+    /// Backoff draws (a stream of its own: turning reconnects on shifts no other choice).
+    backoff_rng: Rng,
     stats: ClientStats,
     labels: Vec<FdLabel>,
     ports: BTreeMap<SocketAddrV4, usize>,
@@ -327,6 +412,8 @@ impl<'k, P: Poller + ?Sized> Clients<'k, P> {
                     budget: 0,
                     tick_armed: false,
                     retries: 0,
+                    first_connect_ns: 0,
+                    reconnect_at_ns: 0,
                     eof_ns: 0,
                 }
             })
@@ -346,6 +433,7 @@ impl<'k, P: Poller + ?Sized> Clients<'k, P> {
             closed: 0,
             buf: vec![0; 64 * 1024],
             ticks: BinaryHeap::new(),
+            backoff_rng: Rng::new(seed, 3),
             stats: ClientStats::default(),
             labels: Vec::new(),
             ports: BTreeMap::new(),
@@ -414,17 +502,24 @@ impl<'k, P: Poller + ?Sized> Clients<'k, P> {
         self.ticks.peek().map(|r| r.0 .0)
     }
 
-    /// Runs the slow readers whose tick is due at `now_ns`.
+    /// Runs the slow readers' ticks and the reconnects ([`Reconnect`]) due at `now_ns`.
     ///
     /// # Errors
-    /// As [`Clients::handle`].
+    /// As [`Clients::handle`], and a failed `socket`, `epoll_ctl` or `connect` of a reconnect.
     pub fn on_time(&mut self, now_ns: u64) -> Result<(), Failure> {
-        while let Some(&Reverse((at, i))) = self.ticks.peek() {
+        while let Some(&Reverse((at, entry))) = self.ticks.peek() {
             if at > now_ns {
                 break;
             }
             self.ticks.pop();
-            let i = i as usize;
+            let i = (entry & !RECONNECT_TICK) as usize;
+            if entry & RECONNECT_TICK != 0 {
+                if self.clients[i].phase == Phase::Backoff {
+                    self.stats.connect_retries += 1;
+                    self.open_socket(i)?;
+                }
+                continue;
+            }
             self.clients[i].tick_armed = false;
             if let ClientMode::SlowReader { chunk, .. } = self.clients[i].mode {
                 if self.clients[i].phase == Phase::Active {
@@ -466,7 +561,8 @@ impl<'k, P: Poller + ?Sized> Clients<'k, P> {
         format!("client {}", data & 0xffff_ffff)
     }
 
-    /// Clients with an open connection (registered on the epoll instance).
+    /// Clients started and not closed for good: those with a connection (registered on the
+    /// epoll instance), and those waiting out a [`Reconnect`] backoff, which have none.
     pub fn open(&self) -> usize {
         self.next_client - self.closed
     }

@@ -47,6 +47,7 @@ use netpoll::sys::{errno::*, errno_of, Events, EPOLL_CLOEXEC};
 use netpoll::{EpollEvent, Fd};
 use netpoll_sim::Sim;
 
+pub use crate::clients::Reconnect;
 use crate::clients::{ClientMix, Clients};
 use crate::oracle::{io_fail, lost_wakeup, Failure, Lateness};
 use crate::raw_epoll::{tag, timeout_ms, EchoServer, ServerConfig, TICK_NS};
@@ -83,10 +84,11 @@ pub struct Spec {
     pub timer_span_ns: u64,
     /// Record which fd belongs to which connection (for trace files).
     pub label_fds: bool,
-    /// How often a client makes a new connection after `connect` timed out (`ETIMEDOUT`: every
-    /// SYN was dropped by a full accept queue) or the connection was reset before any answer
-    /// (the server gave up a handshake it had no queue room for). 0: either fails the run.
-    pub connect_retries: u32,
+    /// Whether and how a client makes a new connection after `connect` timed out
+    /// (`ETIMEDOUT`: every SYN was dropped by a full accept queue) or the connection was reset
+    /// before any answer (the server gave up a handshake it had no queue room for): see
+    /// [`Reconnect`]. `None`: either fails the run.
+    pub reconnect: Option<Reconnect>,
     /// Whether a short read means the receive queue was empty: true on Linux (and on the
     /// simulated kernel without `short_read` faults), where the clients then skip the read
     /// that would only say `EAGAIN`. The `Poller` contract does not promise it, so under
@@ -107,7 +109,7 @@ impl Spec {
             timers: 0,
             timer_span_ns: 0,
             label_fds: false,
-            connect_retries: 0,
+            reconnect: None,
             short_read_drains: true,
         }
     }
@@ -118,7 +120,7 @@ impl Spec {
     pub fn client_mix(&self) -> ClientMix {
         let mut mix = ClientMix::new(self.conns, self.msgs, self.size).mode(self.mode);
         mix.connect_window = self.connect_window;
-        mix.connect_retries = self.connect_retries;
+        mix.reconnect = self.reconnect;
         mix.reply_factor = self.server.reply_factor;
         mix.short_read_drains = self.short_read_drains;
         mix.label_fds = self.label_fds;
