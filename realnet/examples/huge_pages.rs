@@ -45,7 +45,7 @@ fn main() {
     println!("huge pages on: {on}");
     println!(
         "table: {} MiB at {:p} (2 MiB-aligned: {})",
-        table.len() * 8 >> 20,
+        (table.len() * 8) >> 20,
         table.as_ptr(),
         table.as_ptr() as usize % HUGE_PAGE == 0
     );
