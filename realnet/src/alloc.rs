@@ -22,7 +22,8 @@
 //!   huge pages at once (`madvise(MADV_COLLAPSE)`); its new part, which the `Vec` fills from the
 //!   start, stays in small pages until the block grows again, so no huge page is resident for a
 //!   few bytes at the end. A block that grows to [`FULL_ADVICE`] (64 MiB) or more is marked whole,
-//!   like a new one: there one huge page filled in part is little against the rest.
+//!   like a new one: there one huge page filled in part is little against the rest. (A block
+//!   marked when new stays marked as it grows.)
 //!
 //! Nothing is prefaulted (no `MAP_POPULATE`): a `Vec` that doubled holds up to twice what it uses,
 //! and prefaulting would make all of it resident at once.
@@ -719,7 +720,7 @@ mod tests {
                 .step_by(4096)
                 .all(|i| *q.add(i) == (i / 4096) as u8));
             assert_eq!(*q.add(5 * BIG - 1), 0, "the grown part is zero");
-            // 4 MiB still fits in the 4 MiB of the first block: no move.
+            // Shrinking unmaps the tail and never moves the block.
             let r = a.realloc(q, Layout::from_size_align(5 * BIG, 8).unwrap(), BIG + 1);
             assert_eq!(r, q, "shrinking stays in place");
             assert_eq!(*r.add(4096), 1);
