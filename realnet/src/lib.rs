@@ -10,6 +10,7 @@
 //! | module | what it holds |
 //! |---|---|
 //! | [`real`] | [`RealNet`], the `Poller` implementation, and its fd bookkeeping |
+//! | [`alloc`] | [`alloc::HugePages`], a global allocator that gives blocks of 2 MiB or more 2 MiB-aligned mappings of their own with transparent huge pages (`madvise(MADV_HUGEPAGE)`); `netpoll-sim` runs under it |
 //! | [`process`] | process-wide helpers for harnesses: thread CPU time, the fd limit, `SIGPIPE`, interrupting a blocking call with a signal (`EINTR`) |
 //! | `syscall` (private) | the `syscall!` macro, turning `-1` into `io::Error::last_os_error()` |
 //! | `addr` (private) | `SocketAddrV4` <-> `sockaddr_in` (network byte order) |
@@ -34,6 +35,7 @@
 //! - `EINTR` from `epoll_wait` is returned, never retried.
 
 mod addr;
+pub mod alloc;
 mod consts;
 pub mod process;
 pub mod real;
