@@ -492,7 +492,6 @@ impl Sim {
             .filter(|r| {
                 r.fd == fd || (r.op == Op::EpollCtl && r.arg & 0xffff_ffff == i64::from(fd))
             })
-            .copied()
             .collect()
     }
 

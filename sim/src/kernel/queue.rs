@@ -82,6 +82,66 @@ pub(crate) struct EventQueue<T> {
     cur: u64,
     /// The smallest key in `ring` and `far`, once `peek` has looked for it (`None`: not known).
     next: Cell<Option<u128>>,
+    /// [`sort_bucket`]'s scratch: each event's place in the sorted bucket.
+    dest: Vec<u32>,
+}
+
+/// The counting sort's fixed cost (clearing and summing 1,024 counters) beats a comparison sort
+/// from about this many events; below it (nearly every bucket of a windowed run or a small
+/// one) the comparison sort is cheaper.
+const COUNT_FROM: usize = 256;
+
+/// Sorts bucket `b`'s events largest key first, as `run` wants them. Keys are unique, so there
+/// is one such order, whatever the method.
+///
+/// A bucket is appended to in insertion order, and a key's low 64 bits are its insertion
+/// sequence, so the bucket is nearly always in sequence order already; then a counting sort on
+/// the instant within the bucket (1,024 values) gives each event its place in two passes, and
+/// the events are moved once, along the permutation's cycles. A comparison sort moved each
+/// event about log2(n) times (3% of a 100,000-connection run with every connection open, whose
+/// buckets hold thousands of packets). Events moved in from the far heap arrive out of
+/// sequence; such a bucket, or one whose instants span more than a bucket (never, but not worth
+/// an assumption), takes the comparison sort, as does a small bucket ([`COUNT_FROM`]).
+fn sort_bucket<T>(run: &mut [Ev<T>], b: u64, dest: &mut Vec<u32>) {
+    let base = b << SHIFT;
+    let n = run.len();
+    let in_sequence = run.windows(2).all(|w| (w[0].0 as u64) < (w[1].0 as u64));
+    let in_bucket = run
+        .iter()
+        .all(|e| ((e.0 >> 64) as u64).wrapping_sub(base) < 1 << SHIFT);
+    if n < COUNT_FROM || !in_sequence || !in_bucket || u32::try_from(n).is_err() {
+        run.sort_unstable_by_key(|e| std::cmp::Reverse(e.0));
+        return;
+    }
+    let offset = |e: &Ev<T>| ((e.0 >> 64) as u64 - base) as usize;
+    // next_at[t]: where the next event at instant `base + t` goes, counting from the front;
+    // first, how many events fall at later instants.
+    let mut next_at = [0u32; 1 << SHIFT];
+    for e in run.iter() {
+        next_at[offset(e)] += 1;
+    }
+    let mut later = 0u32;
+    for c in next_at.iter_mut().rev() {
+        let here = *c;
+        *c = later;
+        later += here;
+    }
+    // Latest sequence first, so that at one instant the larger key takes the earlier place.
+    dest.clear();
+    dest.resize(n, 0);
+    for i in (0..n).rev() {
+        let t = offset(&run[i]);
+        dest[i] = next_at[t];
+        next_at[t] += 1;
+    }
+    // Apply the permutation in place: every swap puts one event where it belongs.
+    for i in 0..n {
+        while dest[i] as usize != i {
+            let d = dest[i] as usize;
+            run.swap(i, d);
+            dest.swap(i, d);
+        }
+    }
 }
 
 impl<T> Default for EventQueue<T> {
@@ -94,6 +154,7 @@ impl<T> Default for EventQueue<T> {
             far: BinaryHeap::new(),
             cur: 0,
             next: Cell::new(None),
+            dest: Vec::new(),
         }
     }
 }
@@ -201,8 +262,7 @@ impl<T> EventQueue<T> {
             self.in_ring -= self.ring[slot].len();
             // The empty run's allocation becomes the slot's, so neither is allocated again.
             std::mem::swap(&mut self.run, &mut self.ring[slot]);
-            // Largest first; keys are unique, so an unstable sort gives the one order.
-            self.run.sort_unstable_by_key(|e| std::cmp::Reverse(e.0));
+            sort_bucket(&mut self.run, next, &mut self.dest);
         }
         while let Some(e) = self.far.peek() {
             if bucket(e.0) - self.cur > RING {
@@ -216,10 +276,47 @@ impl<T> EventQueue<T> {
 
 #[cfg(test)]
 mod tests {
-    use super::{EventQueue, RING, SHIFT};
+    use super::{sort_bucket, Ev, EventQueue, RING, SHIFT};
     use rand::{Rng, SeedableRng};
     use std::cmp::Reverse;
     use std::collections::BinaryHeap;
+
+    /// A bucket sorts largest key first, by counting in sequence order and by comparison
+    /// otherwise, with equal instants and instants at both edges of the bucket.
+    #[test]
+    fn a_bucket_sorts_largest_first_either_way() {
+        for seed in 0..50u64 {
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+            let b = rng.random_range(1..1_000_000u64);
+            let n = rng.random_range(0..3_000);
+            let mut seq = rng.random_range(0..1_000u64);
+            let mut run: Vec<Ev<u128>> = (0..n)
+                .map(|_| {
+                    seq += rng.random_range(1..3);
+                    let at = (b << SHIFT)
+                        + match rng.random_range(0..4) {
+                            0 => 0,
+                            1 => (1 << SHIFT) - 1,
+                            _ => rng.random_range(0..1 << SHIFT),
+                        };
+                    let key = (u128::from(at) << 64) | u128::from(seq);
+                    Ev(key, !key)
+                })
+                .collect();
+            if seed % 3 == 0 && n > 1 {
+                // Out of sequence, as after a move from the far heap.
+                let (i, j) = (rng.random_range(0..n), rng.random_range(0..n));
+                run.swap(i, j);
+            }
+            let mut want: Vec<u128> = run.iter().map(|e| e.0).collect();
+            want.sort_unstable_by(|a, b| b.cmp(a));
+            let mut dest = Vec::new();
+            sort_bucket(&mut run, b, &mut dest);
+            let got: Vec<u128> = run.iter().map(|e| e.0).collect();
+            assert_eq!(got, want, "seed {seed}");
+            assert!(run.iter().all(|e| e.1 == !e.0), "seed {seed}");
+        }
+    }
 
     /// The calendar queue pops the same keys in the same order as one binary heap, across
     /// pushes near, in the ring, far ahead and at the current instant, interleaved with pops.
