@@ -63,15 +63,15 @@
 //!
 //! | what | bytes | notes |
 //! |---|---:|---|
-//! | poll descriptor ([`PollDesc`](pd::PollDesc)) | 184 | two [`Side`](pd::Side)s of 80 (state word, mutex-guarded waiter slot, the deadline's timer slot of 32), fd, tag, refs |
+//! | poll descriptor ([`PollDesc`](pd::PollDesc)) | 184 | refs, fd, tag and flags (24), two [`Side`](pd::Side)s of 48 (state word, mutex-guarded waiter slot), then the two sides' deadline timer slots (2 x 32), in that order (`repr(C)`: what an event and a read touch comes first) |
 //! | its `Arc` and the driver's table slot | 16 + 8 | one descriptor = one `Arc<PollDesc>`, malloc rounds to 208 |
-//! | a task | boxed future + about 80 | the future is the handler's state machine (its locals: a [`TcpStream`] is 32 bytes); the `Arc` waker and the executor's slot add the rest |
+//! | a task | boxed future + about 230 | the future is the handler's state machine (its locals: a [`TcpStream`] is 32 bytes), boxed once; the executor's slot (72: the box, the task's `Waker` and its join state's `Arc`), the `Arc` waker (48 with malloc's header) and the join state behind the [`JoinHandle`] (about 112) add the rest |
 //! | buffers | the handler's | whatever the task allocates to read and write into |
 //! | a read or write deadline | about 48 while armed | one timer entry per side, however often it is re-armed (a re-arm in deadline order appends a new entry and the old one is dropped when it reaches the front; see `timer`) |
 //!
 //! So a server connection with one task and a 4 KiB read buffer costs about 4.5 KB plus its
 //! future. `rt-echo` keeps both ends in one process: per connection two descriptors, two tasks
-//! (client and server), 3 buffers of up to 128 bytes held inline in the tasks' futures, and one
+//! (client and server), 2 buffers of up to 128 bytes held inline in the tasks' futures, and one
 //! deadline; it measured about 2.2 KB a connection above `echo`'s hand-written loop with
 //! 100,000 connections open at once (`BENCHMARKS.md`, "The netpoller at 100,000 connections").
 //!
