@@ -52,7 +52,7 @@ use std::task::{Context, Poll, Wake, Waker};
 
 use super::driver::{Driver, DriverApi};
 use super::rng::Rng;
-use super::{enter, set_current_task, Ctx, Exec};
+use super::{enter, set_current_task, Ctx, Exec, JoinSink, TaskFuture};
 use crate::Poller;
 
 /// How many tasks run between two turns of the poll loop.
@@ -64,7 +64,7 @@ pub const LIVELOCK_TURNS: u32 = 10_000;
 
 const MAIN: u32 = u32::MAX;
 
-type LocalFuture = Pin<Box<dyn Future<Output = ()>>>;
+type LocalFuture = Pin<Box<dyn TaskFuture>>;
 
 /// A callback run when the runtime is about to block (see [`Runtime::set_quiescence_hook`]).
 pub type QuiescenceHook<P> = Box<dyn FnMut(&Driver<P>) -> io::Result<()>>;
@@ -111,8 +111,11 @@ impl Wake for TaskWaker {
 }
 
 struct Task {
-    /// `None` while it is being polled.
-    fut: Option<LocalFuture>,
+    /// The future, the waker it is polled with (built once, at spawn) and where its result
+    /// goes: a poll moves them out and back, with no reference count traffic. `None` while it
+    /// is being polled.
+    fut: Option<(LocalFuture, Waker, Arc<dyn JoinSink>)>,
+    /// The same waker, for its `scheduled` flag.
     waker: Arc<TaskWaker>,
     /// Its number in reports (1, 2, ... in spawn order; 0 is the main future).
     number: u64,
@@ -135,7 +138,7 @@ pub(crate) struct LocalCore {
 }
 
 impl LocalCore {
-    pub(crate) fn spawn(&self, fut: LocalFuture) {
+    pub(crate) fn spawn(&self, fut: LocalFuture, join: Arc<dyn JoinSink>) {
         let number = self.next_number.get();
         self.next_number.set(number + 1);
         let mut slots = self.slots.borrow_mut();
@@ -153,7 +156,7 @@ impl LocalCore {
             queue: self.queue.clone(),
         });
         slot.task = Some(Task {
-            fut: Some(fut),
+            fut: Some((fut, Waker::from(waker.clone()), join)),
             waker,
             number,
         });
@@ -179,7 +182,7 @@ impl LocalCore {
 
     /// Polls task `id` once (if it still exists).
     fn run(&self, id: (u32, u32)) {
-        let (mut fut, waker, number) = {
+        let (mut fut, waker, join, number) = {
             let mut slots = self.slots.borrow_mut();
             let Some(slot) = slots.get_mut(id.0 as usize) else {
                 return;
@@ -190,16 +193,16 @@ impl LocalCore {
             let Some(task) = slot.task.as_mut() else {
                 return;
             };
-            let Some(fut) = task.fut.take() else {
+            let Some((fut, waker, join)) = task.fut.take() else {
                 return;
             };
             task.waker.scheduled.store(false, Ordering::Release);
-            (fut, Waker::from(task.waker.clone()), task.number)
+            (fut, waker, join, task.number)
         };
         set_current_task(number);
         let done = fut
             .as_mut()
-            .poll(&mut Context::from_waker(&waker))
+            .poll_task(&mut Context::from_waker(&waker), &*join)
             .is_ready();
         set_current_task(0);
         let mut slots = self.slots.borrow_mut();
@@ -211,8 +214,14 @@ impl LocalCore {
             self.free.borrow_mut().push(id.0);
             drop(slots);
             drop(fut);
+            drop(waker);
+            join.publish();
         } else if let Some(task) = slot.task.as_mut() {
-            task.fut = Some(fut);
+            task.fut = Some((fut, waker, join));
+        } else {
+            drop(slots);
+            drop(fut);
+            join.publish();
         }
     }
 
@@ -224,12 +233,16 @@ impl LocalCore {
             .collect()
     }
 
-    /// Takes every task's future out, to be dropped by the caller.
-    fn drain(&self) -> Vec<LocalFuture> {
+    /// Takes every task's future out, with its join state, to be dropped (then published) by
+    /// the caller.
+    fn drain(&self) -> Vec<(LocalFuture, Arc<dyn JoinSink>)> {
         let mut slots = self.slots.borrow_mut();
         slots
             .iter_mut()
-            .filter_map(|s| s.task.take().and_then(|t| t.fut))
+            .filter_map(|s| {
+                let (f, _, join) = s.task.take()?.fut?;
+                Some((f, join))
+            })
             .collect()
     }
 }
@@ -593,7 +606,10 @@ impl<P: Poller + 'static> Drop for Runtime<P> {
     fn drop(&mut self) {
         // Drop the tasks inside the context, so that their descriptors close through the driver.
         let _g = enter(self.ctx());
-        let futs = self.core.drain();
-        drop(futs);
+        // Each task's future first (it may hold descriptors), then its cancellation.
+        for (fut, join) in self.core.drain() {
+            drop(fut);
+            join.publish();
+        }
     }
 }

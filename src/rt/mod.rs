@@ -63,15 +63,15 @@
 //!
 //! | what | bytes | notes |
 //! |---|---:|---|
-//! | poll descriptor ([`PollDesc`](pd::PollDesc)) | 184 | two [`Side`](pd::Side)s of 80 (state word, mutex-guarded waiter slot, the deadline's timer slot of 32), fd, tag, refs |
+//! | poll descriptor ([`PollDesc`](pd::PollDesc)) | 184 | refs, fd, tag and flags (24), two [`Side`](pd::Side)s of 48 (state word, mutex-guarded waiter slot), then the two sides' deadline timer slots (2 x 32), in that order (`repr(C)`: what an event and a read touch comes first) |
 //! | its `Arc` and the driver's table slot | 16 + 8 | one descriptor = one `Arc<PollDesc>`, malloc rounds to 208 |
-//! | a task | boxed future + about 80 | the future is the handler's state machine (its locals: a [`TcpStream`] is 32 bytes); the `Arc` waker and the executor's slot add the rest |
+//! | a task | boxed future + about 230 | the future is the handler's state machine (its locals: a [`TcpStream`] is 32 bytes), boxed once; the executor's slot (72: the box, the task's `Waker` and its join state's `Arc`), the `Arc` waker (48 with malloc's header) and the join state behind the [`JoinHandle`] (about 112) add the rest |
 //! | buffers | the handler's | whatever the task allocates to read and write into |
 //! | a read or write deadline | about 48 while armed | one timer entry per side, however often it is re-armed (a re-arm in deadline order appends a new entry and the old one is dropped when it reaches the front; see `timer`) |
 //!
 //! So a server connection with one task and a 4 KiB read buffer costs about 4.5 KB plus its
 //! future. `rt-echo` keeps both ends in one process: per connection two descriptors, two tasks
-//! (client and server), 3 buffers of up to 128 bytes held inline in the tasks' futures, and one
+//! (client and server), 2 buffers of up to 128 bytes held inline in the tasks' futures, and one
 //! deadline; it measured about 2.2 KB a connection above `echo`'s hand-written loop with
 //! 100,000 connections open at once (`BENCHMARKS.md`, "The netpoller at 100,000 connections").
 //!
@@ -217,10 +217,10 @@ where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    let (task, handle) = joinable(fut);
+    let (join, handle) = join_state::<F::Output>();
     with_ctx(|c| match &c.exec {
-        Exec::Local(core) => core.spawn(Box::pin(task)),
-        Exec::Multi(shared) => shared.spawn(Box::pin(task)),
+        Exec::Local(core) => core.spawn(Box::pin(fut), join),
+        Exec::Multi(shared) => shared.spawn(Box::pin(fut), join),
     });
     handle
 }
@@ -234,9 +234,9 @@ where
     F: Future + 'static,
     F::Output: 'static,
 {
-    let (task, handle) = joinable(fut);
+    let (join, handle) = join_state::<F::Output>();
     with_ctx(|c| match &c.exec {
-        Exec::Local(core) => core.spawn(Box::pin(task)),
+        Exec::Local(core) => core.spawn(Box::pin(fut), join),
         Exec::Multi(_) => panic!("netpoll: spawn_local on a MultiRuntime (use spawn)"),
     });
     handle
@@ -301,10 +301,11 @@ impl<T> Future for JoinHandle<T> {
     type Output = Result<T, JoinError>;
     fn poll(self: Pin<&mut Self>, cx: &mut TaskCx<'_>) -> Poll<Result<T, JoinError>> {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(v) = s.value.take() {
-            return Poll::Ready(v);
+        if s.done {
+            // The value is stored before the task's future is dropped, and published after.
+            let v = s.value.take();
+            return Poll::Ready(v.expect("netpoll: JoinHandle polled after it returned"));
         }
-        assert!(!s.done, "netpoll: JoinHandle polled after it returned");
         if !s.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
             s.waker = Some(cx.waker().clone());
         }
@@ -407,19 +408,62 @@ impl From<JoinError> for io::Error {
     }
 }
 
-/// Polls the task's future with panics caught, and fills its join state: the value, the
-/// panic, or (if dropped unfinished) a cancellation.
-struct Joinable<F: Future> {
-    fut: Option<Pin<Box<F>>>,
-    state: Arc<Mutex<JoinState<F::Output>>>,
+/// A spawned task's future as the executors hold it: the future itself, boxed once (no wrapper
+/// between the executor's slot and the task's state), polled with panics caught. Its result
+/// goes to the task's [`JoinSink`], which the executor publishes once the future is dropped.
+pub(crate) trait TaskFuture {
+    /// Polls the future once. When it completes (or panics) its result is stored in `join`,
+    /// unpublished, and this returns `Ready`: the executor then drops the future (it may hold
+    /// descriptors) and calls [`JoinSink::publish`].
+    fn poll_task(self: Pin<&mut Self>, cx: &mut TaskCx<'_>, join: &dyn JoinSink) -> Poll<()>;
 }
 
-impl<F: Future> Joinable<F> {
-    fn finish(&mut self, r: Result<F::Output, JoinError>) {
-        self.fut = None;
+impl<F: Future> TaskFuture for F
+where
+    F::Output: 'static,
+{
+    fn poll_task(self: Pin<&mut Self>, cx: &mut TaskCx<'_>, join: &dyn JoinSink) -> Poll<()> {
+        // A panic unwinds out of the task's own state only: the runtime's state is not borrowed
+        // across this poll, and the task is never polled again.
+        let r = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.poll(cx))) {
+            Ok(Poll::Pending) => return Poll::Pending,
+            Ok(Poll::Ready(v)) => Ok(v),
+            Err(payload) => Err(JoinError::panic(current_task(), payload)),
+        };
+        if let Some(s) = join.as_any().downcast_ref::<Mutex<JoinState<F::Output>>>() {
+            s.lock().unwrap_or_else(|e| e.into_inner()).value = Some(r);
+        }
+        Poll::Ready(())
+    }
+}
+
+/// A task's join state, with its output type erased (the executors keep it beside the task's
+/// future).
+pub(crate) trait JoinSink {
+    /// The state, for [`TaskFuture::poll_task`] to store the result in.
+    fn as_any(&self) -> &dyn std::any::Any;
+    /// The task's future is gone: publish the stored result (a cancellation if the task was
+    /// dropped unfinished) and wake the [`JoinHandle`].
+    fn publish(&self);
+}
+
+impl<T: 'static> JoinSink for Mutex<JoinState<T>> {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
+    fn publish(&self) {
         let w = {
-            let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-            s.value = Some(r);
+            let mut s = self.lock().unwrap_or_else(|e| e.into_inner());
+            if s.done {
+                return;
+            }
+            if s.value.is_none() {
+                s.value = Some(Err(JoinError {
+                    repr: JoinRepr::Cancelled,
+                    task: 0,
+                }));
+            }
             s.done = true;
             s.waker.take()
         };
@@ -429,61 +473,14 @@ impl<F: Future> Joinable<F> {
     }
 }
 
-impl<F: Future> Future for Joinable<F> {
-    type Output = ();
-    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskCx<'_>) -> Poll<()> {
-        let Some(fut) = self.fut.as_mut() else {
-            return Poll::Ready(());
-        };
-        // A panic unwinds out of the task's own state only: the runtime's state is not borrowed
-        // across this poll, and the task is never polled again.
-        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fut.as_mut().poll(cx)));
-        match r {
-            Ok(Poll::Pending) => Poll::Pending,
-            Ok(Poll::Ready(v)) => {
-                self.finish(Ok(v));
-                Poll::Ready(())
-            }
-            Err(payload) => {
-                let e = JoinError::panic(current_task(), payload);
-                self.finish(Err(e));
-                Poll::Ready(())
-            }
-        }
-    }
-}
-
-impl<F: Future> Drop for Joinable<F> {
-    fn drop(&mut self) {
-        if self.fut.is_some() {
-            self.fut = None; // drop the future first: it may hold descriptors
-            let w = {
-                let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-                s.value = Some(Err(JoinError {
-                    repr: JoinRepr::Cancelled,
-                    task: 0,
-                }));
-                s.done = true;
-                s.waker.take()
-            };
-            if let Some(w) = w {
-                w.wake();
-            }
-        }
-    }
-}
-
-fn joinable<F: Future>(fut: F) -> (Joinable<F>, JoinHandle<F::Output>) {
+/// A new task's join state and its handle.
+fn join_state<T>() -> (Arc<Mutex<JoinState<T>>>, JoinHandle<T>) {
     let state = Arc::new(Mutex::new(JoinState {
         value: None,
         done: false,
         waker: None,
     }));
-    let task = Joinable {
-        fut: Some(Box::pin(fut)),
-        state: state.clone(),
-    };
-    (task, JoinHandle { state })
+    (state.clone(), JoinHandle { state })
 }
 
 /// A future that completes at an instant of the Poller's clock. See [`sleep`].

@@ -47,10 +47,10 @@ use std::task::{Context, Poll, Wake, Waker};
 
 use super::driver::{Driver, DriverApi};
 use super::sync::{OsThreads, Threads, Unparker};
-use super::{enter, set_current_task, Ctx, Exec};
+use super::{enter, set_current_task, Ctx, Exec, JoinSink, TaskFuture};
 use crate::Poller;
 
-type SendFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+type SendFuture = Pin<Box<dyn TaskFuture + Send>>;
 
 /// A quiescence hook: see [`MultiRuntime::set_quiescence_hook`].
 type Hook<P> = Box<dyn FnMut(&Driver<P>) -> io::Result<()> + Send>;
@@ -74,6 +74,8 @@ struct Task {
     id: u64,
     state: AtomicU8,
     fut: Mutex<Option<SendFuture>>,
+    /// Where its result goes (published once the future is dropped).
+    join: Arc<dyn JoinSink + Send + Sync>,
     shared: Weak<Shared>,
 }
 
@@ -165,12 +167,13 @@ impl Shared {
         (self.wake_poller)();
     }
 
-    pub(crate) fn spawn(self: &Arc<Self>, fut: SendFuture) {
+    pub(crate) fn spawn(self: &Arc<Self>, fut: SendFuture, join: Arc<dyn JoinSink + Send + Sync>) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let t = Arc::new(Task {
             id,
             state: AtomicU8::new(SCHEDULED),
             fut: Mutex::new(Some(fut)),
+            join,
             shared: Arc::downgrade(self),
         });
         lock(&self.tasks).insert(id, t.clone());
@@ -220,7 +223,8 @@ impl Shared {
         };
         set_current_task(t.id);
         let r = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            fut.as_mut().poll(&mut Context::from_waker(&waker))
+            fut.as_mut()
+                .poll_task(&mut Context::from_waker(&waker), &*t.join)
         }));
         set_current_task(0);
         match r {
@@ -229,6 +233,7 @@ impl Shared {
                 let fut = slot.take();
                 drop(slot);
                 drop(fut);
+                t.join.publish();
                 lock(&self.tasks).remove(&t.id);
             }
             Ok(Poll::Pending) => {
@@ -442,6 +447,7 @@ impl<P: Poller + Send + Sync + 'static> MultiRuntime<P> {
             for t in tasks.values() {
                 let f = lock(&t.fut).take();
                 drop(f);
+                t.join.publish();
             }
             lock(&shared.queue).tasks.clear();
         }

@@ -147,8 +147,6 @@ struct Waiter {
 pub struct Side {
     state: AtomicU64,
     slot: Mutex<Option<Waiter>>,
-    /// The deadline's timer (kept by the driver's timer heap, under its lock).
-    pub(crate) timer: super::timer::DeadlineSlot,
 }
 
 impl Default for Side {
@@ -176,7 +174,6 @@ impl Side {
         Side {
             state: AtomicU64::new(NIL),
             slot: Mutex::new(None),
-            timer: super::timer::DeadlineSlot::default(),
         }
     }
 
@@ -474,22 +471,31 @@ const REF_CLOSING: u64 = 1;
 const REF_ONE: u64 = 2;
 
 /// A poll descriptor: an fd, the registration's sequence tag, and the two sides.
+///
+/// `repr(C)`, in the order of use: with many live descriptors each is a cache miss, and an
+/// event (the tag, the flags, the sides' states) and a syscall (the reference count, the read
+/// side) then touch the first lines only, next to the `Arc`'s counts. Left to the compiler,
+/// the tag went last, behind both sides.
+#[repr(C)]
 pub struct PollDesc {
+    /// In-flight syscalls (× [`REF_ONE`]) and the [`REF_CLOSING`] bit.
+    refs: AtomicU64,
     /// The descriptor number.
     pub fd: Fd,
     /// The tag in the registration's epoll user data (see [`PollDesc::data`]).
     pub seq: u32,
-    /// The read side.
-    pub read: Side,
-    /// The write side.
-    pub write: Side,
-    /// In-flight syscalls (× [`REF_ONE`]) and the [`REF_CLOSING`] bit.
-    refs: AtomicU64,
     /// Token source for parked operations.
     tokens: AtomicU32,
     /// An event with `RDHUP`, `HUP` or `ERR` has arrived: the peer will send nothing more, so
     /// no later edge will announce the end of file (sticky, as tokio's `READ_CLOSED`).
     read_closed: AtomicBool,
+    /// The read side.
+    pub read: Side,
+    /// The write side.
+    pub write: Side,
+    /// Each side's deadline timer (kept by the driver's timer heap, under its lock), read side
+    /// first: after both sides, as only a deadline's change or expiry touches it.
+    timers: [super::timer::DeadlineSlot; 2],
 }
 
 impl fmt::Debug for PollDesc {
@@ -521,6 +527,7 @@ impl PollDesc {
             seq,
             read: Side::new(),
             write: Side::new(),
+            timers: Default::default(),
             refs: AtomicU64::new(0),
             tokens: AtomicU32::new(1),
             read_closed: AtomicBool::new(false),
@@ -543,6 +550,14 @@ impl PollDesc {
         match dir {
             Dir::Read => &self.read,
             Dir::Write => &self.write,
+        }
+    }
+
+    /// One side's deadline timer.
+    pub(crate) fn timer(&self, dir: Dir) -> &super::timer::DeadlineSlot {
+        match dir {
+            Dir::Read => &self.timers[0],
+            Dir::Write => &self.timers[1],
         }
     }
 

@@ -34,9 +34,9 @@ use super::pd::{Dir, PollDesc};
 /// "None" in a [`DeadlineSlot`] word.
 const NONE: u64 = u64::MAX;
 
-/// One side's deadline timer (see the [module docs](self)), in its [`Side`](super::pd::Side).
+/// One side's deadline timer (see the [module docs](self)), in its [`PollDesc`].
 /// Read and written only under the driver's timer lock, so the atomics are `Relaxed` (they
-/// are atomics only so that a `Side` stays `Sync`).
+/// are atomics only so that a `PollDesc` stays `Sync`).
 #[derive(Debug)]
 pub(crate) struct DeadlineSlot {
     /// The current deadline (ns on the Poller's clock), or [`NONE`].
@@ -135,7 +135,7 @@ impl Entry {
         let Some(pd) = pd.upgrade() else {
             return Fate::Stale;
         };
-        let slot = &pd.side(*dir).timer;
+        let slot = pd.timer(*dir);
         if DeadlineSlot::get(&slot.carrier_seq) != self.seq {
             return Fate::Stale;
         }
@@ -154,7 +154,7 @@ impl Entry {
     fn with_slot(&self, f: impl FnOnce(&DeadlineSlot, &PollDesc, Dir)) {
         if let Action::Deadline { pd, dir, .. } = &self.action {
             if let Some(pd) = pd.upgrade() {
-                f(&pd.side(*dir).timer, &pd, *dir);
+                f(pd.timer(*dir), &pd, *dir);
             }
         }
     }
@@ -289,7 +289,7 @@ impl Timers {
         dir: Dir,
         at: Option<Duration>,
     ) -> bool {
-        let slot = &pd.side(dir).timer;
+        let slot = pd.timer(dir);
         let Some(at) = at else {
             DeadlineSlot::set(&slot.want_at, NONE);
             DeadlineSlot::set(&slot.want_seq, NONE);
