@@ -386,6 +386,26 @@ pub fn write_chrome<W: Write>(
 /// and `blocked in` slices, in the schedule's order. `records` come in call order, each with
 /// the [`Mark`] of the thread that made it. Returns the number of calls written.
 ///
+/// ```
+/// use netpoll_sim::trace::{Op, Record};
+/// use netpoll_scenarios::trace_out::{self, Mark, Schedule};
+/// use netpoll_threads::{Call, Step, Tid};
+///
+/// // Thread t0 reaches its switch point for a read, then makes it.
+/// let entry = Step { step: 1, tid: Tid(0), call: Call::on("read", 7, 64), blocked: false };
+/// let s = Schedule { names: vec!["main".into()], entries: vec![entry] };
+/// let r = Record { at_ns: 5, op: Op::Read, fd: 7, arg: 64, ret: Err(11) };
+/// let mut out = Vec::new();
+/// let mark = Mark { tid: 0, after: 1 };
+/// trace_out::write_chrome_threads([(r, Some(mark))], &[], &s, "demo", &mut out).unwrap();
+/// let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+/// let ev = v["traceEvents"].as_array().unwrap();
+/// // The switch point at tick 0, the call at tick 1, one span of t0 (track 1) over both.
+/// assert!(ev.iter().any(|e| e["name"] == "read(fd 7, 64)" && e["ts"] == 0));
+/// assert!(ev.iter().any(|e| e["name"] == "read" && e["ts"] == 1 && e["tid"] == 1));
+/// assert!(ev.iter().any(|e| e["name"] == "running" && e["ts"] == 0 && e["dur"] == 2));
+/// ```
+///
 /// # Errors
 /// `w`'s.
 pub fn write_chrome_threads<W: Write>(
@@ -677,6 +697,84 @@ mod tests {
         for (i, &op) in OPS.iter().enumerate() {
             assert_eq!(op as usize, i, "{op:?}");
         }
+    }
+
+    /// Two threads: t0 blocks in a read, t1 writes, t0's read returns. The layout: each event
+    /// one tick, a running span per turn, t0 blocked from its block to its next turn.
+    #[test]
+    fn the_timeline_lays_out_turns_and_blocks() {
+        use super::{write_chrome_threads, Schedule};
+        use netpoll_sim::trace::Op;
+        use netpoll_threads::{Call, Step, Tid};
+        let read = Call::on("read", 3, 8);
+        let write = Call::on("write", 4, 1);
+        let step = |step, t, call, blocked| Step {
+            step,
+            tid: Tid(t),
+            call,
+            blocked,
+        };
+        let s = Schedule {
+            names: vec!["main".into(), "writer".into()],
+            entries: vec![
+                step(1, 0, read, false),
+                step(2, 0, read, true),
+                step(3, 1, write, false),
+                step(4, 0, read, false),
+            ],
+        };
+        let rec = |op, fd, ret| Record {
+            at_ns: 0,
+            op,
+            fd,
+            arg: 1,
+            ret,
+        };
+        let calls = [
+            (rec(Op::Write, 4, Ok(1)), Some(Mark { tid: 1, after: 3 })),
+            (rec(Op::Read, 3, Ok(1)), Some(Mark { tid: 0, after: 4 })),
+            (rec(Op::Close, 3, Ok(0)), None),
+        ];
+        let mut out = Vec::new();
+        assert_eq!(
+            write_chrome_threads(calls, &[], &s, "t", &mut out).unwrap(),
+            3
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        let slices: Vec<(String, u64, u64, u64)> = v["traceEvents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["ph"] == "X")
+            .map(|e| {
+                let n = |k: &str| e[k].as_u64().unwrap();
+                (
+                    e["name"].as_str().unwrap().to_owned(),
+                    n("tid"),
+                    n("ts"),
+                    n("dur"),
+                )
+            })
+            .collect();
+        // Ticks: 0 t0 switch, 1 t0 blocks, 2 t1 switch, 3 t1 write, 4 t0 switch, 5 t0 read,
+        // 6 the close by no thread (t0's span goes on: no thread took the token).
+        assert_eq!(
+            slices,
+            [
+                ("running".to_owned(), 1, 0, 2),
+                ("running".to_owned(), 2, 2, 2),
+                ("blocked in read(fd 3, 8)".to_owned(), 1, 2, 2),
+                ("running".to_owned(), 1, 4, 3),
+            ]
+        );
+        let names: Vec<&str> = v["traceEvents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["name"] == "thread_name")
+            .map(|e| e["args"]["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["t0 main", "t1 writer", "no thread"]);
     }
 
     #[test]
