@@ -22,7 +22,7 @@
 //! | [`run`] | one run of any workload ([`run::execute`], [`run::traced`]), the determinism self-check, the seeds a test runs |
 //! | [`token`] | replay tokens (`np1-...`): encoding, checking, decoding |
 //! | [`params`] | typed, bounded parameters |
-//! | [`trace_out`] | Chrome/Perfetto trace JSON and the compact text trace the snapshots pin |
+//! | [`trace_out`] | Chrome/Perfetto trace JSON and the compact text trace the snapshots pin; runs on simulated threads traced one track per thread (their schedule, who ran when) |
 //! | [`trace_file`] | `netpoll-sim trace`: the trace streamed to a file (spilled during the run, written after) |
 //! | [`rng`] | the harness's own seeded choices |
 //! | [`swarm`] | explicit fault plans (what the shrinker writes) and their version-2 replay tokens; `--faults none\|chaos\|swarm` sets every scenario's `faults` parameter |

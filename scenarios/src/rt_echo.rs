@@ -98,7 +98,7 @@ use crate::params::{ParamSpec, CONNS, FAULTS, MSGS, SIZE};
 use crate::rng::mix;
 use crate::swarm::Phase;
 use crate::threaded::run_threads;
-use crate::trace_out::FdLabel;
+use crate::trace_out::{FdLabel, Schedule};
 use crate::workload::{
     fd_limit, sim_config_for, sim_judged_by_loop, thread_cpu_ns, Backend, Kind, Report, Request,
     Run, RunStats, Tracing, Workload,
@@ -275,6 +275,7 @@ fn go(req: &Request, canary: bool, tracing: Tracing) -> (Report, Vec<Record>) {
     let mut records = Vec::new();
     let mut fingerprint = None;
     let mut faults = None;
+    let mut schedule = None;
     let mut out = match req.backend {
         Backend::Real => {
             fd_limit();
@@ -319,10 +320,12 @@ fn go(req: &Request, canary: bool, tracing: Tracing) -> (Report, Vec<Record>) {
                 let out = run_single(sim.clone(), Some(sim.clone()), cfg);
                 judge(out, &sim, 0)
             } else {
-                match on_threads(sim, cfg) {
-                    (out, Some(k), schedule) => k.with_sim(|sim| judge(out, sim, schedule)),
+                let (out, k, hash, order) = on_threads(sim, cfg);
+                schedule = trace.then_some(order);
+                match k {
+                    Some(k) => k.with_sim(|sim| judge(out, sim, hash)),
                     // A thread spins holding the kernel: report without it.
-                    (out, None, _) => out,
+                    None => out,
                 }
             }
         }
@@ -337,6 +340,7 @@ fn go(req: &Request, canary: bool, tracing: Tracing) -> (Report, Vec<Record>) {
         stats: out.stats,
         failure: out.verdict.err(),
         labels: out.labels,
+        schedule,
         fingerprint,
         faults,
         phase: Phase::Single,
@@ -371,11 +375,12 @@ fn after_sim(out: &mut Outcome, sim: &Sim) {
 }
 
 /// Runs the workload on a [`MultiRuntime`] of `cfg.workers` simulated threads sharing `sim`,
-/// interleaved by the run's seed ([`netpoll_threads::Policy::Random`]). Returns the outcome, the kernel, and a
-/// hash of the schedule (which thread made which call, in order). A failure of the threads
+/// interleaved by the run's seed ([`netpoll_threads::Policy::Random`]). Returns the outcome, the kernel, a
+/// hash of the schedule (which thread made which call, in order), and the schedule for the
+/// trace. A failure of the threads
 /// themselves (every thread blocked with nothing in flight, a panic, a livelock) is a hang or
 /// a panic of the run, with the scheduler's report (each thread's blocking call).
-fn on_threads(sim: Sim, cfg: Cfg) -> (Outcome, Option<ThreadedSim>, u64) {
+fn on_threads(sim: Sim, cfg: Cfg) -> (Outcome, Option<ThreadedSim>, u64, Schedule) {
     let run = run_threads(sim, cfg.seed, move |k| {
         run_multi(k.clone(), Arc::new(SimThreads), Some(k), cfg)
     });
@@ -390,7 +395,7 @@ fn on_threads(sim: Sim, cfg: Cfg) -> (Outcome, Option<ThreadedSim>, u64) {
             labels: Vec::new(),
         },
     };
-    (out, run.kernel, run.schedule)
+    (out, run.kernel, run.schedule, run.trace_schedule)
 }
 
 /// Who holds an fd, for reports.

@@ -92,6 +92,7 @@ impl Workload for Scenario {
                 stats: r.stats,
                 failure: r.verdict.err(),
                 labels: r.labels,
+                schedule: None,
                 fingerprint,
                 faults,
                 phase: crate::swarm::Phase::Single,

@@ -10,6 +10,7 @@ use netpoll_threads::{FailureKind, Policy, Runner, ThreadedSim};
 
 use crate::oracle::Failure;
 use crate::rng::mix;
+use crate::trace_out::Schedule;
 
 /// What a run on simulated threads gave.
 #[derive(Debug)]
@@ -22,6 +23,9 @@ pub struct ThreadedRun<T> {
     pub switch_points: u64,
     /// A hash of the schedule: which thread made which call, in order (0 after a failure).
     pub schedule: u64,
+    /// The schedule itself, up to the failure if the run failed: for the trace
+    /// ([`Report::schedule`](crate::workload::Report::schedule)).
+    pub trace_schedule: Schedule,
 }
 
 /// Runs `body` as the main simulated thread on `sim`, interleaved by `seed`
@@ -44,17 +48,20 @@ pub fn run_threads<T: Send + 'static>(
                 let op = st.call.op.bytes().fold(0u64, |h, b| mix(h ^ u64::from(b)));
                 mix(h ^ (u64::from(st.tid.0) << 32) ^ op ^ u64::from(st.blocked))
             });
+            let trace_schedule = Schedule::from(&o.report);
             ThreadedRun {
                 value: Ok(o.value),
                 kernel: k,
                 switch_points: o.report.steps(),
                 schedule,
+                trace_schedule,
             }
         }
         Err(f) => {
             // A spinning thread may hold the kernel for ever: do not touch it then.
             let k = k.filter(|_| f.kind != FailureKind::Spin);
             let at_ns = k.as_ref().map_or(0, |k| k.with_sim(Sim::now_ns));
+            let trace_schedule = Schedule::from(&f);
             let failure = match f.kind {
                 FailureKind::Panic => Failure::Invariant(format!("a thread panicked: {f}")),
                 _ => Failure::Hang {
@@ -67,6 +74,7 @@ pub fn run_threads<T: Send + 'static>(
                 kernel: k,
                 switch_points: 0,
                 schedule: 0,
+                trace_schedule,
             }
         }
     }

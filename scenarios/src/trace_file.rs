@@ -1,9 +1,12 @@
 //! `netpoll-sim trace`: a run's trace written to a file in bounded memory.
 //!
-//! The run's calls go to a spill file next to the output as they are made (30 bytes a call,
-//! through a buffer), because the labels that name each call's track are complete only when
-//! the run ends. Then the spill is read back in order and the trace written out one event at a
-//! time ([`trace_out::write_chrome`], [`trace_out::write_text`]). Memory stays that of the run
+//! The run's calls go to a spill file next to the output as they are made (43 bytes a call,
+//! through a buffer: the record, and on simulated threads the [`Mark`] of the thread that made
+//! it), because the labels that name each call's track, and a threaded run's schedule, are
+//! complete only when the run ends. Then the spill is read back in order and the trace written
+//! out one event at a time ([`trace_out::write_chrome`], [`trace_out::write_text`]; for a run
+//! on simulated threads, one track per thread: [`trace_out::write_chrome_threads`],
+//! [`trace_out::write_text_threads`]). Memory stays that of the run
 //! itself plus the labels, whatever the trace's length: the issue-10 trace of the 100,000
 //! connection main job (10.8 million calls) held 3.7 KB a call in memory before.
 
@@ -15,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use netpoll_sim::trace::Record;
 
 use crate::run::{self, Report, Request};
-use crate::trace_out::{self, SPILL_LEN};
+use crate::trace_out::{self, Mark, SPILL_LEN};
 
 /// The trace's form.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,7 +80,8 @@ fn write_via(
         Box::new(move |r: &Record| {
             let (w, e) = &mut *sink.lock().expect("the spill is never poisoned");
             if e.is_none() {
-                if let Err(err) = w.write_all(&trace_out::spill(r)) {
+                // The thread that makes the call, on simulated threads: it is this one.
+                if let Err(err) = w.write_all(&trace_out::spill(r, Mark::here())) {
                     *e = Some(err);
                 }
             }
@@ -113,11 +117,17 @@ fn write_via(
         r
     });
     let mut w = BufWriter::with_capacity(1 << 20, File::create(out)?);
-    let n = match form {
-        Form::Text => trace_out::write_text(records, &report.labels, &mut w)?,
-        Form::Chrome => {
-            let title = format!("{} seed {} ({})", req.scenario.name(), req.seed, req.params);
-            trace_out::write_chrome(records, &report.labels, &title, &mut w)?
+    let labels = &report.labels;
+    let title = format!("{} seed {} ({})", req.scenario.name(), req.seed, req.params);
+    let n = match (form, &report.schedule) {
+        (Form::Text, None) => trace_out::write_text(records.map(|(r, _)| r), labels, &mut w)?,
+        (Form::Chrome, None) => {
+            trace_out::write_chrome(records.map(|(r, _)| r), labels, &title, &mut w)?
+        }
+        (Form::Text, Some(s)) => trace_out::write_text_threads(records, labels, s, &mut w)?,
+        (Form::Chrome, Some(s)) => {
+            let title = format!("{title}, by simulated thread; time axis: schedule order");
+            trace_out::write_chrome_threads(records, labels, s, &title, &mut w)?
         }
     };
     if let Some(e) = bad {

@@ -69,7 +69,7 @@ use crate::oracle::Failure;
 use crate::params::{ParamError, ParamSpec, Params, CONNS, MSGS, SIZE, TOTAL_BYTES_MAX};
 use crate::swarm::{FaultSpec, Phase};
 use crate::token::{Token, TokenError};
-use crate::trace_out::FdLabel;
+use crate::trace_out::{FdLabel, Schedule};
 
 /// Where a workload appears in `netpoll-sim list` (and whether sweeps of the registry take it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -232,6 +232,7 @@ pub fn simulate_on(
             stats,
             failure: verdict.err(),
             labels: Vec::new(),
+            schedule: None,
             fingerprint: Some(k.fingerprint()),
             faults: Some(k.fault_counts()),
             phase: Phase::Single,
@@ -402,6 +403,9 @@ pub struct Report {
     pub failure: Option<Failure>,
     /// Fd ownership (when labels were asked for).
     pub labels: Vec<FdLabel>,
+    /// A traced run on simulated threads: its schedule, which the trace lays out one track per
+    /// thread ([`crate::trace_out::write_chrome_threads`]); `None` otherwise.
+    pub schedule: Option<Schedule>,
     /// The simulated kernel's fingerprint `(calls, hash)`.
     pub fingerprint: Option<(u64, u64)>,
     /// The faults the simulated kernel injected.

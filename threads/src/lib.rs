@@ -49,7 +49,7 @@
 //! | `sched.rs` | the scheduler: the token, thread states, blocking, virtual time, failures (start here) |
 //! | `policy.rs` | [`Policy`]: who runs next |
 //! | `poller.rs` | [`ThreadedSim`]: the kernel shared by the threads; which calls block; `epoll_wait` on the kernel's wait queues |
-//! | `report.rs` | [`Report`] and [`Failure`]: the schedule, one track per thread; replay lines |
+//! | `report.rs` | [`Report`] and [`Failure`]: the schedule, one track per thread; replay lines ([`schedule_point`] places a traced call in it) |
 //! | [`sync`] | a [`Mutex`](sync::Mutex) and a [`Condvar`](sync::Condvar) whose blocking is the scheduler's |
 //! | `futex.rs` | [`futex_wait`] / [`futex_wake`] (with deadlines in virtual time) and [`sleep`] |
 //! | [`host`] | hooks for a layer that hosts unmodified code (netpoll-interpose): threads it creates, threads that never unwind |
@@ -577,4 +577,54 @@ impl Thread {
 pub fn current() -> Thread {
     let (shared, tid) = current_or_panic("current");
     Thread { shared, tid }
+}
+
+/// Where the calling thread is in its run's schedule: its id, and how many entries the
+/// schedule ([`Report::schedule`], [`Failure::schedule`]) has at this moment; `None` on a
+/// thread that is not a simulated thread. Not a switch point, and it takes no lock, so a
+/// kernel trace sink ([`Sim::set_trace_sink`](netpoll_sim::Sim::set_trace_sink)) may call it
+/// for each call it records: the call was made by that thread, after those entries and before
+/// the next. A trace puts each call on its thread's track and in the schedule's order this way
+/// (`netpoll-sim trace` of a threaded run).
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// use netpoll::Poller;
+/// use netpoll_sim::Sim;
+/// use netpoll_threads::{schedule_point, Runner, Tid};
+///
+/// assert_eq!(schedule_point(), None); // not a simulated thread
+/// let sim = Sim::new(4);
+/// let seen = Arc::new(Mutex::new(Vec::new()));
+/// let sink = seen.clone();
+/// sim.set_trace_sink(Some(Box::new(move |r| {
+///     sink.lock().unwrap().push((r.op.name(), schedule_point()));
+/// })));
+/// let out = Runner::new(4).run(sim, |k| {
+///     let t = netpoll_threads::spawn("piper", {
+///         let k = k.clone();
+///         move || k.pipe2(0).map(|_| ())
+///     });
+///     t.join().unwrap();
+/// }).unwrap();
+/// let seen = seen.lock().unwrap();
+/// let (op, Some((tid, after))) = seen[0] else { panic!("no point") };
+/// assert_eq!((op, tid), ("pipe2", Tid(1)));
+/// // The entry just before the call is the thread's own switch point for it.
+/// let entry = out.report.schedule()[after as usize - 1];
+/// assert_eq!((entry.tid, entry.call.op), (Tid(1), "pipe2"));
+/// ```
+pub fn schedule_point() -> Option<(Tid, u64)> {
+    // `try_with`: a call from a thread-local destructor may come after this one is gone.
+    sched::CURRENT
+        .try_with(|c| {
+            c.try_borrow().ok().and_then(|c| {
+                c.as_ref()
+                    .map(|(s, t)| (*t, s.entries.load(std::sync::atomic::Ordering::Relaxed)))
+            })
+        })
+        .ok()
+        .flatten()
 }

@@ -38,6 +38,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle as OsJoinHandle;
 
@@ -196,6 +197,10 @@ pub(crate) struct Shared {
     /// The simulated kernel. Uncontended: only the thread holding the token locks it. Lock order:
     /// `state` before `sim`, never the reverse.
     pub(crate) sim: Mutex<Sim>,
+    /// How many entries the schedule has so far ([`crate::schedule_point`]): a copy of
+    /// `State::schedule`'s length that a trace sink can read while the kernel is locked (the
+    /// state must not be locked after the kernel).
+    pub(crate) entries: AtomicU64,
 }
 
 thread_local! {
@@ -311,6 +316,7 @@ impl Shared {
             }),
             done: Condvar::new(),
             sim: Mutex::new(sim),
+            entries: AtomicU64::new(0),
         }
     }
 
@@ -426,12 +432,23 @@ impl Shared {
             st = self.wait_turn(st, me);
         }
         let step = st.step;
-        st.schedule.push(Step {
-            step,
-            tid: me,
-            call,
-            blocked: false,
-        });
+        self.push(
+            &mut st,
+            Step {
+                step,
+                tid: me,
+                call,
+                blocked: false,
+            },
+        );
+    }
+
+    /// Appends `entry` to the schedule.
+    fn push(&self, st: &mut State, entry: Step) {
+        st.schedule.push(entry);
+        // Only the thread holding the token pushes or reads it; the hand-off's mutex orders it.
+        self.entries
+            .store(st.schedule.len() as u64, Ordering::Relaxed);
     }
 
     /// After a call by the running thread: the waiters the kernel woke from its wait queues
@@ -488,12 +505,15 @@ impl Shared {
         }
         st.step += 1;
         let step = st.step;
-        st.schedule.push(Step {
-            step,
-            tid: me,
-            call,
-            blocked: true,
-        });
+        self.push(
+            &mut st,
+            Step {
+                step,
+                tid: me,
+                call,
+                blocked: true,
+            },
+        );
         let th = &mut st.threads[me.0 as usize];
         th.last = Some(call);
         th.status = Status::Blocked(wait, call);

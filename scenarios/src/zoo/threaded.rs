@@ -101,6 +101,7 @@ impl Workload for ThreadedZoo {
         let run = run_threads(sim, req.seed, move |k| body(k, cfg));
         let verdict = run.value.and_then(|v| v);
         let (k, steps) = (run.kernel, run.switch_points);
+        let schedule = trace.then_some(run.trace_schedule);
         let mut stats = RunStats {
             conns: cfg.conns,
             bytes: *verdict.as_ref().unwrap_or(&0),
@@ -129,6 +130,7 @@ impl Workload for ThreadedZoo {
                 stats,
                 failure: verdict.err(),
                 labels: Vec::new(),
+                schedule,
                 fingerprint,
                 faults,
                 phase: Phase::Single,
