@@ -524,10 +524,12 @@ impl Kernel {
     /// under the memory account; charges them (see [`mem`]).
     fn tcp_mem_grant(&mut self, f: FileId, c: u32, e: usize, want: usize) -> usize {
         let lim = mem::Limits::of(self.cfg.tcp_mem);
-        if self.net.mem.free_below_low(want as u64, &lim) {
+        if sock(self, f).sndbuf == 0 && self.net.mem.free_below_low(want as u64, &lim) {
             self.net.mem.charge(want as u64);
             return want;
         }
+        // Past the low threshold, or with a moderated buffer (which gates each new segment
+        // even when memory is plentiful again, until an acknowledgement lets it grow back).
         let mss = self.cfg.tcp_mss.max(1);
         let own = self.tcp_usage(c, e);
         let mut granted = 0;
