@@ -185,6 +185,7 @@ impl Knobs {
             pipe_pages: 1 + usize::from(self.pipe_pages % 16),
             tcp_window: 1 + usize::from(self.tcp_window),
             tcp_mss: 1 + usize::from(self.tcp_mss),
+            tcp_mem: netpoll_sim::SimConfig::default().tcp_mem,
             latency_ns: (lo * 1000, hi * 1000),
             syn_rto_ns: 1_000_000_000,
             syn_retries: u32::from(self.syn_retries % 7),

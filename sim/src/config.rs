@@ -49,6 +49,14 @@ pub struct SimConfig {
     pub tcp_window: usize,
     /// TCP maximum segment size on loopback: larger writes travel as several segments.
     pub tcp_mss: usize,
+    /// `net.ipv4.tcp_mem`: the machine-wide TCP memory thresholds, in 4096-byte pages, over the
+    /// bytes queued in every TCP socket: below the first, no limit; above the second, memory
+    /// pressure (a socket above its fair share gets no more until the total falls below the
+    /// first); above the third, the hard limit (sends are moderated, arriving segments beyond
+    /// a minimum per socket are dropped and retransmitted). Linux derives them from the
+    /// machine's memory ([`SimConfig::tcp_mem_for`]); the default is the figure of a 24 GiB
+    /// machine, `287892 383858 575784` (2.36 GB hard). See `kernel/tcp/mem.rs`.
+    pub tcp_mem: [u64; 3],
     /// One-way network latency, drawn uniformly from this range for each packet (ns).
     pub latency_ns: (u64, u64),
     /// Initial SYN retransmission timeout when a listener's accept queue is full (Linux: 1 s).
@@ -82,6 +90,42 @@ impl SimConfig {
     }
 }
 
+/// The free buffer pages (`nr_free_buffer_pages()`) of the 24 GiB machine the project's figures
+/// are taken on: [`SimConfig::tcp_mem_for`] of it gives that machine's `tcp_mem`, `287892 383858
+/// 575784`. A fixed number, not the host's: a run must not depend on where it runs.
+pub const DEFAULT_FREE_BUFFER_PAGES: u64 = 6_141_728;
+
+/// The largest `tcp_mem` threshold accepted, in pages (2^40 pages: 4 EiB of bytes, so that the
+/// limits in bytes fit 64 bits).
+pub const MAX_TCP_MEM_PAGES: u64 = 1 << 40;
+
+impl SimConfig {
+    /// `net.ipv4.tcp_mem` as Linux sets it at boot (`tcp_init_mem`) on a machine with
+    /// `free_buffer_pages` pages of free low memory: a sixteenth of them (at least 128 pages) is
+    /// the pressure threshold, three quarters of that the low one, twice the low one the hard
+    /// limit.
+    ///
+    /// # Examples
+    /// ```
+    /// use netpoll_sim::{SimConfig, DEFAULT_FREE_BUFFER_PAGES};
+    ///
+    /// // What `cat /proc/sys/net/ipv4/tcp_mem` shows on a 24 GiB machine.
+    /// assert_eq!(SimConfig::tcp_mem_for(DEFAULT_FREE_BUFFER_PAGES), [287_892, 383_858, 575_784]);
+    /// assert_eq!(SimConfig::default().tcp_mem, [287_892, 383_858, 575_784]);
+    /// // A tiny machine still gets 128 pages.
+    /// assert_eq!(SimConfig::tcp_mem_for(0), [96, 128, 192]);
+    /// ```
+    pub const fn tcp_mem_for(free_buffer_pages: u64) -> [u64; 3] {
+        let limit = if free_buffer_pages / 16 > 128 {
+            free_buffer_pages / 16
+        } else {
+            128
+        };
+        let low = limit / 4 * 3;
+        [low, limit, low * 2]
+    }
+}
+
 impl Default for SimConfig {
     fn default() -> Self {
         SimConfig {
@@ -91,6 +135,7 @@ impl Default for SimConfig {
             pipe_pages: 16,
             tcp_window: 3_932_160,
             tcp_mss: 65_483,
+            tcp_mem: SimConfig::tcp_mem_for(DEFAULT_FREE_BUFFER_PAGES),
             latency_ns: (5_000, 50_000),
             faults: FaultPlan::default(),
             syn_rto_ns: 1_000_000_000,
@@ -326,8 +371,8 @@ impl FaultPlan {
 impl SimConfig {
     /// Checks the configuration: `first_fd` not negative and at most `max_fds`, `max_fds` a
     /// descriptor number (at most `i32::MAX`), buffer sizes, the MSS and the pipe capacity at
-    /// least 1 (and the pipe's bytes within `usize`), the latency range in order and every delay
-    /// at most [`MAX_DELAY_NS`], and the fault plan ([`FaultPlan::validate`]).
+    /// least 1 (and the pipe's bytes within `usize`), `tcp_mem`'s thresholds in order and at most
+    /// [`MAX_TCP_MEM_PAGES`], the latency range in order and every delay at most [`MAX_DELAY_NS`], and the fault plan ([`FaultPlan::validate`]).
     /// [`crate::Sim::try_with_config`] calls it; [`crate::Sim::with_config`] panics with its
     /// message.
     ///
@@ -382,6 +427,21 @@ impl SimConfig {
             ));
         }
         at_least_one("tcp_mss", self.tcp_mss)?;
+        let [low, pressure, high] = self.tcp_mem;
+        if high > MAX_TCP_MEM_PAGES {
+            return Err(ConfigError::new(
+                "tcp_mem",
+                self.tcp_mem,
+                "thresholds are pages and must be at most MAX_TCP_MEM_PAGES (2^40)",
+            ));
+        }
+        if !(low <= pressure && pressure <= high) {
+            return Err(ConfigError::new(
+                "tcp_mem",
+                self.tcp_mem,
+                "the three thresholds (low, pressure, hard limit) must not decrease",
+            ));
+        }
         let (lo, hi) = self.latency_ns;
         delay("latency_ns.1", hi)?;
         if lo > hi {

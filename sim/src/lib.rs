@@ -64,9 +64,13 @@ use std::time::Duration;
 use netpoll::sys::{err, errno::*, Events, MSG_DONTWAIT, MSG_NOSIGNAL, MSG_PEEK};
 use netpoll::{EpollEvent, Fd, PollFd, Poller};
 
-pub use config::{ConfigError, SimConfig, MAX_DELAY_NS, MAX_TCP_WINDOW};
+pub use config::{
+    ConfigError, SimConfig, DEFAULT_FREE_BUFFER_PAGES, MAX_DELAY_NS, MAX_TCP_MEM_PAGES,
+    MAX_TCP_WINDOW,
+};
 pub use faults::{CostModel, EdgePolicy, FaultCounts, FaultPlan, Latency, Vary};
 pub use kernel::epoll::Stranded;
+pub use kernel::tcp::TcpMemory;
 pub use kernel::Stats;
 use kernel::{Kernel, Kind};
 pub use oracle::{default_wants, Oracles, Violation};
@@ -186,6 +190,40 @@ impl Sim {
     /// Counters of what the kernel did so far.
     pub fn stats(&self) -> Stats {
         self.k.borrow().stats
+    }
+
+    /// The machine-wide TCP memory account: bytes queued in TCP connections, the most ever
+    /// queued, whether it is under memory pressure, and what the `tcp_mem` limits did
+    /// ([`SimConfig::tcp_mem`]).
+    pub fn tcp_memory(&self) -> TcpMemory {
+        self.k.borrow().tcp_memory()
+    }
+
+    /// Writes `net.ipv4.tcp_mem` (in pages) while the kernel runs, as root can on Linux: the
+    /// new thresholds judge the next charge.
+    ///
+    /// # Errors
+    /// `InvalidInput` (naming the rule) if the thresholds decrease or exceed
+    /// [`MAX_TCP_MEM_PAGES`].
+    ///
+    /// # Examples
+    /// ```
+    /// use netpoll_sim::Sim;
+    ///
+    /// let sim = Sim::new(1);
+    /// sim.set_tcp_mem([1, 1, 1])?;
+    /// assert!(sim.set_tcp_mem([3, 2, 1]).is_err());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn set_tcp_mem(&self, tcp_mem: [u64; 3]) -> io::Result<()> {
+        let mut k = self.k.borrow_mut();
+        let cfg = SimConfig {
+            tcp_mem,
+            ..k.cfg.clone()
+        };
+        cfg.validate()?;
+        k.cfg.tcp_mem = tcp_mem;
+        Ok(())
     }
 
     /// Virtual nanoseconds since the kernel was made.

@@ -27,20 +27,27 @@
 //!   data arriving at a closed socket. A reset gives the peer `ECONNRESET` (or `EPIPE` if it had
 //!   already received a FIN), `ERR | HUP`, and ends the connection.
 //!
+//! - **Memory**: every queued byte is charged to a machine-wide account with Linux's three
+//!   `tcp_mem` thresholds ([`mem`]): past them a writer's send buffer is moderated (short
+//!   writes, `EAGAIN`, no `OUT` until its queue drains) and arriving segments are dropped and
+//!   retransmitted 200 ms later.
+//!
 //! Poll bits follow `tcp_poll`: `HUP` when both directions are shut or the socket is closed
 //! (so a fresh, unconnected socket polls `OUT | HUP`), `IN | RDHUP` once a FIN arrived or after
 //! `SHUT_RD`, `ERR` while an error is pending.
 //!
 //! # Not modelled
 //!
-//! Packet loss and retransmission of data, congestion control, Nagle, delayed ACKs, TIME_WAIT
+//! Packet loss and retransmission of data (except for want of memory), congestion control, Nagle, delayed ACKs, TIME_WAIT
 //! (ports are free again at once), urgent data, IPv6, addresses outside 127.0.0.0/8, socket
 //! options besides `SO_LINGER` and `SO_ERROR`, window updates taking a round trip (space returns
 //! to the writer the instant the reader reads).
 
+mod mem;
 mod net;
 mod ports;
 
+pub use mem::TcpMemory;
 pub(crate) use net::{Net, Packet};
 
 use std::collections::VecDeque;
@@ -108,6 +115,9 @@ pub(crate) struct TcpSock {
     /// The connect attempt in progress (unique in the kernel), and SYNs sent for it.
     attempt: u64,
     syns: u32,
+    /// The send buffer as moderated under memory pressure (`sk_stream_moderate_sndbuf`): the
+    /// bytes this socket may have in flight; 0 while not moderated (the window alone limits).
+    sndbuf: u32,
 }
 
 impl TcpSock {
@@ -128,6 +138,7 @@ impl TcpSock {
             listen: None,
             attempt: 0,
             syns: 0,
+            sndbuf: 0,
         }
     }
 }
@@ -168,7 +179,9 @@ impl Kernel {
             self.faults.enobufs += 1;
             return Err(err(ENOBUFS));
         }
-        Ok(self.new_file(Kind::Tcp(s), nonblock)?.1)
+        let fd = self.new_file(Kind::Tcp(s), nonblock)?.1;
+        self.net.mem.sockets += 1;
+        Ok(fd)
     }
 
     /// The TCP socket behind `fd`: `ENOTSOCK` for files that are not sockets, `other` for
@@ -485,12 +498,101 @@ impl Kernel {
         m
     }
 
+    /// Room to write in the window, and the bytes it holds. (A moderated send buffer gates
+    /// each segment in [`Kernel::tcp_mem_grant`], as `sk_stream_memory_free` gates each new
+    /// buffer in `tcp_sendmsg`, not the bytes.)
     fn tcp_room(&self, s: &TcpSock) -> (usize, usize) {
         let Some((c, e)) = s.conn else {
             return (self.cfg.tcp_window, 0);
         };
         let used = self.net.conns[c].bufs[1 - e].len();
         (self.cfg.tcp_window.saturating_sub(used), used)
+    }
+
+    /// The memory figures of the socket at end `e` of connection `c`: its bytes in flight and
+    /// its unread ones.
+    fn tcp_usage(&self, c: u32, e: usize) -> mem::Usage {
+        let cn = &self.net.conns[c];
+        let out = &cn.dir[1 - e];
+        mem::Usage {
+            wmem: (cn.bufs[1 - e].len() - out.rx_len as usize) as u64,
+            rmem: u64::from(cn.dir[e].rx_len),
+        }
+    }
+
+    /// How many of `want` bytes the socket `f` (end `e` of `c`) may queue, segment by segment,
+    /// under the memory account; charges them (see [`mem`]).
+    fn tcp_mem_grant(&mut self, f: FileId, c: u32, e: usize, want: usize) -> usize {
+        let lim = mem::Limits::of(self.cfg.tcp_mem);
+        if sock(self, f).sndbuf == 0 && self.net.mem.free_below_low(want as u64, &lim) {
+            self.net.mem.charge(want as u64);
+            return want;
+        }
+        // Past the low threshold, or with a moderated buffer (which gates each new segment
+        // even when memory is plentiful again, until an acknowledgement lets it grow back).
+        let mss = self.cfg.tcp_mss.max(1);
+        let own = self.tcp_usage(c, e);
+        let mut granted = 0;
+        while granted < want {
+            let k = (want - granted).min(mss);
+            let wmem = own.wmem + granted as u64;
+            let sndbuf = u64::from(sock(self, f).sndbuf);
+            if sndbuf != 0 && wmem >= sndbuf {
+                // `sk_stream_memory_free`: the moderated buffer is full.
+                break;
+            }
+            let usage = mem::Usage {
+                wmem,
+                rmem: own.rmem,
+            };
+            if self.net.mem.judge(mem::Kind::Send, k as u64, usage, &lim) {
+                self.net.mem.charge(k as u64);
+                granted += k;
+                continue;
+            }
+            // `sk_stream_moderate_sndbuf`: half of what is queued, at least SOCK_MIN_SNDBUF.
+            self.net.mem.send_moderated += 1;
+            let window = self.cfg.tcp_window as u64;
+            let s = sock(self, f);
+            let old = if s.sndbuf == 0 {
+                window
+            } else {
+                u64::from(s.sndbuf)
+            };
+            let new = old.min(wmem / 2).max(u64::from(mem::SOCK_MIN_SNDBUF));
+            let first = s.sndbuf == 0;
+            s.sndbuf = new as u32;
+            if first {
+                self.net.mem.moderated_socks += 1;
+            }
+            if wmem == 0 || wmem + k as u64 >= new {
+                // Nothing queued (`sk_forced_mem_schedule` of the first buffer, so that a
+                // socket never stalls with an empty queue), or at or over its buffer (which
+                // Linux cannot fail any other way): charged anyway; the next segment finds the
+                // buffer full.
+                self.net.mem.charge(k as u64);
+                granted += k;
+            }
+            break;
+        }
+        granted
+    }
+
+    /// `tcp_new_space`: a moderated send buffer grows back once memory allows.
+    fn tcp_unmoderate(&mut self, f: FileId) {
+        let lim = mem::Limits::of(self.cfg.tcp_mem);
+        if self.net.mem.may_expand(&lim) {
+            let s = sock(self, f);
+            if s.sndbuf != 0 {
+                s.sndbuf = 0;
+                self.net.mem.moderated_socks -= 1;
+            }
+        }
+    }
+
+    /// What the machine-wide TCP memory account shows.
+    pub(crate) fn tcp_memory(&self) -> TcpMemory {
+        self.net.mem.view()
     }
 
     /// Reads the socket's two byte buffers (see [`Kernel::warm_for_call`]).
@@ -502,6 +604,14 @@ impl Kernel {
 
     fn tcp_writable(&self, s: &TcpSock) -> bool {
         let (free, used) = self.tcp_room(s);
+        if let (true, Some((c, e))) = (s.sndbuf != 0, s.conn) {
+            // `sk_stream_wspace >= sk_stream_min_wspace` on the moderated buffer too.
+            let wmem = self.tcp_usage(c, e).wmem as usize;
+            let wspace = (s.sndbuf as usize).saturating_sub(wmem);
+            if wspace == 0 || wspace < wmem / 2 {
+                return false;
+            }
+        }
         free > 0 && free >= used / 2
     }
 
@@ -528,6 +638,7 @@ impl Kernel {
                     }
                     cn.bufs[e].pop_into(&mut buf[..n]);
                     d.rx_len -= n as u32;
+                    self.tcp_uncharge(n);
                     self.tcp_space_returned(c, 1 - e);
                     return Ok(n);
                 }
@@ -556,6 +667,10 @@ impl Kernel {
         let Some(w) = conn.end(writer) else {
             return;
         };
+        if self.net.mem.moderated_socks > 0 {
+            self.tcp_unmoderate(w);
+        }
+        let conn = &self.net.conns[c];
         if !conn.dir[1 - writer].nospace {
             return;
         }
@@ -596,13 +711,21 @@ impl Kernel {
             self.net.conns[c].dir[1 - e].nospace = true;
             return Err(err(EAGAIN));
         }
-        let n = free.min(buf.len());
+        let n = self.tcp_mem_grant(f, c, e, free.min(buf.len()));
+        if n == 0 {
+            self.net.conns[c].dir[1 - e].nospace = true;
+            return Err(err(EAGAIN));
+        }
         if n < buf.len() {
             // A short write ran out of room too (`tcp_sendmsg` sets `SOCK_NOSPACE`): the writer
             // gets an `OUT` edge when room returns, as after `EAGAIN`.
             self.net.conns[c].dir[1 - e].nospace = true;
         }
         self.net.conns[c].bufs[1 - e].push(&buf[..n]);
+        if self.net.conns[c].dir[1 - e].lost() {
+            // Behind a segment dropped for want of memory: the retransmission sends these too.
+            return Ok(n);
+        }
         let mss = self.cfg.tcp_mss.max(1);
         let mut off = 0;
         while off < n {
@@ -674,7 +797,7 @@ impl Kernel {
         let conn = s.conn;
         if newly_send {
             if let Some((c, e)) = conn {
-                self.send(Packet::Fin { conn: c, to: 1 - e }, Some((c, 1 - e)));
+                self.send_fin(c, 1 - e);
             }
         }
         self.wake(f, Events::NONE);
@@ -684,6 +807,10 @@ impl Kernel {
     /// The socket's file is gone (or a queued child is dropped with its listener).
     pub(crate) fn tcp_release(&mut self, f: FileId, s: TcpSock) {
         self.unbind(f, &s);
+        self.net.mem.sockets -= 1;
+        if s.sndbuf != 0 {
+            self.net.mem.moderated_socks -= 1;
+        }
         if let Some(l) = s.listen {
             // Connections nobody accepted are reset (`inet_csk_listen_stop`).
             for child in l.queue {
@@ -699,15 +826,17 @@ impl Kernel {
             if peer_alive && (s.linger0 || unread) {
                 self.send(Packet::Rst { conn: c, to: 1 - e }, Some((c, 1 - e)));
             } else if peer_alive && s.shutdown & SEND_SHUTDOWN == 0 {
-                self.send(Packet::Fin { conn: c, to: 1 - e }, Some((c, 1 - e)));
+                self.send_fin(c, 1 - e);
             }
         }
         let conn = &mut self.net.conns[c];
         conn.set_end(e, None);
         // Unread bytes go; bytes still in flight stay until their segments arrive and are
         // discarded.
-        conn.bufs[e].discard_front(conn.dir[e].rx_len as usize);
+        let unread = conn.dir[e].rx_len as usize;
+        conn.bufs[e].discard_front(unread);
         conn.dir[e].rx_len = 0;
+        self.tcp_uncharge(unread);
         self.conn_maybe_free(c);
     }
 }

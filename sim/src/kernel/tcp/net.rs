@@ -8,6 +8,7 @@ use netpoll::sys::{errno::*, Events};
 
 use super::super::unix::{RCV_SHUTDOWN, SEND_SHUTDOWN};
 use super::super::{FileId, Kernel, Kind, Later};
+use super::mem::{self, TcpMem};
 use super::ports::PortTable;
 use super::{sock, sock_ref, State, TcpSock};
 use crate::bytes::ByteQueue;
@@ -33,6 +34,23 @@ pub(super) struct Dir {
     /// `SOCK_NOSPACE` on the sending socket; kept here, where the reader that returns the room
     /// looks, so that a read touches the writer's socket only when it must).
     pub(super) nospace: bool,
+    /// Memory state ([`super::mem`]): [`LOST`] while a segment dropped for want of memory
+    /// waits for its retransmission (everything behind it is held), [`FIN_HELD`] if a FIN is
+    /// held with it, and in the low bits the losses in a row (the timeout's backoff).
+    pub(super) mem: u8,
+}
+
+/// See [`Dir::mem`].
+const LOST: u8 = 0x80;
+const FIN_HELD: u8 = 0x40;
+const LOSSES: u8 = 0x3f;
+
+impl Dir {
+    /// A segment of this direction was dropped for want of memory and is not yet retransmitted.
+    #[inline]
+    pub(super) fn lost(&self) -> bool {
+        self.mem & LOST != 0
+    }
 }
 
 /// A connection between two sockets.
@@ -74,6 +92,7 @@ impl Conn {
 const _: () = assert!(std::mem::size_of::<Conn>() == 192);
 const _: () = assert!(std::mem::offset_of!(Conn, bufs) <= 64);
 const _: () = assert!(std::mem::size_of::<Option<Conn>>() == std::mem::size_of::<Conn>());
+const _: () = assert!(std::mem::size_of::<Dir>() == 16);
 
 #[derive(Debug)]
 pub(crate) enum Packet {
@@ -117,6 +136,12 @@ pub(crate) enum Packet {
         conn: u32,
         to: usize,
     },
+    /// The retransmission timer of direction `to`, after a segment was dropped for want of
+    /// memory: everything not yet delivered is sent again, in order.
+    Retransmit {
+        conn: u32,
+        to: usize,
+    },
 }
 
 /// How many deliveries [`Kernel::warm_ahead`] prepares at a time.
@@ -131,6 +156,8 @@ pub(crate) struct Net {
     pub(super) next_attempt: u64,
     /// Where the next ephemeral port search starts (an offset into the range).
     pub(super) port_hint: Option<u64>,
+    /// The machine-wide TCP memory account (`tcp_memory_allocated`).
+    pub(super) mem: TcpMem,
 }
 
 impl Kernel {
@@ -161,6 +188,85 @@ impl Kernel {
             conn.packets += 1;
         }
         self.schedule(at, Later::Net(pkt));
+    }
+
+    /// Sends a FIN in direction `to`, or holds it behind a segment lost for want of memory.
+    pub(super) fn send_fin(&mut self, c: u32, to: usize) {
+        let d = &mut self.net.conns[c].dir[to];
+        if d.lost() {
+            d.mem |= FIN_HELD;
+        } else {
+            self.send(Packet::Fin { conn: c, to }, Some((c, to)));
+        }
+    }
+
+    /// `n` queued bytes are gone (read, discarded, or dropped with their connection).
+    #[inline]
+    pub(super) fn tcp_uncharge(&mut self, n: usize) {
+        let lim = mem::Limits::of(self.cfg.tcp_mem);
+        self.net.mem.uncharge(n as u64, &lim);
+    }
+
+    /// Whether the segment of `len` bytes arriving at `f` (end `to` of `conn`) is dropped for
+    /// want of memory (`tcp_try_rmem_schedule`): behind an earlier loss, or refused by the
+    /// account. A first loss starts the retransmission timer.
+    fn tcp_rcv_drops(&mut self, conn: u32, to: usize, len: usize) -> bool {
+        if self.net.conns[conn].dir[to].lost() {
+            self.net.mem.recv_dropped += 1;
+            return true;
+        }
+        let lim = mem::Limits::of(self.cfg.tcp_mem);
+        // The bytes are charged already (from the write); the receiver's charge comes on top
+        // until the acknowledgement frees the sender's.
+        if self.net.mem.free_below_low(len as u64, &lim) {
+            return false;
+        }
+        let own = self.tcp_usage(conn, to);
+        if own.rmem == 0 || self.net.mem.judge(mem::Kind::Recv, len as u64, own, &lim) {
+            // Even a refused segment is taken, charged by force, when nothing is waiting to be
+            // read (`tcp_data_queue`): a reader with an empty queue always makes progress.
+            return false;
+        }
+        self.net.mem.recv_dropped += 1;
+        let now = self.now_ns;
+        let cn = &mut self.net.conns[conn];
+        let d = &mut cn.dir[to];
+        let losses = ((d.mem & LOSSES) + 1).min(LOSSES);
+        d.mem = LOST | losses;
+        // After every packet already on its way in this direction, so that the retransmission
+        // finds them all dropped (and nothing else sent meanwhile: writes are held).
+        let at = (now + mem::rto_ns(losses)).max(d.last_ns);
+        d.last_ns = at;
+        cn.packets += 1;
+        self.schedule(at, Later::Net(Packet::Retransmit { conn, to }));
+        true
+    }
+
+    /// The retransmission timer of direction `to` fires: the bytes not delivered go again.
+    fn tcp_retransmit(&mut self, conn: u32, to: usize) {
+        let cn = &mut self.net.conns[conn];
+        cn.packets -= 1;
+        let d = &mut cn.dir[to];
+        let fin = d.mem & FIN_HELD != 0;
+        d.mem &= LOSSES;
+        let rx = d.rx_len as usize;
+        let pending = cn.bufs[to].len() - rx;
+        if cn.end(0).is_none() && cn.end(1).is_none() {
+            cn.bufs[to].remove(rx, pending);
+            self.tcp_uncharge(pending);
+            self.conn_maybe_free(conn);
+            return;
+        }
+        let mss = self.cfg.tcp_mss.max(1);
+        let mut off = 0;
+        while off < pending {
+            let k = (pending - off).min(mss);
+            self.send(Packet::Data { conn, to, len: k }, Some((conn, to)));
+            off += k;
+        }
+        if fin {
+            self.send(Packet::Fin { conn, to }, Some((conn, to)));
+        }
     }
 
     /// Frees the connection once both sockets are gone and no packet refers to it. Callers may
@@ -308,6 +414,7 @@ impl Kernel {
                 let sender_alive = cn.end(1 - to).is_some();
                 let established =
                     receiver.is_some_and(|f| sock(self, f).state == State::Established);
+                let mut held = false;
                 let delivered = match receiver {
                     // A socket that was reset is no longer in the connection table: a reset
                     // answers the segment.
@@ -323,10 +430,27 @@ impl Kernel {
                         self.tcp_abort(f, ECONNRESET);
                         false
                     }
+                    Some(f) if self.tcp_rcv_drops(conn, to, len) => {
+                        // Dropped for want of memory: the bytes stay queued for the
+                        // retransmission. Linux still calls `sk_data_ready` (a wakeup, and an
+                        // edge for edge-triggered watchers).
+                        held = true;
+                        if self.edge_wakes(false) {
+                            let key = Events::IN | Events::PRI | Events::RDNORM | Events::RDBAND;
+                            self.wake(f, key);
+                        }
+                        false
+                    }
                     Some(f) => {
                         let d = &mut self.net.conns[conn].dir[to];
                         let was_empty = d.rx_len == 0;
                         d.rx_len += len as u32;
+                        d.mem = 0;
+                        if self.net.mem.moderated_socks > 0 {
+                            // The acknowledgement frees the sender's share: its moderated
+                            // buffer may grow back and its writer wake (`tcp_check_space`).
+                            self.tcp_space_returned(conn, 1 - to);
+                        }
                         if self.edge_wakes(was_empty) {
                             let key = Events::IN | Events::PRI | Events::RDNORM | Events::RDBAND;
                             self.wake(f, key);
@@ -336,9 +460,10 @@ impl Kernel {
                     // Data for a closed socket: a reset answers it.
                     None => false,
                 };
-                if !delivered {
+                if !delivered && !held {
                     let cn = &mut self.net.conns[conn];
                     cn.bufs[to].remove(cn.dir[to].rx_len as usize, len);
+                    self.tcp_uncharge(len);
                     if sender_alive {
                         self.send(Packet::Rst { conn, to: 1 - to }, Some((conn, 1 - to)));
                     }
@@ -348,7 +473,10 @@ impl Kernel {
             Packet::Fin { conn, to } => {
                 let cn = &mut self.net.conns[conn];
                 cn.packets -= 1;
-                if let Some(f) = cn.end(to) {
+                if cn.dir[to].lost() {
+                    // Behind a lost segment: it comes again with the retransmission.
+                    cn.dir[to].mem |= FIN_HELD;
+                } else if let Some(f) = cn.end(to) {
                     cn.dir[to].fin = true;
                     sock(self, f).shutdown |= RCV_SHUTDOWN;
                     self.wake(f, Events::NONE);
@@ -366,6 +494,7 @@ impl Kernel {
                 }
                 self.conn_maybe_free(conn);
             }
+            Packet::Retransmit { conn, to } => self.tcp_retransmit(conn, to),
         }
     }
 
@@ -443,6 +572,7 @@ impl Kernel {
             }),
         });
         self.net.conns[conn].set_end(1, Some(child));
+        self.net.mem.sockets += 1;
         self.send(
             Packet::SynAck {
                 client,
