@@ -154,6 +154,59 @@ fn a_flipped_byte_is_reported_with_its_connection_and_offset() {
     }
 }
 
+/// A server that answers each connection's first read and then closes it, long before the
+/// idle deadline a stalling client waits for: a staller cut off before its stall point (its
+/// echo and the server's FIN read in one go) is a failure, one closed after it is not.
+#[test]
+fn a_staller_closed_before_it_stalled_is_reported() {
+    let sim = Sim::new(5);
+    let ep = sim.epoll_create1(EPOLL_CLOEXEC).unwrap();
+    let listener = sim.tcp_socket(netpoll::sys::SOCK_NONBLOCK).unwrap();
+    sim.bind(listener, SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0))
+        .unwrap();
+    sim.listen(listener, 16).unwrap();
+    let ev = EpollEvent::new(Events::IN, 1);
+    sim.epoll_ctl(ep, EPOLL_CTL_ADD, listener, Some(ev))
+        .unwrap();
+    let addr = sim.local_addr(listener).unwrap();
+    // Every client stalls, most of them after the first of their ten messages.
+    let mix = ClientMix::new(8, 10, 100).mode(ClientMode::Stall { pct: 100 });
+    let mut clients = Clients::new(&sim, ep, addr, mix, 5);
+    let mut conns: Vec<Fd> = Vec::new();
+    let mut events = vec![EpollEvent::EMPTY; 16];
+    let mut buf = vec![0u8; 4096];
+    let verdict = (|| -> Result<(), Failure> {
+        while !clients.done() {
+            clients.start(0)?;
+            let n = sim.epoll_wait(ep, &mut events, -1).unwrap();
+            for ev in events[..n].iter().copied() {
+                if Clients::<Sim>::owns(ev.data) {
+                    clients.handle(ev)?;
+                } else if ev.data == 1 {
+                    while let Ok((fd, _)) = sim.accept4(listener, 0) {
+                        let reg = EpollEvent::new(Events::IN, 2 + conns.len() as u64);
+                        sim.epoll_ctl(ep, EPOLL_CTL_ADD, fd, Some(reg)).unwrap();
+                        conns.push(fd);
+                    }
+                } else {
+                    let fd = conns[(ev.data - 2) as usize];
+                    if let Ok(n @ 1..) = sim.read(fd, &mut buf) {
+                        sim.write(fd, &buf[..n]).unwrap();
+                        sim.close(fd).unwrap();
+                    }
+                }
+            }
+        }
+        Ok(())
+    })();
+    match verdict {
+        Err(Failure::Integrity { detail, .. }) => {
+            assert!(detail.contains("closed the connection early"), "{detail}");
+        }
+        other => panic!("expected a staller cut off early, got {other:?}"),
+    }
+}
+
 /// A user's workload: the example server and a client mix, in a few lines.
 struct MixedEcho;
 
