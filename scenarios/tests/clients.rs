@@ -96,9 +96,15 @@ fn pipelined_slow_and_idle_clients_against_the_example_server() {
 
 /// An echo server (level-triggered, one read per event) that flips the byte at offset 1000 of
 /// every connection: the clients must name the connection and the offset.
-#[test]
-fn a_flipped_byte_is_reported_with_its_connection_and_offset() {
-    let sim = Sim::new(3);
+/// Runs `mix` (streams from `seed`) against a hand-written server on `sim`: a listener
+/// (token 1) whose connections (token `2 + n`, level-triggered `IN`) are served by
+/// `serve(fd, n)` on each readable event, until every client is done or fails.
+fn against_handler(
+    sim: &Sim,
+    mix: ClientMix,
+    seed: u64,
+    mut serve: impl FnMut(Fd, usize),
+) -> Result<(), Failure> {
     let ep = sim.epoll_create1(EPOLL_CLOEXEC).unwrap();
     let listener = sim.tcp_socket(netpoll::sys::SOCK_NONBLOCK).unwrap();
     sim.bind(listener, SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0))
@@ -108,49 +114,81 @@ fn a_flipped_byte_is_reported_with_its_connection_and_offset() {
     sim.epoll_ctl(ep, EPOLL_CTL_ADD, listener, Some(ev))
         .unwrap();
     let addr = sim.local_addr(listener).unwrap();
-    let mut clients = Clients::new(&sim, ep, addr, ClientMix::new(2, 1, 4000), 3);
-    let mut conns: Vec<(Fd, u64)> = Vec::new();
+    let mut clients = Clients::new(sim, ep, addr, mix, seed);
+    let mut conns: Vec<Fd> = Vec::new();
     let mut events = vec![EpollEvent::EMPTY; 16];
-    let mut buf = vec![0u8; 4096];
-    let verdict = (|| -> Result<(), Failure> {
-        while !clients.done() {
-            clients.start(0)?;
-            let n = sim.epoll_wait(ep, &mut events, -1).unwrap();
-            for ev in events[..n].iter().copied() {
-                if Clients::<Sim>::owns(ev.data) {
-                    clients.handle(ev)?;
-                } else if ev.data == 1 {
-                    while let Ok((fd, _)) = sim.accept4(listener, 0) {
-                        let reg = EpollEvent::new(Events::IN, 2 + conns.len() as u64);
-                        sim.epoll_ctl(ep, EPOLL_CTL_ADD, fd, Some(reg)).unwrap();
-                        conns.push((fd, 0));
-                    }
-                } else {
-                    let (fd, off) = &mut conns[(ev.data - 2) as usize];
-                    match sim.read(*fd, &mut buf) {
-                        Ok(0) => {}
-                        Ok(n) => {
-                            for (j, b) in buf[..n].iter_mut().enumerate() {
-                                if *off + j as u64 == 1000 {
-                                    *b ^= 0x40;
-                                }
-                            }
-                            *off += n as u64;
-                            sim.write(*fd, &buf[..n]).unwrap();
-                        }
-                        Err(e) => assert_eq!(errno_of(&e), Some(EAGAIN)),
-                    }
+    while !clients.done() {
+        clients.start(0)?;
+        let n = sim.epoll_wait(ep, &mut events, -1).unwrap();
+        for ev in events[..n].iter().copied() {
+            if Clients::<Sim>::owns(ev.data) {
+                clients.handle(ev)?;
+            } else if ev.data == 1 {
+                while let Ok((fd, _)) = sim.accept4(listener, 0) {
+                    let reg = EpollEvent::new(Events::IN, 2 + conns.len() as u64);
+                    sim.epoll_ctl(ep, EPOLL_CTL_ADD, fd, Some(reg)).unwrap();
+                    conns.push(fd);
                 }
+            } else {
+                let n = (ev.data - 2) as usize;
+                serve(conns[n], n);
             }
         }
-        Ok(())
-    })();
+    }
+    Ok(())
+}
+
+#[test]
+fn a_flipped_byte_is_reported_with_its_connection_and_offset() {
+    let sim = Sim::new(3);
+    // An echo server that flips a bit of each connection's byte 1000.
+    let mut offsets = [0u64; 2];
+    let mut buf = vec![0u8; 4096];
+    let verdict = against_handler(&sim, ClientMix::new(2, 1, 4000), 3, |fd, n| {
+        match sim.read(fd, &mut buf) {
+            Ok(0) => {}
+            Ok(len) => {
+                let off = &mut offsets[n];
+                for (j, b) in buf[..len].iter_mut().enumerate() {
+                    if *off + j as u64 == 1000 {
+                        *b ^= 0x40;
+                    }
+                }
+                *off += len as u64;
+                sim.write(fd, &buf[..len]).unwrap();
+            }
+            Err(e) => assert_eq!(errno_of(&e), Some(EAGAIN)),
+        }
+    });
     match verdict {
         Err(Failure::Integrity { conn, offset, .. }) => {
             assert!(conn < 2, "connection {conn}");
             assert_eq!(offset, 1000);
         }
         other => panic!("expected an integrity failure at byte 1000, got {other:?}"),
+    }
+}
+
+/// A server that answers each connection's first read and then closes it, long before the
+/// idle deadline a stalling client waits for: a staller cut off before its stall point (its
+/// echo and the server's FIN read in one go) is a failure, one closed after it is not.
+#[test]
+fn a_staller_closed_before_it_stalled_is_reported() {
+    let sim = Sim::new(5);
+    // Every client stalls, most of them after the first of their ten messages.
+    let mix = ClientMix::new(8, 10, 100).mode(ClientMode::Stall { pct: 100 });
+    let mut buf = vec![0u8; 4096];
+    let verdict = against_handler(&sim, mix, 5, |fd, _| {
+        if let Ok(n @ 1..) = sim.read(fd, &mut buf) {
+            sim.write(fd, &buf[..n]).unwrap();
+            sim.close(fd).unwrap();
+        }
+    });
+    match verdict {
+        Err(Failure::Integrity { detail, .. }) => {
+            assert!(detail.contains("closed the connection early"), "{detail}");
+        }
+        other => panic!("expected a staller cut off early, got {other:?}"),
     }
 }
 

@@ -387,7 +387,8 @@ impl<P: Poller + ?Sized> Clients<'_, P> {
         c.eof_ns = now;
         let owed = c.sent * factor;
         let expected = match c.stop {
-            Stop::Stall => true,
+            // Only once it has stalled: a client closed while still sending was cut off.
+            Stop::Stall => c.sent == c.send_total,
             Stop::Complete => c.mode == ClientMode::HalfClose && c.shut_wr,
             Stop::Reset => false,
         };

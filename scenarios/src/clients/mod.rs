@@ -102,7 +102,21 @@ pub enum ClientMode {
     /// a seeded part of the next.
     Reset,
     /// `pct`% of the clients stop sending in the middle of a seeded message and wait for the
-    /// server to close them; the others echo normally and close.
+    /// server to close them; the others echo normally and close as soon as their last answer is
+    /// in (unlike [`ClientMode::Echo`], they do not hold the connection). With `pct` 0 no client
+    /// stalls: request/response clients that each close when done (the bug zoo's clients).
+    ///
+    /// ```
+    /// use netpoll_scenarios::clients::{ClientMix, ClientMode};
+    ///
+    /// // Ten clients, all connecting at once, a fifth of them stalling mid-message.
+    /// let mix = ClientMix {
+    ///     connect_window: 10,
+    ///     ..ClientMix::new(10, 10, 64)
+    /// }
+    /// .mode(ClientMode::Stall { pct: 20 });
+    /// assert_eq!(mix.groups, vec![(10, ClientMode::Stall { pct: 20 })]);
+    /// ```
     Stall {
         /// Percentage of clients that stall.
         pct: u64,

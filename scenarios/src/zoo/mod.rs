@@ -21,9 +21,12 @@
 //! The last two are races between threads, in [`threaded`]: Go-style runtimes on
 //! [`netpoll_threads`]'s simulated threads, not the one-thread reactor below.
 //!
-//! The zoo has its own small loop (clients included) rather than switches in
+//! The zoo has its own small server loop rather than switches in
 //! [`crate::raw_epoll::EchoServer`]: the example server stays free of deliberate bugs, and a
 //! 10-connection zoo run costs about 0.2 ms of CPU, so sweeps of thousands of seeds take seconds.
+//! Its clients are the crate's ([`crate::clients::Clients`]): every client connects at once,
+//! sends one message at a time and checks each echoed byte; with `stall-pct` some stop
+//! mid-message and wait for the server's idle deadline ([`ClientMode::Stall`]).
 //! A hang whose cause is a stranded registration (the last delivery landed inside the blocking
 //! `epoll_wait` that then found nothing to report) is reported as the lost wakeup it is.
 //!
@@ -53,7 +56,7 @@
 //! lives in the file named after it, with its fixed twin beside it (`et_partial_read.rs` the
 //! read handler, `et_accept_one.rs` the accept handler, `oneshot_no_rearm.rs` re-arming and
 //! flushing, `park_no_recheck.rs` the poll descriptor and its tasks, `timer_not_in_timeout.rs`
-//! the loop's timeout and the idle deadlines); `clients.rs` holds the zoo's clients.
+//! the loop's timeout and the idle deadlines).
 //!
 //! # Not modelled
 //!
@@ -71,12 +74,12 @@ use netpoll::sys::{
 use netpoll::{EpollEvent, Fd, Poller};
 use netpoll_sim::Sim;
 
+use crate::clients::{ClientMix, ClientMode, Clients};
 use crate::oracle::{io_fail, lost_wakeup, Failure, Lateness};
 use crate::params::{ParamSpec, CONNS, FAULTS, MSGS, SIZE};
-use crate::rng::{mix, Rng};
+use crate::rng::Rng;
 use crate::workload::{sim_judged_by_loop, simulate_on, Kind, Request, Run, Tracing, Workload};
 
-mod clients;
 mod et_accept_one;
 mod et_partial_read;
 mod mt_close_no_wake;
@@ -285,8 +288,9 @@ fn go(z: &ZooScenario, req: &Request, tracing: Tracing) -> Run {
     simulate_on(sim_judged_by_loop(req), req, tracing, |k, stats| {
         let mut zr = Zoo::new(k, cfg, req.seed)?;
         let v = zr.run();
-        stats.bytes = zr.bytes;
-        stats.bytes_sent = zr.bytes_sent;
+        let cs = zr.clients.stats();
+        stats.bytes = cs.bytes;
+        stats.bytes_sent = cs.bytes_sent;
         stats.epoll_events = zr.epoll_events;
         stats.quiescence_checks = zr.scans;
         stats.closed_idle = zr.closed_idle;
@@ -312,7 +316,8 @@ struct Cfg {
 
 const LISTENER: u64 = 1 << 62;
 const SERVER: u64 = 2 << 62;
-const CLIENT: u64 = 3 << 62;
+/// The clients' tag ([`crate::clients::TOKEN`]).
+const CLIENT: u64 = crate::clients::TOKEN;
 const MASK: u64 = 3 << 62;
 const READISH: Events = Events::IN
     .union(Events::RDHUP)
@@ -330,44 +335,20 @@ struct SConn {
     rg: Rg,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Phase {
-    Connecting,
-    Active,
-    /// Stopped sending mid-message; waits for the server's close.
-    Stalled,
-    Done,
-}
-
-#[derive(Debug)]
-struct Client {
-    fd: Fd,
-    phase: Phase,
-    key: u64,
-    sent: u64,
-    recv: u64,
-    /// Bytes it sends in all (a staller stops early).
-    send_total: u64,
-}
-
 struct Zoo<'k> {
     k: &'k Sim,
     cfg: Cfg,
     ep: Fd,
     listener: Fd,
-    addr: SocketAddrV4,
     conns: Vec<Option<SConn>>,
     open: usize,
-    clients: Vec<Client>,
-    done: usize,
+    clients: Clients<'k, Sim>,
     /// Poll-descriptor tasks ready to run.
     runq: VecDeque<usize>,
     /// (deadline, slot), lazily checked.
     deadlines: BinaryHeap<Reverse<(u64, usize)>>,
     rng: Rng,
     buf: Vec<u8>,
-    bytes: u64,
-    bytes_sent: u64,
     epoll_events: u64,
     scans: u64,
     closed_idle: u64,
@@ -402,41 +383,26 @@ impl<'k> Zoo<'k> {
         let addr = k
             .local_addr(listener)
             .map_err(|e| io_fail("getsockname", e))?;
-        let mut rng = Rng::new(seed, 7);
-        let per_conn = cfg.msgs * cfg.size;
-        let clients = (0..cfg.conns)
-            .map(|i| {
-                let send_total = if cfg.stall_pct > 0 && rng.chance(cfg.stall_pct, 100) {
-                    rng.range(0, cfg.msgs - 1) * cfg.size + rng.range(1, cfg.size.max(2) - 1)
-                } else {
-                    per_conn
-                };
-                Client {
-                    fd: -1,
-                    phase: Phase::Connecting,
-                    key: mix(seed ^ mix(i as u64 + 1)),
-                    sent: 0,
-                    recv: 0,
-                    send_total: send_total.min(per_conn),
-                }
-            })
-            .collect();
+        // Every client connects at once and closes once its echo is in (or, stalled, once the
+        // server closes it); none makes a new connection.
+        let mix = ClientMix {
+            connect_window: cfg.conns,
+            ..ClientMix::new(cfg.conns, cfg.msgs, cfg.size)
+        }
+        .mode(ClientMode::Stall { pct: cfg.stall_pct });
+        let clients = Clients::new(k, ep, addr, mix, seed);
         Ok(Zoo {
             k,
             cfg,
             ep,
             listener,
-            addr,
             conns: Vec::new(),
             open: 0,
             clients,
-            done: 0,
             runq: VecDeque::new(),
             deadlines: BinaryHeap::new(),
-            rng,
+            rng: Rng::new(seed, 7),
             buf: vec![0; 64 * 1024],
-            bytes: 0,
-            bytes_sent: 0,
             epoll_events: 0,
             scans: 0,
             closed_idle: 0,
@@ -454,15 +420,13 @@ impl<'k> Zoo<'k> {
     }
 
     fn run(&mut self) -> Result<(), Failure> {
-        for i in 0..self.clients.len() {
-            self.connect(i)?;
-        }
+        self.clients.start(0)?;
         let mut instant = (u64::MAX, 0u32);
         loop {
             while let Some(slot) = self.runq.pop_front() {
                 self.task(slot)?;
             }
-            if self.done == self.clients.len() && self.open == 0 {
+            if self.clients.done() && self.open == 0 {
                 break;
             }
             let now = self.now_ns();
@@ -507,26 +471,14 @@ impl<'k> Zoo<'k> {
     }
 
     fn hang(&self, why: &str) -> Failure {
-        let left = self
-            .clients
-            .iter()
-            .filter(|c| c.phase != Phase::Done)
-            .count();
         let mut detail = format!(
-            "{why}; {left} of {} clients not done, {} server connections open",
-            self.clients.len(),
+            "{why}; {} of {} clients not done, {} server connections open",
+            self.clients.waiting(),
+            self.clients.mix().conns,
             self.open
         );
-        if let Some((i, c)) = self
-            .clients
-            .iter()
-            .enumerate()
-            .find(|(_, c)| c.phase != Phase::Done)
-        {
-            detail.push_str(&format!(
-                "; first unfinished: client {i} (fd {}, {:?}, sent {}/{} bytes, read {} bytes)",
-                c.fd, c.phase, c.sent, c.send_total, c.recv
-            ));
+        if let Some(c) = self.clients.first_unfinished() {
+            detail.push_str(&format!("; first unfinished: {c}"));
         }
         if !self.deadlines.is_empty() {
             detail.push_str(&format!("; {} deadlines armed", self.deadlines.len()));
@@ -558,7 +510,7 @@ impl<'k> Zoo<'k> {
             match ev.data & MASK {
                 LISTENER => self.accept()?,
                 SERVER => self.server_event(id, ev.events)?,
-                CLIENT => self.client_event(id, ev.events)?,
+                CLIENT => self.clients.handle(*ev)?,
                 _ => return Err(Failure::Invariant(format!("unknown token {:#x}", ev.data))),
             }
         }
@@ -608,20 +560,7 @@ impl<'k> Zoo<'k> {
                     w
                 }
             },
-            _ => match self.clients.get(id) {
-                Some(c) => match c.phase {
-                    Phase::Connecting => Events::OUT | Events::ERR | Events::HUP,
-                    Phase::Active | Phase::Stalled => {
-                        let mut w = READISH;
-                        if c.sent < self.send_target(c) {
-                            w |= Events::OUT;
-                        }
-                        w
-                    }
-                    Phase::Done => Events::NONE,
-                },
-                None => Events::NONE,
-            },
+            _ => self.clients.wants(data),
         }
     }
 
