@@ -20,6 +20,9 @@ use netpoll_interpose::CheckInterposed;
 use netpoll_scenarios::check::{Check, CheckError, Failure, Passed};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+#[path = "../../scenarios/tests/support/chrome.rs"]
+mod chrome;
+
 /// Held by every test: one threaded run at a time in this process (see the file's docs).
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -213,6 +216,38 @@ fn a_notification_lost_between_tokio_workers_is_found_and_replayed() {
     assert_eq!(
         (again.seed, again.oracle, again.schedule_hash),
         (f.seed, "deadlock", f.schedule_hash)
+    );
+}
+
+/// The failing seed's trace file has one track per thread of the report, named as it names
+/// them, with each kernel call on the track of the thread that made it: the runtime's
+/// `epoll_create1` on the check's thread (`t1 main`, which builds it; `t0` runs it), the waits
+/// in `epoll_wait` on the workers.
+#[test]
+fn a_failing_tokio_threads_check_traces_each_thread_on_its_own_track() {
+    let _serial = serial();
+    let f = failure(
+        check(&[])
+            .seeds(0..200)
+            .try_run_tokio_threads(2, || notify(false)),
+    );
+    let shown = f.to_string();
+    let path = f.trace.as_ref().expect("a trace file");
+    assert!(
+        shown.contains(&format!("trace:  {}", path.display())),
+        "{shown}"
+    );
+    let json = std::fs::read_to_string(path).unwrap();
+    let calls = chrome::calls_by_thread(&json, &shown);
+    let has = |t: &str, op: &str| calls.get(t).is_some_and(|c| c.iter().any(|(o, _)| o == op));
+    assert!(
+        has("t1 main", "epoll_create1") && !calls.contains_key("t0 main"),
+        "{calls:?}\n{shown}"
+    );
+    let waits: Vec<&String> = calls.keys().filter(|t| has(t, "epoll_wait")).collect();
+    assert!(
+        !waits.is_empty() && waits.iter().all(|t| t.ends_with(" tokio-rt-worker")),
+        "{calls:?}\n{shown}"
     );
 }
 

@@ -19,6 +19,9 @@ use netpoll::{EpollEvent, Events, Fd, Poller};
 use netpoll_scenarios::check::{self, Check, CheckError, Failure, Faults, Passed};
 use netpoll_threads::{spawn, Policy, ThreadedSim};
 
+#[path = "support/chrome.rs"]
+mod chrome;
+
 // ---------------------------------------------------------------------------------------------
 // Program 1: a poller thread and a stopper, raw epoll. The poller serves one connection (an
 // echo) and re-arms it (ONESHOT) at the top of each turn; the main thread sends a message,
@@ -271,6 +274,105 @@ fn a_stop_lost_between_threads_is_found_and_replayed() {
         (f.seed, "deadlock", Some(h))
     );
     assert_eq!(again.diagnosis, f.diagnosis);
+}
+
+/// Two threads, each writing on a socket of its own, then both stuck: `writer` reads a socket
+/// nobody writes, `main` joins it. The fds go to `fds` first: `[writer's, main's, the one
+/// the writer reads]`.
+fn two_writers_stuck(k: &ThreadedSim, fds: &std::sync::Mutex<Option<[Fd; 3]>>) -> io::Result<()> {
+    let [a, _a2] = k.socketpair(0)?;
+    let [b, _b2] = k.socketpair(0)?;
+    let [c, _c2] = k.socketpair(0)?; // blocking, never written
+    *fds.lock().unwrap() = Some([a, b, c]);
+    let writer = spawn("writer", {
+        let k = k.clone();
+        move || -> io::Result<()> {
+            k.write(a, b"w")?;
+            k.read(c, &mut [0; 1])?;
+            Ok(())
+        }
+    });
+    k.write(b, b"m")?;
+    writer.join()
+}
+
+/// A failing threaded check's trace file has one track per thread, named as the report names
+/// them, and each call on the track of the thread that made it.
+#[test]
+fn a_failing_threaded_check_traces_each_thread_on_its_own_track() {
+    let fds = Arc::new(std::sync::Mutex::new(None));
+    let seen = fds.clone();
+    let f = failure(
+        check(&[])
+            .seeds(3..4)
+            .try_run_threads(move |k| two_writers_stuck(&k, &seen)),
+    );
+    assert_eq!(f.oracle, "deadlock", "{f}");
+    let [w, m, c] = fds
+        .lock()
+        .unwrap()
+        .expect("the fds, written before the deadlock");
+    let shown = f.to_string();
+    let path = f.trace.as_ref().expect("a trace file");
+    assert!(
+        shown.contains(&format!("trace:  {}", path.display())),
+        "{shown}"
+    );
+    let json = std::fs::read_to_string(path).unwrap();
+    let calls = chrome::calls_by_thread(&json, &shown);
+    assert_eq!(
+        calls.keys().collect::<Vec<_>>(),
+        ["t0 main", "t1 writer"],
+        "{calls:?}"
+    );
+    let on = |t: &str, op: &str, fd: Fd| calls[t].contains(&(op.to_owned(), i64::from(fd)));
+    assert!(
+        on("t1 writer", "write", w) && !on("t0 main", "write", w),
+        "{calls:?}"
+    );
+    assert!(
+        on("t0 main", "write", m) && !on("t1 writer", "write", m),
+        "{calls:?}"
+    );
+    assert!(
+        calls["t0 main"]
+            .iter()
+            .filter(|(op, _)| op == "socketpair")
+            .count()
+            == 3
+            && calls["t1 writer"].iter().all(|(op, _)| op != "socketpair"),
+        "{calls:?}"
+    );
+    // The writer's blocking read never returns: its track shows it blocked in it.
+    let blocked: Vec<(u64, String)> = chrome::events(&json)
+        .iter()
+        .filter(|e| e["cat"] == "blocked")
+        .map(|e| (e["tid"].as_u64().unwrap(), e["name"].to_string()))
+        .collect();
+    assert!(
+        blocked
+            .iter()
+            .any(|(tid, n)| *tid == 2 && n.contains(&format!("blocked in read(fd {c}"))),
+        "{blocked:?}"
+    );
+}
+
+/// A one-thread check's trace file keeps the per-descriptor layout: no thread tracks.
+#[test]
+fn a_one_thread_checks_trace_has_no_thread_tracks() {
+    let f = failure(check(&[]).seeds(0..1).try_run(|sim| {
+        let [a, _b] = sim.socketpair(0)?;
+        sim.write(a, b"x")?;
+        Err(io::Error::other("fails on purpose"))
+    }));
+    let json = std::fs::read_to_string(f.trace.as_ref().expect("a trace file")).unwrap();
+    let ev = chrome::events(&json);
+    let names: Vec<String> = chrome::track_names(&ev).into_values().collect();
+    assert!(
+        !names.is_empty() && names.iter().all(|n| !n.starts_with("t0")),
+        "{names:?}"
+    );
+    assert!(ev.iter().all(|e| e["cat"] != "call"), "{json}");
 }
 
 #[test]

@@ -13,6 +13,10 @@ use netpoll_scenarios::trace_out::Mark;
 use netpoll_sim::trace::Record;
 use serde_json::Value;
 
+#[path = "support/chrome.rs"]
+mod chrome;
+use chrome::{events, slices, track_names};
+
 /// The calls a trace sink saw, each with its thread's mark.
 type Calls = Vec<(Record, Option<Mark>)>;
 
@@ -50,41 +54,6 @@ fn trace(req: &Request, form: Form) -> (String, netpoll_scenarios::workload::Rep
     let got = std::fs::read_to_string(&path).unwrap();
     std::fs::remove_file(&path).unwrap();
     (got, report)
-}
-
-/// The Chrome trace's track names by `tid`.
-fn track_names(events: &[Value]) -> BTreeMap<u64, String> {
-    events
-        .iter()
-        .filter(|e| e["ph"] == "M" && e["name"] == "thread_name")
-        .map(|e| {
-            (
-                e["tid"].as_u64().unwrap(),
-                e["args"]["name"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect()
-}
-
-fn events(json: &str) -> Vec<Value> {
-    let v: Value = serde_json::from_str(json).unwrap();
-    v["traceEvents"].as_array().unwrap().clone()
-}
-
-/// `(tid, from, to)` of every slice named `name`.
-fn slices(events: &[Value], name: &str) -> Vec<(u64, u64, u64)> {
-    events
-        .iter()
-        .filter(|e| e["ph"] == "X" && e["name"] == name)
-        .map(|e| {
-            let ts = e["ts"].as_u64().unwrap();
-            (
-                e["tid"].as_u64().unwrap(),
-                ts,
-                ts + e["dur"].as_u64().unwrap(),
-            )
-        })
-        .collect()
 }
 
 #[test]

@@ -103,7 +103,11 @@
 //! - a thread that panics (`panic`, naming the thread), a livelock of idle switch points, a
 //!   thread spinning without a call (`spin`, by a wall-clock watchdog that only reports);
 //! - the replay line adds `NETPOLL_SCHEDULE`, the report the schedule's hash
-//!   ([`Failure::schedule_hash`]), and [`Passed::schedules`] lists each run's.
+//!   ([`Failure::schedule_hash`]), and [`Passed::schedules`] lists each run's;
+//! - the trace file has one track per simulated thread (`t1 poller`, named as the report
+//!   names the threads), each call on the track of the thread that made it, with the switch
+//!   points, `running` and `blocked in` slices, as `netpoll-sim trace` writes a threaded run
+//!   ([`crate::trace_out::write_chrome_threads`]).
 //!
 //! `#[netpoll::test(threads, schedule = "pct:3:1000")]` on a function of
 //! `k: ThreadedSim` writes the test.
@@ -510,6 +514,7 @@ impl Check {
             fingerprint: sim.fingerprint(),
             schedule: None,
             records: if trace { sim.take_trace() } else { Vec::new() },
+            threads: None,
         }
     }
 
@@ -575,7 +580,13 @@ impl Check {
         let replay = report::replay_line(target, seed, spec, nondet, schedule);
         let traced = body.run_seed(self, s, seed, spec, true);
         let title = format!("{} seed {seed}", target.test.as_deref().unwrap_or("check"));
-        let trace = report::write_trace(&traced.records, target, seed, &title);
+        let trace = report::write_trace(
+            &traced.records,
+            traced.threads.as_ref(),
+            target,
+            seed,
+            &title,
+        );
         let mut diagnosis = finding.diagnosis;
         if !nondet && traced.finding.as_ref().map(|x| x.kind) != Some(finding.kind) {
             diagnosis.push_str(
@@ -668,7 +679,10 @@ struct Run {
     fingerprint: (u64, u64),
     /// A threaded run's schedule hash.
     schedule: Option<u64>,
+    /// The calls, when traced.
     records: Vec<Record>,
+    /// A traced threaded run's thread marks and schedule, for its trace file.
+    threads: Option<report::ThreadTrace>,
 }
 
 /// A failing seed whose fault plan is being shrunk.

@@ -10,6 +10,16 @@ use netpoll_sim::Violation;
 use netpoll_threads::Policy;
 
 use crate::swarm::{FaultSpec, Phase};
+use crate::trace_out::{self, Mark, Schedule};
+
+/// What a traced run on simulated threads adds to its calls for the trace file: the thread
+/// that made each call (in call order, one per record), and the run's schedule.
+pub(crate) struct ThreadTrace {
+    /// Each call's [`Mark`], taken by the trace sink as the call was made.
+    pub marks: Vec<Option<Mark>>,
+    /// The schedule: the threads' names and the switch points.
+    pub schedule: Schedule,
+}
 
 /// A seed that failed, with everything needed to understand and replay it. Its `Display` is the
 /// report [`Check::run`](super::Check::run) fails the test with.
@@ -35,7 +45,8 @@ pub struct Failure {
     /// The shell line that reruns exactly this case.
     pub replay: String,
     /// The Chrome/Perfetto trace of the failing run (open it in `ui.perfetto.dev`), when it
-    /// could be written.
+    /// could be written: one track per descriptor, or for a threaded check one per simulated
+    /// thread.
     pub trace: Result<PathBuf, String>,
     /// When faults played a part: the smallest fault spec found that fails the same way, and
     /// its replay line.
@@ -242,9 +253,12 @@ pub(crate) fn target_dir() -> PathBuf {
     std::env::temp_dir()
 }
 
-/// Writes `records` as Chrome trace JSON to `<target>/netpoll-check/<name>-seed<seed>.json`.
+/// Writes `records` as Chrome trace JSON to `<target>/netpoll-check/<name>-seed<seed>.json`:
+/// by descriptor ([`trace_out::chrome`]), or, for a run on simulated threads (`threads`), one
+/// track per thread ([`trace_out::write_chrome_threads`], as `netpoll-sim trace` writes it).
 pub(crate) fn write_trace(
     records: &[Record],
+    threads: Option<&ThreadTrace>,
     t: &Target,
     seed: u64,
     title: &str,
@@ -265,8 +279,20 @@ pub(crate) fn write_trace(
         })
         .collect();
     let path = dir.join(format!("{name}-seed{seed}.json"));
-    let json = crate::trace_out::chrome(records, &[], title);
-    std::fs::write(&path, json.to_string()).map_err(|e| format!("{}: {e}", path.display()))?;
+    let json = match threads {
+        None => trace_out::chrome(records, &[], title)
+            .to_string()
+            .into_bytes(),
+        Some(th) => {
+            let calls = records.iter().copied().zip(th.marks.iter().copied());
+            let title = format!("{title}, by simulated thread; time axis: schedule order");
+            let mut out = Vec::new();
+            trace_out::write_chrome_threads(calls, &[], &th.schedule, &title, &mut out)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            out
+        }
+    };
+    std::fs::write(&path, json).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(path)
 }
 

@@ -3,8 +3,9 @@
 //!
 //! Everything else is the one-thread check's: seeds, both phases of `chaos` and `swarm`, the
 //! determinism check (which compares the schedules too), the replay line (which adds
-//! `NETPOLL_SCHEDULE`), the trace file and the shrunk fault plan. This file only runs one seed
-//! on the scheduler and turns what it reports into a verdict:
+//! `NETPOLL_SCHEDULE`), the trace file (one track per thread: the traced rerun's sink marks
+//! each call with its thread) and the shrunk fault plan. This file only runs one seed on the
+//! scheduler and turns what it reports into a verdict:
 //!
 //! | the scheduler reports | the check's oracle |
 //! |---|---|
@@ -20,9 +21,10 @@
 
 use std::io;
 use std::panic::Location;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, TryLockError};
 
 use netpoll::rt::MultiRuntime;
+use netpoll_sim::trace::Record;
 use netpoll_sim::Sim;
 use netpoll_threads::{
     Failure as SchedFailure, FailureKind, Outcome, Runner, SimThreads, ThreadedSim,
@@ -30,7 +32,9 @@ use netpoll_threads::{
 
 use super::env::Settings;
 use super::judge::{self, Ended, Finding};
+use super::report::ThreadTrace;
 use super::{Body, Check, CheckError, Faults, Passed, Run};
+use crate::trace_out::{Mark, Schedule};
 
 /// The closure of a threaded check, shared by every seed's run.
 pub type ThreadedBody = Arc<dyn Fn(ThreadedSim) -> io::Result<()> + Send + Sync>;
@@ -154,6 +158,9 @@ pub fn multi_runtime(k: &ThreadedSim, workers: usize) -> io::Result<MultiRuntime
     MultiRuntime::with_threads(k.clone(), workers, Arc::new(SimThreads))
 }
 
+/// A traced run's calls, each with the mark of the thread that made it.
+type Calls = Vec<(Record, Option<Mark>)>;
+
 /// The closure of a threaded check and how each run starts.
 struct Threaded {
     body: ThreadedBody,
@@ -169,7 +176,20 @@ impl Body for Threaded {
         faults: &Faults,
         trace: bool,
     ) -> Run {
-        let sim = check.kernel(seed, faults, trace);
+        // Traced, each call goes with the mark of the thread that made it, taken by a sink
+        // (attached for that rerun only: an untraced run has neither sink nor full trace).
+        let sim = check.kernel(seed, faults, false);
+        let calls = trace.then(|| {
+            let calls: Arc<Mutex<Calls>> = Arc::default();
+            let sink = Arc::clone(&calls);
+            sim.set_trace_sink(Some(Box::new(move |r: &Record| {
+                let mark = Mark::here();
+                sink.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((*r, mark));
+            })));
+            calls
+        });
         // The kernel, kept for the verdict when the run fails (the scheduler keeps it then).
         let slot: Arc<Mutex<Option<ThreadedSim>>> = Arc::default();
         let keep = Arc::clone(&slot);
@@ -184,6 +204,24 @@ impl Body for Threaded {
             }),
         );
         let kernel = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let (records, threads) = match calls {
+            None => (Vec::new(), None),
+            Some(calls) => {
+                let schedule = match &r {
+                    Ok(o) => Schedule::from(&o.report),
+                    Err(f) => Schedule::from(f),
+                };
+                // A thread that spins may still be in a call, holding the sink's lock: then
+                // the trace has no calls.
+                let taken = match calls.try_lock() {
+                    Ok(mut c) => std::mem::take(&mut *c),
+                    Err(TryLockError::Poisoned(p)) => std::mem::take(&mut *p.into_inner()),
+                    Err(TryLockError::WouldBlock) => Vec::new(),
+                };
+                let (records, marks) = taken.into_iter().unzip();
+                (records, Some(ThreadTrace { marks, schedule }))
+            }
+        };
         let (kernel, verdict, schedule) = match r {
             Ok(o) => {
                 let h = o.report.schedule_hash();
@@ -209,7 +247,8 @@ impl Body for Threaded {
                 )),
                 fingerprint: (0, 0),
                 schedule: Some(schedule),
-                records: Vec::new(),
+                records,
+                threads,
             };
         };
         let scan = check.config.oracles.lost_wakeup;
@@ -222,7 +261,8 @@ impl Body for Threaded {
                 finding,
                 fingerprint: sim.fingerprint(),
                 schedule: Some(schedule),
-                records: if trace { sim.take_trace() } else { Vec::new() },
+                records,
+                threads,
             }
         })
     }
