@@ -35,7 +35,7 @@
 
 use std::any::Any;
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -44,6 +44,7 @@ use std::thread::JoinHandle as OsJoinHandle;
 use netpoll_sim::Sim;
 use rand_chacha::ChaCha8Rng;
 
+use crate::futex::{waits_on_process_wide, wake_rechecked, Waiter};
 use crate::policy::{Chooser, Policy};
 use crate::report::{Failure, FailureKind, Step, ThreadReport};
 
@@ -166,8 +167,12 @@ pub(crate) struct State {
     pub(crate) step: u64,
     /// Switch points since the kernel last changed.
     pub(crate) idle: u64,
-    /// Futex wait queues: the word's address -> (waiter, bitset), oldest first.
-    pub(crate) futex: BTreeMap<usize, VecDeque<(Tid, u32)>>,
+    /// Futex wait queues: the word's address -> its waiters, oldest first.
+    pub(crate) futex: BTreeMap<usize, VecDeque<Waiter>>,
+    /// Set when no thread can run but some wait on a process-wide futex word: the run waits,
+    /// token in no thread's hands, for a wake from outside ([`Shared::resume_stalled`]); the
+    /// thread that handed off last.
+    pub(crate) stalled: Option<Tid>,
     pub(crate) schedule: Vec<Step>,
     pub(crate) failure: Option<Failure>,
     pub(crate) os: Vec<(Tid, OsJoinHandle<()>)>,
@@ -196,6 +201,10 @@ pub(crate) struct Shared {
     /// The simulated kernel. Uncontended: only the thread holding the token locks it. Lock order:
     /// `state` before `sim`, never the reverse.
     pub(crate) sim: Mutex<Sim>,
+    /// The addresses that have a futex queue in `state`, for wakes from outside the run: a leaf
+    /// lock (taken after `state`, never before it, and nothing is taken under it), so that such
+    /// a wake never takes `state` for a word the run does not wait on.
+    pub(crate) futex_keys: Mutex<BTreeSet<usize>>,
 }
 
 thread_local! {
@@ -302,6 +311,7 @@ impl Shared {
                 step: 0,
                 idle: 0,
                 futex: BTreeMap::new(),
+                stalled: None,
                 schedule: Vec::new(),
                 failure: None,
                 os: Vec::new(),
@@ -311,6 +321,7 @@ impl Shared {
             }),
             done: Condvar::new(),
             sim: Mutex::new(sim),
+            futex_keys: Mutex::new(BTreeSet::new()),
         }
     }
 
@@ -582,6 +593,18 @@ impl Shared {
                 continue;
             }
             if !self.let_time_pass(st) {
+                // Before a deadlock: futex waiters a wake from outside the run chose, or whose
+                // word changed, go on (spurious wakeups are legal).
+                if wake_rechecked(self, st) {
+                    continue;
+                }
+                if !waits_on_process_wide(st).is_empty() {
+                    // Code outside the run may still wake them: the supervisor waits for it.
+                    st.current = None;
+                    st.stalled = Some(me);
+                    self.done.notify_all();
+                    return true;
+                }
                 let msg = "every thread is blocked, nothing is in flight in the kernel and no \
                            thread waits with a timeout: the program would hang for ever"
                     .to_owned();
@@ -680,6 +703,39 @@ impl Shared {
         st.idle = 0;
         Self::wake_kernel_waiters(st, true, &woken, Some(now_ns));
         true
+    }
+
+    /// The run is stalled (no thread can run, some wait on process-wide futex words): if a wake
+    /// from outside came, or a word changed, hand the token on as [`Shared::hand_off`] would
+    /// have and return `true`. Called by the supervisor, never by a simulated thread.
+    pub(crate) fn resume_stalled(&self, st: &mut State) -> bool {
+        let Some(me) = st.stalled else {
+            return true;
+        };
+        if !wake_rechecked(self, st) {
+            return false;
+        }
+        st.stalled = None;
+        let next = self
+            .choose(st, Some(me))
+            .expect("resume_stalled: a woken waiter is runnable");
+        st.current = Some(next);
+        st.threads[next.0 as usize].cv.notify_one();
+        true
+    }
+
+    /// The stalled run's outside wake never came: report the deadlock, naming the words.
+    pub(crate) fn fail_stalled(&self, st: &mut State, waited: std::time::Duration) {
+        let words: Vec<String> = waits_on_process_wide(st)
+            .iter()
+            .map(|k| format!("{k:#x}"))
+            .collect();
+        let msg = format!(
+            "every thread is blocked and nothing is in flight in the kernel; some threads wait              in futex_wait on process-wide words ({}) that code outside this run (another run              in this process, or a plain OS thread) may hold, but no wake came from outside              this run in {waited:?} of wall-clock time: the program would hang for ever",
+            words.join(", ")
+        );
+        st.stalled = None;
+        self.fail(st, FailureKind::Deadlock, msg);
     }
 
     /// Records the run's failure (the first one wins) and wakes every waiting thread to unwind.
