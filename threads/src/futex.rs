@@ -26,10 +26,11 @@
 //! - at that point a waiter whose word can be re-read (a wait through
 //!   [`host::futex_wait_shared`](crate::host::futex_wait_shared)) and no longer holds the
 //!   expected value is woken too (a spurious wakeup, as Linux allows);
-//! - and if a waiter's word is process-wide (another run or an OS thread may change it), the
-//!   run does not report a deadlock: its supervisor waits in wall-clock time for a wake from
-//!   outside (see `Shared::resume_stalled`), for at most [`Runner::watchdog`], and then reports a
-//!   deadlock that says so.
+//! - and if waiters on words the host can re-read remain, the run does not report a deadlock
+//!   at once: its supervisor waits in wall-clock time for a wake from outside (see
+//!   `Shared::resume_stalled`), for at most [`Runner::watchdog`] if a word is process-wide
+//!   (another run or any OS thread may hold it), else for [`OUTSIDE_GRACE`] (a heap word a
+//!   plain OS thread may share with the run), and then reports a deadlock that says so.
 //!
 //! [`Runner::watchdog`]: crate::Runner::watchdog
 
@@ -70,9 +71,10 @@ pub(crate) struct Waiter {
 pub struct Share {
     /// Reads the word at an address, while its waiter is blocked (as the kernel does).
     pub read: fn(usize) -> u32,
-    /// Whether code outside the run (another run, a plain OS thread) may change the word, as
-    /// for a `static` in the process's own memory. A run whose only waiters left wait on such
-    /// words waits for a wake from outside before it reports a deadlock.
+    /// Whether any code outside the run (another run, a plain OS thread) may change the word, as
+    /// for a `static` in the process's own memory. A run whose waiters wait on such words waits
+    /// up to [`Runner::watchdog`](crate::Runner::watchdog) for a wake from outside before it
+    /// reports a deadlock (100 ms for other words the host can re-read).
     pub process_wide: bool,
 }
 
@@ -200,17 +202,29 @@ pub(crate) fn wake_rechecked(s: &Shared, st: &mut State) -> bool {
     !woken.is_empty()
 }
 
-/// The process-wide words the run's untimed futex waiters still wait on, if any: then code
-/// outside the run may yet wake them.
-pub(crate) fn waits_on_process_wide(st: &State) -> Vec<usize> {
-    st.futex
+/// How long a run whose waiters wait only on words that are not process-wide (heap memory,
+/// which a plain OS thread may still share with the run: a harness's lock) waits for a wake
+/// from outside before it reports a deadlock.
+pub(crate) const OUTSIDE_GRACE: Duration = Duration::from_millis(100);
+
+/// The words the run's futex waiters still wait on that code outside the run may change (those
+/// the host can re-read), and whether any is process-wide.
+pub(crate) fn outside_words(st: &State) -> (Vec<usize>, bool) {
+    let mut wide = false;
+    let words = st
+        .futex
         .iter()
         .filter(|(_, q)| {
-            q.iter()
-                .any(|w| w.share.is_some_and(|(s, _)| s.process_wide))
+            q.iter().any(|w| {
+                w.share.is_some_and(|(s, _)| {
+                    wide |= s.process_wide;
+                    true
+                })
+            })
         })
         .map(|(&k, _)| k)
-        .collect()
+        .collect();
+    (words, wide)
 }
 
 /// How a [`futex_wait`] ended.

@@ -288,8 +288,11 @@ impl Runner {
                 if shared.resume_stalled(&mut st) {
                     stalled_since = None;
                     since = Instant::now();
-                } else if t0.elapsed() >= self.watchdog {
-                    shared.fail_stalled(&mut st, self.watchdog);
+                } else {
+                    let bound = Shared::stall_bound(&st, self.watchdog);
+                    if t0.elapsed() >= bound {
+                        shared.fail_stalled(&mut st, bound);
+                    }
                 }
                 continue;
             }

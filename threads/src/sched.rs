@@ -44,7 +44,7 @@ use std::thread::JoinHandle as OsJoinHandle;
 use netpoll_sim::Sim;
 use rand_chacha::ChaCha8Rng;
 
-use crate::futex::{waits_on_process_wide, wake_rechecked, Waiter};
+use crate::futex::{outside_words, wake_rechecked, Waiter};
 use crate::policy::{Chooser, Policy};
 use crate::report::{Failure, FailureKind, Step, ThreadReport};
 
@@ -598,7 +598,7 @@ impl Shared {
                 if wake_rechecked(self, st) {
                     continue;
                 }
-                if !waits_on_process_wide(st).is_empty() {
+                if !outside_words(st).0.is_empty() {
                     // Code outside the run may still wake them: the supervisor waits for it.
                     st.current = None;
                     st.stalled = Some(me);
@@ -705,7 +705,16 @@ impl Shared {
         true
     }
 
-    /// The run is stalled (no thread can run, some wait on process-wide futex words): if a wake
+    /// How long the stalled run waits for a wake from outside, given the watchdog's bound.
+    pub(crate) fn stall_bound(st: &State, watchdog: std::time::Duration) -> std::time::Duration {
+        if outside_words(st).1 {
+            watchdog
+        } else {
+            crate::futex::OUTSIDE_GRACE.min(watchdog)
+        }
+    }
+
+    /// The run is stalled (no thread can run, some wait on futex words code outside may change): if a wake
     /// from outside came, or a word changed, hand the token on as [`Shared::hand_off`] would
     /// have and return `true`. Called by the supervisor, never by a simulated thread.
     pub(crate) fn resume_stalled(&self, st: &mut State) -> bool {
@@ -726,13 +735,16 @@ impl Shared {
 
     /// The stalled run's outside wake never came: report the deadlock, naming the words.
     pub(crate) fn fail_stalled(&self, st: &mut State, waited: std::time::Duration) {
-        let words: Vec<String> = waits_on_process_wide(st)
-            .iter()
-            .map(|k| format!("{k:#x}"))
-            .collect();
+        let (words, wide) = outside_words(st);
+        // Counted, not named: addresses differ from process to process, and a replay must
+        // print the same report.
         let msg = format!(
-            "every thread is blocked and nothing is in flight in the kernel; some threads wait              in futex_wait on process-wide words ({}) that code outside this run (another run              in this process, or a plain OS thread) may hold, but no wake came from outside              this run in {waited:?} of wall-clock time: the program would hang for ever",
-            words.join(", ")
+            "every thread is blocked and nothing is in flight in the kernel; some threads wait \
+             in futex_wait on {} {}word(s) that code outside this run (another run in this \
+             process, or a plain OS thread) may hold, but no wake came from outside this run \
+             in {waited:?} of wall-clock time: the program would hang for ever",
+            words.len(),
+            if wide { "process-wide " } else { "" },
         );
         st.stalled = None;
         self.fail(st, FailureKind::Deadlock, msg);
