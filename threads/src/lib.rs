@@ -51,7 +51,7 @@
 //! | `poller.rs` | [`ThreadedSim`]: the kernel shared by the threads; which calls block; `epoll_wait` on the kernel's wait queues |
 //! | `report.rs` | [`Report`] and [`Failure`]: the schedule, one track per thread; replay lines |
 //! | [`sync`] | a [`Mutex`](sync::Mutex) and a [`Condvar`](sync::Condvar) whose blocking is the scheduler's |
-//! | `futex.rs` | [`futex_wait`] / [`futex_wake`] (with deadlines in virtual time) and [`sleep`] |
+//! | `futex.rs` | [`futex_wait`] / [`futex_wake`] (with deadlines in virtual time), wakes across runs sharing a word, and [`sleep`] |
 //! | [`host`] | hooks for a layer that hosts unmodified code (netpoll-interpose): threads it creates, threads that never unwind |
 //! | [`SimThreads`] | the seam that runs `netpoll::rt::MultiRuntime`'s workers here |
 //!
