@@ -12,7 +12,17 @@
 //!   virtual time instead of spinning against a clock that does not move); an untimed wait, and
 //!   every other command, goes to Linux.
 //! - Everywhere else (threads not on a run, and the interposer's and the scheduler's own locks,
-//!   which run inside an interposed call) the call goes to Linux unchanged.
+//!   which run inside an interposed call) the call goes to Linux unchanged; except that a wake
+//!   from a thread on no threaded run first reaches the simulated waiters of the live threaded
+//!   runs on the same word ([`netpoll_threads::host::futex_wake_outside`]), and Linux wakes
+//!   the rest.
+//!
+//! A word may be shared between a threaded run and code outside it (another run in the
+//! process, a plain OS thread): std's process-wide locks, such as the one every std thread
+//! takes when it starts and exits. A simulated waiter's word is given to the scheduler with a
+//! way to re-read it, and marked process-wide when it lies in the writable memory of a loaded
+//! object (a `static`), so that the run waits for a wake from outside rather than reporting a
+//! deadlock ([`netpoll_threads::host::futex_wait_shared`]).
 //!
 //! Every other system number is forwarded to glibc's `syscall`.
 
@@ -20,6 +30,7 @@ use std::sync::atomic::AtomicU32;
 use std::time::Duration;
 
 use libc::{c_int, c_long};
+use netpoll_threads::host::Share;
 use netpoll_threads::FutexWait;
 
 use crate::calls::{guard, MONOTONIC_START, REALTIME_START};
@@ -58,9 +69,90 @@ pub unsafe extern "C" fn syscall(
                 return r;
             }
         }
+        if let Some(r) = guard("syscall(SYS_futex)", || {
+            wake_from_outside(a1, a2 as c_int, a3 as u32, a6 as u32)
+        }) {
+            return r;
+        }
     }
     // SAFETY: forwarded unchanged.
     unsafe { real::syscall(num, a1, a2, a3, a4, a5, a6) }
+}
+
+/// A `FUTEX_WAKE` (or `_BITSET`) from a thread on no threaded run: the simulated waiters of the
+/// live threaded runs on that word first, then Linux for the rest. `None` (forward unchanged)
+/// for every other command, or if no simulated thread waits on the word.
+fn wake_from_outside(uaddr: c_long, op: c_int, val: u32, bitset: u32) -> Option<c_long> {
+    let bitset = match op & !(FUTEX_PRIVATE_FLAG | FUTEX_CLOCK_REALTIME) {
+        FUTEX_WAKE => u32::MAX,
+        FUTEX_WAKE_BITSET if bitset != 0 => bitset,
+        _ => return None,
+    };
+    let n = netpoll_threads::host::futex_wake_outside(uaddr as usize, val, bitset);
+    if n == 0 {
+        return None;
+    }
+    if n >= val {
+        return Some(c_long::from(n));
+    }
+    // SAFETY: the program's own futex arguments, with the count of those left to wake.
+    let real = unsafe {
+        real::syscall(
+            libc::SYS_futex,
+            uaddr,
+            c_long::from(op),
+            c_long::from(val - n),
+            0,
+            0,
+            c_long::from(bitset),
+        )
+    };
+    Some(c_long::from(n) + real.max(0))
+}
+
+/// Reads the futex word at `addr` for the scheduler, while a simulated thread waits on it.
+fn read_word(addr: usize) -> u32 {
+    // SAFETY: the scheduler reads only the words its blocked futex waiters wait on, which are
+    // valid aligned `u32`s for the whole wait, as `futex(2)` requires of the program (the
+    // kernel reads them at any time too).
+    unsafe { (*(addr as *const AtomicU32)).load(std::sync::atomic::Ordering::SeqCst) }
+}
+
+/// Whether `addr` lies in the writable memory of a loaded object (a `static` of the program or
+/// of a library): a word that any thread of the process, on a run or not, may use.
+fn process_wide(addr: usize) -> bool {
+    unsafe extern "C" fn visit(
+        info: *mut libc::dl_phdr_info,
+        _size: libc::size_t,
+        data: *mut libc::c_void,
+    ) -> c_int {
+        // SAFETY: `dl_iterate_phdr` passes a valid `dl_phdr_info` whose `dlpi_phdr` has
+        // `dlpi_phnum` entries, and our `data`, a `(usize, bool)`.
+        unsafe {
+            let info = &*info;
+            let found = &mut *(data as *mut (usize, bool));
+            if info.dlpi_phdr.is_null() {
+                return 0;
+            }
+            let phdrs = std::slice::from_raw_parts(info.dlpi_phdr, usize::from(info.dlpi_phnum));
+            for ph in phdrs {
+                if ph.p_type == libc::PT_LOAD && ph.p_flags & libc::PF_W != 0 {
+                    let start = info.dlpi_addr as usize + ph.p_vaddr as usize;
+                    if (start..start + ph.p_memsz as usize).contains(&found.0) {
+                        found.1 = true;
+                        return 1;
+                    }
+                }
+            }
+        }
+        0
+    }
+    let mut found = (addr, false);
+    // SAFETY: `visit` matches the callback's contract and `found` outlives the call.
+    unsafe {
+        libc::dl_iterate_phdr(Some(visit), std::ptr::from_mut(&mut found).cast());
+    }
+    found.1
 }
 
 /// A futex call on a run; `None` to forward it to Linux.
@@ -162,7 +254,16 @@ unsafe fn futex(
         return Some(err(libc::ETIMEDOUT));
     }
     Some(
-        match netpoll_threads::futex_wait(word, val, bitset, deadline) {
+        match netpoll_threads::host::futex_wait_shared(
+            word,
+            val,
+            bitset,
+            deadline,
+            Share {
+                read: read_word,
+                process_wide: process_wide(p),
+            },
+        ) {
             FutexWait::Woken => 0,
             FutexWait::Mismatch => err(libc::EAGAIN),
             FutexWait::TimedOut => err(libc::ETIMEDOUT),

@@ -105,9 +105,9 @@ fn driver_runs_the_tests_as_simulated_threads() {
         if let Some(p) = schedule {
             vars.push(("NETPOLL_SCHEDULE", p));
         }
-        // One test at a time: two threaded runs alive at once in a process can, rarely,
-        // deadlock (open; see BENCHMARKS.md, "mtcheck").
-        let (out, all) = child(&["suite_", "--test-threads", "1"], &vars);
+        // The tests run concurrently, each a threaded run (they share std's process-wide
+        // futex words; see tests/concurrent_runs.rs).
+        let (out, all) = child(&["suite_"], &vars);
         assert!(
             out.status.success() && all.contains("4 passed"),
             "the suite under NETPOLL_SIM={sim} NETPOLL_SCHEDULE={schedule:?}:\n{all}"

@@ -179,3 +179,57 @@ pub fn set_name(name: impl Into<String>) {
 pub fn is_hosted() -> bool {
     HOSTED.with(Cell::get)
 }
+
+pub use crate::futex::Share;
+
+/// [`futex_wait`](crate::futex_wait) on a word the scheduler may re-read through `share`: a host
+/// (the interposer) whose program's words may be shared with code outside the run. When no
+/// thread of the run can run, a waiter whose word no longer holds `expected` is woken (a
+/// spurious wakeup, which every futex user tolerates); and if the word is process-wide, the run
+/// waits (in wall-clock time, for at most [`Runner::watchdog`](crate::Runner::watchdog)) for a
+/// wake from outside instead of reporting a deadlock. A switch point.
+///
+/// # Panics
+/// If called from a thread that is not a simulated thread.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::atomic::{AtomicU32, Ordering};
+/// use netpoll_sim::Sim;
+/// use netpoll_threads::{host, FutexWait, Runner};
+///
+/// fn read(_addr: usize) -> u32 {
+///     1
+/// }
+/// let share = host::Share { read, process_wide: false };
+/// let out = Runner::new(2).run(Sim::new(2), move |_k| {
+///     let word = AtomicU32::new(1);
+///     word.store(2, Ordering::SeqCst);
+///     // The word no longer holds 1.
+///     host::futex_wait_shared(&word, 1, u32::MAX, None, share)
+/// }).unwrap();
+/// assert_eq!(out.value, FutexWait::Mismatch);
+/// ```
+pub fn futex_wait_shared(
+    word: &std::sync::atomic::AtomicU32,
+    expected: u32,
+    bitset: u32,
+    deadline_ns: Option<u64>,
+    share: Share,
+) -> crate::FutexWait {
+    crate::futex::wait(word, expected, bitset, deadline_ns, Some(share))
+}
+
+/// A futex wake of up to `n` waiters (whose bitset meets `bitset`) on the word at `addr` from a
+/// thread on no run (a plain OS thread): it reaches the simulated waiters of every live run,
+/// which go on when their run has no other thread to run. Returns how many it chose; the host
+/// wakes real waiters itself. Not a switch point; cheap when no run is alive.
+///
+/// ```
+/// // No run is alive: nobody to wake.
+/// assert_eq!(netpoll_threads::host::futex_wake_outside(0x1000, 1, u32::MAX), 0);
+/// ```
+pub fn futex_wake_outside(addr: usize, n: u32, bitset: u32) -> u32 {
+    crate::futex::wake_outside(None, addr, n, bitset)
+}

@@ -51,7 +51,7 @@
 //! | `poller.rs` | [`ThreadedSim`]: the kernel shared by the threads; which calls block; `epoll_wait` on the kernel's wait queues |
 //! | `report.rs` | [`Report`] and [`Failure`]: the schedule, one track per thread; replay lines ([`schedule_point`] places a traced call in it) |
 //! | [`sync`] | a [`Mutex`](sync::Mutex) and a [`Condvar`](sync::Condvar) whose blocking is the scheduler's |
-//! | `futex.rs` | [`futex_wait`] / [`futex_wake`] (with deadlines in virtual time) and [`sleep`] |
+//! | `futex.rs` | [`futex_wait`] / [`futex_wake`] (with deadlines in virtual time), wakes across runs sharing a word, and [`sleep`] |
 //! | [`host`] | hooks for a layer that hosts unmodified code (netpoll-interpose): threads it creates, threads that never unwind |
 //! | [`SimThreads`] | the seam that runs `netpoll::rt::MultiRuntime`'s workers here |
 //!
@@ -218,7 +218,9 @@ impl Runner {
 
     /// How long (wall clock) one thread may hold the token without reaching a switch point
     /// before the run fails as spinning. A last-resort guard against hanging the test: it only
-    /// reports, it never decides the schedule.
+    /// reports, it never decides the schedule. It is also how long a run whose threads all
+    /// wait on process-wide futex words waits for a wake from outside the run (another run, a
+    /// plain OS thread) before it reports a deadlock (see [`host::futex_wait_shared`]).
     pub fn watchdog(mut self, d: Duration) -> Runner {
         self.watchdog = d;
         self
@@ -248,6 +250,7 @@ impl Runner {
             },
         };
         let shared = Arc::new(Shared::new(cfg, sim, rng));
+        futex::register(&shared);
         let kernel = ThreadedSim {
             shared: Arc::clone(&shared),
         };
@@ -263,8 +266,15 @@ impl Runner {
         let mut seen = st.step;
         let mut since = Instant::now();
         let mut spinning = None;
+        let mut stalled_since: Option<Instant> = None;
         while !st.over {
-            let tick = self.watchdog.min(Duration::from_millis(100));
+            // While stalled, re-read the words often: a plain thread's unlock may change one
+            // without a wake this run can see (its waiter set the word, not that thread).
+            let tick = if st.stalled.is_some() {
+                Duration::from_millis(1)
+            } else {
+                self.watchdog.min(Duration::from_millis(100))
+            };
             st = shared
                 .done
                 .wait_timeout(st, tick)
@@ -272,6 +282,19 @@ impl Runner {
                 .0;
             if st.over {
                 break;
+            }
+            if st.stalled.is_some() {
+                let t0 = *stalled_since.get_or_insert_with(Instant::now);
+                if shared.resume_stalled(&mut st) {
+                    stalled_since = None;
+                    since = Instant::now();
+                } else {
+                    let bound = Shared::stall_bound(&st, self.watchdog);
+                    if t0.elapsed() >= bound {
+                        shared.fail_stalled(&mut st, bound);
+                    }
+                }
+                continue;
             }
             if st.step != seen {
                 seen = st.step;
@@ -305,6 +328,7 @@ impl Runner {
         let schedule = std::mem::take(&mut st.schedule);
         let steps = st.step;
         drop(st);
+        futex::unregister(&shared);
         for (t, h) in os {
             if Some(t) != spinning && !stuck.contains(&t) {
                 // Panics were caught in the thread; nothing is left to propagate.

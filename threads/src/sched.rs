@@ -35,7 +35,7 @@
 
 use std::any::Any;
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -45,6 +45,7 @@ use std::thread::JoinHandle as OsJoinHandle;
 use netpoll_sim::Sim;
 use rand_chacha::ChaCha8Rng;
 
+use crate::futex::{outside_words, wake_rechecked, Waiter};
 use crate::policy::{Chooser, Policy};
 use crate::report::{Failure, FailureKind, Step, ThreadReport};
 
@@ -167,8 +168,12 @@ pub(crate) struct State {
     pub(crate) step: u64,
     /// Switch points since the kernel last changed.
     pub(crate) idle: u64,
-    /// Futex wait queues: the word's address -> (waiter, bitset), oldest first.
-    pub(crate) futex: BTreeMap<usize, VecDeque<(Tid, u32)>>,
+    /// Futex wait queues: the word's address -> its waiters, oldest first.
+    pub(crate) futex: BTreeMap<usize, VecDeque<Waiter>>,
+    /// Set when no thread can run but some wait on a process-wide futex word: the run waits,
+    /// token in no thread's hands, for a wake from outside ([`Shared::resume_stalled`]); the
+    /// thread that handed off last.
+    pub(crate) stalled: Option<Tid>,
     pub(crate) schedule: Vec<Step>,
     pub(crate) failure: Option<Failure>,
     pub(crate) os: Vec<(Tid, OsJoinHandle<()>)>,
@@ -201,6 +206,10 @@ pub(crate) struct Shared {
     /// `State::schedule`'s length that a trace sink can read while the kernel is locked (the
     /// state must not be locked after the kernel).
     pub(crate) entries: AtomicU64,
+    /// The addresses that have a futex queue in `state`, for wakes from outside the run: a leaf
+    /// lock (taken after `state`, never before it, and nothing is taken under it), so that such
+    /// a wake never takes `state` for a word the run does not wait on.
+    pub(crate) futex_keys: Mutex<BTreeSet<usize>>,
 }
 
 thread_local! {
@@ -307,6 +316,7 @@ impl Shared {
                 step: 0,
                 idle: 0,
                 futex: BTreeMap::new(),
+                stalled: None,
                 schedule: Vec::new(),
                 failure: None,
                 os: Vec::new(),
@@ -317,6 +327,7 @@ impl Shared {
             done: Condvar::new(),
             sim: Mutex::new(sim),
             entries: AtomicU64::new(0),
+            futex_keys: Mutex::new(BTreeSet::new()),
         }
     }
 
@@ -602,6 +613,18 @@ impl Shared {
                 continue;
             }
             if !self.let_time_pass(st) {
+                // Before a deadlock: futex waiters a wake from outside the run chose, or whose
+                // word changed, go on (spurious wakeups are legal).
+                if wake_rechecked(self, st) {
+                    continue;
+                }
+                if !outside_words(st).0.is_empty() {
+                    // Code outside the run may still wake them: the supervisor waits for it.
+                    st.current = None;
+                    st.stalled = Some(me);
+                    self.done.notify_all();
+                    return true;
+                }
                 let msg = "every thread is blocked, nothing is in flight in the kernel and no \
                            thread waits with a timeout: the program would hang for ever"
                     .to_owned();
@@ -700,6 +723,51 @@ impl Shared {
         st.idle = 0;
         Self::wake_kernel_waiters(st, true, &woken, Some(now_ns));
         true
+    }
+
+    /// How long the stalled run waits for a wake from outside, given the watchdog's bound.
+    pub(crate) fn stall_bound(st: &State, watchdog: std::time::Duration) -> std::time::Duration {
+        if outside_words(st).1 {
+            watchdog
+        } else {
+            crate::futex::OUTSIDE_GRACE.min(watchdog)
+        }
+    }
+
+    /// The run is stalled (no thread can run, some wait on futex words code outside may change): if a wake
+    /// from outside came, or a word changed, hand the token on as [`Shared::hand_off`] would
+    /// have and return `true`. Called by the supervisor, never by a simulated thread.
+    pub(crate) fn resume_stalled(&self, st: &mut State) -> bool {
+        let Some(me) = st.stalled else {
+            return true;
+        };
+        if !wake_rechecked(self, st) {
+            return false;
+        }
+        st.stalled = None;
+        let next = self
+            .choose(st, Some(me))
+            .expect("resume_stalled: a woken waiter is runnable");
+        st.current = Some(next);
+        st.threads[next.0 as usize].cv.notify_one();
+        true
+    }
+
+    /// The stalled run's outside wake never came: report the deadlock, naming the words.
+    pub(crate) fn fail_stalled(&self, st: &mut State, waited: std::time::Duration) {
+        let (words, wide) = outside_words(st);
+        // Counted, not named: addresses differ from process to process, and a replay must
+        // print the same report.
+        let msg = format!(
+            "every thread is blocked and nothing is in flight in the kernel; some threads wait \
+             in futex_wait on {} {}word(s) that code outside this run (another run in this \
+             process, or a plain OS thread) may hold, but no wake came from outside this run \
+             in {waited:?} of wall-clock time: the program would hang for ever",
+            words.len(),
+            if wide { "process-wide " } else { "" },
+        );
+        st.stalled = None;
+        self.fail(st, FailureKind::Deadlock, msg);
     }
 
     /// Records the run's failure (the first one wins) and wakes every waiting thread to unwind.
