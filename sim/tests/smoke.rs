@@ -85,7 +85,7 @@ fn tcp_echo_on(p: &Sim) -> Vec<String> {
     }
     let mut accepted = Vec::new();
     while accepted.len() < 4 {
-        for (d, ev) in wait(&p, ep, 1000) {
+        for (d, ev) in wait(p, ep, 1000) {
             log.push(format!("t={} data={d} {ev:?}", p.now_ns()));
             if d == 0 {
                 while let Ok((s, peer)) = p.accept4(l, SOCK_NONBLOCK) {
@@ -114,7 +114,7 @@ fn tcp_echo_on(p: &Sim) -> Vec<String> {
     }
     let mut got = 0;
     while got < 4 {
-        for (d, ev) in wait(&p, ep, 1000) {
+        for (d, ev) in wait(p, ep, 1000) {
             log.push(format!("t={} data={d} {ev:?}", p.now_ns()));
             let mut buf = [0u8; 64];
             let n = p.read((d - 1000) as i32, &mut buf).unwrap();
