@@ -68,8 +68,8 @@ pub struct SimConfig {
     /// once (0, the default: no hint). The kernel sizes its per-connection tables (descriptors,
     /// open files, epoll items, connections) for that many before the run starts, so that they
     /// never grow by copying while it runs; memory reserved and never touched costs no resident
-    /// memory. It changes nothing a run does or reports. At most [`SimConfig::max_fds`]. A hint
-    /// below [`MIN_EXPECTED_CONNS`] is ignored.
+    /// memory. It changes nothing a run does or reports. At most [`SimConfig::max_fds`] and
+    /// [`MAX_EXPECTED_CONNS`]; a hint below [`MIN_EXPECTED_CONNS`] is ignored.
     ///
     /// ```
     /// use netpoll_sim::{Sim, SimConfig};
@@ -87,6 +87,11 @@ pub struct SimConfig {
 /// `malloc`'s heap: in a sweep of 10-connection runs, one per seed on a worker thread, that made
 /// the thread's heap shrink and grow back at the end of every run (measured 20% slower).
 pub const MIN_EXPECTED_CONNS: usize = 1024;
+
+/// The largest [`SimConfig::expected_conns`]: 4,194,304 connections (about 2.5 GiB of address
+/// space reserved, none of it resident until used), so that a mistaken hint is a configuration
+/// error rather than a failed allocation.
+pub const MAX_EXPECTED_CONNS: usize = 1 << 22;
 
 impl SimConfig {
     /// The connections to size the kernel's tables for: [`SimConfig::expected_conns`], or 0
@@ -397,11 +402,12 @@ impl SimConfig {
                 "the lowest descriptor number must not exceed max_fds",
             ));
         }
-        if self.expected_conns > self.max_fds {
+        if self.expected_conns > self.max_fds.min(MAX_EXPECTED_CONNS) {
             return Err(ConfigError::new(
                 "expected_conns",
                 self.expected_conns,
-                "the capacity hint must not exceed max_fds (each connection needs a descriptor)",
+                "the capacity hint must not exceed max_fds (each connection needs a descriptor) \
+                 nor MAX_EXPECTED_CONNS (4194304)",
             ));
         }
         at_least_one("unix_sndbuf", self.unix_sndbuf)?;

@@ -257,6 +257,12 @@ fn the_capacity_hint_changes_nothing_a_run_does() {
     let e = Sim::try_with_config(7, hinted(usize::MAX)).unwrap_err();
     assert_eq!(e.field(), "expected_conns");
     assert!(e.to_string().contains("must not exceed max_fds"), "{e}");
+    let over = netpoll_sim::SimConfig {
+        max_fds: i32::MAX as usize,
+        ..hinted(netpoll_sim::MAX_EXPECTED_CONNS + 1)
+    };
+    let e = Sim::try_with_config(7, over).unwrap_err();
+    assert_eq!(e.field(), "expected_conns");
 }
 
 // The regressions for what fuzzing found in the sim (a handshake double free, a handshake retried
