@@ -191,6 +191,8 @@ impl Knobs {
             syn_retries: u32::from(self.syn_retries % 7),
             synack_retries: u32::from(self.syn_retries % 7),
             somaxconn: 1 + usize::from(self.somaxconn % 8),
+            // No capacity hint: the ops' tables stay small (a hint changes no behaviour).
+            expected_conns: 0,
             // The ops exercise raw kernel semantics (edge-triggered data left unread on
             // purpose, calls made after a simulated hang): no oracle may stop them.
             oracles: netpoll_sim::Oracles::off(),

@@ -782,6 +782,8 @@ pub fn sim_config(p: &Params, seed: u64) -> SimConfig {
     // test process would after `sysctl fs.nr_open` and `ulimit -n`.
     if let Some(n) = p.try_get(CONNS) {
         c.max_fds = c.max_fds.max(2 * n as usize + 64);
+        // The kernel's tables sized from the run's connections, not grown while it runs.
+        c.expected_conns = (n as usize).min(c.max_fds);
     }
     c
 }

@@ -65,8 +65,8 @@ use netpoll::sys::{err, errno::*, Events, MSG_DONTWAIT, MSG_NOSIGNAL, MSG_PEEK};
 use netpoll::{EpollEvent, Fd, PollFd, Poller};
 
 pub use config::{
-    ConfigError, SimConfig, DEFAULT_FREE_BUFFER_PAGES, MAX_DELAY_NS, MAX_TCP_MEM_PAGES,
-    MAX_TCP_WINDOW,
+    ConfigError, SimConfig, DEFAULT_FREE_BUFFER_PAGES, MAX_DELAY_NS, MAX_EXPECTED_CONNS,
+    MAX_TCP_MEM_PAGES, MAX_TCP_WINDOW, MIN_EXPECTED_CONNS,
 };
 pub use faults::{CostModel, EdgePolicy, FaultCounts, FaultPlan, Latency, Vary};
 pub use kernel::epoll::Stranded;

@@ -19,6 +19,15 @@ impl<T> Default for Slab<T> {
 }
 
 impl<T> Slab<T> {
+    /// An empty slab with room for `n` entries before its table grows (and copies or moves).
+    pub(crate) fn with_capacity(n: usize) -> Self {
+        Slab {
+            entries: Vec::with_capacity(n),
+            free: Vec::new(),
+            len: 0,
+        }
+    }
+
     pub(crate) fn insert(&mut self, value: T) -> u32 {
         self.len += 1;
         if let Some(i) = self.free.pop() {

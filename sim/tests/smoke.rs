@@ -56,7 +56,10 @@ fn infinite_wait_with_nothing_in_flight_reports_deadlock() {
 }
 
 fn tcp_echo_trace(seed: u64) -> Vec<String> {
-    let p = Sim::new(seed);
+    tcp_echo_on(&Sim::new(seed))
+}
+
+fn tcp_echo_on(p: &Sim) -> Vec<String> {
     let mut log = Vec::new();
     let l = p.tcp_socket(SOCK_NONBLOCK).unwrap();
     p.bind(l, SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0))
@@ -82,7 +85,7 @@ fn tcp_echo_trace(seed: u64) -> Vec<String> {
     }
     let mut accepted = Vec::new();
     while accepted.len() < 4 {
-        for (d, ev) in wait(&p, ep, 1000) {
+        for (d, ev) in wait(p, ep, 1000) {
             log.push(format!("t={} data={d} {ev:?}", p.now_ns()));
             if d == 0 {
                 while let Ok((s, peer)) = p.accept4(l, SOCK_NONBLOCK) {
@@ -111,7 +114,7 @@ fn tcp_echo_trace(seed: u64) -> Vec<String> {
     }
     let mut got = 0;
     while got < 4 {
-        for (d, ev) in wait(&p, ep, 1000) {
+        for (d, ev) in wait(p, ep, 1000) {
             log.push(format!("t={} data={d} {ev:?}", p.now_ns()));
             let mut buf = [0u8; 64];
             let n = p.read((d - 1000) as i32, &mut buf).unwrap();
@@ -233,6 +236,33 @@ fn the_fingerprint_is_a_function_of_the_seed() {
         p.fingerprint()
     };
     assert_eq!(run(11), run(11));
+}
+
+#[test]
+fn the_capacity_hint_changes_nothing_a_run_does() {
+    let hinted = |n| netpoll_sim::SimConfig {
+        expected_conns: n,
+        ..netpoll_sim::SimConfig::default()
+    };
+    let plain = Sim::new(7);
+    let log = tcp_echo_on(&plain);
+    // A hint too small to act on, and tables sized for far more connections than the run opens.
+    for n in [1, netpoll_sim::MIN_EXPECTED_CONNS, 100_000] {
+        let p = Sim::with_config(7, hinted(n));
+        assert_eq!(tcp_echo_on(&p), log, "expected_conns {n}");
+        assert_eq!(p.fingerprint(), plain.fingerprint(), "expected_conns {n}");
+        assert_eq!(p.stats(), plain.stats(), "expected_conns {n}");
+    }
+    // A hint beyond the descriptor limit is a configuration error, not a huge allocation.
+    let e = Sim::try_with_config(7, hinted(usize::MAX)).unwrap_err();
+    assert_eq!(e.field(), "expected_conns");
+    assert!(e.to_string().contains("must not exceed max_fds"), "{e}");
+    let over = netpoll_sim::SimConfig {
+        max_fds: i32::MAX as usize,
+        ..hinted(netpoll_sim::MAX_EXPECTED_CONNS + 1)
+    };
+    let e = Sim::try_with_config(7, over).unwrap_err();
+    assert_eq!(e.field(), "expected_conns");
 }
 
 // The regressions for what fuzzing found in the sim (a handshake double free, a handshake retried

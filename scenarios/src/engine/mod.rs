@@ -226,6 +226,10 @@ impl<'k, K: Kernel> Engine<'k, K> {
         if spec.label_fds {
             server.log_accepts();
         }
+        if spec.conns >= netpoll_sim::MIN_EXPECTED_CONNS {
+            // Sized like the kernel's tables (`SimConfig::expected_conns`), on either kernel.
+            server.reserve(spec.conns);
+        }
         let addr = server.local_addr().map_err(|e| io_fail("getsockname", e))?;
         let clients = Clients::new(k, ep, addr, spec.client_mix(), seed);
         let start_ns = k.now().as_nanos() as u64;

@@ -309,7 +309,15 @@ impl Kernel {
         }
         self.descriptor_fault(true)?;
         self.enomem_file_fault()?;
-        Ok(self.new_file(Kind::Epoll(Epoll::default()), false)?.1)
+        let mut ep = Epoll::default();
+        if !self.epoll_hinted {
+            // The process's first instance is its event loop's: its registration table is sized
+            // from the capacity hint (`SimConfig::expected_conns`), like the kernel's own tables.
+            self.epoll_hinted = true;
+            let n = self.cfg.reserved_conns();
+            ep.items.by_file.reserve(if n == 0 { 0 } else { 2 * n + 8 });
+        }
+        Ok(self.new_file(Kind::Epoll(ep), false)?.1)
     }
 
     /// Queues `it` at the tail of its instance's ready list, if not already there.

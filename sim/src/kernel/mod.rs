@@ -61,6 +61,9 @@ pub(crate) struct File {
     pub(crate) eof_read: bool,
 }
 
+// Two whole cache lines: a large slab of files is 2 MiB-aligned (the huge-page allocator's).
+const _: () = assert!(std::mem::size_of::<Option<File>>() == 128);
+
 /// The kinds of open file.
 #[derive(Debug)]
 pub(crate) enum Kind {
@@ -204,6 +207,8 @@ pub(crate) struct Kernel {
     pub(crate) costly: bool,
     /// Events dropped so far (for `drop_event_max`).
     pub(crate) dropped: u32,
+    /// The first epoll instance was made (and sized from `SimConfig::expected_conns`).
+    pub(crate) epoll_hinted: bool,
 }
 
 impl Kernel {
@@ -211,17 +216,24 @@ impl Kernel {
         let first = cfg.first_fd.max(0) as usize;
         cfg.faults = cfg.faults.for_run(seed);
         let costly = cfg.faults.cost.is_some();
+        // The capacity hint (`SimConfig::expected_conns`): two sockets, two descriptors and (in
+        // an event loop that registers both ends) two epoll items a connection, plus a few.
+        // No hint: nothing reserved at all (not even the few), as before there were hints.
+        let n = cfg.reserved_conns();
+        let room = |per_conn: usize| if n == 0 { 0 } else { per_conn * n + 8 };
+        let mut fds = Vec::with_capacity(first + room(2));
+        fds.resize(first, None);
         Kernel {
             seed,
             now_ns: 0,
             rng: Rngs::new(seed),
-            fds: vec![None; first],
+            fds,
             free_fds: FdSet::default(),
             open_fds: first,
-            files: Slab::default(),
-            items: Slab::default(),
+            files: Slab::with_capacity(room(2)),
+            items: Slab::with_capacity(room(2)),
             pipes: Slab::default(),
-            net: tcp::Net::default(),
+            net: tcp::Net::with_capacity(n),
             queue: queue::EventQueue::default(),
             queue_seq: 0,
             blocked_in: None,
@@ -234,6 +246,7 @@ impl Kernel {
             own_judge: false,
             costly,
             dropped: 0,
+            epoll_hinted: false,
             cfg,
         }
     }
