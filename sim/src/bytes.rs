@@ -1,13 +1,23 @@
-//! A FIFO of bytes with `memcpy` at both ends. Up to [`INLINE`] bytes live inside the queue
-//! itself (a TCP direction holds one in its connection, which every delivery touches anyway):
-//! with 100,000 connections open at once, a separately allocated buffer per direction cost a
-//! cache miss on every write and every read (14% of the run in `memmove`). Larger contents
+//! A FIFO of bytes with `memcpy` at both ends, stored in three parts so that its owner can lay
+//! them out for the cache: its bookkeeping ([`QueueState`], 8 bytes: the length and where the
+//! bytes are), up to [`INLINE`] bytes inline (a TCP direction keeps both in its connection, the
+//! bookkeeping beside the direction's state, the bytes in a cache line of their own), and, for
+//! larger contents, a ring in a table of rings ([`Rings`]). [`ByteQueue`] joins the three for
+//! one operation.
+//!
+//! With 100,000 connections open at once, a separately allocated buffer per direction cost a
+//! cache miss on every write and every read (14% of the run in `memmove`). Inline bytes always
+//! start at the front of their line, so a 64-byte message is one cache line. Larger contents
 //! move to a ring ([`ring_size`]: a power of two up to 64 KiB, then in eighths): a write is
 //! copied in once and a read out once, in at most two pieces each, nothing is ever slid down.
 //! A ring at least doubles when it grows (so growing copies little), and a large one that falls
-//! to a quarter full shrinks to twice what it holds: its memory follows the bytes queued (which the TCP windows and the
-//! `tcp_mem` account bound), not the most the queue ever held. `VecDeque<u8>` would do, but its
-//! `extend` copies byte by byte.
+//! to a quarter full shrinks to twice what it holds: its memory follows the bytes queued (which
+//! the TCP windows and the `tcp_mem` account bound), not the most the queue ever held.
+//! `VecDeque<u8>` would do, but its `extend` copies byte by byte.
+
+use std::num::NonZeroU32;
+
+use crate::slab::Slab;
 
 /// Bytes held without a heap allocation.
 pub(crate) const INLINE: usize = 64;
@@ -19,31 +29,40 @@ pub(crate) const INLINE: usize = 64;
 /// once held.
 const KEEP: usize = 64 * 1024;
 
+/// The bytes of a queue too large to be inline: live bytes are the queue's length from `head`,
+/// wrapping at the end of `buf` (see [`ring_size`] for its length).
 #[derive(Debug)]
-pub(crate) enum ByteQueue {
-    /// Live bytes are `buf[head..head + len]`.
-    Inline {
-        head: u8,
-        len: u8,
-        buf: [u8; INLINE],
-    },
-    /// Live bytes are the `len` bytes from `head`, wrapping at the end of `ring` (see
-    /// [`ring_size`] for its length).
-    Ring {
-        ring: Box<[u8]>,
-        head: usize,
-        len: usize,
-    },
+pub(crate) struct Ring {
+    buf: Box<[u8]>,
+    head: usize,
 }
 
-impl Default for ByteQueue {
-    fn default() -> Self {
-        ByteQueue::Inline {
-            head: 0,
-            len: 0,
-            buf: [0; INLINE],
-        }
+/// The rings of a set of queues.
+pub(crate) type Rings = Slab<Ring>;
+
+/// A queue's bookkeeping: how many bytes it holds, and the ring that holds them (its index in
+/// [`Rings`] plus one), if they are not inline (where they are `inline[..len]`).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct QueueState {
+    len: u32,
+    ring: Option<NonZeroU32>,
+}
+
+const _: () = assert!(std::mem::size_of::<QueueState>() == 8);
+
+impl QueueState {
+    /// The bytes queued. At most `u32::MAX`: a TCP direction holds at most its window.
+    #[inline]
+    pub(crate) fn len(&self) -> usize {
+        self.len as usize
     }
+}
+
+/// One queue: its bookkeeping, its inline bytes, and the rings.
+pub(crate) struct ByteQueue<'a> {
+    pub(crate) st: &'a mut QueueState,
+    pub(crate) inline: &'a mut [u8; INLINE],
+    pub(crate) rings: &'a mut Rings,
 }
 
 /// The length of a ring for `n` bytes: the next power of two up to [`KEEP`], above it the next
@@ -82,90 +101,100 @@ fn copy_out(ring: &[u8], at: usize, dst: &mut [u8]) {
     dst[first..].copy_from_slice(&ring[..n - first]);
 }
 
-impl ByteQueue {
-    pub(crate) fn len(&self) -> usize {
-        match self {
-            ByteQueue::Inline { len, .. } => usize::from(*len),
-            ByteQueue::Ring { len, .. } => *len,
-        }
-    }
-
+impl Ring {
     /// A ring of at least `cap` bytes holding `live` (its first byte at the start).
-    fn ring_with(cap: usize, live: &[u8]) -> ByteQueue {
-        let mut ring = vec![0u8; ring_size(cap)].into_boxed_slice();
-        ring[..live.len()].copy_from_slice(live);
-        ByteQueue::Ring {
-            ring,
-            head: 0,
-            len: live.len(),
+    fn with(cap: usize, live: &[u8]) -> Ring {
+        let mut buf = vec![0u8; ring_size(cap)].into_boxed_slice();
+        buf[..live.len()].copy_from_slice(live);
+        Ring { buf, head: 0 }
+    }
+
+    /// A ring of at least `cap` bytes holding this one's first `len` bytes (copied straight
+    /// across: no bytes are staged between the two rings).
+    fn moved(&self, cap: usize, len: usize) -> Ring {
+        let mut buf = vec![0u8; ring_size(cap)].into_boxed_slice();
+        copy_out(&self.buf, self.head, &mut buf[..len]);
+        Ring { buf, head: 0 }
+    }
+}
+
+impl ByteQueue<'_> {
+    pub(crate) fn len(&self) -> usize {
+        self.st.len()
+    }
+
+    fn ring_id(&self) -> Option<u32> {
+        self.st.ring.map(|r| r.get() - 1)
+    }
+
+    /// Puts the bytes in `ring` (they were inline, or in another ring).
+    fn set_ring(&mut self, ring: Ring) {
+        match self.ring_id() {
+            Some(id) => self.rings[id] = ring,
+            None => {
+                let id = self.rings.insert(ring);
+                self.st.ring = NonZeroU32::new(id + 1);
+            }
         }
     }
 
-    /// A ring of at least `cap` bytes holding the `len` bytes of `ring` from `head` (copied
-    /// straight across: no bytes are staged between the two rings).
-    fn moved(cap: usize, ring: &[u8], head: usize, len: usize) -> ByteQueue {
-        let mut new = vec![0u8; ring_size(cap)].into_boxed_slice();
-        copy_out(ring, head, &mut new[..len]);
-        ByteQueue::Ring {
-            ring: new,
-            head: 0,
-            len,
+    /// The bytes go back inline (there are none): the ring is freed.
+    fn drop_ring(&mut self) {
+        if let Some(id) = self.ring_id() {
+            self.rings.remove(id);
+            self.st.ring = None;
         }
     }
 
     /// Appends `bytes` at the back.
     pub(crate) fn push(&mut self, bytes: &[u8]) {
-        match self {
-            ByteQueue::Inline { head, len, buf } => {
-                let (h, l) = (usize::from(*head), usize::from(*len));
-                if l + bytes.len() <= INLINE {
-                    if h + l + bytes.len() > INLINE {
-                        // Slide the live bytes to the front to make room at the back.
-                        buf.copy_within(h..h + l, 0);
-                        *head = 0;
-                    }
-                    let at = usize::from(*head) + l;
-                    buf[at..at + bytes.len()].copy_from_slice(bytes);
-                    *len = (l + bytes.len()) as u8;
-                } else {
-                    let live = buf[h..h + l].to_vec();
-                    *self = ByteQueue::ring_with(l + bytes.len(), &live);
-                    self.push(bytes);
-                }
+        let l = self.len();
+        let want = l + bytes.len();
+        match self.ring_id() {
+            None if want <= INLINE => {
+                self.inline[l..want].copy_from_slice(bytes);
             }
-            ByteQueue::Ring { ring, head, len } => {
-                let want = *len + bytes.len();
-                if want > ring.len() {
+            None => {
+                let ring = Ring::with(want, &self.inline[..l]);
+                self.set_ring(ring);
+                return self.push(bytes);
+            }
+            Some(id) => {
+                let ring = &mut self.rings[id];
+                if want > ring.buf.len() {
                     // Doubling (an eighth at a time made a window's worth of growing copy
                     // eight times the bytes, and the 200 x 16 MiB echo twice as slow).
-                    *self = ByteQueue::moved(want.max(2 * ring.len()), ring, *head, *len);
+                    let new = ring.moved(want.max(2 * ring.buf.len()), l);
+                    self.rings[id] = new;
                     return self.push(bytes);
                 }
-                copy_in(ring, wrap(*head + *len, ring.len()), bytes);
-                *len = want;
+                let at = wrap(ring.head + l, ring.buf.len());
+                copy_in(&mut ring.buf, at, bytes);
             }
         }
+        self.st.len = want as u32;
     }
 
     /// Copies the first `dst.len()` bytes out and removes them. `dst` must not be longer than
     /// the queue.
     pub(crate) fn pop_into(&mut self, dst: &mut [u8]) {
         let n = dst.len();
-        match self {
-            ByteQueue::Inline { head, len, buf } => {
-                let h = usize::from(*head);
-                dst.copy_from_slice(&buf[h..h + n]);
-                *len -= n as u8;
-                *head = if *len == 0 { 0 } else { (h + n) as u8 };
+        let l = self.len();
+        assert!(n <= l, "ByteQueue: popping more than it holds");
+        match self.ring_id() {
+            None => {
+                dst.copy_from_slice(&self.inline[..n]);
+                self.inline.copy_within(n..l, 0);
+                self.st.len = (l - n) as u32;
             }
-            ByteQueue::Ring { ring, head, len } => {
-                assert!(n <= *len, "ByteQueue: popping more than it holds");
-                copy_out(ring, *head, dst);
-                *head = wrap(*head + n, ring.len());
-                *len -= n;
-                if *len == 0 {
-                    *head = 0;
+            Some(id) => {
+                let ring = &mut self.rings[id];
+                copy_out(&ring.buf, ring.head, dst);
+                ring.head = wrap(ring.head + n, ring.buf.len());
+                if l == n {
+                    ring.head = 0;
                 }
+                self.st.len = (l - n) as u32;
                 self.shrink();
             }
         }
@@ -173,90 +202,136 @@ impl ByteQueue {
 
     /// Gives back a large ring that is mostly empty (see [`KEEP`]).
     fn shrink(&mut self) {
-        let ByteQueue::Ring { ring, head, len } = self else {
+        let Some(id) = self.ring_id() else {
             return;
         };
-        if ring.len() <= KEEP || *len > ring.len() / 4 {
+        let len = self.len();
+        let ring = &self.rings[id];
+        if ring.buf.len() <= KEEP || len > ring.buf.len() / 4 {
             return;
         }
-        if *len == 0 {
-            *self = ByteQueue::default();
+        if len == 0 {
+            self.drop_ring();
             return;
         }
-        *self = ByteQueue::moved((2 * *len).max(KEEP), ring, *head, *len);
+        let new = ring.moved((2 * len).max(KEEP), len);
+        self.rings[id] = new;
     }
 
     /// Copies the first `dst.len()` bytes out and leaves them queued (`MSG_PEEK`). `dst` must
     /// not be longer than the queue.
     pub(crate) fn peek_into(&self, dst: &mut [u8]) {
         let n = dst.len();
-        match self {
-            ByteQueue::Inline { head, buf, .. } => {
-                let h = usize::from(*head);
-                dst.copy_from_slice(&buf[h..h + n]);
-            }
-            ByteQueue::Ring { ring, head, len } => {
-                assert!(n <= *len, "ByteQueue: peeking more than it holds");
-                copy_out(ring, *head, dst);
+        assert!(n <= self.len(), "ByteQueue: peeking more than it holds");
+        match self.ring_id() {
+            None => dst.copy_from_slice(&self.inline[..n]),
+            Some(id) => {
+                let ring = &self.rings[id];
+                copy_out(&ring.buf, ring.head, dst);
             }
         }
     }
 
-    /// Removes `len` bytes starting `at` bytes from the front.
+    /// Removes `n` bytes starting `at` bytes from the front.
     pub(crate) fn remove(&mut self, at: usize, n: usize) {
-        match self {
-            ByteQueue::Inline { head, len, buf } => {
-                let from = usize::from(*head) + at;
-                let end = usize::from(*head) + usize::from(*len);
-                buf.copy_within(from + n..end, from);
-                *len -= n as u8;
-            }
-            ByteQueue::Ring { ring, head, len } => {
-                assert!(at + n <= *len, "ByteQueue: removing past the end");
+        let l = self.len();
+        assert!(at + n <= l, "ByteQueue: removing past the end");
+        match self.ring_id() {
+            None => self.inline.copy_within(at + n..l, at),
+            Some(id) => {
                 // The bytes after the gap move down over it (rare: a segment that was not
                 // delivered), through a copy of that tail.
-                let cap = ring.len();
-                let mut tail = vec![0u8; *len - at - n];
-                copy_out(ring, wrap(*head + at + n, cap), &mut tail);
-                copy_in(ring, wrap(*head + at, cap), &tail);
-                *len -= n;
-                if *len == 0 {
-                    *head = 0;
+                let ring = &mut self.rings[id];
+                let cap = ring.buf.len();
+                let mut tail = vec![0u8; l - at - n];
+                copy_out(&ring.buf, wrap(ring.head + at + n, cap), &mut tail);
+                copy_in(&mut ring.buf, wrap(ring.head + at, cap), &tail);
+                if l == n {
+                    ring.head = 0;
                 }
             }
         }
+        self.st.len = (l - n) as u32;
     }
 
     /// Removes the first `n` bytes.
     pub(crate) fn discard_front(&mut self, n: usize) {
-        match self {
-            ByteQueue::Ring { ring, head, len } => {
-                assert!(n <= *len, "ByteQueue: discarding more than it holds");
-                *head = wrap(*head + n, ring.len());
-                *len -= n;
-                if *len == 0 {
-                    *head = 0;
+        let l = self.len();
+        match self.ring_id() {
+            Some(id) => {
+                assert!(n <= l, "ByteQueue: discarding more than it holds");
+                let ring = &mut self.rings[id];
+                ring.head = wrap(ring.head + n, ring.buf.len());
+                if l == n {
+                    ring.head = 0;
                 }
+                self.st.len = (l - n) as u32;
                 self.shrink();
             }
-            ByteQueue::Inline { .. } => self.remove(0, n),
+            None => self.remove(0, n),
         }
+    }
+
+    /// Frees the queue's ring, if it has one (its owner is going away).
+    pub(crate) fn free(mut self) {
+        self.drop_ring();
+        self.st.len = 0;
     }
 
     /// Bytes of memory the queue holds beyond itself (for tests of the bound).
     #[cfg(test)]
     fn heap_bytes(&self) -> usize {
-        match self {
-            ByteQueue::Inline { .. } => 0,
-            ByteQueue::Ring { ring, .. } => ring.len(),
-        }
+        self.ring_id().map_or(0, |id| self.rings[id].buf.len())
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::ByteQueue;
+    use super::{ByteQueue, QueueState, Rings, INLINE};
     use std::collections::VecDeque;
+
+    /// A queue with its three parts of its own.
+    struct Owned {
+        st: QueueState,
+        inline: [u8; INLINE],
+        rings: Rings,
+    }
+
+    impl Owned {
+        fn q(&mut self) -> ByteQueue<'_> {
+            ByteQueue {
+                st: &mut self.st,
+                inline: &mut self.inline,
+                rings: &mut self.rings,
+            }
+        }
+        fn len(&self) -> usize {
+            self.st.len()
+        }
+        fn push(&mut self, b: &[u8]) {
+            self.q().push(b)
+        }
+        fn pop_into(&mut self, b: &mut [u8]) {
+            self.q().pop_into(b)
+        }
+        fn remove(&mut self, at: usize, n: usize) {
+            self.q().remove(at, n)
+        }
+        fn discard_front(&mut self, n: usize) {
+            self.q().discard_front(n)
+        }
+        fn heap_bytes(&mut self) -> usize {
+            self.q().heap_bytes()
+        }
+    }
+
+    fn new_queue() -> Owned {
+        Owned {
+            st: QueueState::default(),
+            inline: [0; INLINE],
+            rings: Rings::default(),
+        }
+    }
 
     /// Pushes `size(round)` numbered bytes and pops `take(round)` each round; every `every`
     /// rounds removes `len` bytes `at` bytes in (if there are enough) and drops up to `front`
@@ -267,7 +342,7 @@ mod tests {
         take: impl Fn(usize) -> usize,
         (every, at, len, front): (usize, usize, usize, usize),
     ) {
-        let mut q = ByteQueue::default();
+        let mut q = new_queue();
         let mut expect: VecDeque<u8> = VecDeque::new();
         let mut next = 0u8;
         for round in 0..rounds {
@@ -307,7 +382,7 @@ mod tests {
     #[test]
     fn memory_stays_within_twice_what_is_held() {
         let window = 100_000;
-        let mut q = ByteQueue::default();
+        let mut q = new_queue();
         let mut next = 0u8;
         let mut want = 0u8;
         for round in 0..5_000usize {
@@ -338,7 +413,7 @@ mod tests {
     /// what it holds (or the smallest kept ring), and the bytes still come out in order.
     #[test]
     fn a_ring_shrinks_with_what_it_holds() {
-        let mut q = ByteQueue::default();
+        let mut q = new_queue();
         let data: Vec<u8> = (0..4_000_000u32).map(|i| (i % 251) as u8).collect();
         q.push(&data);
         assert_eq!(q.heap_bytes(), 4 << 20);

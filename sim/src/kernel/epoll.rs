@@ -195,8 +195,6 @@ pub(crate) struct EpItem {
     /// Interest (always with `ERR | HUP`) and mode bits; only mode bits once a oneshot fired.
     pub(crate) events: Events,
     pub(crate) data: u64,
-    /// The interest last set by `ADD`/`MOD` (kept when a oneshot item is disarmed).
-    interest: Events,
     /// On the ready list.
     linked: bool,
     ticket: u32,
@@ -247,12 +245,13 @@ impl Kernel {
             if i.linked && armed {
                 continue;
             }
-            let ready = self.peek_file(i.file, 1) & i.interest.readiness();
+            let interest = self.interests[it as usize];
+            let ready = self.peek_file(i.file, 1) & interest.readiness();
             if !ready.is_empty() {
                 out.push(Stranded {
                     fd: i.fd,
                     data: i.data,
-                    interest: i.interest,
+                    interest,
                     ready,
                     disarmed: !armed,
                     eof_read: self.files[i.file].eof_read,
@@ -317,7 +316,7 @@ impl Kernel {
             let n = self.cfg.reserved_conns();
             ep.items.by_file.reserve(if n == 0 { 0 } else { 2 * n + 8 });
         }
-        Ok(self.new_file(Kind::Epoll(ep), false)?.1)
+        Ok(self.new_file(Kind::Epoll(Box::new(ep)), false)?.1)
     }
 
     /// Queues `it` at the tail of its instance's ready list, if not already there.
@@ -485,10 +484,10 @@ impl Kernel {
             fd,
             events,
             data,
-            interest: events,
             linked: false,
             ticket: 0,
         });
+        self.set_interest(it, events);
         self.epoll_mut(ep).items.insert(file, fd, it);
         let watchers = &mut self.files[file].watchers;
         if events.contains(Events::EXCLUSIVE) {
@@ -503,9 +502,9 @@ impl Kernel {
     }
 
     fn ep_modify(&mut self, it: ItemId, events: Events, data: u64) {
+        self.set_interest(it, events);
         let item = &mut self.items[it];
         item.events = events;
-        item.interest = events;
         item.data = data;
         let ep = item.ep;
         if !self.ep_item_poll(it, 1).is_empty() && self.link(it) {

@@ -118,13 +118,13 @@ impl Kernel {
         self.enomem_file_fault()?;
         self.fd_room(2)?;
         let mk = || {
-            Kind::Unix(UnixEnd {
+            Kind::Unix(Box::new(UnixEnd {
                 peer: None,
                 rx: VecDeque::new(),
                 wmem: 0,
                 shutdown: 0,
                 err: 0,
-            })
+            }))
         };
         let (fa, a) = self.new_file(mk(), nonblock)?;
         let (fb, b) = self.new_file(mk(), nonblock)?;

@@ -53,6 +53,7 @@ pub(crate) use net::{Net, Packet};
 use std::collections::VecDeque;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
+use std::num::NonZeroU32;
 
 use netpoll::sys::{err, errno::*, Events, SHUT_RDWR, SOCK_CLOEXEC, SOCK_NONBLOCK};
 use netpoll::Fd;
@@ -88,21 +89,22 @@ struct Listen {
     queue: VecDeque<FileId>,
 }
 
-/// A TCP socket.
+/// A TCP socket. It lives inline in its open file, and the two together fit one cache line:
+/// the addresses, which only the calls that bind, connect, accept or name a socket read, are in
+/// [`Net::addrs`], a table by file id.
 #[derive(Debug)]
 pub(crate) struct TcpSock {
     state: State,
     sock_state: SockState,
-    /// What `getsockname` reports. It outlives the port: a socket that gives its port back
-    /// keeps reporting it (Linux clears `inet_num`, not `inet_sport`).
-    local: Option<SocketAddrV4>,
     /// The socket owns its port (`inet_num != 0`): `bind` says `EINVAL`, and `listen` or
     /// `connect` do not bind again.
     holds_port: bool,
     /// `bind` named an address (`SOCK_BINDADDR_LOCK`): it survives a disconnect.
     addr_locked: bool,
-    peer: Option<SocketAddrV4>,
-    conn: Option<(u32, usize)>,
+    /// The connection, as its id plus one (see [`TcpSock::conn`]), and which end of it this
+    /// socket is.
+    conn: Option<NonZeroU32>,
+    end: u8,
     err: i32,
     shutdown: u8,
     linger0: bool,
@@ -113,11 +115,22 @@ pub(crate) struct TcpSock {
     /// Boxed: few sockets listen, and every socket lives inline in its file.
     listen: Option<Box<Listen>>,
     /// The connect attempt in progress (unique in the kernel), and SYNs sent for it.
-    attempt: u64,
+    attempt: u32,
     syns: u32,
     /// The send buffer as moderated under memory pressure (`sk_stream_moderate_sndbuf`): the
     /// bytes this socket may have in flight; 0 while not moderated (the window alone limits).
     sndbuf: u32,
+}
+
+const _: () = assert!(std::mem::size_of::<TcpSock>() == 40);
+
+/// A socket's addresses (see [`Net::addrs`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Addrs {
+    /// What `getsockname` reports. It outlives the port: a socket that gives its port back
+    /// keeps reporting it (Linux clears `inet_num`, not `inet_sport`).
+    local: Option<SocketAddrV4>,
+    peer: Option<SocketAddrV4>,
 }
 
 impl TcpSock {
@@ -126,11 +139,10 @@ impl TcpSock {
         TcpSock {
             state: State::Closed,
             sock_state: SockState::Unconnected,
-            local: None,
             holds_port: false,
             addr_locked: false,
-            peer: None,
             conn: None,
+            end: 0,
             err: 0,
             shutdown: 0,
             linger0: false,
@@ -140,6 +152,35 @@ impl TcpSock {
             syns: 0,
             sndbuf: 0,
         }
+    }
+
+    /// The connection and this socket's end of it (0: the connecting side, 1: the accepted
+    /// side).
+    #[inline]
+    fn conn(&self) -> Option<(u32, usize)> {
+        self.conn.map(|c| (c.get() - 1, usize::from(self.end)))
+    }
+
+    fn set_conn(&mut self, conn: Option<(u32, usize)>) {
+        self.conn =
+            conn.map(|(c, _)| NonZeroU32::new(c + 1).expect("connection ids are below u32::MAX"));
+        self.end = conn.map_or(0, |(_, e)| e as u8);
+    }
+}
+
+impl Kernel {
+    /// The addresses of socket `f`.
+    fn addrs(&self, f: FileId) -> Addrs {
+        self.net.addrs.get(f as usize).copied().unwrap_or_default()
+    }
+
+    /// The addresses of socket `f`, to change.
+    fn addrs_mut(&mut self, f: FileId) -> &mut Addrs {
+        let i = f as usize;
+        if self.net.addrs.len() <= i {
+            self.net.addrs.resize(i + 1, Addrs::default());
+        }
+        &mut self.net.addrs[i]
     }
 }
 
@@ -179,7 +220,9 @@ impl Kernel {
             self.faults.enobufs += 1;
             return Err(err(ENOBUFS));
         }
-        let fd = self.new_file(Kind::Tcp(s), nonblock)?.1;
+        let (f, fd) = self.new_file(Kind::Tcp(s), nonblock)?;
+        // The id may be a closed socket's: its addresses go.
+        *self.addrs_mut(f) = Addrs::default();
         self.net.mem.sockets += 1;
         Ok(fd)
     }
@@ -207,15 +250,15 @@ impl Kernel {
         };
         let local = SocketAddrV4::new(ip, port);
         self.net.bound.insert(ip, port, f);
+        self.addrs_mut(f).local = Some(local);
         let s = sock(self, f);
-        s.local = Some(local);
         s.holds_port = true;
         s.autobound = addr.port() == 0;
         Ok(local)
     }
 
     fn unbind(&mut self, f: FileId, s: &TcpSock) {
-        if let (true, Some(a)) = (s.holds_port, s.local) {
+        if let (true, Some(a)) = (s.holds_port, self.addrs(f).local) {
             self.net.bound.remove_if_held(*a.ip(), a.port(), f);
         }
     }
@@ -251,8 +294,9 @@ impl Kernel {
             _ => return Err(err(EINVAL)),
         }
         if !s.holds_port {
-            let ip = match s.local {
-                Some(a) if s.addr_locked => *a.ip(),
+            let locked = s.addr_locked;
+            let ip = match self.addrs(f).local {
+                Some(a) if locked => *a.ip(),
                 _ => Ipv4Addr::UNSPECIFIED,
             };
             self.bind_to(f, SocketAddrV4::new(ip, 0))?;
@@ -298,8 +342,9 @@ impl Kernel {
             return Err(err(ENETUNREACH));
         }
         if !s.holds_port {
-            let ip = match s.local {
-                Some(a) if s.addr_locked => *a.ip(),
+            let locked = s.addr_locked;
+            let ip = match self.addrs(f).local {
+                Some(a) if locked => *a.ip(),
                 _ => Ipv4Addr::LOCALHOST,
             };
             self.bind_to(f, SocketAddrV4::new(ip, 0))?;
@@ -311,9 +356,9 @@ impl Kernel {
         s.sock_state = SockState::Connecting;
         s.attempt = attempt;
         s.syns = 1;
-        s.peer = Some(addr);
         s.err = 0;
         s.shutdown = 0;
+        self.addrs_mut(f).peer = Some(addr);
         if self.find_listener(addr).is_none() {
             // Loopback delivers in the caller's context on Linux: the SYN meets the reset before
             // `connect` returns, so `ECONNREFUSED` is pending at once (a non-blocking connect
@@ -321,14 +366,7 @@ impl Kernel {
             self.give_back_port(f);
             self.tcp_abort(f, ECONNREFUSED);
         } else {
-            self.send(
-                Packet::Syn {
-                    client: f,
-                    attempt,
-                    to: addr,
-                },
-                None,
-            );
+            self.send(Packet::Syn { client: f, attempt }, None);
         }
         if nonblock {
             return Err(err(EINPROGRESS));
@@ -353,9 +391,9 @@ impl Kernel {
         s.sock_state = SockState::Unconnected;
         s.state = State::Closed;
         s.shutdown = 0;
-        s.peer = None;
-        s.conn = None;
+        s.set_conn(None);
         let e = std::mem::take(&mut s.err);
+        self.addrs_mut(f).peer = None;
         self.give_back_port(f);
         e
     }
@@ -370,9 +408,11 @@ impl Kernel {
             return;
         }
         s.holds_port = false;
-        let Some(a) = s.local else { return };
-        if !s.addr_locked {
-            s.local = Some(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, a.port()));
+        let locked = s.addr_locked;
+        let addrs = self.addrs_mut(f);
+        let Some(a) = addrs.local else { return };
+        if !locked {
+            addrs.local = Some(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, a.port()));
         }
         self.net.bound.remove_if_held(*a.ip(), a.port(), f);
     }
@@ -416,7 +456,8 @@ impl Kernel {
             }
             self.files[child].nonblock = nonblock;
             let newfd = self.install(child)?;
-            let peer = sock(self, child)
+            let peer = self
+                .addrs(child)
                 .peer
                 .expect("an accepted connection has a peer");
             sock(self, child).sock_state = SockState::Connected;
@@ -426,15 +467,15 @@ impl Kernel {
 
     pub(crate) fn local_addr(&mut self, fd: Fd) -> io::Result<SocketAddrV4> {
         let f = self.tcp_of(fd, EOPNOTSUPP)?;
-        Ok(sock(self, f)
+        Ok(self
+            .addrs(f)
             .local
             .unwrap_or(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)))
     }
 
     pub(crate) fn peer_addr(&mut self, fd: Fd) -> io::Result<SocketAddrV4> {
         let f = self.tcp_of(fd, EOPNOTSUPP)?;
-        let s = sock(self, f);
-        match (s.state, s.peer) {
+        match (sock(self, f).state, self.addrs(f).peer) {
             (State::Established, Some(p)) => Ok(p),
             _ => Err(err(ENOTCONN)),
         }
@@ -444,7 +485,7 @@ impl Kernel {
     pub(crate) fn tcp_readable(&self, f: FileId) -> usize {
         match sock_ref(self, f) {
             Some(s) if s.state != State::SynSent => s
-                .conn
+                .conn()
                 .map_or(0, |(c, e)| self.net.conns[c].dir[e].rx_len as usize),
             _ => 0,
         }
@@ -483,7 +524,7 @@ impl Kernel {
             m |= Events::IN | Events::RDNORM | Events::RDHUP;
         }
         if s.state != State::SynSent {
-            if let Some((c, e)) = s.conn {
+            if let Some((c, e)) = s.conn() {
                 if self.net.conns[c].dir[e].rx_len > 0 {
                     m |= Events::IN | Events::RDNORM;
                 }
@@ -502,10 +543,10 @@ impl Kernel {
     /// each segment in [`Kernel::tcp_mem_grant`], as `sk_stream_memory_free` gates each new
     /// buffer in `tcp_sendmsg`, not the bytes.)
     fn tcp_room(&self, s: &TcpSock) -> (usize, usize) {
-        let Some((c, e)) = s.conn else {
+        let Some((c, e)) = s.conn() else {
             return (self.cfg.tcp_window, 0);
         };
-        let used = self.net.conns[c].bufs[1 - e].len();
+        let used = self.net.conns[c].buf_len(1 - e);
         (self.cfg.tcp_window.saturating_sub(used), used)
     }
 
@@ -515,7 +556,7 @@ impl Kernel {
         let cn = &self.net.conns[c];
         let out = &cn.dir[1 - e];
         mem::Usage {
-            wmem: (cn.bufs[1 - e].len() - out.rx_len as usize) as u64,
+            wmem: (cn.buf_len(1 - e) - out.rx_len as usize) as u64,
             rmem: u64::from(cn.dir[e].rx_len),
         }
     }
@@ -595,16 +636,20 @@ impl Kernel {
         self.net.mem.view()
     }
 
-    /// Reads the socket's two byte buffers (see [`Kernel::warm_for_call`]).
+    /// Reads the socket's connection state and the line of the bytes it would read (see
+    /// [`Kernel::warm_for_call`]).
     pub(crate) fn tcp_warm_buffers(&self, s: &TcpSock) {
-        if let Some(cn) = s.conn.and_then(|(c, _)| self.net.conns.get(c)) {
-            std::hint::black_box((cn.bufs[0].len(), cn.bufs[1].len()));
+        if let Some((cn, e)) = s
+            .conn()
+            .and_then(|(c, e)| Some((self.net.conns.get(c)?, e)))
+        {
+            std::hint::black_box((cn.packets, cn.warm_bytes(e)));
         }
     }
 
     fn tcp_writable(&self, s: &TcpSock) -> bool {
         let (free, used) = self.tcp_room(s);
-        if let (true, Some((c, e))) = (s.sndbuf != 0, s.conn) {
+        if let (true, Some((c, e))) = (s.sndbuf != 0, s.conn()) {
             // `sk_stream_wspace >= sk_stream_min_wspace` on the moderated buffer too.
             let wmem = self.tcp_usage(c, e).wmem as usize;
             let wspace = (s.sndbuf as usize).saturating_sub(wmem);
@@ -624,25 +669,26 @@ impl Kernel {
         if s.state == State::Listen {
             return Err(err(ENOTCONN));
         }
-        let conn = s.conn;
+        let conn = s.conn();
         if let Some((c, e)) = conn {
             if s.state != State::SynSent {
                 let cn = &mut self.net.conns[c];
-                let d = &mut cn.dir[e];
-                if d.rx_len > 0 {
-                    let n = (d.rx_len as usize).min(buf.len());
+                let rx = cn.dir[e].rx_len;
+                if rx > 0 {
+                    let n = (rx as usize).min(buf.len());
+                    let mut q = cn.buf(e, &mut self.net.rings);
                     if peek {
                         // `MSG_PEEK`: the bytes stay queued and no room is returned.
-                        cn.bufs[e].peek_into(&mut buf[..n]);
+                        q.peek_into(&mut buf[..n]);
                         return Ok(n);
                     }
-                    cn.bufs[e].pop_into(&mut buf[..n]);
-                    d.rx_len -= n as u32;
+                    q.pop_into(&mut buf[..n]);
+                    cn.dir[e].rx_len -= n as u32;
                     self.tcp_uncharge(n);
                     self.tcp_space_returned(c, 1 - e);
                     return Ok(n);
                 }
-                if d.fin {
+                if cn.dir[e].fin {
                     return Ok(0);
                 }
             }
@@ -705,7 +751,7 @@ impl Kernel {
         if buf.is_empty() {
             return Ok(0);
         }
-        let (c, e) = s.conn.expect("an established socket has a connection");
+        let (c, e) = s.conn().expect("an established socket has a connection");
         let (free, _) = self.tcp_room(sock_ref(self, f).expect("tcp"));
         if free == 0 {
             self.net.conns[c].dir[1 - e].nospace = true;
@@ -721,7 +767,8 @@ impl Kernel {
             // gets an `OUT` edge when room returns, as after `EAGAIN`.
             self.net.conns[c].dir[1 - e].nospace = true;
         }
-        self.net.conns[c].bufs[1 - e].push(&buf[..n]);
+        let net = &mut self.net;
+        net.conns[c].buf(1 - e, &mut net.rings).push(&buf[..n]);
         if self.net.conns[c].dir[1 - e].lost() {
             // Behind a segment dropped for want of memory: the retransmission sends these too.
             return Ok(n);
@@ -737,8 +784,8 @@ impl Kernel {
             self.send(
                 Packet::Data {
                     conn: c,
-                    to: 1 - e,
-                    len: k,
+                    to: (1 - e) as u8,
+                    len: k as u32,
                 },
                 Some((c, 1 - e)),
             );
@@ -794,7 +841,7 @@ impl Kernel {
         }
         let newly_send = mode & SEND_SHUTDOWN != 0 && s.shutdown & SEND_SHUTDOWN == 0;
         s.shutdown |= mode;
-        let conn = s.conn;
+        let conn = s.conn();
         if newly_send {
             if let Some((c, e)) = conn {
                 self.send_fin(c, 1 - e);
@@ -805,26 +852,30 @@ impl Kernel {
     }
 
     /// The socket's file is gone (or a queued child is dropped with its listener).
-    pub(crate) fn tcp_release(&mut self, f: FileId, s: TcpSock) {
+    pub(crate) fn tcp_release(&mut self, f: FileId, mut s: TcpSock) {
         self.unbind(f, &s);
         self.net.mem.sockets -= 1;
         if s.sndbuf != 0 {
             self.net.mem.moderated_socks -= 1;
         }
-        if let Some(l) = s.listen {
+        if let Some(l) = s.listen.take() {
             // Connections nobody accepted are reset (`inet_csk_listen_stop`).
             for child in l.queue {
                 sock(self, child).linger0 = true;
                 self.release(child);
             }
         }
-        let Some((c, e)) = s.conn else { return };
+        let Some((c, e)) = s.conn() else { return };
         if s.state == State::Established {
             let conn = &self.net.conns[c];
             let unread = conn.dir[e].rx_len > 0;
             let peer_alive = conn.end(1 - e).is_some();
             if peer_alive && (s.linger0 || unread) {
-                self.send(Packet::Rst { conn: c, to: 1 - e }, Some((c, 1 - e)));
+                let rst = Packet::Rst {
+                    conn: c,
+                    to: (1 - e) as u8,
+                };
+                self.send(rst, Some((c, 1 - e)));
             } else if peer_alive && s.shutdown & SEND_SHUTDOWN == 0 {
                 self.send_fin(c, 1 - e);
             }
@@ -834,7 +885,7 @@ impl Kernel {
         // Unread bytes go; bytes still in flight stay until their segments arrive and are
         // discarded.
         let unread = conn.dir[e].rx_len as usize;
-        conn.bufs[e].discard_front(unread);
+        conn.buf(e, &mut self.net.rings).discard_front(unread);
         conn.dir[e].rx_len = 0;
         self.tcp_uncharge(unread);
         self.conn_maybe_free(c);

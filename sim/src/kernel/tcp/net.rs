@@ -11,12 +11,13 @@ use super::super::{FileId, Kernel, Kind, Later};
 use super::mem::{self, TcpMem};
 use super::ports::PortTable;
 use super::{sock, sock_ref, State, TcpSock};
-use crate::bytes::ByteQueue;
+use crate::bytes::{ByteQueue, QueueState, Rings, INLINE};
 use crate::rng::Stream;
 use crate::slab::Slab;
 
-/// One direction of a connection, the bytes flowing *to* one end: its state (the bytes
-/// themselves are in [`Conn::bufs`]).
+/// One direction of a connection, the bytes flowing *to* one end: its state and its buffer's
+/// bookkeeping (the bytes themselves are in [`Conn::inline`], or a ring in [`Net::rings`]: see
+/// [`Conn::buf`]).
 ///
 /// The direction's buffer holds the bytes the receiver has not read (the first `rx_len`)
 /// followed by the bytes still crossing the network, in order. Delivering a segment only moves
@@ -38,6 +39,8 @@ pub(super) struct Dir {
     /// waits for its retransmission (everything behind it is held), [`FIN_HELD`] if a FIN is
     /// held with it, and in the low bits the losses in a row (the timeout's backoff).
     pub(super) mem: u8,
+    /// The buffer: its length (bytes unread plus bytes in flight) and where its bytes are.
+    pub(super) q: QueueState,
 }
 
 /// See [`Dir::mem`].
@@ -55,15 +58,14 @@ impl Dir {
 
 /// A connection between two sockets.
 ///
-/// Laid out for the cache (`repr(C)`, in this order): what every delivery reads and writes (the
-/// ends, the packet count, both directions' state: 44 bytes) comes first, then the two byte
-/// buffers (inline up to 64 bytes each), which only a `read` or `write` touches; 192 bytes in
-/// all, where the compiler's order made 216 with the hot fields at both ends. With 100,000
-/// connections open at once nearly every delivery misses the cache on its connection: this
-/// makes it one miss, not two. (Not `align(64)`: a large slab is a block of 2 MiB or more, which
-/// the huge-page allocator `netpoll-sim` installs places on a 2 MiB boundary, so its 192-byte
-/// slots already start on a line; over-aligning measured no faster, and a slab that still grows
-/// through `malloc` copies itself on every doubling.)
+/// Laid out for the cache (`repr(C)`, in this order), in three lines: everything a delivery,
+/// an epoll report (`tcp_poll`) or the bookkeeping of a `read` or `write` reads or writes (the
+/// ends, the packet count, both directions' state and their buffers' lengths: 64 bytes) is the
+/// first; each direction's inline bytes (up to 64) are a line of their own, so a 64-byte message
+/// is copied in and out of one line. A large slab is a block of 2 MiB or more, which the
+/// huge-page allocator `netpoll-sim` installs places on a 2 MiB boundary, so its 192-byte slots
+/// start on a line (not `align(64)`: a slab that still grows through `malloc` copies itself on
+/// every doubling, and over-aligning measured no faster).
 #[derive(Debug)]
 #[repr(C)]
 pub(crate) struct Conn {
@@ -71,13 +73,25 @@ pub(crate) struct Conn {
     ends: [Option<NonZeroU32>; 2],
     /// Packets on their way: the connection outlives its sockets until they are delivered.
     pub(super) packets: u32,
+    /// The listener the connection was made through (for the handshake's ACK).
+    listener: FileId,
     pub(super) dir: [Dir; 2],
-    /// The bytes of each direction (see [`Dir`]).
-    pub(super) bufs: [ByteQueue; 2],
+    /// The bytes of each direction while they fit inline (see [`Dir`]).
+    inline: [[u8; INLINE]; 2],
 }
 
-/// A packet on the wire, or a retransmission timer.
 impl Conn {
+    /// A connection through `listener`, with no ends yet and nothing queued.
+    fn new(listener: FileId) -> Conn {
+        Conn {
+            ends: [None, None],
+            packets: 0,
+            listener,
+            dir: [Dir::default(), Dir::default()],
+            inline: [[0; INLINE]; 2],
+        }
+    }
+
     /// The socket at end `i` (0: the connecting side, 1: the accepted side), while it is open.
     #[inline]
     pub(super) fn end(&self, i: usize) -> Option<FileId> {
@@ -87,63 +101,89 @@ impl Conn {
     pub(super) fn set_end(&mut self, i: usize, f: Option<FileId>) {
         self.ends[i] = f.map(|f| NonZeroU32::new(f + 1).expect("file ids are below u32::MAX"));
     }
+
+    /// The bytes queued in direction `i` (to end `i`).
+    #[inline]
+    pub(super) fn buf_len(&self, i: usize) -> usize {
+        self.dir[i].q.len()
+    }
+
+    /// The buffer of direction `i`, with `rings` (the network's) for bytes that do not fit inline.
+    #[inline]
+    pub(super) fn buf<'a>(&'a mut self, i: usize, rings: &'a mut Rings) -> ByteQueue<'a> {
+        ByteQueue {
+            st: &mut self.dir[i].q,
+            inline: &mut self.inline[i],
+            rings,
+        }
+    }
+
+    /// Reads the inline line of direction `i` (see [`Kernel::warm_for_call`]).
+    #[inline]
+    pub(super) fn warm_bytes(&self, i: usize) -> u8 {
+        self.inline[i][0]
+    }
 }
 
-// Every delivery's state in one cache line, the buffers in the next two: three lines in all.
+// Every delivery's state in one cache line, each direction's inline bytes in a line of its own.
+const _: () = assert!(std::mem::size_of::<Dir>() == 24);
+const _: () = assert!(std::mem::offset_of!(Conn, inline) == 64);
 const _: () = assert!(std::mem::size_of::<Conn>() == 192);
-const _: () = assert!(std::mem::offset_of!(Conn, bufs) <= 64);
 const _: () = assert!(std::mem::size_of::<Option<Conn>>() == std::mem::size_of::<Conn>());
-const _: () = assert!(std::mem::size_of::<Dir>() == 16);
 
+/// A packet on the wire, or a retransmission timer.
+///
+/// 16 bytes, so that an event in the queue (a 128-bit key and this) is 32, two to a cache line:
+/// directions are a byte, lengths 32 bits (a segment is at most the MSS), connect attempts 32
+/// bits (a run makes far fewer than 2^32 connects), a SYN's destination is the connecting
+/// socket's peer address and an ACK's listener is in its connection.
 #[derive(Debug)]
 pub(crate) enum Packet {
     Syn {
         client: FileId,
-        attempt: u64,
-        to: SocketAddrV4,
+        attempt: u32,
     },
     SynRetry {
         client: FileId,
-        attempt: u64,
-        to: SocketAddrV4,
+        attempt: u32,
     },
     Refused {
         client: FileId,
-        attempt: u64,
+        attempt: u32,
     },
     SynAck {
         client: FileId,
-        attempt: u64,
+        attempt: u32,
         conn: u32,
-        listener: FileId,
     },
     Ack {
         conn: u32,
-        listener: FileId,
         /// SYN-ACK retransmissions so far (the ACK comes back with each one).
         retries: u32,
     },
     /// `len` bytes of the direction's `buf` arrive (they follow its unread bytes).
     Data {
         conn: u32,
-        to: usize,
-        len: usize,
+        to: u8,
+        len: u32,
     },
     Fin {
         conn: u32,
-        to: usize,
+        to: u8,
     },
     Rst {
         conn: u32,
-        to: usize,
+        to: u8,
     },
     /// The retransmission timer of direction `to`, after a segment was dropped for want of
     /// memory: everything not yet delivered is sent again, in order.
     Retransmit {
         conn: u32,
-        to: usize,
+        to: u8,
     },
 }
+
+const _: () = assert!(std::mem::size_of::<Packet>() == 16);
 
 /// How many deliveries [`Kernel::warm_ahead`] prepares at a time.
 const WARM: usize = 16;
@@ -154,11 +194,16 @@ pub(crate) struct Net {
     pub(super) conns: Slab<Conn>,
     /// Bound (ip, port) pairs and the socket holding each.
     pub(super) bound: PortTable,
-    pub(super) next_attempt: u64,
+    pub(super) next_attempt: u32,
     /// Where the next ephemeral port search starts (an offset into the range).
     pub(super) port_hint: Option<u64>,
     /// The machine-wide TCP memory account (`tcp_memory_allocated`).
     pub(super) mem: TcpMem,
+    /// Each TCP socket's addresses, by file id (entries of other files unused): kept out of
+    /// the socket so that a socket and its file fit one cache line.
+    pub(super) addrs: Vec<super::Addrs>,
+    /// The connections' buffers that do not fit inline.
+    pub(super) rings: Rings,
 }
 
 impl Net {
@@ -166,6 +211,8 @@ impl Net {
     pub(crate) fn with_capacity(n: usize) -> Net {
         Net {
             conns: Slab::with_capacity(n),
+            // Two sockets a connection, as the kernel's file table (see `Kernel::new`).
+            addrs: Vec::with_capacity(if n == 0 { 0 } else { 2 * n + 8 }),
             ..Net::default()
         }
     }
@@ -207,7 +254,13 @@ impl Kernel {
         if d.lost() {
             d.mem |= FIN_HELD;
         } else {
-            self.send(Packet::Fin { conn: c, to }, Some((c, to)));
+            self.send(
+                Packet::Fin {
+                    conn: c,
+                    to: to as u8,
+                },
+                Some((c, to)),
+            );
         }
     }
 
@@ -249,7 +302,7 @@ impl Kernel {
         let at = (now + mem::rto_ns(losses)).max(d.last_ns);
         d.last_ns = at;
         cn.packets += 1;
-        self.schedule(at, Later::Net(Packet::Retransmit { conn, to }));
+        self.schedule(at, Later::Net(Packet::Retransmit { conn, to: to as u8 }));
         true
     }
 
@@ -261,9 +314,9 @@ impl Kernel {
         let fin = d.mem & FIN_HELD != 0;
         d.mem &= LOSSES;
         let rx = d.rx_len as usize;
-        let pending = cn.bufs[to].len() - rx;
+        let pending = cn.buf_len(to) - rx;
         if cn.end(0).is_none() && cn.end(1).is_none() {
-            cn.bufs[to].remove(rx, pending);
+            cn.buf(to, &mut self.net.rings).remove(rx, pending);
             self.tcp_uncharge(pending);
             self.conn_maybe_free(conn);
             return;
@@ -272,11 +325,16 @@ impl Kernel {
         let mut off = 0;
         while off < pending {
             let k = (pending - off).min(mss);
-            self.send(Packet::Data { conn, to, len: k }, Some((conn, to)));
+            let pkt = Packet::Data {
+                conn,
+                to: to as u8,
+                len: k as u32,
+            };
+            self.send(pkt, Some((conn, to)));
             off += k;
         }
         if fin {
-            self.send(Packet::Fin { conn, to }, Some((conn, to)));
+            self.send(Packet::Fin { conn, to: to as u8 }, Some((conn, to)));
         }
     }
 
@@ -287,7 +345,10 @@ impl Kernel {
             return;
         };
         if conn.end(0).is_none() && conn.end(1).is_none() && conn.packets == 0 {
-            self.net.conns.remove(c);
+            let mut conn = self.net.conns.remove(c);
+            for i in 0..2 {
+                conn.buf(i, &mut self.net.rings).free();
+            }
         }
     }
 
@@ -317,7 +378,7 @@ impl Kernel {
         let conn_of = |n: usize| match self.queue.ahead(n) {
             Some(Later::Net(
                 Packet::Data { conn, to, .. } | Packet::Fin { conn, to } | Packet::Rst { conn, to },
-            )) => Some((*conn, *to)),
+            )) => Some((*conn, usize::from(*to))),
             _ => None,
         };
         let end_of = |n: usize| {
@@ -347,16 +408,8 @@ impl Kernel {
     /// A packet or timer arrives.
     pub(crate) fn deliver(&mut self, pkt: Packet) {
         match pkt {
-            Packet::Syn {
-                client,
-                attempt,
-                to,
-            } => self.on_syn(client, attempt, to),
-            Packet::SynRetry {
-                client,
-                attempt,
-                to,
-            } => {
+            Packet::Syn { client, attempt } => self.on_syn(client, attempt),
+            Packet::SynRetry { client, attempt } => {
                 if !self.attempt_live(client, attempt) {
                     return;
                 }
@@ -366,14 +419,7 @@ impl Kernel {
                     self.tcp_abort(client, ETIMEDOUT);
                     return;
                 }
-                self.send(
-                    Packet::Syn {
-                        client,
-                        attempt,
-                        to,
-                    },
-                    None,
-                );
+                self.send(Packet::Syn { client, attempt }, None);
             }
             Packet::Refused { client, attempt } => {
                 if self.attempt_live(client, attempt) {
@@ -385,23 +431,15 @@ impl Kernel {
                 client,
                 attempt,
                 conn,
-                listener,
             } => {
                 self.net.conns[conn].packets -= 1;
                 if self.attempt_live(client, attempt) {
                     let s = sock(self, client);
                     s.state = State::Established;
-                    s.conn = Some((conn, 0));
+                    s.set_conn(Some((conn, 0)));
                     self.net.conns[conn].set_end(0, Some(client));
                     self.wake(client, Events::NONE);
-                    self.send(
-                        Packet::Ack {
-                            conn,
-                            listener,
-                            retries: 0,
-                        },
-                        Some((conn, 1)),
-                    );
+                    self.send(Packet::Ack { conn, retries: 0 }, Some((conn, 1)));
                 } else {
                     // The client went away: the half-open child is dropped.
                     if let Some(child) = self.net.conns[conn].end(1) {
@@ -410,15 +448,14 @@ impl Kernel {
                     self.conn_maybe_free(conn);
                 }
             }
-            Packet::Ack {
-                conn,
-                listener,
-                retries,
-            } => {
-                self.net.conns[conn].packets -= 1;
+            Packet::Ack { conn, retries } => {
+                let cn = &mut self.net.conns[conn];
+                cn.packets -= 1;
+                let listener = cn.listener;
                 self.on_ack(conn, listener, retries);
             }
             Packet::Data { conn, to, len } => {
+                let (to, len) = (usize::from(to), len as usize);
                 let cn = &mut self.net.conns[conn];
                 cn.packets -= 1;
                 let receiver = cn.end(to);
@@ -473,15 +510,21 @@ impl Kernel {
                 };
                 if !delivered && !held {
                     let cn = &mut self.net.conns[conn];
-                    cn.bufs[to].remove(cn.dir[to].rx_len as usize, len);
+                    let rx = cn.dir[to].rx_len as usize;
+                    cn.buf(to, &mut self.net.rings).remove(rx, len);
                     self.tcp_uncharge(len);
                     if sender_alive {
-                        self.send(Packet::Rst { conn, to: 1 - to }, Some((conn, 1 - to)));
+                        let rst = Packet::Rst {
+                            conn,
+                            to: (1 - to) as u8,
+                        };
+                        self.send(rst, Some((conn, 1 - to)));
                     }
                 }
                 self.conn_maybe_free(conn);
             }
             Packet::Fin { conn, to } => {
+                let to = usize::from(to);
                 let cn = &mut self.net.conns[conn];
                 cn.packets -= 1;
                 if cn.dir[to].lost() {
@@ -495,6 +538,7 @@ impl Kernel {
                 self.conn_maybe_free(conn);
             }
             Packet::Rst { conn, to } => {
+                let to = usize::from(to);
                 let cn = &mut self.net.conns[conn];
                 cn.packets -= 1;
                 let fin = cn.dir[to].fin;
@@ -505,7 +549,7 @@ impl Kernel {
                 }
                 self.conn_maybe_free(conn);
             }
-            Packet::Retransmit { conn, to } => self.tcp_retransmit(conn, to),
+            Packet::Retransmit { conn, to } => self.tcp_retransmit(conn, usize::from(to)),
         }
     }
 
@@ -518,7 +562,7 @@ impl Kernel {
             && !self.net.conns[conn].dir[to].fin
     }
 
-    pub(super) fn attempt_live(&self, client: FileId, attempt: u64) -> bool {
+    pub(super) fn attempt_live(&self, client: FileId, attempt: u32) -> bool {
         sock_ref(self, client).is_some_and(|s| s.state == State::SynSent && s.attempt == attempt)
     }
 
@@ -531,10 +575,15 @@ impl Kernel {
             .find(|&f| sock_ref(self, f).is_some_and(|s| s.state == State::Listen))
     }
 
-    pub(super) fn on_syn(&mut self, client: FileId, attempt: u64, to: SocketAddrV4) {
+    pub(super) fn on_syn(&mut self, client: FileId, attempt: u32) {
         if !self.attempt_live(client, attempt) {
             return;
         }
+        // The destination: the connecting socket's peer, set by the `connect` of this attempt.
+        let to = self
+            .addrs(client)
+            .peer
+            .expect("a connecting socket has a peer");
         let Some(l) = self.find_listener(to) else {
             self.send(Packet::Refused { client, attempt }, None);
             return;
@@ -549,23 +598,15 @@ impl Kernel {
             let rto = self.cfg.syn_rto_ns << (syns - 1).min(16);
             self.schedule(
                 self.now_ns + rto,
-                Later::Net(Packet::SynRetry {
-                    client,
-                    attempt,
-                    to,
-                }),
+                Later::Net(Packet::SynRetry { client, attempt }),
             );
             return;
         }
-        let client_addr = sock_ref(self, client)
-            .and_then(|s| s.local)
+        let client_addr = self
+            .addrs(client)
+            .local
             .expect("a connecting socket is bound");
-        let conn = self.net.conns.insert(Conn {
-            ends: [None, None],
-            dir: [Dir::default(), Dir::default()],
-            bufs: [ByteQueue::default(), ByteQueue::default()],
-            packets: 0,
-        });
+        let conn = self.net.conns.insert(Conn::new(l));
         let child = self.files.insert(super::super::File {
             refs: 0,
             nonblock: false,
@@ -573,15 +614,18 @@ impl Kernel {
             eof_read: false,
             kind: Kind::Tcp(TcpSock {
                 state: State::Established,
-                local: Some(to),
                 // It shares the listener's port (the listener's entry in the bind table).
                 holds_port: true,
                 addr_locked: true,
-                peer: Some(client_addr),
-                conn: Some((conn, 1)),
+                conn: NonZeroU32::new(conn + 1),
+                end: 1,
                 ..TcpSock::fresh()
             }),
         });
+        *self.addrs_mut(child) = super::Addrs {
+            local: Some(to),
+            peer: Some(client_addr),
+        };
         self.net.conns[conn].set_end(1, Some(child));
         self.net.mem.sockets += 1;
         self.send(
@@ -589,7 +633,6 @@ impl Kernel {
                 client,
                 attempt,
                 conn,
-                listener: l,
             },
             Some((conn, 0)),
         );
@@ -613,7 +656,7 @@ impl Kernel {
             }
             // Detach the half-open child first, so that its release sends nothing more.
             self.net.conns[conn].set_end(1, None);
-            sock(self, child).conn = None;
+            sock(self, child).set_conn(None);
             self.release(child);
             self.conn_maybe_free(conn);
             return;
@@ -627,7 +670,6 @@ impl Kernel {
                 at,
                 Later::Net(Packet::Ack {
                     conn,
-                    listener,
                     retries: retries + 1,
                 }),
             );
