@@ -227,6 +227,7 @@ impl Sim {
     }
 
     /// Virtual nanoseconds since the kernel was made.
+    #[inline]
     pub fn now_ns(&self) -> u64 {
         self.k.borrow().now_ns
     }
@@ -280,6 +281,7 @@ impl Sim {
     }
 
     /// Events still queued to happen (packets in flight, retransmission timers).
+    #[inline]
     pub fn pending(&self) -> usize {
         self.k.borrow().pending()
     }
@@ -290,6 +292,7 @@ impl Sim {
     }
 
     /// How many faults of each kind fired so far.
+    #[inline]
     pub fn fault_counts(&self) -> FaultCounts {
         self.k.borrow().faults
     }
@@ -538,7 +541,9 @@ impl Sim {
         self.trace.borrow().fingerprint()
     }
 
-    /// Runs `f` on the kernel and records the call.
+    /// Runs `f` on the kernel and records the call: [`Sim::call_with`] for calls that need
+    /// only the kernel, with one borrow of it for the whole call instead of three.
+    #[inline]
     fn call<T>(
         &self,
         op: Op,
@@ -547,7 +552,24 @@ impl Sim {
         f: impl FnOnce(&mut Kernel) -> io::Result<T>,
         val: impl FnOnce(&T) -> i64,
     ) -> io::Result<T> {
-        self.call_with(op, fd, arg, |s| f(&mut s.k.borrow_mut()), val)
+        let mut k = self.k.borrow_mut();
+        let before = call_enter(&mut k, op);
+        let r = if before.2 {
+            Err(k.stop_error())
+        } else {
+            f(&mut k)
+        };
+        let ret = call_ret(&r, val);
+        let at_ns = call_leave(&mut k, op, before, ret);
+        drop(k);
+        self.trace.borrow_mut().record(Record {
+            at_ns,
+            op,
+            fd,
+            arg,
+            ret,
+        });
+        r
     }
 
     /// Runs `f` (which borrows the kernel as it needs, so that the oracles it runs may call the
@@ -560,49 +582,14 @@ impl Sim {
         f: impl FnOnce(&Sim) -> io::Result<T>,
         val: impl FnOnce(&T) -> i64,
     ) -> io::Result<T> {
-        let before = {
-            let mut k = self.k.borrow_mut();
-            if k.costly {
-                k.charge_cost(op == Op::EpollWait);
-            }
-            k.stats.syscalls += 1;
-            (k.stats.deliveries, k.now_ns, k.livelocked())
-        };
+        let before = call_enter(&mut self.k.borrow_mut(), op);
         let r = if before.2 {
             Err(self.k.borrow().stop_error())
         } else {
             f(self)
         };
-        let ret = match &r {
-            Ok(v) => Ok(val(v)),
-            Err(e) => Err(e.raw_os_error().unwrap_or(0)),
-        };
-        let mut k = self.k.borrow_mut();
-        if k.cfg.oracles.livelock_turns > 0 {
-            let progress = k.stats.deliveries != before.0
-                || k.now_ns != before.1
-                || match (op, ret) {
-                    (Op::Read | Op::Recv | Op::Write, Ok(n)) => n > 0,
-                    (
-                        Op::EpollCreate
-                        | Op::Socketpair
-                        | Op::Pipe
-                        | Op::EventFd
-                        | Op::Socket
-                        | Op::Accept
-                        | Op::Dup
-                        | Op::Close
-                        | Op::Shutdown
-                        | Op::Connect,
-                        Ok(_),
-                    ) => true,
-                    (Op::Connect, Err(e)) => e == EINPROGRESS,
-                    _ => false,
-                };
-            k.turn(progress);
-        }
-        let at_ns = k.now_ns;
-        drop(k);
+        let ret = call_ret(&r, val);
+        let at_ns = call_leave(&mut self.k.borrow_mut(), op, before, ret);
         self.trace.borrow_mut().record(Record {
             at_ns,
             op,
@@ -657,6 +644,55 @@ impl Sim {
     }
 }
 
+/// A call's entry: the cost model's charge, the call counted; what the livelock budget
+/// compares on the way out (deliveries, the clock) and whether a livelock stops the call.
+#[inline(always)]
+fn call_enter(k: &mut Kernel, op: Op) -> (u64, u64, bool) {
+    if k.costly {
+        k.charge_cost(op == Op::EpollWait);
+    }
+    k.stats.syscalls += 1;
+    (k.stats.deliveries, k.now_ns, k.livelocked())
+}
+
+/// The result as the trace records it: the value, or the errno.
+#[inline(always)]
+fn call_ret<T>(r: &io::Result<T>, val: impl FnOnce(&T) -> i64) -> Result<i64, i32> {
+    match r {
+        Ok(v) => Ok(val(v)),
+        Err(e) => Err(e.raw_os_error().unwrap_or(0)),
+    }
+}
+
+/// A call's exit: the livelock budget's turn; returns the instant to record.
+#[inline(always)]
+fn call_leave(k: &mut Kernel, op: Op, before: (u64, u64, bool), ret: Result<i64, i32>) -> u64 {
+    if k.cfg.oracles.livelock_turns > 0 {
+        let progress = k.stats.deliveries != before.0
+            || k.now_ns != before.1
+            || match (op, ret) {
+                (Op::Read | Op::Recv | Op::Write, Ok(n)) => n > 0,
+                (
+                    Op::EpollCreate
+                    | Op::Socketpair
+                    | Op::Pipe
+                    | Op::EventFd
+                    | Op::Socket
+                    | Op::Accept
+                    | Op::Dup
+                    | Op::Close
+                    | Op::Shutdown
+                    | Op::Connect,
+                    Ok(_),
+                ) => true,
+                (Op::Connect, Err(e)) => e == EINPROGRESS,
+                _ => false,
+            };
+        k.turn(progress);
+    }
+    k.now_ns
+}
+
 /// An `epoll_wait` timeout in milliseconds (negative: for ever) in nanoseconds.
 fn ms_to_ns(timeout_ms: i32) -> Option<u64> {
     u64::try_from(timeout_ms).ok().map(|t| t * 1_000_000)
@@ -683,6 +719,7 @@ fn is_eagain(r: &io::Result<usize>) -> bool {
 }
 
 impl Kernel {
+    #[inline]
     fn read_once(&mut self, f: u32, buf: &mut [u8]) -> io::Result<usize> {
         if self.cfg.faults.short_read <= 0.0 {
             return self.read_raw(f, buf);
@@ -718,6 +755,7 @@ impl Kernel {
         self.read_raw(f, buf)
     }
 
+    #[inline]
     fn read_raw(&mut self, f: u32, buf: &mut [u8]) -> io::Result<usize> {
         match self.files[f].kind {
             Kind::Unix(_) => self.unix_read(f, buf, false),
@@ -734,6 +772,7 @@ impl Kernel {
     /// `read` and `recv`: one read (or peek), sleeping on `fd` while it would block unless the
     /// file is non-blocking or `dontwait`; end of file or a reset marks the file as read to its
     /// end (the lost-wakeup oracle stops expecting input there).
+    #[inline]
     fn read_until_ready(
         &mut self,
         f: u32,
@@ -792,6 +831,7 @@ impl Kernel {
         ready
     }
 
+    #[inline]
     fn write_once(&mut self, f: u32, buf: &[u8]) -> io::Result<usize> {
         if matches!(
             self.files[f].kind,
@@ -815,6 +855,7 @@ impl Kernel {
         self.write_raw(f, buf)
     }
 
+    #[inline]
     fn write_raw(&mut self, f: u32, buf: &[u8]) -> io::Result<usize> {
         match self.files[f].kind {
             Kind::Unix(_) => self.unix_write(f, buf),
@@ -1177,6 +1218,7 @@ impl Poller for Sim {
         )
     }
 
+    #[inline]
     fn now(&self) -> Duration {
         Duration::from_nanos(self.k.borrow().now_ns)
     }

@@ -107,6 +107,8 @@ pub(crate) struct Tracer {
     head: usize,
     full: Option<Vec<Record>>,
     sink: Option<TraceSink>,
+    /// `full` or `sink` is on: one test on the hot path instead of two.
+    tee: bool,
     fingerprint: u64,
     count: u64,
 }
@@ -160,7 +162,7 @@ impl Tracer {
             self.recent[self.head] = e;
             self.head = (self.head + 1) % HISTORY_LEN;
         }
-        if self.full.is_some() || self.sink.is_some() {
+        if self.tee {
             self.record_out(r);
         }
     }
@@ -179,10 +181,12 @@ impl Tracer {
 
     pub(crate) fn set_sink(&mut self, sink: Option<TraceSink>) {
         self.sink = sink;
+        self.tee = self.full.is_some() || self.sink.is_some();
     }
 
     pub(crate) fn set_full(&mut self, on: bool) {
         self.full = if on { Some(Vec::new()) } else { None };
+        self.tee = self.full.is_some() || self.sink.is_some();
     }
 
     pub(crate) fn take_full(&mut self) -> Vec<Record> {

@@ -343,7 +343,7 @@ impl Kernel {
     /// the wakeup counts as having woken someone (for exclusive wakeups).
     pub(crate) fn ep_poll_callback(&mut self, it: ItemId, key: Events) -> bool {
         self.stats.wakeups += 1;
-        let item = &self.items[it];
+        let item = &mut self.items[it];
         if !item.armed() {
             return false;
         }
@@ -351,9 +351,25 @@ impl Kernel {
             return false;
         }
         let (ep, exclusive, interest) = (item.ep, item.exclusive(), item.events);
-        self.link(it);
+        // `link`, Linux's `waitqueue_active(&ep->wq)` (a thread is blocked in `epoll_wait` on
+        // `ep`) and the test in `wake`, with one lookup of the instance for its ready list, its
+        // waiters and its own wait queue.
+        let queued = (!item.linked).then(|| {
+            item.linked = true;
+            item.ticket = item.ticket.wrapping_add(1);
+            item.ticket
+        });
+        let blocked = self.blocked_in == Some(ep);
+        let file = &mut self.files[ep];
+        let watched = !file.watchers.is_empty();
+        let Kind::Epoll(e) = &mut file.kind else {
+            unreachable!("epoll item {it} points at a file that is not an epoll instance")
+        };
+        if let Some(ticket) = queued {
+            e.ready.push_back((it, ticket));
+        }
         let mut ewake = false;
-        if self.ep_waitqueue_active(ep) {
+        if blocked || !e.wq.is_empty() {
             self.ep_wake_one(ep);
             ewake = if exclusive {
                 match (key.intersects(Events::IN), key.intersects(Events::OUT)) {
@@ -366,7 +382,9 @@ impl Kernel {
             };
         }
         // Instances that have this one registered hear of it (`ep_poll_safewake`).
-        self.wake(ep, Events::IN);
+        if watched {
+            self.wake_queue(ep, Events::IN);
+        }
         if !exclusive {
             ewake = true;
         }
@@ -660,12 +678,6 @@ impl Kernel {
                 .get(it)
                 .is_some_and(|i| i.linked && i.ticket == ticket && i.ep == ep)
         })
-    }
-
-    /// Linux's `waitqueue_active(&ep->wq)`: a thread is blocked in `epoll_wait` on `ep`.
-    fn ep_waitqueue_active(&self, ep: FileId) -> bool {
-        self.blocked_in == Some(ep)
-            || matches!(&self.files[ep].kind, Kind::Epoll(e) if !e.wq.is_empty())
     }
 
     /// `wake_up(&ep->wq)`: every waiter is exclusive, so this wakes the one at the head, which

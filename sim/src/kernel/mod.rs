@@ -109,6 +109,14 @@ impl WaitQueue {
         }
     }
 
+    #[inline]
+    pub(crate) fn is_empty(&self) -> bool {
+        match self {
+            WaitQueue::Inline(n, _) => *n == 0,
+            WaitQueue::Heap(v) => v.is_empty(),
+        }
+    }
+
     pub(crate) fn get(&self, i: usize) -> Option<ItemId> {
         self.as_slice().get(i).copied()
     }
@@ -511,7 +519,21 @@ impl Kernel {
     /// Wakes `f`'s wait queue with `key` (empty: a state change every waiter must see). Runs each
     /// item's callback in wake order; the first exclusive item that woke a blocked waiter ends the
     /// walk, as `__wake_up_common` does with `nr_exclusive == 1`.
+    ///
+    /// Inline up to the test for an empty queue: most files woken have at most one watcher,
+    /// and an epoll instance (woken by each of its items' callbacks) usually has none.
+    #[inline]
     pub(crate) fn wake(&mut self, f: FileId, key: Events) {
+        if let Some(file) = self.files.get(f) {
+            if !file.watchers.is_empty() {
+                self.wake_queue(f, key);
+            }
+        }
+    }
+
+    /// [`Kernel::wake`] of a queue with at least one watcher.
+    #[inline(never)]
+    pub(crate) fn wake_queue(&mut self, f: FileId, key: Events) {
         let mut i = 0;
         loop {
             let Some(file) = self.files.get(f) else {
@@ -531,6 +553,7 @@ impl Kernel {
     }
 
     /// The file's current readiness, as its `poll` would say (all bits, not only the asked ones).
+    #[inline]
     pub(crate) fn poll_file(&mut self, f: FileId, depth: u32) -> Events {
         match &self.files[f].kind {
             Kind::Epoll(_) => self.ep_eventpoll_poll(f, depth),
@@ -563,11 +586,7 @@ impl Kernel {
 
     /// Runs every event due at `self.now_ns` or earlier.
     pub(crate) fn run_due(&mut self) {
-        while let Some(key) = self.queue.peek() {
-            if (key >> 64) as u64 > self.now_ns {
-                break;
-            }
-            let (_, what) = self.queue.pop().expect("peeked");
+        while let Some(what) = self.queue.pop_due(self.now_ns) {
             self.stats.deliveries += 1;
             self.warm_ahead();
             match what {

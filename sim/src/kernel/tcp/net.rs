@@ -375,30 +375,30 @@ impl Kernel {
         if self.stats.deliveries % WARM as u64 != 0 {
             return;
         }
-        let conn_of = |n: usize| match self.queue.ahead(n) {
-            Some(Later::Net(
+        let conn_of = |later: &Later| match later {
+            Later::Net(
                 Packet::Data { conn, to, .. } | Packet::Fin { conn, to } | Packet::Rst { conn, to },
-            )) => Some((*conn, usize::from(*to))),
+            ) => Some((*conn, usize::from(*to))),
             _ => None,
         };
-        let end_of = |n: usize| {
-            let (c, to) = conn_of(n)?;
+        let end_of = |later: &Later| {
+            let (c, to) = conn_of(later)?;
             self.net.conns.get(c)?.end(to)
         };
-        for n in 2 * WARM..3 * WARM {
-            if let Some((c, to)) = conn_of(n) {
+        for later in self.queue.ahead_range(2 * WARM, 3 * WARM) {
+            if let Some((c, to)) = conn_of(later) {
                 if let Some(cn) = self.net.conns.get(c) {
                     std::hint::black_box((cn.packets, cn.dir[to].rx_len));
                 }
             }
         }
-        for n in WARM..2 * WARM {
-            if let Some(file) = end_of(n).and_then(|f| self.files.get(f)) {
+        for later in self.queue.ahead_range(WARM, 2 * WARM) {
+            if let Some(file) = end_of(later).and_then(|f| self.files.get(f)) {
                 std::hint::black_box(file.refs);
             }
         }
-        for n in 0..WARM {
-            let item = end_of(n)
+        for later in self.queue.ahead_range(0, WARM) {
+            let item = end_of(later)
                 .and_then(|f| self.files.get(f)?.watchers.get(0))
                 .and_then(|it| self.items.get(it));
             std::hint::black_box(item.map(|i| i.ep));
