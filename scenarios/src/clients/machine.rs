@@ -11,7 +11,7 @@ use netpoll::sys::{
 use netpoll::{EpollEvent, Poller};
 
 use super::pattern::{check_pattern, fill_pattern, pattern};
-use super::{Client, ClientMode, Clients, Phase, Stop, RECONNECT_TICK, TOKEN};
+use super::{ClientMode, Clients, Phase, Stop, RECONNECT_TICK, TOKEN};
 use crate::oracle::{io_fail, Failure};
 
 impl<P: Poller + ?Sized> Clients<'_, P> {
@@ -22,7 +22,9 @@ impl<P: Poller + ?Sized> Clients<'_, P> {
     /// Client `i` starts: it takes a place in the connect window and makes its first connection.
     pub(super) fn connect(&mut self, i: usize) -> Result<(), Failure> {
         self.connecting += 1;
-        self.clients[i].first_connect_ns = self.now_ns();
+        if let Some(c) = self.cold.get_mut(i) {
+            c.first_connect_ns = self.k.now().as_nanos() as u64;
+        }
         self.open_socket(i)
     }
 
@@ -68,9 +70,10 @@ impl<P: Poller + ?Sized> Clients<'_, P> {
     }
 
     /// The request bytes a client may have written by now.
-    pub(super) fn send_target(&self, c: &Client) -> u64 {
+    pub(super) fn send_target(&self, i: usize) -> u64 {
         let factor = u64::from(self.mix.reply_factor.max(1));
-        let limit = match c.mode {
+        let c = &self.clients[i];
+        let limit = match self.mode(i) {
             ClientMode::HalfClose => c.send_total,
             // `pipeline` messages ahead (1: the next once the previous one's answer is in).
             _ => (c.recv / (self.mix.size * factor) + self.mix.pipeline.max(1)) * self.mix.size,
@@ -109,8 +112,8 @@ impl<P: Poller + ?Sized> Clients<'_, P> {
                 }
                 self.connecting -= 1;
                 self.clients[i].phase = Phase::Active;
-                if let ClientMode::SlowReader { chunk, .. } = self.clients[i].mode {
-                    self.clients[i].budget = chunk;
+                if let ClientMode::SlowReader { chunk, .. } = self.mode(i) {
+                    self.cold[i].budget = chunk;
                 }
                 self.step(i, Some(ready))
             }
@@ -134,6 +137,8 @@ impl<P: Poller + ?Sized> Clients<'_, P> {
     pub(super) fn step(&mut self, i: usize, ready: Option<Events>) -> Result<(), Failure> {
         let factor = u64::from(self.mix.reply_factor.max(1));
         let fd = self.clients[i].fd;
+        let (key, mode) = (self.key(i), self.mode(i));
+        let slow = matches!(mode, ClientMode::SlowReader { .. });
         let readable = Events::IN | Events::RDHUP | Events::HUP | Events::ERR;
         let skip_read = ready.is_some_and(|r| !r.intersects(readable));
         let short_read_drains = self.mix.short_read_drains
@@ -143,13 +148,11 @@ impl<P: Poller + ?Sized> Clients<'_, P> {
             if skip_read {
                 break;
             }
-            let c = &self.clients[i];
-            if c.phase != Phase::Active {
+            if self.clients[i].phase != Phase::Active {
                 return Ok(());
             }
-            let slow = matches!(c.mode, ClientMode::SlowReader { .. });
             let want = if slow {
-                c.budget.min(self.buf.len())
+                self.cold[i].budget.min(self.buf.len())
             } else {
                 self.buf.len()
             };
@@ -190,13 +193,13 @@ impl<P: Poller + ?Sized> Clients<'_, P> {
                 });
             }
             let bad = if factor == 1 {
-                check_pattern(&self.buf[..n], c.key, base)
+                check_pattern(&self.buf[..n], key, base)
             } else {
-                (0..n).find(|&j| self.buf[j] != pattern(c.key, (base + j as u64) / factor))
+                (0..n).find(|&j| self.buf[j] != pattern(key, (base + j as u64) / factor))
             };
             if let Some(j) = bad {
                 let off = base + j as u64;
-                let (want, got) = (pattern(c.key, off / factor), self.buf[j]);
+                let (want, got) = (pattern(key, off / factor), self.buf[j]);
                 return Err(Failure::Integrity {
                     conn: i,
                     offset: off,
@@ -207,7 +210,7 @@ impl<P: Poller + ?Sized> Clients<'_, P> {
             }
             c.recv += n as u64;
             if slow {
-                c.budget -= n;
+                self.cold[i].budget -= n;
             }
             self.stats.bytes += n as u64;
             if n < want && short_read_drains {
@@ -216,13 +219,13 @@ impl<P: Poller + ?Sized> Clients<'_, P> {
         }
         // Write what may be written now.
         loop {
+            let target = self.send_target(i);
             let c = &self.clients[i];
-            let target = self.send_target(c);
             if c.sent >= target || c.shut_wr {
                 break;
             }
             let len = ((target - c.sent) as usize).min(self.buf.len());
-            let (key, sent) = (c.key, c.sent);
+            let sent = c.sent;
             fill_pattern(&mut self.buf[..len], key, sent);
             match self.k.write(fd, &self.buf[..len]) {
                 Ok(n) => {
@@ -251,16 +254,14 @@ impl<P: Poller + ?Sized> Clients<'_, P> {
                 self.close_client(i)?;
                 return self.client_finished(i, false);
             }
-            Stop::Complete if all_sent && c.mode == ClientMode::HalfClose && !c.shut_wr => {
+            Stop::Complete if all_sent && mode == ClientMode::HalfClose && !c.shut_wr => {
                 self.k
                     .shutdown(fd, SHUT_WR)
                     .map_err(|e| io_fail("shutdown(SHUT_WR)", e))?;
                 self.clients[i].shut_wr = true;
             }
-            Stop::Complete
-                if c.recv == c.send_total * factor && c.mode != ClientMode::HalfClose =>
-            {
-                let hold = matches!(c.mode, ClientMode::Echo | ClientMode::Idle);
+            Stop::Complete if c.recv == c.send_total * factor && mode != ClientMode::HalfClose => {
+                let hold = matches!(mode, ClientMode::Echo | ClientMode::Idle);
                 if !hold {
                     self.close_client(i)?;
                 }
@@ -268,13 +269,13 @@ impl<P: Poller + ?Sized> Clients<'_, P> {
             }
             _ => {}
         }
-        if let ClientMode::SlowReader { interval_ns, .. } = self.clients[i].mode {
-            let c = &self.clients[i];
-            if c.budget == 0 && c.phase == Phase::Active && !c.tick_armed {
+        if let ClientMode::SlowReader { interval_ns, .. } = mode {
+            let cold = &self.cold[i];
+            if cold.budget == 0 && self.clients[i].phase == Phase::Active && !cold.tick_armed {
                 // Out of budget: sleep until the next tick (reading nothing meanwhile).
                 let at = self.now_ns() + interval_ns;
                 self.ticks.push(Reverse((at, i as u32)));
-                self.clients[i].tick_armed = true;
+                self.cold[i].tick_armed = true;
             }
         }
         Ok(())
@@ -288,7 +289,8 @@ impl<P: Poller + ?Sized> Clients<'_, P> {
         let Some(r) = self.mix.reconnect else {
             return false;
         };
-        c.recv == 0 && self.now_ns().saturating_sub(c.first_connect_ns) < r.give_up_after_ns
+        let first_connect_ns = self.cold[i].first_connect_ns;
+        c.recv == 0 && self.now_ns().saturating_sub(first_connect_ns) < r.give_up_after_ns
     }
 
     /// Whether `fd`'s handshake is complete (`getpeername`: `ENOTCONN` while it is not).
@@ -313,12 +315,13 @@ impl<P: Poller + ?Sized> Clients<'_, P> {
         let refused = matches!(errno_of(&e), Some(ECONNRESET | EPIPE | ETIMEDOUT));
         match self.mix.reconnect {
             Some(r) if refused && c.recv == 0 => {
-                let tried_s = self.now_ns().saturating_sub(c.first_connect_ns) as f64 / 1e9;
+                let cold = self.cold[i];
+                let tried_s = self.now_ns().saturating_sub(cold.first_connect_ns) as f64 / 1e9;
                 io_fail(
                     format!(
                         "client {i} {what}: no answer from the server after {} connections in \
                          {tried_s:.3} s of virtual time (the reconnect budget is {} s)",
-                        c.retries + 1,
+                        cold.retries + 1,
                         r.give_up_after_ns as f64 / 1e9
                     ),
                     e,
@@ -340,14 +343,14 @@ impl<P: Poller + ?Sized> Clients<'_, P> {
             // Back among the clients still connecting (the window counts them).
             self.connecting += 1;
         }
-        c.retries += 1;
         c.sent = 0;
         c.shut_wr = false;
         c.phase = Phase::Backoff;
-        let (lo, hi) = r.delay_range_ns(c.retries);
-        let at = now + self.backoff_rng.range(lo, hi);
-        c.reconnect_at_ns = at;
         let fd = std::mem::replace(&mut c.fd, -1);
+        let cold = &mut self.cold[i];
+        cold.retries += 1;
+        let (lo, hi) = r.delay_range_ns(cold.retries);
+        let at = now + self.backoff_rng.range(lo, hi);
         self.ticks.push(Reverse((at, i as u32 | RECONNECT_TICK)));
         self.k
             .close(fd)
@@ -358,7 +361,7 @@ impl<P: Poller + ?Sized> Clients<'_, P> {
     /// client's server may close it).
     fn check_held(&mut self, i: usize) -> Result<(), Failure> {
         let c = &self.clients[i];
-        let (fd, recv, idle) = (c.fd, c.recv, c.mode == ClientMode::Idle);
+        let (fd, recv, idle) = (c.fd, c.recv, self.mode(i) == ClientMode::Idle);
         let detail = match self.k.read(fd, &mut self.buf) {
             Err(e) if errno_of(&e) == Some(EAGAIN) => return Ok(()), // spurious
             Ok(0) if idle => {
@@ -382,14 +385,13 @@ impl<P: Poller + ?Sized> Clients<'_, P> {
 
     fn on_eof(&mut self, i: usize) -> Result<(), Failure> {
         let factor = u64::from(self.mix.reply_factor.max(1));
-        let now = self.now_ns();
-        let c = &mut self.clients[i];
-        c.eof_ns = now;
+        let half_close = self.mode(i) == ClientMode::HalfClose;
+        let c = &self.clients[i];
         let owed = c.sent * factor;
         let expected = match c.stop {
             // Only once it has stalled: a client closed while still sending was cut off.
             Stop::Stall => c.sent == c.send_total,
-            Stop::Complete => c.mode == ClientMode::HalfClose && c.shut_wr,
+            Stop::Complete => half_close && c.shut_wr,
             Stop::Reset => false,
         };
         if !expected {
