@@ -107,6 +107,7 @@ where
     T: Send + 'static,
     F: FnOnce() -> T + Send + 'static,
 {
+    host::refuse_nested("netpoll_interpose::run_threads");
     crate::keep_symbols();
     crate::quiet_lost_wakeup_scan(&sim);
     let slot = state::claim_slot().expect("at most 1,024 netpoll_interpose runs alive at once");
@@ -114,7 +115,8 @@ where
     let opts = Opts::default();
     // This thread only supervises: its own waits are real, whatever run it is on.
     let off = state::off();
-    let r = runner.run(sim, move |k| {
+    // Alone in the process: the run's threads block on std's process-wide futex words.
+    let r = runner.exclusive(true).run(sim, move |k| {
         host::hosted();
         let cur = current(k, slot, seed, Tid(0), opts);
         let _entered = state::enter(&cur);
