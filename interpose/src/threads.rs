@@ -50,6 +50,13 @@ use crate::state::{self, existing, nested, Current, Opts};
 /// `f` runs on a thread named `main` created on the run, so that its thread-local destructors
 /// (tokio's runtime context) still run on the simulated kernel.
 ///
+/// One run at a time: the run is admitted alone in the process
+/// ([`Runner::exclusive`](netpoll_threads::Runner::exclusive), whatever `runner` says), since
+/// its threads block on std's process-wide futex words (the lock every std thread takes when it
+/// starts and exits, `static` mutexes) and a run alive beside it would change its schedule. A
+/// call made while another run is alive waits for it (in wall-clock time), then runs exactly as
+/// a lone run of its seed: the same schedule. Tests that start runs need no lock of their own.
+///
 /// # Errors
 /// The scheduler's [`Failure`]: a deadlock (every thread blocked, with what each waits for), a
 /// panic in `f` (a panic in another thread is std's to report: its `join` returns it), a
@@ -57,6 +64,10 @@ use crate::state::{self, existing, nested, Current, Opts};
 /// see (the watchdog). Its `Display` has the schedule, one column per thread, and the replay line. Threads
 /// still blocked when the run fails are left waiting (they cannot unwind through C frames);
 /// the test goes on.
+///
+/// # Panics
+/// If called from a simulated thread (of any live run): it could not be admitted before that
+/// run ends.
 ///
 /// # Examples
 ///

@@ -12,44 +12,18 @@
 //! NETPOLL_SEEDS=0..10000 cargo test -p netpoll-interpose --test check_threads -- fixed
 //! ```
 
-use std::collections::BTreeMap;
 use std::io;
 use std::sync::{Arc, Condvar, Mutex};
 
 use netpoll_interpose::CheckInterposed;
-use netpoll_scenarios::check::{Check, CheckError, Failure, Passed};
+use netpoll_scenarios::check::Check;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+#[path = "../../scenarios/tests/support/check_env.rs"]
+mod check_env;
 #[path = "../../scenarios/tests/support/chrome.rs"]
 mod chrome;
-
-/// A check that reads only `vars`, not the process's environment.
-fn check(vars: &[(&str, &str)]) -> Check {
-    let vars: BTreeMap<String, String> = vars
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    Check::new().env(move |k| vars.get(k).cloned())
-}
-
-fn failure(r: Result<Passed, CheckError>) -> Failure {
-    match r {
-        Err(CheckError::Failed(f)) => *f,
-        Err(e) => panic!("expected a failing seed, got {e}"),
-        Ok(p) => panic!("expected a failing seed, all passed: {p:?}"),
-    }
-}
-
-/// The `NETPOLL_*=value` assignments at the head of a replay line.
-fn replay_env(line: &str) -> Vec<(String, String)> {
-    line.split_whitespace()
-        .take_while(|w| w.starts_with("NETPOLL_") && w.contains('='))
-        .map(|w| {
-            let (k, v) = w.split_once('=').unwrap();
-            (k.to_string(), v.trim_matches('\'').to_string())
-        })
-        .collect()
-}
+use check_env::{check, failure, replay_env};
 
 /// A tokio echo with a `spawn_blocking` per connection and `conns` clients.
 async fn echo(conns: usize) -> io::Result<()> {

@@ -10,9 +10,15 @@ use netpoll_interpose::run_threads;
 use netpoll_sim::Sim;
 use netpoll_threads::{FailureKind, Runner};
 
+/// A process-wide word, as a `static` of the program or of a library it uses (a registry, a
+/// logger, std's environment lock): every run's threads take it.
+static GLOBAL: Mutex<u64> = Mutex::new(0);
+
 /// A run that starts and ends many std threads (each takes std's process-wide thread
-/// start/exit lock twice) handing a counter round under a std `Mutex` and `Condvar`, and a
-/// channel: what a run alive at the same time would disturb. Its schedule hash.
+/// start/exit lock twice) handing a counter round under a std `Mutex` and `Condvar`, a
+/// channel, and [`GLOBAL`] held across a switch point: what a run alive at the same time would
+/// disturb (it would hold the same words at moments that depend on its own schedule). Its
+/// schedule hash.
 fn schedule_hash(seed: u64) -> u64 {
     let out = run_threads(Runner::new(seed), Sim::new(seed), || {
         let turn = Arc::new((Mutex::new(0usize), Condvar::new()));
@@ -29,6 +35,10 @@ fn schedule_hash(seed: u64) -> u64 {
                     *g += 1;
                     cv.notify_all();
                     drop(g);
+                    let mut global = GLOBAL.lock().unwrap_or_else(|e| e.into_inner());
+                    std::thread::yield_now();
+                    *global += 1;
+                    drop(global);
                     // A short-lived thread of its own: one more start and exit.
                     std::thread::spawn(move || tx.send(i).unwrap())
                         .join()

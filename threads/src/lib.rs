@@ -54,6 +54,7 @@
 //! | `futex.rs` | [`futex_wait`] / [`futex_wake`] (with deadlines in virtual time), wakes across runs sharing a word, and [`sleep`] |
 //! | [`host`] | hooks for a layer that hosts unmodified code (netpoll-interpose): threads it creates, threads that never unwind |
 //! | [`SimThreads`] | the seam that runs `netpoll::rt::MultiRuntime`'s workers here |
+//! | `gate.rs` | admission of runs: one run that hosts unmodified code at a time per process ([`Runner::run`], "One run at a time") |
 //!
 //! ## Blocking and time
 //!
