@@ -35,12 +35,16 @@ struct Admitted {
     shared: usize,
     /// How many exclusive runs wait for admission.
     waiting: usize,
+    /// How many runs (of either kind) wait on [`OPENED`]: a run that ends with none waiting
+    /// makes no wake (no system call per run in a sweep of shared runs).
+    sleepers: usize,
 }
 
 static GATE: Mutex<Admitted> = Mutex::new(Admitted {
     exclusive: false,
     shared: 0,
     waiting: 0,
+    sleepers: 0,
 });
 static OPENED: Condvar = Condvar::new();
 
@@ -54,19 +58,27 @@ pub(crate) struct Admission {
     exclusive: bool,
 }
 
+/// Waits on [`OPENED`] once.
+fn sleep(mut g: MutexGuard<'static, Admitted>) -> MutexGuard<'static, Admitted> {
+    g.sleepers += 1;
+    let mut g = OPENED.wait(g).unwrap_or_else(|e| e.into_inner());
+    g.sleepers -= 1;
+    g
+}
+
 /// Waits (in wall-clock time) until the run may start, and admits it.
 pub(crate) fn admit(exclusive: bool) -> Admission {
     let mut g = gate();
     if exclusive {
         g.waiting += 1;
         while g.exclusive || g.shared > 0 {
-            g = OPENED.wait(g).unwrap_or_else(|e| e.into_inner());
+            g = sleep(g);
         }
         g.waiting -= 1;
         g.exclusive = true;
     } else {
         while g.exclusive || g.waiting > 0 {
-            g = OPENED.wait(g).unwrap_or_else(|e| e.into_inner());
+            g = sleep(g);
         }
         g.shared += 1;
     }
@@ -81,8 +93,11 @@ impl Drop for Admission {
         } else {
             g.shared -= 1;
         }
+        let wake = g.sleepers > 0;
         drop(g);
-        OPENED.notify_all();
+        if wake {
+            OPENED.notify_all();
+        }
     }
 }
 
