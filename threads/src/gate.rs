@@ -23,7 +23,9 @@
 //! for ever or spin outside every run.
 //!
 //! A run started from a simulated thread of a live run would wait for its own run: that is a
-//! panic ([`refuse_nested`]), not a hang.
+//! panic ([`refuse_nested`]), not a hang. Shared runs that wait for each other outside the
+//! scheduler (a barrier between their threads) can be held apart by an exclusive run queued
+//! between their starts; the first one's watchdog then reports it as spinning.
 
 use std::sync::{Condvar, Mutex, MutexGuard};
 

@@ -1,10 +1,10 @@
-//! The admission gate of `Runner::run`: exclusive runs are alone in the process, shared runs
-//! overlap each other, a run started on a simulated thread panics with the invariant, and a
-//! failed run lets the next one in.
+//! The admission gate of `Runner::run`: exclusive runs are alone in the process, a run started
+//! on a simulated thread panics with the invariant, and a failed run lets the next one in.
+//! (That shared runs overlap is in `sched.rs`, a binary with no exclusive run: here one could
+//! queue between the two.)
 
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Barrier};
-use std::time::Duration;
 
 use netpoll_sim::Sim;
 use netpoll_threads::{spawn, yield_now, FailureKind, Runner};
@@ -52,31 +52,6 @@ fn an_exclusive_run_is_alone_among_shared_ones() {
         h.join().unwrap();
     }
     assert_eq!(MOST_BESIDE_EXCLUSIVE.load(SeqCst), 1);
-}
-
-/// Two shared runs are alive at once: each main thread waits (outside the scheduler) for the
-/// other's at a barrier. Were they admitted one at a time, the first would wait alone until
-/// its watchdog reported it.
-#[test]
-fn shared_runs_overlap() {
-    let meet = Arc::new(Barrier::new(2));
-    let hs: Vec<_> = (0..2u64)
-        .map(|i| {
-            let meet = meet.clone();
-            std::thread::spawn(move || {
-                Runner::new(i)
-                    .watchdog(Duration::from_secs(5))
-                    .run(Sim::new(i), move |_k| {
-                        meet.wait();
-                    })
-                    .map(|_| ())
-                    .map_err(|f| f.to_string())
-            })
-        })
-        .collect();
-    for h in hs {
-        h.join().unwrap().unwrap_or_else(|f| panic!("{f}"));
-    }
 }
 
 /// A run started on a simulated thread could not be admitted before the run it is on ends:
