@@ -75,7 +75,9 @@
 //! interleaves them (`NETPOLL_SCHEDULE=random` or `pct:DEPTH:STEPS` picks the policy). So
 //! `#[tokio::test(flavor = "multi_thread", worker_threads = 2)]` tests run on the sim without
 //! an edit (`tests/unchanged_threads.rs`). Each run's seed is the variable's (a test's name is
-//! not known before its thread starts). A failing test prints its replay line
+//! not known before its thread starts). libtest's parallelism needs no `--test-threads 1`: the
+//! runs are admitted one at a time ([`run_threads`]), so each test's schedule is its seed's
+//! alone. A failing test prints its replay line
 //! (`NETPOLL_SIM=threads:<seed> [NETPOLL_SCHEDULE=...] cargo test --test <target> -- --exact
 //! <test path>`); a run the scheduler fails (a deadlock, reported with each thread's blocking
 //! call) prints the report and the replay line and ends the test process with status 101: the

@@ -50,6 +50,13 @@ use crate::state::{self, existing, nested, Current, Opts};
 /// `f` runs on a thread named `main` created on the run, so that its thread-local destructors
 /// (tokio's runtime context) still run on the simulated kernel.
 ///
+/// One run at a time: the run is admitted alone in the process
+/// ([`Runner::exclusive`](netpoll_threads::Runner::exclusive), whatever `runner` says), since
+/// its threads block on std's process-wide futex words (the lock every std thread takes when it
+/// starts and exits, `static` mutexes) and a run alive beside it would change its schedule. A
+/// call made while another run is alive waits for it (in wall-clock time), then runs exactly as
+/// a lone run of its seed: the same schedule. Tests that start runs need no lock of their own.
+///
 /// # Errors
 /// The scheduler's [`Failure`]: a deadlock (every thread blocked, with what each waits for), a
 /// panic in `f` (a panic in another thread is std's to report: its `join` returns it), a
@@ -57,6 +64,10 @@ use crate::state::{self, existing, nested, Current, Opts};
 /// see (the watchdog). Its `Display` has the schedule, one column per thread, and the replay line. Threads
 /// still blocked when the run fails are left waiting (they cannot unwind through C frames);
 /// the test goes on.
+///
+/// # Panics
+/// If called from a simulated thread (of any live run): it could not be admitted before that
+/// run ends.
 ///
 /// # Examples
 ///
@@ -107,6 +118,7 @@ where
     T: Send + 'static,
     F: FnOnce() -> T + Send + 'static,
 {
+    host::refuse_nested("netpoll_interpose::run_threads");
     crate::keep_symbols();
     crate::quiet_lost_wakeup_scan(&sim);
     let slot = state::claim_slot().expect("at most 1,024 netpoll_interpose runs alive at once");
@@ -114,7 +126,8 @@ where
     let opts = Opts::default();
     // This thread only supervises: its own waits are real, whatever run it is on.
     let off = state::off();
-    let r = runner.run(sim, move |k| {
+    // Alone in the process: the run's threads block on std's process-wide futex words.
+    let r = runner.exclusive(true).run(sim, move |k| {
         host::hosted();
         let cur = current(k, slot, seed, Tid(0), opts);
         let _entered = state::enter(&cur);

@@ -3,61 +3,27 @@
 //! and std threads on the simulated kernel, interleaved by seed; a lost notification between
 //! threads found by seed and replayed by its report's line; its fixed twin passing.
 //!
-//! The tests take [`SERIAL`] first, one threaded run at a time in this process. Runs alive at once
-//! share std's process-wide futex words (the thread start/exit lock): a wake from another run
-//! now reaches its waiter (`tests/concurrent_runs.rs`), but when it comes depends on the other
-//! run, so it can change this run's schedule, and these tests compare a failure's schedule hash
-//! with its replay's. Each fixed twin passes 10,000 seeds:
+//! The tests run at once, with no lock of their own, and compare a failure's schedule hash with
+//! its replay's: the threads runtime admits one run that hosts unmodified code at a time per
+//! process (`Runner::run`, "One run at a time"), so a seed's schedule does not depend on the
+//! other tests' runs. Each fixed twin passes 10,000 seeds:
 //!
 //! ```text
 //! NETPOLL_SEEDS=0..10000 cargo test -p netpoll-interpose --test check_threads -- fixed
 //! ```
 
-use std::collections::BTreeMap;
 use std::io;
 use std::sync::{Arc, Condvar, Mutex};
 
 use netpoll_interpose::CheckInterposed;
-use netpoll_scenarios::check::{Check, CheckError, Failure, Passed};
+use netpoll_scenarios::check::Check;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+#[path = "../../scenarios/tests/support/check_env.rs"]
+mod check_env;
 #[path = "../../scenarios/tests/support/chrome.rs"]
 mod chrome;
-
-/// Held by every test: one threaded run at a time in this process (see the file's docs).
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// A check that reads only `vars`, not the process's environment.
-fn check(vars: &[(&str, &str)]) -> Check {
-    let vars: BTreeMap<String, String> = vars
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    Check::new().env(move |k| vars.get(k).cloned())
-}
-
-fn failure(r: Result<Passed, CheckError>) -> Failure {
-    match r {
-        Err(CheckError::Failed(f)) => *f,
-        Err(e) => panic!("expected a failing seed, got {e}"),
-        Ok(p) => panic!("expected a failing seed, all passed: {p:?}"),
-    }
-}
-
-/// The `NETPOLL_*=value` assignments at the head of a replay line.
-fn replay_env(line: &str) -> Vec<(String, String)> {
-    line.split_whitespace()
-        .take_while(|w| w.starts_with("NETPOLL_") && w.contains('='))
-        .map(|w| {
-            let (k, v) = w.split_once('=').unwrap();
-            (k.to_string(), v.trim_matches('\'').to_string())
-        })
-        .collect()
-}
+use check_env::{check, failure, replay_env};
 
 /// A tokio echo with a `spawn_blocking` per connection and `conns` clients.
 async fn echo(conns: usize) -> io::Result<()> {
@@ -102,7 +68,6 @@ async fn echo(conns: usize) -> io::Result<()> {
 
 #[test]
 fn tokio_multi_thread_runs_in_the_check() {
-    let _serial = serial();
     let p = check(&[])
         .seeds(0..8)
         .check_determinism(true)
@@ -146,7 +111,6 @@ fn condvar_wait(fixed: bool) -> io::Result<()> {
 
 #[test]
 fn a_lost_notification_between_std_threads_is_found_and_replayed() {
-    let _serial = serial();
     let f = failure(
         check(&[])
             .seeds(0..200)
@@ -175,7 +139,6 @@ fn a_lost_notification_between_std_threads_is_found_and_replayed() {
 
 #[test]
 fn fixed_condvar_wait_passes() {
-    let _serial = serial();
     // Reads the environment: `NETPOLL_SEEDS=0..10000` sweeps further.
     Check::new()
         .seeds(0..200)
@@ -203,7 +166,6 @@ async fn notify(fixed: bool) -> io::Result<()> {
 
 #[test]
 fn a_notification_lost_between_tokio_workers_is_found_and_replayed() {
-    let _serial = serial();
     let f = failure(
         check(&[])
             .seeds(0..200)
@@ -226,7 +188,6 @@ fn a_notification_lost_between_tokio_workers_is_found_and_replayed() {
 /// in `epoll_wait` on the workers.
 #[test]
 fn a_failing_tokio_threads_check_traces_each_thread_on_its_own_track() {
-    let _serial = serial();
     let f = failure(
         check(&[])
             .seeds(0..200)
@@ -254,7 +215,6 @@ fn a_failing_tokio_threads_check_traces_each_thread_on_its_own_track() {
 
 #[test]
 fn fixed_notify_passes() {
-    let _serial = serial();
     Check::new()
         .seeds(0..100)
         .run_tokio_threads(2, || notify(true));
@@ -265,7 +225,6 @@ fn fixed_notify_passes() {
 #[test]
 #[ignore]
 fn detection_rates() {
-    let _serial = serial();
     let rate = |one: &dyn Fn(u64) -> bool| (0..200).filter(|&s| one(s)).count();
     let condvar = rate(&|s| {
         check(&[])

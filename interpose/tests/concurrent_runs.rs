@@ -1,6 +1,8 @@
-//! Threaded runs alive at once in one process, sharing futex words with each other and with
-//! plain OS threads: std's process-wide locks (the thread start/exit lock every std thread
-//! takes, a `static` mutex). A wake from outside a run reaches the run's waiters, and a run
+//! Threaded runs started at once from several OS threads of one process, sharing futex words
+//! with each other and with plain OS threads: std's process-wide locks (the thread start/exit
+//! lock every std thread takes, a `static` mutex). The runs themselves are admitted one at a
+//! time (`Runner::run`, "One run at a time"; `tests/one_run.rs`), but a plain OS thread still
+//! shares the words with whichever run is alive: its wake reaches the run's waiters, and a run
 //! whose threads all wait on such a word waits for that wake instead of reporting a deadlock.
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,6 +1,10 @@
 //! Threads on the simulated kernel under the interposer: `pthread_create`, futex waits and
 //! wakes and `sched_yield` as switch points of the netpoll-threads scheduler
 //! ([`netpoll_interpose::run_threads`]), and timed waits that follow virtual time.
+//!
+//! The tests run at once, with no lock of their own: the threads runtime admits one run that
+//! hosts unmodified code at a time per process, so each seed's schedule is its own
+//! (`Runner::run`, "One run at a time"; `tests/one_run.rs` checks it).
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,19 +15,8 @@ use netpoll_interpose::{run, run_threads};
 use netpoll_sim::Sim;
 use netpoll_threads::{FailureKind, Policy, Runner};
 
-/// Held by every test: one threaded run at a time in this process. Runs alive at once share
-/// std's process-wide futex words (the thread start/exit lock): whether a thread finds that lock
-/// taken, and when a wake from the other run comes, depends on the other run, so a seed's
-/// schedule is its own only while it runs alone; several tests here compare a seed's runs.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 #[test]
 fn std_threads_share_the_run() {
-    let _serial = serial();
     let out = run_threads(Runner::new(1), Sim::new(1), || {
         let (tx, rx) = mpsc::channel();
         let hs: Vec<_> = (0..3)
@@ -108,7 +101,6 @@ fn tokio_run(runner: Runner, seed: u64) -> (Vec<(usize, usize)>, u64, (u64, u64)
 
 #[test]
 fn tokio_multi_thread_runtime_runs_on_the_sim() {
-    let _serial = serial();
     let out = run_threads(Runner::new(7), Sim::new(7), || tokio_echo(4, 10))
         .unwrap_or_else(|f| panic!("{f}"));
     assert_eq!(out.value, (0..10).map(|i| (i, 100 + i)).collect::<Vec<_>>());
@@ -125,7 +117,6 @@ fn tokio_multi_thread_runtime_runs_on_the_sim() {
 
 #[test]
 fn tokio_multi_thread_is_deterministic_by_seed() {
-    let _serial = serial();
     for policy in [
         Policy::Random,
         Policy::Pct {
@@ -151,7 +142,6 @@ fn tokio_multi_thread_is_deterministic_by_seed() {
 
 #[test]
 fn a_contended_std_mutex_blocks_in_the_scheduler() {
-    let _serial = serial();
     let out = run_threads(Runner::new(5), Sim::new(5), || {
         let m = Arc::new(Mutex::new(0u32));
         let hs: Vec<_> = (0..4)
@@ -189,7 +179,6 @@ fn a_contended_std_mutex_blocks_in_the_scheduler() {
 
 #[test]
 fn sched_yield_is_a_switch_point() {
-    let _serial = serial();
     // Without a switch point in the loop, a spinner that runs first would hold the token for
     // ever; with one, the seed lets the setter run.
     let spun = (0..10).filter(|&seed| {
@@ -230,7 +219,6 @@ fn sched_yield_is_a_switch_point() {
 /// deadline instead of waiting (or spinning) in real time.
 #[test]
 fn timed_waits_follow_virtual_time_on_threads() {
-    let _serial = serial();
     let out = run_threads(Runner::new(8), Sim::new(8), || {
         let t0 = Instant::now();
         let (tx, rx) = mpsc::channel::<()>();
@@ -257,7 +245,6 @@ fn timed_waits_follow_virtual_time_on_threads() {
 
 #[test]
 fn a_timed_wait_is_woken_early_by_another_thread() {
-    let _serial = serial();
     let out = run_threads(Runner::new(9), Sim::new(9), || {
         let (tx, rx) = mpsc::channel();
         let t = std::thread::spawn(move || {
@@ -275,7 +262,6 @@ fn a_timed_wait_is_woken_early_by_another_thread() {
 
 #[test]
 fn timed_waits_follow_virtual_time_on_one_thread() {
-    let _serial = serial();
     let sim = Sim::new(4);
     let took = run(&sim, || {
         let start = Instant::now();
@@ -298,7 +284,6 @@ fn timed_waits_follow_virtual_time_on_one_thread() {
 
 #[test]
 fn a_deadlock_between_threads_is_reported_not_hung() {
-    let _serial = serial();
     let r = run_threads(Runner::new(1), Sim::new(1), || {
         let (tx_a, rx_a) = mpsc::channel::<()>();
         let (tx_b, rx_b) = mpsc::channel::<()>();
@@ -325,7 +310,6 @@ fn a_deadlock_between_threads_is_reported_not_hung() {
 
 #[test]
 fn a_panic_on_a_simulated_thread_fails_the_run_with_its_message() {
-    let _serial = serial();
     let r = run_threads(Runner::new(1), Sim::new(1), || -> u32 {
         panic!("boom on the sim")
     });
@@ -338,7 +322,6 @@ fn a_panic_on_a_simulated_thread_fails_the_run_with_its_message() {
 /// on the run's descriptors fail with `EBADF` and a message, and its own work goes on.
 #[test]
 fn a_thread_outside_the_run_gets_ebadf_on_its_descriptors() {
-    let _serial = serial();
     let (to_out, from_run) = mpsc::channel::<i32>();
     let (to_run, from_out) = mpsc::channel::<(i64, i32)>();
     let outside = std::thread::spawn(move || {
@@ -371,7 +354,6 @@ fn a_thread_outside_the_run_gets_ebadf_on_its_descriptors() {
 /// `one_seed_gives_one_fingerprint_in_two_processes`; does nothing otherwise.
 #[test]
 fn child_fingerprint() {
-    let _serial = serial();
     let Ok(seed) = std::env::var("NETPOLL_THREADS_CHILD_SEED") else {
         return;
     };
@@ -382,7 +364,6 @@ fn child_fingerprint() {
 
 #[test]
 fn one_seed_gives_one_fingerprint_in_two_processes() {
-    let _serial = serial();
     let child = |seed: u64| {
         let out = std::process::Command::new(std::env::current_exe().unwrap())
             .args([
@@ -411,7 +392,6 @@ fn one_seed_gives_one_fingerprint_in_two_processes() {
 
 #[test]
 fn socket_options_are_shared_by_the_threads_of_a_run() {
-    let _serial = serial();
     let out = run_threads(Runner::new(2), Sim::new(2), || {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
@@ -431,7 +411,6 @@ fn socket_options_are_shared_by_the_threads_of_a_run() {
 /// it with its last call (here after 300 ms of wall-clock time), and the test goes on.
 #[test]
 fn a_thread_spinning_without_a_switch_point_is_reported() {
-    let _serial = serial();
     static STOP: AtomicBool = AtomicBool::new(false);
     let r = run_threads(
         Runner::new(1).watchdog(Duration::from_millis(300)),
@@ -454,7 +433,6 @@ fn a_thread_spinning_without_a_switch_point_is_reported() {
 /// seeds, and its seed replays it.
 #[test]
 fn a_race_between_std_threads_is_found_by_seed_and_replayed() {
-    let _serial = serial();
     use std::sync::atomic::AtomicU32;
     let count = |seed: u64| {
         run_threads(Runner::new(seed), Sim::new(seed), || {
@@ -488,7 +466,6 @@ fn a_race_between_std_threads_is_found_by_seed_and_replayed() {
 /// std's other futex-based primitives: scoped threads, `RwLock`, `Barrier`, `OnceLock`.
 #[test]
 fn std_scope_rwlock_barrier_and_oncelock_run_on_simulated_threads() {
-    let _serial = serial();
     use std::sync::{Barrier, OnceLock, RwLock};
     for seed in 0..20 {
         let out = run_threads(Runner::new(seed), Sim::new(seed), || {
@@ -530,7 +507,6 @@ fn std_scope_rwlock_barrier_and_oncelock_run_on_simulated_threads() {
 /// pass with Linux's edges.
 #[test]
 fn finding_t4_tokio_multi_thread_loses_driver_wakes_under_empty_to_nonempty_edges() {
-    let _serial = serial();
     use netpoll_sim::{EdgePolicy, FaultPlan, SimConfig};
     let coalescing = |seed| {
         let faults = FaultPlan {

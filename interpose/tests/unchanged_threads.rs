@@ -105,10 +105,9 @@ fn driver_runs_the_tests_as_simulated_threads() {
         if let Some(p) = schedule {
             vars.push(("NETPOLL_SCHEDULE", p));
         }
-        // One test at a time: threaded runs alive at once share std's process-wide futex
-        // words, and a wake from another run (tests/concurrent_runs.rs) can change when a
-        // thread of this one runs, so a seed's schedule is its own only when it runs alone.
-        let (out, all) = child(&["suite_", "--test-threads", "1"], &vars);
+        // libtest's default parallelism: each test is a threaded run, and the threads runtime
+        // admits them one at a time (`Runner::run`, "One run at a time").
+        let (out, all) = child(&["suite_"], &vars);
         assert!(
             out.status.success() && all.contains("4 passed"),
             "the suite under NETPOLL_SIM={sim} NETPOLL_SCHEDULE={schedule:?}:\n{all}"

@@ -18,6 +18,10 @@ use netpoll::{EpollEvent, Events, Fd, Poller};
 use netpoll_scenarios::check::{Check, CheckError, Failure, Faults, Phase};
 use netpoll_sim::{Oracles, Sim, Violation};
 
+#[path = "support/check_env.rs"]
+mod check_env;
+use check_env::replay_env;
+
 // ---------------------------------------------------------------------------------------------
 // The server under test: what a user writes. One epoll instance; the listener level-triggered
 // (data 0), each connection under its own fd as data.
@@ -376,24 +380,6 @@ fn failure(mode: Mode) -> Failure {
         Err(CheckError::Failed(f)) => *f,
         other => panic!("{mode:?}: expected a failure, got {other:?}"),
     }
-}
-
-/// The `KEY=VALUE` settings at the front of a replay line (values may be single-quoted).
-fn replay_env(line: &str) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    let mut rest = line;
-    while let Some((k, tail)) = rest.split_once('=') {
-        if k.contains(' ') || !k.starts_with("NETPOLL_") {
-            break;
-        }
-        let (v, tail) = match tail.strip_prefix('\'') {
-            Some(q) => q.split_once("' ").expect("a closing quote"),
-            None => tail.split_once(' ').expect("more after the value"),
-        };
-        out.push((k.to_string(), v.to_string()));
-        rest = tail;
-    }
-    out
 }
 
 /// Reruns a failure from its printed replay line alone: the same oracle fires at the same fd.

@@ -8,7 +8,6 @@
 //! NETPOLL_SEEDS=0..10000 cargo test --release -p netpoll-scenarios --test check_threads -- fixed
 //! ```
 
-use std::collections::BTreeMap;
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::Arc;
@@ -16,11 +15,14 @@ use std::sync::Arc;
 use netpoll::sys::errno::{EAGAIN, EINTR};
 use netpoll::sys::{errno_of, EFD_NONBLOCK, EPOLL_CTL_ADD, EPOLL_CTL_MOD};
 use netpoll::{EpollEvent, Events, Fd, Poller};
-use netpoll_scenarios::check::{self, Check, CheckError, Failure, Faults, Passed};
+use netpoll_scenarios::check::{self, Check, CheckError, Failure, Faults};
 use netpoll_threads::{spawn, Policy, ThreadedSim};
 
+#[path = "support/check_env.rs"]
+mod check_env;
 #[path = "support/chrome.rs"]
 mod chrome;
+use check_env::{check, failure, replay_env};
 
 // ---------------------------------------------------------------------------------------------
 // Program 1: a poller thread and a stopper, raw epoll. The poller serves one connection (an
@@ -189,34 +191,6 @@ fn et_read_once(k: ThreadedSim, fixed: bool) -> io::Result<()> {
 }
 
 // ---------------------------------------------------------------------------------------------
-
-/// A check that ignores the environment unless `vars` says otherwise.
-fn check(vars: &[(&str, &str)]) -> Check {
-    let vars: BTreeMap<String, String> = vars
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    Check::new().env(move |k| vars.get(k).cloned())
-}
-
-fn failure(r: Result<Passed, CheckError>) -> Failure {
-    match r {
-        Err(CheckError::Failed(f)) => *f,
-        Err(e) => panic!("expected a failing seed, got {e}"),
-        Ok(p) => panic!("expected a failing seed, all passed: {p:?}"),
-    }
-}
-
-/// The `NAME=value` assignments at the head of a replay line.
-fn replay_env(line: &str) -> Vec<(String, String)> {
-    line.split_whitespace()
-        .take_while(|w| w.contains('=') && w.starts_with("NETPOLL_"))
-        .map(|w| {
-            let (k, v) = w.split_once('=').unwrap();
-            (k.to_string(), v.trim_matches('\'').to_string())
-        })
-        .collect()
-}
 
 /// Runs the check the way its replay line does: the line's variables, nothing else.
 fn replay(line: &str, body: fn(ThreadedSim, bool) -> io::Result<()>) -> Failure {

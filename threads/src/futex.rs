@@ -12,8 +12,10 @@
 //! # Words shared with code outside the run
 //!
 //! A futex word may be shared with code that is not on the run: another run alive in the same
-//! process, or a plain OS thread (std's process-wide locks, such as the lock every std thread
-//! takes when it starts and exits). Linux allows spurious wakeups and every user of a futex
+//! process (runs that are not [exclusive](crate::Runner::exclusive) overlap each other; an
+//! exclusive one, as every run that hosts unmodified code, is alone), or a plain OS thread
+//! (std's process-wide locks, such as the lock every std thread takes when it starts and
+//! exits). Linux allows spurious wakeups and every user of a futex
 //! re-checks its word, so:
 //!
 //! - every live run is in a process-wide registry ([`RUNS`]); a wake that finds fewer waiters

@@ -233,3 +233,16 @@ pub fn futex_wait_shared(
 pub fn futex_wake_outside(addr: usize, n: u32, bitset: u32) -> u32 {
     crate::futex::wake_outside(None, addr, n, bitset)
 }
+
+/// Panics, naming `what`, if the calling thread is a simulated thread: a host that starts runs
+/// (`netpoll_interpose::run_threads`) calls it before it sets anything up, since a run started
+/// on a live run's thread could not be admitted before that run ends
+/// ([`Runner::run`](crate::Runner::run), "One run at a time"). Nothing happens elsewhere.
+///
+/// ```
+/// // Not a simulated thread: nothing happens.
+/// netpoll_threads::host::refuse_nested("my_host::run");
+/// ```
+pub fn refuse_nested(what: &str) {
+    crate::gate::refuse_nested(what);
+}

@@ -54,6 +54,7 @@
 //! | `futex.rs` | [`futex_wait`] / [`futex_wake`] (with deadlines in virtual time), wakes across runs sharing a word, and [`sleep`] |
 //! | [`host`] | hooks for a layer that hosts unmodified code (netpoll-interpose): threads it creates, threads that never unwind |
 //! | [`SimThreads`] | the seam that runs `netpoll::rt::MultiRuntime`'s workers here |
+//! | `gate.rs` | admission of runs: one run that hosts unmodified code at a time per process ([`Runner::run`], "One run at a time") |
 //!
 //! ## Blocking and time
 //!
@@ -120,6 +121,7 @@
 //!   these futex waits and wakes, and `std::thread::spawn` starts simulated threads.
 
 mod futex;
+mod gate;
 pub mod host;
 mod policy;
 mod poller;
@@ -166,6 +168,7 @@ pub struct Runner {
     max_idle_steps: u64,
     watchdog: Duration,
     pin: bool,
+    exclusive: bool,
 }
 
 /// What a successful run returns.
@@ -189,7 +192,21 @@ impl Runner {
             max_idle_steps: 100_000,
             watchdog: Duration::from_secs(10),
             pin: true,
+            exclusive: false,
         }
+    }
+
+    /// Whether the run is admitted alone in the process: it waits (in wall-clock time) until
+    /// no other run is alive, and no other run starts until it is over. Off by default, where a
+    /// run waits only for exclusive ones and overlaps other shared ones, which cannot change
+    /// its schedule (its threads block only in the scheduler, on the run's own objects).
+    /// `netpoll_interpose` turns it on for every run it hosts, whose threads block on std's
+    /// process-wide futex words; turn it on for runs whose threads share `static`
+    /// [`sync`] primitives or futex words with other runs. Either way the schedule is the
+    /// seed's: the gate only decides when the run starts (see [`Runner::run`]).
+    pub fn exclusive(mut self, on: bool) -> Runner {
+        self.exclusive = on;
+        self
     }
 
     /// Whether the run's OS threads are pinned to one CPU (the one the caller runs on when the
@@ -229,14 +246,36 @@ impl Runner {
     /// Runs `f` as simulated thread `t0` ("main") on `sim`, with the threads it spawns, until
     /// every one has finished or the run fails.
     ///
+    /// # One run at a time
+    ///
+    /// Runs started at once from several OS threads of a process (the tests of a suite, which
+    /// cargo runs in parallel) do not change each other's schedules: a run's schedule is its
+    /// seed's and policy's, the same as a lone run's. By construction: a run is admitted by a
+    /// process-wide gate before its first thread starts. An [exclusive](Runner::exclusive) run
+    /// (every run that hosts unmodified code through `netpoll_interpose`, whose threads block
+    /// on std's process-wide futex words) waits in wall-clock time until no other run is
+    /// alive, and no run starts while it is alive; other runs overlap each other but not an
+    /// exclusive one. The admission is given back when `run` returns, whether the run passed,
+    /// failed (a deadlock report, a panic, a spin) or the supervisor panicked. Users need no
+    /// lock of their own. Plain OS threads (not on any run) that take a process-wide lock while
+    /// a run is alive can still make one of its threads wait there; the run goes on by the
+    /// wake from outside (see [`host::futex_wait_shared`]).
+    ///
     /// # Errors
     /// A [`Failure`] (deadlock, panic, livelock, spin, call from outside) with every thread's
     /// state, the schedule, and the replay line.
+    ///
+    /// # Panics
+    /// If called from a simulated thread (of this or another live run): the run could not be
+    /// admitted before the run it is on ends.
     pub fn run<T, F>(self, sim: Sim, f: F) -> Result<Outcome<T>, Failure>
     where
         T: Send + 'static,
         F: FnOnce(ThreadedSim) -> T + Send + 'static,
     {
+        gate::refuse_nested("netpoll_threads::Runner::run");
+        // Given back when this returns, on every path.
+        let _admission = gate::admit(self.exclusive);
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
         rng.set_stream(SCHED_STREAM);
         let cfg = Cfg {

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::SeqCst};
-use std::sync::Arc;
+use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 use netpoll::sys::*;
@@ -756,5 +756,31 @@ fn the_coalesced_wake_fixed_twin_survives_1000_seeds() {
                 Err(f) => panic!("{f}"),
             }
         }
+    }
+}
+
+/// Two shared runs (`Runner::run`'s default admission) are alive at once: each main thread
+/// waits (outside the scheduler) for the other's at a barrier. Were they admitted one at a
+/// time, the first would wait alone until its watchdog reported it. (No test of this binary
+/// starts an exclusive run, which, queued between the two, would hold the second back.)
+#[test]
+fn shared_runs_overlap() {
+    let meet = Arc::new(Barrier::new(2));
+    let hs: Vec<_> = (0..2u64)
+        .map(|i| {
+            let meet = meet.clone();
+            std::thread::spawn(move || {
+                Runner::new(i)
+                    .watchdog(Duration::from_secs(5))
+                    .run(Sim::new(i), move |_k| {
+                        meet.wait();
+                    })
+                    .map(|_| ())
+                    .map_err(|f| f.to_string())
+            })
+        })
+        .collect();
+    for h in hs {
+        h.join().unwrap().unwrap_or_else(|f| panic!("{f}"));
     }
 }

@@ -62,6 +62,13 @@ impl Check {
     /// blocking call and the last switch points, one column per thread), and a replay line
     /// that reruns that very interleaving.
     ///
+    /// A seed's schedule is the same whatever else the process runs: checks may run at once
+    /// (the tests of a suite) with no lock of their own. Each run is admitted by the threads
+    /// runtime's process-wide gate ([`Runner::run`], "One run at a time"): runs of this check
+    /// overlap each other (their threads block only in the scheduler, on the run's own objects)
+    /// but never a run that hosts unmodified code (`netpoll-interpose`'s threaded checks), which
+    /// is admitted alone. Do not start a check from a simulated thread: that panics.
+    ///
     /// ```
     /// use netpoll::sys::*;
     /// use netpoll::{EpollEvent, Events, Poller};
