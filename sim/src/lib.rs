@@ -562,13 +562,7 @@ impl Sim {
         let ret = call_ret(&r, val);
         let at_ns = call_leave(&mut k, op, before, ret);
         drop(k);
-        self.trace.borrow_mut().record(Record {
-            at_ns,
-            op,
-            fd,
-            arg,
-            ret,
-        });
+        self.record_call(at_ns, op, fd, arg, ret);
         r
     }
 
@@ -590,6 +584,14 @@ impl Sim {
         };
         let ret = call_ret(&r, val);
         let at_ns = call_leave(&mut self.k.borrow_mut(), op, before, ret);
+        self.record_call(at_ns, op, fd, arg, ret);
+        r
+    }
+
+    /// Records one finished call in the trace (the history ring, and the full trace or sink
+    /// when one is on).
+    #[inline(always)]
+    fn record_call(&self, at_ns: u64, op: Op, fd: Fd, arg: i64, ret: Result<i64, i32>) {
         self.trace.borrow_mut().record(Record {
             at_ns,
             op,
@@ -597,7 +599,6 @@ impl Sim {
             arg,
             ret,
         });
-        r
     }
 
     /// `epoll_wait`, with the oracles' turn at each quiescence.
