@@ -23,7 +23,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 mod check_env;
 #[path = "../../scenarios/tests/support/chrome.rs"]
 mod chrome;
-use check_env::{check, failure, replay_env};
+use check_env::{check, failure, replay_env, shown_and_trace};
 
 /// A tokio echo with a `spawn_blocking` per connection and `conns` clients.
 async fn echo(conns: usize) -> io::Result<()> {
@@ -193,13 +193,7 @@ fn a_failing_tokio_threads_check_traces_each_thread_on_its_own_track() {
             .seeds(0..200)
             .try_run_tokio_threads(2, || notify(false)),
     );
-    let shown = f.to_string();
-    let path = f.trace.as_ref().expect("a trace file");
-    assert!(
-        shown.contains(&format!("trace:  {}", path.display())),
-        "{shown}"
-    );
-    let json = std::fs::read_to_string(path).unwrap();
+    let (shown, json) = shown_and_trace(&f);
     let calls = chrome::calls_by_thread(&json, &shown);
     let has = |t: &str, op: &str| calls.get(t).is_some_and(|c| c.iter().any(|(o, _)| o == op));
     assert!(

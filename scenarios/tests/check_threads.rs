@@ -22,7 +22,7 @@ use netpoll_threads::{spawn, Policy, ThreadedSim};
 mod check_env;
 #[path = "support/chrome.rs"]
 mod chrome;
-use check_env::{check, failure, replay_env};
+use check_env::{check, failure, replay_env, shown_and_trace};
 
 // ---------------------------------------------------------------------------------------------
 // Program 1: a poller thread and a stopper, raw epoll. The poller serves one connection (an
@@ -286,13 +286,7 @@ fn a_failing_threaded_check_traces_each_thread_on_its_own_track() {
         .lock()
         .unwrap()
         .expect("the fds, written before the deadlock");
-    let shown = f.to_string();
-    let path = f.trace.as_ref().expect("a trace file");
-    assert!(
-        shown.contains(&format!("trace:  {}", path.display())),
-        "{shown}"
-    );
-    let json = std::fs::read_to_string(path).unwrap();
+    let (shown, json) = shown_and_trace(&f);
     let calls = chrome::calls_by_thread(&json, &shown);
     assert_eq!(
         calls.keys().collect::<Vec<_>>(),

@@ -44,3 +44,15 @@ pub fn replay_env(line: &str) -> Vec<(String, String)> {
     }
     out
 }
+
+/// The failure's report as shown, and its trace file's text. The report must name the file.
+pub fn shown_and_trace(f: &Failure) -> (String, String) {
+    let shown = f.to_string();
+    let path = f.trace.as_ref().expect("a failure with a trace file");
+    assert!(
+        shown.contains(&format!("trace:  {}", path.display())),
+        "the report names its trace file\n{shown}"
+    );
+    let json = std::fs::read_to_string(path).expect("the trace file can be read");
+    (shown, json)
+}
