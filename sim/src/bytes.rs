@@ -197,7 +197,9 @@ impl ByteQueue<'_> {
         match self.ring_id() {
             None => {
                 dst.copy_from_slice(&self.inline[..n]);
-                self.inline.copy_within(n..l, 0);
+                if n < l {
+                    self.inline.copy_within(n..l, 0);
+                }
                 self.st.len = (l - n) as u32;
             }
             Some(id) => {

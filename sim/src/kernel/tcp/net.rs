@@ -734,7 +734,9 @@ mod tests {
         let mut model = [VecDeque::new(), VecDeque::new()];
         let mut x = 7u64;
         let mut next = |n: u64| {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             (x >> 33) % n
         };
         let mut byte = 0u8;
