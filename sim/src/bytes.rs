@@ -56,6 +56,19 @@ impl QueueState {
     pub(crate) fn len(&self) -> usize {
         self.len as usize
     }
+
+    /// Whether the queue's bytes are in its inline line: it holds some and has no ring.
+    #[inline]
+    pub(crate) fn holds_inline(&self) -> bool {
+        self.len != 0 && self.ring.is_none()
+    }
+
+    /// Whether the queue holds nothing and has no ring: its next bytes go inline, to whichever
+    /// line its owner hands it then.
+    #[inline]
+    pub(crate) fn empty_inline(&self) -> bool {
+        self.len == 0 && self.ring.is_none()
+    }
 }
 
 /// One queue: its bookkeeping, its inline bytes, and the rings.
@@ -184,7 +197,9 @@ impl ByteQueue<'_> {
         match self.ring_id() {
             None => {
                 dst.copy_from_slice(&self.inline[..n]);
-                self.inline.copy_within(n..l, 0);
+                if n < l {
+                    self.inline.copy_within(n..l, 0);
+                }
                 self.st.len = (l - n) as u32;
             }
             Some(id) => {
