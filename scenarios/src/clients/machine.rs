@@ -217,9 +217,10 @@ impl<P: Poller + ?Sized> Clients<'_, P> {
                 break;
             }
         }
-        // Write what may be written now.
+        // Write what may be written now (the target depends on what was read, not on what
+        // this loop writes).
+        let target = self.send_target(i);
         loop {
-            let target = self.send_target(i);
             let c = &self.clients[i];
             if c.sent >= target || c.shut_wr {
                 break;

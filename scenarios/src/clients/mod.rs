@@ -565,7 +565,16 @@ impl<'k, P: Poller + ?Sized> Clients<'k, P> {
     ///
     /// # Errors
     /// As [`Clients::handle`], and a failed `socket`, `epoll_ctl` or `connect` of a reconnect.
+    #[inline]
     pub fn on_time(&mut self, now_ns: u64) -> Result<(), Failure> {
+        if self.ticks.is_empty() {
+            return Ok(()); // the common case, once per turn of the loop: no tick queued
+        }
+        self.run_ticks(now_ns)
+    }
+
+    /// [`Clients::on_time`] with ticks queued.
+    fn run_ticks(&mut self, now_ns: u64) -> Result<(), Failure> {
         while let Some(&Reverse((at, entry))) = self.ticks.peek() {
             if at > now_ns {
                 break;

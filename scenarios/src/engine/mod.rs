@@ -268,14 +268,18 @@ impl<'k, K: Kernel> Engine<'k, K> {
     }
 
     fn next_deadline(&self) -> Option<u64> {
-        [
-            self.server.next_deadline_ns(),
-            self.clients.next_deadline_ns(),
+        let min = |a: Option<u64>, b: Option<u64>| match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, None) => a,
+            (None, b) => b,
+        };
+        min(
+            min(
+                self.server.next_deadline_ns(),
+                self.clients.next_deadline_ns(),
+            ),
             self.storm.next_deadline(),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
+        )
     }
 
     fn run(&mut self) -> Result<(), Failure> {
@@ -434,6 +438,9 @@ impl<'k, K: Kernel> Engine<'k, K> {
     }
 
     fn on_storm(&mut self) -> Result<(), Failure> {
+        if self.storm_done() {
+            return Ok(()); // no storm, or it is over: nothing can fire
+        }
         let now = self.now_ns();
         let span = self.spec.timer_span_ns;
         let (sim, lateness) = (self.k.sim(), &self.lateness);
