@@ -63,11 +63,11 @@
 //!
 //! | what | bytes | notes |
 //! |---|---:|---|
-//! | poll descriptor ([`PollDesc`](pd::PollDesc)) | 184 | refs, fd, tag and flags (24), two [`Side`](pd::Side)s of 48 (state word, mutex-guarded waiter slot), then the two sides' deadline timer slots (2 x 32), in that order (`repr(C)`: what an event and a read touch comes first) |
-//! | its `Arc` and the driver's table slot | 16 + 8 | one descriptor = one `Arc<PollDesc>`, malloc rounds to 208 |
+//! | poll descriptor ([`PollDesc`](pd::PollDesc)) | 128 | refs, fd, tag, the two sides' rows in the driver's deadline table and flags (32), then two [`Side`](pd::Side)s of 48 (state word, mutex-guarded waiter slot), in that order (`repr(C)`: what an event and a read touch comes first) |
+//! | its `Arc` and the driver's table slot | 16 + 8 | one descriptor = one `Arc<PollDesc>`, malloc rounds to 160 |
 //! | a task | boxed future + about 230 | the future is the handler's state machine (its locals: a [`TcpStream`] is 32 bytes), boxed once; the executor's slot (72: the box, the task's `Waker` and its join state's `Arc`), the `Arc` waker (48 with malloc's header) and the join state behind the [`JoinHandle`] (about 112) add the rest |
 //! | buffers | the handler's | whatever the task allocates to read and write into |
-//! | a read or write deadline | about 48 while armed | one timer entry per side, however often it is re-armed (a re-arm in deadline order appends a new entry and the old one is dropped when it reaches the front; see `timer`) |
+//! | a read or write deadline | about 88 while armed | one timer entry (40) per side, however often it is re-armed (a re-arm in deadline order appends a new entry and the old one is dropped when it reaches the front), and the side's row in the driver's deadline table (carrier 16, later deadline 16, owner 16); see `timer` |
 //!
 //! So a server connection with one task and a 4 KiB read buffer costs about 4.5 KB plus its
 //! future. `rt-echo` keeps both ends in one process: per connection two descriptors, two tasks

@@ -486,6 +486,10 @@ pub struct PollDesc {
     pub seq: u32,
     /// Token source for parked operations.
     tokens: AtomicU32,
+    /// Each side's row in the driver's deadline table ([`super::timer`]), read side first, or
+    /// `NO_SLOT`: read and written only under the driver's timer lock, so `Relaxed` (atomics
+    /// only so that a `PollDesc` stays `Sync`; std's, not loom's: no model races on them).
+    timer_slots: [std::sync::atomic::AtomicU32; 2],
     /// An event with `RDHUP`, `HUP` or `ERR` has arrived: the peer will send nothing more, so
     /// no later edge will announce the end of file (sticky, as tokio's `READ_CLOSED`).
     read_closed: AtomicBool,
@@ -493,9 +497,6 @@ pub struct PollDesc {
     pub read: Side,
     /// The write side.
     pub write: Side,
-    /// Each side's deadline timer (kept by the driver's timer heap, under its lock), read side
-    /// first: after both sides, as only a deadline's change or expiry touches it.
-    timers: [super::timer::DeadlineSlot; 2],
 }
 
 impl fmt::Debug for PollDesc {
@@ -527,7 +528,10 @@ impl PollDesc {
             seq,
             read: Side::new(),
             write: Side::new(),
-            timers: Default::default(),
+            timer_slots: [
+                std::sync::atomic::AtomicU32::new(super::timer::NO_SLOT),
+                std::sync::atomic::AtomicU32::new(super::timer::NO_SLOT),
+            ],
             refs: AtomicU64::new(0),
             tokens: AtomicU32::new(1),
             read_closed: AtomicBool::new(false),
@@ -553,11 +557,11 @@ impl PollDesc {
         }
     }
 
-    /// One side's deadline timer.
-    pub(crate) fn timer(&self, dir: Dir) -> &super::timer::DeadlineSlot {
+    /// One side's row in the driver's deadline table (see [`super::timer`]).
+    pub(crate) fn timer_slot(&self, dir: Dir) -> &std::sync::atomic::AtomicU32 {
         match dir {
-            Dir::Read => &self.timers[0],
-            Dir::Write => &self.timers[1],
+            Dir::Read => &self.timer_slots[0],
+            Dir::Write => &self.timer_slots[1],
         }
     }
 

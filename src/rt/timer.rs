@@ -10,10 +10,10 @@
 //!
 //! A deadline is re-armed in place, as Go's `modtimer` and tokio's timer entries are: a server
 //! that sets a read deadline before every read re-arms it for every message, always later. Each
-//! side has at most one heap entry, its *carrier* ([`DeadlineSlot`]), whose instant is at or
-//! before the side's current deadline. A later deadline only records itself in the slot; when
-//! the carrier reaches the top of the heap it is moved to the current deadline (or dropped if
-//! the deadline was cleared), and it fires only when its key is the current deadline's. A
+//! side has at most one live heap entry, its *carrier* ([`Carrier`]), whose instant is at or
+//! before the side's current deadline. A later deadline only records itself ([`Want`]);
+//! when the carrier reaches the top of the heap it is moved to the current deadline (or dropped
+//! if the deadline was cleared), and it fires only when its key is the current deadline's. A
 //! deadline earlier than the carrier pushes a new carrier (the old entry is then stale), and so
 //! does one that comes after every entry of the run ([`Timers`]): appending it costs less than
 //! moving the old carrier through the heap later. Either way a re-arm costs no heap operation.
@@ -21,58 +21,72 @@
 //! Entries with the same instant fire in the order they were armed (`seq` breaks ties; a moved
 //! carrier takes the seq of the arming it stands for), exactly the order a heap of every arming
 //! would give: moving carriers is invisible to the program.
+//!
+//! **The rows live in the timers, not in the descriptor.** A side's deadline state is a row
+//! of dense tables owned by [`Timers`]; the descriptor keeps only the row's index
+//! ([`PollDesc::timer_slot`]), and an entry names the row. Judging an entry reads its row's
+//! [`Carrier`] (16 bytes: the carrier's key, and whether the side's deadline is that key or is
+//! in its [`Want`]), never the descriptor: with 100,000 connections a descriptor is a cache
+//! miss, and a server that re-arms a read deadline per read leaves one stale entry per read to
+//! judge. The descriptor is reached only when its carrier comes to the top (to see that it
+//! still lives, and to fire). A row is taken when a side with no carrier arms a deadline and
+//! given back when that carrier leaves (fired, dropped because the deadline was cleared, or its
+//! descriptor gone), so a row exists exactly while its side has a carrier. A row given back and
+//! taken again cannot be mistaken by an old entry: an entry is its side's carrier only if its
+//! seq is the row's carrier seq, and seqs are never reused.
+//!
+//! The timers count their stale deadline entries and their sleep entries, so that compaction
+//! reads nothing when the dead cannot be the majority, and counts nothing when the stale
+//! deadlines alone are.
 
 use std::cmp::Ordering as CmpOrdering;
 use std::collections::{BinaryHeap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::Waker;
 use std::time::Duration;
 
 use super::pd::{Dir, PollDesc};
 
-/// "None" in a [`DeadlineSlot`] word.
+/// "None" in a [`Carrier`] or [`Want`] word.
 const NONE: u64 = u64::MAX;
 
-/// One side's deadline timer (see the [module docs](self)), in its [`PollDesc`].
-/// Read and written only under the driver's timer lock, so the atomics are `Relaxed` (they
-/// are atomics only so that a `PollDesc` stays `Sync`).
-#[derive(Debug)]
-pub(crate) struct DeadlineSlot {
-    /// The current deadline (ns on the Poller's clock), or [`NONE`].
-    want_at: AtomicU64,
-    /// The seq of the arming that set it.
-    want_seq: AtomicU64,
-    /// The key of the side's entry in the heap (`carrier_seq` is [`NONE`] when it has none).
-    carrier_at: AtomicU64,
-    carrier_seq: AtomicU64,
+/// In a [`Carrier`]'s `seq`: the side's current deadline is not the carrier's key but its
+/// [`Want`] (a later deadline armed out of order, or none). Seqs never reach this bit.
+const ELSEWHERE: u64 = 1 << 63;
+
+/// "No row" in a descriptor's [`PollDesc::timer_slot`].
+pub(crate) const NO_SLOT: u32 = u32::MAX;
+
+/// One side's carrier, in the dense array judging an entry reads (16 bytes a side).
+#[derive(Clone, Copy, Debug)]
+struct Carrier {
+    /// The carrier entry's instant (ns on the Poller's clock).
+    at: u64,
+    /// The carrier entry's seq, with [`ELSEWHERE`] when the side's deadline is in its
+    /// [`Want`]; [`NONE`] in a free row.
+    seq: u64,
 }
 
-impl Default for DeadlineSlot {
-    fn default() -> DeadlineSlot {
-        DeadlineSlot {
-            want_at: AtomicU64::new(NONE),
-            want_seq: AtomicU64::new(NONE),
-            carrier_at: AtomicU64::new(NONE),
-            carrier_seq: AtomicU64::new(NONE),
-        }
-    }
+impl Carrier {
+    const FREE: Carrier = Carrier {
+        at: NONE,
+        seq: NONE,
+    };
 }
 
-impl DeadlineSlot {
-    fn get(w: &AtomicU64) -> u64 {
-        w.load(Ordering::Relaxed)
-    }
-    fn set(w: &AtomicU64, v: u64) {
-        w.store(v, Ordering::Relaxed);
-    }
-    fn set_carrier(&self, at: u64, seq: u64) {
-        DeadlineSlot::set(&self.carrier_at, at);
-        DeadlineSlot::set(&self.carrier_seq, seq);
-    }
-    fn clear_carrier(&self) {
-        self.set_carrier(NONE, NONE);
-    }
+/// One side's current deadline when it is not its carrier's key (read only when the carrier
+/// comes to the top): `(ns, seq of the arming)`, or [`NONE`]s when it has none.
+#[derive(Clone, Copy, Debug)]
+struct Want {
+    at: u64,
+    seq: u64,
+}
+
+/// Whose row it is: read only when the side's carrier comes to the top.
+struct Owner {
+    pd: Weak<PollDesc>,
+    dir: Dir,
 }
 
 /// Nanoseconds of a deadline, saturated below [`NONE`].
@@ -82,10 +96,12 @@ fn ns(d: Duration) -> u64 {
         .min(NONE - 1)
 }
 
-/// What a deadline entry at the top of the heap stands for.
+/// What a deadline entry stands for.
 enum Fate {
-    /// Nothing: its descriptor is gone, or it is not its side's carrier any more.
+    /// Nothing: it is not its side's carrier any more.
     Stale,
+    /// Its side's carrier, but the descriptor is gone.
+    Gone,
     /// Its side's carrier, but the side has no deadline now.
     Unarmed,
     /// The side's current deadline: it fires at its instant.
@@ -104,7 +120,11 @@ pub(crate) struct SleepShared {
 
 pub(crate) enum Action {
     Wake(Arc<SleepShared>),
-    Deadline {
+    /// A deadline entry in the heap or the run: the row of its side.
+    Deadline(u32),
+    /// A deadline that came due (only in what [`Timers::due`] returns): expire `dir` of `pd`
+    /// if its generation is still `gen`.
+    Expire {
         pd: Weak<PollDesc>,
         dir: Dir,
         gen: u32,
@@ -118,47 +138,6 @@ pub(crate) struct Entry {
 }
 
 impl Entry {
-    /// A cancelled sleep, or a deadline entry that is not its side's carrier (see [`Fate`]).
-    /// A carrier whose side has no deadline now is kept: it is one entry a side, and it may be
-    /// re-used by the next deadline.
-    fn is_cancelled(&self) -> bool {
-        match &self.action {
-            Action::Wake(s) => s.cancelled.load(Ordering::Relaxed),
-            Action::Deadline { .. } => matches!(self.fate(), Fate::Stale),
-        }
-    }
-
-    fn fate(&self) -> Fate {
-        let Action::Deadline { pd, dir, .. } = &self.action else {
-            unreachable!("netpoll: the fate of a deadline entry was asked of a sleep");
-        };
-        let Some(pd) = pd.upgrade() else {
-            return Fate::Stale;
-        };
-        let slot = pd.timer(*dir);
-        if DeadlineSlot::get(&slot.carrier_seq) != self.seq {
-            return Fate::Stale;
-        }
-        let at = DeadlineSlot::get(&slot.want_at);
-        let seq = DeadlineSlot::get(&slot.want_seq);
-        if at == NONE {
-            Fate::Unarmed
-        } else if (at, seq) == (ns(self.at), self.seq) {
-            Fate::Live
-        } else {
-            Fate::Moved { at, seq }
-        }
-    }
-
-    /// The deadline side's slot (a deadline entry whose descriptor lives).
-    fn with_slot(&self, f: impl FnOnce(&DeadlineSlot, &PollDesc, Dir)) {
-        if let Action::Deadline { pd, dir, .. } = &self.action {
-            if let Some(pd) = pd.upgrade() {
-                f(pd.timer(*dir), &pd, *dir);
-            }
-        }
-    }
-
     /// Runs the timer's action.
     pub(crate) fn fire(self) {
         match self.action {
@@ -169,10 +148,13 @@ impl Entry {
                     w.wake();
                 }
             }
-            Action::Deadline { pd, dir, gen } => {
+            Action::Expire { pd, dir, gen } => {
                 if let Some(pd) = pd.upgrade() {
                     pd.side(dir).expire(gen);
                 }
+            }
+            Action::Deadline(_) => {
+                unreachable!("netpoll: a deadline entry fired without being settled")
             }
         }
     }
@@ -201,12 +183,25 @@ impl Ord for Entry {
 /// the order they come due: such an entry is appended to the run in O(1) and popped from its
 /// front in O(1), where the heap would pay a sift through a level per cache miss with 100,000
 /// deadlines armed. Any entry not after the run's last goes to the heap; the earliest of the
-/// two fronts is the next timer. Not thread-safe by itself: the driver keeps it under a mutex.
+/// two fronts is the next timer. Beside them, the deadline rows (see the
+/// [module docs](self)). Not thread-safe by itself: the driver keeps it under a mutex.
 #[derive(Default)]
 pub(crate) struct Timers {
     heap: BinaryHeap<Entry>,
     run: VecDeque<Entry>,
     next_seq: u64,
+    /// The sides' carriers, by row ([`PollDesc::timer_slot`]).
+    carriers: Vec<Carrier>,
+    /// Their deadlines, where a carrier is marked [`ELSEWHERE`].
+    wants: Vec<Want>,
+    /// Whose each row is (`None`: free).
+    owners: Vec<Option<Owner>>,
+    /// Free rows.
+    free: Vec<u32>,
+    /// Deadline entries in the heap or the run that are not their side's carrier (exact).
+    stale: usize,
+    /// Sleep entries in the heap or the run, cancelled or not.
+    sleeps: usize,
 }
 
 /// Where the earliest entry is.
@@ -220,6 +215,7 @@ impl std::fmt::Debug for Timers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Timers")
             .field("len", &(self.heap.len() + self.run.len()))
+            .field("rows", &(self.carriers.len() - self.free.len()))
             .finish()
     }
 }
@@ -227,6 +223,8 @@ impl std::fmt::Debug for Timers {
 impl Timers {
     /// Arms a sleep; returns whether it is now the earliest.
     pub(crate) fn push(&mut self, at: Duration, action: Action) -> bool {
+        debug_assert!(matches!(action, Action::Wake(_)), "push arms sleeps");
+        self.sleeps += 1;
         let seq = self.next_seq;
         self.next_seq += 1;
         self.insert(Entry { at, seq, action })
@@ -280,61 +278,160 @@ impl Timers {
         }
     }
 
+    /// What deadline entry `(at, seq)` of row `row` stands for, from the row alone (one
+    /// read of [`Carrier`]s when stale); with `owner`, a carrier whose descriptor is gone is
+    /// [`Fate::Gone`] (that reads the descriptor's reference count: only for the top).
+    fn fate(&self, at: Duration, seq: u64, row: u32, owner: bool) -> Fate {
+        let c = self.carriers[row as usize];
+        if c.seq & !ELSEWHERE != seq {
+            return Fate::Stale;
+        }
+        if owner
+            && self.owners[row as usize]
+                .as_ref()
+                .is_none_or(|o| o.pd.strong_count() == 0)
+        {
+            return Fate::Gone;
+        }
+        if c.seq & ELSEWHERE == 0 {
+            // The carrier's key is the deadline.
+            return Fate::Live;
+        }
+        let want = self.wants[row as usize];
+        if want.at == NONE {
+            Fate::Unarmed
+        } else if (want.at, want.seq) == (ns(at), seq) {
+            Fate::Live
+        } else {
+            Fate::Moved {
+                at: want.at,
+                seq: want.seq,
+            }
+        }
+    }
+
+    /// A cancelled sleep, or a deadline entry that is not its side's carrier. A carrier is
+    /// kept, even one whose side has no deadline now or whose descriptor is gone: it is one
+    /// entry a side, and it is settled when it reaches the top.
+    fn is_cancelled(&self, e: &Entry) -> bool {
+        match &e.action {
+            Action::Wake(s) => s.cancelled.load(Ordering::Relaxed),
+            Action::Deadline(row) => matches!(self.fate(e.at, e.seq, *row, false), Fate::Stale),
+            Action::Expire { .. } => false,
+        }
+    }
+
+    /// Takes a free row for side `dir` of `pd` (which has none).
+    fn take_row(&mut self, pd: &Arc<PollDesc>, dir: Dir) -> u32 {
+        let owner = Some(Owner {
+            pd: Arc::downgrade(pd),
+            dir,
+        });
+        let row = if let Some(row) = self.free.pop() {
+            self.owners[row as usize] = owner;
+            row
+        } else {
+            let row = u32::try_from(self.carriers.len())
+                .ok()
+                .filter(|&r| r != NO_SLOT)
+                .expect("netpoll: more than 2^32 - 1 deadlines armed at once");
+            self.carriers.push(Carrier::FREE);
+            self.wants.push(Want {
+                at: NONE,
+                seq: NONE,
+            });
+            self.owners.push(owner);
+            row
+        };
+        pd.timer_slot(dir).store(row, Ordering::Relaxed);
+        row
+    }
+
+    /// Gives row `row` back (its carrier is leaving); returns its owner.
+    fn give_row(&mut self, row: u32) -> Option<Owner> {
+        self.carriers[row as usize] = Carrier::FREE;
+        let owner = self.owners[row as usize].take();
+        if let Some(o) = &owner {
+            if let Some(pd) = o.pd.upgrade() {
+                pd.timer_slot(o.dir).store(NO_SLOT, Ordering::Relaxed);
+            }
+        }
+        self.free.push(row);
+        owner
+    }
+
     /// Sets (`Some`) or clears the deadline of `pd`'s `dir` side (its generation was just
     /// bumped, under the same lock); returns whether a new entry is now the earliest. Re-arming
     /// costs no heap operation: an append to the run, or nothing (see the [module docs](self)).
+    /// It touches the descriptor only to read its row's index.
     pub(crate) fn set_deadline(
         &mut self,
         pd: &Arc<PollDesc>,
         dir: Dir,
         at: Option<Duration>,
     ) -> bool {
-        let slot = pd.timer(dir);
+        let row = pd.timer_slot(dir).load(Ordering::Relaxed);
         let Some(at) = at else {
-            DeadlineSlot::set(&slot.want_at, NONE);
-            DeadlineSlot::set(&slot.want_seq, NONE);
+            // A side with no row has no carrier and no deadline.
+            if row != NO_SLOT {
+                self.wants[row as usize] = Want {
+                    at: NONE,
+                    seq: NONE,
+                };
+                self.carriers[row as usize].seq |= ELSEWHERE;
+            }
             return false;
         };
+        // A side has a row exactly while it has a carrier.
+        let carrier = row != NO_SLOT;
+        let row = if carrier { row } else { self.take_row(pd, dir) };
         let seq = self.next_seq;
         self.next_seq += 1;
-        DeadlineSlot::set(&slot.want_at, ns(at));
-        DeadlineSlot::set(&slot.want_seq, seq);
-        let carrier = DeadlineSlot::get(&slot.carrier_seq) != NONE;
         // In deadline order (the usual "now + timeout"), a new carrier costs an append and the
         // old one is popped from the run's front in O(1) when it comes first; out of order, the
-        // old carrier is moved here when it comes due (a heap operation then, not now).
+        // old carrier is moved here when it comes due (a heap operation then, not now). In
+        // order, the row is only written (a store, which does not wait for its line).
         let in_order = self
             .run
             .back()
             .is_none_or(|last| (last.at, last.seq) <= (at, seq));
-        if carrier && DeadlineSlot::get(&slot.carrier_at) <= ns(at) && !in_order {
+        if carrier && !in_order && self.carriers[row as usize].at <= ns(at) {
+            self.wants[row as usize] = Want { at: ns(at), seq };
+            self.carriers[row as usize].seq |= ELSEWHERE;
             return false;
         }
-        slot.set_carrier(ns(at), seq);
+        if carrier {
+            self.stale += 1;
+        }
+        self.carriers[row as usize] = Carrier { at: ns(at), seq };
         self.insert(Entry {
             at,
             seq,
-            action: Action::Deadline {
-                pd: Arc::downgrade(pd),
-                dir,
-                gen: 0, // set when it fires
-            },
+            action: Action::Deadline(row),
         })
     }
 
-    /// Pops the top entry, which is a deadline's, and settles it: dropped (stale or unarmed),
-    /// moved to its side's current deadline, or returned (live, with the generation it fires
-    /// with, which is the side's: deadline and generation change together under the lock).
+    /// Pops the top entry, which is a deadline's, and settles it: dropped (stale, unarmed or
+    /// its descriptor gone), moved to its side's current deadline, or returned as an
+    /// [`Action::Expire`] (live, with the generation it fires with, which is the side's:
+    /// deadline and generation change together under the lock). A carrier that leaves gives
+    /// its row back.
     fn settle_top(&mut self) -> Option<Entry> {
         let e = self.pop().expect("settle_top with no timer");
-        match e.fate() {
-            Fate::Stale => None,
-            Fate::Unarmed => {
-                e.with_slot(|slot, _, _| slot.clear_carrier());
+        let Action::Deadline(row) = e.action else {
+            unreachable!("settle_top is called on deadline entries");
+        };
+        match self.fate(e.at, e.seq, row, true) {
+            Fate::Stale => {
+                self.stale -= 1;
+                None
+            }
+            Fate::Gone | Fate::Unarmed => {
+                self.give_row(row);
                 None
             }
             Fate::Moved { at, seq } => {
-                e.with_slot(|slot, _, _| slot.set_carrier(at, seq));
+                self.carriers[row as usize] = Carrier { at, seq };
                 self.insert(Entry {
                     at: Duration::from_nanos(at),
                     seq,
@@ -343,38 +440,48 @@ impl Timers {
                 None
             }
             Fate::Live => {
-                let mut gen = 0;
-                e.with_slot(|slot, pd, dir| {
-                    slot.clear_carrier();
-                    DeadlineSlot::set(&slot.want_at, NONE);
-                    DeadlineSlot::set(&slot.want_seq, NONE);
-                    gen = pd.side(dir).generation();
-                });
-                let Action::Deadline { pd, dir, .. } = e.action else {
-                    unreachable!("settle_top is called on deadline entries");
-                };
+                let Owner { pd, dir } = self.give_row(row)?;
+                let gen = pd.upgrade()?.side(dir).generation();
                 Some(Entry {
                     at: e.at,
                     seq: e.seq,
-                    action: Action::Deadline { pd, dir, gen },
+                    action: Action::Expire { pd, dir, gen },
                 })
             }
         }
     }
 
-    /// Drops cancelled entries if they are the majority.
+    /// Drops cancelled entries if they are the majority. The counts say when they cannot be
+    /// (then nothing is read) and when stale deadlines alone are (then nothing is counted).
     fn compact(&mut self) {
-        let all = self.heap.iter().chain(self.run.iter());
-        let dead = all.filter(|e| e.is_cancelled()).count();
-        if dead * 2 > self.heap.len() + self.run.len() {
-            let live: Vec<Entry> = std::mem::take(&mut self.heap)
-                .into_vec()
-                .into_iter()
-                .filter(|e| !e.is_cancelled())
-                .collect();
-            self.heap = BinaryHeap::from(live);
-            self.run.retain(|e| !e.is_cancelled());
+        let len = self.heap.len() + self.run.len();
+        if (self.stale + self.sleeps) * 2 <= len {
+            return;
         }
+        if self.stale * 2 <= len {
+            let all = self.heap.iter().chain(self.run.iter());
+            let dead = all.filter(|e| self.is_cancelled(e)).count();
+            if dead * 2 <= len {
+                return;
+            }
+        }
+        let heap = std::mem::take(&mut self.heap);
+        let live: Vec<Entry> = heap
+            .into_vec()
+            .into_iter()
+            .filter(|e| !self.is_cancelled(e))
+            .collect();
+        self.heap = BinaryHeap::from(live);
+        let mut run = std::mem::take(&mut self.run);
+        run.retain(|e| !self.is_cancelled(e));
+        self.run = run;
+        self.stale = 0;
+        self.sleeps = self
+            .heap
+            .iter()
+            .chain(self.run.iter())
+            .filter(|e| matches!(e.action, Action::Wake(_)))
+            .count();
     }
 
     /// The earliest live deadline.
@@ -383,10 +490,11 @@ impl Timers {
             match &e.action {
                 Action::Wake(s) if s.cancelled.load(Ordering::Relaxed) => {
                     self.pop();
+                    self.sleeps -= 1;
                 }
-                Action::Wake(_) => return Some(e.at),
-                Action::Deadline { .. } => {
-                    if matches!(e.fate(), Fate::Live) {
+                Action::Wake(_) | Action::Expire { .. } => return Some(e.at),
+                Action::Deadline(row) => {
+                    if matches!(self.fate(e.at, e.seq, *row, true), Fate::Live) {
                         return Some(e.at);
                     }
                     let settled = self.settle_top();
@@ -401,13 +509,14 @@ impl Timers {
     pub(crate) fn due(&mut self, now: Duration, out: &mut Vec<Entry>) {
         while let Some(e) = self.peek().filter(|e| e.at <= now) {
             match &e.action {
-                Action::Wake(_) => {
+                Action::Deadline(_) => out.extend(self.settle_top()),
+                Action::Wake(_) | Action::Expire { .. } => {
                     let e = self.pop().expect("peeked");
-                    if !e.is_cancelled() {
+                    self.sleeps -= 1;
+                    if !self.is_cancelled(&e) {
                         out.push(e);
                     }
                 }
-                Action::Deadline { .. } => out.extend(self.settle_top()),
             }
         }
     }
@@ -417,7 +526,7 @@ impl Timers {
         self.heap
             .iter()
             .chain(self.run.iter())
-            .filter(|e| matches!(e.action, Action::Wake(_)) && !e.is_cancelled())
+            .filter(|e| matches!(e.action, Action::Wake(_)) && !self.is_cancelled(e))
             .count()
     }
 }
@@ -449,9 +558,10 @@ mod tests {
         fn live(e: &Entry) -> bool {
             match &e.action {
                 Action::Wake(s) => !s.cancelled.load(Ordering::Relaxed),
-                Action::Deadline { pd, dir, gen } => pd
+                Action::Expire { pd, dir, gen } => pd
                     .upgrade()
                     .is_some_and(|pd| pd.side(*dir).generation() == *gen),
+                Action::Deadline(_) => unreachable!("the reference arms no rows"),
             }
         }
         fn next(&mut self) -> Option<Duration> {
@@ -504,7 +614,7 @@ mod tests {
                     new.set_deadline(&pd, dir, armed);
                     if let Some(at) = armed {
                         let (pd, gen) = (Arc::downgrade(&pd), gen);
-                        old.push(at, Action::Deadline { pd, dir, gen });
+                        old.push(at, Action::Expire { pd, dir, gen });
                     }
                 }
                 4 => {
@@ -542,6 +652,22 @@ mod tests {
                 }
             }
             assert_eq!(new.next_seq, old.next_seq, "seq counters, {ctx}");
+            let all = || new.heap.iter().chain(new.run.iter());
+            let stale = all()
+                .filter(|e| matches!(e.action, Action::Deadline(_)) && new.is_cancelled(e))
+                .count();
+            let sleeps = all()
+                .filter(|e| matches!(e.action, Action::Wake(_)))
+                .count();
+            assert_eq!((new.stale, new.sleeps), (stale, sleeps), "counts, {ctx}");
+            let rows = all()
+                .filter(|e| matches!(e.action, Action::Deadline(_)) && !new.is_cancelled(e))
+                .count();
+            assert_eq!(
+                rows,
+                new.carriers.len() - new.free.len(),
+                "one row a carrier, {ctx}"
+            );
         }
         assert!(fired > 100, "seed {seed}: only {fired} timers fired");
     }
@@ -615,8 +741,8 @@ mod tests {
     impl Entry {
         fn clone_gen(&self) -> u32 {
             match &self.action {
-                Action::Deadline { gen, .. } => *gen,
-                Action::Wake(_) => panic!("a sleep has no generation"),
+                Action::Expire { gen, .. } => *gen,
+                _ => panic!("only a fired deadline has a generation"),
             }
         }
     }
