@@ -13,7 +13,11 @@
 //! 3. Dispatch. Each event's user data is `seq << 32 | fd` (see [`PollDesc::data`]): the event
 //!    reaches the descriptor only if the table's descriptor for `fd` has that `seq`, so an event
 //!    queued for a descriptor that was closed, and whose number was then reused, is dropped.
-//!    The wake eventfd's event (user data [`WAKE_DATA`]) drains it.
+//!    The wake eventfd's event (user data [`WAKE_DATA`]) drains it. The single-threaded
+//!    runtime's turn (`Driver::turn_local`) reaches the descriptors by reference under the
+//!    table lock and wakes the tasks they hand back after releasing it, in the same order;
+//!    the multi-threaded runtime's (`Driver::turn`) takes a reference to each first and wakes
+//!    as it goes (its wakers are switch points on simulated threads).
 //! 4. Fire the timers due at `now()` (after the wait, so a timer the wait slept for is due).
 //!
 //! **Order at the same instant.** Readiness and timers returned by one turn are applied
