@@ -160,12 +160,10 @@ impl Wake for TaskCell {
 }
 
 /// A task's slot in the slab (for reports, the runtime's drop, and a local task's future):
-/// one aligned 64-byte line, so that a local task's poll (which reads the generation, takes
-/// the future and the join state out and puts them back) touches one line, not two. A local
-/// task's waker is built at each poll from `cell` (a reference count up and down, on the line
-/// the poll touches anyway to clear the queued flag) rather than stored beside it. A `Send`
-/// task's poll does not touch its slot.
-#[repr(align(64))]
+/// 48 bytes. A `Send` task's poll does not touch it; a local task's poll reads the generation,
+/// takes the future and the join state out and puts them back. A local task's waker is built
+/// at each poll from `cell` (a reference count up and down, on the line the poll touches
+/// anyway to clear the queued flag) rather than stored beside it.
 struct Slot {
     gen: u32,
     /// A local task's future, boxed once. `None` while it is being polled, for a `Send` task
@@ -177,7 +175,7 @@ struct Slot {
     cell: Option<Arc<TaskCell>>,
 }
 
-const _: () = assert!(std::mem::size_of::<Slot>() == 64);
+const _: () = assert!(std::mem::size_of::<Slot>() == 48);
 
 /// The executor's state, reachable from the thread's context so that `spawn` can add tasks.
 pub(crate) struct LocalCore {

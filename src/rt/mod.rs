@@ -65,7 +65,7 @@
 //! |---|---:|---|
 //! | poll descriptor ([`PollDesc`](pd::PollDesc)) | 184 | refs, fd, tag and flags (24), two [`Side`](pd::Side)s of 48 (state word, mutex-guarded waiter slot), then the two sides' deadline timer slots (2 x 32), in that order (`repr(C)`: what an event and a read touch comes first) |
 //! | its `Arc` and the driver's table slot | 16 + 8 | one descriptor = one `Arc<PollDesc>`, malloc rounds to 208 |
-//! | a task | boxed future + about 270 | the future is the handler's state machine (its locals: a [`TcpStream`] is 32 bytes), boxed once; the task's cell (the waker's target: its number and queued flag, the future's box and its join state's `Arc`; 64, 96 with the `Arc`'s counts and malloc's header), the executor's slab slot (one 64-byte line; a [`spawn_local`] task keeps its future's box there instead) and the join state behind the [`JoinHandle`] (about 112) add the rest |
+//! | a task | boxed future + about 255 | the future is the handler's state machine (its locals: a [`TcpStream`] is 32 bytes), boxed once; the task's cell (the waker's target: its number and queued flag, the future's box and its join state's `Arc`; 64, 96 with the `Arc`'s counts and malloc's header), the executor's slab slot (48; a [`spawn_local`] task keeps its future's box there instead) and the join state behind the [`JoinHandle`] (about 112) add the rest |
 //! | buffers | the handler's | whatever the task allocates to read and write into |
 //! | a read or write deadline | about 48 while armed | one timer entry per side, however often it is re-armed (a re-arm in deadline order appends a new entry and the old one is dropped when it reaches the front; see `timer`) |
 //!
