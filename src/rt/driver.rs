@@ -13,7 +13,11 @@
 //! 3. Dispatch. Each event's user data is `seq << 32 | fd` (see [`PollDesc::data`]): the event
 //!    reaches the descriptor only if the table's descriptor for `fd` has that `seq`, so an event
 //!    queued for a descriptor that was closed, and whose number was then reused, is dropped.
-//!    The wake eventfd's event (user data [`WAKE_DATA`]) drains it.
+//!    The wake eventfd's event (user data [`WAKE_DATA`]) drains it. The single-threaded
+//!    runtime's turn (`Driver::turn_local`) reaches the descriptors by reference under the
+//!    table lock and wakes the tasks they hand back after releasing it, in the same order;
+//!    the multi-threaded runtime's (`Driver::turn`) takes a reference to each first and wakes
+//!    as it goes (its wakers are switch points on simulated threads).
 //! 4. Fire the timers due at `now()` (after the wait, so a timer the wait slept for is due).
 //!
 //! **Order at the same instant.** Readiness and timers returned by one turn are applied
@@ -29,6 +33,7 @@ use std::fmt;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Waker;
 use std::time::Duration;
 
 use super::pd::{Dir, PollDesc};
@@ -71,6 +76,9 @@ struct Scratch {
     events: Vec<EpollEvent>,
     ready: Vec<(Arc<PollDesc>, Events)>,
     due: Vec<Entry>,
+    /// The wakers taken by a by-reference dispatch ([`Driver::turn_local`]), woken in event
+    /// order once the table lock is released.
+    wakers: Vec<Waker>,
 }
 
 /// Descriptors whose last owner was dropped on a thread that cannot reach the Poller (outside
@@ -214,6 +222,7 @@ impl<P: Poller> Driver<P> {
                 events: vec![EpollEvent::EMPTY; EVENTS_MAX],
                 ready: Vec::with_capacity(EVENTS_MAX),
                 due: Vec::new(),
+                wakers: Vec::with_capacity(EVENTS_MAX),
             }),
             orphans: Arc::default(),
             dispatched: AtomicU64::new(0),
@@ -382,7 +391,25 @@ impl<P: Poller> Driver<P> {
         has_work: impl Fn() -> bool,
     ) -> io::Result<Turn> {
         let mut scratch = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
-        self.turn_with(&mut scratch, block, timers_first, has_work)
+        self.turn_with(&mut scratch, block, timers_first, false, has_work)
+    }
+
+    /// [`turn`](Self::turn) for a loop whose wakers are not switch points (the single-threaded
+    /// [`Runtime`](super::Runtime)'s: a wake only queues the task). The events reach their
+    /// descriptors by reference, under the table lock, with no `Arc` clone per event (a locked
+    /// increment and decrement on the descriptor's first line); the wakers they take are woken
+    /// in event order once the lock is released. Every side moves and every task is queued in
+    /// the same order as by `turn`; only no waker runs between two descriptors' transitions,
+    /// which on simulated threads (the multi-threaded runtime's wakers are switch points)
+    /// would change the interleaving, hence the two forms.
+    pub(crate) fn turn_local(
+        &self,
+        block: bool,
+        timers_first: bool,
+        has_work: impl Fn() -> bool,
+    ) -> io::Result<Turn> {
+        let mut scratch = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
+        self.turn_with(&mut scratch, block, timers_first, true, has_work)
     }
 
     fn turn_with(
@@ -390,6 +417,7 @@ impl<P: Poller> Driver<P> {
         scratch: &mut Scratch,
         block: bool,
         timers_first: bool,
+        by_ref: bool,
         has_work: impl Fn() -> bool,
     ) -> io::Result<Turn> {
         self.close_orphans();
@@ -423,7 +451,9 @@ impl<P: Poller> Driver<P> {
             Err(e) => return Err(e),
         };
         let mut woken = false;
-        {
+        if by_ref {
+            woken = scratch.events[..n].iter().any(|ev| ev.data == WAKE_DATA);
+        } else {
             let t = self.table.lock().unwrap_or_else(|e| e.into_inner());
             for ev in &scratch.events[..n] {
                 if ev.data == WAKE_DATA {
@@ -450,6 +480,9 @@ impl<P: Poller> Driver<P> {
             let mut timers = self.timers.lock().unwrap_or_else(|e| e.into_inner());
             timers.due(now, &mut scratch.due);
         }
+        if by_ref {
+            return Ok(self.dispatch_by_ref(scratch, n, timers_first, turn));
+        }
         turn.events = scratch.ready.len();
         turn.timers = scratch.due.len();
         let dispatched = turn.events + turn.timers;
@@ -471,6 +504,52 @@ impl<P: Poller> Driver<P> {
             e.fire();
         }
         Ok(turn)
+    }
+
+    /// The dispatch half of [`turn_local`](Self::turn_local): the first `n` events (the
+    /// eventfd's already handled) and the due timers in `scratch.due`.
+    fn dispatch_by_ref(
+        &self,
+        scratch: &mut Scratch,
+        n: usize,
+        timers_first: bool,
+        mut turn: Turn,
+    ) -> Turn {
+        turn.timers = scratch.due.len();
+        if turn.timers > 0 {
+            self.progress
+                .fetch_add(turn.timers as u64, Ordering::Relaxed);
+        }
+        if timers_first {
+            for e in scratch.due.drain(..) {
+                e.fire();
+            }
+        }
+        {
+            let t = self.table.lock().unwrap_or_else(|e| e.into_inner());
+            for ev in &scratch.events[..n] {
+                if ev.data == WAKE_DATA {
+                    continue;
+                }
+                let (fd, seq) = PollDesc::split_data(ev.data);
+                match t.get(fd as usize) {
+                    Some(Some(pd)) if pd.seq == seq => {
+                        turn.events += 1;
+                        pd.on_event_into(ev.events, &mut scratch.wakers);
+                    }
+                    _ => {} // stale: the descriptor was closed (and maybe its number reused)
+                }
+            }
+        }
+        self.dispatched
+            .fetch_add((turn.events + turn.timers) as u64, Ordering::Relaxed);
+        for w in scratch.wakers.drain(..) {
+            w.wake();
+        }
+        for e in scratch.due.drain(..) {
+            e.fire();
+        }
+        turn
     }
 
     /// Every task parked on a descriptor, by fd number then side (read first). One pass over

@@ -46,7 +46,7 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll, Wake, Waker};
 
@@ -65,24 +65,24 @@ pub const LIVELOCK_TURNS: u32 = 10_000;
 const MAIN: u32 = u32::MAX;
 
 type LocalFuture = Pin<Box<dyn TaskFuture>>;
+type SendFuture = Pin<Box<dyn TaskFuture + Send>>;
 
 /// A callback run when the runtime is about to block (see [`Runtime::set_quiescence_hook`]).
 pub type QuiescenceHook<P> = Box<dyn FnMut(&Driver<P>) -> io::Result<()>>;
 
-/// The run queue: task (slot, generation) pairs, shared with wakers (which may be on any
-/// thread).
+/// The run queue: the cells of runnable tasks, shared with wakers (which may be on any thread).
 pub(crate) struct RunQueue {
-    q: Mutex<VecDeque<(u32, u32)>>,
+    q: Mutex<VecDeque<Arc<TaskCell>>>,
     /// Wakes the poll loop from another thread; set by [`Runtime::enable_remote_wakeups`].
     remote: OnceLock<Box<dyn Fn() + Send + Sync>>,
 }
 
 impl RunQueue {
-    fn push(&self, id: (u32, u32)) {
+    fn push(&self, cell: Arc<TaskCell>) {
         self.q
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push_back(id);
+            .push_back(cell);
         if let Some(r) = self.remote.get() {
             r();
         }
@@ -93,38 +93,89 @@ impl RunQueue {
     }
 }
 
-struct TaskWaker {
-    id: (u32, u32),
-    scheduled: AtomicBool,
-    queue: Arc<RunQueue>,
+/// A `Send` task's state, kept in its cell and polled in place: the future and where its
+/// result goes.
+struct Body {
+    fut: SendFuture,
+    join: Arc<dyn JoinSink + Send + Sync>,
 }
 
-impl Wake for TaskWaker {
+/// A task's waker target, and for a task spawned with [`spawn`](super::spawn) (a `Send`
+/// future) the task itself: one allocation holds the queued flag, the future's box and the
+/// join state, as tokio's task header does, so that a wake and the poll that follows touch
+/// this cell and the future, not a separate waker, slab slot and future. A task of
+/// [`spawn_local`](super::spawn_local) (not `Send`, so not reachable from a waker) keeps its
+/// future in its slab [`Slot`].
+///
+/// 64 bytes (80 with the `Arc`'s counts): what a wake and a poll touch is in as few lines as
+/// the allocation's place allows. The task's waker is built at each poll (a reference count up
+/// and down on this line) rather than kept in the cell.
+struct TaskCell {
+    /// The task's number in reports (1, 2, ... in spawn order; 0 is the main future), shifted
+    /// left by one, or'ed with [`SCHEDULED`]: set by a wake that queued the task, cleared by
+    /// the poll that follows.
+    state: AtomicU64,
+    /// The slab slot and its generation ([`MAIN`] for the main future).
+    id: (u32, u32),
+    queue: Arc<RunQueue>,
+    /// A `Send` task's body; `None` for a local task and the main future, and once finished.
+    body: Mutex<Option<Body>>,
+}
+
+/// [`TaskCell::state`]'s flag: the task is in the run queue.
+const SCHEDULED: u64 = 1;
+
+const _: () = assert!(std::mem::size_of::<TaskCell>() == 64);
+
+impl TaskCell {
+    fn new(id: (u32, u32), number: u64, queue: Arc<RunQueue>) -> TaskCell {
+        TaskCell {
+            state: AtomicU64::new(number << 1 | SCHEDULED),
+            id,
+            queue,
+            body: Mutex::new(None),
+        }
+    }
+
+    /// The task's number.
+    fn number(&self) -> u64 {
+        self.state.load(Ordering::Relaxed) >> 1
+    }
+
+    /// Clears [`SCHEDULED`] before a poll; returns the task's number.
+    fn unschedule(&self) -> u64 {
+        self.state.fetch_and(!SCHEDULED, Ordering::AcqRel) >> 1
+    }
+}
+
+impl Wake for TaskCell {
     fn wake(self: Arc<Self>) {
         self.wake_by_ref();
     }
     fn wake_by_ref(self: &Arc<Self>) {
-        if !self.scheduled.swap(true, Ordering::AcqRel) {
-            self.queue.push(self.id);
+        if self.state.fetch_or(SCHEDULED, Ordering::AcqRel) & SCHEDULED == 0 {
+            self.queue.push(self.clone());
         }
     }
 }
 
-struct Task {
-    /// The future, the waker it is polled with (built once, at spawn) and where its result
-    /// goes: a poll moves them out and back, with no reference count traffic. `None` while it
-    /// is being polled.
-    fut: Option<(LocalFuture, Waker, Arc<dyn JoinSink>)>,
-    /// The same waker, for its `scheduled` flag.
-    waker: Arc<TaskWaker>,
-    /// Its number in reports (1, 2, ... in spawn order; 0 is the main future).
-    number: u64,
-}
-
+/// A task's slot in the slab (for reports, the runtime's drop, and a local task's future):
+/// 48 bytes. A `Send` task's poll does not touch it; a local task's poll reads the generation,
+/// takes the future and the join state out and puts them back. A local task's waker is built
+/// at each poll from `cell` (a reference count up and down, on the line the poll touches
+/// anyway to clear the queued flag) rather than stored beside it.
 struct Slot {
     gen: u32,
-    task: Option<Task>,
+    /// A local task's future, boxed once. `None` while it is being polled, for a `Send` task
+    /// (whose future is in its cell), and when the slot is free.
+    fut: Option<LocalFuture>,
+    /// A local task's join state; out of the slot while the future is polled.
+    join: Option<Arc<dyn JoinSink>>,
+    /// The task's cell; `Some` exactly while a task lives here.
+    cell: Option<Arc<TaskCell>>,
 }
+
+const _: () = assert!(std::mem::size_of::<Slot>() == 48);
 
 /// The executor's state, reachable from the thread's context so that `spawn` can add tasks.
 pub(crate) struct LocalCore {
@@ -138,37 +189,57 @@ pub(crate) struct LocalCore {
 }
 
 impl LocalCore {
-    pub(crate) fn spawn(&self, fut: LocalFuture, join: Arc<dyn JoinSink>) {
+    /// Takes a slot for a new task and queues its new cell; `body` (a `Send` task's) goes in
+    /// the cell, `local` (a local task's future and join state) in the slot.
+    fn add(
+        &self,
+        body: Option<(SendFuture, Arc<dyn JoinSink + Send + Sync>)>,
+        local: Option<(LocalFuture, Arc<dyn JoinSink>)>,
+    ) {
         let number = self.next_number.get();
         self.next_number.set(number + 1);
         let mut slots = self.slots.borrow_mut();
         let idx = match self.free.borrow_mut().pop() {
             Some(i) => i,
             None => {
-                slots.push(Slot { gen: 0, task: None });
+                slots.push(Slot {
+                    gen: 0,
+                    fut: None,
+                    join: None,
+                    cell: None,
+                });
                 u32::try_from(slots.len() - 1).expect("fewer than 2^32 tasks")
             }
         };
         let slot = &mut slots[idx as usize];
-        let waker = Arc::new(TaskWaker {
-            id: (idx, slot.gen),
-            scheduled: AtomicBool::new(true),
-            queue: self.queue.clone(),
-        });
-        slot.task = Some(Task {
-            fut: Some((fut, Waker::from(waker.clone()), join)),
-            waker,
-            number,
-        });
+        let cell = Arc::new(TaskCell::new((idx, slot.gen), number, self.queue.clone()));
+        if let Some((fut, join)) = body {
+            *cell.body.lock().unwrap_or_else(|e| e.into_inner()) = Some(Body { fut, join });
+        }
+        if let Some((fut, join)) = local {
+            slot.fut = Some(fut);
+            slot.join = Some(join);
+        }
+        slot.cell = Some(cell.clone());
         self.queue
             .q
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push_back((idx, slot.gen));
+            .push_back(cell);
+    }
+
+    /// Spawns a task whose future need not be `Send` (kept in its slab slot).
+    pub(crate) fn spawn(&self, fut: LocalFuture, join: Arc<dyn JoinSink>) {
+        self.add(None, Some((fut, join)));
+    }
+
+    /// Spawns a `Send` task (kept in its cell).
+    pub(crate) fn spawn_send(&self, fut: SendFuture, join: Arc<dyn JoinSink + Send + Sync>) {
+        self.add(Some((fut, join)), None);
     }
 
     /// The next runnable task: the oldest, or a seeded choice.
-    fn pop(&self) -> Option<(u32, u32)> {
+    fn pop(&self) -> Option<Arc<TaskCell>> {
         let mut q = self.queue.q.lock().unwrap_or_else(|e| e.into_inner());
         match self.rng.borrow_mut().as_mut() {
             None => q.pop_front(),
@@ -180,44 +251,80 @@ impl LocalCore {
         }
     }
 
-    /// Polls task `id` once (if it still exists).
-    fn run(&self, id: (u32, u32)) {
-        let (mut fut, waker, join, number) = {
+    /// Polls the task of `cell` once (if it still exists).
+    fn run(&self, cell: &Arc<TaskCell>) {
+        let mut body = cell.body.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(b) = body.as_mut() else {
+            drop(body);
+            return self.run_local(cell);
+        };
+        let number = cell.unschedule();
+        let waker = Waker::from(cell.clone());
+        set_current_task(number);
+        let done = b
+            .fut
+            .as_mut()
+            .poll_task(&mut Context::from_waker(&waker), &*b.join)
+            .is_ready();
+        set_current_task(0);
+        drop(waker);
+        if !done {
+            return;
+        }
+        let Body { fut, join } = body.take().expect("polled just now");
+        drop(body);
+        self.completed.set(self.completed.get() + 1);
+        let mut slots = self.slots.borrow_mut();
+        let slot = &mut slots[cell.id.0 as usize];
+        let own = slot.cell.take();
+        slot.gen = slot.gen.wrapping_add(1);
+        self.free.borrow_mut().push(cell.id.0);
+        drop(slots);
+        drop(own);
+        drop(fut);
+        join.publish();
+    }
+
+    /// Polls a local task (its future is in its slot) once, if it still exists.
+    fn run_local(&self, cell: &Arc<TaskCell>) {
+        let id = cell.id;
+        let (mut fut, join) = {
             let mut slots = self.slots.borrow_mut();
             let Some(slot) = slots.get_mut(id.0 as usize) else {
                 return;
             };
-            if slot.gen != id.1 {
+            if slot.gen != id.1 || slot.cell.is_none() {
                 return; // a stale wake for a finished task
             }
-            let Some(task) = slot.task.as_mut() else {
+            let Some(fut) = slot.fut.take() else {
                 return;
             };
-            let Some((fut, waker, join)) = task.fut.take() else {
-                return;
-            };
-            task.waker.scheduled.store(false, Ordering::Release);
-            (fut, waker, join, task.number)
+            let join = slot.join.take().expect("a live local task's join state");
+            (fut, join)
         };
+        let number = cell.unschedule();
+        let waker = Waker::from(cell.clone());
         set_current_task(number);
         let done = fut
             .as_mut()
             .poll_task(&mut Context::from_waker(&waker), &*join)
             .is_ready();
         set_current_task(0);
+        drop(waker);
         let mut slots = self.slots.borrow_mut();
         let slot = &mut slots[id.0 as usize];
         if done {
             self.completed.set(self.completed.get() + 1);
-            slot.task = None;
+            let own = slot.cell.take();
             slot.gen = slot.gen.wrapping_add(1);
             self.free.borrow_mut().push(id.0);
             drop(slots);
             drop(fut);
-            drop(waker);
+            drop(own);
             join.publish();
-        } else if let Some(task) = slot.task.as_mut() {
-            task.fut = Some((fut, waker, join));
+        } else if slot.cell.is_some() {
+            slot.fut = Some(fut);
+            slot.join = Some(join);
         } else {
             drop(slots);
             drop(fut);
@@ -229,7 +336,7 @@ impl LocalCore {
         self.slots
             .borrow()
             .iter()
-            .filter_map(|s| s.task.as_ref().map(|t| t.number))
+            .filter_map(|s| s.cell.as_ref().map(|c| c.number()))
             .collect()
     }
 
@@ -240,8 +347,14 @@ impl LocalCore {
         slots
             .iter_mut()
             .filter_map(|s| {
-                let (f, _, join) = s.task.take()?.fut?;
-                Some((f, join))
+                let cell = s.cell.take()?;
+                let body = cell.body.lock().unwrap_or_else(|e| e.into_inner()).take();
+                match body {
+                    Some(Body { fut, join }) => {
+                        Some((fut as LocalFuture, join as Arc<dyn JoinSink>))
+                    }
+                    None => Some((s.fut.take()?, s.join.take()?)),
+                }
             })
             .collect()
     }
@@ -412,16 +525,12 @@ impl<P: Poller + 'static> Runtime<P> {
     pub fn block_on<F: Future>(&mut self, fut: F) -> io::Result<F::Output> {
         let _g = enter(self.ctx());
         let core = &*self.core;
-        let main_waker = Arc::new(TaskWaker {
-            id: (MAIN, 0),
-            scheduled: AtomicBool::new(true),
-            queue: core.queue.clone(),
-        });
+        let main_waker = Arc::new(TaskCell::new((MAIN, 0), 0, core.queue.clone()));
         core.queue
             .q
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push_back((MAIN, 0));
+            .push_back(main_waker.clone());
         let waker = Waker::from(main_waker.clone());
         let mut fut = std::pin::pin!(fut);
         // The livelock bound: fruitless turns so far, and the progress marks taken after the
@@ -430,15 +539,15 @@ impl<P: Poller + 'static> Runtime<P> {
         let mut watch: Option<(u64, u64)> = None;
         loop {
             for _ in 0..BUDGET {
-                let Some(id) = core.pop() else { break };
-                if id.0 == MAIN {
-                    main_waker.scheduled.store(false, Ordering::Release);
+                let Some(cell) = core.pop() else { break };
+                if cell.id.0 == MAIN {
+                    main_waker.unschedule();
                     set_current_task(0);
                     if let Poll::Ready(v) = fut.as_mut().poll(&mut Context::from_waker(&waker)) {
                         return Ok(v);
                     }
                 } else {
-                    core.run(id);
+                    core.run(&cell);
                 }
             }
             let block = core.queue.is_empty();
@@ -459,7 +568,10 @@ impl<P: Poller + 'static> Runtime<P> {
             }
             let timers_first = core.rng.borrow_mut().as_mut().is_some_and(Rng::coin);
             let queue = &core.queue;
-            match self.driver.turn(block, timers_first, || !queue.is_empty()) {
+            match self
+                .driver
+                .turn_local(block, timers_first, || !queue.is_empty())
+            {
                 Ok(turn) => {
                     if block && turn.only_kernel_noise() {
                         fruitless.interrupted += u32::from(turn.interrupted);

@@ -202,17 +202,26 @@ impl Side {
     /// The poll loop saw an edge for this side: `NIL → READY`, or `WAIT → READY` and wake the
     /// waiter. `READY` stays `READY` (edges do not count).
     pub fn notify(&self) {
+        if let Some(w) = self.notify_take() {
+            w.wake();
+        }
+    }
+
+    /// [`notify`](Self::notify), but the parked waiter's waker (if one was parked) is handed
+    /// back to the caller, to wake later, instead of woken here. The side's transition is the
+    /// same.
+    pub fn notify_take(&self) -> Option<Waker> {
         let mut cur = self.state.load(Ordering::Acquire);
         loop {
             match kind(cur) {
-                READY => return,
+                READY => return None,
                 NIL => match self.state.compare_exchange_weak(
                     cur,
                     with_kind(cur, READY, 0),
                     Ordering::AcqRel,
                     Ordering::Acquire,
                 ) {
-                    Ok(_) => return,
+                    Ok(_) => return None,
                     Err(now) => cur = now,
                 },
                 _ => {
@@ -231,8 +240,7 @@ impl Side {
                     };
                     let w = waiter.expect("pd invariant: WAIT without a waiter in the slot");
                     debug_assert_eq!(w.token, token_of(cur), "pd invariant: slot token");
-                    w.waker.wake();
-                    return;
+                    return Some(w.waker);
                 }
             }
         }
@@ -583,6 +591,25 @@ impl PollDesc {
         }
         if ev.intersects(E::OUT | E::HUP | E::ERR) {
             self.write.notify();
+        }
+    }
+
+    /// [`on_event`](Self::on_event), with the parked waiters' wakers pushed to `wakers` (read
+    /// side first) instead of woken: for a dispatch that holds a lock no waker may run under.
+    pub fn on_event_into(&self, ev: crate::Events, wakers: &mut Vec<Waker>) {
+        use crate::Events as E;
+        if ev.intersects(E::RDHUP | E::HUP | E::ERR) {
+            self.read_closed.store(true, Ordering::Release);
+        }
+        if ev.intersects(E::IN | E::RDHUP | E::HUP | E::ERR) {
+            if let Some(w) = self.read.notify_take() {
+                wakers.push(w);
+            }
+        }
+        if ev.intersects(E::OUT | E::HUP | E::ERR) {
+            if let Some(w) = self.write.notify_take() {
+                wakers.push(w);
+            }
         }
     }
 
