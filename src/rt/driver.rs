@@ -131,6 +131,13 @@ pub struct Driver<P: Poller> {
     progress: AtomicU64,
 }
 
+/// The live descriptor an event's user data names: `None` for the wake eventfd's, and for a
+/// stale one (its descriptor was closed, and its number maybe reused: the `seq` differs).
+fn target(table: &[Option<Arc<PollDesc>>], data: u64) -> Option<&Arc<PollDesc>> {
+    let (fd, seq) = PollDesc::split_data(data);
+    table.get(fd as usize)?.as_ref().filter(|pd| pd.seq == seq)
+}
+
 /// A task parked on one side of a poll descriptor (see [`Driver::parked`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Parked {
@@ -450,20 +457,14 @@ impl<P: Poller> Driver<P> {
             }
             Err(e) => return Err(e),
         };
-        let mut woken = false;
-        if by_ref {
-            woken = scratch.events[..n].iter().any(|ev| ev.data == WAKE_DATA);
-        } else {
+        let woken = scratch.events[..n].iter().any(|ev| ev.data == WAKE_DATA);
+        if !by_ref {
+            // A reference to each descriptor now: its wakers run as it is dispatched, with no
+            // lock held.
             let t = self.table.lock().unwrap_or_else(|e| e.into_inner());
             for ev in &scratch.events[..n] {
-                if ev.data == WAKE_DATA {
-                    woken = true;
-                    continue;
-                }
-                let (fd, seq) = PollDesc::split_data(ev.data);
-                match t.get(fd as usize) {
-                    Some(Some(pd)) if pd.seq == seq => scratch.ready.push((pd.clone(), ev.events)),
-                    _ => {} // stale: the descriptor was closed (and maybe its number reused)
+                if let Some(pd) = target(&t, ev.data) {
+                    scratch.ready.push((pd.clone(), ev.events));
                 }
             }
         }
@@ -480,25 +481,34 @@ impl<P: Poller> Driver<P> {
             let mut timers = self.timers.lock().unwrap_or_else(|e| e.into_inner());
             timers.due(now, &mut scratch.due);
         }
-        if by_ref {
-            return Ok(self.dispatch_by_ref(scratch, n, timers_first, turn));
-        }
-        turn.events = scratch.ready.len();
         turn.timers = scratch.due.len();
-        let dispatched = turn.events + turn.timers;
-        self.dispatched
-            .fetch_add(dispatched as u64, Ordering::Relaxed);
-        if turn.timers > 0 {
-            self.progress
-                .fetch_add(turn.timers as u64, Ordering::Relaxed);
+        if !by_ref {
+            turn.events = scratch.ready.len();
+            self.account(&turn);
         }
         if timers_first {
             for e in scratch.due.drain(..) {
                 e.fire();
             }
         }
-        for (pd, ev) in scratch.ready.drain(..) {
-            pd.on_event(ev);
+        if by_ref {
+            {
+                let t = self.table.lock().unwrap_or_else(|e| e.into_inner());
+                for ev in &scratch.events[..n] {
+                    if let Some(pd) = target(&t, ev.data) {
+                        turn.events += 1;
+                        pd.on_event_with(ev.events, |w| scratch.wakers.push(w));
+                    }
+                }
+            }
+            self.account(&turn);
+            for w in scratch.wakers.drain(..) {
+                w.wake();
+            }
+        } else {
+            for (pd, ev) in scratch.ready.drain(..) {
+                pd.on_event(ev);
+            }
         }
         for e in scratch.due.drain(..) {
             e.fire();
@@ -506,50 +516,14 @@ impl<P: Poller> Driver<P> {
         Ok(turn)
     }
 
-    /// The dispatch half of [`turn_local`](Self::turn_local): the first `n` events (the
-    /// eventfd's already handled) and the due timers in `scratch.due`.
-    fn dispatch_by_ref(
-        &self,
-        scratch: &mut Scratch,
-        n: usize,
-        timers_first: bool,
-        mut turn: Turn,
-    ) -> Turn {
-        turn.timers = scratch.due.len();
+    /// Adds a turn's events and timers to the counters (timers are progress).
+    fn account(&self, turn: &Turn) {
+        self.dispatched
+            .fetch_add((turn.events + turn.timers) as u64, Ordering::Relaxed);
         if turn.timers > 0 {
             self.progress
                 .fetch_add(turn.timers as u64, Ordering::Relaxed);
         }
-        if timers_first {
-            for e in scratch.due.drain(..) {
-                e.fire();
-            }
-        }
-        {
-            let t = self.table.lock().unwrap_or_else(|e| e.into_inner());
-            for ev in &scratch.events[..n] {
-                if ev.data == WAKE_DATA {
-                    continue;
-                }
-                let (fd, seq) = PollDesc::split_data(ev.data);
-                match t.get(fd as usize) {
-                    Some(Some(pd)) if pd.seq == seq => {
-                        turn.events += 1;
-                        pd.on_event_into(ev.events, &mut scratch.wakers);
-                    }
-                    _ => {} // stale: the descriptor was closed (and maybe its number reused)
-                }
-            }
-        }
-        self.dispatched
-            .fetch_add((turn.events + turn.timers) as u64, Ordering::Relaxed);
-        for w in scratch.wakers.drain(..) {
-            w.wake();
-        }
-        for e in scratch.due.drain(..) {
-            e.fire();
-        }
-        turn
     }
 
     /// Every task parked on a descriptor, by fd number then side (read first). One pass over

@@ -581,34 +581,26 @@ impl PollDesc {
     /// An epoll event arrived: route its bits to the sides, as Go's `netpollready` does
     /// (`IN | RDHUP | HUP | ERR` wake readers, `OUT | HUP | ERR` wake writers).
     pub fn on_event(&self, ev: crate::Events) {
+        self.on_event_with(ev, Waker::wake);
+    }
+
+    /// [`on_event`](Self::on_event), with the parked waiters' wakers handed to `wake` (read
+    /// side first) instead of woken here: a dispatch that holds a lock no waker may run under
+    /// collects them, to wake once it is released.
+    pub fn on_event_with(&self, ev: crate::Events, mut wake: impl FnMut(Waker)) {
         use crate::Events as E;
         if ev.intersects(E::RDHUP | E::HUP | E::ERR) {
             // Before the notification, so that a reader that sees the edge sees this too.
             self.read_closed.store(true, Ordering::Release);
         }
         if ev.intersects(E::IN | E::RDHUP | E::HUP | E::ERR) {
-            self.read.notify();
-        }
-        if ev.intersects(E::OUT | E::HUP | E::ERR) {
-            self.write.notify();
-        }
-    }
-
-    /// [`on_event`](Self::on_event), with the parked waiters' wakers pushed to `wakers` (read
-    /// side first) instead of woken: for a dispatch that holds a lock no waker may run under.
-    pub fn on_event_into(&self, ev: crate::Events, wakers: &mut Vec<Waker>) {
-        use crate::Events as E;
-        if ev.intersects(E::RDHUP | E::HUP | E::ERR) {
-            self.read_closed.store(true, Ordering::Release);
-        }
-        if ev.intersects(E::IN | E::RDHUP | E::HUP | E::ERR) {
             if let Some(w) = self.read.notify_take() {
-                wakers.push(w);
+                wake(w);
             }
         }
         if ev.intersects(E::OUT | E::HUP | E::ERR) {
             if let Some(w) = self.write.notify_take() {
-                wakers.push(w);
+                wake(w);
             }
         }
     }
