@@ -14,9 +14,9 @@
 //!    reaches the descriptor only if the table's descriptor for `fd` has that `seq`, so an event
 //!    queued for a descriptor that was closed, and whose number was then reused, is dropped.
 //!    The wake eventfd's event (user data [`WAKE_DATA`]) drains it. The single-threaded
-//!    runtime's turn (`Driver::turn_local`) reaches the descriptors by reference under the
+//!    runtime's turn (`Wakes::AfterDispatch`) reaches the descriptors by reference under the
 //!    table lock and wakes the tasks they hand back after releasing it, in the same order;
-//!    the multi-threaded runtime's (`Driver::turn`) takes a reference to each first and wakes
+//!    the multi-threaded runtime's (`Wakes::AsDispatched`) takes a reference to each first and wakes
 //!    as it goes (its wakers are switch points on simulated threads).
 //! 4. Fire the timers due at `now()` (after the wait, so a timer the wait slept for is due).
 //!
@@ -76,7 +76,7 @@ struct Scratch {
     events: Vec<EpollEvent>,
     ready: Vec<(Arc<PollDesc>, Events)>,
     due: Vec<Entry>,
-    /// The wakers taken by a by-reference dispatch ([`Driver::turn_local`]), woken in event
+    /// The wakers taken by a by-reference dispatch ([`Wakes::AfterDispatch`]), woken in event
     /// order once the table lock is released.
     wakers: Vec<Waker>,
 }
@@ -136,6 +136,22 @@ pub struct Driver<P: Poller> {
 fn target(table: &[Option<Arc<PollDesc>>], data: u64) -> Option<&Arc<PollDesc>> {
     let (fd, seq) = PollDesc::split_data(data);
     table.get(fd as usize)?.as_ref().filter(|pd| pd.seq == seq)
+}
+
+/// When a turn runs the wakers of the tasks its events wake. Either way every side moves and
+/// every task is woken in event order; what differs is whether a waker runs between two
+/// descriptors' transitions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Wakes {
+    /// As each descriptor is dispatched, with no lock held: each is reached through a clone of
+    /// its `Arc`, taken under the table lock. For the multi-threaded runtime, whose wakers are
+    /// switch points on simulated threads (running one under the lock, or all of them after
+    /// every transition, would change the interleaving).
+    AsDispatched,
+    /// Once every descriptor has been dispatched by reference under the table lock: no `Arc`
+    /// clone per event (a locked increment and decrement on the descriptor's first line). For
+    /// the single-threaded [`Runtime`](super::Runtime), whose wake only queues a task.
+    AfterDispatch,
 }
 
 /// A task parked on one side of a poll descriptor (see [`Driver::parked`]).
@@ -387,6 +403,7 @@ impl<P: Poller> Driver<P> {
     ///
     /// `block`: whether to wait at all; `has_work` is called after the loop announced that it
     /// is about to block, and a `true` turns the wait into a poll (see [`super::wake`]).
+    /// `wakes`: when the parked tasks' wakers run (see [`Wakes`]).
     ///
     /// # Errors
     /// `epoll_wait`'s errors other than `EINTR`; on the simulated kernel, `Deadlock` when the
@@ -395,38 +412,12 @@ impl<P: Poller> Driver<P> {
         &self,
         block: bool,
         timers_first: bool,
+        wakes: Wakes,
         has_work: impl Fn() -> bool,
     ) -> io::Result<Turn> {
-        let mut scratch = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
-        self.turn_with(&mut scratch, block, timers_first, false, has_work)
-    }
-
-    /// [`turn`](Self::turn) for a loop whose wakers are not switch points (the single-threaded
-    /// [`Runtime`](super::Runtime)'s: a wake only queues the task). The events reach their
-    /// descriptors by reference, under the table lock, with no `Arc` clone per event (a locked
-    /// increment and decrement on the descriptor's first line); the wakers they take are woken
-    /// in event order once the lock is released. Every side moves and every task is queued in
-    /// the same order as by `turn`; only no waker runs between two descriptors' transitions,
-    /// which on simulated threads (the multi-threaded runtime's wakers are switch points)
-    /// would change the interleaving, hence the two forms.
-    pub(crate) fn turn_local(
-        &self,
-        block: bool,
-        timers_first: bool,
-        has_work: impl Fn() -> bool,
-    ) -> io::Result<Turn> {
-        let mut scratch = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
-        self.turn_with(&mut scratch, block, timers_first, true, has_work)
-    }
-
-    fn turn_with(
-        &self,
-        scratch: &mut Scratch,
-        block: bool,
-        timers_first: bool,
-        by_ref: bool,
-        has_work: impl Fn() -> bool,
-    ) -> io::Result<Turn> {
+        let mut guard = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
+        let scratch = &mut *guard;
+        let by_ref = wakes == Wakes::AfterDispatch;
         self.close_orphans();
         let timeout = if block {
             self.signal.begin_poll();

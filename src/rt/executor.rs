@@ -50,7 +50,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll, Wake, Waker};
 
-use super::driver::{Driver, DriverApi};
+use super::driver::{Driver, DriverApi, Wakes};
 use super::rng::Rng;
 use super::{enter, set_current_task, Ctx, Exec, JoinSink, TaskFuture};
 use crate::Poller;
@@ -570,8 +570,9 @@ impl<P: Poller + 'static> Runtime<P> {
             let queue = &core.queue;
             match self
                 .driver
-                .turn_local(block, timers_first, || !queue.is_empty())
-            {
+                .turn(block, timers_first, Wakes::AfterDispatch, || {
+                    !queue.is_empty()
+                }) {
                 Ok(turn) => {
                     if block && turn.only_kernel_noise() {
                         fruitless.interrupted += u32::from(turn.interrupted);

@@ -45,7 +45,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll, Wake, Waker};
 
-use super::driver::{Driver, DriverApi};
+use super::driver::{Driver, DriverApi, Wakes};
 use super::sync::{OsThreads, Threads, Unparker};
 use super::{enter, set_current_task, Ctx, Exec, JoinSink, TaskFuture};
 use crate::Poller;
@@ -573,7 +573,7 @@ impl<P: Poller + Send + Sync + 'static> Worker<P> {
             return Err(e);
         }
         BATCHING.with(|b| b.set(true));
-        let r = self.driver.turn(true, false, || {
+        let r = self.driver.turn(true, false, Wakes::AsDispatched, || {
             !shared.lock_queue().tasks.is_empty() || shared.shutdown.load(Ordering::SeqCst)
         });
         BATCHING.with(|b| b.set(false));
