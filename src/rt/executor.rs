@@ -100,6 +100,14 @@ struct Body {
     join: Arc<dyn JoinSink + Send + Sync>,
 }
 
+/// Where a new task's future and join state live.
+enum Home {
+    /// A `Send` task's: in its cell.
+    Cell(Body),
+    /// A local task's: in its slab slot.
+    Slot(LocalFuture, Arc<dyn JoinSink>),
+}
+
 /// A task's waker target, and for a task spawned with [`spawn`](super::spawn) (a `Send`
 /// future) the task itself: one allocation holds the queued flag, the future's box and the
 /// join state, as tokio's task header does, so that a wake and the poll that follows touch
@@ -189,13 +197,9 @@ pub(crate) struct LocalCore {
 }
 
 impl LocalCore {
-    /// Takes a slot for a new task and queues its new cell; `body` (a `Send` task's) goes in
-    /// the cell, `local` (a local task's future and join state) in the slot.
-    fn add(
-        &self,
-        body: Option<(SendFuture, Arc<dyn JoinSink + Send + Sync>)>,
-        local: Option<(LocalFuture, Arc<dyn JoinSink>)>,
-    ) {
+    /// Takes a slot for a new task and queues its new cell; the future and join state go
+    /// where `home` says.
+    fn add(&self, home: Home) {
         let number = self.next_number.get();
         self.next_number.set(number + 1);
         let mut slots = self.slots.borrow_mut();
@@ -213,12 +217,14 @@ impl LocalCore {
         };
         let slot = &mut slots[idx as usize];
         let cell = Arc::new(TaskCell::new((idx, slot.gen), number, self.queue.clone()));
-        if let Some((fut, join)) = body {
-            *cell.body.lock().unwrap_or_else(|e| e.into_inner()) = Some(Body { fut, join });
-        }
-        if let Some((fut, join)) = local {
-            slot.fut = Some(fut);
-            slot.join = Some(join);
+        match home {
+            Home::Cell(body) => {
+                *cell.body.lock().unwrap_or_else(|e| e.into_inner()) = Some(body);
+            }
+            Home::Slot(fut, join) => {
+                slot.fut = Some(fut);
+                slot.join = Some(join);
+            }
         }
         slot.cell = Some(cell.clone());
         self.queue
@@ -230,12 +236,12 @@ impl LocalCore {
 
     /// Spawns a task whose future need not be `Send` (kept in its slab slot).
     pub(crate) fn spawn(&self, fut: LocalFuture, join: Arc<dyn JoinSink>) {
-        self.add(None, Some((fut, join)));
+        self.add(Home::Slot(fut, join));
     }
 
     /// Spawns a `Send` task (kept in its cell).
     pub(crate) fn spawn_send(&self, fut: SendFuture, join: Arc<dyn JoinSink + Send + Sync>) {
-        self.add(Some((fut, join)), None);
+        self.add(Home::Cell(Body { fut, join }));
     }
 
     /// The next runnable task: the oldest, or a seeded choice.
@@ -273,16 +279,23 @@ impl LocalCore {
         }
         let Body { fut, join } = body.take().expect("polled just now");
         drop(body);
-        self.completed.set(self.completed.get() + 1);
-        let mut slots = self.slots.borrow_mut();
-        let slot = &mut slots[cell.id.0 as usize];
-        let own = slot.cell.take();
-        slot.gen = slot.gen.wrapping_add(1);
-        self.free.borrow_mut().push(cell.id.0);
-        drop(slots);
+        let own = self.retire(cell.id.0);
         drop(own);
         drop(fut);
         join.publish();
+    }
+
+    /// A task ran to completion: frees its slot (a new generation, so a stale wake misses it)
+    /// and returns the slot's hold on the task's cell, for the caller to drop with no borrow of
+    /// the slab held.
+    fn retire(&self, idx: u32) -> Option<Arc<TaskCell>> {
+        self.completed.set(self.completed.get() + 1);
+        let mut slots = self.slots.borrow_mut();
+        let slot = &mut slots[idx as usize];
+        let own = slot.cell.take();
+        slot.gen = slot.gen.wrapping_add(1);
+        self.free.borrow_mut().push(idx);
+        own
     }
 
     /// Polls a local task (its future is in its slot) once, if it still exists.
@@ -311,18 +324,16 @@ impl LocalCore {
             .is_ready();
         set_current_task(0);
         drop(waker);
-        let mut slots = self.slots.borrow_mut();
-        let slot = &mut slots[id.0 as usize];
         if done {
-            self.completed.set(self.completed.get() + 1);
-            let own = slot.cell.take();
-            slot.gen = slot.gen.wrapping_add(1);
-            self.free.borrow_mut().push(id.0);
-            drop(slots);
+            let own = self.retire(id.0);
             drop(fut);
             drop(own);
             join.publish();
-        } else if slot.cell.is_some() {
+            return;
+        }
+        let mut slots = self.slots.borrow_mut();
+        let slot = &mut slots[id.0 as usize];
+        if slot.cell.is_some() {
             slot.fut = Some(fut);
             slot.join = Some(join);
         } else {
