@@ -66,10 +66,11 @@ impl Dir {
 /// an epoll report (`tcp_poll`) or the bookkeeping of a `read` or `write` reads or writes (the
 /// ends, the packet count, both directions' state and their buffers' lengths: 64 bytes) is the
 /// first; each direction's inline bytes (up to 64) are a line of their own, so a 64-byte message
-/// is copied in and out of one line (which line is a direction's changes: see [`Conn::buf`]). A large slab is a block of 2 MiB or more, which the
-/// huge-page allocator `netpoll-sim` installs places on a 2 MiB boundary, so its 192-byte slots
-/// start on a line (not `align(64)`: a slab that still grows through `malloc` copies itself on
-/// every doubling, and over-aligning measured no faster).
+/// is copied in and out of one line (which line is a direction's changes: see [`Conn::buf`]).
+/// A large slab is a block of 2 MiB or more, which the huge-page allocator `netpoll-sim`
+/// installs places on a 2 MiB boundary, so its 192-byte slots start on a line (not `align(64)`:
+/// a slab that still grows through `malloc` copies itself on every doubling, and over-aligning
+/// measured no faster).
 #[derive(Debug)]
 #[repr(C)]
 pub(crate) struct Conn {
@@ -142,12 +143,14 @@ impl Conn {
         }
     }
 
-    /// Frees both directions' rings (the connection is going away).
+    /// Frees both directions' rings (the connection is going away): each direction with its
+    /// own line, as [`Conn::buf`] pairs them, but without choosing a line.
     pub(super) fn free_rings(&mut self, rings: &mut Rings) {
-        for (d, inline) in self.dir.iter_mut().zip(&mut self.inline) {
+        for i in 0..2 {
+            let line = self.line(i);
             ByteQueue {
-                st: &mut d.q,
-                inline,
+                st: &mut self.dir[i].q,
+                inline: &mut self.inline[line],
                 rings,
             }
             .free();
