@@ -63,8 +63,8 @@
 //!
 //! | what | bytes | notes |
 //! |---|---:|---|
-//! | poll descriptor ([`PollDesc`](pd::PollDesc)) | 128 | refs, fd, tag, the two sides' rows in the driver's deadline table and flags (32), then two [`Side`](pd::Side)s of 48 (state word, mutex-guarded waiter slot), in that order (`repr(C)`: what an event and a read touch comes first) |
-//! | its `Arc` and the driver's table slot | 16 + 8 | one descriptor = one `Arc<PollDesc>`, malloc rounds to 160 |
+//! | poll descriptor ([`PollDesc`](pd::PollDesc)) | 104 | one word for the syscall count, the flags and the token source (8), the tag and the read side's row in the driver's deadline table (8), two [`Side`](pd::Side)s of 40 (state word, mutex-guarded waiter slot), the fd and the write side's row (8), in that order (`repr(C)`: everything an event, a read and a write touch is in the first 64 bytes) |
+//! | its `Arc` and the driver's table slot | 16 + 8 | one descriptor = one `Arc<PollDesc>`, malloc's chunk is 128 |
 //! | a task | boxed future + about 255 | the future is the handler's state machine (its locals: a [`TcpStream`] is 32 bytes), boxed once; the task's cell (the waker's target: its number and queued flag, the future's box and its join state's `Arc`; 64, 96 with the `Arc`'s counts and malloc's header), the executor's slab slot (48; a [`spawn_local`] task keeps its future's box there instead) and the join state behind the [`JoinHandle`] (about 112) add the rest |
 //! | buffers | the handler's | whatever the task allocates to read and write into |
 //! | a read or write deadline | about 88 while armed | one timer entry (40) per side, however often it is re-armed (a re-arm in deadline order appends a new entry and the old one is dropped when it reaches the front), and the side's row in the driver's deadline table (carrier 16, later deadline 16, owner 16); see `timer` |

@@ -44,6 +44,9 @@ fn is_eagain(e: &io::Error) -> bool {
 /// A registered, non-blocking fd: the part every net type shares.
 struct IoFd<P: Poller + 'static> {
     pd: Arc<PollDesc>,
+    /// The descriptor's number (the descriptor's own copy is off its first line; this one is
+    /// on the future's, which a syscall reads anyway).
+    fd: Fd,
     driver_id: u64,
     /// Where the fd goes if the last owner is dropped off the runtime's threads.
     orphans: Arc<Orphans>,
@@ -57,7 +60,7 @@ struct IoFd<P: Poller + 'static> {
 impl<P: Poller + 'static> fmt::Debug for IoFd<P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("IoFd")
-            .field("fd", &self.pd.fd)
+            .field("fd", &self.fd)
             .field("seq", &self.pd.seq)
             .finish()
     }
@@ -81,6 +84,7 @@ impl<P: Poller + 'static> IoFd<P> {
     fn new(fd: Fd) -> io::Result<IoFd<P>> {
         driver(None, |d: &Driver<P>| match d.register(fd) {
             Ok(pd) => Ok(IoFd {
+                fd,
                 pd,
                 driver_id: d.id(),
                 orphans: d.orphans(),
@@ -102,7 +106,7 @@ impl<P: Poller + 'static> IoFd<P> {
     /// Runs one syscall with the fd kept alive (see [`PollDesc::acquire`]).
     fn syscall<R>(&self, d: &Driver<P>, f: impl FnOnce(&P, Fd) -> io::Result<R>) -> io::Result<R> {
         self.pd.acquire().map_err(|e| e.into_io("any"))?;
-        let r = f(d.poller(), self.pd.fd);
+        let r = f(d.poller(), self.fd);
         if self.pd.release() == Release::CloseFd {
             d.close_fd(&self.pd);
         }
@@ -346,7 +350,7 @@ macro_rules! common {
         impl<P: Poller + 'static> $t<P> {
             /// The descriptor number.
             pub fn as_raw_fd(&self) -> Fd {
-                self.io.pd.fd
+                self.io.fd
             }
 
             /// Sets both deadlines (`None` clears them). See the [module docs](self).
@@ -480,7 +484,7 @@ macro_rules! debug {
     ($($t:ident),*) => {$(
         impl<P: Poller + 'static> fmt::Debug for $t<P> {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.debug_struct(stringify!($t)).field("fd", &self.io.pd.fd).finish()
+                f.debug_struct(stringify!($t)).field("fd", &self.io.fd).finish()
             }
         }
     )*};

@@ -35,9 +35,10 @@
 //! | `WAIT` | `READY` | the poll loop, on an event ([`Side::notify`]) | CAS under the slot lock, takes the waker |
 //! | `WAIT` | `NIL` | a dropped operation ([`Side::cancel`]); an expiring deadline ([`Side::expire`], [`Side::reset_deadline`]); close ([`Side::close`]) | CAS under the slot lock, takes the waker |
 //!
-//! **Invariant**, true whenever the slot lock is free: the kind is `WAIT` with token `t` if and
-//! only if the slot holds the waiter with token `t`. Both halves of that pair only change under
-//! the lock; the two lock-free transitions (`NIL`↔`READY`) never touch a `WAIT` word.
+//! **Invariant**, true whenever the slot lock is free: the kind is `WAIT` if and only if the slot
+//! holds a waiter, and that waiter is the operation whose token the word holds (the slot does
+//! not repeat the token). Both halves of that pair only change under the lock; the two
+//! lock-free transitions (`NIL`↔`READY`) never touch a `WAIT` word.
 //!
 //! **Why no notification is lost** between an operation's `EAGAIN` and its park: the operation
 //! parks with a CAS from `NIL`. If an edge arrived after the syscall, the word is `READY` (the
@@ -64,7 +65,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::task::{Poll, Waker};
 
-use super::sync::{lock, AtomicBool, AtomicU32, AtomicU64, Mutex, Ordering};
+use super::sync::{lock, AtomicU64, Mutex, Ordering};
 use crate::Fd;
 
 /// Kind: nothing pending, nobody waiting.
@@ -134,16 +135,20 @@ pub fn closed_error() -> std::io::Error {
     )
 }
 
-/// The parked operation: who it is and how to wake it.
+/// The parked operation: how to wake it, and who it is. Its token is the state word's (the
+/// word holds it while the kind is [`WAIT`], which is exactly while the slot holds a waiter).
 struct Waiter {
-    token: u32,
+    waker: Waker,
     /// The runtime's id for the parked task, for deadlock reports.
     task: u64,
-    waker: Waker,
 }
 
 /// One direction (read or write) of a poll descriptor: the state machine described in the
 /// [module docs](self).
+///
+/// `repr(C)`, state word first: [`PollDesc`] relies on where it lies (see there). 40 bytes:
+/// the word and the slot (a mutex of 8 around a waiter of 24).
+#[repr(C)]
 pub struct Side {
     state: AtomicU64,
     slot: Mutex<Option<Waiter>>,
@@ -235,11 +240,9 @@ impl Side {
                         }
                         self.state
                             .store(with_kind(now, READY, 0), Ordering::Release);
-                        cur = now;
                         slot.take()
                     };
                     let w = waiter.expect("pd invariant: WAIT without a waiter in the slot");
-                    debug_assert_eq!(w.token, token_of(cur), "pd invariant: slot token");
                     return Some(w.waker);
                 }
             }
@@ -284,9 +287,8 @@ impl Side {
                     Ok(_) => {
                         debug_assert!(slot.is_none(), "pd invariant: NIL with a waiter");
                         *slot = Some(Waiter {
-                            token,
-                            task,
                             waker: waker.clone(),
+                            task,
                         });
                         return Poll::Pending;
                     }
@@ -471,41 +473,82 @@ impl Dir {
     }
 }
 
-/// The reference count that keeps an fd number alive while a syscall on it is in flight (a
-/// small version of Go's `fdMutex`): the number is closed by whoever drops the last reference
-/// after [`PollDesc::close`], so a concurrent `read` never reaches an fd that was closed and
-/// reused under it.
+/// The descriptor's first word, [`PollDesc::refs`], packs the reference count that keeps an
+/// fd number alive while a syscall on it is in flight (a small version of Go's `fdMutex`: the
+/// number is closed by whoever drops the last reference after [`PollDesc::close`], so a
+/// concurrent `read` never reaches an fd that was closed and reused under it), two flags, and
+/// the token source of the parked operations:
+///
+/// | bits | field |
+/// |---|---|
+/// | 0 | [`REF_CLOSING`]: [`PollDesc::close`] was called |
+/// | 1 | [`READ_CLOSED`]: see [`PollDesc::read_closed`] |
+/// | 2..32 | syscalls in flight (× [`REF_ONE`]) |
+/// | 32..64 | the next token ([`PollDesc::next_token`]; × [`TOKEN_ONE`], wrapping) |
+///
+/// One word, so that a syscall, an event's flag and a park's token touch nothing outside the
+/// descriptor's hot 64 bytes (see [`PollDesc`]).
 const REF_CLOSING: u64 = 1;
-const REF_ONE: u64 = 2;
+const READ_CLOSED: u64 = 1 << 1;
+const REF_ONE: u64 = 1 << 2;
+/// The reference count and the closing bit: what [`PollDesc::release`] and
+/// [`PollDesc::close`] judge.
+const REF_MASK: u64 = (TOKEN_ONE - 1) & !READ_CLOSED;
+const TOKEN_ONE: u64 = 1 << 32;
 
 /// A poll descriptor: an fd, the registration's sequence tag, and the two sides.
 ///
-/// `repr(C)`, in the order of use: with many live descriptors each is a cache miss, and an
-/// event (the tag, the flags, the sides' states) and a syscall (the reference count, the read
-/// side) then touch the first lines only, next to the `Arc`'s counts. Left to the compiler,
-/// the tag went last, behind both sides.
+/// With many live descriptors each is a cache miss, so everything an event and the operations
+/// it wakes touch is in the first 64 bytes (`repr(C)`, the fields in order of use): one cache
+/// line when the allocation puts them on one, two otherwise (malloc aligns to 16; the previous
+/// 128-byte layout spread them over 88 bytes, two or three lines):
+///
+/// | offset | field | touched by |
+/// |---:|---|---|
+/// | 0 | `refs` (count, flags, tokens; 8) | every syscall; an event with `RDHUP`/`HUP`/`ERR`; a park |
+/// | 8 | `seq` (4) | every event (the tag check) |
+/// | 12 | the read side's deadline row (4) | a read deadline's re-arm (a server's, every read) |
+/// | 16 | `read` (40: state word, slot) | every event, every read, a park |
+/// | 56 | `write`'s state word (8) | every event with `OUT`, every write |
+/// | 64 | `write`'s slot (32) | a write that parks (rare) |
+/// | 96 | `fd` (4) | registering and closing (an operation's syscall takes its own copy) |
+/// | 100 | the write side's deadline row (4) | a write deadline's re-arm |
+///
+/// 104 bytes; with the `Arc`'s counts (16) before it, malloc's chunk is 128. Not aligned to a
+/// line (`repr(align(64))`): that would put the 64 hot bytes on one line always, but `Arc`
+/// then takes 192 bytes and allocates through `posix_memalign`, which splits and frees a
+/// larger chunk each time; measured at 100,000 connections it cost 26 MB of peak RSS and was
+/// no faster (`BENCHMARKS.md`, "rtpd").
 #[repr(C)]
 pub struct PollDesc {
-    /// In-flight syscalls (× [`REF_ONE`]) and the [`REF_CLOSING`] bit.
+    /// In-flight syscalls, flags and the token source (see [`REF_CLOSING`]'s table).
     refs: AtomicU64,
-    /// The descriptor number.
-    pub fd: Fd,
     /// The tag in the registration's epoll user data (see [`PollDesc::data`]).
     pub seq: u32,
-    /// Token source for parked operations.
-    tokens: AtomicU32,
-    /// Each side's row in the driver's deadline table ([`super::timer`]), read side first, or
-    /// `NO_SLOT`: read and written only under the driver's timer lock, so `Relaxed` (atomics
-    /// only so that a `PollDesc` stays `Sync`; std's, not loom's: no model races on them).
-    timer_slots: [std::sync::atomic::AtomicU32; 2],
-    /// An event with `RDHUP`, `HUP` or `ERR` has arrived: the peer will send nothing more, so
-    /// no later edge will announce the end of file (sticky, as tokio's `READ_CLOSED`).
-    read_closed: AtomicBool,
+    /// The read side's row in the driver's deadline table; see `write_row`.
+    read_row: std::sync::atomic::AtomicU32,
     /// The read side.
     pub read: Side,
-    /// The write side.
+    /// The write side (its state word ends the hot 64 bytes; its slot is past them).
     pub write: Side,
+    /// The descriptor number.
+    pub fd: Fd,
+    /// The write side's row in the driver's deadline table ([`super::timer`]), or `NO_SLOT`:
+    /// like `read_row`, read and written only under the driver's timer lock, so `Relaxed`
+    /// (atomics only so that a `PollDesc` stays `Sync`; std's, not loom's: no model races on
+    /// them).
+    write_row: std::sync::atomic::AtomicU32,
 }
+
+// The layout the table above describes (std's `Mutex` here; loom's differs).
+#[cfg(not(loom))]
+const _: () = {
+    use std::mem::{align_of, offset_of, size_of};
+    assert!(size_of::<Side>() == 40);
+    assert!(offset_of!(PollDesc, read) == 16);
+    assert!(offset_of!(PollDesc, write) + offset_of!(Side, state) + 8 == 64);
+    assert!(size_of::<PollDesc>() == 104 && align_of::<PollDesc>() == 8);
+};
 
 impl fmt::Debug for PollDesc {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -536,13 +579,9 @@ impl PollDesc {
             seq,
             read: Side::new(),
             write: Side::new(),
-            timer_slots: [
-                std::sync::atomic::AtomicU32::new(super::timer::NO_SLOT),
-                std::sync::atomic::AtomicU32::new(super::timer::NO_SLOT),
-            ],
-            refs: AtomicU64::new(0),
-            tokens: AtomicU32::new(1),
-            read_closed: AtomicBool::new(false),
+            read_row: std::sync::atomic::AtomicU32::new(super::timer::NO_SLOT),
+            write_row: std::sync::atomic::AtomicU32::new(super::timer::NO_SLOT),
+            refs: AtomicU64::new(TOKEN_ONE),
         })
     }
 
@@ -568,14 +607,14 @@ impl PollDesc {
     /// One side's row in the driver's deadline table (see [`super::timer`]).
     pub(crate) fn timer_slot(&self, dir: Dir) -> &std::sync::atomic::AtomicU32 {
         match dir {
-            Dir::Read => &self.timer_slots[0],
-            Dir::Write => &self.timer_slots[1],
+            Dir::Read => &self.read_row,
+            Dir::Write => &self.write_row,
         }
     }
 
     /// A fresh token for one operation's waits.
     pub fn next_token(&self) -> u32 {
-        self.tokens.fetch_add(1, Ordering::Relaxed)
+        (self.refs.fetch_add(TOKEN_ONE, Ordering::Relaxed) >> 32) as u32
     }
 
     /// An epoll event arrived: route its bits to the sides, as Go's `netpollready` does
@@ -591,7 +630,7 @@ impl PollDesc {
         use crate::Events as E;
         if ev.intersects(E::RDHUP | E::HUP | E::ERR) {
             // Before the notification, so that a reader that sees the edge sees this too.
-            self.read_closed.store(true, Ordering::Release);
+            self.refs.fetch_or(READ_CLOSED, Ordering::Release);
         }
         if ev.intersects(E::IN | E::RDHUP | E::HUP | E::ERR) {
             if let Some(w) = self.read.notify_take() {
@@ -609,7 +648,7 @@ impl PollDesc {
     /// (`RDHUP`, `HUP`, `ERR`): from then on a short read does not mean the receive queue is
     /// empty, because the end of file (or error) behind the data will get no edge of its own.
     pub fn read_closed(&self) -> bool {
-        self.read_closed.load(Ordering::Acquire)
+        self.refs.load(Ordering::Acquire) & READ_CLOSED != 0
     }
 
     /// Takes a reference for one syscall; fails once the descriptor is closing.
@@ -634,7 +673,7 @@ impl PollDesc {
     /// Drops a reference taken by [`acquire`](Self::acquire).
     pub fn release(&self) -> Release {
         let prev = self.refs.fetch_sub(REF_ONE, Ordering::AcqRel);
-        if prev == REF_ONE | REF_CLOSING {
+        if prev & REF_MASK == REF_ONE | REF_CLOSING {
             Release::CloseFd
         } else {
             Release::Keep
@@ -651,7 +690,7 @@ impl PollDesc {
         }
         self.read.close();
         self.write.close();
-        if prev == 0 {
+        if prev & REF_MASK == 0 {
             Release::CloseFd
         } else {
             Release::Keep
@@ -661,5 +700,50 @@ impl PollDesc {
     /// Whether [`close`](Self::close) was called.
     pub fn is_closing(&self) -> bool {
         self.refs.load(Ordering::Acquire) & REF_CLOSING != 0
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::Events;
+
+    /// The word shared by the syscall count, the flags and the token source: none of them
+    /// disturbs the others.
+    #[test]
+    fn refs_word_fields_are_independent() {
+        let pd = PollDesc::new(5, 9);
+        assert_eq!((pd.next_token(), pd.next_token()), (1, 2));
+        assert!(!pd.read_closed());
+        pd.acquire().unwrap();
+        pd.acquire().unwrap();
+        pd.on_event(Events::IN | Events::RDHUP);
+        assert!(pd.read_closed());
+        assert_eq!(pd.next_token(), 3);
+        assert_eq!(pd.release(), Release::Keep);
+        assert_eq!(pd.close(), Release::Keep, "a syscall is still in flight");
+        assert!(pd.is_closing());
+        assert_eq!(pd.acquire(), Err(WaitError::Closed));
+        assert_eq!(pd.close(), Release::Keep, "closing twice is a no-op");
+        assert_eq!(pd.next_token(), 4);
+        assert_eq!(
+            pd.release(),
+            Release::CloseFd,
+            "the last syscall closes the fd"
+        );
+        assert!(pd.read_closed());
+
+        // No syscall in flight: close itself says to close the fd, read_closed or not.
+        let pd = PollDesc::new(6, 10);
+        pd.on_event(Events::HUP);
+        assert_eq!(pd.close(), Release::CloseFd);
+        // Tokens wrap within their 32 bits, leaving the count and the flags alone.
+        let pd = PollDesc::new(7, 11);
+        pd.refs
+            .fetch_add(u64::from(u32::MAX - 1) * TOKEN_ONE, Ordering::Relaxed);
+        assert_eq!(pd.next_token(), u32::MAX);
+        assert_eq!(pd.next_token(), 0);
+        assert!(!pd.read_closed() && !pd.is_closing());
+        assert_eq!(pd.close(), Release::CloseFd);
     }
 }

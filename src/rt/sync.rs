@@ -7,12 +7,12 @@
 //! points as switch points).
 
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64};
+pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicU64};
 #[cfg(loom)]
 pub(crate) use loom::sync::Mutex;
 
 #[cfg(not(loom))]
-pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64};
+pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicU64};
 #[cfg(not(loom))]
 pub(crate) use std::sync::Mutex;
 
