@@ -65,15 +65,17 @@
 //! |---|---:|---|
 //! | poll descriptor ([`PollDesc`](pd::PollDesc)) | 128 | refs, fd, tag, the two sides' rows in the driver's deadline table and flags (32), then two [`Side`](pd::Side)s of 48 (state word, mutex-guarded waiter slot), in that order (`repr(C)`: what an event and a read touch comes first) |
 //! | its `Arc` and the driver's table slot | 16 + 8 | one descriptor = one `Arc<PollDesc>`, malloc rounds to 160 |
-//! | a task | boxed future + about 255 | the future is the handler's state machine (its locals: a [`TcpStream`] is 32 bytes), boxed once; the task's cell (the waker's target: its number and queued flag, the future's box and its join state's `Arc`; 64, 96 with the `Arc`'s counts and malloc's header), the executor's slab slot (48; a [`spawn_local`] task keeps its future's box there instead) and the join state behind the [`JoinHandle`] (about 112) add the rest |
+//! | a task | boxed future + about 255 | the future is the handler's state machine (its locals: a [`TcpStream`] is 32 bytes; a read or write in progress is one small struct, no `async fn` nested around it), boxed once; the task's cell (the waker's target: its number and queued flag, the future's box and its join state's `Arc`; 64, 96 with the `Arc`'s counts and malloc's header), the executor's slab slot (48; a [`spawn_local`] task keeps its future's box there instead) and the join state behind the [`JoinHandle`] (about 112) add the rest |
 //! | buffers | the handler's | whatever the task allocates to read and write into |
 //! | a read or write deadline | about 88 while armed | one timer entry (40) per side, however often it is re-armed (a re-arm in deadline order appends a new entry and the old one is dropped when it reaches the front), and the side's row in the driver's deadline table (carrier 16, later deadline 16, owner 16); see `timer` |
 //!
 //! So a server connection with one task and a 4 KiB read buffer costs about 4.5 KB plus its
 //! future. `rt-echo` keeps both ends in one process: per connection two descriptors, two tasks
-//! (client and server), 2 buffers of up to 128 bytes held inline in the tasks' futures, and one
-//! deadline; it measured about 2.2 KB a connection above `echo`'s hand-written loop with
-//! 100,000 connections open at once (`BENCHMARKS.md`, "The netpoller at 100,000 connections").
+//! (client and server), a 64-byte and a 128-byte buffer held inline in the tasks' futures (the
+//! client's future about 360 bytes, the server connection's about 270), and one deadline; it
+//! measured about 2.2 KB a connection above `echo`'s hand-written loop with 100,000 connections
+//! open at once (`BENCHMARKS.md`, "The netpoller at 100,000 connections"), about 1.7 KB since
+//! its futures shrank (`BENCHMARKS.md`, "rtlazy").
 //!
 //! ## Not done, and why
 //!
