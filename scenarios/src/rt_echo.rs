@@ -910,14 +910,16 @@ fn client_task<P: Poller + 'static>(
 }
 
 async fn client<P: Poller + 'static>(sh: Arc<Shared>, addr: SocketAddrV4, i: u64) {
-    if let Err(f) = client_body::<P>(&sh, addr, i).await {
+    // The body gets its own reference: through `&sh` each of its reads of the parameters and
+    // counters would first load a line of this outer future.
+    if let Err(f) = client_body::<P>(sh.clone(), addr, i).await {
         return sh.fail(f);
     }
     sh.done_one();
 }
 
 async fn client_body<P: Poller + 'static>(
-    sh: &Arc<Shared>,
+    sh: Arc<Shared>,
     addr: SocketAddrV4,
     i: u64,
 ) -> Result<(), Failure> {
