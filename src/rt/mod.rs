@@ -74,7 +74,7 @@
 //! (client and server), a 64-byte and a 128-byte buffer held inline in the tasks' futures (the
 //! client's future about 360 bytes, the server connection's about 270), and one deadline; it
 //! measured about 2.2 KB a connection above `echo`'s hand-written loop with 100,000 connections
-//! open at once (`BENCHMARKS.md`, "The netpoller at 100,000 connections"), about 1.7 KB since
+//! open at once (`BENCHMARKS.md`, "The netpoller at 100,000 connections"), about 1.6 KB since
 //! its futures shrank (`BENCHMARKS.md`, "rtlazy").
 //!
 //! ## Not done, and why
