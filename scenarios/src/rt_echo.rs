@@ -115,28 +115,34 @@ const WORKERS: &str = "workers";
 /// Bytes a server connection reads at once (and the client's read buffer), at most.
 const BUF_MAX: usize = 16 * 1024;
 
-/// Bytes a task's buffer holds inline, in its future, before it is allocated on its own.
-const INLINE: usize = 128;
+/// Bytes a client's buffer holds inline, in its future, before it is allocated on its own: one
+/// default 64-byte message.
+const CLIENT_INLINE: usize = 64;
 
-/// A task's read or write buffer: inline in the task's future up to [`INLINE`] bytes (the
-/// default 64-byte messages), so that with 100,000 connections live a message does not touch
-/// a separately allocated buffer (a cache miss each) besides the task's own state.
-enum Buf {
-    Inline([u8; INLINE], usize),
+/// Bytes a server connection's buffer holds inline: twice the default message (it reads into
+/// twice the message size).
+const SERVER_INLINE: usize = 128;
+
+/// A task's read or write buffer: inline in the task's future up to `N` bytes (the default
+/// 64-byte messages), so that with 100,000 connections live a message does not touch a
+/// separately allocated buffer (a cache miss each) besides the task's own state. `N` is no
+/// larger than the task needs: every byte of it spreads the future over more cache lines.
+enum Buf<const N: usize> {
+    Inline([u8; N], usize),
     Heap(Vec<u8>),
 }
 
-impl Buf {
-    fn new(len: usize) -> Buf {
-        if len <= INLINE {
-            Buf::Inline([0; INLINE], len)
+impl<const N: usize> Buf<N> {
+    fn new(len: usize) -> Buf<N> {
+        if len <= N {
+            Buf::Inline([0; N], len)
         } else {
             Buf::Heap(vec![0; len])
         }
     }
 }
 
-impl std::ops::Deref for Buf {
+impl<const N: usize> std::ops::Deref for Buf<N> {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
         match self {
@@ -146,7 +152,7 @@ impl std::ops::Deref for Buf {
     }
 }
 
-impl std::ops::DerefMut for Buf {
+impl<const N: usize> std::ops::DerefMut for Buf<N> {
     fn deref_mut(&mut self) -> &mut [u8] {
         match self {
             Buf::Inline(b, n) => &mut b[..*n],
@@ -409,8 +415,10 @@ enum Owner {
 
 /// What the tasks share with each other and with the harness (across worker threads when
 /// `workers` is set: atomics and locks, uncontended on one thread).
-#[derive(Default)]
 struct Shared {
+    /// The run's parameters: read here, not copied into each task's future (72 bytes a copy,
+    /// in every client's and server connection's state).
+    cfg: Cfg,
     failure: Mutex<Option<Failure>>,
     /// Units of work left: every client, every server connection, the accept loop.
     left: AtomicU64,
@@ -435,9 +443,20 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Shared {
     fn for_run(cfg: Cfg) -> Arc<Shared> {
-        let sh = Shared::default();
-        sh.left.store(2 * cfg.conns + 1, Relaxed);
-        Arc::new(sh)
+        Arc::new(Shared {
+            cfg,
+            failure: Mutex::default(),
+            left: AtomicU64::new(2 * cfg.conns + 1),
+            main: Mutex::default(),
+            bytes: AtomicU64::default(),
+            bytes_sent: AtomicU64::default(),
+            accepted: AtomicU64::default(),
+            closed_eof: AtomicU64::default(),
+            closed_idle: AtomicU64::default(),
+            owners: Mutex::default(),
+            ports: Mutex::default(),
+            opened: Mutex::default(),
+        })
     }
 
     fn fail(&self, f: Failure) {
@@ -654,7 +673,7 @@ fn run_single<P: Poller + 'static>(poller: P, sim: Option<Rc<Sim>>, cfg: Cfg) ->
             q.settle(r)
         });
     }
-    let r = rt.block_on(main_or_timeout::<P>(sh.clone(), cfg, sim.is_none()));
+    let r = rt.block_on(main_or_timeout::<P>(sh.clone(), sim.is_none()));
     let end = rt.driver().poller().now();
     let events = rt.driver().dispatched();
     drop(rt); // closes whatever the tasks still held (after a failure)
@@ -686,7 +705,7 @@ fn run_multi<P: Poller + Send + Sync + 'static>(
             q.settle(r)
         });
     }
-    let r = rt.block_on(main_or_timeout::<P>(sh.clone(), cfg, sim.is_none()));
+    let r = rt.block_on(main_or_timeout::<P>(sh.clone(), sim.is_none()));
     let end = rt.driver().poller().now();
     let events = rt.driver().dispatched();
     drop(rt); // closes whatever the tasks still held (after a failure)
@@ -695,12 +714,8 @@ fn run_multi<P: Poller + Send + Sync + 'static>(
 }
 
 /// The main task, bounded by 120 s of wall time on the real kernel.
-async fn main_or_timeout<P: Poller + 'static>(
-    sh: Arc<Shared>,
-    cfg: Cfg,
-    real: bool,
-) -> Result<(), Failure> {
-    let main = main_task::<P>(sh.clone(), cfg);
+async fn main_or_timeout<P: Poller + 'static>(sh: Arc<Shared>, real: bool) -> Result<(), Failure> {
+    let main = main_task::<P>(sh.clone());
     if !real {
         return main.await;
     }
@@ -810,16 +825,17 @@ fn totals(sh: &Shared, cfg: Cfg) -> Result<(), Failure> {
     Ok(())
 }
 
-async fn main_task<P: Poller + 'static>(sh: Arc<Shared>, cfg: Cfg) -> Result<(), Failure> {
+async fn main_task<P: Poller + 'static>(sh: Arc<Shared>) -> Result<(), Failure> {
+    let cfg = sh.cfg;
     let any = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0);
     let ln = TcpListener::<P>::bind(any).map_err(|e| io_fail("binding the listener", e))?;
     sh.own(ln.as_raw_fd(), Owner::Listener);
     let addr = ln
         .local_addr()
         .map_err(|e| io_fail("the listener's address", e))?;
-    rt::spawn(accept_loop(ln, sh.clone(), cfg));
+    rt::spawn(accept_loop(ln, sh.clone()));
     for i in 0..cfg.window.min(cfg.conns) {
-        rt::spawn(client::<P>(sh.clone(), cfg, addr, i));
+        rt::spawn(client::<P>(sh.clone(), addr, i));
     }
     std::future::poll_fn(|cx| {
         if Shared::get(&sh.left) == 0 || sh.failed() {
@@ -837,13 +853,13 @@ async fn main_task<P: Poller + 'static>(sh: Arc<Shared>, cfg: Cfg) -> Result<(),
     Ok(())
 }
 
-async fn accept_loop<P: Poller + 'static>(ln: TcpListener<P>, sh: Arc<Shared>, cfg: Cfg) {
-    for _ in 0..cfg.conns {
+async fn accept_loop<P: Poller + 'static>(ln: TcpListener<P>, sh: Arc<Shared>) {
+    for _ in 0..sh.cfg.conns {
         match ln.accept().await {
             Ok((conn, peer)) => {
                 Shared::add(&sh.accepted, 1);
                 sh.own(conn.as_raw_fd(), Owner::Server(peer));
-                rt::spawn(serve(conn, sh.clone(), cfg));
+                rt::spawn(serve(conn, sh.clone()));
             }
             Err(e) => return sh.fail(io_fail("accepting", e)),
         }
@@ -852,13 +868,13 @@ async fn accept_loop<P: Poller + 'static>(ln: TcpListener<P>, sh: Arc<Shared>, c
     sh.done_one();
 }
 
-async fn serve<P: Poller + 'static>(conn: TcpStream<P>, sh: Arc<Shared>, cfg: Cfg) {
+async fn serve<P: Poller + 'static>(conn: TcpStream<P>, sh: Arc<Shared>) {
     // Twice the message: most reads are short, so the netpoller's short-read shortcut (park
     // without the read that would say EAGAIN) is on the path.
-    let mut buf = Buf::new((2 * cfg.size as usize).clamp(1, BUF_MAX));
+    let mut buf = Buf::<SERVER_INLINE>::new((2 * sh.cfg.size as usize).clamp(1, BUF_MAX));
     let fd = conn.as_raw_fd();
     loop {
-        if let Some(d) = cfg.deadline {
+        if let Some(d) = sh.cfg.deadline {
             if let Err(e) = conn.set_read_deadline(Some(rt::now() + d)) {
                 return sh.fail(io_fail(format!("setting the read deadline of fd {fd}"), e));
             }
@@ -887,26 +903,27 @@ async fn serve<P: Poller + 'static>(conn: TcpStream<P>, sh: Arc<Shared>, cfg: Cf
 /// that cycle for the compiler.
 fn client_task<P: Poller + 'static>(
     sh: Arc<Shared>,
-    cfg: Cfg,
     addr: SocketAddrV4,
     i: u64,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
-    Box::pin(client::<P>(sh, cfg, addr, i))
+    Box::pin(client::<P>(sh, addr, i))
 }
 
-async fn client<P: Poller + 'static>(sh: Arc<Shared>, cfg: Cfg, addr: SocketAddrV4, i: u64) {
-    if let Err(f) = client_body::<P>(&sh, cfg, addr, i).await {
+async fn client<P: Poller + 'static>(sh: Arc<Shared>, addr: SocketAddrV4, i: u64) {
+    // The body gets its own reference: through `&sh` each of its reads of the parameters and
+    // counters would first load a line of this outer future.
+    if let Err(f) = client_body::<P>(sh.clone(), addr, i).await {
         return sh.fail(f);
     }
     sh.done_one();
 }
 
 async fn client_body<P: Poller + 'static>(
-    sh: &Arc<Shared>,
-    cfg: Cfg,
+    sh: Arc<Shared>,
     addr: SocketAddrV4,
     i: u64,
 ) -> Result<(), Failure> {
+    let cfg = &sh.cfg;
     // 28,232 ephemeral ports per address: past 20,000 clients, spread them over 127.0.0.1,
     // .2, ..., 10,000 each, as the echo engine does (all at once, 100,000 clients would run out
     // of ports on one address).
@@ -924,13 +941,13 @@ async fn client_body<P: Poller + 'static>(
     lock(&sh.ports).insert(local, i);
     let next = i + cfg.window;
     if next < cfg.conns {
-        rt::spawn(client_task::<P>(sh.clone(), cfg, addr, next));
+        rt::spawn(client_task::<P>(sh.clone(), addr, next));
     }
     let key = mix(cfg.seed ^ mix(i + 1));
     // One buffer for the message and its echo (the next message is generated anew), unless
     // the message is larger than a read: one fewer buffer in the task's future to touch.
-    let mut out = Buf::new(cfg.size as usize);
-    let mut big_in = (cfg.size as usize > BUF_MAX).then(|| Buf::new(BUF_MAX));
+    let mut out = Buf::<CLIENT_INLINE>::new(cfg.size as usize);
+    let mut big_in = (cfg.size as usize > BUF_MAX).then(|| vec![0u8; BUF_MAX]);
     for m in 0..cfg.msgs {
         let base = m * cfg.size;
         fill_pattern(&mut out, key, base);

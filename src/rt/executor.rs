@@ -93,31 +93,25 @@ impl RunQueue {
     }
 }
 
-/// A `Send` task's state, kept in its cell and polled in place: the future and where its
-/// result goes.
-struct Body {
-    fut: SendFuture,
-    join: Arc<dyn JoinSink + Send + Sync>,
-}
-
-/// Where a new task's future and join state live.
+/// Where a new task's future lives (its join state goes to its slab slot).
 enum Home {
     /// A `Send` task's: in its cell.
-    Cell(Body),
+    Cell(SendFuture),
     /// A local task's: in its slab slot.
-    Slot(LocalFuture, Arc<dyn JoinSink>),
+    Slot(LocalFuture),
 }
 
 /// A task's waker target, and for a task spawned with [`spawn`](super::spawn) (a `Send`
-/// future) the task itself: one allocation holds the queued flag, the future's box and the
-/// join state, as tokio's task header does, so that a wake and the poll that follows touch
-/// this cell and the future, not a separate waker, slab slot and future. A task of
-/// [`spawn_local`](super::spawn_local) (not `Send`, so not reachable from a waker) keeps its
-/// future in its slab [`Slot`].
+/// future) the task itself: one allocation holds the queued flag and the future's box, as
+/// tokio's task header does, so that a wake and the poll that follows touch this cell and the
+/// future, not a separate waker, slab slot and future. The join state is in the slab [`Slot`],
+/// reached only when the task ends. A task of [`spawn_local`](super::spawn_local) (not `Send`,
+/// so not reachable from a waker) keeps its future in its slot too.
 ///
-/// 64 bytes (80 with the `Arc`'s counts): what a wake and a poll touch is in as few lines as
-/// the allocation's place allows. The task's waker is built at each poll (a reference count up
-/// and down on this line) rather than kept in the cell.
+/// 48 bytes (64 with the `Arc`'s counts, 80 with malloc's header): what a wake and a poll touch
+/// is in as few lines as the allocation's place allows (one in four allocations puts it all on
+/// one line; at 80 bytes with the counts, none did). The task's waker is built at each poll (a
+/// reference count up and down on this line) rather than kept in the cell.
 struct TaskCell {
     /// The task's number in reports (1, 2, ... in spawn order; 0 is the main future), shifted
     /// left by one, or'ed with [`SCHEDULED`]: set by a wake that queued the task, cleared by
@@ -126,14 +120,14 @@ struct TaskCell {
     /// The slab slot and its generation ([`MAIN`] for the main future).
     id: (u32, u32),
     queue: Arc<RunQueue>,
-    /// A `Send` task's body; `None` for a local task and the main future, and once finished.
-    body: Mutex<Option<Body>>,
+    /// A `Send` task's future; `None` for a local task and the main future, and once finished.
+    body: Mutex<Option<SendFuture>>,
 }
 
 /// [`TaskCell::state`]'s flag: the task is in the run queue.
 const SCHEDULED: u64 = 1;
 
-const _: () = assert!(std::mem::size_of::<TaskCell>() == 64);
+const _: () = assert!(std::mem::size_of::<TaskCell>() == 48);
 
 impl TaskCell {
     fn new(id: (u32, u32), number: u64, queue: Arc<RunQueue>) -> TaskCell {
@@ -167,9 +161,10 @@ impl Wake for TaskCell {
     }
 }
 
-/// A task's slot in the slab (for reports, the runtime's drop, and a local task's future):
-/// 48 bytes. A `Send` task's poll does not touch it; a local task's poll reads the generation,
-/// takes the future and the join state out and puts them back. A local task's waker is built
+/// A task's slot in the slab (for reports, the runtime's drop, the join state, and a local
+/// task's future): 48 bytes. A `Send` task's poll does not touch it until the task ends; a
+/// local task's poll reads the generation, takes the future and the join state out and puts
+/// them back. A local task's waker is built
 /// at each poll from `cell` (a reference count up and down, on the line the poll touches
 /// anyway to clear the queued flag) rather than stored beside it.
 struct Slot {
@@ -177,7 +172,7 @@ struct Slot {
     /// A local task's future, boxed once. `None` while it is being polled, for a `Send` task
     /// (whose future is in its cell), and when the slot is free.
     fut: Option<LocalFuture>,
-    /// A local task's join state; out of the slot while the future is polled.
+    /// The task's join state (a local task's is out of the slot while its future is polled).
     join: Option<Arc<dyn JoinSink>>,
     /// The task's cell; `Some` exactly while a task lives here.
     cell: Option<Arc<TaskCell>>,
@@ -197,9 +192,9 @@ pub(crate) struct LocalCore {
 }
 
 impl LocalCore {
-    /// Takes a slot for a new task and queues its new cell; the future and join state go
-    /// where `home` says.
-    fn add(&self, home: Home) {
+    /// Takes a slot for a new task and queues its new cell; the future goes where `home`
+    /// says, the join state to the slot.
+    fn add(&self, home: Home, join: Arc<dyn JoinSink>) {
         let number = self.next_number.get();
         self.next_number.set(number + 1);
         let mut slots = self.slots.borrow_mut();
@@ -218,14 +213,12 @@ impl LocalCore {
         let slot = &mut slots[idx as usize];
         let cell = Arc::new(TaskCell::new((idx, slot.gen), number, self.queue.clone()));
         match home {
-            Home::Cell(body) => {
-                *cell.body.lock().unwrap_or_else(|e| e.into_inner()) = Some(body);
+            Home::Cell(fut) => {
+                *cell.body.lock().unwrap_or_else(|e| e.into_inner()) = Some(fut);
             }
-            Home::Slot(fut, join) => {
-                slot.fut = Some(fut);
-                slot.join = Some(join);
-            }
+            Home::Slot(fut) => slot.fut = Some(fut),
         }
+        slot.join = Some(join);
         slot.cell = Some(cell.clone());
         self.queue
             .q
@@ -236,12 +229,12 @@ impl LocalCore {
 
     /// Spawns a task whose future need not be `Send` (kept in its slab slot).
     pub(crate) fn spawn(&self, fut: LocalFuture, join: Arc<dyn JoinSink>) {
-        self.add(Home::Slot(fut, join));
+        self.add(Home::Slot(fut), join);
     }
 
     /// Spawns a `Send` task (kept in its cell).
     pub(crate) fn spawn_send(&self, fut: SendFuture, join: Arc<dyn JoinSink + Send + Sync>) {
-        self.add(Home::Cell(Body { fut, join }));
+        self.add(Home::Cell(fut), join);
     }
 
     /// The next runnable task: the oldest, or a seeded choice.
@@ -260,42 +253,54 @@ impl LocalCore {
     /// Polls the task of `cell` once (if it still exists).
     fn run(&self, cell: &Arc<TaskCell>) {
         let mut body = cell.body.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(b) = body.as_mut() else {
+        let Some(fut) = body.as_mut() else {
             drop(body);
             return self.run_local(cell);
         };
+        let idx = cell.id.0;
         let number = cell.unschedule();
         let waker = Waker::from(cell.clone());
         set_current_task(number);
-        let done = b
-            .fut
+        // The join state is read from the slot only if the task ends (the future has returned
+        // by then: the slab is not borrowed).
+        let join = || {
+            self.slots.borrow()[idx as usize]
+                .join
+                .clone()
+                .expect("a live task's join state")
+        };
+        let done = fut
             .as_mut()
-            .poll_task(&mut Context::from_waker(&waker), &*b.join)
+            .poll_task_then(&mut Context::from_waker(&waker), &join)
             .is_ready();
         set_current_task(0);
         drop(waker);
         if !done {
             return;
         }
-        let Body { fut, join } = body.take().expect("polled just now");
+        let fut = body.take().expect("polled just now");
         drop(body);
-        let own = self.retire(cell.id.0);
+        let (own, join) = self.retire(idx);
         drop(own);
         drop(fut);
-        join.publish();
+        if let Some(join) = join {
+            join.publish();
+        }
     }
 
     /// A task ran to completion: frees its slot (a new generation, so a stale wake misses it)
-    /// and returns the slot's hold on the task's cell, for the caller to drop with no borrow of
+    /// and returns the slot's hold on the task's cell and its join state (a `Send` task's; a
+    /// local task's is out of the slot), for the caller to drop and publish with no borrow of
     /// the slab held.
-    fn retire(&self, idx: u32) -> Option<Arc<TaskCell>> {
+    fn retire(&self, idx: u32) -> (Option<Arc<TaskCell>>, Option<Arc<dyn JoinSink>>) {
         self.completed.set(self.completed.get() + 1);
         let mut slots = self.slots.borrow_mut();
         let slot = &mut slots[idx as usize];
         let own = slot.cell.take();
+        let join = slot.join.take();
         slot.gen = slot.gen.wrapping_add(1);
         self.free.borrow_mut().push(idx);
-        own
+        (own, join)
     }
 
     /// Polls a local task (its future is in its slot) once, if it still exists.
@@ -325,7 +330,7 @@ impl LocalCore {
         set_current_task(0);
         drop(waker);
         if done {
-            let own = self.retire(id.0);
+            let (own, _) = self.retire(id.0);
             drop(fut);
             drop(own);
             join.publish();
@@ -361,9 +366,7 @@ impl LocalCore {
                 let cell = s.cell.take()?;
                 let body = cell.body.lock().unwrap_or_else(|e| e.into_inner()).take();
                 match body {
-                    Some(Body { fut, join }) => {
-                        Some((fut as LocalFuture, join as Arc<dyn JoinSink>))
-                    }
+                    Some(fut) => Some((fut as LocalFuture, s.join.take()?)),
                     None => Some((s.fut.take()?, s.join.take()?)),
                 }
             })

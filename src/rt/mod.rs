@@ -65,15 +65,17 @@
 //! |---|---:|---|
 //! | poll descriptor ([`PollDesc`](pd::PollDesc)) | 104 | one word for the syscall count, the flags and the token source (8), the tag and the read side's row in the driver's deadline table (8), two [`Side`](pd::Side)s of 40 (state word, mutex-guarded waiter slot), the fd and the write side's row (8), in that order (`repr(C)`: everything an event, a read and a write touch is in the first 64 bytes) |
 //! | its `Arc` and the driver's table slot | 16 + 8 | one descriptor = one `Arc<PollDesc>`, malloc's chunk is 128 |
-//! | a task | boxed future + about 255 | the future is the handler's state machine (its locals: a [`TcpStream`] is 32 bytes), boxed once; the task's cell (the waker's target: its number and queued flag, the future's box and its join state's `Arc`; 64, 96 with the `Arc`'s counts and malloc's header), the executor's slab slot (48; a [`spawn_local`] task keeps its future's box there instead) and the join state behind the [`JoinHandle`] (about 112) add the rest |
+//! | a task | boxed future + about 240 | the future is the handler's state machine (its locals: a [`TcpStream`] is 32 bytes; a read or write in progress is one small struct, no `async fn` nested around it), boxed once; the task's cell (the waker's target: its number and queued flag and the future's box; 48, 80 with the `Arc`'s counts and malloc's header), the executor's slab slot (48: the join state's `Arc`, and a [`spawn_local`] task's future box) and the join state behind the [`JoinHandle`] (about 112) add the rest |
 //! | buffers | the handler's | whatever the task allocates to read and write into |
 //! | a read or write deadline | about 88 while armed | one timer entry (40) per side, however often it is re-armed (a re-arm in deadline order appends a new entry and the old one is dropped when it reaches the front), and the side's row in the driver's deadline table (carrier 16, later deadline 16, owner 16); see `timer` |
 //!
 //! So a server connection with one task and a 4 KiB read buffer costs about 4.5 KB plus its
 //! future. `rt-echo` keeps both ends in one process: per connection two descriptors, two tasks
-//! (client and server), 2 buffers of up to 128 bytes held inline in the tasks' futures, and one
-//! deadline; it measured about 2.2 KB a connection above `echo`'s hand-written loop with
-//! 100,000 connections open at once (`BENCHMARKS.md`, "The netpoller at 100,000 connections").
+//! (client and server), a 64-byte and a 128-byte buffer held inline in the tasks' futures (the
+//! client's future about 360 bytes, the server connection's about 270), and one deadline; it
+//! measured about 2.2 KB a connection above `echo`'s hand-written loop with 100,000 connections
+//! open at once (`BENCHMARKS.md`, "The netpoller at 100,000 connections"), about 1.6 KB since
+//! its futures shrank (`BENCHMARKS.md`, "rtlazy").
 //!
 //! ## Not done, and why
 //!
@@ -416,6 +418,14 @@ pub(crate) trait TaskFuture {
     /// unpublished, and this returns `Ready`: the executor then drops the future (it may hold
     /// descriptors) and calls [`JoinSink::publish`].
     fn poll_task(self: Pin<&mut Self>, cx: &mut TaskCx<'_>, join: &dyn JoinSink) -> Poll<()>;
+
+    /// As [`poll_task`](TaskFuture::poll_task), with the join state fetched by `join` only
+    /// when the future completes (the single-threaded executor keeps it off the task's cell).
+    fn poll_task_then(
+        self: Pin<&mut Self>,
+        cx: &mut TaskCx<'_>,
+        join: &dyn Fn() -> Arc<dyn JoinSink>,
+    ) -> Poll<()>;
 }
 
 impl<F: Future> TaskFuture for F
@@ -423,17 +433,48 @@ where
     F::Output: 'static,
 {
     fn poll_task(self: Pin<&mut Self>, cx: &mut TaskCx<'_>, join: &dyn JoinSink) -> Poll<()> {
-        // A panic unwinds out of the task's own state only: the runtime's state is not borrowed
-        // across this poll, and the task is never polled again.
-        let r = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.poll(cx))) {
-            Ok(Poll::Pending) => return Poll::Pending,
-            Ok(Poll::Ready(v)) => Ok(v),
-            Err(payload) => Err(JoinError::panic(current_task(), payload)),
-        };
-        if let Some(s) = join.as_any().downcast_ref::<Mutex<JoinState<F::Output>>>() {
-            s.lock().unwrap_or_else(|e| e.into_inner()).value = Some(r);
+        match poll_caught(self, cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(r) => {
+                store(join, r);
+                Poll::Ready(())
+            }
         }
-        Poll::Ready(())
+    }
+
+    fn poll_task_then(
+        self: Pin<&mut Self>,
+        cx: &mut TaskCx<'_>,
+        join: &dyn Fn() -> Arc<dyn JoinSink>,
+    ) -> Poll<()> {
+        match poll_caught(self, cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(r) => {
+                store(&*join(), r);
+                Poll::Ready(())
+            }
+        }
+    }
+}
+
+/// Polls `fut` once, a panic caught as the task's [`JoinError`].
+fn poll_caught<F: Future>(
+    fut: Pin<&mut F>,
+    cx: &mut TaskCx<'_>,
+) -> Poll<Result<F::Output, JoinError>> {
+    // A panic unwinds out of the task's own state only: the runtime's state is not borrowed
+    // across this poll, and the task is never polled again.
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fut.poll(cx))) {
+        Ok(Poll::Pending) => Poll::Pending,
+        Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
+        Err(payload) => Poll::Ready(Err(JoinError::panic(current_task(), payload))),
+    }
+}
+
+/// Stores a task's result in its join state, unpublished.
+fn store<T: 'static>(join: &dyn JoinSink, r: Result<T, JoinError>) {
+    if let Some(s) = join.as_any().downcast_ref::<Mutex<JoinState<T>>>() {
+        s.lock().unwrap_or_else(|e| e.into_inner()).value = Some(r);
     }
 }
 

@@ -188,20 +188,18 @@ impl<P: Poller + 'static> IoFd<P> {
     /// queued with no edge to come, so every read tries the syscall. Other pollers may return
     /// short reads with data left (the trait allows it), so there every read tries the syscall
     /// first.
-    async fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        let len = buf.len();
-        // Not once the peer has half-closed: a short read may leave the end of file behind it,
-        // and the event that announced it has already been consumed.
-        let skip = self.short_read_drains
-            && self.read_drained.swap(false, Ordering::Relaxed)
-            && !self.pd.read_closed();
-        let mut op = self.op(Dir::Read, |p, fd| p.read(fd, buf));
-        op.skip_syscall = skip;
-        let n = op.await?;
-        if self.short_read_drains && n > 0 && n < len {
-            self.read_drained.store(true, Ordering::Relaxed);
+    ///
+    /// A future of its own ([`Read`]), not an `async fn` around an [`Op`]: what a read's poll
+    /// touches is one small struct inside the task's state.
+    fn read<'a>(&'a self, buf: &'a mut [u8]) -> Read<'a, P> {
+        Read {
+            io: self,
+            buf,
+            token: None,
+            started: false,
+            skip_syscall: false,
+            parked: false,
         }
-        Ok(n)
     }
 
     /// Waits for one edge on `dir` (or an error), without a syscall.
@@ -238,15 +236,15 @@ impl<P: Poller + 'static> IoFd<P> {
         Ok(())
     }
 
-    async fn write_all(&self, mut buf: &[u8]) -> io::Result<()> {
-        while !buf.is_empty() {
-            let n = self.op(Dir::Write, |p, fd| p.write(fd, buf)).await?;
-            if n == 0 {
-                return Err(io::ErrorKind::WriteZero.into());
-            }
-            buf = &buf[n..];
+    /// Writes all of `buf`: a future of its own ([`WriteAll`]), as [`IoFd::read`].
+    fn write_all<'a>(&'a self, buf: &'a [u8]) -> WriteAll<'a, P> {
+        WriteAll {
+            io: self,
+            buf,
+            token: None,
+            skip_syscall: false,
+            parked: false,
         }
-        Ok(())
     }
 }
 
@@ -299,6 +297,123 @@ impl<P: Poller + 'static, F> Drop for Op<'_, P, F> {
     fn drop(&mut self) {
         if let Some(t) = self.token {
             self.io.pd.side(self.dir).cancel(t);
+        }
+    }
+}
+
+/// A read ([`IoFd::read`]): an [`Op`] whose syscall is `read` into `buf`, with the short-read
+/// shortcut's bookkeeping, written out by hand so that a read nests no `async fn` state around
+/// it. It behaves as `async { skip = ...; let n = op.await?; note a short read; Ok(n) }`: the
+/// shortcut is decided at the first poll, and the operation's waiter is cancelled when it
+/// completes.
+struct Read<'a, P: Poller + 'static> {
+    io: &'a IoFd<P>,
+    buf: &'a mut [u8],
+    token: Option<u32>,
+    /// Polled once already (the shortcut is decided).
+    started: bool,
+    skip_syscall: bool,
+    parked: bool,
+}
+
+impl<P: Poller + 'static> Future for Read<'_, P> {
+    type Output = io::Result<usize>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let io = this.io;
+        if !this.started {
+            this.started = true;
+            // Not once the peer has half-closed: a short read may leave the end of file behind
+            // it, and the event that announced it has already been consumed.
+            this.skip_syscall = io.short_read_drains
+                && io.read_drained.swap(false, Ordering::Relaxed)
+                && !io.pd.read_closed();
+        }
+        let len = this.buf.len();
+        let buf = &mut *this.buf;
+        let r = io.poll_op(
+            cx,
+            Dir::Read,
+            &mut this.token,
+            &mut this.skip_syscall,
+            &mut this.parked,
+            &mut |p: &P, fd| p.read(fd, buf),
+        );
+        let Poll::Ready(r) = r else {
+            return Poll::Pending;
+        };
+        // As an `Op` dropped when its await completes.
+        if let Some(t) = this.token.take() {
+            io.pd.side(Dir::Read).cancel(t);
+        }
+        let n = r?;
+        if io.short_read_drains && n > 0 && n < len {
+            io.read_drained.store(true, Ordering::Relaxed);
+        }
+        Poll::Ready(Ok(n))
+    }
+}
+
+impl<P: Poller + 'static> Drop for Read<'_, P> {
+    fn drop(&mut self) {
+        if let Some(t) = self.token {
+            self.io.pd.side(Dir::Read).cancel(t);
+        }
+    }
+}
+
+/// [`IoFd::write_all`], written out by hand as [`Read`] is. It behaves as
+/// `async { while !buf.is_empty() { let n = op(write buf).await?; if n == 0 { WriteZero }
+/// buf = &buf[n..] } }`: each write is a fresh operation, whose waiter is cancelled when it
+/// completes.
+struct WriteAll<'a, P: Poller + 'static> {
+    io: &'a IoFd<P>,
+    /// What is left to write.
+    buf: &'a [u8],
+    /// The current write's operation state (as in [`Op`]).
+    token: Option<u32>,
+    skip_syscall: bool,
+    parked: bool,
+}
+
+impl<P: Poller + 'static> Future for WriteAll<'_, P> {
+    type Output = io::Result<()>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let io = this.io;
+        while !this.buf.is_empty() {
+            let buf = this.buf;
+            let r = io.poll_op(
+                cx,
+                Dir::Write,
+                &mut this.token,
+                &mut this.skip_syscall,
+                &mut this.parked,
+                &mut |p: &P, fd| p.write(fd, buf),
+            );
+            let Poll::Ready(r) = r else {
+                return Poll::Pending;
+            };
+            // The write's operation ends: the next one starts afresh.
+            if let Some(t) = this.token.take() {
+                io.pd.side(Dir::Write).cancel(t);
+            }
+            this.skip_syscall = false;
+            this.parked = false;
+            let n = r?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            this.buf = &buf[n..];
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<P: Poller + 'static> Drop for WriteAll<'_, P> {
+    fn drop(&mut self) {
+        if let Some(t) = self.token {
+            self.io.pd.side(Dir::Write).cancel(t);
         }
     }
 }
@@ -400,8 +515,11 @@ macro_rules! stream {
             /// # Errors
             /// The syscall's error (`ECONNRESET`, ...), `TimedOut` (deadline), `NotConnected`
             /// (closed), `ResourceBusy` (another read is parked).
-            pub async fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
-                self.io.read(buf).await
+            pub fn read<'a>(
+                &'a self,
+                buf: &'a mut [u8],
+            ) -> impl Future<Output = io::Result<usize>> + 'a {
+                self.io.read(buf)
             }
         }
     };
@@ -420,8 +538,11 @@ macro_rules! stream {
             ///
             /// # Errors
             /// As [`write`](Self::write); `WriteZero` if a write took nothing.
-            pub async fn write_all(&self, buf: &[u8]) -> io::Result<()> {
-                self.io.write_all(buf).await
+            pub fn write_all<'a>(
+                &'a self,
+                buf: &'a [u8],
+            ) -> impl Future<Output = io::Result<()>> + 'a {
+                self.io.write_all(buf)
             }
         }
     };

@@ -18,6 +18,18 @@
 //! does one that comes after every entry of the run ([`Timers`]): appending it costs less than
 //! moving the old carrier through the heap later. Either way a re-arm costs no heap operation.
 //!
+//! Why a re-arm in deadline order appends instead of recording itself, as Go's
+//! `timerModifiedLater` would (a later deadline keeps the queued entry; the entry is moved when
+//! it reaches the front): the poll loop's `epoll_wait` timeout is the earliest *live* deadline
+//! ([`Timers::next`]), so every front that stands for a later deadline must be settled before
+//! each blocking wait, not only when it comes due. Re-armed per read, nearly every carrier
+//! stands for a later deadline, and moving one puts it behind the run's last entry only by
+//! luck: it goes through the heap. Measured on `rt-echo`, 20,000 connections re-arming a 60 s
+//! read deadline per read (no deadline ever fires): 3.5% more instructions and 8% more
+//! simulated cache misses than the append, whose stale entry costs one row read when it
+//! reaches the front and is popped in O(1). (Go sleeps until the stale front instead, and
+//! wakes early: a different `epoll_wait` timeout, which this runtime must not change.)
+//!
 //! Entries with the same instant fire in the order they were armed (`seq` breaks ties; a moved
 //! carrier takes the seq of the arming it stands for), exactly the order a heap of every arming
 //! would give: moving carriers is invisible to the program.
