@@ -123,18 +123,20 @@ impl<P: Poller + 'static> IoFd<P> {
         &self,
         cx: &mut Context<'_>,
         dir: Dir,
-        token: &mut Option<u32>,
-        skip_syscall: &mut bool,
-        parked: &mut bool,
+        st: &mut OpState<'_, P>,
         op: &mut impl FnMut(&P, Fd) -> io::Result<R>,
     ) -> Poll<io::Result<R>> {
+        debug_assert_eq!(
+            dir, st.dir,
+            "rt invariant: an operation polled on another side"
+        );
         let side = self.pd.side(dir);
         self.with(|d| loop {
             if let Err(e) = side.check() {
                 d.note_progress();
                 return Poll::Ready(Err(e.into_io(dir.name())));
             }
-            if std::mem::take(parked) {
+            if std::mem::take(&mut st.parked) {
                 // Polled again after parking: consume the edge that woke us, if it is still
                 // there (the notifier left the side READY), before the retry, as Go's
                 // netpollblock does. Left READY, it would make the next operation on this side
@@ -142,7 +144,7 @@ impl<P: Poller + 'static> IoFd<P> {
                 // right before the syscall loses nothing: the syscall sees what it announced.
                 side.take_ready();
             }
-            if std::mem::take(skip_syscall) {
+            if std::mem::take(&mut st.skip_syscall) {
                 // Known to be drained: wait for the next edge (or consume one already there).
             } else {
                 match self.syscall(d, &mut *op) {
@@ -153,10 +155,10 @@ impl<P: Poller + 'static> IoFd<P> {
                     }
                 }
             }
-            let t = *token.get_or_insert_with(|| self.pd.next_token());
+            let t = *st.token.get_or_insert_with(|| self.pd.next_token());
             match side.poll_wait(cx.waker(), t, current_task()) {
                 Poll::Pending => {
-                    *parked = true;
+                    st.parked = true;
                     return Poll::Pending;
                 }
                 Poll::Ready(Ok(())) => continue,
@@ -170,11 +172,7 @@ impl<P: Poller + 'static> IoFd<P> {
 
     fn op<R, F: FnMut(&P, Fd) -> io::Result<R>>(&self, dir: Dir, f: F) -> Op<'_, P, F> {
         Op {
-            io: self,
-            dir,
-            token: None,
-            skip_syscall: false,
-            parked: false,
+            st: OpState::new(self, dir),
             f,
         }
     }
@@ -193,21 +191,16 @@ impl<P: Poller + 'static> IoFd<P> {
     /// touches is one small struct inside the task's state.
     fn read<'a>(&'a self, buf: &'a mut [u8]) -> Read<'a, P> {
         Read {
-            io: self,
+            st: OpState::new(self, Dir::Read),
             buf,
-            token: None,
             started: false,
-            skip_syscall: false,
-            parked: false,
         }
     }
 
     /// Waits for one edge on `dir` (or an error), without a syscall.
     fn wait(&self, dir: Dir) -> Wait<'_, P> {
         Wait {
-            io: self,
-            dir,
-            token: None,
+            st: OpState::new(self, dir),
         }
     }
 
@@ -239,11 +232,8 @@ impl<P: Poller + 'static> IoFd<P> {
     /// Writes all of `buf`: a future of its own ([`WriteAll`]), as [`IoFd::read`].
     fn write_all<'a>(&'a self, buf: &'a [u8]) -> WriteAll<'a, P> {
         WriteAll {
-            io: self,
+            st: OpState::new(self, Dir::Write),
             buf,
-            token: None,
-            skip_syscall: false,
-            parked: false,
         }
     }
 }
@@ -267,14 +257,68 @@ impl<P: Poller + 'static> Drop for IoFd<P> {
     }
 }
 
-/// One operation: `f` retried until it does not return `EAGAIN`. Dropping it unparks it.
-struct Op<'a, P: Poller + 'static, F> {
+/// One operation's place on a side of its descriptor: the token it parks under (taken at its
+/// first park), and what its next poll must do first. The one owner of a parked waiter: dropping
+/// it, or [`end`](Self::end) when the operation completes, unparks it ([`Side::cancel`]).
+///
+/// [`Side::cancel`]: super::pd::Side::cancel
+struct OpState<'a, P: Poller + 'static> {
     io: &'a IoFd<P>,
     dir: Dir,
     token: Option<u32>,
+    /// Known to be drained: wait for an edge before the syscall (the short-read shortcut).
     skip_syscall: bool,
     /// It returned `Pending` from a park: the next poll first consumes the waking edge.
     parked: bool,
+}
+
+impl<'a, P: Poller + 'static> OpState<'a, P> {
+    fn new(io: &'a IoFd<P>, dir: Dir) -> OpState<'a, P> {
+        OpState {
+            io,
+            dir,
+            token: None,
+            skip_syscall: false,
+            parked: false,
+        }
+    }
+
+    /// The operation loop ([`IoFd::poll_op`]) for this operation, on side `dir` (its own: a
+    /// constant where the caller knows it, so that the loop is compiled for that side).
+    #[inline(always)]
+    fn poll<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        dir: Dir,
+        op: &mut impl FnMut(&P, Fd) -> io::Result<R>,
+    ) -> Poll<io::Result<R>> {
+        let io = self.io;
+        io.poll_op(cx, dir, self, op)
+    }
+
+    /// The operation completed: unpark it, and let the next one on this side start afresh.
+    fn end(&mut self) {
+        self.cancel();
+        self.skip_syscall = false;
+        self.parked = false;
+    }
+
+    fn cancel(&mut self) {
+        if let Some(t) = self.token.take() {
+            self.io.pd.side(self.dir).cancel(t);
+        }
+    }
+}
+
+impl<P: Poller + 'static> Drop for OpState<'_, P> {
+    fn drop(&mut self) {
+        self.cancel();
+    }
+}
+
+/// One operation: `f` retried until it does not return `EAGAIN`. Dropping it unparks it.
+struct Op<'a, P: Poller + 'static, F> {
+    st: OpState<'a, P>,
     f: F,
 }
 
@@ -282,22 +326,8 @@ impl<P: Poller + 'static, R, F: FnMut(&P, Fd) -> io::Result<R> + Unpin> Future f
     type Output = io::Result<R>;
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<R>> {
         let this = self.get_mut();
-        this.io.poll_op(
-            cx,
-            this.dir,
-            &mut this.token,
-            &mut this.skip_syscall,
-            &mut this.parked,
-            &mut this.f,
-        )
-    }
-}
-
-impl<P: Poller + 'static, F> Drop for Op<'_, P, F> {
-    fn drop(&mut self) {
-        if let Some(t) = self.token {
-            self.io.pd.side(self.dir).cancel(t);
-        }
+        let dir = this.st.dir;
+        this.st.poll(cx, dir, &mut this.f)
     }
 }
 
@@ -307,45 +337,35 @@ impl<P: Poller + 'static, F> Drop for Op<'_, P, F> {
 /// shortcut is decided at the first poll, and the operation's waiter is cancelled when it
 /// completes.
 struct Read<'a, P: Poller + 'static> {
-    io: &'a IoFd<P>,
+    st: OpState<'a, P>,
     buf: &'a mut [u8],
-    token: Option<u32>,
     /// Polled once already (the shortcut is decided).
     started: bool,
-    skip_syscall: bool,
-    parked: bool,
 }
 
 impl<P: Poller + 'static> Future for Read<'_, P> {
     type Output = io::Result<usize>;
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        let io = this.io;
+        let io = this.st.io;
         if !this.started {
             this.started = true;
             // Not once the peer has half-closed: a short read may leave the end of file behind
             // it, and the event that announced it has already been consumed.
-            this.skip_syscall = io.short_read_drains
+            this.st.skip_syscall = io.short_read_drains
                 && io.read_drained.swap(false, Ordering::Relaxed)
                 && !io.pd.read_closed();
         }
         let len = this.buf.len();
         let buf = &mut *this.buf;
-        let r = io.poll_op(
-            cx,
-            Dir::Read,
-            &mut this.token,
-            &mut this.skip_syscall,
-            &mut this.parked,
-            &mut |p: &P, fd| p.read(fd, buf),
-        );
-        let Poll::Ready(r) = r else {
+        let Poll::Ready(r) = this
+            .st
+            .poll(cx, Dir::Read, &mut |p: &P, fd| p.read(fd, buf))
+        else {
             return Poll::Pending;
         };
         // As an `Op` dropped when its await completes.
-        if let Some(t) = this.token.take() {
-            io.pd.side(Dir::Read).cancel(t);
-        }
+        this.st.end();
         let n = r?;
         if io.short_read_drains && n > 0 && n < len {
             io.read_drained.store(true, Ordering::Relaxed);
@@ -354,52 +374,31 @@ impl<P: Poller + 'static> Future for Read<'_, P> {
     }
 }
 
-impl<P: Poller + 'static> Drop for Read<'_, P> {
-    fn drop(&mut self) {
-        if let Some(t) = self.token {
-            self.io.pd.side(Dir::Read).cancel(t);
-        }
-    }
-}
-
 /// [`IoFd::write_all`], written out by hand as [`Read`] is. It behaves as
 /// `async { while !buf.is_empty() { let n = op(write buf).await?; if n == 0 { WriteZero }
 /// buf = &buf[n..] } }`: each write is a fresh operation, whose waiter is cancelled when it
 /// completes.
 struct WriteAll<'a, P: Poller + 'static> {
-    io: &'a IoFd<P>,
+    /// The current write's operation state (as in [`Op`]).
+    st: OpState<'a, P>,
     /// What is left to write.
     buf: &'a [u8],
-    /// The current write's operation state (as in [`Op`]).
-    token: Option<u32>,
-    skip_syscall: bool,
-    parked: bool,
 }
 
 impl<P: Poller + 'static> Future for WriteAll<'_, P> {
     type Output = io::Result<()>;
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let io = this.io;
         while !this.buf.is_empty() {
             let buf = this.buf;
-            let r = io.poll_op(
-                cx,
-                Dir::Write,
-                &mut this.token,
-                &mut this.skip_syscall,
-                &mut this.parked,
-                &mut |p: &P, fd| p.write(fd, buf),
-            );
-            let Poll::Ready(r) = r else {
+            let Poll::Ready(r) = this
+                .st
+                .poll(cx, Dir::Write, &mut |p: &P, fd| p.write(fd, buf))
+            else {
                 return Poll::Pending;
             };
             // The write's operation ends: the next one starts afresh.
-            if let Some(t) = this.token.take() {
-                io.pd.side(Dir::Write).cancel(t);
-            }
-            this.skip_syscall = false;
-            this.parked = false;
+            this.st.end();
             let n = r?;
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
@@ -410,44 +409,27 @@ impl<P: Poller + 'static> Future for WriteAll<'_, P> {
     }
 }
 
-impl<P: Poller + 'static> Drop for WriteAll<'_, P> {
-    fn drop(&mut self) {
-        if let Some(t) = self.token {
-            self.io.pd.side(Dir::Write).cancel(t);
-        }
-    }
-}
-
 /// Waits for one edge.
 struct Wait<'a, P: Poller + 'static> {
-    io: &'a IoFd<P>,
-    dir: Dir,
-    token: Option<u32>,
+    /// Only its token is used: a wait makes no syscall.
+    st: OpState<'a, P>,
 }
 
 impl<P: Poller + 'static> Future for Wait<'_, P> {
     type Output = io::Result<()>;
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let pd = &this.io.pd;
-        let t = *this.token.get_or_insert_with(|| pd.next_token());
+        let st = &mut self.get_mut().st;
+        let pd = &st.io.pd;
+        let t = *st.token.get_or_insert_with(|| pd.next_token());
         let r = pd
-            .side(this.dir)
+            .side(st.dir)
             .poll_wait(cx.waker(), t, current_task())
-            .map_err(|e| e.into_io(this.dir.name()));
+            .map_err(|e| e.into_io(st.dir.name()));
         if let Poll::Ready(Err(_)) = r {
             // An edge alone is not progress (it may be spurious): its user decides.
-            this.io.with(|d| d.note_progress());
+            st.io.with(|d| d.note_progress());
         }
         r
-    }
-}
-
-impl<P: Poller + 'static> Drop for Wait<'_, P> {
-    fn drop(&mut self) {
-        if let Some(t) = self.token {
-            self.io.pd.side(self.dir).cancel(t);
-        }
     }
 }
 
