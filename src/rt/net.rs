@@ -283,17 +283,22 @@ impl<'a, P: Poller + 'static> OpState<'a, P> {
         }
     }
 
-    /// The operation loop ([`IoFd::poll_op`]) for this operation, on side `dir` (its own: a
-    /// constant where the caller knows it, so that the loop is compiled for that side).
+    /// The operation loop ([`IoFd::poll_op`]) for this operation, on side `dir` (its own,
+    /// passed as a constant so that the loop is compiled for that side), and once the operation
+    /// completes, [`end`](Self::end) it (as an [`Op`] dropped when its await completes).
     #[inline(always)]
-    fn poll<R>(
+    fn poll_to_end<R>(
         &mut self,
         cx: &mut Context<'_>,
         dir: Dir,
         op: &mut impl FnMut(&P, Fd) -> io::Result<R>,
     ) -> Poll<io::Result<R>> {
         let io = self.io;
-        io.poll_op(cx, dir, self, op)
+        let r = io.poll_op(cx, dir, self, op);
+        if r.is_ready() {
+            self.end();
+        }
+        r
     }
 
     /// The operation completed: unpark it, and let the next one on this side start afresh.
@@ -326,8 +331,8 @@ impl<P: Poller + 'static, R, F: FnMut(&P, Fd) -> io::Result<R> + Unpin> Future f
     type Output = io::Result<R>;
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<R>> {
         let this = self.get_mut();
-        let dir = this.st.dir;
-        this.st.poll(cx, dir, &mut this.f)
+        let (io, dir) = (this.st.io, this.st.dir);
+        io.poll_op(cx, dir, &mut this.st, &mut this.f)
     }
 }
 
@@ -358,14 +363,10 @@ impl<P: Poller + 'static> Future for Read<'_, P> {
         }
         let len = this.buf.len();
         let buf = &mut *this.buf;
-        let Poll::Ready(r) = this
-            .st
-            .poll(cx, Dir::Read, &mut |p: &P, fd| p.read(fd, buf))
-        else {
+        let read = &mut |p: &P, fd| p.read(fd, buf);
+        let Poll::Ready(r) = this.st.poll_to_end(cx, Dir::Read, read) else {
             return Poll::Pending;
         };
-        // As an `Op` dropped when its await completes.
-        this.st.end();
         let n = r?;
         if io.short_read_drains && n > 0 && n < len {
             io.read_drained.store(true, Ordering::Relaxed);
@@ -391,14 +392,11 @@ impl<P: Poller + 'static> Future for WriteAll<'_, P> {
         let this = self.get_mut();
         while !this.buf.is_empty() {
             let buf = this.buf;
-            let Poll::Ready(r) = this
-                .st
-                .poll(cx, Dir::Write, &mut |p: &P, fd| p.write(fd, buf))
-            else {
+            // Each write is an operation of its own: the next one starts afresh.
+            let write = &mut |p: &P, fd| p.write(fd, buf);
+            let Poll::Ready(r) = this.st.poll_to_end(cx, Dir::Write, write) else {
                 return Poll::Pending;
             };
-            // The write's operation ends: the next one starts afresh.
-            this.st.end();
             let n = r?;
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
