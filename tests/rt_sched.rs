@@ -174,6 +174,68 @@ fn remote_wake_interrupts_a_blocked_loop() {
     }
 }
 
+/// A spawned task (not the main future) woken from another thread goes through the shared
+/// queue, and the eventfd ends the loop's wait; tasks woken on the loop's thread meanwhile go
+/// through its local queue. Both kinds run, and each exactly once per wake.
+#[test]
+fn tasks_woken_from_other_threads_and_from_the_loop_both_run() {
+    let mut rt = Runtime::new(RealNet::new()).unwrap();
+    rt.enable_remote_wakeups();
+    let out = rt
+        .block_on(async {
+            let flags: Vec<Arc<Flag>> = (0..8).map(|_| Arc::new(Flag::default())).collect();
+            let remote: Vec<_> = flags
+                .iter()
+                .map(|f| rt::spawn(WaitFlag(f.clone())))
+                .collect();
+            // Local wakes: tasks that yield wake themselves on the loop's thread.
+            let local: Vec<_> = (0..8u32)
+                .map(|i| {
+                    rt::spawn(async move {
+                        for _ in 0..i {
+                            rt::yield_now().await;
+                        }
+                        i
+                    })
+                })
+                .collect();
+            let setter = std::thread::spawn(move || {
+                for f in flags {
+                    std::thread::sleep(Duration::from_millis(1));
+                    f.set();
+                }
+            });
+            let mut sum = 0;
+            for h in local {
+                sum += h.await.unwrap();
+            }
+            for h in remote {
+                h.await.unwrap();
+            }
+            setter.join().unwrap();
+            sum
+        })
+        .unwrap();
+    assert_eq!(out, (0..8).sum::<u32>());
+}
+
+/// A waker called on the runtime's thread while no `block_on` runs (no runtime context) queues
+/// its task for the next `block_on`, which runs it.
+#[test]
+fn a_wake_between_two_block_ons_runs_at_the_next() {
+    let mut rt = Runtime::new(RealNet::new()).unwrap();
+    let flag = Arc::new(Flag::default());
+    let f2 = flag.clone();
+    let h = rt.block_on(async move {
+        let h = rt::spawn(WaitFlag(f2));
+        rt::yield_now().await; // the task runs once and parks
+        h
+    });
+    let h = h.unwrap();
+    flag.set(); // outside block_on: through the shared queue
+    rt.block_on(async move { h.await.unwrap() }).unwrap();
+}
+
 async fn echo_many(conns: usize) -> R {
     let ln = TcpListener::<RealNet>::bind(any_port())?;
     let addr = ln.local_addr()?;

@@ -78,7 +78,10 @@ use std::collections::BTreeMap;
 use std::io;
 use std::net::{Ipv4Addr, Shutdown, SocketAddrV4};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool, AtomicU64,
+    Ordering::{Acquire, Relaxed, Release},
+};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
@@ -421,6 +424,9 @@ struct Shared {
     /// in every client's and server connection's state).
     cfg: Cfg,
     failure: Mutex<Option<Failure>>,
+    /// Whether `failure` is set: read at every blocking turn (by the oracle's hook), where
+    /// the lock would be two locked instructions.
+    failed: AtomicBool,
     /// Units of work left: every client, every server connection, the accept loop.
     left: AtomicU64,
     main: Mutex<Option<Waker>>,
@@ -450,6 +456,7 @@ impl Shared {
         Arc::new(Shared {
             cfg,
             failure: Mutex::default(),
+            failed: AtomicBool::new(false),
             left: AtomicU64::new(2 * cfg.conns + 1),
             main: Mutex::default(),
             bytes: AtomicU64::default(),
@@ -472,12 +479,13 @@ impl Shared {
         if slot.is_none() {
             *slot = Some(f);
         }
+        self.failed.store(true, Release);
         drop(slot);
         self.wake_main();
     }
 
     fn failed(&self) -> bool {
-        lock(&self.failure).is_some()
+        self.failed.load(Acquire)
     }
 
     fn done_one(&self) {

@@ -173,6 +173,18 @@ fn with_ctx<R>(f: impl FnOnce(&Ctx) -> R) -> R {
     CONTEXT.with(|c| f(c.borrow().as_ref().expect(NO_RUNTIME)))
 }
 
+/// Runs `f` with this thread's single-threaded executor; `None` outside a runtime, on a
+/// [`MultiRuntime`] worker, or while the context is being switched.
+pub(crate) fn try_with_local_core<R>(f: impl FnOnce(&executor::LocalCore) -> R) -> Option<R> {
+    CONTEXT.with(|c| match c.try_borrow().ok()?.as_ref()? {
+        Ctx {
+            exec: Exec::Local(core),
+            ..
+        } => Some(f(core)),
+        _ => None,
+    })
+}
+
 /// Runs `f` with this thread's driver if it is a `Driver<P>`; `None` outside a runtime or in a
 /// runtime of another Poller type.
 pub(crate) fn try_with_driver<P: crate::Poller + 'static, R>(

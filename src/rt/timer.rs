@@ -275,6 +275,15 @@ impl Timers {
     }
 
     /// The earliest entry.
+    /// When the earliest entry is due, in nanoseconds (`u64::MAX` when there is none): no
+    /// entry is due before it, live or not (see [`Driver`](super::driver::Driver)'s
+    /// `timer_head`).
+    pub(crate) fn head_ns(&self) -> u64 {
+        self.peek().map_or(u64::MAX, |e| {
+            u64::try_from(e.at.as_nanos()).unwrap_or(u64::MAX)
+        })
+    }
+
     fn peek(&self) -> Option<&Entry> {
         match self.front()? {
             Front::Heap => self.heap.peek(),

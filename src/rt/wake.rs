@@ -49,14 +49,20 @@ impl WakeSignal {
     }
 
     /// The loop is about to block: after this, re-check the queues, then wait.
+    ///
+    /// A relaxed store, then the fence: the fence is what pairs with the notifier's (a store
+    /// sequenced before a SeqCst fence is seen by a load sequenced after a later one), and on
+    /// x86 a SeqCst store is a second locked instruction, on every turn.
     pub fn begin_poll(&self) {
-        self.polling.store(true, Ordering::SeqCst);
+        self.polling.store(true, Ordering::Relaxed);
         fence(Ordering::SeqCst);
     }
 
-    /// The loop returned from `epoll_wait`.
+    /// The loop returned from `epoll_wait`. No fence: a notifier that still sees `true` writes
+    /// the eventfd for nothing (its edge is read at a later turn), and the loop's next
+    /// [`begin_poll`](Self::begin_poll) fences before it re-checks its queues.
     pub fn end_poll(&self) {
-        self.polling.store(false, Ordering::SeqCst);
+        self.polling.store(false, Ordering::Release);
     }
 
     /// Work for the loop was published: whether the caller must write the eventfd.
