@@ -229,9 +229,9 @@ fn a_wake_between_two_block_ons_runs_at_the_next() {
     let h = rt.block_on(async move {
         let h = rt::spawn(WaitFlag(f2));
         rt::yield_now().await; // the task runs once and parks
-        h
+        Some(h)
     });
-    let h = h.unwrap();
+    let h = h.unwrap().expect("the handle");
     flag.set(); // outside block_on: through the shared queue
     rt.block_on(async move { h.await.unwrap() }).unwrap();
 }

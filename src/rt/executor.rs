@@ -509,7 +509,7 @@ impl<P: Poller + 'static> Runtime<P> {
 
     fn build(poller: P, seed: Option<u64>) -> io::Result<Runtime<P>> {
         Ok(Runtime {
-            driver: Arc::new(Driver::new(poller)?),
+            driver: Arc::new(Driver::new_exclusive(poller)?),
             core: Rc::new(LocalCore {
                 slots: RefCell::new(Vec::new()),
                 free: RefCell::new(Vec::new()),

@@ -27,7 +27,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use super::driver::{Driver, Orphans};
-use super::pd::{closed_error, Dir, PollDesc, Release};
+use super::pd::{closed_error, Dir, PollDesc, Release, WaitError};
 use super::{current_task, try_with_driver, with_driver};
 use crate::sys::{
     errno, O_CLOEXEC, O_NONBLOCK, SHUT_RD, SHUT_RDWR, SHUT_WR, SOCK_CLOEXEC, SOCK_NONBLOCK,
@@ -105,6 +105,13 @@ impl<P: Poller + 'static> IoFd<P> {
 
     /// Runs one syscall with the fd kept alive (see [`PollDesc::acquire`]).
     fn syscall<R>(&self, d: &Driver<P>, f: impl FnOnce(&P, Fd) -> io::Result<R>) -> io::Result<R> {
+        if d.exclusive() {
+            // No other thread can close the fd under this syscall (see `Driver::exclusive`).
+            if self.pd.is_closing() {
+                return Err(WaitError::Closed.into_io("any"));
+            }
+            return f(d.poller(), self.fd);
+        }
         self.pd.acquire().map_err(|e| e.into_io("any"))?;
         let r = f(d.poller(), self.fd);
         if self.pd.release() == Release::CloseFd {
@@ -155,7 +162,13 @@ impl<P: Poller + 'static> IoFd<P> {
                     }
                 }
             }
-            let t = *st.token.get_or_insert_with(|| self.pd.next_token());
+            let t = *st.token.get_or_insert_with(|| {
+                if d.exclusive() {
+                    self.pd.next_token_exclusive()
+                } else {
+                    self.pd.next_token()
+                }
+            });
             match side.poll_wait(cx.waker(), t, current_task()) {
                 Poll::Pending => {
                     st.parked = true;

@@ -488,6 +488,11 @@ impl Dir {
 ///
 /// One word, so that a syscall, an event's flag and a park's token touch nothing outside the
 /// descriptor's hot 64 bytes (see [`PollDesc`]).
+///
+/// On a single-threaded [`Runtime`](super::Runtime) no other thread can close a descriptor
+/// under a syscall: its driver is exclusive (`Driver::exclusive`), and there a syscall takes
+/// no reference (it checks [`REF_CLOSING`] with a load) and a token is drawn with a load and a
+/// store, sparing the locked instructions.
 const REF_CLOSING: u64 = 1;
 const READ_CLOSED: u64 = 1 << 1;
 const REF_ONE: u64 = 1 << 2;
@@ -615,6 +620,15 @@ impl PollDesc {
     /// A fresh token for one operation's waits.
     pub fn next_token(&self) -> u32 {
         (self.refs.fetch_add(TOKEN_ONE, Ordering::Relaxed) >> 32) as u32
+    }
+
+    /// [`next_token`](Self::next_token) for a descriptor of an exclusive driver (one thread
+    /// touches its word): a load and a store.
+    pub(crate) fn next_token_exclusive(&self) -> u32 {
+        let cur = self.refs.load(Ordering::Relaxed);
+        self.refs
+            .store(cur.wrapping_add(TOKEN_ONE), Ordering::Relaxed);
+        (cur >> 32) as u32
     }
 
     /// An epoll event arrived: route its bits to the sides, as Go's `netpollready` does
