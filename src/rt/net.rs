@@ -54,6 +54,9 @@ struct IoFd<P: Poller + 'static> {
     short_read_drains: bool,
     /// The last read was short: the next one parks before trying the syscall.
     read_drained: AtomicBool,
+    /// The driver is exclusive (`Driver::exclusive`): `read_drained` is consumed with a load
+    /// and a store, not a swap.
+    exclusive: bool,
     _poller: PhantomData<fn() -> P>,
 }
 
@@ -90,6 +93,7 @@ impl<P: Poller + 'static> IoFd<P> {
                 orphans: d.orphans(),
                 short_read_drains: d.short_read_drains(),
                 read_drained: AtomicBool::new(false),
+                exclusive: d.exclusive(),
                 _poller: PhantomData,
             }),
             Err(e) => {
@@ -97,6 +101,18 @@ impl<P: Poller + 'static> IoFd<P> {
                 Err(e)
             }
         })
+    }
+
+    /// Consumes the short-read mark.
+    fn take_read_drained(&self) -> bool {
+        if !self.exclusive {
+            return self.read_drained.swap(false, Ordering::Relaxed);
+        }
+        let drained = self.read_drained.load(Ordering::Relaxed);
+        if drained {
+            self.read_drained.store(false, Ordering::Relaxed);
+        }
+        drained
     }
 
     fn with<R>(&self, f: impl FnOnce(&Driver<P>) -> R) -> R {
@@ -370,9 +386,8 @@ impl<P: Poller + 'static> Future for Read<'_, P> {
             this.started = true;
             // Not once the peer has half-closed: a short read may leave the end of file behind
             // it, and the event that announced it has already been consumed.
-            this.st.skip_syscall = io.short_read_drains
-                && io.read_drained.swap(false, Ordering::Relaxed)
-                && !io.pd.read_closed();
+            this.st.skip_syscall =
+                io.short_read_drains && io.take_read_drained() && !io.pd.read_closed();
         }
         let len = this.buf.len();
         let buf = &mut *this.buf;
