@@ -110,6 +110,13 @@
 //! - The short-read shortcut ([`net`]) is taken only where the poller promises that a short read
 //!   drained the buffer (Linux; the sim without short-read faults); see
 //!   [`Driver::short_read_drains`].
+//! - A task's future is boxed beside its cell, and a parked waker sits behind a mutex in its
+//!   poll descriptor's side: a future inline in the task's allocation (tokio's task layout) and
+//!   a lock-free waker slot (tokio's `AtomicWaker`) both need `unsafe`, which `rt` does not use.
+//!   With 100,000 connections live a message's cost is mostly its dependent cache misses (the
+//!   descriptor at dispatch, the task's cell at the wake, the future's lines at the poll, the
+//!   kernel's lines), and those layouts would each save one or two (`BENCHMARKS.md`, "Locked
+//!   instructions").
 
 pub mod driver;
 pub mod executor;
