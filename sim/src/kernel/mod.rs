@@ -568,6 +568,9 @@ impl Kernel {
     // ----- time and the event queue -----
 
     /// Queues `what` to happen at `at_ns`. Events at the same instant happen in the order queued.
+    /// Inline: a call of its own (saving and restoring registers around a few instructions)
+    /// was a tenth of every packet's cost in the queue.
+    #[inline]
     pub(crate) fn schedule(&mut self, at_ns: u64, what: Later) {
         self.queue_seq += 1;
         self.queue
