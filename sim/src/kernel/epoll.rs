@@ -340,7 +340,8 @@ impl Kernel {
     }
 
     /// Linux's `ep_poll_callback`: the watched file woke its queue with `key`. Returns whether
-    /// the wakeup counts as having woken someone (for exclusive wakeups).
+    /// the item is exclusive and its wakeup counts as having woken someone (which ends an
+    /// exclusive wakeup's walk of the queue).
     pub(crate) fn ep_poll_callback(&mut self, it: ItemId, key: Events) -> bool {
         self.stats.wakeups += 1;
         let item = &mut self.items[it];
@@ -385,10 +386,7 @@ impl Kernel {
         if watched {
             self.wake_queue(ep, Events::IN);
         }
-        if !exclusive {
-            ewake = true;
-        }
-        ewake
+        exclusive && ewake
     }
 
     /// The item's readiness: the file's poll, masked by the item's interest.

@@ -532,8 +532,26 @@ impl Kernel {
     }
 
     /// [`Kernel::wake`] of a queue with at least one watcher.
+    ///
+    /// The callbacks change no wait queue, so a queue that lives inline is copied out once and
+    /// walked from the copy (the common case: one or two watchers).
     #[inline(never)]
     pub(crate) fn wake_queue(&mut self, f: FileId, key: Events) {
+        // A wakeup without a key is a state change (`sock_def_wakeup`, a pipe's release):
+        // Linux wakes the whole queue then (`wake_up_interruptible_all`), exclusive or not.
+        if let Some(File {
+            watchers: WaitQueue::Inline(n, ids),
+            ..
+        }) = self.files.get(f)
+        {
+            let (n, ids) = (*n, *ids);
+            for &it in &ids[..usize::from(n)] {
+                if self.ep_poll_callback(it, key) && !key.is_empty() {
+                    return;
+                }
+            }
+            return;
+        }
         let mut i = 0;
         loop {
             let Some(file) = self.files.get(f) else {
@@ -543,10 +561,7 @@ impl Kernel {
                 return;
             };
             i += 1;
-            let exclusive = self.items[it].exclusive();
-            // A wakeup without a key is a state change (`sock_def_wakeup`, a pipe's release):
-            // Linux wakes the whole queue then (`wake_up_interruptible_all`), exclusive or not.
-            if self.ep_poll_callback(it, key) && exclusive && !key.is_empty() {
+            if self.ep_poll_callback(it, key) && !key.is_empty() {
                 return;
             }
         }
