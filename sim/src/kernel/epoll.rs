@@ -631,19 +631,22 @@ impl Kernel {
             let Some((it, ticket)) = self.epoll_mut(ep).ready.pop_front() else {
                 break;
             };
-            let valid = self
+            // One look-up of the item for what the report needs (not one per use).
+            let Some(item) = self
                 .items
-                .get(it)
-                .is_some_and(|i| i.linked && i.ticket == ticket);
-            if !valid {
+                .get_mut(it)
+                .filter(|i| i.linked && i.ticket == ticket)
+            else {
                 continue;
-            }
-            self.items[it].linked = false;
-            let revents = self.ep_item_poll(it, 1);
+            };
+            item.linked = false;
+            let (file, fd, events) = (item.file, item.fd, item.events);
+            // `ep_item_poll`.
+            let revents = self.poll_file(file, 1) & events.readiness();
             if revents.is_empty() {
                 continue;
             }
-            self.warm_for_call(&self.items[it]);
+            self.warm_for_call(fd, file);
             let item = &mut self.items[it];
             out[n] = EpollEvent::new(revents, item.data);
             n += 1;

@@ -298,11 +298,11 @@ impl Kernel {
     /// copies), so that it finds them in the cache: with 100,000 connections open at once, the
     /// descriptor lookup alone missed on nearly every `read`, a tenth of the run. Only reads.
     #[inline]
-    pub(crate) fn warm_for_call(&self, item: &epoll::EpItem) {
-        std::hint::black_box(self.fds.get(item.fd as usize).copied().flatten());
+    pub(crate) fn warm_for_call(&self, fd: Fd, file: FileId) {
+        std::hint::black_box(self.fds.get(fd as usize).copied().flatten());
         if let Some(File {
             kind: Kind::Tcp(s), ..
-        }) = self.files.get(item.file)
+        }) = self.files.get(file)
         {
             self.tcp_warm_buffers(s);
         }
