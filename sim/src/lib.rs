@@ -554,7 +554,7 @@ impl Sim {
     ) -> io::Result<T> {
         let mut k = self.k.borrow_mut();
         let before = call_enter(&mut k, op);
-        let r = if before.2 {
+        let r = if before.1 {
             Err(k.stop_error())
         } else {
             f(&mut k)
@@ -577,7 +577,7 @@ impl Sim {
         val: impl FnOnce(&T) -> i64,
     ) -> io::Result<T> {
         let before = call_enter(&mut self.k.borrow_mut(), op);
-        let r = if before.2 {
+        let r = if before.1 {
             Err(self.k.borrow().stop_error())
         } else {
             f(self)
@@ -646,14 +646,21 @@ impl Sim {
 }
 
 /// A call's entry: the cost model's charge, the call counted; what the livelock budget
-/// compares on the way out (deliveries, the clock) and whether a livelock stops the call.
+/// compares on the way out (see [`progress_mark`]) and whether a livelock stops the call.
 #[inline(always)]
-fn call_enter(k: &mut Kernel, op: Op) -> (u64, u64, bool) {
+fn call_enter(k: &mut Kernel, op: Op) -> (u64, bool) {
     if k.costly {
         k.charge_cost(op == Op::EpollWait);
     }
     k.stats.syscalls += 1;
-    (k.stats.deliveries, k.now_ns, k.livelocked())
+    (progress_mark(k), k.livelocked())
+}
+
+/// Deliveries and the clock in one number: both only ever grow, so their sum changes exactly
+/// when either does (one comparison on the way out of every call, not two).
+#[inline(always)]
+fn progress_mark(k: &Kernel) -> u64 {
+    k.stats.deliveries.wrapping_add(k.now_ns)
 }
 
 /// The result as the trace records it: the value, or the errno.
@@ -667,10 +674,9 @@ fn call_ret<T>(r: &io::Result<T>, val: impl FnOnce(&T) -> i64) -> Result<i64, i3
 
 /// A call's exit: the livelock budget's turn; returns the instant to record.
 #[inline(always)]
-fn call_leave(k: &mut Kernel, op: Op, before: (u64, u64, bool), ret: Result<i64, i32>) -> u64 {
+fn call_leave(k: &mut Kernel, op: Op, before: (u64, bool), ret: Result<i64, i32>) -> u64 {
     if k.cfg.oracles.livelock_turns > 0 {
-        let progress = k.stats.deliveries != before.0
-            || k.now_ns != before.1
+        let progress = progress_mark(k) != before.0
             || match (op, ret) {
                 (Op::Read | Op::Recv | Op::Write, Ok(n)) => n > 0,
                 (
