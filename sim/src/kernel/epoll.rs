@@ -641,8 +641,12 @@ impl Kernel {
             };
             item.linked = false;
             let (file, fd, events) = (item.file, item.fd, item.events);
-            // `ep_item_poll`.
-            let revents = self.poll_file(file, 1) & events.readiness();
+            // `ep_item_poll` (a socket's poll inline: nearly every item watches one).
+            let ready = match &self.files[file].kind {
+                Kind::Tcp(s) => self.tcp_poll(s),
+                _ => self.poll_file(file, 1),
+            };
+            let revents = ready & events.readiness();
             if revents.is_empty() {
                 continue;
             }

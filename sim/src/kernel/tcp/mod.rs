@@ -507,6 +507,8 @@ impl Kernel {
         sock(self, f).linger0 = linger == Some(0);
     }
 
+    /// Inline: an epoll report polls a socket for every event it reports.
+    #[inline]
     pub(crate) fn tcp_poll(&self, s: &TcpSock) -> Events {
         if s.state == State::Listen {
             let ready = s.listen.as_ref().is_some_and(|l| !l.queue.is_empty());
@@ -659,6 +661,7 @@ impl Kernel {
         }
     }
 
+    #[inline]
     fn tcp_writable(&self, s: &TcpSock) -> bool {
         let (free, used) = self.tcp_room(s);
         if let (true, Some((c, e))) = (s.sndbuf != 0, s.conn()) {
