@@ -342,6 +342,8 @@ impl Kernel {
     /// Linux's `ep_poll_callback`: the watched file woke its queue with `key`. Returns whether
     /// the item is exclusive and its wakeup counts as having woken someone (which ends an
     /// exclusive wakeup's walk of the queue).
+    /// Inline into [`Kernel::wake_queue`], its one caller.
+    #[inline(always)]
     pub(crate) fn ep_poll_callback(&mut self, it: ItemId, key: Events) -> bool {
         self.stats.wakeups += 1;
         let item = &mut self.items[it];
