@@ -627,6 +627,10 @@ impl Kernel {
     /// tail, behind every entry that was there before, and what was not reached stays in front.
     pub(crate) fn ep_send_events(&mut self, ep: FileId, out: &mut [EpollEvent]) -> usize {
         let mut todo = self.epoll_mut(ep).ready.len();
+        if todo == 0 {
+            // Nothing to report, and nothing left on the list to pass on to another waiter.
+            return 0;
+        }
         let mut n = 0;
         while n < out.len() && todo > 0 {
             todo -= 1;
@@ -812,24 +816,26 @@ impl Kernel {
         loop {
             if !resume {
                 let mut n = self.ep_send_events(ep, out);
-                if n < out.len() && self.fault(self.cfg.faults.spurious) {
+                // Without `wait_faults` every fault test below says no and draws nothing.
+                let faulty = self.wait_faults;
+                if faulty && n < out.len() && self.fault(self.cfg.faults.spurious) {
                     if let Some(ev) = self.ep_spurious(ep) {
                         out[n] = ev;
                         n += 1;
                         self.faults.spurious += 1;
                     }
                 }
-                if n > 0 && self.cfg.faults.drop_event > 0.0 {
+                if faulty && n > 0 && self.cfg.faults.drop_event > 0.0 {
                     n = self.drop_event(ep, &mut out[..n]);
                 }
                 if n > 0 || deadline.is_some_and(|d| self.now_ns >= d) {
                     return WaitStep::Done(Ok(n));
                 }
-                if self.fault(self.cfg.faults.eintr) {
+                if faulty && self.fault(self.cfg.faults.eintr) {
                     self.faults.eintr += 1;
                     return WaitStep::Done(Err(err(EINTR)));
                 }
-                if let (Some(d), Some(t)) = (deadline, self.next_event_ns()) {
+                if let (true, Some(d), Some(t)) = (faulty, deadline, self.next_event_ns()) {
                     if t == d && self.fault(self.cfg.faults.timer_first) {
                         // The timeout and a delivery fall on the same instant: the timeout wins.
                         self.faults.timer_first += 1;

@@ -231,6 +231,9 @@ pub(crate) struct Kernel {
     pub(crate) own_judge: bool,
     /// The fault plan has a cost model.
     pub(crate) costly: bool,
+    /// The fault plan may bend an `epoll_wait` (`spurious`, `drop_event`, `eintr`,
+    /// `timer_first`): without, a wait skips those four draws (each of which would say no).
+    pub(crate) wait_faults: bool,
     /// Events dropped so far (for `drop_event_max`).
     pub(crate) dropped: u32,
     /// The first epoll instance was made (and sized from `SimConfig::expected_conns`).
@@ -242,6 +245,11 @@ impl Kernel {
         let first = cfg.first_fd.max(0) as usize;
         cfg.faults = cfg.faults.for_run(seed);
         let costly = cfg.faults.cost.is_some();
+        let f = &cfg.faults;
+        // `!(p <= 0.0)`: what makes `Kernel::fault` draw.
+        let wait_faults = [f.spurious, f.drop_event, f.eintr, f.timer_first]
+            .iter()
+            .any(|&p| !(p <= 0.0));
         // The capacity hint (`SimConfig::expected_conns`): two sockets, two descriptors and (in
         // an event loop that registers both ends) two epoll items a connection, plus a few.
         // No hint: nothing reserved at all (not even the few), as before there were hints.
@@ -272,6 +280,7 @@ impl Kernel {
             scan_credit: 0,
             own_judge: false,
             costly,
+            wait_faults,
             dropped: 0,
             epoll_hinted: false,
             cfg,
