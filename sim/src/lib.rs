@@ -840,6 +840,10 @@ impl Kernel {
 
     #[inline]
     fn write_once(&mut self, f: u32, buf: &[u8]) -> io::Result<usize> {
+        // No `short_write` fault: no draw below, whatever the file.
+        if self.cfg.faults.short_write <= 0.0 {
+            return self.write_raw(f, buf);
+        }
         if matches!(
             self.files[f].kind,
             Kind::Unix(_) | Kind::PipeWrite(_) | Kind::Tcp(_)
