@@ -159,8 +159,22 @@ impl ByteQueue<'_> {
         }
     }
 
-    /// Appends `bytes` at the back.
+    /// Appends `bytes` at the back. Inline up to the common case, bytes that fit inline.
+    #[inline]
     pub(crate) fn push(&mut self, bytes: &[u8]) {
+        let l = self.len();
+        let want = l + bytes.len();
+        if want <= INLINE && self.ring_id().is_none() {
+            self.inline[l..want].copy_from_slice(bytes);
+            self.st.len = want as u32;
+            return;
+        }
+        self.push_slow(bytes);
+    }
+
+    /// [`ByteQueue::push`] into a ring, or bytes that make one.
+    #[inline(never)]
+    fn push_slow(&mut self, bytes: &[u8]) {
         let l = self.len();
         let want = l + bytes.len();
         match self.ring_id() {
