@@ -71,7 +71,7 @@ const EP_MAX_NESTS: u32 = 4;
 pub(crate) struct Epoll {
     /// The ready list, oldest first. Entries carry the ticket the item had when queued; an entry
     /// whose ticket no longer matches was removed (by `DEL` or a prune) and is skipped.
-    ready: VecDeque<(ItemId, u32)>,
+    ready: ReadyList,
     /// Registrations by (open file, fd number).
     items: Registrations,
     /// Linux's `ep->wq`: the threads blocked in `epoll_wait` on this instance (waiter ids of a
@@ -85,6 +85,58 @@ pub(crate) struct Epoll {
 /// nearly always one. A lookup is an index instead of a search of an ordered map of 100,000s of
 /// entries, and walking the table in index order visits the registrations in the same order as
 /// an ordered map of (file, fd) would.
+/// An epoll instance's ready list: a vector and the index of its front. Taking from the front
+/// moves the index; the vector is emptied when the index reaches its end (every `epoll_wait`
+/// that reports all it holds), and its taken front is dropped once it is half the vector (a
+/// list that never runs dry: level-triggered re-queues). A push is a vector's push, a take
+/// one read: a `VecDeque`'s wrapping of both indices was a tenth of a wakeup and of a report.
+#[derive(Debug, Default)]
+struct ReadyList {
+    v: Vec<(ItemId, u32)>,
+    head: usize,
+}
+
+impl ReadyList {
+    #[inline]
+    fn len(&self) -> usize {
+        self.v.len() - self.head
+    }
+
+    #[inline]
+    fn push_back(&mut self, e: (ItemId, u32)) {
+        self.v.push(e);
+    }
+
+    #[inline]
+    fn front(&self) -> Option<&(ItemId, u32)> {
+        self.v.get(self.head)
+    }
+
+    #[inline]
+    fn pop_front(&mut self) -> Option<(ItemId, u32)> {
+        let e = *self.v.get(self.head)?;
+        self.head += 1;
+        if self.head == self.v.len() {
+            self.v.clear();
+            self.head = 0;
+        } else if self.head >= 1024 && self.head * 2 >= self.v.len() {
+            self.v.drain(..self.head);
+            self.head = 0;
+        }
+        Some(e)
+    }
+
+    fn iter(&self) -> std::slice::Iter<'_, (ItemId, u32)> {
+        self.v[self.head..].iter()
+    }
+
+    fn retain(&mut self, f: impl FnMut(&(ItemId, u32)) -> bool) {
+        self.v.drain(..self.head);
+        self.head = 0;
+        self.v.retain(f);
+    }
+}
+
 #[derive(Debug, Default)]
 struct Registrations {
     by_file: Vec<RegSlot>,
@@ -277,7 +329,7 @@ impl Kernel {
         let Kind::Epoll(e) = &self.files[ep].kind else {
             return Events::NONE;
         };
-        for &(it, ticket) in &e.ready {
+        for &(it, ticket) in e.ready.iter() {
             let Some(i) = self.items.get(it) else {
                 continue;
             };
