@@ -110,16 +110,16 @@ const RADIX: u32 = SHIFT / 2;
 /// pass that checks this also finds each event's instant:
 ///
 /// - a small bucket ([`COUNT_FROM`]) sorts one `u32` an event, the instant above the place,
-///   by a radix sort of two five-bit passes (the comparison sort of the events themselves,
-///   their 128-bit keys compared, was about 120 instructions an event at 2,000 connections;
-///   one of these `u32`s, about 56);
-/// - a large one takes a counting sort on the instant, which gives each place its event in two
-///   passes.
+///   by a radix sort of two five-bit passes ([`radix_order`]), then one pass moves each event
+///   into its place (the comparison sort of the events themselves, their 128-bit keys
+///   compared, was about 120 instructions an event at 2,000 connections);
+/// - a large one takes a counting sort on the instant, whose second pass moves each event
+///   straight to its place ([`counting_sort`]).
 ///
-/// Either way one more pass moves each event once into its place, from `run` into
-/// `unsorted`'s allocation (the two then trade places). Events moved in from the far heap
-/// arrive out of sequence; such a bucket, or one whose instants span more than a bucket (never,
-/// but not worth an assumption), takes the comparison sort of the events themselves.
+/// The events move from `run` into `unsorted`'s allocation (the two then trade places).
+/// Events moved in from the far heap arrive out of sequence; such a bucket, or one whose
+/// instants span more than a bucket (never, but not worth an assumption), takes the
+/// comparison sort of the events themselves.
 ///
 /// (Moving the events along the permutation's cycles in place, each swap two 48-byte moves, was
 /// about 100 instructions an event at 20,000 connections all at once; this is under half.)
@@ -131,23 +131,22 @@ fn sort_bucket<T>(
     unsorted: &mut Vec<Ev<Option<T>>>,
 ) {
     let base = b << SHIFT;
-    let sorted = if run.len() < COUNT_FROM {
-        radix_order(run, base, order, keys)
-    } else {
-        counting_order(run, base, order)
-    };
-    if !sorted {
-        run.sort_unstable_by_key(|e| std::cmp::Reverse(e.0));
+    if run.len() < COUNT_FROM {
+        if radix_order(run, base, order, keys) {
+            std::mem::swap(run, unsorted);
+            run.clear();
+            run.extend(order.iter().map(|&i| {
+                let e = &mut unsorted[i as usize];
+                Ev(e.0, e.1.take())
+            }));
+            // Only emptied slots are left.
+            unsorted.clear();
+            return;
+        }
+    } else if counting_sort(run, base, unsorted) {
         return;
     }
-    std::mem::swap(run, unsorted);
-    run.clear();
-    run.extend(order.iter().map(|&i| {
-        let e = &mut unsorted[i as usize];
-        Ev(e.0, e.1.take())
-    }));
-    // Only emptied slots are left.
-    unsorted.clear();
+    run.sort_unstable_by_key(|e| std::cmp::Reverse(e.0));
 }
 
 /// The instant of `e` within the bucket that starts at `base` (1 << SHIFT or more: not in it).
@@ -211,9 +210,14 @@ fn radix_order<T>(
     true
 }
 
-/// [`sort_bucket`] of a large bucket: fills `order` with the places of `run`'s events, largest
-/// key first, by a counting sort on the instant. `false` as [`radix_order`].
-fn counting_order<T>(run: &[Ev<Option<T>>], base: u64, order: &mut Vec<u32>) -> bool {
+/// [`sort_bucket`] of a large bucket: sorts `run` largest key first by a counting sort on the
+/// instant, each event moved once, straight to its place in `unsorted`'s allocation (the two
+/// then trade places). `false` as [`radix_order`] (`run` is left as it was).
+fn counting_sort<T>(
+    run: &mut Vec<Ev<Option<T>>>,
+    base: u64,
+    unsorted: &mut Vec<Ev<Option<T>>>,
+) -> bool {
     let n = run.len();
     if u32::try_from(n).is_err() {
         return false;
@@ -240,14 +244,17 @@ fn counting_order<T>(run: &[Ev<Option<T>>], base: u64, order: &mut Vec<u32>) -> 
         *c = later;
         later += here;
     }
+    unsorted.clear();
+    unsorted.resize_with(n, || Ev(0, None));
     // Latest sequence first, so that at one instant the larger key takes the earlier place.
-    order.clear();
-    order.resize(n, 0);
-    for (i, e) in run.iter().enumerate().rev() {
+    for e in run.iter_mut().rev() {
         let at = &mut next_at[instant_in(e, base) as usize & ((1 << SHIFT) - 1)];
-        order[*at as usize] = i as u32;
+        unsorted[*at as usize] = Ev(e.0, e.1.take());
         *at += 1;
     }
+    std::mem::swap(run, unsorted);
+    // Only emptied slots are left.
+    unsorted.clear();
     true
 }
 
