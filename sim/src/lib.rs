@@ -1139,13 +1139,15 @@ impl Poller for Sim {
             let mut done = 0;
             loop {
                 let r = k.write_once(f, &buf[done..]);
-                let nonblock = k.files[f].nonblock;
                 match r {
                     Ok(n) => {
                         done += n;
-                        // A blocking write returns when all is written; an eventfd write is whole.
-                        let whole = matches!(k.files[f].kind, Kind::EventFd(_));
-                        if nonblock || done >= buf.len() || whole {
+                        // A blocking write returns when all is written (the common case first:
+                        // the file is looked at only when it is not); an eventfd write is whole.
+                        if done >= buf.len()
+                            || k.files[f].nonblock
+                            || matches!(k.files[f].kind, Kind::EventFd(_))
+                        {
                             return Ok(done);
                         }
                         if n > 0 {
@@ -1155,7 +1157,7 @@ impl Poller for Sim {
                             continue;
                         }
                     }
-                    Err(e) if e.raw_os_error() == Some(EAGAIN) && !nonblock => {}
+                    Err(e) if e.raw_os_error() == Some(EAGAIN) && !k.files[f].nonblock => {}
                     Err(e) => return if done > 0 { Ok(done) } else { Err(e) },
                 }
                 k.block("write", fd)?;
