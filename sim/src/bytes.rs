@@ -99,6 +99,35 @@ fn wrap(i: usize, cap: usize) -> usize {
     }
 }
 
+/// `dst.copy_from_slice(src)` for at most [`INLINE`] bytes, as fixed-size moves: 16 to 64
+/// bytes are two overlapping copies of the largest power of two not above the length (what
+/// `memcpy` does, without its call and its dispatch on the length: every segment of a small
+/// message is copied in and out of a line like this twice).
+#[inline(always)]
+fn copy_small(dst: &mut [u8], src: &[u8]) {
+    let n = src.len();
+    debug_assert!(n <= INLINE && dst.len() == n);
+    if n >= 32 {
+        let (a, b): (&[u8; 32], &[u8; 32]) = (
+            src[..32].try_into().expect("32 bytes"),
+            src[n - 32..].try_into().expect("32 bytes"),
+        );
+        let (a, b) = (*a, *b);
+        dst[..32].copy_from_slice(&a);
+        dst[n - 32..].copy_from_slice(&b);
+    } else if n >= 16 {
+        let (a, b): (&[u8; 16], &[u8; 16]) = (
+            src[..16].try_into().expect("16 bytes"),
+            src[n - 16..].try_into().expect("16 bytes"),
+        );
+        let (a, b) = (*a, *b);
+        dst[..16].copy_from_slice(&a);
+        dst[n - 16..].copy_from_slice(&b);
+    } else {
+        dst.copy_from_slice(src);
+    }
+}
+
 /// Copies `src` into `ring` starting at `at`, wrapping at its end.
 fn copy_in(ring: &mut [u8], at: usize, src: &[u8]) {
     let first = src.len().min(ring.len() - at);
@@ -159,8 +188,22 @@ impl ByteQueue<'_> {
         }
     }
 
-    /// Appends `bytes` at the back.
+    /// Appends `bytes` at the back. Inline up to the common case, bytes that fit inline.
+    #[inline]
     pub(crate) fn push(&mut self, bytes: &[u8]) {
+        let l = self.len();
+        let want = l + bytes.len();
+        if want <= INLINE && self.ring_id().is_none() {
+            copy_small(&mut self.inline[l..want], bytes);
+            self.st.len = want as u32;
+            return;
+        }
+        self.push_slow(bytes);
+    }
+
+    /// [`ByteQueue::push`] into a ring, or bytes that make one.
+    #[inline(never)]
+    fn push_slow(&mut self, bytes: &[u8]) {
         let l = self.len();
         let want = l + bytes.len();
         match self.ring_id() {
@@ -196,7 +239,7 @@ impl ByteQueue<'_> {
         assert!(n <= l, "ByteQueue: popping more than it holds");
         match self.ring_id() {
             None => {
-                dst.copy_from_slice(&self.inline[..n]);
+                copy_small(dst, &self.inline[..n]);
                 if n < l {
                     self.inline.copy_within(n..l, 0);
                 }
@@ -302,6 +345,18 @@ impl ByteQueue<'_> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn copy_small_copies_every_length_up_to_a_line() {
+        for n in 0..=super::INLINE {
+            let src: Vec<u8> = (0..n as u8)
+                .map(|b| b.wrapping_mul(37).wrapping_add(11))
+                .collect();
+            let mut dst = vec![0xaa; n];
+            super::copy_small(&mut dst, &src);
+            assert_eq!(dst, src, "{n} bytes");
+        }
+    }
+
     use super::{ByteQueue, QueueState, Rings, INLINE};
     use std::collections::VecDeque;
 

@@ -554,7 +554,7 @@ impl Sim {
     ) -> io::Result<T> {
         let mut k = self.k.borrow_mut();
         let before = call_enter(&mut k, op);
-        let r = if before.2 {
+        let r = if before.1 {
             Err(k.stop_error())
         } else {
             f(&mut k)
@@ -577,7 +577,7 @@ impl Sim {
         val: impl FnOnce(&T) -> i64,
     ) -> io::Result<T> {
         let before = call_enter(&mut self.k.borrow_mut(), op);
-        let r = if before.2 {
+        let r = if before.1 {
             Err(self.k.borrow().stop_error())
         } else {
             f(self)
@@ -646,14 +646,21 @@ impl Sim {
 }
 
 /// A call's entry: the cost model's charge, the call counted; what the livelock budget
-/// compares on the way out (deliveries, the clock) and whether a livelock stops the call.
+/// compares on the way out (see [`progress_mark`]) and whether a livelock stops the call.
 #[inline(always)]
-fn call_enter(k: &mut Kernel, op: Op) -> (u64, u64, bool) {
+fn call_enter(k: &mut Kernel, op: Op) -> (u64, bool) {
     if k.costly {
         k.charge_cost(op == Op::EpollWait);
     }
     k.stats.syscalls += 1;
-    (k.stats.deliveries, k.now_ns, k.livelocked())
+    (progress_mark(k), k.livelocked())
+}
+
+/// Deliveries and the clock in one number: both only ever grow, so their sum changes exactly
+/// when either does (one comparison on the way out of every call, not two).
+#[inline(always)]
+fn progress_mark(k: &Kernel) -> u64 {
+    k.stats.deliveries.wrapping_add(k.now_ns)
 }
 
 /// The result as the trace records it: the value, or the errno.
@@ -667,10 +674,9 @@ fn call_ret<T>(r: &io::Result<T>, val: impl FnOnce(&T) -> i64) -> Result<i64, i3
 
 /// A call's exit: the livelock budget's turn; returns the instant to record.
 #[inline(always)]
-fn call_leave(k: &mut Kernel, op: Op, before: (u64, u64, bool), ret: Result<i64, i32>) -> u64 {
+fn call_leave(k: &mut Kernel, op: Op, before: (u64, bool), ret: Result<i64, i32>) -> u64 {
     if k.cfg.oracles.livelock_turns > 0 {
-        let progress = k.stats.deliveries != before.0
-            || k.now_ns != before.1
+        let progress = progress_mark(k) != before.0
             || match (op, ret) {
                 (Op::Read | Op::Recv | Op::Write, Ok(n)) => n > 0,
                 (
@@ -834,6 +840,10 @@ impl Kernel {
 
     #[inline]
     fn write_once(&mut self, f: u32, buf: &[u8]) -> io::Result<usize> {
+        // No `short_write` fault: no draw below, whatever the file.
+        if self.cfg.faults.short_write <= 0.0 {
+            return self.write_raw(f, buf);
+        }
         if matches!(
             self.files[f].kind,
             Kind::Unix(_) | Kind::PipeWrite(_) | Kind::Tcp(_)
@@ -1129,13 +1139,15 @@ impl Poller for Sim {
             let mut done = 0;
             loop {
                 let r = k.write_once(f, &buf[done..]);
-                let nonblock = k.files[f].nonblock;
                 match r {
                     Ok(n) => {
                         done += n;
-                        // A blocking write returns when all is written; an eventfd write is whole.
-                        let whole = matches!(k.files[f].kind, Kind::EventFd(_));
-                        if nonblock || done >= buf.len() || whole {
+                        // A blocking write returns when all is written (the common case first:
+                        // the file is looked at only when it is not); an eventfd write is whole.
+                        if done >= buf.len()
+                            || k.files[f].nonblock
+                            || matches!(k.files[f].kind, Kind::EventFd(_))
+                        {
                             return Ok(done);
                         }
                         if n > 0 {
@@ -1145,7 +1157,7 @@ impl Poller for Sim {
                             continue;
                         }
                     }
-                    Err(e) if e.raw_os_error() == Some(EAGAIN) && !nonblock => {}
+                    Err(e) if e.raw_os_error() == Some(EAGAIN) && !k.files[f].nonblock => {}
                     Err(e) => return if done > 0 { Ok(done) } else { Err(e) },
                 }
                 k.block("write", fd)?;

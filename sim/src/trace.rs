@@ -100,11 +100,11 @@ impl Entry {
     }
 }
 
-#[derive(Default)]
 pub(crate) struct Tracer {
-    /// A ring: the oldest record is at `head` once the ring is full.
-    recent: Vec<Entry>,
-    head: usize,
+    /// A ring, allocated whole: call `n` (counting from 0) is at `n % HISTORY_LEN`, so the
+    /// place to write is the call count masked, with neither a length nor a head to keep nor a
+    /// bounds check (the oldest record is at `count % HISTORY_LEN` once the ring is full).
+    recent: Box<[Entry; HISTORY_LEN]>,
     full: Option<Vec<Record>>,
     sink: Option<TraceSink>,
     /// `full` or `sink` is on: one test on the hot path instead of two.
@@ -113,10 +113,32 @@ pub(crate) struct Tracer {
     count: u64,
 }
 
+impl Default for Tracer {
+    fn default() -> Self {
+        let empty = Entry {
+            at_ns: 0,
+            arg: 0,
+            ret: 0,
+            fd: -1,
+            op: Op::Read,
+            err: false,
+        };
+        let recent: Box<[Entry]> = vec![empty; HISTORY_LEN].into_boxed_slice();
+        Tracer {
+            recent: recent.try_into().expect("HISTORY_LEN entries"),
+            full: None,
+            sink: None,
+            tee: false,
+            fingerprint: 0,
+            count: 0,
+        }
+    }
+}
+
 impl std::fmt::Debug for Tracer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Tracer")
-            .field("recent", &self.recent.len())
+            .field("recent", &self.count.min(HISTORY_LEN as u64))
             .field("full", &self.full.as_ref().map(Vec::len))
             .field("sink", &self.sink.is_some())
             .field("fingerprint", &self.fingerprint)
@@ -131,6 +153,7 @@ impl Tracer {
     /// registers on the hot path (see [`Entry`]).
     #[inline(always)]
     pub(crate) fn record(&mut self, r: Record) {
+        let at = self.count as usize % HISTORY_LEN;
         self.count += 1;
         // FNV-1a over the record's fields: cheap, stable across platforms and versions.
         let mut h = self.fingerprint ^ 0xcbf2_9ce4_8422_2325;
@@ -156,12 +179,7 @@ impl Tracer {
             op: r.op,
             err,
         };
-        if self.recent.len() < HISTORY_LEN {
-            self.recent.push(e);
-        } else {
-            self.recent[self.head] = e;
-            self.head = (self.head + 1) % HISTORY_LEN;
-        }
+        self.recent[at] = e;
         if self.tee {
             self.record_out(r);
         }
@@ -194,7 +212,11 @@ impl Tracer {
     }
 
     pub(crate) fn recent(&self) -> impl Iterator<Item = Record> + '_ {
-        let (newer, older) = self.recent.split_at(self.head);
+        let (newer, older) = if self.count < HISTORY_LEN as u64 {
+            (&self.recent[..self.count as usize], &self.recent[..0])
+        } else {
+            self.recent.split_at(self.count as usize % HISTORY_LEN)
+        };
         older.iter().chain(newer).map(|e| e.record())
     }
 

@@ -513,7 +513,22 @@ impl<'k, P: Poller + ?Sized> Clients<'k, P> {
     ///
     /// # Errors
     /// A failed `socket`, `bind`, `epoll_ctl`, `connect` or `close`.
+    #[inline]
     pub fn start(&mut self, server_open: usize) -> Result<(), Failure> {
+        // Once a turn of the loop: nothing to do until every client has started (none may
+        // start now) and until every client has finished (none held to close).
+        if self.finished < self.mix.conns
+            && (self.next_client >= self.mix.conns
+                || self.connecting >= self.mix.connect_window.max(1))
+        {
+            return Ok(());
+        }
+        self.start_more(server_open)
+    }
+
+    /// [`Clients::start`] with a client to start or held connections to close.
+    #[inline(never)]
+    fn start_more(&mut self, server_open: usize) -> Result<(), Failure> {
         self.close_held(server_open)?;
         while self.next_client < self.mix.conns && self.connecting < self.mix.connect_window.max(1)
         {

@@ -403,13 +403,22 @@ impl<'k, K: Kernel> Engine<'k, K> {
 
     /// The lost-wakeup oracle: the loop is about to sleep. `forever`: it would sleep with no
     /// timeout, so the scan is not optional.
+    ///
+    /// Inline up to the common case, once a turn of the loop: something is in flight.
+    #[inline]
     fn quiescence(&mut self, forever: bool) -> Result<(), Failure> {
+        match self.k.sim() {
+            Some(sim) if sim.pending() == 0 => self.quiescence_scan(forever),
+            _ => Ok(()),
+        }
+    }
+
+    /// [`Engine::quiescence`] with nothing in flight on the simulated kernel.
+    #[inline(never)]
+    fn quiescence_scan(&mut self, forever: bool) -> Result<(), Failure> {
         let Some(sim) = self.k.sim() else {
             return Ok(());
         };
-        if sim.pending() > 0 {
-            return Ok(());
-        }
         let syscalls = sim.stats().syscalls;
         let registered =
             (self.server.open_conns() + self.spec.conns - self.clients.closed()) as u64 + 1;

@@ -71,7 +71,7 @@ const EP_MAX_NESTS: u32 = 4;
 pub(crate) struct Epoll {
     /// The ready list, oldest first. Entries carry the ticket the item had when queued; an entry
     /// whose ticket no longer matches was removed (by `DEL` or a prune) and is skipped.
-    ready: VecDeque<(ItemId, u32)>,
+    ready: ReadyList,
     /// Registrations by (open file, fd number).
     items: Registrations,
     /// Linux's `ep->wq`: the threads blocked in `epoll_wait` on this instance (waiter ids of a
@@ -85,6 +85,58 @@ pub(crate) struct Epoll {
 /// nearly always one. A lookup is an index instead of a search of an ordered map of 100,000s of
 /// entries, and walking the table in index order visits the registrations in the same order as
 /// an ordered map of (file, fd) would.
+/// An epoll instance's ready list: a vector and the index of its front. Taking from the front
+/// moves the index; the vector is emptied when the index reaches its end (every `epoll_wait`
+/// that reports all it holds), and its taken front is dropped once it is half the vector (a
+/// list that never runs dry: level-triggered re-queues). A push is a vector's push, a take
+/// one read: a `VecDeque`'s wrapping of both indices was a tenth of a wakeup and of a report.
+#[derive(Debug, Default)]
+struct ReadyList {
+    v: Vec<(ItemId, u32)>,
+    head: usize,
+}
+
+impl ReadyList {
+    #[inline]
+    fn len(&self) -> usize {
+        self.v.len() - self.head
+    }
+
+    #[inline]
+    fn push_back(&mut self, e: (ItemId, u32)) {
+        self.v.push(e);
+    }
+
+    #[inline]
+    fn front(&self) -> Option<&(ItemId, u32)> {
+        self.v.get(self.head)
+    }
+
+    #[inline]
+    fn pop_front(&mut self) -> Option<(ItemId, u32)> {
+        let e = *self.v.get(self.head)?;
+        self.head += 1;
+        if self.head == self.v.len() {
+            self.v.clear();
+            self.head = 0;
+        } else if self.head >= 1024 && self.head * 2 >= self.v.len() {
+            self.v.drain(..self.head);
+            self.head = 0;
+        }
+        Some(e)
+    }
+
+    fn iter(&self) -> std::slice::Iter<'_, (ItemId, u32)> {
+        self.v[self.head..].iter()
+    }
+
+    fn retain(&mut self, f: impl FnMut(&(ItemId, u32)) -> bool) {
+        self.v.drain(..self.head);
+        self.head = 0;
+        self.v.retain(f);
+    }
+}
+
 #[derive(Debug, Default)]
 struct Registrations {
     by_file: Vec<RegSlot>,
@@ -277,7 +329,7 @@ impl Kernel {
         let Kind::Epoll(e) = &self.files[ep].kind else {
             return Events::NONE;
         };
-        for &(it, ticket) in &e.ready {
+        for &(it, ticket) in e.ready.iter() {
             let Some(i) = self.items.get(it) else {
                 continue;
             };
@@ -340,7 +392,10 @@ impl Kernel {
     }
 
     /// Linux's `ep_poll_callback`: the watched file woke its queue with `key`. Returns whether
-    /// the wakeup counts as having woken someone (for exclusive wakeups).
+    /// the item is exclusive and its wakeup counts as having woken someone (which ends an
+    /// exclusive wakeup's walk of the queue).
+    /// Inline into [`Kernel::wake_queue`], its one caller.
+    #[inline(always)]
     pub(crate) fn ep_poll_callback(&mut self, it: ItemId, key: Events) -> bool {
         self.stats.wakeups += 1;
         let item = &mut self.items[it];
@@ -385,10 +440,7 @@ impl Kernel {
         if watched {
             self.wake_queue(ep, Events::IN);
         }
-        if !exclusive {
-            ewake = true;
-        }
-        ewake
+        exclusive && ewake
     }
 
     /// The item's readiness: the file's poll, masked by the item's interest.
@@ -627,25 +679,36 @@ impl Kernel {
     /// tail, behind every entry that was there before, and what was not reached stays in front.
     pub(crate) fn ep_send_events(&mut self, ep: FileId, out: &mut [EpollEvent]) -> usize {
         let mut todo = self.epoll_mut(ep).ready.len();
+        if todo == 0 {
+            // Nothing to report, and nothing left on the list to pass on to another waiter.
+            return 0;
+        }
         let mut n = 0;
         while n < out.len() && todo > 0 {
             todo -= 1;
             let Some((it, ticket)) = self.epoll_mut(ep).ready.pop_front() else {
                 break;
             };
-            let valid = self
+            // One look-up of the item for what the report needs (not one per use).
+            let Some(item) = self
                 .items
-                .get(it)
-                .is_some_and(|i| i.linked && i.ticket == ticket);
-            if !valid {
+                .get_mut(it)
+                .filter(|i| i.linked && i.ticket == ticket)
+            else {
                 continue;
-            }
-            self.items[it].linked = false;
-            let revents = self.ep_item_poll(it, 1);
+            };
+            item.linked = false;
+            let (file, fd, events) = (item.file, item.fd, item.events);
+            // `ep_item_poll` (a socket's poll inline: nearly every item watches one).
+            let ready = match &self.files[file].kind {
+                Kind::Tcp(s) => self.tcp_poll(s),
+                _ => self.poll_file(file, 1),
+            };
+            let revents = ready & events.readiness();
             if revents.is_empty() {
                 continue;
             }
-            self.warm_for_call(&self.items[it]);
+            self.warm_for_call(fd, file);
             let item = &mut self.items[it];
             out[n] = EpollEvent::new(revents, item.data);
             n += 1;
@@ -805,24 +868,26 @@ impl Kernel {
         loop {
             if !resume {
                 let mut n = self.ep_send_events(ep, out);
-                if n < out.len() && self.fault(self.cfg.faults.spurious) {
+                // Without `wait_faults` every fault test below says no and draws nothing.
+                let faulty = self.wait_faults;
+                if faulty && n < out.len() && self.fault(self.cfg.faults.spurious) {
                     if let Some(ev) = self.ep_spurious(ep) {
                         out[n] = ev;
                         n += 1;
                         self.faults.spurious += 1;
                     }
                 }
-                if n > 0 && self.cfg.faults.drop_event > 0.0 {
+                if faulty && n > 0 && self.cfg.faults.drop_event > 0.0 {
                     n = self.drop_event(ep, &mut out[..n]);
                 }
                 if n > 0 || deadline.is_some_and(|d| self.now_ns >= d) {
                     return WaitStep::Done(Ok(n));
                 }
-                if self.fault(self.cfg.faults.eintr) {
+                if faulty && self.fault(self.cfg.faults.eintr) {
                     self.faults.eintr += 1;
                     return WaitStep::Done(Err(err(EINTR)));
                 }
-                if let (Some(d), Some(t)) = (deadline, self.next_event_ns()) {
+                if let (true, Some(d), Some(t)) = (faulty, deadline, self.next_event_ns()) {
                     if t == d && self.fault(self.cfg.faults.timer_first) {
                         // The timeout and a delivery fall on the same instant: the timeout wins.
                         self.faults.timer_first += 1;

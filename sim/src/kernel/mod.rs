@@ -231,6 +231,9 @@ pub(crate) struct Kernel {
     pub(crate) own_judge: bool,
     /// The fault plan has a cost model.
     pub(crate) costly: bool,
+    /// The fault plan may bend an `epoll_wait` (`spurious`, `drop_event`, `eintr`,
+    /// `timer_first`): without, a wait skips those four draws (each of which would say no).
+    pub(crate) wait_faults: bool,
     /// Events dropped so far (for `drop_event_max`).
     pub(crate) dropped: u32,
     /// The first epoll instance was made (and sized from `SimConfig::expected_conns`).
@@ -242,6 +245,11 @@ impl Kernel {
         let first = cfg.first_fd.max(0) as usize;
         cfg.faults = cfg.faults.for_run(seed);
         let costly = cfg.faults.cost.is_some();
+        let f = &cfg.faults;
+        // Not `p <= 0.0`: what makes `Kernel::fault` draw.
+        let wait_faults = [f.spurious, f.drop_event, f.eintr, f.timer_first]
+            .iter()
+            .any(|&p| p > 0.0 || p.is_nan());
         // The capacity hint (`SimConfig::expected_conns`): two sockets, two descriptors and (in
         // an event loop that registers both ends) two epoll items a connection, plus a few.
         // No hint: nothing reserved at all (not even the few), as before there were hints.
@@ -272,6 +280,7 @@ impl Kernel {
             scan_credit: 0,
             own_judge: false,
             costly,
+            wait_faults,
             dropped: 0,
             epoll_hinted: false,
             cfg,
@@ -298,11 +307,11 @@ impl Kernel {
     /// copies), so that it finds them in the cache: with 100,000 connections open at once, the
     /// descriptor lookup alone missed on nearly every `read`, a tenth of the run. Only reads.
     #[inline]
-    pub(crate) fn warm_for_call(&self, item: &epoll::EpItem) {
-        std::hint::black_box(self.fds.get(item.fd as usize).copied().flatten());
+    pub(crate) fn warm_for_call(&self, fd: Fd, file: FileId) {
+        std::hint::black_box(self.fds.get(fd as usize).copied().flatten());
         if let Some(File {
             kind: Kind::Tcp(s), ..
-        }) = self.files.get(item.file)
+        }) = self.files.get(file)
         {
             self.tcp_warm_buffers(s);
         }
@@ -532,8 +541,26 @@ impl Kernel {
     }
 
     /// [`Kernel::wake`] of a queue with at least one watcher.
+    ///
+    /// The callbacks change no wait queue, so a queue that lives inline is copied out once and
+    /// walked from the copy (the common case: one or two watchers).
     #[inline(never)]
     pub(crate) fn wake_queue(&mut self, f: FileId, key: Events) {
+        // A wakeup without a key is a state change (`sock_def_wakeup`, a pipe's release):
+        // Linux wakes the whole queue then (`wake_up_interruptible_all`), exclusive or not.
+        if let Some(File {
+            watchers: WaitQueue::Inline(n, ids),
+            ..
+        }) = self.files.get(f)
+        {
+            let (n, ids) = (*n, *ids);
+            for &it in &ids[..usize::from(n)] {
+                if self.ep_poll_callback(it, key) && !key.is_empty() {
+                    return;
+                }
+            }
+            return;
+        }
         let mut i = 0;
         loop {
             let Some(file) = self.files.get(f) else {
@@ -543,10 +570,7 @@ impl Kernel {
                 return;
             };
             i += 1;
-            let exclusive = self.items[it].exclusive();
-            // A wakeup without a key is a state change (`sock_def_wakeup`, a pipe's release):
-            // Linux wakes the whole queue then (`wake_up_interruptible_all`), exclusive or not.
-            if self.ep_poll_callback(it, key) && exclusive && !key.is_empty() {
+            if self.ep_poll_callback(it, key) && !key.is_empty() {
                 return;
             }
         }
@@ -568,6 +592,9 @@ impl Kernel {
     // ----- time and the event queue -----
 
     /// Queues `what` to happen at `at_ns`. Events at the same instant happen in the order queued.
+    /// Inline: a call of its own (saving and restoring registers around a few instructions)
+    /// was a tenth of every packet's cost in the queue.
+    #[inline]
     pub(crate) fn schedule(&mut self, at_ns: u64, what: Later) {
         self.queue_seq += 1;
         self.queue

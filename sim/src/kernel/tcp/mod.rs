@@ -507,6 +507,8 @@ impl Kernel {
         sock(self, f).linger0 = linger == Some(0);
     }
 
+    /// Inline: an epoll report polls a socket for every event it reports.
+    #[inline]
     pub(crate) fn tcp_poll(&self, s: &TcpSock) -> Events {
         if s.state == State::Listen {
             let ready = s.listen.as_ref().is_some_and(|l| !l.queue.is_empty());
@@ -563,12 +565,24 @@ impl Kernel {
 
     /// How many of `want` bytes the socket `f` (end `e` of `c`) may queue, segment by segment,
     /// under the memory account; charges them (see [`mem`]).
+    ///
+    /// Inline up to the path every default run takes (a socket whose buffer was never
+    /// moderated, memory below `low`: the whole charge granted); the rest is
+    /// [`Kernel::tcp_mem_grant_judged`].
+    #[inline]
     fn tcp_mem_grant(&mut self, f: FileId, c: u32, e: usize, want: usize) -> usize {
         let lim = mem::Limits::of(self.cfg.tcp_mem);
         if sock(self, f).sndbuf == 0 && self.net.mem.free_below_low(want as u64, &lim) {
             self.net.mem.charge(want as u64);
             return want;
         }
+        self.tcp_mem_grant_judged(f, c, e, want)
+    }
+
+    /// [`Kernel::tcp_mem_grant`] past the low threshold or with a moderated buffer.
+    #[inline(never)]
+    fn tcp_mem_grant_judged(&mut self, f: FileId, c: u32, e: usize, want: usize) -> usize {
+        let lim = mem::Limits::of(self.cfg.tcp_mem);
         // Past the low threshold, or with a moderated buffer (which gates each new segment
         // even when memory is plentiful again, until an acknowledgement lets it grow back).
         let mss = self.cfg.tcp_mss.max(1);
@@ -647,6 +661,7 @@ impl Kernel {
         }
     }
 
+    #[inline]
     fn tcp_writable(&self, s: &TcpSock) -> bool {
         let (free, used) = self.tcp_room(s);
         if let (true, Some((c, e))) = (s.sndbuf != 0, s.conn()) {
@@ -708,7 +723,20 @@ impl Kernel {
 
     /// The reader at the far end of direction `1 - writer` freed room: wake the writer if it ran
     /// out of room earlier and is writable again.
+    ///
+    /// Inline up to the common case: no moderated buffer anywhere and a writer that never ran
+    /// out of room (then neither step below does anything).
+    #[inline]
     fn tcp_space_returned(&mut self, c: u32, writer: usize) {
+        if self.net.mem.moderated_socks == 0 && !self.net.conns[c].dir[1 - writer].nospace {
+            return;
+        }
+        self.tcp_space_returned_slow(c, writer);
+    }
+
+    /// [`Kernel::tcp_space_returned`] with a moderated buffer somewhere or a writer out of room.
+    #[inline(never)]
+    fn tcp_space_returned_slow(&mut self, c: u32, writer: usize) {
         let conn = &self.net.conns[c];
         let Some(w) = conn.end(writer) else {
             return;

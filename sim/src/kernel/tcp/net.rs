@@ -497,8 +497,20 @@ impl Kernel {
                 cn.packets -= 1;
                 let receiver = cn.end(to);
                 let sender_alive = cn.end(1 - to).is_some();
-                let established =
-                    receiver.is_some_and(|f| sock(self, f).state == State::Established);
+                // The receiver's state, read once: established, and shut down both ways. A
+                // socket that sent its FIN and shut its receiving side, and has not had the
+                // peer's FIN (`FIN_WAIT1/2` with `RCV_SHUTDOWN`), resets a connection whose data
+                // still arrives.
+                let (established, shut_both) = match receiver {
+                    Some(f) => {
+                        let s = sock(self, f);
+                        (
+                            s.state == State::Established,
+                            s.shutdown == RCV_SHUTDOWN | SEND_SHUTDOWN,
+                        )
+                    }
+                    None => (false, false),
+                };
                 let mut held = false;
                 let delivered = match receiver {
                     // A socket that was reset is no longer in the connection table: a reset
@@ -510,7 +522,7 @@ impl Kernel {
                         self.tcp_abort(f, ECONNRESET);
                         false
                     }
-                    Some(f) if self.rejects_data(f, conn, to) => {
+                    Some(f) if shut_both && !self.net.conns[conn].dir[to].fin => {
                         // RFC 1122: data after our FIN and SHUT_RD is answered with a reset.
                         self.tcp_abort(f, ECONNRESET);
                         false
@@ -588,15 +600,6 @@ impl Kernel {
             }
             Packet::Retransmit { conn, to } => self.tcp_retransmit(conn, usize::from(to)),
         }
-    }
-
-    /// A socket that sent its FIN and shut its receiving side, and has not had the peer's FIN
-    /// (`FIN_WAIT1/2` with `RCV_SHUTDOWN`), resets a connection whose data still arrives.
-    pub(super) fn rejects_data(&self, f: FileId, conn: u32, to: usize) -> bool {
-        let s = sock_ref(self, f).expect("connection end is a tcp socket");
-        s.state == State::Established
-            && s.shutdown == RCV_SHUTDOWN | SEND_SHUTDOWN
-            && !self.net.conns[conn].dir[to].fin
     }
 
     pub(super) fn attempt_live(&self, client: FileId, attempt: u32) -> bool {
