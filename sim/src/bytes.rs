@@ -108,24 +108,23 @@ fn copy_small(dst: &mut [u8], src: &[u8]) {
     let n = src.len();
     debug_assert!(n <= INLINE && dst.len() == n);
     if n >= 32 {
-        let (a, b): (&[u8; 32], &[u8; 32]) = (
-            src[..32].try_into().expect("32 bytes"),
-            src[n - 32..].try_into().expect("32 bytes"),
-        );
-        let (a, b) = (*a, *b);
-        dst[..32].copy_from_slice(&a);
-        dst[n - 32..].copy_from_slice(&b);
+        copy_two::<32>(dst, src);
     } else if n >= 16 {
-        let (a, b): (&[u8; 16], &[u8; 16]) = (
-            src[..16].try_into().expect("16 bytes"),
-            src[n - 16..].try_into().expect("16 bytes"),
-        );
-        let (a, b) = (*a, *b);
-        dst[..16].copy_from_slice(&a);
-        dst[n - 16..].copy_from_slice(&b);
+        copy_two::<16>(dst, src);
     } else {
         dst.copy_from_slice(src);
     }
+}
+
+/// `src` (`W` to `2 * W` bytes) into `dst` as two overlapping copies of `W` bytes: its first
+/// and its last `W`, both read before either is written.
+#[inline(always)]
+fn copy_two<const W: usize>(dst: &mut [u8], src: &[u8]) {
+    let n = src.len();
+    let a: [u8; W] = src[..W].try_into().expect("W bytes");
+    let b: [u8; W] = src[n - W..].try_into().expect("W bytes");
+    dst[..W].copy_from_slice(&a);
+    dst[n - W..].copy_from_slice(&b);
 }
 
 /// Copies `src` into `ring` starting at `at`, wrapping at its end.
