@@ -903,35 +903,44 @@ async fn accept_loop<P: Poller + 'static>(ln: TcpListener<P>, sh: Arc<Shared>) {
     sh.done_one();
 }
 
-async fn serve<P: Poller + 'static>(conn: TcpStream<P>, sh: Arc<Shared>) {
-    // Twice the message: most reads are short, so the netpoller's short-read shortcut (park
-    // without the read that would say EAGAIN) is on the path.
-    let mut buf = Buf::<SERVER_INLINE>::new((2 * sh.cfg.size as usize).clamp(1, BUF_MAX));
-    let fd = conn.as_raw_fd();
-    loop {
-        if let Some(d) = sh.cfg.deadline {
-            if let Err(e) = conn.set_read_deadline(Some(rt::now() + d)) {
-                return sh.fail(io_fail(format!("setting the read deadline of fd {fd}"), e));
+/// A server connection's task. A function returning an `async` block, not an `async fn`: an
+/// `async fn` keeps its arguments twice in its future (as captured and as locals; rustc
+/// #62958), 40 bytes of every server connection's state (280 bytes, 240 this way).
+#[allow(clippy::manual_async_fn)] // deliberately not an `async fn`: see above
+fn serve<P: Poller + 'static>(
+    conn: TcpStream<P>,
+    sh: Arc<Shared>,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    async move {
+        // Twice the message: most reads are short, so the netpoller's short-read shortcut (park
+        // without the read that would say EAGAIN) is on the path.
+        let mut buf = Buf::<SERVER_INLINE>::new((2 * sh.cfg.size as usize).clamp(1, BUF_MAX));
+        let fd = conn.as_raw_fd();
+        loop {
+            if let Some(d) = sh.cfg.deadline {
+                if let Err(e) = conn.set_read_deadline(Some(rt::now() + d)) {
+                    return sh.fail(io_fail(format!("setting the read deadline of fd {fd}"), e));
+                }
             }
-        }
-        let n = match conn.read(&mut buf).await {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
-                Shared::add(&sh.closed_idle, 1);
+            let n = match conn.read(&mut buf).await {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                    Shared::add(&sh.closed_idle, 1);
+                    break;
+                }
+                Err(e) => return sh.fail(io_fail(format!("server reading fd {fd}"), e)),
+            };
+            if n == 0 {
+                Shared::add(&sh.closed_eof, 1);
                 break;
             }
-            Err(e) => return sh.fail(io_fail(format!("server reading fd {fd}"), e)),
-        };
-        if n == 0 {
-            Shared::add(&sh.closed_eof, 1);
-            break;
+            if let Err(e) = conn.write_all(&buf[..n]).await {
+                return sh.fail(io_fail(format!("server writing fd {fd}"), e));
+            }
         }
-        if let Err(e) = conn.write_all(&buf[..n]).await {
-            return sh.fail(io_fail(format!("server writing fd {fd}"), e));
-        }
+        drop(conn);
+        sh.done_one();
     }
-    drop(conn);
-    sh.done_one();
 }
 
 /// [`client`], boxed: a client starts the next one, and the explicit `Send` future type breaks

@@ -87,7 +87,7 @@
 //! So a server connection with one task and a 4 KiB read buffer costs about 4.5 KB plus its
 //! future. `rt-echo` keeps both ends in one process: per connection two descriptors, two tasks
 //! (client and server), a 64-byte and a 128-byte buffer held inline in the tasks' futures (the
-//! client's future about 360 bytes, the server connection's about 270), and one deadline; it
+//! client's future about 360 bytes, the server connection's 240), and one deadline; it
 //! measured about 2.2 KB a connection above `echo`'s hand-written loop with 100,000 connections
 //! open at once (`BENCHMARKS.md`, "The netpoller at 100,000 connections"), about 1.6 KB since
 //! its futures shrank (`BENCHMARKS.md`, "rtlazy").
