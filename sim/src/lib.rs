@@ -728,7 +728,7 @@ fn is_eagain(r: &io::Result<usize>) -> bool {
 impl Kernel {
     #[inline]
     fn read_once(&mut self, f: u32, buf: &mut [u8]) -> io::Result<usize> {
-        if self.cfg.faults.short_read <= 0.0 {
+        if !crate::rng::draws(self.cfg.faults.short_read) {
             return self.read_raw(f, buf);
         }
         let waiting = match &self.files[f].kind {
@@ -841,7 +841,7 @@ impl Kernel {
     #[inline]
     fn write_once(&mut self, f: u32, buf: &[u8]) -> io::Result<usize> {
         // No `short_write` fault: no draw below, whatever the file.
-        if self.cfg.faults.short_write <= 0.0 {
+        if !crate::rng::draws(self.cfg.faults.short_write) {
             return self.write_raw(f, buf);
         }
         if matches!(
@@ -1238,6 +1238,6 @@ impl Poller for Sim {
 
     /// As on Linux, unless the fault plan cuts reads short.
     fn short_read_drains(&self) -> bool {
-        self.k.borrow().cfg.faults.short_read <= 0.0
+        !crate::rng::draws(self.k.borrow().cfg.faults.short_read)
     }
 }

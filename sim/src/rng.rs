@@ -89,10 +89,10 @@ impl Rngs {
     #[inline]
     pub fn chance(&mut self, s: Stream, p: f64) -> bool {
         // Disabled knobs are the common case, checked on hot paths: keep that test inline.
-        if p <= 0.0 {
-            false
-        } else {
+        if draws(p) {
             self.chance_draw(s, p)
+        } else {
+            false
         }
     }
 
@@ -104,6 +104,14 @@ impl Rngs {
             self.get(s).random_bool(p)
         }
     }
+}
+
+/// Whether a knob of probability `p` is on: [`Rng::chance`] draws for it (and may say yes).
+/// Off, a path may skip what only that draw could change.
+#[inline(always)]
+pub fn draws(p: f64) -> bool {
+    // Not `p <= 0.0`: a NaN draws (and `chance_draw` judges it).
+    p > 0.0 || p.is_nan()
 }
 
 /// The generator for subsystem `s` of the run seeded with `seed`.

@@ -118,6 +118,14 @@ impl Orphans {
     }
 }
 
+/// Adds `n` to `a` with a load and a store, not a locked add: only for a counter one thread
+/// writes at a time (an exclusive driver's progress; the dispatch count, written under the
+/// turn's lock). Concurrent writers would lose counts.
+#[inline]
+fn add_unshared(a: &AtomicU64, n: u64) {
+    a.store(a.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+}
+
 /// The timers, locked; on unlock their head goes to the driver's `timer_head`, so that a turn
 /// reads it without the lock. It is written under the lock only: a turn that misses a later
 /// one (another thread armed an earlier timer) is a turn that had not seen that timer yet,
@@ -460,11 +468,10 @@ impl<P: Poller> Driver<P> {
     /// Counts one unit of progress (see the `progress` field).
     pub(crate) fn note_progress(&self) {
         if self.exclusive {
-            let n = self.progress.load(Ordering::Relaxed);
-            self.progress.store(n + 1, Ordering::Relaxed);
-            return;
+            add_unshared(&self.progress, 1);
+        } else {
+            self.progress.fetch_add(1, Ordering::Relaxed);
         }
-        self.progress.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Operations ended and timers fired so far: a task that makes progress moves it.
@@ -588,11 +595,7 @@ impl<P: Poller> Driver<P> {
     fn account(&self, turn: &Turn) {
         // Written only by the thread running a turn, under `scratch`: a load and a store, not
         // a locked add.
-        let n = (turn.events + turn.timers) as u64;
-        self.dispatched.store(
-            self.dispatched.load(Ordering::Relaxed) + n,
-            Ordering::Relaxed,
-        );
+        add_unshared(&self.dispatched, (turn.events + turn.timers) as u64);
         if turn.timers > 0 {
             self.progress
                 .fetch_add(turn.timers as u64, Ordering::Relaxed);

@@ -274,7 +274,6 @@ impl Timers {
         }
     }
 
-    /// The earliest entry.
     /// When the earliest entry is due, in nanoseconds (`u64::MAX` when there is none): no
     /// entry is due before it, live or not (see [`Driver`](super::driver::Driver)'s
     /// `timer_head`).
@@ -284,6 +283,7 @@ impl Timers {
         })
     }
 
+    /// The earliest entry.
     fn peek(&self) -> Option<&Entry> {
         match self.front()? {
             Front::Heap => self.heap.peek(),

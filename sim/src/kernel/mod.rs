@@ -246,10 +246,9 @@ impl Kernel {
         cfg.faults = cfg.faults.for_run(seed);
         let costly = cfg.faults.cost.is_some();
         let f = &cfg.faults;
-        // Not `p <= 0.0`: what makes `Kernel::fault` draw.
         let wait_faults = [f.spurious, f.drop_event, f.eintr, f.timer_first]
-            .iter()
-            .any(|&p| p > 0.0 || p.is_nan());
+            .into_iter()
+            .any(crate::rng::draws);
         // The capacity hint (`SimConfig::expected_conns`): two sockets, two descriptors and (in
         // an event loop that registers both ends) two epoll items a connection, plus a few.
         // No hint: nothing reserved at all (not even the few), as before there were hints.
