@@ -106,7 +106,7 @@ impl Rngs {
     }
 }
 
-/// Whether a knob of probability `p` is on: [`Rng::chance`] draws for it (and may say yes).
+/// Whether a knob of probability `p` is on: [`Rngs::chance`] draws for it (and may say yes).
 /// Off, a path may skip what only that draw could change.
 #[inline(always)]
 pub fn draws(p: f64) -> bool {
