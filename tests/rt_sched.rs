@@ -410,6 +410,60 @@ fn dropping_the_runtime_cancels_its_tasks() {
     assert!(e.is_cancelled() && !e.is_panic(), "{e:?}");
 }
 
+/// On the single-threaded runtime a task of `rt::spawn` keeps its join state in its cell: its
+/// value (unit or not), its panic and its cancellation by the runtime's drop come back through
+/// the handle as through a separate join state, `is_finished` follows it, and a detached task
+/// runs to its end. The handle's auto traits are those of the separate join state's handle.
+#[test]
+fn a_spawned_tasks_join_state_in_its_cell() {
+    fn traits<T: Send + Sync + Unpin + std::panic::UnwindSafe + std::panic::RefUnwindSafe>() {}
+    traits::<rt::JoinHandle<()>>();
+    traits::<rt::JoinHandle<String>>();
+    let mut rt = Runtime::seeded(Sim::new(5), 5).unwrap();
+    let ran = Arc::new(Mutex::new(0u32));
+    let (unit, text, e, pending) = rt
+        .block_on({
+            let ran = ran.clone();
+            async move {
+                let unit = rt::spawn(async { rt::yield_now().await });
+                assert!(!unit.is_finished());
+                assert_eq!(format!("{unit:?}"), "JoinHandle { finished: false }");
+                let text = rt::spawn(async { String::from("forty-two") });
+                let bad = rt::spawn(async {
+                    rt::yield_now().await;
+                    std::panic::panic_any(String::from("cell"));
+                });
+                drop(rt::spawn(async move {
+                    rt::yield_now().await;
+                    *ran.lock().unwrap() += 1;
+                }));
+                let pending = rt::spawn(std::future::pending::<u64>());
+                let unit = unit.await;
+                rt::yield_now().await;
+                rt::yield_now().await;
+                assert!(text.is_finished());
+                assert_eq!(format!("{text:?}"), "JoinHandle { finished: true }");
+                let text = text.await;
+                let e = bad.await.expect_err("panicked");
+                (unit, text, e, pending)
+            }
+        })
+        .unwrap();
+    unit.unwrap();
+    assert_eq!(text.unwrap(), "forty-two");
+    assert!(e.is_panic() && !e.is_cancelled(), "{e:?}");
+    assert_eq!(e.to_string(), "task 3 panicked: cell");
+    assert_eq!(*e.into_panic().downcast::<String>().unwrap(), "cell");
+    assert_eq!(*ran.lock().unwrap(), 1, "the detached task ran");
+    assert!(!pending.is_finished());
+    drop(rt);
+    assert!(pending.is_finished());
+    let mut rt = Runtime::new(Sim::new(6)).unwrap();
+    let e = rt.block_on(pending).unwrap().expect_err("cancelled");
+    assert!(e.is_cancelled() && !e.is_panic(), "{e:?}");
+    assert_eq!(e.to_string(), "task 0 was dropped unfinished");
+}
+
 /// A runtime over a shared `Rc<Sim>` (the borrowed-poller case): the test inspects the kernel
 /// while the runtime uses it, inside and between `block_on` calls.
 #[test]

@@ -38,12 +38,14 @@
 //! finite fault rates never sees it (0.99 interruptions a wait reach 10,000 in a row with
 //! probability 10^-44).
 
+use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::fmt;
 use std::fmt::Write as _;
 use std::future::Future;
 use std::io;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -52,7 +54,7 @@ use std::task::{Context, Poll, Wake, Waker};
 
 use super::driver::{Driver, DriverApi, Wakes};
 use super::rng::Rng;
-use super::{enter, set_current_task, Ctx, Exec, JoinSink, TaskFuture};
+use super::{enter, set_current_task, CellFuture, Ctx, Exec, JoinError, JoinSink, TaskFuture};
 use crate::Poller;
 
 /// How many tasks run between two turns of the poll loop.
@@ -65,7 +67,7 @@ pub const LIVELOCK_TURNS: u32 = 10_000;
 const MAIN: u32 = u32::MAX;
 
 type LocalFuture = Pin<Box<dyn TaskFuture>>;
-type SendFuture = Pin<Box<dyn TaskFuture + Send>>;
+type SendFuture = Pin<Box<dyn CellFuture>>;
 
 /// A callback run when the runtime is about to block (see [`Runtime::set_quiescence_hook`]).
 pub type QuiescenceHook<P> = Box<dyn FnMut(&Driver<P>) -> io::Result<()>>;
@@ -85,7 +87,9 @@ pub(crate) struct RunQueue {
     q: Mutex<VecDeque<Arc<TaskCell>>>,
     len: AtomicUsize,
     /// Wakes the poll loop from another thread; set by [`Runtime::enable_remote_wakeups`].
-    remote: OnceLock<Box<dyn Fn() + Send + Sync>>,
+    /// (Asserted unwind-safe: it only wakes the loop, and a [`JoinHandle`](super::JoinHandle),
+    /// which holds a task's cell and so this queue, stays `UnwindSafe` as it was.)
+    remote: OnceLock<AssertUnwindSafe<Box<dyn Fn() + Send + Sync>>>,
 }
 
 impl RunQueue {
@@ -100,7 +104,7 @@ impl RunQueue {
     fn push(&self, cell: Arc<TaskCell>) {
         self.with(|q| q.push_back(cell));
         if let Some(r) = self.remote.get() {
-            r();
+            (r.0)();
         }
     }
 
@@ -117,26 +121,31 @@ impl RunQueue {
     }
 }
 
-/// Where a new task's future lives (its join state goes to its slab slot).
+/// Where a new task's future and join state live.
 enum Home {
-    /// A `Send` task's: in its cell.
+    /// A `Send` task's: both in its cell.
     Cell(SendFuture),
-    /// A local task's: in its slab slot.
-    Slot(LocalFuture),
+    /// A local task's: both in its slab slot.
+    Slot(LocalFuture, Arc<dyn JoinSink>),
 }
 
 /// A task's waker target, and for a task spawned with [`spawn`](super::spawn) (a `Send`
-/// future) the task itself: one allocation holds the queued flag and the future's box, as
-/// tokio's task header does, so that a wake and the poll that follows touch this cell and the
-/// future, not a separate waker, slab slot and future. The join state is in the slab [`Slot`],
-/// reached only when the task ends. A task of [`spawn_local`](super::spawn_local) (not `Send`,
-/// so not reachable from a waker) keeps its future in its slot too.
+/// future) the task itself: one allocation holds the queued flag, the future's box and the
+/// join state, as tokio's task header does, so that a wake and the poll that follows touch this
+/// cell and the future, not a separate waker, slab slot and future, and spawning allocates no
+/// separate join state (the [`JoinHandle`](super::JoinHandle) holds the cell). A task of
+/// [`spawn_local`](super::spawn_local) (not `Send`, so not reachable from a waker) keeps its
+/// future and join state in its slab [`Slot`]; its cell's join part, like the main future's,
+/// stays unused.
 ///
-/// 48 bytes (64 with the `Arc`'s counts, 80 with malloc's header): what a wake and a poll touch
-/// is in as few lines as the allocation's place allows (one in four allocations puts it all on
-/// one line; at 80 bytes with the counts, none did). The task's waker is built at each poll (a
-/// reference count up and down on this line) rather than kept in the cell.
-struct TaskCell {
+/// 88 bytes (104 with the `Arc`'s counts, 112 with malloc's header), `repr(C)` in two parts:
+/// the hot one first, what a wake and a poll touch (the state word, the id, the queue, the
+/// body's mutex: 48 bytes, 64 with the counts, as before the join state moved in), then the
+/// cold [`join`](TaskCell::join), touched only at spawn, when the task ends, and by its
+/// handle. The task's waker is built at each poll (a reference count up and down on the hot
+/// line) rather than kept in the cell.
+#[repr(C)]
+pub(crate) struct TaskCell {
     /// The task's number in reports (1, 2, ... in spawn order; 0 is the main future), shifted
     /// left by one, or'ed with [`SCHEDULED`]: set by a wake that queued the task, cleared by
     /// the poll that follows.
@@ -146,12 +155,38 @@ struct TaskCell {
     queue: Arc<RunQueue>,
     /// A `Send` task's future; `None` for a local task and the main future, and once finished.
     body: Mutex<Option<SendFuture>>,
+    /// A `Send` task's join state (cold: after the hot fields).
+    join: Mutex<CellJoin>,
 }
+
+/// The join state of a task kept in its cell: how it ended, and the waker of the
+/// [`JoinHandle`](super::JoinHandle) awaiting it. 32 bytes whatever the output type.
+///
+/// `end` is `None` while the task runs, then one box whose type says how it ended: its value
+/// itself (a zero-sized value such as `()` is not allocated), a [`Panicked`] payload, or
+/// [`Cancelled`]; [`Taken`] once the handle has it. These three types are private to this
+/// module, so no task's output is one of them, and the two zero-sized ones allocate nothing: a
+/// task's end allocates only for a value that is not zero-sized, or a panic. The
+/// [`JoinError`] is built when the handle takes it.
+struct CellJoin {
+    end: Option<Box<dyn Any + Send>>,
+    waker: Option<Waker>,
+}
+
+/// [`CellJoin::end`] of a task that panicked: the payload as it was caught.
+struct Panicked(Box<dyn Any + Send>);
+
+/// [`CellJoin::end`] of a task dropped unfinished (its runtime was dropped).
+struct Cancelled;
+
+/// [`CellJoin::end`] once the handle took the task's output.
+struct Taken;
 
 /// [`TaskCell::state`]'s flag: the task is in the run queue.
 const SCHEDULED: u64 = 1;
 
-const _: () = assert!(std::mem::size_of::<TaskCell>() == 48);
+const _: () = assert!(std::mem::offset_of!(TaskCell, join) == 48);
+const _: () = assert!(std::mem::size_of::<TaskCell>() == 88);
 
 impl TaskCell {
     fn new(id: (u32, u32), number: u64, queue: Arc<RunQueue>) -> TaskCell {
@@ -160,7 +195,70 @@ impl TaskCell {
             id,
             queue,
             body: Mutex::new(None),
+            join: Mutex::new(CellJoin {
+                end: None,
+                waker: None,
+            }),
         }
+    }
+
+    fn lock_join(&self) -> std::sync::MutexGuard<'_, CellJoin> {
+        self.join.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The task ended (its value, or [`Panicked`]) or was dropped unfinished ([`Cancelled`]),
+    /// its future already dropped: stores that for the handle and wakes it. Only the first
+    /// call counts.
+    fn finish(&self, end: Box<dyn Any + Send>) {
+        let w = {
+            let mut j = self.lock_join();
+            if j.end.is_some() {
+                return;
+            }
+            j.end = Some(end);
+            j.waker.take()
+        };
+        if let Some(w) = w {
+            w.wake();
+        }
+    }
+
+    /// Whether the task ended (returned, panicked, or was dropped): for
+    /// [`JoinHandle::is_finished`](super::JoinHandle::is_finished).
+    pub(crate) fn join_finished(&self) -> bool {
+        self.lock_join().end.is_some()
+    }
+
+    /// The handle's poll: the task's boxed value or its [`JoinError`] once it has ended;
+    /// otherwise keeps `cx`'s waker to be woken then.
+    ///
+    /// # Panics
+    /// If the output was already taken.
+    pub(crate) fn poll_join(
+        &self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Box<dyn Any + Send>, JoinError>> {
+        let end = {
+            let mut j = self.lock_join();
+            let Some(end) = j.end.replace(Box::new(Taken)) else {
+                j.end = None;
+                if !j.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    j.waker = Some(cx.waker().clone());
+                }
+                return Poll::Pending;
+            };
+            end
+        };
+        if end.is::<Taken>() {
+            panic!("netpoll: JoinHandle polled after it returned");
+        }
+        if end.is::<Cancelled>() {
+            return Poll::Ready(Err(JoinError::cancelled()));
+        }
+        Poll::Ready(match end.downcast::<Panicked>() {
+            Ok(p) => Err(JoinError::panic(self.number(), p.0)),
+            Err(value) => Ok(value),
+        })
     }
 
     /// The task's number.
@@ -212,8 +310,8 @@ fn queue(cell: Arc<TaskCell>) {
     }
 }
 
-/// A task's slot in the slab (for reports, the runtime's drop, the join state, and a local
-/// task's future): 48 bytes. A `Send` task's poll does not touch it until the task ends; a
+/// A task's slot in the slab (for reports, the runtime's drop, and a local task's future and
+/// join state): 48 bytes. A `Send` task's poll does not touch it until the task ends; a
 /// local task's poll reads the generation, takes the future and the join state out and puts
 /// them back. A local task's waker is built
 /// at each poll from `cell` (a reference count up and down, on the line the poll touches
@@ -223,7 +321,8 @@ struct Slot {
     /// A local task's future, boxed once. `None` while it is being polled, for a `Send` task
     /// (whose future is in its cell), and when the slot is free.
     fut: Option<LocalFuture>,
-    /// The task's join state (a local task's is out of the slot while its future is polled).
+    /// A local task's join state (out of the slot while its future is polled; a `Send` task's
+    /// is in its cell).
     join: Option<Arc<dyn JoinSink>>,
     /// The task's cell; `Some` exactly while a task lives here.
     cell: Option<Arc<TaskCell>>,
@@ -246,9 +345,9 @@ pub(crate) struct LocalCore {
 }
 
 impl LocalCore {
-    /// Takes a slot for a new task and queues its new cell; the future goes where `home`
-    /// says, the join state to the slot.
-    fn add(&self, home: Home, join: Arc<dyn JoinSink>) {
+    /// Takes a slot for a new task and queues its new cell; the future and the join state go
+    /// where `home` says. Returns the cell of a `Send` task, for its handle.
+    fn add(&self, home: Home) -> Option<Arc<TaskCell>> {
         let number = self.next_number.get();
         self.next_number.set(number + 1);
         let mut slots = self.slots.borrow_mut();
@@ -266,25 +365,32 @@ impl LocalCore {
         };
         let slot = &mut slots[idx as usize];
         let cell = Arc::new(TaskCell::new((idx, slot.gen), number, self.queue.clone()));
-        match home {
+        let handle = match home {
             Home::Cell(fut) => {
                 *cell.body.lock().unwrap_or_else(|e| e.into_inner()) = Some(fut);
+                Some(cell.clone())
             }
-            Home::Slot(fut) => slot.fut = Some(fut),
-        }
-        slot.join = Some(join);
+            Home::Slot(fut, join) => {
+                slot.fut = Some(fut);
+                slot.join = Some(join);
+                None
+            }
+        };
         slot.cell = Some(cell.clone());
         self.local.borrow_mut().push_back(cell);
+        handle
     }
 
-    /// Spawns a task whose future need not be `Send` (kept in its slab slot).
+    /// Spawns a task whose future need not be `Send` (kept in its slab slot, with its join
+    /// state).
     pub(crate) fn spawn(&self, fut: LocalFuture, join: Arc<dyn JoinSink>) {
-        self.add(Home::Slot(fut), join);
+        self.add(Home::Slot(fut, join));
     }
 
-    /// Spawns a `Send` task (kept in its cell).
-    pub(crate) fn spawn_send(&self, fut: SendFuture, join: Arc<dyn JoinSink + Send + Sync>) {
-        self.add(Home::Cell(fut), join);
+    /// Spawns a `Send` task (kept in its cell, with its join state); returns the cell, for the
+    /// task's [`JoinHandle`](super::JoinHandle).
+    pub(crate) fn spawn_send(&self, fut: SendFuture) -> Arc<TaskCell> {
+        self.add(Home::Cell(fut)).expect("a Send task's cell")
     }
 
     /// The next runnable task: the oldest, or a seeded choice.
@@ -319,46 +425,33 @@ impl LocalCore {
         let number = cell.unschedule();
         let waker = Waker::from(cell.clone());
         set_current_task(number);
-        // The join state is read from the slot only if the task ends (the future has returned
-        // by then: the slab is not borrowed).
-        let join = || {
-            self.slots.borrow()[idx as usize]
-                .join
-                .clone()
-                .expect("a live task's join state")
-        };
-        let done = fut
-            .as_mut()
-            .poll_task_then(&mut Context::from_waker(&waker), &join)
-            .is_ready();
+        let r = fut.as_mut().poll_erased(&mut Context::from_waker(&waker));
         set_current_task(0);
         drop(waker);
-        if !done {
+        let Poll::Ready(out) = r else {
             return;
-        }
+        };
         let fut = body.take().expect("polled just now");
         drop(body);
-        let (own, join) = self.retire(idx);
+        let own = self.retire(idx);
         drop(own);
+        // The future first (it may hold descriptors), then the output for the handle.
         drop(fut);
-        if let Some(join) = join {
-            join.publish();
-        }
+        cell.finish(out.unwrap_or_else(|payload| Box::new(Panicked(payload))));
     }
 
     /// A task ran to completion: frees its slot (a new generation, so a stale wake misses it)
-    /// and returns the slot's hold on the task's cell and its join state (a `Send` task's; a
-    /// local task's is out of the slot), for the caller to drop and publish with no borrow of
-    /// the slab held.
-    fn retire(&self, idx: u32) -> (Option<Arc<TaskCell>>, Option<Arc<dyn JoinSink>>) {
+    /// and returns the slot's hold on the task's cell, for the caller to drop with no borrow of
+    /// the slab held. (The slot holds no join state by then: a local task's is out of the slot
+    /// while it is polled, a `Send` task's is in its cell.)
+    fn retire(&self, idx: u32) -> Option<Arc<TaskCell>> {
         self.completed.set(self.completed.get() + 1);
         let mut slots = self.slots.borrow_mut();
         let slot = &mut slots[idx as usize];
         let own = slot.cell.take();
-        let join = slot.join.take();
         slot.gen = slot.gen.wrapping_add(1);
         self.free.borrow_mut().push(idx);
-        (own, join)
+        own
     }
 
     /// Polls a local task (its future is in its slot) once, if it still exists.
@@ -388,7 +481,7 @@ impl LocalCore {
         set_current_task(0);
         drop(waker);
         if done {
-            let (own, _) = self.retire(id.0);
+            let own = self.retire(id.0);
             drop(fut);
             drop(own);
             join.publish();
@@ -414,9 +507,9 @@ impl LocalCore {
             .collect()
     }
 
-    /// Takes every task's future out, with its join state, to be dropped (then published) by
+    /// Takes every task's future out, with its join state, to be dropped (then cancelled) by
     /// the caller.
-    fn drain(&self) -> Vec<(LocalFuture, Arc<dyn JoinSink>)> {
+    fn drain(&self) -> Vec<Unfinished> {
         let mut slots = self.slots.borrow_mut();
         slots
             .iter_mut()
@@ -424,11 +517,35 @@ impl LocalCore {
                 let cell = s.cell.take()?;
                 let body = cell.body.lock().unwrap_or_else(|e| e.into_inner()).take();
                 match body {
-                    Some(fut) => Some((fut as LocalFuture, s.join.take()?)),
-                    None => Some((s.fut.take()?, s.join.take()?)),
+                    Some(fut) => Some(Unfinished::Cell(fut, cell)),
+                    None => Some(Unfinished::Slot(s.fut.take()?, s.join.take()?)),
                 }
             })
             .collect()
+    }
+}
+
+/// A task dropped with its runtime: its future, and where its cancellation goes.
+enum Unfinished {
+    /// A `Send` task: its join state is in its cell.
+    Cell(SendFuture, Arc<TaskCell>),
+    /// A local task.
+    Slot(LocalFuture, Arc<dyn JoinSink>),
+}
+
+impl Unfinished {
+    /// Drops the future (it may hold descriptors), then tells the handle.
+    fn cancel(self) {
+        match self {
+            Unfinished::Cell(fut, cell) => {
+                drop(fut);
+                cell.finish(Box::new(Cancelled));
+            }
+            Unfinished::Slot(fut, join) => {
+                drop(fut);
+                join.publish();
+            }
+        }
     }
 }
 
@@ -771,11 +888,15 @@ impl<P: Poller + Send + Sync + 'static> Runtime<P> {
     /// loop's next turn only.
     pub fn enable_remote_wakeups(&self) {
         let d = Arc::downgrade(&self.driver);
-        let _ = self.core.queue.remote.set(Box::new(move || {
-            if let Some(d) = d.upgrade() {
-                d.wake_loop();
-            }
-        }));
+        let _ = self
+            .core
+            .queue
+            .remote
+            .set(AssertUnwindSafe(Box::new(move || {
+                if let Some(d) = d.upgrade() {
+                    d.wake_loop();
+                }
+            })));
     }
 }
 
@@ -784,9 +905,8 @@ impl<P: Poller + 'static> Drop for Runtime<P> {
         // Drop the tasks inside the context, so that their descriptors close through the driver.
         let _g = enter(self.ctx());
         // Each task's future first (it may hold descriptors), then its cancellation.
-        for (fut, join) in self.core.drain() {
-            drop(fut);
-            join.publish();
+        for task in self.core.drain() {
+            task.cancel();
         }
     }
 }

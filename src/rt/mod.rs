@@ -80,7 +80,7 @@
 //! |---|---:|---|
 //! | poll descriptor ([`PollDesc`](pd::PollDesc)) | 104 | one word for the syscall count, the flags and the token source (8), the tag and the read side's row in the driver's deadline table (8), two [`Side`](pd::Side)s of 40 (state word, mutex-guarded waiter slot), the fd and the write side's row (8), in that order (`repr(C)`: everything an event, a read and a write touch is in the first 64 bytes) |
 //! | its `Arc` and the driver's table slot | 16 + 8 | one descriptor = one `Arc<PollDesc>`, malloc's chunk is 128 |
-//! | a task | boxed future + about 240 | the future is the handler's state machine (its locals: a [`TcpStream`] is 32 bytes; a read or write in progress is one small struct, no `async fn` nested around it), boxed once; the task's cell (the waker's target: its number and queued flag and the future's box; 48, 80 with the `Arc`'s counts and malloc's header), the executor's slab slot (48: the join state's `Arc`, and a [`spawn_local`] task's future box) and the join state behind the [`JoinHandle`] (about 112) add the rest |
+//! | a task | boxed future + about 160 | the future is the handler's state machine (its locals: a [`TcpStream`] is 32 bytes; a read or write in progress is one small struct, no `async fn` nested around it), boxed once; the task's cell (the waker's target: its number and queued flag and the future's box, 48 bytes, then the join state the [`JoinHandle`] reads, 40; 112 with the `Arc`'s counts and malloc's header) and the executor's slab slot (48: a [`spawn_local`] task's future box and join state) add the rest. A [`spawn_local`] task, or a task on a [`MultiRuntime`], has a separate join state instead (about 112) |
 //! | buffers | the handler's | whatever the task allocates to read and write into |
 //! | a read or write deadline | about 88 while armed | one timer entry (40) per side, however often it is re-armed (a re-arm in deadline order appends a new entry and the old one is dropped when it reaches the front), and the side's row in the driver's deadline table (carrier 16, later deadline 16, owner 16); see `timer` |
 //!
@@ -128,6 +128,7 @@ mod sync;
 pub(crate) mod timer;
 pub mod wake;
 
+use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::future::Future;
@@ -253,12 +254,16 @@ where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    let (join, handle) = join_state::<F::Output>();
     with_ctx(|c| match &c.exec {
-        Exec::Local(core) => core.spawn_send(Box::pin(fut), join),
-        Exec::Multi(shared) => shared.spawn(Box::pin(fut), join),
-    });
-    handle
+        Exec::Local(core) => JoinHandle {
+            inner: Inner::Cell(core.spawn_send(Box::pin(fut)), unbox::<F::Output>),
+        },
+        Exec::Multi(shared) => {
+            let (join, handle) = join_state::<F::Output>();
+            shared.spawn(Box::pin(fut), join);
+            handle
+        }
+    })
 }
 
 /// Spawns a task that need not be `Send` on the current single-threaded [`Runtime`].
@@ -315,7 +320,23 @@ struct JoinState<T> {
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub struct JoinHandle<T> {
-    state: Arc<Mutex<JoinState<T>>>,
+    inner: Inner<T>,
+}
+
+/// Where a [`JoinHandle`] finds its task's output.
+enum Inner<T> {
+    /// A separate join state: a [`spawn_local`] task's, or a task's on a [`MultiRuntime`].
+    State(Arc<Mutex<JoinState<T>>>),
+    /// The task's cell: a [`spawn`] task's on a [`Runtime`], whose join state is in its cell
+    /// (the output boxed, its type erased), and [`unbox`] for `T` (a function pointer, so the
+    /// handle's auto traits stay as the other variant makes them).
+    Cell(Arc<executor::TaskCell>, fn(Box<dyn Any + Send>) -> T),
+}
+
+/// A task's output as its cell keeps it, back to its type.
+fn unbox<T: 'static>(v: Box<dyn Any + Send>) -> T {
+    *v.downcast::<T>()
+        .expect("netpoll: a task's output of its type")
 }
 
 impl<T> fmt::Debug for JoinHandle<T> {
@@ -329,14 +350,21 @@ impl<T> fmt::Debug for JoinHandle<T> {
 impl<T> JoinHandle<T> {
     /// Whether the task has completed (returned, panicked, or was dropped).
     pub fn is_finished(&self) -> bool {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).done
+        match &self.inner {
+            Inner::State(state) => state.lock().unwrap_or_else(|e| e.into_inner()).done,
+            Inner::Cell(cell, _) => cell.join_finished(),
+        }
     }
 }
 
 impl<T> Future for JoinHandle<T> {
     type Output = Result<T, JoinError>;
     fn poll(self: Pin<&mut Self>, cx: &mut TaskCx<'_>) -> Poll<Result<T, JoinError>> {
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let state = match &self.inner {
+            Inner::State(state) => state,
+            Inner::Cell(cell, unbox) => return cell.poll_join(cx).map(|r| r.map(unbox)),
+        };
+        let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
         if s.done {
             // The value is stored before the task's future is dropped, and published after.
             let v = s.value.take();
@@ -369,6 +397,13 @@ enum JoinRepr {
 }
 
 impl JoinError {
+    fn cancelled() -> JoinError {
+        JoinError {
+            repr: JoinRepr::Cancelled,
+            task: 0,
+        }
+    }
+
     fn panic(task: u64, payload: Box<dyn std::any::Any + Send + 'static>) -> JoinError {
         let msg = payload
             .downcast_ref::<&'static str>()
@@ -444,22 +479,16 @@ impl From<JoinError> for io::Error {
     }
 }
 
-/// A spawned task's future as the executors hold it: the future itself, boxed once (no wrapper
-/// between the executor's slot and the task's state), polled with panics caught. Its result
-/// goes to the task's [`JoinSink`], which the executor publishes once the future is dropped.
+/// A spawned task's future as the executors hold it when its join state is separate (a
+/// [`spawn_local`] task's, any task's on a [`MultiRuntime`]; a [`Runtime`] holds a [`spawn`]
+/// task's as a [`CellFuture`]): the future itself, boxed once (no wrapper between the
+/// executor's slot and the task's state), polled with panics caught. Its result goes to the
+/// task's [`JoinSink`], which the executor publishes once the future is dropped.
 pub(crate) trait TaskFuture {
     /// Polls the future once. When it completes (or panics) its result is stored in `join`,
     /// unpublished, and this returns `Ready`: the executor then drops the future (it may hold
     /// descriptors) and calls [`JoinSink::publish`].
     fn poll_task(self: Pin<&mut Self>, cx: &mut TaskCx<'_>, join: &dyn JoinSink) -> Poll<()>;
-
-    /// As [`poll_task`](TaskFuture::poll_task), with the join state fetched by `join` only
-    /// when the future completes (the single-threaded executor keeps it off the task's cell).
-    fn poll_task_then(
-        self: Pin<&mut Self>,
-        cx: &mut TaskCx<'_>,
-        join: &dyn Fn() -> Arc<dyn JoinSink>,
-    ) -> Poll<()>;
 }
 
 impl<F: Future> TaskFuture for F
@@ -475,18 +504,31 @@ where
             }
         }
     }
+}
 
-    fn poll_task_then(
-        self: Pin<&mut Self>,
-        cx: &mut TaskCx<'_>,
-        join: &dyn Fn() -> Arc<dyn JoinSink>,
-    ) -> Poll<()> {
-        match poll_caught(self, cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(r) => {
-                store(&*join(), r);
-                Poll::Ready(())
-            }
+/// A task's output with its type erased, as a [`Runtime`] keeps a [`spawn`] task's in its
+/// cell: the value boxed (a zero-sized one, such as `()`, allocates nothing), or the panic's
+/// payload as it was caught.
+pub(crate) type Output = Result<Box<dyn Any + Send>, Box<dyn Any + Send>>;
+
+/// A [`spawn`] task's future as a [`Runtime`] holds it in the task's cell: polled with panics
+/// caught, its output boxed ([`Output`]) for the cell's join state.
+pub(crate) trait CellFuture: Send {
+    /// Polls the future once; `Ready` with its output when it completes or panics (the
+    /// executor then drops the future and stores the output in the cell).
+    fn poll_erased(self: Pin<&mut Self>, cx: &mut TaskCx<'_>) -> Poll<Output>;
+}
+
+impl<F: Future + Send> CellFuture for F
+where
+    F::Output: Send + 'static,
+{
+    fn poll_erased(self: Pin<&mut Self>, cx: &mut TaskCx<'_>) -> Poll<Output> {
+        // As in `poll_caught`: the runtime's state is not borrowed across this poll.
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(v)) => Poll::Ready(Ok(Box::new(v))),
+            Err(payload) => Poll::Ready(Err(payload)),
         }
     }
 }
@@ -534,10 +576,7 @@ impl<T: 'static> JoinSink for Mutex<JoinState<T>> {
                 return;
             }
             if s.value.is_none() {
-                s.value = Some(Err(JoinError {
-                    repr: JoinRepr::Cancelled,
-                    task: 0,
-                }));
+                s.value = Some(Err(JoinError::cancelled()));
             }
             s.done = true;
             s.waker.take()
@@ -555,7 +594,8 @@ fn join_state<T>() -> (Arc<Mutex<JoinState<T>>>, JoinHandle<T>) {
         done: false,
         waker: None,
     }));
-    (state.clone(), JoinHandle { state })
+    let inner = Inner::State(state.clone());
+    (state, JoinHandle { inner })
 }
 
 /// A future that completes at an instant of the Poller's clock. See [`sleep`].
