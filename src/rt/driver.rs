@@ -369,7 +369,7 @@ impl<P: Poller> Driver<P> {
     ///
     /// # Errors
     /// Whatever `epoll_ctl` returns.
-    pub fn register(&self, fd: Fd) -> io::Result<Arc<PollDesc>> {
+    pub(crate) fn register(&self, fd: Fd) -> io::Result<Arc<PollDesc>> {
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
         let pd = PollDesc::new(fd, seq);
         let idx = usize::try_from(fd).map_err(|_| crate::sys::err(errno::EBADF))?;
@@ -420,6 +420,9 @@ impl<P: Poller> Driver<P> {
     /// Closes the descriptors dropped off the runtime's threads since the last call.
     fn close_orphans(&self) {
         for pd in self.orphans.take() {
+            // On an exclusive driver the dropping thread left the descriptor alone (see
+            // `pd`, "On an exclusive driver"); elsewhere it is closing already (a no-op).
+            let _ = pd.close();
             self.close_fd(&pd);
         }
     }
@@ -438,7 +441,7 @@ impl<P: Poller> Driver<P> {
 
     /// Arms a deadline for one side of `pd`: bumps its generation and either expires it now
     /// (`at <= now`) or arms a timer. `None` clears the deadline.
-    pub fn set_deadline(&self, pd: &Arc<PollDesc>, dir: Dir, at: Option<Duration>)
+    pub(crate) fn set_deadline(&self, pd: &Arc<PollDesc>, dir: Dir, at: Option<Duration>)
     where
         P: 'static,
     {
@@ -448,7 +451,11 @@ impl<P: Poller> Driver<P> {
         // heap fires a deadline with the generation it was armed with.
         let earliest = {
             let mut timers = self.lock_timers();
-            pd.side(dir).reset_deadline(expired);
+            if self.exclusive {
+                pd.side(dir).reset_deadline_exclusive(expired);
+            } else {
+                pd.side(dir).reset_deadline(expired);
+            }
             timers.set_deadline(pd, dir, at.filter(|_| !expired))
         };
         if earliest {
@@ -572,7 +579,11 @@ impl<P: Poller> Driver<P> {
                 for ev in &scratch.events[..n] {
                     if let Some(pd) = target(&t, ev.data) {
                         turn.events += 1;
-                        pd.on_event_with(ev.events, |w| scratch.wakers.push(w));
+                        if self.exclusive {
+                            pd.on_event_exclusive_with(ev.events, |w| scratch.wakers.push(w));
+                        } else {
+                            pd.on_event_with(ev.events, |w| scratch.wakers.push(w));
+                        }
                     }
                 }
             }
