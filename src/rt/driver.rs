@@ -3,7 +3,7 @@
 //!
 //! The driver is shared by every thread of a runtime (behind an `Arc`) and is thread-safe; on
 //! the simulated kernel it is used from one thread and its locks are never contended. A
-//! single-threaded runtime's driver is *exclusive* ([`Driver::new_exclusive`]): its table and
+//! single-threaded runtime's driver is *exclusive* (`Driver::new_exclusive`): its table and
 //! timers share the turn's lock, and its descriptors' sides move by plain stores.
 //!
 //! # One turn

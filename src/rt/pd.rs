@@ -65,9 +65,9 @@
 //!
 //! A single-threaded [`Runtime`](super::Runtime)'s driver is *exclusive*
 //! (`Driver::new_exclusive`): the transitions that the table above does by CAS are there a
-//! load and a plain store ([`Side::notify_take_exclusive`], [`Side::poll_wait_exclusive`],
-//! [`Side::take_ready_exclusive`], [`Side::reset_deadline_exclusive`], and the
-//! [`READ_CLOSED`] flag and the token in [`PollDesc::refs`]), each a locked instruction fewer,
+//! load and a plain store (`Side::notify_take_exclusive`, `Side::poll_wait_exclusive`,
+//! `Side::take_ready_exclusive`, `Side::reset_deadline_exclusive`, and the `READ_CLOSED`
+//! flag and the token in the descriptor's `refs` word), each a locked instruction fewer,
 //! seven in a message through `rt-echo`. The slot lock is kept: every transition to or from
 //! `WAIT` still holds it (a lock-free waker slot needs `unsafe`). A plain store loses no
 //! update because nothing else writes these words while the runtime's thread may:
