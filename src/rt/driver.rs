@@ -733,8 +733,13 @@ impl<P: Poller> Driver<P> {
         // a locked add.
         add_unshared(&self.dispatched, (turn.events + turn.timers) as u64);
         if turn.timers > 0 {
-            self.progress
-                .fetch_add(turn.timers as u64, Ordering::Relaxed);
+            if self.exclusive {
+                // Like `note_progress`: one thread counts it.
+                add_unshared(&self.progress, turn.timers as u64);
+            } else {
+                self.progress
+                    .fetch_add(turn.timers as u64, Ordering::Relaxed);
+            }
         }
     }
 
