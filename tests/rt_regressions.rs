@@ -245,6 +245,36 @@ fn a_stream_dropped_off_the_runtime_is_closed_by_its_next_turn() {
     case(Runtime::new(RealNet::new()).expect("runtime"), "real");
 }
 
+/// On a single-threaded runtime a descriptor's sides move by plain stores on the runtime's
+/// thread (`pd`, "On an exclusive driver"), so `close` called on another thread must not touch
+/// them: it panics (as it always did, at the fd's close) before it does, and the stream stays
+/// open and usable on its runtime.
+#[test]
+fn close_off_the_runtime_thread_panics_before_touching_the_descriptor() {
+    let mut rt = Runtime::seeded(rt_util::sim(7), 7).expect("runtime");
+    let (a, b) = rt
+        .block_on(async { UnixStream::<Sim>::pair() })
+        .expect("runtime")
+        .expect("socketpair");
+    let a = Arc::new(a);
+    let off = {
+        let a = a.clone();
+        std::thread::spawn(move || a.close())
+    };
+    assert!(off.join().is_err(), "close off the runtime's thread panics");
+    let got = rt
+        .block_on(async move {
+            a.write_all(b"ping").await?;
+            let mut buf = [0u8; 8];
+            let n = b.read(&mut buf).await?;
+            a.close()?;
+            Ok::<_, io::Error>(buf[..n].to_vec())
+        })
+        .expect("runtime")
+        .expect("the stream is still open");
+    assert_eq!(got, b"ping");
+}
+
 /// `woken_op_consumes_its_edge` (found in `rt-echo`'s traces): an operation woken by an edge
 /// left the side `READY` after its successful retry, so the next operation on that side that
 /// met `EAGAIN` consumed that stale edge and made the same syscall again: two `read`s returning

@@ -2,7 +2,9 @@
 //! and `Driver::turn`, one iteration of the poll loop (Go's `netpoll(delay)`).
 //!
 //! The driver is shared by every thread of a runtime (behind an `Arc`) and is thread-safe; on
-//! the simulated kernel it is used from one thread and its locks are never contended.
+//! the simulated kernel it is used from one thread and its locks are never contended. A
+//! single-threaded runtime's driver is *exclusive* (`Driver::new_exclusive`): its table and
+//! timers share the turn's lock, and its descriptors' sides move by plain stores.
 //!
 //! # One turn
 //!
@@ -71,14 +73,75 @@ impl Turn {
     }
 }
 
-/// The buffers of the thread that owns the poll loop for a turn.
+/// Poll descriptors by fd number.
+type Table = Vec<Option<Arc<PollDesc>>>;
+
+/// The buffers of the thread that owns the poll loop for a turn, and an exclusive driver's
+/// table and timers.
 struct Scratch {
     events: Vec<EpollEvent>,
     ready: Vec<(Arc<PollDesc>, Events)>,
     due: Vec<Entry>,
     /// The wakers taken by a by-reference dispatch ([`Wakes::AfterDispatch`]), woken in event
-    /// order once the table lock is released.
+    /// order once every descriptor has been dispatched.
     wakers: Vec<Waker>,
+    /// An exclusive driver's descriptor table and timers: under the turn's lock, so that a
+    /// turn takes one lock (two locked instructions) where a shared driver's takes three (see
+    /// [`Driver::new_exclusive`]). Empty on a shared driver, whose table and timers have
+    /// locks of their own (a registration or a timer must not wait for a turn blocked in
+    /// `epoll_wait`).
+    table: Table,
+    timers: Timers,
+}
+
+/// The table or the timers, locked: under their own mutex (a shared driver), or under the
+/// turn's (an exclusive driver; see [`Scratch::table`]).
+enum Locked<'a, T> {
+    Own(std::sync::MutexGuard<'a, T>),
+    InScratch(std::sync::MutexGuard<'a, Scratch>),
+}
+
+/// Where an exclusive driver keeps `Self` in its [`Scratch`].
+trait InScratch {
+    fn get(s: &Scratch) -> &Self;
+    fn get_mut(s: &mut Scratch) -> &mut Self;
+}
+
+impl InScratch for Table {
+    fn get(s: &Scratch) -> &Table {
+        &s.table
+    }
+    fn get_mut(s: &mut Scratch) -> &mut Table {
+        &mut s.table
+    }
+}
+
+impl InScratch for Timers {
+    fn get(s: &Scratch) -> &Timers {
+        &s.timers
+    }
+    fn get_mut(s: &mut Scratch) -> &mut Timers {
+        &mut s.timers
+    }
+}
+
+impl<T: InScratch> std::ops::Deref for Locked<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        match self {
+            Locked::Own(g) => g,
+            Locked::InScratch(g) => T::get(g),
+        }
+    }
+}
+
+impl<T: InScratch> std::ops::DerefMut for Locked<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        match self {
+            Locked::Own(g) => g,
+            Locked::InScratch(g) => T::get_mut(g),
+        }
+    }
 }
 
 /// Descriptors whose last owner was dropped on a thread that cannot reach the Poller (outside
@@ -131,7 +194,7 @@ fn add_unshared(a: &AtomicU64, n: u64) {
 /// one (another thread armed an earlier timer) is a turn that had not seen that timer yet,
 /// and the arming thread wakes the loop (see [`DriverApi::add_timer`]).
 struct TimersGuard<'a> {
-    timers: std::sync::MutexGuard<'a, Timers>,
+    timers: Locked<'a, Timers>,
     head: &'a AtomicU64,
 }
 
@@ -161,15 +224,18 @@ pub struct Driver<P: Poller> {
     epfd: Fd,
     wake_fd: Fd,
     pub(crate) signal: WakeSignal,
-    /// Poll descriptors by fd number.
-    table: Mutex<Vec<Option<Arc<PollDesc>>>>,
+    /// Poll descriptors by fd number (a shared driver's; an exclusive driver's are in
+    /// [`Scratch::table`]).
+    table: Mutex<Table>,
     next_seq: AtomicU32,
+    /// The timers (a shared driver's; an exclusive driver's are in [`Scratch::timers`]).
     timers: Mutex<Timers>,
     /// [`Timers::head_ns`] as of the last unlock of `timers` (see [`TimersGuard`]): a turn in
     /// which nothing can be due (`now` before it) skips the timer lock, two locked
     /// instructions, nearly every turn.
     timer_head: AtomicU64,
-    /// Held by the thread running a turn: only one thread polls at a time.
+    /// Held by the thread running a turn: only one thread polls at a time. On an exclusive
+    /// driver, also the lock of its table and timers.
     scratch: Mutex<Scratch>,
     orphans: Arc<Orphans>,
     /// Whether one thread makes every syscall and every close on this driver's descriptors (a
@@ -188,6 +254,15 @@ pub struct Driver<P: Poller> {
 fn target(table: &[Option<Arc<PollDesc>>], data: u64) -> Option<&Arc<PollDesc>> {
     let (fd, seq) = PollDesc::split_data(data);
     table.get(fd as usize)?.as_ref().filter(|pd| pd.seq == seq)
+}
+
+/// Removes `pd` from `table` (if it is still the descriptor for its fd).
+fn forget_in(table: &mut Table, pd: &PollDesc) {
+    if let Some(slot) = table.get_mut(pd.fd as usize) {
+        if slot.as_ref().is_some_and(|p| p.seq == pd.seq) {
+            *slot = None;
+        }
+    }
 }
 
 /// When a turn runs the wakers of the tasks its events wake. Either way every side moves and
@@ -295,6 +370,8 @@ impl<P: Poller> Driver<P> {
                 ready: Vec::with_capacity(EVENTS_MAX),
                 due: Vec::new(),
                 wakers: Vec::with_capacity(EVENTS_MAX),
+                table: Table::new(),
+                timers: Timers::default(),
             }),
             orphans: Arc::default(),
             exclusive: false,
@@ -306,7 +383,16 @@ impl<P: Poller> Driver<P> {
     /// [`Driver::new`], for a single-threaded runtime: every syscall and every close of its
     /// descriptors is made on the runtime's thread (the net types reach their driver through
     /// that thread's context, and a descriptor dropped on another thread is queued for the
-    /// driver to close), so none can close a descriptor under another's syscall.
+    /// driver to close), so none can close a descriptor under another's syscall, and no other
+    /// thread moves a descriptor's sides (the argument is in [`super::pd`], "On an exclusive
+    /// driver").
+    ///
+    /// Its table and timers are kept under the turn's lock ([`Scratch::table`]): a turn takes
+    /// one lock where a shared driver's takes three (the scratch buffers, the timers for the
+    /// wait's timeout, the table for the dispatch), and nothing waits for it, since the one
+    /// thread that registers descriptors and arms timers is the one that turns. So nothing a
+    /// turn runs may reach them: the turn closes orphans and fires timers through the lock it
+    /// holds, and the wakers it runs (the runtime's) only queue tasks.
     pub(crate) fn new_exclusive(poller: P) -> io::Result<Driver<P>> {
         let mut d = Driver::new(poller)?;
         d.exclusive = true;
@@ -314,10 +400,10 @@ impl<P: Poller> Driver<P> {
     }
 
     /// Whether this driver was made by [`Driver::new_exclusive`]: the net types then take no
-    /// reference on a descriptor around a syscall, and count tokens and progress with plain
-    /// loads and stores. Each of those is otherwise a locked instruction (about 13 cycles, and
-    /// a fence behind every cache miss in flight), sixteen of them in a message through
-    /// `rt-echo`.
+    /// reference on a descriptor around a syscall, count tokens and progress and move the
+    /// descriptors' sides with plain loads and stores, and a turn takes one lock. Each of those
+    /// is otherwise a locked instruction (about 13 cycles, and a fence behind every cache miss
+    /// in flight): 31 of them in a message through `rt-echo`.
     pub(crate) fn exclusive(&self) -> bool {
         self.exclusive
     }
@@ -369,12 +455,12 @@ impl<P: Poller> Driver<P> {
     ///
     /// # Errors
     /// Whatever `epoll_ctl` returns.
-    pub fn register(&self, fd: Fd) -> io::Result<Arc<PollDesc>> {
+    pub(crate) fn register(&self, fd: Fd) -> io::Result<Arc<PollDesc>> {
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
         let pd = PollDesc::new(fd, seq);
         let idx = usize::try_from(fd).map_err(|_| crate::sys::err(errno::EBADF))?;
         {
-            let mut t = self.table.lock().unwrap_or_else(|e| e.into_inner());
+            let mut t = self.lock_table();
             if t.len() <= idx {
                 t.resize(idx + 1, None);
             }
@@ -396,11 +482,37 @@ impl<P: Poller> Driver<P> {
 
     /// Removes `pd` from the table (if it is still the descriptor for its fd).
     fn forget(&self, pd: &PollDesc) {
-        let mut t = self.table.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(slot) = t.get_mut(pd.fd as usize) {
-            if slot.as_ref().is_some_and(|p| p.seq == pd.seq) {
-                *slot = None;
-            }
+        forget_in(&mut self.lock_table(), pd);
+    }
+
+    /// Locks the descriptor table (see [`Scratch::table`]).
+    fn lock_table(&self) -> Locked<'_, Table> {
+        if self.exclusive {
+            Locked::InScratch(self.scratch.lock().unwrap_or_else(|e| e.into_inner()))
+        } else {
+            Locked::Own(self.table.lock().unwrap_or_else(|e| e.into_inner()))
+        }
+    }
+
+    /// Runs `f` on the table during a turn, which holds `scratch`: an exclusive driver's is
+    /// `held` (its own, under the same lock), a shared driver's is locked for `f`.
+    fn turn_table<R>(&self, held: &mut Table, f: impl FnOnce(&Table) -> R) -> R {
+        if self.exclusive {
+            f(held)
+        } else {
+            f(&self.lock_table())
+        }
+    }
+
+    /// [`turn_table`](Self::turn_table) for the timers; publishes their head as a
+    /// [`TimersGuard`] does.
+    fn turn_timers<R>(&self, held: &mut Timers, f: impl FnOnce(&mut Timers) -> R) -> R {
+        if self.exclusive {
+            let r = f(held);
+            self.timer_head.store(held.head_ns(), Ordering::Release);
+            r
+        } else {
+            f(&mut self.lock_timers())
         }
     }
 
@@ -417,10 +529,19 @@ impl<P: Poller> Driver<P> {
         self.orphans.clone()
     }
 
-    /// Closes the descriptors dropped off the runtime's threads since the last call.
-    fn close_orphans(&self) {
+    /// Closes the descriptors dropped off the runtime's threads since the last call (`held`:
+    /// see [`turn_table`](Self::turn_table)).
+    fn close_orphans(&self, held: &mut Table) {
         for pd in self.orphans.take() {
-            self.close_fd(&pd);
+            // On an exclusive driver the dropping thread left the descriptor alone (see
+            // `pd`, "On an exclusive driver"); elsewhere it is closing already (a no-op).
+            let _ = pd.close();
+            if self.exclusive {
+                forget_in(held, &pd);
+            } else {
+                self.forget(&pd);
+            }
+            let _ = self.poller.close(pd.fd);
         }
     }
 
@@ -438,7 +559,7 @@ impl<P: Poller> Driver<P> {
 
     /// Arms a deadline for one side of `pd`: bumps its generation and either expires it now
     /// (`at <= now`) or arms a timer. `None` clears the deadline.
-    pub fn set_deadline(&self, pd: &Arc<PollDesc>, dir: Dir, at: Option<Duration>)
+    pub(crate) fn set_deadline(&self, pd: &Arc<PollDesc>, dir: Dir, at: Option<Duration>)
     where
         P: 'static,
     {
@@ -448,7 +569,11 @@ impl<P: Poller> Driver<P> {
         // heap fires a deadline with the generation it was armed with.
         let earliest = {
             let mut timers = self.lock_timers();
-            pd.side(dir).reset_deadline(expired);
+            if self.exclusive {
+                pd.side(dir).reset_deadline_exclusive(expired);
+            } else {
+                pd.side(dir).reset_deadline(expired);
+            }
             timers.set_deadline(pd, dir, at.filter(|_| !expired))
         };
         if earliest {
@@ -459,8 +584,13 @@ impl<P: Poller> Driver<P> {
 
     /// Locks the timers; the guard publishes their new head when dropped.
     fn lock_timers(&self) -> TimersGuard<'_> {
+        let timers = if self.exclusive {
+            Locked::InScratch(self.scratch.lock().unwrap_or_else(|e| e.into_inner()))
+        } else {
+            Locked::Own(self.timers.lock().unwrap_or_else(|e| e.into_inner()))
+        };
         TimersGuard {
-            timers: self.timers.lock().unwrap_or_else(|e| e.into_inner()),
+            timers,
             head: &self.timer_head,
         }
     }
@@ -499,13 +629,13 @@ impl<P: Poller> Driver<P> {
         let mut guard = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
         let scratch = &mut *guard;
         let by_ref = wakes == Wakes::AfterDispatch;
-        self.close_orphans();
+        self.close_orphans(&mut scratch.table);
         let timeout = if block {
             self.signal.begin_poll();
             if has_work() {
                 0
             } else {
-                let next = self.lock_timers().next();
+                let next = self.turn_timers(&mut scratch.timers, |t| t.next());
                 match next {
                     None => -1,
                     Some(at) => timeout_ms(self.poller.now(), at),
@@ -533,12 +663,13 @@ impl<P: Poller> Driver<P> {
         if !by_ref {
             // A reference to each descriptor now: its wakers run as it is dispatched, with no
             // lock held.
-            let t = self.table.lock().unwrap_or_else(|e| e.into_inner());
-            for ev in &scratch.events[..n] {
-                if let Some(pd) = target(&t, ev.data) {
-                    scratch.ready.push((pd.clone(), ev.events));
+            self.turn_table(&mut scratch.table, |t| {
+                for ev in &scratch.events[..n] {
+                    if let Some(pd) = target(t, ev.data) {
+                        scratch.ready.push((pd.clone(), ev.events));
+                    }
                 }
-            }
+            });
         }
         // The eventfd is read with no lock held: on simulated threads a Poller call is a switch
         // point, and another thread may need the table meanwhile.
@@ -553,7 +684,8 @@ impl<P: Poller> Driver<P> {
             if u64::try_from(now.as_nanos()).unwrap_or(u64::MAX)
                 >= self.timer_head.load(Ordering::Acquire)
             {
-                self.lock_timers().due(now, &mut scratch.due);
+                let due = &mut scratch.due;
+                self.turn_timers(&mut scratch.timers, |t| t.due(now, due));
             }
         }
         turn.timers = scratch.due.len();
@@ -567,15 +699,19 @@ impl<P: Poller> Driver<P> {
             }
         }
         if by_ref {
-            {
-                let t = self.table.lock().unwrap_or_else(|e| e.into_inner());
-                for ev in &scratch.events[..n] {
-                    if let Some(pd) = target(&t, ev.data) {
+            let (events, wakers) = (&scratch.events[..n], &mut scratch.wakers);
+            self.turn_table(&mut scratch.table, |t| {
+                for ev in events {
+                    if let Some(pd) = target(t, ev.data) {
                         turn.events += 1;
-                        pd.on_event_with(ev.events, |w| scratch.wakers.push(w));
+                        if self.exclusive {
+                            pd.on_event_exclusive_with(ev.events, |w| wakers.push(w));
+                        } else {
+                            pd.on_event_with(ev.events, |w| wakers.push(w));
+                        }
                     }
                 }
-            }
+            });
             self.account(&turn);
             for w in scratch.wakers.drain(..) {
                 w.wake();
@@ -597,8 +733,13 @@ impl<P: Poller> Driver<P> {
         // a locked add.
         add_unshared(&self.dispatched, (turn.events + turn.timers) as u64);
         if turn.timers > 0 {
-            self.progress
-                .fetch_add(turn.timers as u64, Ordering::Relaxed);
+            if self.exclusive {
+                // Like `note_progress`: one thread counts it.
+                add_unshared(&self.progress, turn.timers as u64);
+            } else {
+                self.progress
+                    .fetch_add(turn.timers as u64, Ordering::Relaxed);
+            }
         }
     }
 
@@ -606,7 +747,7 @@ impl<P: Poller> Driver<P> {
     /// the descriptor table: for deadlock reports and for oracles run at quiescence (see
     /// [`Runtime::set_quiescence_hook`](super::Runtime::set_quiescence_hook)).
     pub fn parked(&self) -> Vec<Parked> {
-        let t = self.table.lock().unwrap_or_else(|e| e.into_inner());
+        let t = self.lock_table();
         let mut out = Vec::new();
         for pd in t.iter().flatten() {
             for dir in [Dir::Read, Dir::Write] {

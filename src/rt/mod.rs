@@ -64,12 +64,17 @@
 //! fence that waits for every load and store before it. The single-threaded [`Runtime`] avoids
 //! the ones its single thread makes pointless: a task woken on the runtime's thread goes to a
 //! local run queue (no lock; wakers called on other threads use the shared, locked one), and its
-//! driver is *exclusive* (no reference taken on a descriptor around a syscall, tokens and
-//! progress counted with plain loads and stores), since no other thread can make a syscall on or
-//! close one of its descriptors. A message through `rt-echo` (four syscalls, two task wakes) took
-//! 108 locked instructions and takes 50 (callgrind, 2,000 connections; `BENCHMARKS.md`, "Locked
-//! instructions"). What remains is the mutexes and atomics of the shared state machines (the poll
-//! descriptor's sides, the task cell's queued flag and future, the driver's table and timers).
+//! driver is *exclusive*, since no other thread can make a syscall on, close, or move the sides
+//! of one of its descriptors (the argument is in [`pd`], "On an exclusive driver"): no reference
+//! taken on a descriptor around a syscall; tokens, progress and the sides' transitions (an
+//! edge consumed, a park, an event's `NIL → READY`, a deadline reset with nobody parked) made
+//! with plain loads and stores; its table and timers under the turn's lock, one lock a turn
+//! instead of three. A message through `rt-echo` (four syscalls, two task wakes) took 108
+//! locked instructions and takes 35 (callgrind, 2,000 connections; `BENCHMARKS.md`, "Locked
+//! instructions" and "rtexcl"). What remains is the mutexes and atomics of the shared state
+//! machines: the task cell's queued flag, future and waker (16), the descriptor's waiter slot
+//! (a lock at each park and at each wake, 8), the turn's lock and the poll fence that pairs
+//! with remote wakers (6), the deadline re-arm's lock (2).
 //!
 //! ## Memory per connection
 //!

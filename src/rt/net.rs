@@ -165,7 +165,11 @@ impl<P: Poller + 'static> IoFd<P> {
                 // netpollblock does. Left READY, it would make the next operation on this side
                 // retry its syscall a second time after EAGAIN, for nothing. Consuming an edge
                 // right before the syscall loses nothing: the syscall sees what it announced.
-                side.take_ready();
+                if self.exclusive {
+                    side.take_ready_exclusive();
+                } else {
+                    side.take_ready();
+                }
             }
             if std::mem::take(&mut st.skip_syscall) {
                 // Known to be drained: wait for the next edge (or consume one already there).
@@ -179,13 +183,18 @@ impl<P: Poller + 'static> IoFd<P> {
                 }
             }
             let t = *st.token.get_or_insert_with(|| {
-                if d.exclusive() {
+                if self.exclusive {
                     self.pd.next_token_exclusive()
                 } else {
                     self.pd.next_token()
                 }
             });
-            match side.poll_wait(cx.waker(), t, current_task()) {
+            let parked = if self.exclusive {
+                side.poll_wait_exclusive(cx.waker(), t, current_task())
+            } else {
+                side.poll_wait(cx.waker(), t, current_task())
+            };
+            match parked {
                 Poll::Pending => {
                     st.parked = true;
                     return Poll::Pending;
@@ -252,6 +261,17 @@ impl<P: Poller + 'static> IoFd<P> {
         if self.pd.is_closing() {
             return Err(closed_error());
         }
+        if self.exclusive {
+            // On the runtime's thread only (`with` panics elsewhere), before the descriptor is
+            // touched: its sides move by plain stores there (see `pd`, "On an exclusive
+            // driver"). Off that thread this always panicked, at the fd's close.
+            return self.with(|d| {
+                if self.pd.close() == Release::CloseFd {
+                    d.close_fd(&self.pd);
+                }
+                Ok(())
+            });
+        }
         if self.pd.close() == Release::CloseFd {
             self.with(|d| d.close_fd(&self.pd));
         }
@@ -269,6 +289,23 @@ impl<P: Poller + 'static> IoFd<P> {
 
 impl<P: Poller + 'static> Drop for IoFd<P> {
     fn drop(&mut self) {
+        if self.exclusive {
+            // The descriptor is closed on the runtime's thread only (see `pd`, "On an exclusive
+            // driver"): here if this is it, else by the driver's next turn, which finds it
+            // among the orphans. No operation can be in flight (each borrows this value), and
+            // no syscall holds a reference.
+            let here = try_with_driver(|d: &Driver<P>| {
+                let here = d.id() == self.driver_id;
+                if here && self.pd.close() == Release::CloseFd {
+                    d.close_fd(&self.pd);
+                }
+                here
+            });
+            if here != Some(true) && !self.pd.is_closing() {
+                self.orphans.push(self.pd.clone());
+            }
+            return;
+        }
         if self.pd.close() == Release::CloseFd {
             // Outside the runtime's threads the Poller is unreachable: the driver closes the fd
             // at its next turn (or when it is dropped).
@@ -445,12 +482,22 @@ impl<P: Poller + 'static> Future for Wait<'_, P> {
     type Output = io::Result<()>;
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let st = &mut self.get_mut().st;
-        let pd = &st.io.pd;
-        let t = *st.token.get_or_insert_with(|| pd.next_token());
-        let r = pd
-            .side(st.dir)
-            .poll_wait(cx.waker(), t, current_task())
-            .map_err(|e| e.into_io(st.dir.name()));
+        let (io, dir) = (st.io, st.dir);
+        let pd = &io.pd;
+        let r = if io.exclusive {
+            // On the runtime's thread only (`with` asserts it, before the descriptor is
+            // touched), as every operation.
+            let token = &mut st.token;
+            io.with(|_| {
+                let t = *token.get_or_insert_with(|| pd.next_token_exclusive());
+                pd.side(dir)
+                    .poll_wait_exclusive(cx.waker(), t, current_task())
+            })
+        } else {
+            let t = *st.token.get_or_insert_with(|| pd.next_token());
+            pd.side(st.dir).poll_wait(cx.waker(), t, current_task())
+        }
+        .map_err(|e| e.into_io(st.dir.name()));
         if let Poll::Ready(Err(_)) = r {
             // An edge alone is not progress (it may be spurious): its user decides.
             st.io.with(|d| d.note_progress());

@@ -60,6 +60,43 @@
 //!
 //! The error flags are checked before the kind: an operation whose deadline has passed fails
 //! with `TimedOut` even if an edge is pending, as in Go (`netpollcheckerr` before the read).
+//!
+//! # On an exclusive driver
+//!
+//! A single-threaded [`Runtime`](super::Runtime)'s driver is *exclusive*
+//! (`Driver::new_exclusive`): the transitions that the table above does by CAS are there a
+//! load and a plain store (`Side::notify_take_exclusive`, `Side::poll_wait_exclusive`,
+//! `Side::take_ready_exclusive`, `Side::reset_deadline_exclusive`, and the `READ_CLOSED`
+//! flag and the token in the descriptor's `refs` word), each a locked instruction fewer,
+//! seven in a message through `rt-echo`. The slot lock is kept: every transition to or from
+//! `WAIT` still holds it (a lock-free waker slot needs `unsafe`). A plain store loses no
+//! update because nothing else writes these words while the runtime's thread may:
+//!
+//! - **Who calls the exclusive variants**: the driver's turn (dispatch; it runs inside
+//!   `Runtime::block_on`, on its thread), and the net types' operations and deadlines, which
+//!   reach the driver through the calling thread's runtime context and assert that it is the
+//!   descriptor's driver (`IoFd::with`) before they touch the descriptor; `connect`'s wait
+//!   too. The driver methods that do it (`register`, `set_deadline`) are crate-private, so no
+//!   descriptor outside the net types is in an exclusive driver's table.
+//! - **Closing** ([`PollDesc::close`], which moves both sides and the `refs` word): a net
+//!   value's `close` asserts the runtime's thread first (it always panicked elsewhere, when
+//!   it came to close the fd, but after moving the sides); a value dropped off that thread
+//!   leaves its descriptor alone and queues it, and the driver's next turn closes it on its
+//!   thread (`Orphans`).
+//! - **Timers**: a deadline's expiry ([`Side::expire`]) is fired by the turn, on the thread;
+//!   a [`Sleep`](super::Sleep) fires a task's waker, not a side.
+//! - **Wakers and join handles** called or polled on other threads touch a task's cell and
+//!   join state, never a descriptor.
+//! - **A parked operation dropped on another thread** ([`Side::cancel`]): it writes only a
+//!   `WAIT` word, under the slot lock; the plain stores write only words that are not `WAIT`
+//!   (a parked side moves under the lock, as above), and a side becomes `WAIT` only by a park,
+//!   on the runtime's thread. So the two never write the same word at once.
+//! - **Everything else** (`Runtime::driver`, the quiescence hook's `&Driver`) happens while
+//!   `block_on` is not running (it takes the runtime by `&mut`), or on its thread (the hook),
+//!   ordered with it by whatever moved the runtime between threads.
+//!
+//! The multi-threaded runtime's driver is not exclusive and keeps the CAS transitions above,
+//! which `tests/loom_pd.rs` model-checks.
 
 use std::fmt;
 use std::sync::Arc;
@@ -99,6 +136,23 @@ fn gen_of(s: u64) -> u32 {
 /// `s` with kind `k` and token `t` (the token is meaningful only with [`WAIT`]).
 fn with_kind(s: u64, k: u64, t: u32) -> u64 {
     (s & (CLOSED | EXPIRED | GEN_MASK)) | k | (u64::from(t) << TOKEN_SHIFT)
+}
+
+/// The word [`Side::reset_deadline`] moves `cur` to, and the new generation: the generation
+/// bumped (28 bits, wrapping), `EXPIRED` set if the new deadline has already passed (a parked
+/// waiter then leaves: `WAIT → NIL`, its waker to be woken) and cleared otherwise.
+fn deadline_word(cur: u64, expired_now: bool) -> (u64, u32) {
+    let gen = (gen_of(cur).wrapping_add(1)) & ((1 << 28) - 1);
+    let base = if expired_now && kind(cur) == WAIT {
+        with_kind(cur, NIL, 0)
+    } else {
+        cur
+    };
+    let mut next = (base & !(GEN_MASK | EXPIRED)) | (u64::from(gen) << GEN_SHIFT);
+    if expired_now {
+        next |= EXPIRED;
+    }
+    (next, gen)
 }
 
 /// Why a wait failed.
@@ -415,16 +469,7 @@ impl Side {
             let mut slot = lock(&self.slot);
             let mut cur = self.state.load(Ordering::Acquire);
             loop {
-                let gen = (gen_of(cur).wrapping_add(1)) & ((1 << 28) - 1);
-                let base = if expired_now && kind(cur) == WAIT {
-                    with_kind(cur, NIL, 0)
-                } else {
-                    cur
-                };
-                let mut next = (base & !(GEN_MASK | EXPIRED)) | (u64::from(gen) << GEN_SHIFT);
-                if expired_now {
-                    next |= EXPIRED;
-                }
+                let (next, gen) = deadline_word(cur, expired_now);
                 match self
                     .state
                     .compare_exchange(cur, next, Ordering::AcqRel, Ordering::Acquire)
@@ -445,6 +490,84 @@ impl Side {
         if let Some(w) = w {
             w.waker.wake();
         }
+        gen
+    }
+
+    /// [`notify_take`](Self::notify_take) on a descriptor of an exclusive driver (see
+    /// [module docs](self#on-an-exclusive-driver)): `NIL → READY` is a plain store; `WAIT → READY`
+    /// takes the slot lock, as on any driver.
+    pub(crate) fn notify_take_exclusive(&self) -> Option<Waker> {
+        let cur = self.state.load(Ordering::Acquire);
+        match kind(cur) {
+            READY => None,
+            NIL => {
+                self.state
+                    .store(with_kind(cur, READY, 0), Ordering::Release);
+                None
+            }
+            _ => self.notify_take(),
+        }
+    }
+
+    /// [`poll_wait`](Self::poll_wait) on a descriptor of an exclusive driver: consuming an
+    /// edge is a plain store, and so is parking (`NIL → WAIT`, under the slot lock: every
+    /// transition to or from `WAIT` holds it, on any driver). An error flag or a `WAIT` word
+    /// (the same operation polled again, or a second waiter) takes the shared path.
+    pub(crate) fn poll_wait_exclusive(
+        &self,
+        waker: &Waker,
+        token: u32,
+        task: u64,
+    ) -> Poll<Result<(), WaitError>> {
+        let cur = self.state.load(Ordering::Acquire);
+        if cur & (CLOSED | EXPIRED) == 0 {
+            match kind(cur) {
+                READY => {
+                    self.state.store(with_kind(cur, NIL, 0), Ordering::Release);
+                    return Poll::Ready(Ok(()));
+                }
+                NIL => {
+                    let mut slot = lock(&self.slot);
+                    debug_assert_eq!(
+                        self.state.load(Ordering::Acquire),
+                        cur,
+                        "pd invariant: an exclusive side moved under its thread"
+                    );
+                    debug_assert!(slot.is_none(), "pd invariant: NIL with a waiter");
+                    self.state
+                        .store(with_kind(cur, WAIT, token), Ordering::Release);
+                    *slot = Some(Waiter {
+                        waker: waker.clone(),
+                        task,
+                    });
+                    return Poll::Pending;
+                }
+                _ => {}
+            }
+        }
+        self.poll_wait(waker, token, task)
+    }
+
+    /// [`take_ready`](Self::take_ready) on a descriptor of an exclusive driver: a plain store.
+    pub(crate) fn take_ready_exclusive(&self) -> bool {
+        let cur = self.state.load(Ordering::Acquire);
+        if kind(cur) != READY {
+            return false;
+        }
+        self.state.store(with_kind(cur, NIL, 0), Ordering::Release);
+        true
+    }
+
+    /// [`reset_deadline`](Self::reset_deadline) on a descriptor of an exclusive driver: with
+    /// nobody parked, a plain store and no lock (the slot is not touched); a `WAIT` word takes
+    /// the shared path, under the lock.
+    pub(crate) fn reset_deadline_exclusive(&self, expired_now: bool) -> u32 {
+        let cur = self.state.load(Ordering::Acquire);
+        if kind(cur) == WAIT {
+            return self.reset_deadline(expired_now);
+        }
+        let (next, gen) = deadline_word(cur, expired_now);
+        self.state.store(next, Ordering::Release);
         gen
     }
 
@@ -658,6 +781,26 @@ impl PollDesc {
         }
     }
 
+    /// [`on_event_with`](Self::on_event_with) for a descriptor of an exclusive driver (see
+    /// [module docs](self#on-an-exclusive-driver)): the flag and the `NIL → READY` transitions are plain stores.
+    pub(crate) fn on_event_exclusive_with(&self, ev: crate::Events, mut wake: impl FnMut(Waker)) {
+        use crate::Events as E;
+        if ev.intersects(E::RDHUP | E::HUP | E::ERR) {
+            let cur = self.refs.load(Ordering::Relaxed);
+            self.refs.store(cur | READ_CLOSED, Ordering::Release);
+        }
+        if ev.intersects(E::IN | E::RDHUP | E::HUP | E::ERR) {
+            if let Some(w) = self.read.notify_take_exclusive() {
+                wake(w);
+            }
+        }
+        if ev.intersects(E::OUT | E::HUP | E::ERR) {
+            if let Some(w) = self.write.notify_take_exclusive() {
+                wake(w);
+            }
+        }
+    }
+
     /// Whether an event said the peer has shut down its writing half, hung up, or failed
     /// (`RDHUP`, `HUP`, `ERR`): from then on a short read does not mean the receive queue is
     /// empty, because the end of file (or error) behind the data will get no edge of its own.
@@ -721,6 +864,78 @@ impl PollDesc {
 mod tests {
     use super::*;
     use crate::Events;
+
+    /// The exclusive driver's plain-store transitions move a side exactly as the shared CAS
+    /// ones do: a seeded mix of events, waits, consumed edges, deadline resets, expiries,
+    /// cancels and a close, run on two sides, gives the same words, results and wakes.
+    #[test]
+    fn exclusive_transitions_match_the_shared_ones() {
+        use std::sync::atomic::AtomicUsize;
+        use std::task::Wake;
+        struct Count(AtomicUsize);
+        impl Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let counter = || Arc::new(Count(AtomicUsize::new(0)));
+        for seed in 0..200u64 {
+            let (shared, excl) = (Side::new(), Side::new());
+            // Per token (1, 2): the waker parked on each side, and how often each was woken.
+            let counts = [[counter(), counter()], [counter(), counter()]];
+            let wakers = counts.clone().map(|c| c.map(Waker::from));
+            let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+            for step in 0..60 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let token = (x >> 8) as u32 % 2 + 1;
+                let t = token as usize - 1;
+                let ctx = format!("seed {seed} step {step} op {}", x % 8);
+                match x % 8 {
+                    0 | 1 => {
+                        let a = shared.notify_take();
+                        let b = excl.notify_take_exclusive();
+                        assert_eq!(a.is_some(), b.is_some(), "{ctx}");
+                        a.into_iter().chain(b).for_each(Waker::wake);
+                    }
+                    2 | 3 => {
+                        let a = shared.poll_wait(&wakers[0][t], token, 1);
+                        let b = excl.poll_wait_exclusive(&wakers[1][t], token, 1);
+                        assert_eq!(a, b, "{ctx}");
+                    }
+                    4 => assert_eq!(shared.take_ready(), excl.take_ready_exclusive(), "{ctx}"),
+                    5 => {
+                        let now = x & (1 << 20) != 0;
+                        let a = shared.reset_deadline(now);
+                        assert_eq!(a, excl.reset_deadline_exclusive(now), "{ctx}");
+                    }
+                    6 => {
+                        let gen = shared.generation().wrapping_sub((x >> 20) as u32 % 2);
+                        assert_eq!(shared.expire(gen), excl.expire(gen), "{ctx}");
+                    }
+                    _ if x & (1 << 30) != 0 && step > 40 => {
+                        shared.close();
+                        excl.close();
+                    }
+                    _ => {
+                        shared.cancel(token);
+                        excl.cancel(token);
+                    }
+                }
+                assert_eq!(shared.state(), excl.state(), "{ctx}");
+                assert_eq!(shared.parked_task(), excl.parked_task(), "{ctx}");
+                for (t, (a, b)) in counts[0].iter().zip(&counts[1]).enumerate() {
+                    assert_eq!(
+                        a.0.load(Ordering::Relaxed),
+                        b.0.load(Ordering::Relaxed),
+                        "{ctx}: wakes of token {}",
+                        t + 1
+                    );
+                }
+            }
+        }
+    }
 
     /// The word shared by the syscall count, the flags and the token source: none of them
     /// disturbs the others.
