@@ -763,39 +763,43 @@ impl PollDesc {
     /// [`on_event`](Self::on_event), with the parked waiters' wakers handed to `wake` (read
     /// side first) instead of woken here: a dispatch that holds a lock no waker may run under
     /// collects them, to wake once it is released.
-    pub fn on_event_with(&self, ev: crate::Events, mut wake: impl FnMut(Waker)) {
-        use crate::Events as E;
-        if ev.intersects(E::RDHUP | E::HUP | E::ERR) {
-            // Before the notification, so that a reader that sees the edge sees this too.
-            self.refs.fetch_or(READ_CLOSED, Ordering::Release);
-        }
-        if ev.intersects(E::IN | E::RDHUP | E::HUP | E::ERR) {
-            if let Some(w) = self.read.notify_take() {
-                wake(w);
-            }
-        }
-        if ev.intersects(E::OUT | E::HUP | E::ERR) {
-            if let Some(w) = self.write.notify_take() {
-                wake(w);
-            }
-        }
+    pub fn on_event_with(&self, ev: crate::Events, wake: impl FnMut(Waker)) {
+        self.on_event_as::<false>(ev, wake);
     }
 
     /// [`on_event_with`](Self::on_event_with) for a descriptor of an exclusive driver (see
     /// [module docs](self#on-an-exclusive-driver)): the flag and the `NIL → READY` transitions are plain stores.
-    pub(crate) fn on_event_exclusive_with(&self, ev: crate::Events, mut wake: impl FnMut(Waker)) {
+    pub(crate) fn on_event_exclusive_with(&self, ev: crate::Events, wake: impl FnMut(Waker)) {
+        self.on_event_as::<true>(ev, wake);
+    }
+
+    /// The event's transitions, by read-modify-writes or (`EXCLUSIVE`) by plain stores.
+    #[inline(always)]
+    fn on_event_as<const EXCLUSIVE: bool>(&self, ev: crate::Events, mut wake: impl FnMut(Waker)) {
         use crate::Events as E;
         if ev.intersects(E::RDHUP | E::HUP | E::ERR) {
-            let cur = self.refs.load(Ordering::Relaxed);
-            self.refs.store(cur | READ_CLOSED, Ordering::Release);
+            // Before the notification, so that a reader that sees the edge sees this too.
+            if EXCLUSIVE {
+                let cur = self.refs.load(Ordering::Relaxed);
+                self.refs.store(cur | READ_CLOSED, Ordering::Release);
+            } else {
+                self.refs.fetch_or(READ_CLOSED, Ordering::Release);
+            }
         }
+        let notify = |side: &Side| {
+            if EXCLUSIVE {
+                side.notify_take_exclusive()
+            } else {
+                side.notify_take()
+            }
+        };
         if ev.intersects(E::IN | E::RDHUP | E::HUP | E::ERR) {
-            if let Some(w) = self.read.notify_take_exclusive() {
+            if let Some(w) = notify(&self.read) {
                 wake(w);
             }
         }
         if ev.intersects(E::OUT | E::HUP | E::ERR) {
-            if let Some(w) = self.write.notify_take_exclusive() {
+            if let Some(w) = notify(&self.write) {
                 wake(w);
             }
         }
