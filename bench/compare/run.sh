@@ -6,6 +6,12 @@
 # turn (netpoll, netpoll rt-echo, madsim, turmoil, netpoll, ...) under /usr/bin/time, and
 # prints each one's median CPU (user + sys) and median peak RSS, and its CPU against madsim's.
 #
+# Each measured run follows an unmeasured run of the same program (WARMUP=0 turns that off), so
+# that no program pays for the memory the previous one just gave back: right after madsim's
+# 650 MiB process exits, netpoll's run takes 0.06 to 0.13 s of system time (page faults that
+# now get huge pages, each zeroed whole), against 0.01 to 0.02 s after a run of its own; its
+# user time is the same either way.
+#
 # The shape is the same on every side: CONNS connections, every one open at once (netpoll:
 # `--param window=CONNS`), each writing MSGS messages of SIZE bytes and reading each echo back
 # before the next, then half-closing; madsim and turmoil put PER_NODE connections on each
@@ -15,11 +21,17 @@
 #   bench/compare/run.sh              # 5 runs each, 100,000 x 10 x 64 B
 #   RUNS=3 CONNS=10000 bench/compare/run.sh
 #   ONLY="netpoll madsim" bench/compare/run.sh
+#   WARMUP=0 bench/compare/run.sh     # measured runs back to back, half the time
 #
 # Needs cargo and GNU time (/usr/bin/time). Exits non-zero if a build or any run fails.
 set -euo pipefail
 
 RUNS=${RUNS:-5}
+WARMUP=${WARMUP:-1}
+case "$WARMUP" in
+  0 | 1) ;;
+  *) echo "error: WARMUP must be 0 or 1, not '$WARMUP'" >&2; exit 2 ;;
+esac
 CONNS=${CONNS:-100000}
 MSGS=${MSGS:-10}
 SIZE=${SIZE:-64}
@@ -52,6 +64,11 @@ trap 'rm -rf "$out"' EXIT
 for ((i = 1; i <= RUNS; i++)); do
   for name in $ONLY; do
     [ -n "${cmd[$name]:-}" ] || { echo "error: unknown program '$name' in ONLY" >&2; exit 2; }
+    if [ "$WARMUP" = 1 ] && ! ${cmd[$name]} > "$out/log" 2>&1; then
+      echo "error: the warm-up before run $i of $name failed: ${cmd[$name]}" >&2
+      tail -5 "$out/log" >&2
+      exit 1
+    fi
     if ! /usr/bin/time -f "%U %S %M" -o "$out/t" ${cmd[$name]} > "$out/log" 2>&1; then
       echo "error: run $i of $name failed: ${cmd[$name]}" >&2
       tail -5 "$out/log" >&2
@@ -59,7 +76,7 @@ for ((i = 1; i <= RUNS; i++)); do
     fi
     read -r user sys kib < <(tail -1 "$out/t")
     echo "$name $(awk -v u="$user" -v s="$sys" 'BEGIN { printf "%.3f", u + s }') $kib" >> "$out/all"
-    echo "run $i/$RUNS $name: cpu $(tail -1 "$out/all" | cut -d' ' -f2) s" >&2
+    echo "run $i/$RUNS $name: cpu $(tail -1 "$out/all" | cut -d' ' -f2) s (user $user, sys $sys)" >&2
   done
 done
 
