@@ -597,10 +597,16 @@ impl<P: Poller> Driver<P> {
 
     /// Counts one unit of progress (see the `progress` field).
     pub(crate) fn note_progress(&self) {
+        self.add_progress(1);
+    }
+
+    /// Counts `n` units of progress: on an exclusive driver one thread counts them, with a
+    /// load and a store.
+    fn add_progress(&self, n: u64) {
         if self.exclusive {
-            add_unshared(&self.progress, 1);
+            add_unshared(&self.progress, n);
         } else {
-            self.progress.fetch_add(1, Ordering::Relaxed);
+            self.progress.fetch_add(n, Ordering::Relaxed);
         }
     }
 
@@ -733,13 +739,7 @@ impl<P: Poller> Driver<P> {
         // a locked add.
         add_unshared(&self.dispatched, (turn.events + turn.timers) as u64);
         if turn.timers > 0 {
-            if self.exclusive {
-                // Like `note_progress`: one thread counts it.
-                add_unshared(&self.progress, turn.timers as u64);
-            } else {
-                self.progress
-                    .fetch_add(turn.timers as u64, Ordering::Relaxed);
-            }
+            self.add_progress(turn.timers as u64);
         }
     }
 

@@ -163,18 +163,18 @@ pub(crate) struct TaskCell {
 /// [`JoinHandle`](super::JoinHandle) awaiting it. 32 bytes whatever the output type.
 ///
 /// `end` is `None` while the task runs, then one box whose type says how it ended: its value
-/// itself (a zero-sized value such as `()` is not allocated), a [`Panicked`] payload, or
+/// itself (a zero-sized value such as `()` is not allocated), a [`Panicked`] error, or
 /// [`Cancelled`]; [`Taken`] once the handle has it. These three types are private to this
 /// module, so no task's output is one of them, and the two zero-sized ones allocate nothing: a
-/// task's end allocates only for a value that is not zero-sized, or a panic. The
-/// [`JoinError`] is built when the handle takes it.
+/// task's end allocates only for a value that is not zero-sized, or a panic.
 struct CellJoin {
     end: Option<Box<dyn Any + Send>>,
     waker: Option<Waker>,
 }
 
-/// [`CellJoin::end`] of a task that panicked: the payload as it was caught.
-struct Panicked(Box<dyn Any + Send>);
+/// [`CellJoin::end`] of a task that panicked: its error, as the poll that caught the panic
+/// made it.
+struct Panicked(JoinError);
 
 /// [`CellJoin::end`] of a task dropped unfinished (its runtime was dropped).
 struct Cancelled;
@@ -240,14 +240,18 @@ impl TaskCell {
     ) -> Poll<Result<Box<dyn Any + Send>, JoinError>> {
         let end = {
             let mut j = self.lock_join();
-            let Some(end) = j.end.replace(Box::new(Taken)) else {
-                j.end = None;
-                if !j.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                    j.waker = Some(cx.waker().clone());
+            match j.end.take() {
+                Some(end) => {
+                    j.end = Some(Box::new(Taken));
+                    end
                 }
-                return Poll::Pending;
-            };
-            end
+                None => {
+                    if !j.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                        j.waker = Some(cx.waker().clone());
+                    }
+                    return Poll::Pending;
+                }
+            }
         };
         if end.is::<Taken>() {
             panic!("netpoll: JoinHandle polled after it returned");
@@ -256,7 +260,7 @@ impl TaskCell {
             return Poll::Ready(Err(JoinError::cancelled()));
         }
         Poll::Ready(match end.downcast::<Panicked>() {
-            Ok(p) => Err(JoinError::panic(self.number(), p.0)),
+            Ok(p) => Err(p.0),
             Err(value) => Ok(value),
         })
     }
@@ -437,7 +441,7 @@ impl LocalCore {
         drop(own);
         // The future first (it may hold descriptors), then the output for the handle.
         drop(fut);
-        cell.finish(out.unwrap_or_else(|payload| Box::new(Panicked(payload))));
+        cell.finish(out.unwrap_or_else(|e| Box::new(Panicked(e))));
     }
 
     /// A task ran to completion: frees its slot (a new generation, so a stale wake misses it)

@@ -512,9 +512,9 @@ where
 }
 
 /// A task's output with its type erased, as a [`Runtime`] keeps a [`spawn`] task's in its
-/// cell: the value boxed (a zero-sized one, such as `()`, allocates nothing), or the panic's
-/// payload as it was caught.
-pub(crate) type Output = Result<Box<dyn Any + Send>, Box<dyn Any + Send>>;
+/// cell: the value boxed (a zero-sized one, such as `()`, allocates nothing), or the panic as
+/// [`poll_caught`] caught it.
+pub(crate) type Output = Result<Box<dyn Any + Send>, JoinError>;
 
 /// A [`spawn`] task's future as a [`Runtime`] holds it in the task's cell: polled with panics
 /// caught, its output boxed ([`Output`]) for the cell's join state.
@@ -529,12 +529,7 @@ where
     F::Output: Send + 'static,
 {
     fn poll_erased(self: Pin<&mut Self>, cx: &mut TaskCx<'_>) -> Poll<Output> {
-        // As in `poll_caught`: the runtime's state is not borrowed across this poll.
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.poll(cx))) {
-            Ok(Poll::Pending) => Poll::Pending,
-            Ok(Poll::Ready(v)) => Poll::Ready(Ok(Box::new(v))),
-            Err(payload) => Poll::Ready(Err(payload)),
-        }
+        poll_caught(self, cx).map(|r| r.map(|v| Box::new(v) as Box<dyn Any + Send>))
     }
 }
 

@@ -23,7 +23,7 @@ use std::net::{Shutdown, SocketAddrV4};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use super::driver::{Driver, Orphans};
@@ -182,19 +182,7 @@ impl<P: Poller + 'static> IoFd<P> {
                     }
                 }
             }
-            let t = *st.token.get_or_insert_with(|| {
-                if self.exclusive {
-                    self.pd.next_token_exclusive()
-                } else {
-                    self.pd.next_token()
-                }
-            });
-            let parked = if self.exclusive {
-                side.poll_wait_exclusive(cx.waker(), t, current_task())
-            } else {
-                side.poll_wait(cx.waker(), t, current_task())
-            };
-            match parked {
+            match self.park(dir, &mut st.token, cx.waker()) {
                 Poll::Pending => {
                     st.parked = true;
                     return Poll::Pending;
@@ -206,6 +194,25 @@ impl<P: Poller + 'static> IoFd<P> {
                 }
             }
         })
+    }
+
+    /// Parks on `dir`'s side with the operation's token (drawn at its first park), or consumes
+    /// the edge already there: by plain stores on an exclusive driver (the caller is on the
+    /// runtime's thread: [`IoFd::with`] asserted it).
+    fn park(
+        &self,
+        dir: Dir,
+        token: &mut Option<u32>,
+        waker: &Waker,
+    ) -> Poll<Result<(), WaitError>> {
+        let side = self.pd.side(dir);
+        if self.exclusive {
+            let t = *token.get_or_insert_with(|| self.pd.next_token_exclusive());
+            side.poll_wait_exclusive(waker, t, current_task())
+        } else {
+            let t = *token.get_or_insert_with(|| self.pd.next_token());
+            side.poll_wait(waker, t, current_task())
+        }
     }
 
     fn op<R, F: FnMut(&P, Fd) -> io::Result<R>>(&self, dir: Dir, f: F) -> Op<'_, P, F> {
@@ -482,22 +489,15 @@ impl<P: Poller + 'static> Future for Wait<'_, P> {
     type Output = io::Result<()>;
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let st = &mut self.get_mut().st;
-        let (io, dir) = (st.io, st.dir);
-        let pd = &io.pd;
+        let (io, dir, token) = (st.io, st.dir, &mut st.token);
         let r = if io.exclusive {
             // On the runtime's thread only (`with` asserts it, before the descriptor is
             // touched), as every operation.
-            let token = &mut st.token;
-            io.with(|_| {
-                let t = *token.get_or_insert_with(|| pd.next_token_exclusive());
-                pd.side(dir)
-                    .poll_wait_exclusive(cx.waker(), t, current_task())
-            })
+            io.with(|_| io.park(dir, token, cx.waker()))
         } else {
-            let t = *st.token.get_or_insert_with(|| pd.next_token());
-            pd.side(st.dir).poll_wait(cx.waker(), t, current_task())
+            io.park(dir, token, cx.waker())
         }
-        .map_err(|e| e.into_io(st.dir.name()));
+        .map_err(|e| e.into_io(dir.name()));
         if let Poll::Ready(Err(_)) = r {
             // An edge alone is not progress (it may be spurious): its user decides.
             st.io.with(|d| d.note_progress());

@@ -888,11 +888,9 @@ mod tests {
             // Per token (1, 2): the waker parked on each side, and how often each was woken.
             let counts = [[counter(), counter()], [counter(), counter()]];
             let wakers = counts.clone().map(|c| c.map(Waker::from));
-            let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+            let mut rng = crate::rt::rng::Rng::new(seed);
             for step in 0..60 {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
+                let x = rng.next_u64();
                 let token = (x >> 8) as u32 % 2 + 1;
                 let t = token as usize - 1;
                 let ctx = format!("seed {seed} step {step} op {}", x % 8);

@@ -699,7 +699,8 @@ impl Kernel {
             };
             item.linked = false;
             let (file, fd, events) = (item.file, item.fd, item.events);
-            // `ep_item_poll` (a socket's poll inline: nearly every item watches one).
+            // `ep_item_poll` (a socket's poll inline: nearly every item watches one; calling
+            // `poll_file` for every kind here is +0.6% instructions on `echo` 2k x 110).
             let ready = match &self.files[file].kind {
                 Kind::Tcp(s) => self.tcp_poll(s),
                 _ => self.poll_file(file, 1),
@@ -877,7 +878,7 @@ impl Kernel {
                         self.faults.spurious += 1;
                     }
                 }
-                if faulty && n > 0 && self.cfg.faults.drop_event > 0.0 {
+                if faulty && n > 0 && crate::rng::draws(self.cfg.faults.drop_event) {
                     n = self.drop_event(ep, &mut out[..n]);
                 }
                 if n > 0 || deadline.is_some_and(|d| self.now_ns >= d) {
