@@ -189,8 +189,8 @@ fn add_unshared(a: &AtomicU64, n: u64) {
     a.store(a.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
 }
 
-/// The timers, locked; on unlock their head goes to the driver's `timer_head`, so that a turn
-/// reads it without the lock. It is written under the lock only: a turn that misses a later
+/// The timers, locked; on unlock their head goes to the driver's `timer_head` (when it may have
+/// moved: [`Timers::take_head_change`]), so that a turn reads it without the lock. It is written under the lock only: a turn that misses a later
 /// one (another thread armed an earlier timer) is a turn that had not seen that timer yet,
 /// and the arming thread wakes the loop (see [`DriverApi::add_timer`]).
 struct TimersGuard<'a> {
@@ -213,7 +213,9 @@ impl std::ops::DerefMut for TimersGuard<'_> {
 
 impl Drop for TimersGuard<'_> {
     fn drop(&mut self) {
-        self.head.store(self.timers.head_ns(), Ordering::Release);
+        if let Some(head) = self.timers.take_head_change() {
+            self.head.store(head, Ordering::Release);
+        }
     }
 }
 
@@ -509,7 +511,9 @@ impl<P: Poller> Driver<P> {
     fn turn_timers<R>(&self, held: &mut Timers, f: impl FnOnce(&mut Timers) -> R) -> R {
         if self.exclusive {
             let r = f(held);
-            self.timer_head.store(held.head_ns(), Ordering::Release);
+            if let Some(head) = held.take_head_change() {
+                self.timer_head.store(head, Ordering::Release);
+            }
             r
         } else {
             f(&mut self.lock_timers())

@@ -214,6 +214,9 @@ pub(crate) struct Timers {
     stale: usize,
     /// Sleep entries in the heap or the run, cancelled or not.
     sleeps: usize,
+    /// The earliest entry may have changed since [`take_head_change`](Timers::take_head_change)
+    /// last said.
+    head_moved: bool,
 }
 
 /// Where the earliest entry is.
@@ -243,16 +246,24 @@ impl Timers {
     }
 
     fn insert(&mut self, e: Entry) -> bool {
-        let earliest = self.peek().is_none_or(|top| e.at < top.at);
-        if self
+        let in_order = self
             .run
             .back()
-            .is_none_or(|last| (last.at, last.seq) <= (e.at, e.seq))
-        {
+            .is_none_or(|last| (last.at, last.seq) <= (e.at, e.seq));
+        // Behind a run that is not empty, the entry is at or after the run's front: not the
+        // earliest (the usual case, a deadline re-armed in order: no look at the fronts).
+        let earliest = if in_order && !self.run.is_empty() {
+            false
+        } else {
+            self.peek().is_none_or(|top| e.at < top.at)
+        };
+        if in_order {
             self.run.push_back(e);
         } else {
             self.heap.push(e);
         }
+        // An entry at the same instant as the front, after it, moves nothing; one before it does.
+        self.head_moved |= earliest;
         let len = self.heap.len() + self.run.len();
         if len >= 64 && len.is_power_of_two() {
             self.compact();
@@ -283,6 +294,13 @@ impl Timers {
         })
     }
 
+    /// The new [`head_ns`](Self::head_ns) if the earliest entry may have changed since the last
+    /// call (an entry popped, an earlier one armed, the timers compacted), for the driver to
+    /// publish; `None` if it is the same.
+    pub(crate) fn take_head_change(&mut self) -> Option<u64> {
+        std::mem::take(&mut self.head_moved).then(|| self.head_ns())
+    }
+
     /// The earliest entry.
     fn peek(&self) -> Option<&Entry> {
         match self.front()? {
@@ -293,6 +311,7 @@ impl Timers {
 
     /// Removes the earliest entry.
     fn pop(&mut self) -> Option<Entry> {
+        self.head_moved = true;
         match self.front()? {
             Front::Heap => self.heap.pop(),
             Front::Run => self.run.pop_front(),
@@ -493,6 +512,7 @@ impl Timers {
             .filter(|e| !self.is_cancelled(e))
             .collect();
         self.heap = BinaryHeap::from(live);
+        self.head_moved = true;
         let mut run = std::mem::take(&mut self.run);
         run.retain(|e| !self.is_cancelled(e));
         self.run = run;
@@ -514,13 +534,18 @@ impl Timers {
                     self.sleeps -= 1;
                 }
                 Action::Wake(_) | Action::Expire { .. } => return Some(e.at),
-                Action::Deadline(row) => {
-                    if matches!(self.fate(e.at, e.seq, *row, true), Fate::Live) {
-                        return Some(e.at);
+                Action::Deadline(row) => match self.fate(e.at, e.seq, *row, true) {
+                    Fate::Live => return Some(e.at),
+                    // What `settle_top` would do, without judging the entry again.
+                    Fate::Stale => {
+                        self.pop();
+                        self.stale -= 1;
                     }
-                    let settled = self.settle_top();
-                    debug_assert!(settled.is_none(), "a live deadline was settled by next()");
-                }
+                    _ => {
+                        let settled = self.settle_top();
+                        debug_assert!(settled.is_none(), "a live deadline was settled by next()");
+                    }
+                },
             }
         }
         None
@@ -615,6 +640,8 @@ mod tests {
         let mut sleeps: Vec<Arc<SleepShared>> = Vec::new();
         let mut now = Duration::ZERO;
         let mut fired = 0;
+        // What the driver would have published as the head (see `take_head_change`).
+        let mut published = u64::MAX;
         for step in 0..2_000 {
             let ctx = format!("seed {seed} step {step}");
             let i = rng.below(pds.len());
@@ -672,6 +699,10 @@ mod tests {
                     fired += got.len();
                 }
             }
+            if let Some(head) = new.take_head_change() {
+                published = head;
+            }
+            assert_eq!(published, new.head_ns(), "the published head, {ctx}");
             assert_eq!(new.next_seq, old.next_seq, "seq counters, {ctx}");
             let all = || new.heap.iter().chain(new.run.iter());
             let stale = all()
