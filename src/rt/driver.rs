@@ -190,9 +190,10 @@ fn add_unshared(a: &AtomicU64, n: u64) {
 }
 
 /// The timers, locked; on unlock their head goes to the driver's `timer_head` (when it may have
-/// moved: [`Timers::take_head_change`]), so that a turn reads it without the lock. It is written under the lock only: a turn that misses a later
-/// one (another thread armed an earlier timer) is a turn that had not seen that timer yet,
-/// and the arming thread wakes the loop (see [`DriverApi::add_timer`]).
+/// moved: [`Timers::take_head_change`]), so that a turn reads it without the lock. It is
+/// written under the lock only: a turn that misses a later one (another thread armed an earlier
+/// timer) is a turn that had not seen that timer yet, and the arming thread wakes the loop (see
+/// [`DriverApi::add_timer`]).
 struct TimersGuard<'a> {
     timers: Locked<'a, Timers>,
     head: &'a AtomicU64,
