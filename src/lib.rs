@@ -17,6 +17,7 @@
 //! | [`poller`] | the [`Poller`] trait (start here: its doc comment is the contract) and [`EpollEvent`] |
 //! | [`sys`] | Linux's numbers: [`Events`] bits, flags, errno values |
 //! | [`rt`] | the netpoller: a Go-style runtime (tasks, net types, deadlines) over any [`Poller`] |
+//! | [`hint`] | a cache hint (prefetch) a binary may install, which the runtime and the simulated kernel give ahead of use; results never depend on it |
 //!
 //! See `ARCHITECTURE.md` at the repository root for how the crates fit together.
 //!
@@ -25,6 +26,7 @@
 //! This crate holds no kernel: what each implementation models, and what it leaves out, is
 //! written in its own crate docs.
 
+pub mod hint;
 pub mod poller;
 pub mod rt;
 pub mod sys;

@@ -95,6 +95,54 @@ fn same_seed_same_run_different_seeds_differ() {
     );
 }
 
+thread_local! {
+    static HINTS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+fn count_hint(_p: *const u8) {
+    HINTS.with(|h| h.set(h.get() + 1));
+}
+
+/// A prefetch hint (`netpoll::hint`) is given for each task woken on the runtime's thread, and
+/// the run is the same with it. (The only test of this binary that installs one; the others
+/// may run with it installed, which changes nothing they see.)
+#[test]
+fn a_prefetch_hint_is_given_for_woken_tasks_and_changes_nothing() {
+    // A task parked on a read, woken by the write's event: a wake on the runtime's thread.
+    let run = || {
+        let sim = std::rc::Rc::new(Sim::new(3));
+        let mut rt = Runtime::seeded(sim.clone(), 3).unwrap();
+        let echoed = rt
+            .block_on(async {
+                let (a, b) = UnixStream::<std::rc::Rc<Sim>>::pair()?;
+                let reader = rt::spawn(async move {
+                    let mut buf = [0u8; 8];
+                    let n = b.read(&mut buf).await?;
+                    Ok::<_, std::io::Error>(n as u32)
+                });
+                for _ in 0..3 {
+                    rt::yield_now().await;
+                }
+                a.write_all(b"ping").await?;
+                reader.await?
+            })
+            .unwrap()
+            .unwrap();
+        drop(rt);
+        (echoed, sim.fingerprint())
+    };
+    let without = run();
+    assert!(!netpoll::hint::installed());
+    netpoll::hint::set_prefetch(count_hint).unwrap();
+    let before = HINTS.with(|h| h.get());
+    let with = run();
+    assert_eq!(with, without, "a hint changed the run");
+    assert!(
+        HINTS.with(|h| h.get()) > before,
+        "no hint was given on the runtime's thread"
+    );
+}
+
 #[test]
 fn runtime_spawn_before_block_on() {
     let mut rt = Runtime::seeded(Sim::new(9), 9).unwrap();

@@ -11,6 +11,7 @@
 //! |---|---|
 //! | [`real`] | [`RealNet`], the `Poller` implementation, and its fd bookkeeping |
 //! | [`alloc`] | [`alloc::HugePages`], a global allocator that gives blocks of 2 MiB or more 2 MiB-aligned mappings of their own with transparent huge pages (`madvise(MADV_HUGEPAGE)`); `netpoll-sim` runs under it |
+//! | [`cache`] | [`cache::prefetch`], the CPU's prefetch instruction, installed by `netpoll-sim` as `netpoll::hint`'s cache hint (the netpoller and the simulated kernel hint at what they touch next) |
 //! | [`process`] | process-wide helpers for harnesses: thread CPU time, the fd limit, `SIGPIPE`, interrupting a blocking call with a signal (`EINTR`) |
 //! | `syscall` (private) | the `syscall!` macro, turning `-1` into `io::Error::last_os_error()` |
 //! | `addr` (private) | `SocketAddrV4` <-> `sockaddr_in` (network byte order) |
@@ -36,6 +37,7 @@
 
 mod addr;
 pub mod alloc;
+pub mod cache;
 mod consts;
 pub mod process;
 pub mod real;
