@@ -103,18 +103,21 @@ fn count_hint(_p: *const u8) {
     HINTS.with(|h| h.set(h.get() + 1));
 }
 
-/// A prefetch hint (`netpoll::hint`) is given for each task woken on the runtime's thread, and
+/// A prefetch hint (`netpoll::hint`) is given for each task woken on the runtime's thread (and
+/// by the simulated kernel ahead of its deliveries and of the calls on reported events), and
 /// the run is the same with it. (The only test of this binary that installs one; the others
 /// may run with it installed, which changes nothing they see.)
 #[test]
 fn a_prefetch_hint_is_given_for_woken_tasks_and_changes_nothing() {
-    // A task parked on a read, woken by the write's event: a wake on the runtime's thread.
+    // Tasks parked on reads, woken by the writes' events; 40 round trips over TCP, so that the
+    // kernel's warming of the next deliveries runs too.
+    type S = std::rc::Rc<Sim>;
     let run = || {
         let sim = std::rc::Rc::new(Sim::new(3));
         let mut rt = Runtime::seeded(sim.clone(), 3).unwrap();
         let echoed = rt
             .block_on(async {
-                let (a, b) = UnixStream::<std::rc::Rc<Sim>>::pair()?;
+                let (a, b) = UnixStream::<S>::pair()?;
                 let reader = rt::spawn(async move {
                     let mut buf = [0u8; 8];
                     let n = b.read(&mut buf).await?;
@@ -124,7 +127,33 @@ fn a_prefetch_hint_is_given_for_woken_tasks_and_changes_nothing() {
                     rt::yield_now().await;
                 }
                 a.write_all(b"ping").await?;
-                reader.await?
+                let mut total = reader.await??;
+                let ln = TcpListener::<S>::bind(any_port())?;
+                let addr = ln.local_addr()?;
+                let server = rt::spawn(async move {
+                    let (c, _) = ln.accept().await?;
+                    let mut buf = [0u8; 64];
+                    loop {
+                        let n = c.read(&mut buf).await?;
+                        if n == 0 {
+                            return Ok::<_, std::io::Error>(());
+                        }
+                        c.write_all(&buf[..n]).await?;
+                    }
+                });
+                let c = TcpStream::<S>::connect(addr).await?;
+                for i in 0..40u8 {
+                    c.write_all(&[i; 16]).await?;
+                    let mut got = 0;
+                    let mut buf = [0u8; 16];
+                    while got < 16 {
+                        got += c.read(&mut buf[got..]).await?;
+                    }
+                    total += u32::from(buf[15]);
+                }
+                c.shutdown(Shutdown::Write)?;
+                server.await??;
+                Ok::<_, std::io::Error>(total)
             })
             .unwrap()
             .unwrap();

@@ -307,7 +307,12 @@ impl Kernel {
     /// descriptor lookup alone missed on nearly every `read`, a tenth of the run. Only reads.
     #[inline]
     pub(crate) fn warm_for_call(&self, fd: Fd, file: FileId) {
-        std::hint::black_box(self.fds.get(fd as usize).copied().flatten());
+        match self.fds.get(fd as usize) {
+            Some(slot) if netpoll::hint::installed() => netpoll::hint::prefetch(slot, 1),
+            slot => {
+                std::hint::black_box(slot.copied().flatten());
+            }
+        }
         if let Some(File {
             kind: Kind::Tcp(s), ..
         }) = self.files.get(file)

@@ -657,7 +657,11 @@ impl Kernel {
             .conn()
             .and_then(|(c, e)| Some((self.net.conns.get(c)?, e)))
         {
-            std::hint::black_box((cn.packets, cn.warm_bytes(e)));
+            if netpoll::hint::installed() {
+                netpoll::hint::prefetch(cn.warm_line(e), 1);
+            } else {
+                std::hint::black_box((cn.packets, cn.warm_bytes(e)));
+            }
         }
     }
 

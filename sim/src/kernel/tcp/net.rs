@@ -162,6 +162,11 @@ impl Conn {
     pub(super) fn warm_bytes(&self, i: usize) -> u8 {
         self.inline[self.line(i)][0]
     }
+
+    /// The line of bytes a read of direction `i` copies from (for a cache hint).
+    pub(super) fn warm_line(&self, i: usize) -> &[u8; INLINE] {
+        &self.inline[self.line(i)]
+    }
 }
 
 // Every delivery's state in one cache line, each direction's inline bytes in a line of its own.
@@ -422,23 +427,39 @@ impl Kernel {
             let (c, to) = conn_of(later)?;
             self.net.conns.get(c)?.end(to)
         };
+        // With a cache hint installed (`netpoll::hint`), each stage's line is requested
+        // without waiting for it; without one, read.
+        let hinted = netpoll::hint::installed();
         for later in self.queue.ahead_range(2 * WARM, 3 * WARM) {
             if let Some((c, to)) = conn_of(later) {
                 if let Some(cn) = self.net.conns.get(c) {
-                    std::hint::black_box((cn.packets, cn.dir[to].rx_len));
+                    if hinted {
+                        netpoll::hint::prefetch(cn, 1);
+                    } else {
+                        std::hint::black_box((cn.packets, cn.dir[to].rx_len));
+                    }
                 }
             }
         }
         for later in self.queue.ahead_range(WARM, 2 * WARM) {
             if let Some(file) = end_of(later).and_then(|f| self.files.get(f)) {
-                std::hint::black_box(file.refs);
+                if hinted {
+                    netpoll::hint::prefetch(file, 1);
+                } else {
+                    std::hint::black_box(file.refs);
+                }
             }
         }
         for later in self.queue.ahead_range(0, WARM) {
             let item = end_of(later)
                 .and_then(|f| self.files.get(f)?.watchers.get(0))
                 .and_then(|it| self.items.get(it));
-            std::hint::black_box(item.map(|i| i.ep));
+            match item {
+                Some(i) if hinted => netpoll::hint::prefetch(i, 1),
+                _ => {
+                    std::hint::black_box(item.map(|i| i.ep));
+                }
+            }
         }
     }
 
