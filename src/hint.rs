@@ -72,6 +72,15 @@ pub fn prefetch<T: ?Sized>(value: &T, bytes: usize) {
     }
 }
 
+/// Hints that the line holding `p` will be read soon; `p` may be any address (a waker's data
+/// pointer, say). Nothing without an installed hint.
+#[inline]
+pub fn prefetch_addr(p: *const u8) {
+    if let Some(f) = PREFETCH.get() {
+        f(p);
+    }
+}
+
 /// The cache line's size on the machines this runs on (x86_64, aarch64 servers).
 const LINE: usize = 64;
 

@@ -724,6 +724,14 @@ impl<P: Poller> Driver<P> {
                 }
             });
             self.account(&turn);
+            if crate::hint::installed() {
+                // Each waker's target first (a task's cell, for this runtime's own wakers):
+                // with many connections each is a miss, and a wake's first act is a locked
+                // instruction on it, which would make each wait for its own in turn.
+                for w in &scratch.wakers {
+                    crate::hint::prefetch_addr(w.data().cast());
+                }
+            }
             for w in scratch.wakers.drain(..) {
                 w.wake();
             }
