@@ -56,6 +56,15 @@ impl<T> Slab<T> {
         self.entries.get_mut(i as usize).and_then(Option::as_mut)
     }
 
+    /// Hints that entry `i` will be read soon (`netpoll::hint`), without reading it: its slot
+    /// is not looked at, so a slot that is not in the cache does not hold the caller up.
+    #[inline]
+    pub(crate) fn prefetch(&self, i: u32) {
+        if let Some(slot) = self.entries.get(i as usize) {
+            netpoll::hint::prefetch(slot, 1);
+        }
+    }
+
     /// One past the highest index ever used.
     pub(crate) fn high_water(&self) -> u32 {
         self.entries.len() as u32

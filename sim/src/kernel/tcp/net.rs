@@ -432,33 +432,30 @@ impl Kernel {
         let hinted = netpoll::hint::installed();
         for later in self.queue.ahead_range(2 * WARM, 3 * WARM) {
             if let Some((c, to)) = conn_of(later) {
-                if let Some(cn) = self.net.conns.get(c) {
-                    if hinted {
-                        netpoll::hint::prefetch(cn, 1);
-                    } else {
-                        std::hint::black_box((cn.packets, cn.dir[to].rx_len));
-                    }
+                if hinted {
+                    self.net.conns.prefetch(c);
+                } else if let Some(cn) = self.net.conns.get(c) {
+                    std::hint::black_box((cn.packets, cn.dir[to].rx_len));
                 }
             }
         }
         for later in self.queue.ahead_range(WARM, 2 * WARM) {
-            if let Some(file) = end_of(later).and_then(|f| self.files.get(f)) {
+            if let Some(f) = end_of(later) {
                 if hinted {
-                    netpoll::hint::prefetch(file, 1);
-                } else {
+                    self.files.prefetch(f);
+                } else if let Some(file) = self.files.get(f) {
                     std::hint::black_box(file.refs);
                 }
             }
         }
         for later in self.queue.ahead_range(0, WARM) {
-            let item = end_of(later)
-                .and_then(|f| self.files.get(f)?.watchers.get(0))
-                .and_then(|it| self.items.get(it));
-            match item {
-                Some(i) if hinted => netpoll::hint::prefetch(i, 1),
-                _ => {
-                    std::hint::black_box(item.map(|i| i.ep));
+            let it = end_of(later).and_then(|f| self.files.get(f)?.watchers.get(0));
+            if hinted {
+                if let Some(it) = it {
+                    self.items.prefetch(it);
                 }
+            } else {
+                std::hint::black_box(it.and_then(|it| self.items.get(it)).map(|i| i.ep));
             }
         }
     }
