@@ -474,6 +474,9 @@ pub fn main(workloads: Registry) -> ExitCode {
     if REGISTRY.set(workloads).is_err() {
         panic!("netpoll_scenarios::cli::main runs once per process");
     }
+    // The CPU's prefetch as the cache hint of the runtime and the simulated kernel
+    // (`netpoll::hint`): only the time depends on it. Kept if the binary installed its own.
+    let _ = netpoll_realnet::cache::install();
     let code = match parse_cli().cmd {
         Cmd::List => list(),
         Cmd::Run {

@@ -5,8 +5,9 @@
 //! The binary allocates through [`HugePages`]: its large slabs and tables (2 MiB or more) get
 //! transparent huge pages, which cuts the TLB misses of runs with many connections open at
 //! once. `NETPOLL_HUGE_PAGES=0` turns that off (everything goes to the system allocator); any
-//! value other than `0` or `1` is an error (exit status 2). It also installs the CPU's prefetch
-//! instruction as the cache hint of `netpoll::hint` ([`netpoll_realnet::cache`]).
+//! value other than `0` or `1` is an error (exit status 2). [`netpoll_scenarios::cli::main`]
+//! installs the CPU's prefetch instruction as the cache hint of `netpoll::hint`
+//! ([`netpoll_realnet::cache`]).
 
 use std::process::ExitCode;
 
@@ -21,8 +22,5 @@ fn main() -> ExitCode {
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }
-    // The CPU's prefetch as the runtime's and the kernel's cache hint (`netpoll::hint`): only
-    // the time depends on it. Nothing installed one before this line.
-    let _ = netpoll_realnet::cache::install();
     netpoll_scenarios::cli::main(Registry::builtin())
 }

@@ -416,12 +416,15 @@ impl Check {
         self.check_body(&mut OneThread(f), caller)
     }
 
-    /// The loop over seeds and phases, whichever way `body` runs a seed.
+    /// The loop over seeds and phases, whichever way `body` runs a seed. First installs the
+    /// CPU's prefetch as the process's cache hint (`netpoll::hint`), unless the test binary
+    /// installed one: only the time depends on it.
     fn check_body(
         self,
         body: &mut impl Body,
         caller: &'static Location<'static>,
     ) -> Result<Passed, CheckError> {
+        let _ = netpoll_realnet::cache::install();
         if let Some(e) = &self.bad_input {
             return Err(CheckError::Config(e.clone()));
         }

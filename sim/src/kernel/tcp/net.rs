@@ -408,10 +408,12 @@ impl Kernel {
     /// the receiving socket), the socket's file (which names its epoll items), the first item.
     ///
     /// With 100,000 connections open at once, nearly every delivery missed the cache on each of
-    /// them in turn: that wait was most of the run. Safe code has no prefetch instruction, so
-    /// these are plain reads, once every [`WARM`] deliveries for the next [`WARM`]: their misses
-    /// overlap one another (they do not depend on each other) instead of each delivery waiting
-    /// for its own in turn. Only reads: what the run does is unchanged.
+    /// them in turn: that wait was most of the run. Once every [`WARM`] deliveries, for the next
+    /// [`WARM`]: with a cache hint installed (`netpoll::hint`, as `netpoll-sim` does) each line
+    /// is prefetched, by its slab index, without a look at it (a look would wait for the line);
+    /// without one, plain reads, whose misses overlap one another (they do not depend on each
+    /// other) but each of which must arrive before it retires. Either way, what the run does is
+    /// unchanged.
     #[inline]
     pub(crate) fn warm_ahead(&self) {
         if self.stats.deliveries % WARM as u64 != 0 {
