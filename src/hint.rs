@@ -57,16 +57,20 @@ pub fn installed() -> bool {
     PREFETCH.get().is_some()
 }
 
-/// Hints that the first `bytes` bytes of `value` (at most its size; at least its first line)
-/// will be read soon: one prefetch per cache line. Nothing without an installed hint.
+/// Hints that the first `bytes` bytes of `value` (at most its size; at least its first byte)
+/// will be read soon: one prefetch per cache line they touch. Nothing without an installed
+/// hint.
 #[inline]
 pub fn prefetch<T: ?Sized>(value: &T, bytes: usize) {
     if let Some(f) = PREFETCH.get() {
         let p = (value as *const T).cast::<u8>();
         let len = bytes.min(std::mem::size_of_val(value)).max(1);
+        // From the start of the first line to the line of the last byte: a value need not
+        // start on a line (malloc aligns to 16), and its last line counts too.
+        let first = p.wrapping_sub(p as usize % LINE);
         let mut off = 0;
-        while off < len {
-            f(p.wrapping_add(off));
+        while off < p as usize % LINE + len {
+            f(first.wrapping_add(off));
             off += LINE;
         }
     }
@@ -105,10 +109,23 @@ mod tests {
         assert_eq!(set_prefetch(|_| {}), Err(AlreadySet));
         assert!(installed());
         let v = [0u8; 300];
+        // The lines bytes `0..n` of `v` touch.
+        let lines = |n: usize| {
+            let start = v.as_ptr() as usize;
+            (start + n - 1) / LINE - start / LINE + 1
+        };
         let before = CALLS.with(Cell::get);
-        prefetch(&v, 1000); // capped at 300 bytes: 5 lines
-        prefetch(&v[..0], 64); // an empty value: its (first) line
+        prefetch(&v, 1000); // capped at 300 bytes: 5 or 6 lines, by where `v` starts
+        prefetch(&v[..0], 64); // an empty value: its first byte's line
         prefetch(&v, 64);
-        assert_eq!(CALLS.with(Cell::get) - before, 5 + 1 + 1);
+        assert_eq!(CALLS.with(Cell::get) - before, lines(300) + 1 + lines(64));
+        assert!((5..=6).contains(&lines(300)) && (1..=2).contains(&lines(64)));
+        // 64 bytes from one byte into a line touch two lines.
+        #[repr(align(64))]
+        struct Lined([u8; 128]);
+        let l = Lined([0; 128]);
+        let before = CALLS.with(Cell::get);
+        prefetch(&l.0[1..65], 64);
+        assert_eq!(CALLS.with(Cell::get) - before, 2);
     }
 }

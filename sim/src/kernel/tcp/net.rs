@@ -160,7 +160,7 @@ impl Conn {
     /// Reads the inline line of direction `i` (see [`Kernel::warm_for_call`]).
     #[inline]
     pub(super) fn warm_bytes(&self, i: usize) -> u8 {
-        self.inline[self.line(i)][0]
+        self.warm_line(i)[0]
     }
 
     /// The line of bytes a read of direction `i` copies from (for a cache hint).
