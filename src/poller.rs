@@ -528,6 +528,40 @@ pub trait Poller {
     fn short_read_drains(&self) -> bool {
         false
     }
+
+    /// A look-ahead for cache hints, never for logic: fills `out` with the `data` words of epoll
+    /// registrations whose events the kernel expects to report soon, soonest first, and says
+    /// how many it wrote. Each word is given once; none may ever be reported (a registration
+    /// can change or go before its event comes), and events can come that were never
+    /// announced.
+    ///
+    /// With many connections open at once, the state an event names (a connection's slot) was
+    /// last touched thousands of events earlier, and the handler's first look at it waits for
+    /// memory. A loop that prefetches the state of the words it gets here (with
+    /// [`crate::hint::prefetch`]) finds it in the cache when the event comes. A real kernel
+    /// cannot know what comes next: the default writes nothing. The simulated kernel knows its
+    /// next deliveries, and starts collecting words at the first call.
+    ///
+    /// ```
+    /// use netpoll::{EpollEvent, Poller, NoKernel};
+    ///
+    /// struct Conn { bytes: u64 }
+    /// let conns = vec![Conn { bytes: 0 }; 4];
+    /// let kernel = NoKernel;
+    /// let mut soon = [0u64; 16];
+    /// let n = kernel.upcoming(&mut soon);
+    /// for &data in &soon[..n] {
+    ///     if let Some(c) = conns.get(data as usize) {
+    ///         netpoll::hint::prefetch(c, std::mem::size_of::<Conn>());
+    ///     }
+    /// }
+    /// assert_eq!(n, 0, "a real kernel (or none) announces nothing");
+    /// # let _ = EpollEvent::new(netpoll::Events::IN, 0);
+    /// ```
+    fn upcoming(&self, out: &mut [u64]) -> usize {
+        let _ = out;
+        0
+    }
 }
 
 /// A [`Poller`] with no kernel behind it: every call fails with `ENOSYS`-like `EINVAL`.
@@ -618,6 +652,7 @@ macro_rules! forward {
             fn set_nonblocking(&self, fd: Fd, nonblocking: bool) -> io::Result<()> { (**self).set_nonblocking(fd, nonblocking) }
             fn poll(&self, fds: &mut [PollFd], timeout_ms: i32) -> io::Result<usize> { (**self).poll(fds, timeout_ms) }
             fn fionread(&self, fd: Fd) -> io::Result<usize> { (**self).fionread(fd) }
+            fn upcoming(&self, out: &mut [u64]) -> usize { (**self).upcoming(out) }
             fn get_status_flags(&self, fd: Fd) -> io::Result<i32> { (**self).get_status_flags(fd) }
             fn set_status_flags(&self, fd: Fd, flags: i32) -> io::Result<()> { (**self).set_status_flags(fd, flags) }
             fn now(&self) -> Duration { (**self).now() }

@@ -316,6 +316,17 @@ impl<'p, P: Poller> EchoServer<'p, P> {
         }
     }
 
+    /// Asks the cache for the slot a server token `data` names, without waiting for it (see
+    /// [`Poller::upcoming`]): a token the kernel announced, whose event comes a few events later.
+    #[inline]
+    pub(crate) fn hint(&self, data: u64) {
+        if data & tag::MASK == tag::SERVER {
+            if let Some(s) = self.slots.get((data & 0xffff_ffff) as usize) {
+                netpoll::hint::prefetch(s, 1);
+            }
+        }
+    }
+
     /// Handles one event from `epoll_wait`.
     ///
     /// # Errors

@@ -1240,4 +1240,11 @@ impl Poller for Sim {
     fn short_read_drains(&self) -> bool {
         !crate::rng::draws(self.k.borrow().cfg.faults.short_read)
     }
+
+    /// The data words of the epoll items the kernel's next deliveries will wake, as its warming
+    /// reaches them (see [`Poller::upcoming`]). Collected only while a cache hint is installed
+    /// (`netpoll::hint`): without one, a loop's prefetches would do nothing.
+    fn upcoming(&self, out: &mut [u64]) -> usize {
+        self.k.borrow_mut().soon.take(out)
+    }
 }

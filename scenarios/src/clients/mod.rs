@@ -571,6 +571,15 @@ impl<'k, P: Poller + ?Sized> Clients<'k, P> {
         std::hint::black_box(self.clients.get(i).map(|c| c.phase));
     }
 
+    /// Asks the cache for the client state a client token `data` names, without waiting for it
+    /// (see `EchoServer::hint`).
+    #[inline]
+    pub(crate) fn hint(&self, data: u64) {
+        if let Some(c) = self.clients.get((data & 0xffff_ffff) as usize) {
+            netpoll::hint::prefetch(c, 1);
+        }
+    }
+
     /// The earliest slow-reader tick, in virtual (poller) ns.
     pub fn next_deadline_ns(&self) -> Option<u64> {
         self.ticks.peek().map(|r| r.0 .0)

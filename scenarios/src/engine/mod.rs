@@ -284,6 +284,7 @@ impl<'k, K: Kernel> Engine<'k, K> {
 
     fn run(&mut self) -> Result<(), Failure> {
         let mut events = vec![EpollEvent::EMPTY; 1024];
+        let mut soon = [0u64; 64];
         let real = self.k.sim().is_none();
         // Budgets: a run that neither finishes nor deadlocks is a livelock.
         let virtual_budget_ns: u64 = 3_600 * 1_000_000_000;
@@ -349,6 +350,16 @@ impl<'k, K: Kernel> Engine<'k, K> {
                 }
             } else {
                 idle_turns = 0;
+            }
+            // The kernel's look-ahead: the state of the events it will report next, asked of
+            // the cache now so that it is there when they come.
+            let m = self.k.upcoming(&mut soon);
+            for &data in &soon[..m] {
+                if Clients::<K>::owns(data) {
+                    self.clients.hint(data);
+                } else {
+                    self.server.hint(data);
+                }
             }
             // One pass reads the server slot or client state every event names, so that the
             // handlers below find them in the cache (their misses overlap here instead of

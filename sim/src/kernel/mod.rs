@@ -24,6 +24,7 @@ pub mod epoll;
 pub(crate) mod eventfd;
 pub(crate) mod pipe;
 mod queue;
+pub(crate) mod soon;
 pub(crate) mod tcp;
 pub(crate) mod unix;
 
@@ -238,6 +239,8 @@ pub(crate) struct Kernel {
     pub(crate) dropped: u32,
     /// The first epoll instance was made (and sized from `SimConfig::expected_conns`).
     pub(crate) epoll_hinted: bool,
+    /// The data words of events expected soon, for the loop's cache hints.
+    pub(crate) soon: soon::Soon,
 }
 
 impl Kernel {
@@ -282,6 +285,7 @@ impl Kernel {
             wait_faults,
             dropped: 0,
             epoll_hinted: false,
+            soon: soon::Soon::default(),
             cfg,
         }
     }

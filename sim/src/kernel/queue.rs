@@ -344,7 +344,7 @@ impl<T> EventQueue<T> {
     /// The payload `n` places behind the next one in the current bucket's sorted run (0: the
     /// one after the next), if the run is that long. A hint for bringing state into the cache:
     /// it ignores keys that arrived late in the bucket, so it is not always the `n+1`th pop.
-    #[cfg(test)]
+    #[inline]
     pub(crate) fn ahead(&self, n: usize) -> Option<&T> {
         let i = self.run.len().checked_sub(n + 2)?;
         self.run[i].1.as_ref()

@@ -232,6 +232,23 @@ const _: () = assert!(std::mem::size_of::<Packet>() == 16);
 /// How many deliveries [`Kernel::warm_ahead`] prepares at a time.
 const WARM: usize = 16;
 
+/// The connection and direction a queued packet travels, for the warming.
+#[inline]
+fn conn_of(later: &Later) -> Option<(u32, usize)> {
+    match later {
+        Later::Net(
+            Packet::Data { conn, to, .. } | Packet::Fin { conn, to } | Packet::Rst { conn, to },
+        ) => Some((*conn, usize::from(*to))),
+        _ => None,
+    }
+}
+
+/// With a cache hint, how many deliveries apart [`Kernel::hint_ahead`]'s stages run.
+const HINT_STEP: usize = 48;
+/// With a cache hint, how many deliveries ahead the kernel reads an epoll item's data word for
+/// the loop ([`crate::Sim::upcoming`]).
+const HINT_DATA: usize = 16;
+
 /// The network: connections, bound ports, listeners.
 #[derive(Debug, Default)]
 pub(crate) struct Net {
@@ -403,63 +420,85 @@ impl Kernel {
         self.wake(f, Events::NONE);
     }
 
-    /// Brings into the cache what the next deliveries will touch, in three stages a batch of
-    /// events apart, each reading what the one before brought in: the connection (which names
-    /// the receiving socket), the socket's file (which names its epoll items), the first item.
+    /// Brings into the cache what the next deliveries will touch, in three stages, each
+    /// reading what the one before brought in: the connection (which names the receiving
+    /// socket), the socket's file (which names its epoll items), the first item. With 100,000
+    /// connections open at once, nearly every delivery missed the cache on each of them in
+    /// turn: that wait was most of the run. What the run does is unchanged either way.
     ///
-    /// With 100,000 connections open at once, nearly every delivery missed the cache on each of
-    /// them in turn: that wait was most of the run. Once every [`WARM`] deliveries, for the next
-    /// [`WARM`]: with a cache hint installed (`netpoll::hint`, as `netpoll-sim` does) each line
-    /// is prefetched, by its slab index, without a look at it (a look would wait for the line);
-    /// without one, plain reads, whose misses overlap one another (they do not depend on each
-    /// other) but each of which must arrive before it retires. Either way, what the run does is
-    /// unchanged.
+    /// - With a cache hint installed (`netpoll::hint`, as `netpoll-sim` does), on every
+    ///   delivery: one line a stage, [`HINT_STEP`] deliveries apart, each prefetched by its slab
+    ///   index without a look at it (a look would wait for the line). One line at a time keeps
+    ///   the requests within what the core can have in flight; a burst of 48 every 16
+    ///   deliveries made the prefetches themselves wait. The delivery [`HINT_DATA`] ahead also
+    ///   gives its item's data word to the loop, once the loop has asked ([`crate::Sim::upcoming`]).
+    /// - Without one, once every [`WARM`] deliveries, for the next [`WARM`]: plain reads, whose
+    ///   misses overlap one another (they do not depend on each other) but each of which must
+    ///   arrive before it retires.
     #[inline]
-    pub(crate) fn warm_ahead(&self) {
+    pub(crate) fn warm_ahead(&mut self) {
+        if netpoll::hint::installed() {
+            return self.hint_ahead();
+        }
         if self.stats.deliveries % WARM as u64 != 0 {
             return;
         }
-        let conn_of = |later: &Later| match later {
-            Later::Net(
-                Packet::Data { conn, to, .. } | Packet::Fin { conn, to } | Packet::Rst { conn, to },
-            ) => Some((*conn, usize::from(*to))),
-            _ => None,
-        };
-        let end_of = |later: &Later| {
-            let (c, to) = conn_of(later)?;
-            self.net.conns.get(c)?.end(to)
-        };
-        // With a cache hint installed (`netpoll::hint`), each stage's line is requested
-        // without waiting for it; without one, read.
-        let hinted = netpoll::hint::installed();
         for later in self.queue.ahead_range(2 * WARM, 3 * WARM) {
             if let Some((c, to)) = conn_of(later) {
-                if hinted {
-                    self.net.conns.prefetch(c);
-                } else if let Some(cn) = self.net.conns.get(c) {
+                if let Some(cn) = self.net.conns.get(c) {
                     std::hint::black_box((cn.packets, cn.dir[to].rx_len));
                 }
             }
         }
         for later in self.queue.ahead_range(WARM, 2 * WARM) {
-            if let Some(f) = end_of(later) {
-                if hinted {
-                    self.files.prefetch(f);
-                } else if let Some(file) = self.files.get(f) {
-                    std::hint::black_box(file.refs);
-                }
+            if let Some(file) = self.end_of(later).and_then(|f| self.files.get(f)) {
+                std::hint::black_box(file.refs);
             }
         }
         for later in self.queue.ahead_range(0, WARM) {
-            let it = end_of(later).and_then(|f| self.files.get(f)?.watchers.get(0));
-            if hinted {
-                if let Some(it) = it {
-                    self.items.prefetch(it);
-                }
-            } else {
-                std::hint::black_box(it.and_then(|it| self.items.get(it)).map(|i| i.ep));
+            let it = self.first_item_of(later);
+            std::hint::black_box(it.and_then(|it| self.items.get(it)).map(|i| i.ep));
+        }
+    }
+
+    /// [`Kernel::warm_ahead`] with a cache hint.
+    #[inline]
+    fn hint_ahead(&mut self) {
+        if let Some((c, _)) = self.queue.ahead(3 * HINT_STEP).and_then(conn_of) {
+            self.net.conns.prefetch(c);
+        }
+        if let Some(f) = self.queue.ahead(2 * HINT_STEP).and_then(|l| self.end_of(l)) {
+            self.files.prefetch(f);
+        }
+        if let Some(it) = self
+            .queue
+            .ahead(HINT_STEP)
+            .and_then(|l| self.first_item_of(l))
+        {
+            self.items.prefetch(it);
+        }
+        if self.soon.wanted() {
+            let data = (self.queue.ahead(HINT_DATA))
+                .and_then(|l| self.first_item_of(l))
+                .and_then(|it| self.items.get(it))
+                .map(|i| i.data);
+            if let Some(d) = data {
+                self.soon.push(d);
             }
         }
+    }
+
+    /// The socket a queued packet is for, if it is still there.
+    #[inline]
+    fn end_of(&self, later: &Later) -> Option<FileId> {
+        let (c, to) = conn_of(later)?;
+        self.net.conns.get(c)?.end(to)
+    }
+
+    /// The first epoll item on the wait queue of the socket a queued packet is for.
+    #[inline]
+    fn first_item_of(&self, later: &Later) -> Option<u32> {
+        self.files.get(self.end_of(later)?)?.watchers.get(0)
     }
 
     /// A packet or timer arrives.
