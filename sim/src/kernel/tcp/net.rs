@@ -243,6 +243,22 @@ fn conn_of(later: &Later) -> Option<(u32, usize)> {
     }
 }
 
+/// With a cache hint, what a queued packet touches first: its connection, or (a handshake
+/// packet) the connecting socket, or both.
+#[inline]
+fn first_touch(later: &Later) -> (Option<u32>, Option<FileId>) {
+    match *later {
+        Later::Net(Packet::SynAck { client, conn, .. }) => (Some(conn), Some(client)),
+        Later::Net(
+            Packet::Syn { client, .. }
+            | Packet::SynRetry { client, .. }
+            | Packet::Refused { client, .. },
+        ) => (None, Some(client)),
+        Later::Net(Packet::Ack { conn, .. }) => (Some(conn), None),
+        _ => (conn_of(later).map(|(c, _)| c), None),
+    }
+}
+
 /// With a cache hint, how many deliveries apart [`Kernel::hint_ahead`]'s stages run.
 const HINT_STEP: usize = 48;
 /// With a cache hint, how many deliveries ahead the kernel reads an epoll item's data word for
@@ -464,17 +480,22 @@ impl Kernel {
     /// [`Kernel::warm_ahead`] with a cache hint.
     #[inline]
     fn hint_ahead(&mut self) {
-        if let Some((c, _)) = self.queue.ahead(3 * HINT_STEP).and_then(conn_of) {
-            self.net.conns.prefetch(c);
+        if let Some(later) = self.queue.ahead(3 * HINT_STEP) {
+            let (conn, sock) = first_touch(later);
+            if let Some(c) = conn {
+                self.net.conns.prefetch(c);
+            }
+            if let Some(f) = sock {
+                self.files.prefetch(f);
+                if let Some(a) = self.net.addrs.get(f as usize) {
+                    netpoll::hint::prefetch(a, 1);
+                }
+            }
         }
         if let Some(f) = self.queue.ahead(2 * HINT_STEP).and_then(|l| self.end_of(l)) {
             self.files.prefetch(f);
         }
-        if let Some(it) = self
-            .queue
-            .ahead(HINT_STEP)
-            .and_then(|l| self.first_item_of(l))
-        {
+        if let Some(it) = self.queue.ahead(HINT_STEP).and_then(|l| self.first_item_of(l)) {
             self.items.prefetch(it);
         }
         if self.soon.wanted() {
@@ -488,11 +509,17 @@ impl Kernel {
         }
     }
 
-    /// The socket a queued packet is for, if it is still there.
+    /// The socket a queued packet is for, if it is still there (the connecting socket, for a
+    /// handshake packet that names it).
     #[inline]
     fn end_of(&self, later: &Later) -> Option<FileId> {
-        let (c, to) = conn_of(later)?;
-        self.net.conns.get(c)?.end(to)
+        match *later {
+            Later::Net(Packet::SynAck { client, .. }) => Some(client),
+            _ => {
+                let (c, to) = conn_of(later)?;
+                self.net.conns.get(c)?.end(to)
+            }
+        }
     }
 
     /// The first epoll item on the wait queue of the socket a queued packet is for.
