@@ -492,10 +492,22 @@ impl Kernel {
                 }
             }
         }
-        if let Some(f) = self.queue.ahead(2 * HINT_STEP).and_then(|l| self.end_of(l)) {
-            self.files.prefetch(f);
+        if let Some(later) = self.queue.ahead(2 * HINT_STEP) {
+            if let Some(f) = self.end_of(later) {
+                self.files.prefetch(f);
+                if let Later::Net(Packet::Ack { .. }) = later {
+                    // `accept4` reads the accepted socket's peer address.
+                    if let Some(a) = self.net.addrs.get(f as usize) {
+                        netpoll::hint::prefetch(a, 1);
+                    }
+                }
+            }
         }
-        if let Some(it) = self.queue.ahead(HINT_STEP).and_then(|l| self.first_item_of(l)) {
+        if let Some(it) = self
+            .queue
+            .ahead(HINT_STEP)
+            .and_then(|l| self.first_item_of(l))
+        {
             self.items.prefetch(it);
         }
         if self.soon.wanted() {
@@ -515,6 +527,8 @@ impl Kernel {
     fn end_of(&self, later: &Later) -> Option<FileId> {
         match *later {
             Later::Net(Packet::SynAck { client, .. }) => Some(client),
+            // The accepted side: `accept4` comes next.
+            Later::Net(Packet::Ack { conn, .. }) => self.net.conns.get(conn)?.end(1),
             _ => {
                 let (c, to) = conn_of(later)?;
                 self.net.conns.get(c)?.end(to)
