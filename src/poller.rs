@@ -543,20 +543,34 @@ pub trait Poller {
     /// next deliveries, and starts collecting words at the first call.
     ///
     /// ```
-    /// use netpoll::{EpollEvent, Poller, NoKernel};
+    /// use netpoll::sys::{EPOLL_CTL_ADD, SOCK_NONBLOCK};
+    /// use netpoll::{EpollEvent, Events, Poller};
+    /// use netpoll_sim::Sim;
     ///
-    /// struct Conn { bytes: u64 }
-    /// let conns = vec![Conn { bytes: 0 }; 4];
-    /// let kernel = NoKernel;
-    /// let mut soon = [0u64; 16];
-    /// let n = kernel.upcoming(&mut soon);
-    /// for &data in &soon[..n] {
+    /// #[derive(Default)]
+    /// struct Conn {
+    ///     events: u64,
+    /// }
+    /// let sim = Sim::new(1);
+    /// let ep = sim.epoll_create1(0)?;
+    /// let [a, b] = sim.socketpair(SOCK_NONBLOCK)?;
+    /// sim.epoll_ctl(ep, EPOLL_CTL_ADD, b, Some(EpollEvent::new(Events::IN, 0)))?;
+    /// let mut conns: Vec<Conn> = (0..1).map(|_| Conn::default()).collect();
+    /// sim.write(a, b"hi")?;
+    /// let (mut events, mut soon) = ([EpollEvent::EMPTY; 64], [0u64; 64]);
+    /// // Before each wait: ask the cache for the state of the events to come.
+    /// let k = sim.upcoming(&mut soon);
+    /// for &data in &soon[..k] {
     ///     if let Some(c) = conns.get(data as usize) {
     ///         netpoll::hint::prefetch(c, std::mem::size_of::<Conn>());
     ///     }
     /// }
-    /// assert_eq!(n, 0, "a real kernel (or none) announces nothing");
-    /// # let _ = EpollEvent::new(netpoll::Events::IN, 0);
+    /// let n = sim.epoll_wait(ep, &mut events, -1)?;
+    /// for ev in &events[..n] {
+    ///     conns[ev.data as usize].events += 1;
+    /// }
+    /// assert_eq!(conns[0].events, 1);
+    /// # Ok::<(), std::io::Error>(())
     /// ```
     fn upcoming(&self, out: &mut [u64]) -> usize {
         let _ = out;

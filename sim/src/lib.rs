@@ -17,6 +17,7 @@
 //! | `kernel/tcp/mod.rs` | TCP sockets: the socket calls and their states |
 //! | `kernel/tcp/net.rs` | the simulated loopback network: connections, packets in flight, delivery |
 //! | `kernel/tcp/ports.rs` | the bind table and ephemeral ports |
+//! | `kernel/soon.rs` | not a model: the data words of events expected soon, for a loop's cache hints ([`Poller::upcoming`]) |
 //! | [`oracle`] | what the kernel checks on its own: lost wakeups at quiescence, hangs, livelocks, leaks, user invariants ([`Violation`]) |
 //! | [`faults`] | the fault plan: rare-but-legal behaviours, the cost model, injected errnos |
 //! | [`trace`] | the call history, full traces, fingerprints, and their readable form |
