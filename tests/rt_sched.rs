@@ -162,6 +162,8 @@ fn a_prefetch_hint_is_given_for_woken_tasks_and_changes_nothing() {
     };
     let without = run();
     assert!(!netpoll::hint::installed());
+    let (announced, many_unhinted) = many_at_once();
+    assert_eq!(announced, 0, "announced without a hint");
     netpoll::hint::set_prefetch(count_hint).unwrap();
     let before = HINTS.with(|h| h.get());
     let with = run();
@@ -170,6 +172,68 @@ fn a_prefetch_hint_is_given_for_woken_tasks_and_changes_nothing() {
         HINTS.with(|h| h.get()) > before,
         "no hint was given on the runtime's thread"
     );
+    // With many connections at once, the driver takes the kernel's look-ahead
+    // (`Poller::upcoming`) for its descriptors: nobody else here asks for it.
+    let (announced, fingerprint) = many_at_once();
+    assert!(announced > 0, "the driver never took the look-ahead");
+    assert_eq!(fingerprint, many_unhinted, "the look-ahead changed the run");
+}
+
+/// 2,000 connections at once on the single-threaded runtime, four 16-byte round trips each:
+/// what the kernel announced to the loop, and the run's fingerprint.
+fn many_at_once() -> (u64, (u64, u64)) {
+    type S = std::rc::Rc<Sim>;
+    const CONNS: usize = 2000;
+    let sim = std::rc::Rc::new(Sim::new(5));
+    let mut rt = Runtime::seeded(sim.clone(), 5).unwrap();
+    rt.block_on(async {
+        let ln = TcpListener::<S>::bind(any_port())?;
+        let addr = ln.local_addr()?;
+        let server = rt::spawn(async move {
+            let mut echoes = Vec::new();
+            for _ in 0..CONNS {
+                let (c, _) = ln.accept().await?;
+                echoes.push(rt::spawn(async move {
+                    let mut buf = [0u8; 64];
+                    loop {
+                        let n = c.read(&mut buf).await?;
+                        if n == 0 {
+                            return Ok::<_, std::io::Error>(());
+                        }
+                        c.write_all(&buf[..n]).await?;
+                    }
+                }));
+            }
+            for e in echoes {
+                e.await??;
+            }
+            Ok::<_, std::io::Error>(())
+        });
+        let mut clients = Vec::new();
+        for i in 0..CONNS {
+            clients.push(rt::spawn(async move {
+                let c = TcpStream::<S>::connect(addr).await?;
+                for r in 0..4u8 {
+                    c.write_all(&[r ^ i as u8; 16]).await?;
+                    let (mut got, mut buf) = (0, [0u8; 16]);
+                    while got < 16 {
+                        got += c.read(&mut buf[got..]).await?;
+                    }
+                    assert_eq!(buf, [r ^ i as u8; 16]);
+                }
+                c.shutdown(Shutdown::Write)?;
+                Ok::<_, std::io::Error>(())
+            }));
+        }
+        for c in clients {
+            c.await??;
+        }
+        server.await?
+    })
+    .unwrap()
+    .unwrap();
+    drop(rt);
+    (sim.stats().announced, sim.fingerprint())
 }
 
 #[test]

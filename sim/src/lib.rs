@@ -1246,6 +1246,9 @@ impl Poller for Sim {
     /// reaches them (see [`Poller::upcoming`]). Collected only while a cache hint is installed
     /// (`netpoll::hint`): without one, a loop's prefetches would do nothing.
     fn upcoming(&self, out: &mut [u64]) -> usize {
-        self.k.borrow_mut().soon.take(out)
+        let mut k = self.k.borrow_mut();
+        let n = k.soon.take(out);
+        k.stats.announced += n as u64;
+        n
     }
 }

@@ -24,6 +24,9 @@ struct Seen {
     fingerprint: (u64, u64),
     announced: BTreeSet<u64>,
     foretold: usize,
+    /// Words given, and what `Stats::announced` says.
+    given: u64,
+    counted: u64,
 }
 
 /// `CONNS` clients connect at once, each writes 32 bytes and reads the echo, four times over.
@@ -61,6 +64,8 @@ fn echo(ask: bool) -> Seen {
         fingerprint: (0, 0),
         announced: BTreeSet::new(),
         foretold: 0,
+        given: 0,
+        counted: 0,
     };
     let (mut done, mut buf, mut soon) = (0, [0u8; 256], [0u64; 64]);
     let mut evs = [EpollEvent::EMPTY; 256];
@@ -69,6 +74,7 @@ fn echo(ask: bool) -> Seen {
         if ask {
             let n = p.upcoming(&mut soon);
             seen.announced.extend(&soon[..n]);
+            seen.given += n as u64;
             for &d in &soon[..n] {
                 *pending.entry(d).or_default() += 1;
             }
@@ -116,6 +122,7 @@ fn echo(ask: bool) -> Seen {
         }
     }
     seen.fingerprint = p.fingerprint();
+    seen.counted = p.stats().announced;
     seen
 }
 
@@ -137,6 +144,10 @@ fn the_look_ahead_foretells_events_only_with_a_hint_and_changes_nothing() {
         "the look-ahead changed the run"
     );
     assert_eq!(hinted.fingerprint, plain.fingerprint);
+    assert_eq!(
+        hinted.counted, hinted.given,
+        "Stats::announced counts the words given"
+    );
     // Every announced word is one the loop registered, and most data events were announced
     // before they came.
     let registered = |d: u64| d < CONNS || (d & SERVER != 0 && (d & !SERVER) < CONNS);

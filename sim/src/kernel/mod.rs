@@ -189,6 +189,9 @@ pub struct Stats {
     pub epoll_events: u64,
     /// Wakeup callbacks run (an item considered for a ready list).
     pub wakeups: u64,
+    /// Data words handed to the loop by [`Poller::upcoming`](netpoll::Poller::upcoming): the
+    /// kernel's look-ahead, for cache hints (none without a hint installed).
+    pub announced: u64,
 }
 
 /// The whole simulated kernel. [`crate::Sim`] wraps it in a `RefCell` and implements `Poller`.
