@@ -489,4 +489,10 @@ impl Poller for ThreadedSim {
     fn short_read_drains(&self) -> bool {
         lock(&self.shared.sim).short_read_drains()
     }
+
+    /// The simulated kernel's look-ahead, as one thread's loop would get it alone: a hint that
+    /// changes nothing, so not a switch point.
+    fn upcoming(&self, out: &mut [u64]) -> usize {
+        lock(&self.shared.sim).upcoming(out)
+    }
 }
