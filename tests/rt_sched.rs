@@ -130,17 +130,7 @@ fn a_prefetch_hint_is_given_for_woken_tasks_and_changes_nothing() {
                 let mut total = reader.await??;
                 let ln = TcpListener::<S>::bind(any_port())?;
                 let addr = ln.local_addr()?;
-                let server = rt::spawn(async move {
-                    let (c, _) = ln.accept().await?;
-                    let mut buf = [0u8; 64];
-                    loop {
-                        let n = c.read(&mut buf).await?;
-                        if n == 0 {
-                            return Ok::<_, std::io::Error>(());
-                        }
-                        c.write_all(&buf[..n]).await?;
-                    }
-                });
+                let server = rt::spawn(async move { echo_until_eof(ln.accept().await?.0).await });
                 let c = TcpStream::<S>::connect(addr).await?;
                 for i in 0..40u8 {
                     c.write_all(&[i; 16]).await?;
@@ -179,6 +169,18 @@ fn a_prefetch_hint_is_given_for_woken_tasks_and_changes_nothing() {
     assert_eq!(fingerprint, many_unhinted, "the look-ahead changed the run");
 }
 
+/// Writes back what `c` reads, until end of file.
+async fn echo_until_eof(c: TcpStream<std::rc::Rc<Sim>>) -> std::io::Result<()> {
+    let mut buf = [0u8; 64];
+    loop {
+        let n = c.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        c.write_all(&buf[..n]).await?;
+    }
+}
+
 /// 2,000 connections at once on the single-threaded runtime, four 16-byte round trips each:
 /// what the kernel announced to the loop, and the run's fingerprint.
 fn many_at_once() -> (u64, (u64, u64)) {
@@ -193,16 +195,7 @@ fn many_at_once() -> (u64, (u64, u64)) {
             let mut echoes = Vec::new();
             for _ in 0..CONNS {
                 let (c, _) = ln.accept().await?;
-                echoes.push(rt::spawn(async move {
-                    let mut buf = [0u8; 64];
-                    loop {
-                        let n = c.read(&mut buf).await?;
-                        if n == 0 {
-                            return Ok::<_, std::io::Error>(());
-                        }
-                        c.write_all(&buf[..n]).await?;
-                    }
-                }));
+                echoes.push(rt::spawn(echo_until_eof(c)));
             }
             for e in echoes {
                 e.await??;
