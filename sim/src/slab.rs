@@ -48,6 +48,19 @@ impl<T> Slab<T> {
         v
     }
 
+    /// Removes entry `i` where it lies, after `last` has had a look at it: no copy of the value
+    /// is made on the way out (for a large entry, a copy reads every line of it).
+    pub(crate) fn remove_with(&mut self, i: u32, last: impl FnOnce(&mut T)) {
+        let slot = &mut self.entries[i as usize];
+        last(
+            slot.as_mut()
+                .expect("slab: removing a free slot (a stale id outlived its entry)"),
+        );
+        *slot = None;
+        self.free.push(i);
+        self.len -= 1;
+    }
+
     pub(crate) fn get(&self, i: u32) -> Option<&T> {
         self.entries.get(i as usize).and_then(Option::as_ref)
     }

@@ -422,8 +422,8 @@ impl Kernel {
             return;
         };
         if conn.end(0).is_none() && conn.end(1).is_none() && conn.packets == 0 {
-            let mut conn = self.net.conns.remove(c);
-            conn.free_rings(&mut self.net.rings);
+            let rings = &mut self.net.rings;
+            self.net.conns.remove_with(c, |conn| conn.free_rings(rings));
         }
     }
 
