@@ -11,35 +11,9 @@ use std::time::Duration;
 use netpoll::rt::{self, pipe, TcpListener, TcpStream, UnixStream};
 use netpoll::sys::errno;
 use netpoll::Poller;
-use rt_util::{any_port, expect_errno, expect_kind};
+use rt_util::{any_port, echo, expect_errno, expect_kind, read_exact, thousands_of_connections};
 
 type R = std::io::Result<()>;
-
-/// The handler every test server uses: echo until EOF.
-async fn echo<P: Poller + 'static>(conn: TcpStream<P>) -> R {
-    let mut buf = [0u8; 4096];
-    loop {
-        let n = conn.read(&mut buf).await?;
-        if n == 0 {
-            break;
-        }
-        conn.write_all(&buf[..n]).await?;
-    }
-    Ok(())
-}
-
-async fn read_exact<P: Poller + 'static>(c: &TcpStream<P>, n: usize) -> std::io::Result<Vec<u8>> {
-    let mut out = vec![0u8; n];
-    let mut got = 0;
-    while got < n {
-        let k = c.read(&mut out[got..]).await?;
-        if k == 0 {
-            return Err(ErrorKind::UnexpectedEof.into());
-        }
-        got += k;
-    }
-    Ok(out)
-}
 
 async fn tcp_echo_and_eof<P: Poller + 'static>() -> R {
     let ln = TcpListener::<P>::bind(any_port())?;
@@ -276,40 +250,6 @@ async fn pipe_eof_and_epipe<P: Poller + 'static>() -> R {
     r.close()?;
     expect_errno(w.write(b"x").await, errno::EPIPE);
     Ok(())
-}
-
-async fn thousands_of_connections<P: Poller + 'static>() -> R {
-    const CONNS: usize = 2000;
-    let ln = TcpListener::<P>::bind(any_port())?;
-    let addr = ln.local_addr()?;
-    let server = rt::spawn(async move {
-        let mut handlers = Vec::new();
-        for _ in 0..CONNS {
-            let (c, _) = ln.accept().await?;
-            handlers.push(rt::spawn(echo(c)));
-        }
-        for h in handlers {
-            h.await??;
-        }
-        Ok::<_, std::io::Error>(())
-    });
-    let mut clients = Vec::new();
-    for i in 0..CONNS {
-        clients.push(rt::spawn(async move {
-            let c = TcpStream::<P>::connect(addr).await?;
-            for round in 0..3u8 {
-                let msg = [(i as u8) ^ round; 64];
-                c.write_all(&msg).await?;
-                assert_eq!(read_exact(&c, 64).await?, msg);
-            }
-            c.shutdown(Shutdown::Write)?;
-            Ok::<_, std::io::Error>(())
-        }));
-    }
-    for c in clients {
-        c.await??;
-    }
-    server.await?
 }
 
 two_arms!(

@@ -130,7 +130,7 @@ fn a_prefetch_hint_is_given_for_woken_tasks_and_changes_nothing() {
                 let mut total = reader.await??;
                 let ln = TcpListener::<S>::bind(any_port())?;
                 let addr = ln.local_addr()?;
-                let server = rt::spawn(async move { echo_until_eof(ln.accept().await?.0).await });
+                let server = rt::spawn(async move { rt_util::echo(ln.accept().await?.0).await });
                 let c = TcpStream::<S>::connect(addr).await?;
                 for i in 0..40u8 {
                     c.write_all(&[i; 16]).await?;
@@ -169,62 +169,14 @@ fn a_prefetch_hint_is_given_for_woken_tasks_and_changes_nothing() {
     assert_eq!(fingerprint, many_unhinted, "the look-ahead changed the run");
 }
 
-/// Writes back what `c` reads, until end of file.
-async fn echo_until_eof(c: TcpStream<std::rc::Rc<Sim>>) -> std::io::Result<()> {
-    let mut buf = [0u8; 64];
-    loop {
-        let n = c.read(&mut buf).await?;
-        if n == 0 {
-            return Ok(());
-        }
-        c.write_all(&buf[..n]).await?;
-    }
-}
-
-/// 2,000 connections at once on the single-threaded runtime, four 16-byte round trips each:
-/// what the kernel announced to the loop, and the run's fingerprint.
+/// `rt_util::thousands_of_connections` on the single-threaded runtime over the simulated
+/// kernel: what the kernel announced to the loop, and the run's fingerprint.
 fn many_at_once() -> (u64, (u64, u64)) {
-    type S = std::rc::Rc<Sim>;
-    const CONNS: usize = 2000;
     let sim = std::rc::Rc::new(Sim::new(5));
     let mut rt = Runtime::seeded(sim.clone(), 5).unwrap();
-    rt.block_on(async {
-        let ln = TcpListener::<S>::bind(any_port())?;
-        let addr = ln.local_addr()?;
-        let server = rt::spawn(async move {
-            let mut echoes = Vec::new();
-            for _ in 0..CONNS {
-                let (c, _) = ln.accept().await?;
-                echoes.push(rt::spawn(echo_until_eof(c)));
-            }
-            for e in echoes {
-                e.await??;
-            }
-            Ok::<_, std::io::Error>(())
-        });
-        let mut clients = Vec::new();
-        for i in 0..CONNS {
-            clients.push(rt::spawn(async move {
-                let c = TcpStream::<S>::connect(addr).await?;
-                for r in 0..4u8 {
-                    c.write_all(&[r ^ i as u8; 16]).await?;
-                    let (mut got, mut buf) = (0, [0u8; 16]);
-                    while got < 16 {
-                        got += c.read(&mut buf[got..]).await?;
-                    }
-                    assert_eq!(buf, [r ^ i as u8; 16]);
-                }
-                c.shutdown(Shutdown::Write)?;
-                Ok::<_, std::io::Error>(())
-            }));
-        }
-        for c in clients {
-            c.await??;
-        }
-        server.await?
-    })
-    .unwrap()
-    .unwrap();
+    rt.block_on(rt_util::thousands_of_connections::<std::rc::Rc<Sim>>())
+        .unwrap()
+        .unwrap();
     drop(rt);
     (sim.stats().announced, sim.fingerprint())
 }

@@ -755,7 +755,7 @@ impl<P: Poller> Driver<P> {
                 }
             });
             self.account(&turn);
-            if crate::hint::installed() {
+            if hinted {
                 // Each waker's target first (a task's cell, for this runtime's own wakers):
                 // with many connections each is a miss, and a wake's first act is a locked
                 // instruction on it, which would make each wait for its own in turn.

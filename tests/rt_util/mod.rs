@@ -6,7 +6,9 @@ use std::future::Future;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
-use netpoll::rt::{MultiRuntime, Runtime};
+use std::net::Shutdown;
+
+use netpoll::rt::{self, MultiRuntime, Runtime, TcpListener, TcpStream};
 use netpoll::Poller;
 use netpoll_realnet::RealNet;
 use netpoll_sim::Sim;
@@ -124,4 +126,67 @@ pub fn expect_errno<T: std::fmt::Debug>(r: io::Result<T>, code: i32) {
 /// A bound on a virtual or real duration, for assertions.
 pub fn poller_name<P: Poller>(p: &P) -> &'static str {
     p.name()
+}
+
+/// The handler every test server uses: echo until EOF.
+pub async fn echo<P: Poller + 'static>(conn: TcpStream<P>) -> io::Result<()> {
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = conn.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        conn.write_all(&buf[..n]).await?;
+    }
+    Ok(())
+}
+
+/// Reads exactly `n` bytes (`UnexpectedEof` if the stream ends first).
+pub async fn read_exact<P: Poller + 'static>(c: &TcpStream<P>, n: usize) -> io::Result<Vec<u8>> {
+    let mut out = vec![0u8; n];
+    let mut got = 0;
+    while got < n {
+        let k = c.read(&mut out[got..]).await?;
+        if k == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        got += k;
+    }
+    Ok(out)
+}
+
+/// 2,000 connections open at once, three 64-byte round trips each, echoed by one task per
+/// connection.
+pub async fn thousands_of_connections<P: Poller + 'static>() -> io::Result<()> {
+    const CONNS: usize = 2000;
+    let ln = TcpListener::<P>::bind(any_port())?;
+    let addr = ln.local_addr()?;
+    let server = rt::spawn(async move {
+        let mut handlers = Vec::new();
+        for _ in 0..CONNS {
+            let (c, _) = ln.accept().await?;
+            handlers.push(rt::spawn(echo(c)));
+        }
+        for h in handlers {
+            h.await??;
+        }
+        Ok::<_, std::io::Error>(())
+    });
+    let mut clients = Vec::new();
+    for i in 0..CONNS {
+        clients.push(rt::spawn(async move {
+            let c = TcpStream::<P>::connect(addr).await?;
+            for round in 0..3u8 {
+                let msg = [(i as u8) ^ round; 64];
+                c.write_all(&msg).await?;
+                assert_eq!(read_exact(&c, 64).await?, msg);
+            }
+            c.shutdown(Shutdown::Write)?;
+            Ok::<_, std::io::Error>(())
+        }));
+    }
+    for c in clients {
+        c.await??;
+    }
+    server.await?
 }
